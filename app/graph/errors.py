@@ -1,0 +1,33 @@
+"""Errors of the graph library.
+
+They carry structured fields (op index, node, expected/got) so the HTTP layer can return them as JSON
+without parsing messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GraphError(Exception):
+    """Base class: a user-facing problem with a model, a spec or an edit."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fields = {k: v for k, v in fields.items() if v is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.message, **self.fields}
+
+
+class SpecError(GraphError):
+    """A model spec (or a traced module) cannot be turned into a runnable graph."""
+
+
+class EditError(GraphError):
+    """An edit was refused; nothing changed. `op` is the index of the failing op."""
+
+
+class NotFoundError(GraphError):
+    """A model, version or node does not exist."""

@@ -1,0 +1,78 @@
+"""A model's version history: propose a new version from ops or a rollback, then commit it.
+
+Proposing is pure (nothing changes until `commit`), which lets the serving layer validate and build off the
+hot path, make the version durable, and only then publish it. No locks here: the caller serialises edits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from .edits import Op, apply_edit
+from .errors import GraphError, NotFoundError
+from .version import ModelVersion, make_version
+
+
+class ConflictError(GraphError):
+    """The edit was based on a version that is no longer the latest."""
+
+
+class LiveModel:
+    """All versions of one model; the latest is the one that serves."""
+
+    def __init__(self, first: ModelVersion) -> None:
+        self.name = first.model
+        self._versions: dict[int, ModelVersion] = {first.version: first}
+        self._latest = first.version
+
+    @property
+    def current(self) -> ModelVersion:
+        return self._versions[self._latest]
+
+    def get(self, version: int | None = None) -> ModelVersion:
+        if version is None:
+            return self.current
+        v = self._versions.get(version)
+        if v is None:
+            raise NotFoundError(f"model {self.name!r} has no version {version} (latest is {self._latest})",
+                                version=version)  # fmt: skip
+        return v
+
+    def versions(self) -> Iterator[ModelVersion]:
+        return (self._versions[k] for k in sorted(self._versions))
+
+    def check_base(self, if_version: int | None) -> None:
+        if if_version is not None and if_version != self._latest:
+            raise ConflictError(
+                f"model {self.name!r} is at version {self._latest}, not {if_version}",
+                expected=if_version, got=self._latest,
+            )  # fmt: skip
+
+    def propose(self, ops: list[Op] | list[dict[str, Any]], *, if_version: int | None = None,
+                allow_output_change: bool = False) -> ModelVersion:  # fmt: skip
+        """The next version that `ops` would make of the current one (not committed)."""
+        self.check_base(if_version)
+        return apply_edit(self.current, ops, version=self._latest + 1, allow_output_change=allow_output_change)
+
+    def propose_rollback(self, to: int, *, if_version: int | None = None) -> ModelVersion:
+        """A new version equal to version `to`: same spec and the very same modules (no copies)."""
+        self.check_base(if_version)
+        target = self.get(to)
+        cur = self.current
+        return make_version(
+            self.name, self._latest + 1, cur.version, target.spec, target.modules,
+            previous=target, ops=({"op": "rollback", "to": to},),
+        )  # fmt: skip
+
+    def commit(self, version: ModelVersion) -> None:
+        if version.version != self._latest + 1 or version.model != self.name:
+            raise ConflictError(f"cannot commit version {version.version} of {version.model!r}: "
+                                f"{self.name!r} is at {self._latest}")  # fmt: skip
+        self._versions[version.version] = version
+        self._latest = version.version
+
+    def forget(self, version: int) -> None:
+        """Drop a version from memory (never the current one)."""
+        if version != self._latest:
+            self._versions.pop(version, None)
