@@ -66,7 +66,15 @@ def spec_json(v: ModelVersion) -> dict[str, Any]:
 
 
 def weights_bytes(v: ModelVersion) -> bytes:
-    return save({k: t.contiguous() for k, t in v.state_dict().items()}, metadata={"model": v.model})
+    # Nodes may share a module (a traced model that calls a layer twice); safetensors refuses shared storage,
+    # so every tensor after the first on one storage is written as its own copy.
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for k, t in v.state_dict().items():
+        ptr = t.untyped_storage().data_ptr()
+        tensors[k] = t.contiguous() if ptr not in seen else t.clone(memory_format=torch.contiguous_format)
+        seen.add(ptr)
+    return save(tensors, metadata={"model": v.model})
 
 
 def read_bundle(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:

@@ -141,6 +141,7 @@ class _Draft:
         self.outputs: list[OutputSpec] = list(base.spec.outputs)
         self.modules: dict[str, nn.Module] = dict(base.modules)
         self.shapes = base.shapes
+        self.last_inserted = ""
 
     def index(self, node_id: str) -> int:
         for i, n in enumerate(self.nodes):
@@ -214,6 +215,7 @@ def _apply_insert(draft: _Draft, op: InsertOp) -> None:
         draft.nodes[pos] = draft.nodes[pos].model_copy(update={"inputs": (name,)})
         draft.nodes.insert(pos, new)
     draft.modules[name] = module
+    draft.last_inserted = name
 
 
 def _apply_remove(draft: _Draft, op: RemoveOp) -> None:
@@ -325,11 +327,14 @@ def apply_edit(
     """
     parsed = parse_ops(ops)
     draft = _Draft(base)
+    created: dict[int, str] = {}  # op index -> the node it inserted (names may be generated)
     for i, op in enumerate(parsed):
         try:
             _APPLY[op.op](draft, op)  # type: ignore[operator]
         except GraphError as e:
             raise EditError(f"op {i}: {_describe_op(op)}: {e.message}", **{**e.fields, "op": i}) from None
+        if isinstance(op, InsertOp):
+            created[i] = op.name or draft.last_inserted
     try:
         candidate = make_version(
             base.model, version, base.version, draft.spec(base.spec.name), draft.modules,
@@ -337,7 +342,7 @@ def apply_edit(
         )  # fmt: skip
     except GraphError as e:
         node = e.fields.get("node")
-        idx = _op_of_node(parsed, node)
+        idx = _op_of_node(parsed, node, created)
         prefix = f"op {idx}: {_describe_op(parsed[idx])}: " if idx is not None else ""
         raise EditError(prefix + e.message, **{**e.fields, "op": idx}) from None
     if not allow_output_change:
@@ -351,13 +356,13 @@ def apply_edit(
     return candidate
 
 
-def _op_of_node(ops: list[Op], node: str | None) -> int | None:
+def _op_of_node(ops: list[Op], node: str | None, created: dict[int, str] | None = None) -> int | None:
     """The last op that touched `node` (a shape error surfaces at the node, but the op caused it)."""
     if node is None:
         return None
     for i in range(len(ops) - 1, -1, -1):
         op = ops[i]
-        name = getattr(op, "node", None) or getattr(op, "name", None)
+        name = getattr(op, "node", None) or getattr(op, "name", None) or (created or {}).get(i)
         if name == node or (isinstance(op, InsertOp) and node in (op.after, op.before)):
             return i
     return len(ops) - 1

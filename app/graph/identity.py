@@ -59,11 +59,18 @@ def _identity(layer: c.LayerSpec, module: nn.Module, prev: c.LayerSpec | None) -
                 )
         case c.Residual():
             assert isinstance(module, c.ResidualBlock)
-            last = list(module.body)[-1]
+            last_spec, last = layer.body[-1], list(module.body)[-1]
+            while isinstance(last_spec, c.Sequential):  # a Sequential outputs what its own last layer outputs
+                last_spec, last = last_spec.layers[-1], list(last)[-1]  # type: ignore[arg-type]
+            if isinstance(last_spec, c.Residual):
+                raise IdentityError(
+                    "a Residual is an identity when its last layer outputs zeros, but its last layer is a Residual, "
+                    "which outputs its input plus its body"
+                )
             tensors = list(last.parameters())
             if not tensors:
                 raise IdentityError(
-                    f"a Residual is an identity when its last layer outputs zeros, but {layer.body[-1].type} "
+                    f"a Residual is an identity when its last layer outputs zeros, but {last_spec.type} "
                     "has no weights to zero"
                 )
             for t in tensors:

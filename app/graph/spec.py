@@ -25,8 +25,12 @@ from .errors import SpecError
 
 SPEC_FORMAT = 1
 _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-# Attribute names a submodule of a GraphModule must not shadow.
-_RESERVED = frozenset(dir(fx.GraphModule)) | frozenset(keyword.kwlist) | {"self"}
+# Attribute names a submodule of a GraphModule must not shadow: class attributes and also the instance
+# attributes nn.Module/GraphModule set in __init__ (`_modules`, `_graph`, `meta`, ...), which would break the build.
+_RESERVED = (
+    frozenset(dir(fx.GraphModule)) | frozenset(dir(fx.GraphModule(nn.Module(), fx.Graph())))
+    | frozenset(keyword.kwlist) | {"self"}
+)  # fmt: skip
 
 Datatype = Literal[
     "BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "BF16", "FP32", "FP64"

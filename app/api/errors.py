@@ -1,0 +1,106 @@
+"""One error shape for every route: `{"error": "<message>", ...structured fields}`.
+
+Domain errors from the graph and serving layers map to statuses here, so routes never build error
+responses themselves, and anything unexpected becomes a logged 500 without internals in the body.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.graph.errors import EditError, GraphError, NotFoundError, SpecError
+from app.graph.live import ConflictError
+from app.serving.errors import (
+    BadInputError,
+    InferenceTimeoutError,
+    ModelExistsError,
+    QueueFullError,
+    UnavailableError,
+)
+
+from .oip_codec import OIPError
+
+log = logging.getLogger("morphserve.api")
+
+
+class ErrorResponse(BaseModel):
+    """Every error body. Extra fields (`op`, `node`, `expected`, `got`, ...) appear where they apply."""
+
+    model_config = ConfigDict(extra="allow")
+    error: str
+
+
+class ApiError(Exception):
+    """An HTTP-level refusal raised by routes and dependencies (auth, content type, body size)."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None, **fields: Any) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers, self.fields = status, message, headers, fields
+
+
+_STATUS: list[tuple[type[Exception], int]] = [
+    (NotFoundError, 404),  # includes NotResidentError and unknown nodes
+    (ConflictError, 409),
+    (ModelExistsError, 409),
+    (QueueFullError, 503),
+    (UnavailableError, 503),
+    (InferenceTimeoutError, 504),
+    (BadInputError, 400),
+    (EditError, 422),
+    (SpecError, 422),
+    (GraphError, 422),
+]
+
+#: Status codes an error may carry, for the OpenAPI `responses` of each route.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422, 503)
+}
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None, **fields: Any) -> ORJSONResponse:
+    return ORJSONResponse({"error": message, **fields}, status_code=status, headers=headers)
+
+
+def status_of(exc: GraphError) -> int:
+    return next(code for cls, code in _STATUS if isinstance(exc, cls))
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(GraphError)
+    async def _graph(_: Request, exc: GraphError) -> ORJSONResponse:
+        status = status_of(exc)
+        headers = {"Retry-After": str(QueueFullError.retry_after_s)} if status == 503 else None
+        return error_response(status, exc.message, headers, **exc.fields)
+
+    @app.exception_handler(ApiError)
+    async def _api(_: Request, exc: ApiError) -> ORJSONResponse:
+        return error_response(exc.status, exc.message, exc.headers, **exc.fields)
+
+    @app.exception_handler(OIPError)
+    async def _oip(_: Request, exc: OIPError) -> ORJSONResponse:
+        return error_response(400, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+        parts = []
+        for e in exc.errors():
+            loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+            parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
+        status = 400 if any(e.get("type") == "json_invalid" for e in exc.errors()) else 422
+        return error_response(status, "; ".join(parts)[:2000] or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        return error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}) or None)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal server error")

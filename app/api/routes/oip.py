@@ -1,0 +1,103 @@
+"""Open Inference Protocol v2 (KServe / Triton): model metadata, readiness and inference, JSON and binary."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from app.api.deps import RegistryDep
+from app.api.errors import ERROR_RESPONSES, ApiError
+from app.api.oip_codec import NUMPY_TO_OIP, decode_request, encode_response
+from app.api.schemas import OIP_REQUEST_SCHEMA, ModelMetadata, ModelReady, OIPInferResponse, OIPTensorMetadata
+from app.serving.registry import Registry
+
+router = APIRouter(prefix="/v2/models", tags=["inference (OIP v2)"], responses=ERROR_RESPONSES)
+_HEADER = "inference-header-content-length"
+
+
+def _version(v: str | None) -> int | None:
+    if v is None or v == "":
+        return None
+    if not v.isdigit() or len(v) > 18:
+        raise ApiError(400, f"model version must be a positive integer, got {v!r}")
+    return int(v)
+
+
+def _metadata(registry: Registry, model: str, version: int | None) -> ModelMetadata:
+    v = registry.version(model, version)
+    resident = registry.resident(model)
+    return ModelMetadata(
+        name=model,
+        versions=[str(r) for r in resident],
+        platform="pytorch_torchfx",
+        inputs=[OIPTensorMetadata(name=t.name, datatype=t.datatype, shape=list(t.shape)) for t in v.inputs],
+        outputs=[OIPTensorMetadata(name=o.name, datatype=o.datatype or "FP32", shape=list(o.shape or ()))
+                 for o in v.outputs],  # fmt: skip
+    )
+
+
+@router.get("/{model}", response_model=ModelMetadata)
+def model_metadata(model: str, registry: RegistryDep) -> ModelMetadata:
+    return _metadata(registry, model, None)
+
+
+@router.get("/{model}/versions/{version}", response_model=ModelMetadata)
+def model_version_metadata(model: str, version: str, registry: RegistryDep) -> ModelMetadata:
+    return _metadata(registry, model, _version(version))
+
+
+def _ready(registry: Registry, model: str, version: int | None) -> ModelReady:
+    registry.version(model, version)  # 404 for unknown models and versions
+    if version is not None and version not in registry.resident(model):
+        raise ApiError(503, f"version {version} of {model!r} is not resident", name=model, ready=False)
+    return ModelReady(name=model, ready=True)
+
+
+@router.get("/{model}/ready", response_model=ModelReady)
+def model_ready(model: str, registry: RegistryDep) -> ModelReady:
+    return _ready(registry, model, None)
+
+
+@router.get("/{model}/versions/{version}/ready", response_model=ModelReady)
+def model_version_ready(model: str, version: str, registry: RegistryDep) -> ModelReady:
+    return _ready(registry, model, _version(version))
+
+
+async def _infer(request: Request, registry: Registry, model: str, version: int | None) -> Response:
+    raw_len = request.headers.get(_HEADER)
+    header_length: int | None = None
+    if raw_len is not None:
+        if not raw_len.strip().isdigit():
+            raise ApiError(400, f"Inference-Header-Content-Length must be a non-negative integer, got {raw_len!r}")
+        header_length = int(raw_len)
+    elif not (request.headers.get("content-type") or "application/json").startswith(("application/json", "*/*")):
+        ctype = request.headers.get("content-type")
+        raise ApiError(415, f"send application/json (or binary tensors with {_HEADER}), got {ctype!r}")
+    body = await request.body()
+    req = decode_request(body, header_length)
+    result = await registry.infer(model, req.inputs, version)
+    served = registry.version(model, result.version)
+    outputs = {o.name: arr for o, arr in zip(served.outputs, result.outputs, strict=True)}
+    content, headers = encode_response(model_name=model, model_version=str(result.version), request_id=req.id,
+                                       outputs=outputs, request=req)  # fmt: skip
+    media = "application/octet-stream" if headers else "application/json"
+    return Response(content, media_type=media, headers=headers)
+
+
+_INFER_DOC = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": OIP_REQUEST_SCHEMA},
+                                                  "application/octet-stream": {"schema": {"type": "string",
+                                                                                          "format": "binary"}}}},
+}  # fmt: skip
+
+
+@router.post("/{model}/infer", response_model=OIPInferResponse, openapi_extra=_INFER_DOC)
+async def infer(model: str, request: Request, registry: RegistryDep) -> Response:
+    return await _infer(request, registry, model, None)
+
+
+@router.post("/{model}/versions/{version}/infer", response_model=OIPInferResponse, openapi_extra=_INFER_DOC)
+async def infer_version(model: str, version: str, request: Request, registry: RegistryDep) -> Response:
+    return await _infer(request, registry, model, _version(version))
+
+
+__all__ = ["router", "NUMPY_TO_OIP"]

@@ -1,0 +1,191 @@
+"""Request and response models of the REST API (the OpenAPI schema is generated from these)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.graph.catalogue import LayerSpec
+from app.graph.describe import GraphDescription, GraphDiff
+from app.graph.spec import TensorSpec
+
+NestedList = list[Any]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- OIP v2 -----------------------------------------------------------------------------------------------
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class LiveResponse(BaseModel):
+    live: bool
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class OIPTensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[OIPTensorMetadata]
+    outputs: list[OIPTensorMetadata]
+
+
+OIP_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": {"type": "object"},
+        "inputs": {"type": "array", "items": {
+            "type": "object", "required": ["name", "shape", "datatype"],
+            "properties": {"name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+                           "datatype": {"type": "string"}, "parameters": {"type": "object"},
+                           "data": {"type": "array"}}}},
+        "outputs": {"type": "array", "items": {"type": "object", "required": ["name"],
+                    "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}}}},
+    },
+}  # fmt: skip
+
+
+class OIPOutput(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: dict[str, Any] | None = None
+    data: list[Any] | None = None
+
+
+class OIPInferResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[OIPOutput]
+
+
+# -- /v1 ---------------------------------------------------------------------------------------------------
+class V1InferRequest(_Strict):
+    """`inputs` is a nested list (single-input models) or an object of nested lists by input name."""
+
+    inputs: NestedList | dict[str, NestedList]
+
+
+class V1InferResponse(BaseModel):
+    model: str
+    model_version: int
+    outputs: NestedList | dict[str, NestedList] = Field(
+        description="a nested list for single-output models, else an object by output name"
+    )
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: int
+    versions: int
+    resident_versions: list[int]
+    device: str
+    queue_depth: int
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    params: int
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class CreateModel(_Strict):
+    """Exactly one of `zoo` (a built-in model name, with `options`) or `spec` (an architecture spec)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+    zoo: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    spec: dict[str, Any] | None = None
+
+
+class Deleted(BaseModel):
+    deleted: str
+
+
+class VersionInfo(BaseModel):
+    version: int
+    parent: int | None
+    created_at: float
+    ops: list[dict[str, Any]]
+    resident: bool
+
+
+class VersionList(BaseModel):
+    model: str
+    current: int
+    versions: list[VersionInfo]
+
+
+class EditRequest(_Strict):
+    ops: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=256)]
+    if_version: int | None = None
+    dry_run: bool = False
+    allow_output_change: bool = False
+
+
+class InsertLayer(_Strict):
+    after: str | None = None
+    before: str | None = None
+    name: str | None = None
+    layer: LayerSpec
+    init: Literal["default", "identity"] = "default"
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+    if_version: int | None = None
+    allow_output_change: bool = False
+
+
+class ReplaceLayer(_Strict):
+    layer: LayerSpec
+    keep_weights: bool = False
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+    if_version: int | None = None
+    allow_output_change: bool = False
+
+
+class Rollback(_Strict):
+    version: Annotated[int, Field(ge=1)]
+    if_version: int | None = None
+
+
+class Timings(BaseModel):
+    validate_: float = Field(alias="validate")
+    build: float
+    swap: float
+    total: float
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+class EditResponse(BaseModel):
+    model: str
+    version: int
+    previous_version: int
+    dry_run: bool
+    diff: GraphDiff
+    timings_ms: Timings
+    graph: GraphDescription | None = Field(None, description="the would-be graph, for dry runs")

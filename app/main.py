@@ -1,0 +1,65 @@
+"""Build the FastAPI application: settings -> registry (models, workers) -> routers, errors, middleware."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.api import errors
+from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
+from app.api.routes import edits, health, infer, models, oip
+from app.serving.metrics import Metrics
+from app.serving.registry import Registry
+from app.settings import Settings
+
+log = logging.getLogger("morphserve")
+
+
+def admin_token(settings: Settings) -> str | None:
+    """The token mutating routes need: the configured one; none on loopback-only servers; else a fresh one,
+    logged once, so that an admin API is never open on a network interface."""
+    if settings.admin_token:
+        return settings.admin_token
+    if settings.loopback_only:
+        return None
+    token = secrets.token_urlsafe(32)
+    log.warning("no --admin-token given and listening on %s: generated admin token %s", settings.host, token)
+    return token
+
+
+def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = registry.metrics if registry is not None else Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if app.state.registry is None:
+            reg = Registry(settings, metrics)
+            reg.load_from_settings()
+            app.state.registry = reg
+        try:
+            yield
+        finally:
+            app.state.registry.close()
+
+    app = FastAPI(
+        title="morphserve",
+        version=__version__,
+        description="A model server whose PyTorch models can be inspected and edited live while they serve.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.registry = registry
+    app.state.admin_token = admin_token(settings)
+    errors.install(app)
+    for module in (health, oip, infer, models, edits):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

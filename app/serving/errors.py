@@ -1,0 +1,31 @@
+"""Errors of the serving layer (the graph library's errors pass through unchanged)."""
+
+from __future__ import annotations
+
+from app.graph.errors import GraphError, NotFoundError
+
+
+class BadInputError(GraphError):
+    """An inference input does not match the model's signature, or the model cannot compute on it."""
+
+
+class QueueFullError(GraphError):
+    """The model's queue is full: the client should retry later (503 + Retry-After)."""
+
+    retry_after_s = 1
+
+
+class NotResidentError(NotFoundError):
+    """The version exists but is not loaded on the device."""
+
+
+class ModelExistsError(GraphError):
+    """A model of that name is already served."""
+
+
+class UnavailableError(GraphError):
+    """The model is shutting down or its worker has stopped."""
+
+
+class InferenceTimeoutError(GraphError):
+    """The request waited longer than the configured request timeout."""

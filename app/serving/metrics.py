@@ -1,0 +1,27 @@
+"""Prometheus metrics, one registry per server instance (so tests can run several apps in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("morphserve_requests", "HTTP requests by route template and status",
+                                ["method", "route", "status"], registry=r)  # fmt: skip
+        self.latency = Histogram("morphserve_request_duration_seconds", "HTTP request latency by route template",
+                                 ["method", "route"], buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.batch_size = Histogram("morphserve_batch_size", "rows per executed batch", ["model"],
+                                    buckets=_BATCH_BUCKETS, registry=r)  # fmt: skip
+        self.queue_depth = Gauge("morphserve_queue_depth", "inference requests waiting", ["model"], registry=r)
+        self.version = Gauge("morphserve_model_version", "version currently serving", ["model"], registry=r)
+        self.edits = Counter("morphserve_edits", "edits by outcome", ["model", "outcome"], registry=r)
+        self.edit_latency = Histogram("morphserve_edit_duration_seconds", "edit latency, request to live",
+                                      ["model"], buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.inferences = Counter("morphserve_inferences", "inference requests served by the worker, by version",
+                                  ["model", "version"], registry=r)  # fmt: skip

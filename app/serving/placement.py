@@ -1,0 +1,54 @@
+"""Device placement of versions: the runnable a worker executes, with layers shared across versions.
+
+On the CPU the version's own fx GraphModule runs as is. On a GPU each CPU module is copied to the device
+once and the copy reused by every version that shares it, so an edit uploads only the layers it changed.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Iterable
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from app.graph.spec import build_graph_module
+from app.graph.version import ModelVersion
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+class Placement:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._copies: dict[int, tuple[nn.Module, nn.Module]] = {}  # id(cpu module) -> (cpu module, device copy)
+        self._lock = threading.Lock()
+
+    def place(self, version: ModelVersion) -> fx.GraphModule:
+        if self.device.type == "cpu":
+            return version.graph_module
+        mods: dict[str, nn.Module] = {}
+        with self._lock:
+            for nid, m in version.modules.items():
+                hit = self._copies.get(id(m))
+                if hit is None or hit[0] is not m:
+                    hit = (m, copy.deepcopy(m).to(self.device))
+                    self._copies[id(m)] = hit
+                mods[nid] = hit[1]
+        return build_graph_module(version.spec, mods)
+
+    def retain(self, versions: Iterable[ModelVersion]) -> None:
+        """Free device copies no longer used by any of `versions` (the resident ones)."""
+        keep = {id(m) for v in versions for m in v.modules.values()}
+        with self._lock:
+            for k in [k for k in self._copies if k not in keep]:
+                del self._copies[k]

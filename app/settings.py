@@ -1,0 +1,51 @@
+"""All configuration in one pydantic-settings class: every field is a `MORPHSERVE_*` variable and a CLI flag."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MORPHSERVE_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, ge=0, le=65535)
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["digits"],
+        description="models to load: zoo names or spec paths, `name=path` to name one (comma-separated in env)",
+    )
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$", description="auto picks CUDA when present")
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    max_batch_delay_ms: float = Field(2.0, ge=0, le=10_000)
+    max_queue: int = Field(1024, ge=1, description="queued inference requests per model before 503")
+    admin_token: str | None = Field(None, description="bearer token for mutating routes")
+    state_dir: Path = Field(Path(".morphserve"), description="journal and weight blobs")
+    max_body_mb: float = Field(64.0, gt=0, description="largest request body accepted (413 beyond)")
+    request_timeout_s: float = Field(30.0, gt=0, description="longest an inference waits for its result (504)")
+    resident_versions: int = Field(4, ge=1, description="versions kept on the device per model")
+    log_level: str = Field("info")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split(cls, v: object) -> object:
+        """`MORPHSERVE_MODELS=digits,mlp=spec.json` lists several models in one variable."""
+        return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
+
+    @property
+    def loopback_only(self) -> bool:
+        """True when the server listens on loopback addresses only (then an untokened admin API stays local)."""
+        if self.host in ("localhost",):
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
