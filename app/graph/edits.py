@@ -17,7 +17,7 @@ from torch import nn
 
 from . import catalogue as c
 from .dtypes import OIP_TO_TORCH, TORCH_TO_OIP
-from .errors import EditError, GraphError, NotFoundError
+from .errors import EditError, GraphError, NotFoundError, UnknownNodeError
 from .identity import IdentityError, make_identity
 from .spec import ModelSpec, NodeSpec, OutputSpec, check_id
 from .version import ModelVersion, make_version
@@ -332,7 +332,8 @@ def apply_edit(
         try:
             _APPLY[op.op](draft, op)  # type: ignore[operator]
         except GraphError as e:
-            raise EditError(f"op {i}: {_describe_op(op)}: {e.message}", **{**e.fields, "op": i}) from None
+            cls = UnknownNodeError if isinstance(e, NotFoundError) else EditError
+            raise cls(f"op {i}: {_describe_op(op)}: {e.message}", **{**e.fields, "op": i}) from None
         if isinstance(op, InsertOp):
             created[i] = op.name or draft.last_inserted
     try:

@@ -31,3 +31,7 @@ class EditError(GraphError):
 
 class NotFoundError(GraphError):
     """A model, version or node does not exist."""
+
+
+class UnknownNodeError(EditError, NotFoundError):
+    """An edit names a node that does not exist (an EditError that the server reports as 404)."""
