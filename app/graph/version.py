@@ -14,7 +14,7 @@ import torch.fx as fx
 from torch import nn
 
 from .errors import SpecError
-from .shapes import NodeShape, propagate
+from .shapes import _PROBE_SIZES, NodeShape, propagate
 from .spec import ModelSpec, OutputSpec, TensorSpec, build_graph_module, lint
 
 
@@ -90,7 +90,8 @@ def make_version(
     outputs = []
     for o in spec.outputs:
         s = shapes[o.node]
-        if s.shape[0] != -1:
+        # Dimension 0 must be the batch itself (a Flatten(start_dim=0) also varies with it, as batch*k).
+        if not s.shape or s.shape[0] != -1 or any(p[0] != b for p, (b, _) in zip(s.probe, _PROBE_SIZES, strict=True)):
             raise SpecError(
                 f"output {o.name!r} from {o.node!r} has shape {list(s.shape)}: dimension 0 must stay the batch",
                 node=o.node,

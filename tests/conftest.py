@@ -1,0 +1,107 @@
+"""Shared fixtures: in-process apps (TestClient over the real ASGI app) and real server subprocesses."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
+    """Factory: `make_client(models=["digits"], max_queue=4, ...)` -> a started TestClient (admin token set)."""
+    clients: list[TestClient] = []
+
+    def factory(**overrides: object) -> TestClient:
+        values: dict[str, object] = {"models": ["digits"], "admin_token": TOKEN, "state_dir": tmp_path / "state"}
+        values.update(overrides)
+        client = TestClient(create_app(Settings(**values)))  # type: ignore[arg-type]
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield factory
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    """An app serving `digits` with admin token TOKEN."""
+    return make_client()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """A real `morphserve serve` subprocess on a free loopback port."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log
+        cmd = [sys.executable, "-m", "app", "serve", "--port", str(self.port), *args]
+        self._log = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=self._log,
+                                     stderr=subprocess.STDOUT)  # fmt: skip
+
+    def wait_ready(self, timeout: float = 60.0) -> ServerProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.logs()}")
+            try:
+                if httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server not ready after {timeout}s: {self.logs()}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path else ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log is not subprocess.DEVNULL:
+            self._log.close()  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Factory: `start_server("--model", "mlp", "--admin-token", TOKEN)` -> a ready ServerProcess."""
+    servers: list[ServerProcess] = []
+
+    def factory(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> ServerProcess:
+        s = ServerProcess(list(args), env, tmp_path / f"server-{len(servers)}.log")
+        servers.append(s)
+        return s.wait_ready() if ready else s
+
+    yield factory
+    for s in servers:
+        s.stop()
