@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import errors
 from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
-from app.api.routes import edits, health, infer, models, oip
+from app.api.routes import edits, health, infer, models, oip, versions
 from app.serving.metrics import Metrics
 from app.serving.registry import Registry
 from app.settings import Settings
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.state.registry = registry
     app.state.admin_token = admin_token(settings)
     errors.install(app)
-    for module in (health, oip, infer, models, edits):
+    for module in (health, oip, infer, models, versions, edits):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -64,8 +65,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None, **fields: Any) -> ORJSONResponse:
-    return ORJSONResponse({"error": message, **fields}, status_code=status, headers=headers)
+def error_response(status: int, message: str, headers: dict[str, str] | None = None, **fields: Any) -> Response:
+    body = orjson.dumps({"error": message, **fields}, default=str)
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 def status_of(exc: GraphError) -> int:
@@ -74,21 +76,21 @@ def status_of(exc: GraphError) -> int:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(GraphError)
-    async def _graph(_: Request, exc: GraphError) -> ORJSONResponse:
+    async def _graph(_: Request, exc: GraphError) -> Response:
         status = status_of(exc)
         headers = {"Retry-After": str(QueueFullError.retry_after_s)} if status == 503 else None
         return error_response(status, exc.message, headers, **exc.fields)
 
     @app.exception_handler(ApiError)
-    async def _api(_: Request, exc: ApiError) -> ORJSONResponse:
+    async def _api(_: Request, exc: ApiError) -> Response:
         return error_response(exc.status, exc.message, exc.headers, **exc.fields)
 
     @app.exception_handler(OIPError)
-    async def _oip(_: Request, exc: OIPError) -> ORJSONResponse:
+    async def _oip(_: Request, exc: OIPError) -> Response:
         return error_response(400, str(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
         parts = []
         for e in exc.errors():
             loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
@@ -97,10 +99,10 @@ def install(app: FastAPI) -> None:
         return error_response(status, "; ".join(parts)[:2000] or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         return error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}) or None)
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal server error")

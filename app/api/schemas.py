@@ -133,6 +133,23 @@ class VersionInfo(BaseModel):
     created_at: float
     ops: list[dict[str, Any]]
     resident: bool
+    pinned: bool = False
+
+
+class GcRequest(_Strict):
+    keep: Annotated[int, Field(ge=1)]
+
+
+class GcResponse(BaseModel):
+    model: str
+    removed_versions: list[int]
+    removed_blobs: int
+
+
+class PinResponse(BaseModel):
+    model: str
+    version: int
+    pinned: bool
 
 
 class VersionList(BaseModel):
@@ -175,6 +192,7 @@ class Rollback(_Strict):
 class Timings(BaseModel):
     validate_: float = Field(alias="validate")
     build: float
+    persist: float = Field(0.0, description="writing blobs and the journal row (fsync included)")
     swap: float
     total: float
 

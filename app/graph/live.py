@@ -6,7 +6,7 @@ hot path, make the version durable, and only then publish it. No locks here: the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .edits import Op, apply_edit
@@ -21,10 +21,12 @@ class ConflictError(GraphError):
 class LiveModel:
     """All versions of one model; the latest is the one that serves."""
 
-    def __init__(self, first: ModelVersion) -> None:
+    def __init__(self, first: ModelVersion, loader: Callable[[int], ModelVersion] | None = None) -> None:
+        """`first` is the latest version; `loader` brings back versions dropped from memory (from a store)."""
         self.name = first.model
         self._versions: dict[int, ModelVersion] = {first.version: first}
         self._latest = first.version
+        self._loader = loader
 
     @property
     def current(self) -> ModelVersion:
@@ -34,12 +36,15 @@ class LiveModel:
         if version is None:
             return self.current
         v = self._versions.get(version)
+        if v is None and self._loader is not None and 1 <= version <= self._latest:
+            return self._loader(version)
         if v is None:
             raise NotFoundError(f"model {self.name!r} has no version {version} (latest is {self._latest})",
                                 version=version)  # fmt: skip
         return v
 
     def versions(self) -> Iterator[ModelVersion]:
+        """The versions held in memory, oldest first."""
         return (self._versions[k] for k in sorted(self._versions))
 
     def check_base(self, if_version: int | None) -> None:

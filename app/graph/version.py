@@ -73,6 +73,7 @@ def make_version(
     previous: ModelVersion | None = None,
     ops: tuple[dict[str, Any], ...] = (),
     check_outputs: bool = True,
+    created_at: float | None = None,
 ) -> ModelVersion:
     """Lint, propagate shapes (reusing `previous`'s), fill the output signature, and freeze a version.
 
@@ -91,7 +92,8 @@ def make_version(
     for o in spec.outputs:
         s = shapes[o.node]
         # Dimension 0 must be the batch itself (a Flatten(start_dim=0) also varies with it, as batch*k).
-        if not s.shape or s.shape[0] != -1 or any(p[0] != b for p, (b, _) in zip(s.probe, _PROBE_SIZES, strict=True)):
+        batch_ok = all(p[:1] == (b,) for p, (b, _) in zip(s.probe, _PROBE_SIZES, strict=True))
+        if not s.shape or s.shape[0] != -1 or not batch_ok:
             raise SpecError(
                 f"output {o.name!r} from {o.node!r} has shape {list(s.shape)}: dimension 0 must stay the batch",
                 node=o.node,
@@ -116,4 +118,5 @@ def make_version(
         modules=MappingProxyType(mods),
         shapes=MappingProxyType(shapes),
         ops=ops,
+        created_at=created_at if created_at is not None else time.time(),
     )

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import shutil
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch
 
 from app.graph import (
     GraphDiff,
+    GraphError,
     LiveModel,
     ModelVersion,
     NotFoundError,
@@ -34,8 +36,10 @@ from app.graph import (
 from app.graph.edits import EditError, Op, SetWeightsOp
 from app.graph.zoo import ZOO
 from app.settings import Settings
+from app.store import BlobCorruptError, GcResult, JournalError, Store
+from app.store.journal import VersionRecord
 
-from .errors import BadInputError, InferenceTimeoutError, ModelExistsError, NotResidentError
+from .errors import BadInputError, InferenceTimeoutError, ModelExistsError, NotResidentError, UnavailableError
 from .metrics import Metrics
 from .placement import Placement, resolve_device
 from .worker import DeviceWorker, InferItem, InferResult
@@ -54,6 +58,7 @@ class ServedModel:
     worker: DeviceWorker
     placement: Placement
     edit_lock: threading.Lock
+    load_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def name(self) -> str:
@@ -81,12 +86,54 @@ class Registry:
         self.device = resolve_device(settings.device)
         self._models: dict[str, ServedModel] = {}
         self._lock = threading.Lock()
+        #: Models of the state dir that could not be restored, with the reason (they are not served).
+        self.failed: dict[str, str] = {}
+        self.store: Store | None = self._open_store()
+
+    def _open_store(self) -> Store | None:
+        state = self.settings.state_dir
+        if self.settings.fresh:
+            for name in ("journal.sqlite3", "journal.sqlite3-wal", "journal.sqlite3-shm", "blobs"):
+                target = state / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink(missing_ok=True)
+            log.warning("--fresh: emptied state dir %s", state)
+        try:
+            return Store(state, fsync=self.settings.fsync)
+        except (JournalError, OSError) as e:
+            # Serve what we can, write nothing: the unreadable journal stays as it is for an operator to inspect.
+            log.error("state dir unusable, edits will not be durable and nothing there is touched: %s", e)
+            self.failed["*"] = str(e)
+            return None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def load_from_settings(self) -> None:
+        """Restore every model of the state dir at its last version, then load `--model`s not already there."""
+        if self.store is not None:
+            for name in self.store.models():
+                try:
+                    first = self.store.load(name)
+                except (BlobCorruptError, JournalError, GraphError, ValueError, RuntimeError) as e:
+                    log.error("model %s cannot be restored from the state dir and is not served: %s", name, e)
+                    self.failed[name] = str(e)
+                    continue
+                log.info("model %s: restored version %d from %s", name, first.version, self.settings.state_dir)
+                self.add(first, persist=False)
         for entry in self.settings.models:
             name, _, source = entry.partition("=") if "=" in entry else (None, "", entry)
-            self.add(self._load_source(source, name))
+            key = name or (source if source in ZOO else None)
+            if key is not None and (key in self._models or key in self.failed):
+                if key in self._models:
+                    log.info("model %s: --model %s given, resuming from the state dir at version %d instead",
+                             key, entry, self._models[key].live.current.version)  # fmt: skip
+                continue
+            first = self._load_source(source, name)
+            if first.model in self._models or first.model in self.failed:
+                log.info("model %s: already in the state dir, resuming from it", first.model)
+                continue
+            self.add(first)
 
     def _load_source(self, source: str, name: str | None) -> ModelVersion:
         if source in ZOO:
@@ -97,12 +144,15 @@ class Registry:
         spec, tensors = read_bundle(path)
         return from_spec(spec, tensors, name=name or spec.get("name") or path.stem)
 
-    def add(self, first: ModelVersion) -> ServedModel:
+    def add(self, first: ModelVersion, *, persist: bool = True) -> ServedModel:
+        """Serve a model from `first` (its latest version); `persist` journals it as a new model."""
         if not _NAME.match(first.model):
             raise SpecError(f"model name {first.model!r} must match {_NAME.pattern}")
         with self._lock:
             if first.model in self._models:
                 raise ModelExistsError(f"model {first.model!r} already exists")
+            if persist and self.store is not None and self.store.has(first.model):
+                raise ModelExistsError(f"model {first.model!r} exists in the state dir")
             placement = Placement(self.device)
             worker = DeviceWorker(
                 first.model, self.device, max_batch_size=self.settings.max_batch_size,
@@ -111,11 +161,20 @@ class Registry:
             )  # fmt: skip
             runnable = placement.place(first)
             _warm_up(first, runnable, self.device)
-            served = ServedModel(LiveModel(first), worker, placement, threading.Lock())
+            if persist and self.store is not None:
+                self.store.commit(first)
+            live = LiveModel(first, loader=self._loader(first.model))
+            served = ServedModel(live, worker, placement, threading.Lock())
             worker.start(first.version, runnable)
             self._models[first.model] = served
         log.info("model %s: serving version %d on %s", first.model, first.version, self.device)
         return served
+
+    def _loader(self, name: str) -> Any:
+        store = self.store
+        if store is None:
+            return None
+        return lambda version: store.load(name, version, previous=self._models[name].live.current)
 
     def add_zoo(self, name: str, zoo: str, options: Mapping[str, Any]) -> ServedModel:
         return self.add(load_zoo(zoo, as_name=name, **options))
@@ -128,11 +187,19 @@ class Registry:
             served = self.get(name)
             del self._models[name]
         served.worker.stop()
+        if self.store is not None:
+            with served.edit_lock:
+                self.store.delete_model(name)
         log.info("model %s: removed", name)
 
     def close(self) -> None:
-        for name in list(self._models):
-            self.remove(name)
+        """Stop every worker (the state dir keeps the models for the next start)."""
+        with self._lock:
+            models, self._models = list(self._models.values()), {}
+        for served in models:
+            served.worker.stop()
+        if self.store is not None:
+            self.store.close()
 
     # -- lookups -------------------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -149,6 +216,44 @@ class Registry:
 
     def resident(self, name: str) -> list[int]:
         return self.get(name).worker.resident_versions()
+
+    def history(self, name: str) -> list[VersionRecord]:
+        """Every version of a model: from the journal when durable, else those in memory."""
+        served = self.get(name)
+        if self.store is not None:
+            return self.store.records(name)
+        return [VersionRecord(name, v.version, v.parent, list(v.ops), {}, {}, v.created_at)
+                for v in served.live.versions()]  # fmt: skip
+
+    def pins(self, name: str) -> set[int]:
+        self.get(name)
+        return self.store.pins(name) if self.store is not None else set()
+
+    def pin(self, name: str, version: int, pinned: bool = True) -> None:
+        self.get(name)
+        if self.store is None:
+            raise UnavailableError("pinning needs a usable state dir")
+        if pinned:
+            self.store.pin(name, version)
+        else:
+            self.store.unpin(name, version)
+
+    def gc(self, name: str, keep: int) -> GcResult:
+        """Drop old versions (never the current or a pinned one) and the blobs nothing references any more."""
+        served = self.get(name)
+        if self.store is None:
+            raise UnavailableError("gc needs a usable state dir")
+        with served.edit_lock:
+            result = self.store.gc(name, keep, {served.live.current.version})
+            self._forget(served, result.removed_versions)
+        return result
+
+    @staticmethod
+    def _forget(served: ServedModel, versions: list[int]) -> None:
+        for v in versions:
+            served.live.forget(v)
+        if versions:
+            served.worker.drop(set(versions)).result()
 
     # -- inference -----------------------------------------------------------------------------------------
     def prepare_inputs(self, served: ServedModel, arrays: Mapping[str, np.ndarray], version: ModelVersion
@@ -185,11 +290,13 @@ class Registry:
         if version is not None:
             target = served.live.get(version)  # 404 for a version that never existed
             if version not in served.worker.resident_versions():
-                raise NotResidentError(
-                    f"version {version} of {name!r} is not resident on the device (resident: "
-                    f"{', '.join(map(str, served.worker.resident_versions()))}); infer on a resident version",
-                    version=version,
-                )  # fmt: skip
+                if self.store is None:
+                    raise NotResidentError(
+                        f"version {version} of {name!r} is not resident on the device (resident: "
+                        f"{', '.join(map(str, served.worker.resident_versions()))}); infer on a resident version",
+                        version=version,
+                    )  # fmt: skip
+                await asyncio.to_thread(self._make_resident, served, target)
         else:
             target = served.live.current
         inputs = self.prepare_inputs(served, arrays, target)
@@ -215,6 +322,15 @@ class Registry:
         finally:
             if not fut.done() or fut.cancelled():
                 served.worker.cancel(item)
+
+    def _make_resident(self, served: ServedModel, version: ModelVersion) -> None:
+        """Bring an evicted version back onto the device (it joins the resident set, not as current)."""
+        with served.load_lock:
+            if version.version in served.worker.resident_versions():
+                return
+            runnable = served.placement.place(version)
+            _warm_up(version, runnable, self.device)
+            served.worker.swap(version.version, runnable, make_current=False).result()
 
     # -- edits ---------------------------------------------------------------------------------------------
     def edit(self, name: str, ops: list[Op] | list[dict[str, Any]], *, if_version: int | None = None,
@@ -243,24 +359,39 @@ class Registry:
                 if dry_run:
                     t2 = time.perf_counter()
                     return EditOutcome(served.name, candidate, previous, diff(previous, candidate),
-                                       _ms(validate=t1 - t0, build=t2 - t1, swap=0.0, total=t2 - t0), True)  # fmt: skip
+                                       _ms(validate=t1 - t0, build=t2 - t1, persist=0.0, swap=0.0, total=t2 - t0),
+                                       True)  # fmt: skip
                 runnable = served.placement.place(candidate)
                 _warm_up(candidate, runnable, self.device)
                 t2 = time.perf_counter()
             except Exception:
                 self.metrics.edits.labels(served.name, "rejected").inc()
                 raise
+            if self.store is not None:
+                self.store.commit(candidate)  # durable before it serves and before we answer
+            t3 = time.perf_counter()
             served.worker.swap(candidate.version, runnable).result()
             served.live.commit(candidate)
-            resident = set(served.worker.resident_versions())
-            served.placement.retain(v for v in served.live.versions() if v.version in resident)
-            t3 = time.perf_counter()
+            self._after_commit(served)
+            t4 = time.perf_counter()
         self.metrics.edits.labels(served.name, "committed").inc()
-        self.metrics.edit_latency.labels(served.name).observe(t3 - t0)
+        self.metrics.edit_latency.labels(served.name).observe(t4 - t0)
         log.info("model %s: version %d live (from %d, %.1f ms)", served.name, candidate.version, previous.version,
-                 (t3 - t0) * 1000)  # fmt: skip
+                 (t4 - t0) * 1000)  # fmt: skip
         return EditOutcome(served.name, candidate, previous, diff(previous, candidate),
-                           _ms(validate=t1 - t0, build=t2 - t1, swap=t3 - t2, total=t3 - t0), False)  # fmt: skip
+                           _ms(validate=t1 - t0, build=t2 - t1, persist=t3 - t2, swap=t4 - t3, total=t4 - t0),
+                           False)  # fmt: skip
+
+    def _after_commit(self, served: ServedModel) -> None:
+        """Retention and memory: auto-gc, then keep in memory only what the device holds (the store has the rest)."""
+        if self.store is not None and self.settings.keep_versions is not None:
+            result = self.store.gc(served.name, self.settings.keep_versions, {served.live.current.version})
+            self._forget(served, result.removed_versions)
+        resident = set(served.worker.resident_versions())
+        if self.store is not None:
+            for v in [v.version for v in served.live.versions() if v.version not in resident]:
+                served.live.forget(v)
+        served.placement.retain(v for v in served.live.versions() if v.version in resident)
 
 
 def _ms(**seconds: float) -> dict[str, float]:

@@ -53,8 +53,19 @@ class InferItem:
 
 @dataclass(eq=False)
 class _Swap:
+    """Control command: make `version` resident (and current, unless it is an old version brought back)."""
+
     version: int
     runnable: Runnable
+    make_current: bool = True
+    done: Future[None] = field(default_factory=Future)
+
+
+@dataclass(eq=False)
+class _Drop:
+    """Control command: forget resident versions (deleted by gc); the current one is never dropped."""
+
+    versions: frozenset[int]
     done: Future[None] = field(default_factory=Future)
 
 
@@ -79,7 +90,7 @@ class DeviceWorker:
         self.max_queue = max_queue
         self.resident_limit = resident_limit
         self._metrics = metrics
-        self._queue: collections.deque[InferItem | _Swap] = collections.deque()
+        self._queue: collections.deque[InferItem | _Swap | _Drop] = collections.deque()
         self._waiting = 0  # inference items in the queue (swaps never count against max_queue)
         self._cond = threading.Condition()
         self._resident: collections.OrderedDict[int, Runnable] = collections.OrderedDict()
@@ -103,7 +114,7 @@ class DeviceWorker:
             self._waiting = 0
             self._cond.notify_all()
         for item in pending:
-            if isinstance(item, _Swap):
+            if isinstance(item, _Swap | _Drop):
                 item.done.set_exception(UnavailableError(f"model {self.model!r} is shutting down"))
             else:
                 item.deliver(UnavailableError(f"model {self.model!r} is shutting down"))
@@ -145,9 +156,19 @@ class DeviceWorker:
                 self._waiting -= 1
                 self._metrics.queue_depth.labels(self.model).set(self._waiting)
 
-    def swap(self, version: int, runnable: Runnable) -> Future[None]:
-        """Make `version` current between two batches; the future resolves once it is live."""
-        cmd = _Swap(version, runnable)
+    def swap(self, version: int, runnable: Runnable, *, make_current: bool = True) -> Future[None]:
+        """Make `version` current (or just resident) between two batches; the future resolves once it is live."""
+        cmd = _Swap(version, runnable, make_current)
+        with self._cond:
+            if self._stopping:
+                raise UnavailableError(f"model {self.model!r} is shutting down")
+            self._queue.append(cmd)
+            self._cond.notify()
+        return cmd.done
+
+    def drop(self, versions: set[int]) -> Future[None]:
+        """Forget resident versions between two batches (never the current one)."""
+        cmd = _Drop(frozenset(versions))
         with self._cond:
             if self._stopping:
                 raise UnavailableError(f"model {self.model!r} is shutting down")
@@ -168,6 +189,11 @@ class DeviceWorker:
                 if isinstance(first, _Swap):
                     self._apply_swap(first)
                     continue
+                if isinstance(first, _Drop):
+                    for v in first.versions - {self._current}:
+                        self._resident.pop(v, None)
+                    first.done.set_result(None)
+                    continue
                 self._waiting -= 1
                 batch = [first]
                 self._fill(batch)
@@ -184,11 +210,11 @@ class DeviceWorker:
         key, rows = batch[0].key, batch[0].rows
         deadline = time.monotonic() + self.max_batch_delay_s
         while rows < self.max_batch_size:
-            kept: collections.deque[InferItem | _Swap] = collections.deque()
+            kept: collections.deque[InferItem | _Swap | _Drop] = collections.deque()
             blocked = False
             while self._queue:
                 item = self._queue.popleft()
-                if isinstance(item, _Swap) or blocked:
+                if not isinstance(item, InferItem) or blocked:
                     blocked = True  # nothing queued after a swap may run before it
                     kept.append(item)
                 elif item.key == key and rows + item.rows <= self.max_batch_size:
@@ -208,11 +234,12 @@ class DeviceWorker:
     def _apply_swap(self, cmd: _Swap) -> None:
         self._resident[cmd.version] = cmd.runnable
         self._resident.move_to_end(cmd.version)
-        self._current = cmd.version
+        if cmd.make_current:
+            self._current = cmd.version
         while len(self._resident) > self.resident_limit:
             oldest = next(v for v in self._resident if v != self._current)
             del self._resident[oldest]
-        self._metrics.version.labels(self.model).set(cmd.version)
+        self._metrics.version.labels(self.model).set(self._current or 0)
         cmd.done.set_result(None)
 
     def _execute(self, batch: list[InferItem]) -> None:

@@ -22,7 +22,7 @@ def _info(registry: Registry, name: str) -> ModelInfo:
     served = registry.get(name)
     v = served.live.current
     return ModelInfo(
-        name=name, version=v.version, versions=sum(1 for _ in served.live.versions()),
+        name=name, version=v.version, versions=len(registry.history(name)),
         resident_versions=served.worker.resident_versions(), device=str(registry.device),
         queue_depth=served.worker.queue_depth(), inputs=list(v.inputs),
         outputs=[TensorSpec(name=o.name, datatype=o.datatype or "FP32", shape=o.shape or (-1,)) for o in v.outputs],
@@ -93,10 +93,12 @@ async def graph(
 def versions(model: str, registry: RegistryDep) -> VersionList:
     served = registry.get(model)
     resident = set(served.worker.resident_versions())
+    pins = registry.pins(model)
     return VersionList(
         model=model, current=served.live.current.version,
-        versions=[VersionInfo(version=v.version, parent=v.parent, created_at=v.created_at, ops=list(v.ops),
-                              resident=v.version in resident) for v in served.live.versions()],
+        versions=[VersionInfo(version=r.version, parent=r.parent, created_at=r.created_at, ops=r.ops,
+                              resident=r.version in resident, pinned=r.version in pins)
+                  for r in registry.history(model)],
     )  # fmt: skip
 
 

@@ -71,7 +71,7 @@ async def _infer(request: Request, registry: Registry, model: str, version: int 
         header_length = int(raw_len)
     elif not (request.headers.get("content-type") or "application/json").startswith(("application/json", "*/*")):
         ctype = request.headers.get("content-type")
-        raise ApiError(415, f"send application/json (or binary tensors with {_HEADER}), got {ctype!r}")
+        raise ApiError(415, f"send Content-Type: application/json (binary tensors need {_HEADER}), got {ctype!r}")
     body = await request.body()
     req = decode_request(body, header_length)
     result = await registry.infer(model, req.inputs, version)

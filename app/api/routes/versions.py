@@ -1,0 +1,65 @@
+"""Durable versions: pin/unpin, retention gc, export (zip of spec + safetensors, or ONNX)."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
+from fastapi.concurrency import run_in_threadpool
+
+from app.api.deps import AdminDep, RegistryDep
+from app.api.errors import ERROR_RESPONSES, ApiError
+from app.api.schemas import GcRequest, GcResponse, PinResponse
+from app.graph import ModelVersion, spec_json, weights_bytes
+from app.graph.onnx_export import OnnxUnavailable, to_onnx
+
+router = APIRouter(prefix="/v1/models", tags=["versions"], responses=ERROR_RESPONSES)
+
+
+@router.post("/{model}/versions/{version}/pin", response_model=PinResponse, dependencies=[AdminDep])
+def pin(model: str, version: int, registry: RegistryDep) -> PinResponse:
+    registry.pin(model, version, True)
+    return PinResponse(model=model, version=version, pinned=True)
+
+
+@router.delete("/{model}/versions/{version}/pin", response_model=PinResponse, dependencies=[AdminDep])
+def unpin(model: str, version: int, registry: RegistryDep) -> PinResponse:
+    registry.pin(model, version, False)
+    return PinResponse(model=model, version=version, pinned=False)
+
+
+@router.post("/{model}/gc", response_model=GcResponse, dependencies=[AdminDep])
+async def gc(model: str, body: GcRequest, registry: RegistryDep) -> GcResponse:
+    result = await run_in_threadpool(registry.gc, model, body.keep)
+    return GcResponse(model=model, removed_versions=result.removed_versions, removed_blobs=result.removed_blobs)
+
+
+def _zip(v: ModelVersion) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("spec.json", json.dumps(spec_json(v), indent=2))
+        z.writestr("weights.safetensors", weights_bytes(v))
+    return buf.getvalue()
+
+
+_EXPORT_DOC = {200: {"content": {"application/zip": {}, "application/octet-stream": {}},
+                     "description": "zip (spec.json + weights.safetensors) or an ONNX file"}}  # fmt: skip
+
+
+@router.get("/{model}/versions/{version}/export", response_class=Response, responses=_EXPORT_DOC)
+async def export(model: str, version: int, registry: RegistryDep,
+                 format: Annotated[Literal["zip", "onnx"], Query()] = "zip") -> Response:  # fmt: skip
+    v = await run_in_threadpool(registry.version, model, version)
+    if format == "zip":
+        data = await run_in_threadpool(_zip, v)
+        return Response(data, media_type="application/zip",
+                        headers={"Content-Disposition": f'attachment; filename="{model}-v{version}.zip"'})  # fmt: skip
+    try:
+        data = await run_in_threadpool(to_onnx, v)
+    except OnnxUnavailable as e:
+        raise ApiError(501, str(e)) from None
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{model}-v{version}.onnx"'})  # fmt: skip
