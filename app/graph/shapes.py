@@ -24,6 +24,8 @@ from .spec import FUNCTIONS, ModelSpec, NodeSpec
 logging.getLogger("torch._subclasses.fake_tensor").setLevel(logging.CRITICAL)
 
 Probe = tuple[tuple[int, ...], tuple[int, ...]]
+#: What the journal saves per node: both probes and the OIP datatype.
+RecordedShape = tuple[list[int], list[int], str]
 _PROBE_SIZES = ((2, 32), (3, 40))  # (batch, other variable dims) for the two probes
 
 
@@ -54,10 +56,13 @@ def propagate(
     spec: ModelSpec,
     modules: Mapping[str, nn.Module],
     previous: Mapping[str, NodeShape] | None = None,
+    recorded: Mapping[str, RecordedShape] | None = None,
 ) -> dict[str, NodeShape]:
     """Shapes of every input and node of `spec`; `previous` (a parent version's table) is reused where valid.
 
-    Raises ShapeError naming the node and the shapes it received.
+    `recorded` holds probes saved with this very version (the journal's), trusted instead of recomputed, so
+    restoring a large model does not re-run shape propagation. Raises ShapeError naming the node and the
+    shapes it received.
     """
     table: dict[str, NodeShape] = {}
     for t in spec.inputs:
@@ -74,6 +79,11 @@ def propagate(
         prev = previous.get(node.id) if previous else None
         if prev is not None and prev.key == key:
             table[node.id] = prev
+            continue
+        if recorded is not None and node.id in recorded:
+            ra, rb, dt = recorded[node.id]
+            a, b = tuple(ra), tuple(rb)
+            table[node.id] = NodeShape(_merge(a, b), dt, (a, b), key)
             continue
         if mode is None:
             mode = FakeTensorMode(allow_non_fake_inputs=True)

@@ -57,6 +57,13 @@ class ModelVersion:
         """All tensors, keyed `<node>.<param>` as in a PyTorch state dict."""
         return {f"{nid}.{k}": v for nid, m in self.modules.items() for k, v in m.state_dict().items()}
 
+    def recorded_shapes(self) -> dict[str, RecordedShape]:
+        """The shape table in the form the journal saves (see `make_version(recorded_shapes=...)`)."""
+        return {
+            n.id: (list(self.shapes[n.id].probe[0]), list(self.shapes[n.id].probe[1]), self.shapes[n.id].datatype)
+            for n in self.spec.nodes
+        }
+
     def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Reference forward on the CPU copy (tests, warm-up); the server runs its device copy."""
         with torch.inference_mode():
@@ -74,6 +81,7 @@ def make_version(
     ops: tuple[dict[str, Any], ...] = (),
     check_outputs: bool = True,
     created_at: float | None = None,
+    recorded_shapes: Mapping[str, RecordedShape] | None = None,
 ) -> ModelVersion:
     """Lint, propagate shapes (reusing `previous`'s), fill the output signature, and freeze a version.
 
@@ -87,7 +95,7 @@ def make_version(
     mods = {k: modules[k].eval() for k in layer_ids}
     for m in mods.values():
         m.requires_grad_(False)
-    shapes = propagate(spec, mods, previous.shapes if previous is not None else None)
+    shapes = propagate(spec, mods, previous.shapes if previous is not None else None, recorded_shapes)
     outputs = []
     for o in spec.outputs:
         s = shapes[o.node]

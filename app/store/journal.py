@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS versions (
     ops        TEXT    NOT NULL,
     spec       TEXT    NOT NULL,
     blobs      TEXT    NOT NULL,
+    shapes     TEXT    NOT NULL,
     created_at REAL    NOT NULL,
     PRIMARY KEY (model, version)
 );
@@ -31,6 +32,9 @@ CREATE TABLE IF NOT EXISTS pins (
     PRIMARY KEY (model, version)
 );
 """
+
+
+_COLUMNS = "model, version, parent, ops, spec, blobs, shapes, created_at"
 
 
 class JournalError(Exception):
@@ -50,6 +54,7 @@ class VersionRecord:
     spec: dict[str, Any]
     blobs: dict[str, str]  # layer node id -> blob digest (layers without tensors are absent)
     created_at: float
+    shapes: dict[str, Any] = field(default_factory=dict)  # node id -> [probe a, probe b, datatype]
 
 
 class Journal:
@@ -80,9 +85,10 @@ class Journal:
                     self._db.execute("ROLLBACK")
                     raise JournalConflict(f"{r.model} v{r.version} exists (latest {latest})")
                 self._db.execute(
-                    "INSERT INTO versions VALUES (?,?,?,?,?,?,?)",
+                    "INSERT INTO versions (model, version, parent, ops, spec, blobs, shapes, created_at) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
                     (r.model, r.version, r.parent, json.dumps(r.ops), json.dumps(r.spec), json.dumps(r.blobs),
-                     r.created_at),
+                     json.dumps(r.shapes), r.created_at),
                 )  # fmt: skip
                 self._db.execute("COMMIT")
             except sqlite3.DatabaseError:
@@ -99,21 +105,24 @@ class Journal:
     @staticmethod
     def _record(row: tuple[Any, ...]) -> VersionRecord:
         return VersionRecord(row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]), json.loads(row[5]),
-                             row[6])  # fmt: skip
+                             row[7], json.loads(row[6]))  # fmt: skip
 
     def models(self) -> list[str]:
         return [r[0] for r in self._rows("SELECT DISTINCT model FROM versions ORDER BY model")]
 
     def latest(self, model: str) -> VersionRecord | None:
-        rows = self._rows("SELECT * FROM versions WHERE model=? ORDER BY version DESC LIMIT 1", (model,))
+        rows = self._rows(f"SELECT {_COLUMNS} FROM versions WHERE model=? ORDER BY version DESC LIMIT 1", (model,))
         return self._record(rows[0]) if rows else None
 
     def get(self, model: str, version: int) -> VersionRecord | None:
-        rows = self._rows("SELECT * FROM versions WHERE model=? AND version=?", (model, version))
+        rows = self._rows(f"SELECT {_COLUMNS} FROM versions WHERE model=? AND version=?", (model, version))
         return self._record(rows[0]) if rows else None
 
     def versions(self, model: str) -> list[VersionRecord]:
-        return [self._record(r) for r in self._rows("SELECT * FROM versions WHERE model=? ORDER BY version", (model,))]
+        return [
+            self._record(r)
+            for r in self._rows(f"SELECT {_COLUMNS} FROM versions WHERE model=? ORDER BY version", (model,))
+        ]
 
     def delete_versions(self, model: str, versions: list[int]) -> None:
         with self._lock:

@@ -67,7 +67,7 @@ class Store:
                 self._digests = {k: e for k, e in self._digests.items() if e[0]() is not None}
             blobs = {nid: d for nid, m in v.modules.items() if (d := self._digest(m)) is not None}
             self.journal.append(VersionRecord(v.model, v.version, v.parent, list(v.ops), spec_json(v), blobs,
-                                              v.created_at))  # fmt: skip
+                                              v.created_at, v.recorded_shapes()))  # fmt: skip
 
     # -- reading -------------------------------------------------------------------------------------------
     def models(self) -> list[str]:
@@ -100,7 +100,7 @@ class Store:
                 self._digests[id(module)] = (weakref.ref(module), digest)
             modules[node.id] = module
         return make_version(model, r.version, r.parent, spec, modules, previous=previous, ops=tuple(r.ops),
-                            created_at=r.created_at)  # fmt: skip
+                            created_at=r.created_at, recorded_shapes=r.shapes)  # fmt: skip
 
     # -- retention -----------------------------------------------------------------------------------------
     def pin(self, model: str, version: int) -> None:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Response
 
 from app.api.deps import RegistryDep
 from app.api.errors import ERROR_RESPONSES, ApiError
+from app.api.oip_codec import NUMPY_TO_OIP
 from app.api.schemas import V1InferRequest, V1InferResponse
 from app.serving.registry import numpy_dtype
 
@@ -17,11 +18,27 @@ router = APIRouter(prefix="/v1/models", tags=["inference"], responses=ERROR_RESP
 _MAX_ELEMENTS = 1 << 27
 
 
+#: The JSON value kinds (numpy kinds of the parsed list) each input kind accepts: no silent truncation of
+#: 1.5 into an integer input, no strings or booleans read as numbers.
+_ACCEPTS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
+_JSON_KIND = {"b": "booleans", "i": "integers", "u": "integers", "f": "numbers", "U": "strings"}
+
+
 def _array(name: str, data: Any, dtype: np.dtype[Any]) -> np.ndarray:
     try:
-        arr = np.asarray(data, dtype=dtype)
+        raw = np.asarray(data)
     except (ValueError, TypeError, OverflowError) as e:
         raise ApiError(400, f"input {name!r}: not a rectangular list of numbers ({str(e)[:200]})") from None
+    if raw.size and raw.dtype.kind not in _ACCEPTS[dtype.kind]:
+        want, got = NUMPY_TO_OIP[dtype], _JSON_KIND.get(raw.dtype.kind, "mixed or non-numeric values")
+        raise ApiError(400, f"input {name!r}: expected datatype {want}, got {got}", expected=want, got=got)
+    if raw.size and dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if raw.min() < info.min or raw.max() > info.max:
+            raise ApiError(400, f"input {name!r}: values out of range for {NUMPY_TO_OIP[dtype]}",
+                           expected=NUMPY_TO_OIP[dtype])  # fmt: skip
+    with np.errstate(over="ignore"):
+        arr = raw.astype(dtype)
     if arr.size > _MAX_ELEMENTS:
         raise ApiError(400, f"input {name!r} has {arr.size} elements; the limit is {_MAX_ELEMENTS}")
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
