@@ -8,7 +8,7 @@ from typing import Any
 
 from safetensors.torch import load_file
 
-from .errors import NotFoundError
+from .errors import NotFoundError, SpecError
 from .spec import ModelSpec, parse_spec
 from .version import ModelVersion
 
@@ -130,8 +130,8 @@ def zoo_spec(name: str, **options: Any) -> ModelSpec:
         raise NotFoundError(f"no zoo model {name!r}; the zoo has {', '.join(ZOO)}")
     try:
         data = ZOO[name](**options)
-    except TypeError as e:
-        raise NotFoundError(f"zoo model {name!r}: bad options {options}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise SpecError(f"zoo model {name!r}: bad options {options}: {e}") from None
     return parse_spec(data)
 
 
