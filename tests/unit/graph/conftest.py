@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from .helpers import MODELS, base, live
+from .helpers import MODELS, base
 
 
 @pytest.fixture(params=MODELS)
@@ -10,12 +11,16 @@ def model_name(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-def digits_live():
-    return live("digits")
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _preload() -> None:
     for name in MODELS:
         base(name)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are tiny: one intra-op thread is as fast, and far steadier on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
