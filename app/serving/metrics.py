@@ -23,5 +23,6 @@ class Metrics:
         self.edits = Counter("morphserve_edits", "edits by outcome", ["model", "outcome"], registry=r)
         self.edit_latency = Histogram("morphserve_edit_duration_seconds", "edit latency, request to live",
                                       ["model"], buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
-        self.inferences = Counter("morphserve_inferences", "inference requests served by the worker, by version",
-                                  ["model", "version"], registry=r)  # fmt: skip
+        # Not labelled by version: versions grow without bound, Prometheus series must not.
+        self.inferences = Counter("morphserve_inferences", "inference requests served by the worker",
+                                  ["model"], registry=r)  # fmt: skip

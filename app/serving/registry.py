@@ -217,6 +217,11 @@ class Registry:
     def resident(self, name: str) -> list[int]:
         return self.get(name).worker.resident_versions()
 
+    def output_names(self, name: str) -> list[str]:
+        """Output names, in order. They are fixed for a model's life (edits rewire outputs, never rename them),
+        so the current version's apply to whichever version computed a result."""
+        return [o.name for o in self.get(name).live.current.outputs]
+
     def history(self, name: str) -> list[VersionRecord]:
         """Every version of a model: from the journal when durable, else those in memory."""
         served = self.get(name)
@@ -287,6 +292,7 @@ class Registry:
 
     async def infer(self, name: str, arrays: Mapping[str, np.ndarray], version: int | None = None) -> InferResult:
         served = self.get(name)
+        runnable = None
         if version is not None:
             target = served.live.get(version)  # 404 for a version that never existed
             if version not in served.worker.resident_versions():
@@ -296,7 +302,7 @@ class Registry:
                         f"{', '.join(map(str, served.worker.resident_versions()))}); infer on a resident version",
                         version=version,
                     )  # fmt: skip
-                await asyncio.to_thread(self._make_resident, served, target)
+                runnable = await asyncio.to_thread(self._make_resident, served, target)
         else:
             target = served.live.current
         inputs = self.prepare_inputs(served, arrays, target)
@@ -311,8 +317,16 @@ class Registry:
             else:
                 fut.set_result(r)
 
-        item = InferItem(inputs, version, lambda r: loop.call_soon_threadsafe(_resolve, r))
-        served.worker.submit(item)
+        item = InferItem(inputs, version, lambda r: loop.call_soon_threadsafe(_resolve, r), runnable=runnable)
+        for attempt in range(3):
+            try:
+                served.worker.submit(item)
+                break
+            except NotResidentError:
+                # An edit (or another old version brought back) evicted it after the check above: load it again.
+                if version is None or self.store is None or attempt == 2:
+                    raise
+                item.runnable = await asyncio.to_thread(self._make_resident, served, target)
         try:
             return await asyncio.wait_for(fut, self.settings.request_timeout_s)
         except TimeoutError:
@@ -323,14 +337,17 @@ class Registry:
             if not fut.done() or fut.cancelled():
                 served.worker.cancel(item)
 
-    def _make_resident(self, served: ServedModel, version: ModelVersion) -> None:
-        """Bring an evicted version back onto the device (it joins the resident set, not as current)."""
+    def _make_resident(self, served: ServedModel, version: ModelVersion) -> Any:
+        """Bring an evicted version back onto the device (it joins the resident set, not as current); returns its
+        runnable for the request that asked (which may run on it even if others evict it again meanwhile), or
+        None when it was resident already."""
         with served.load_lock:
             if version.version in served.worker.resident_versions():
-                return
+                return None
             runnable = served.placement.place(version)
             _warm_up(version, runnable, self.device)
             served.worker.swap(version.version, runnable, make_current=False).result()
+            return runnable
 
     # -- edits ---------------------------------------------------------------------------------------------
     def edit(self, name: str, ops: list[Op] | list[dict[str, Any]], *, if_version: int | None = None,
@@ -370,8 +387,9 @@ class Registry:
             if self.store is not None:
                 self.store.commit(candidate)  # durable before it serves and before we answer
             t3 = time.perf_counter()
-            served.worker.swap(candidate.version, runnable).result()
+            # Publish to the history first, so that any version a response reports is already known to it.
             served.live.commit(candidate)
+            served.worker.swap(candidate.version, runnable).result()
             self._after_commit(served)
             t4 = time.perf_counter()
         self.metrics.edits.labels(served.name, "committed").inc()

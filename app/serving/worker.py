@@ -45,6 +45,9 @@ class InferItem:
     rows: int = 0
     key: tuple[Any, ...] = ()
     cancelled: bool = False
+    #: For an explicit version: its runnable, taken when the request is accepted, so that an edit evicting the
+    #: version from the resident set meanwhile cannot fail a request already queued for it.
+    runnable: Runnable | None = None
 
     def __post_init__(self) -> None:
         self.rows = int(self.inputs[0].shape[0])
@@ -139,6 +142,14 @@ class DeviceWorker:
                 raise UnavailableError(f"model {self.model!r} is shutting down")
             if self._waiting >= self.max_queue:
                 raise QueueFullError(f"model {self.model!r} has {self._waiting} requests queued; retry shortly")
+            if item.version is not None and item.runnable is None:
+                item.runnable = self._resident.get(item.version)
+                if item.runnable is None:
+                    raise NotResidentError(
+                        f"version {item.version} of {self.model!r} is no longer resident on the device "
+                        f"(resident: {', '.join(map(str, self._resident))})",
+                        version=item.version,
+                    )
             self._queue.append(item)
             self._waiting += 1
             self._metrics.queue_depth.labels(self.model).set(self._waiting)
@@ -245,7 +256,7 @@ class DeviceWorker:
     def _execute(self, batch: list[InferItem]) -> None:
         version = batch[0].version if batch[0].version is not None else self._current
         assert version is not None
-        runnable = self._resident.get(version)
+        runnable = batch[0].runnable or self._resident.get(version)
         if runnable is None:
             err = NotResidentError(
                 f"version {version} of {self.model!r} is no longer resident on the device "
@@ -265,7 +276,7 @@ class DeviceWorker:
                 self._execute([item])
             return
         self._metrics.batch_size.labels(self.model).observe(sum(i.rows for i in batch))
-        self._metrics.inferences.labels(self.model, str(version)).inc(len(batch))
+        self._metrics.inferences.labels(self.model).inc(len(batch))
         offset = 0
         for item in batch:
             end = offset + item.rows
