@@ -98,6 +98,8 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     servers: list[ServerProcess] = []
 
     def factory(*args: str, env: dict[str, str] | None = None, ready: bool = True) -> ServerProcess:
+        if "--state-dir" not in args:  # never the repository's own ./.morphserve
+            args = (*args, "--state-dir", str(tmp_path / f"state-{len(servers)}"))
         s = ServerProcess(list(args), env, tmp_path / f"server-{len(servers)}.log")
         servers.append(s)
         return s.wait_ready() if ready else s

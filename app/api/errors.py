@@ -6,6 +6,7 @@ responses themselves, and anything unexpected becomes a logged 500 without inter
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -59,14 +60,38 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (GraphError, 422),
 ]
 
-#: Status codes an error may carry, for the OpenAPI `responses` of each route.
+#: Status codes an error may carry, for the OpenAPI `responses` of each route. 415: a body route sent
+#: something other than its content type; 504: an inference that outlived --request-timeout-s.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503, 504)
 }
+#: What any route can answer before it runs: a bad or oversize body (BodyLimitMiddleware).
+TRANSPORT_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 413)}
+_BODY_PARSE_ERROR = "There was an error parsing the body"  # FastAPI's words for a body json.loads choked on
+
+
+def _body_parse_message(cause: BaseException | None) -> str:
+    """FastAPI's 400 for a JSON body that could not even be decoded, said so that a client can act on it."""
+    if isinstance(cause, UnicodeError):
+        return "the request body is not valid JSON: it is not UTF-8 text"
+    if isinstance(cause, RecursionError):
+        return "the request body is not valid JSON: it is nested too deeply"
+    return "the request body is not valid JSON"
+
+
+def _wrong_content_type(exc: RequestValidationError) -> bool:
+    """A JSON-body route got a body FastAPI did not parse as JSON (no or another Content-Type): the body
+    arrives as raw bytes and fails the model as 'not a dictionary', which would read as a 422 about fields."""
+    return any(tuple(e.get("loc", ())) == ("body",) and isinstance(e.get("input"), bytes | bytearray)
+               for e in exc.errors())  # fmt: skip
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None, **fields: Any) -> Response:
-    body = orjson.dumps({"error": message, **fields}, default=str)
+    doc = {"error": message, **fields}
+    try:
+        body = orjson.dumps(doc, default=str)
+    except TypeError:  # e.g. an integer beyond 64 bits echoed from the request: never a 500 for that
+        body = json.dumps(doc, default=str).encode()
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
@@ -90,17 +115,30 @@ def install(app: FastAPI) -> None:
         return error_response(400, str(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
+        if _wrong_content_type(exc):
+            ctype = request.headers.get("content-type")
+            return error_response(415, f"send the body as JSON with Content-Type: application/json, got {ctype!r}")
         parts = []
         for e in exc.errors():
             loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
-            parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
+            if e.get("type") == "json_invalid":
+                where = e.get("loc", ("body", "?"))[-1]
+                parts.append(f"the request body is not valid JSON: {(e.get('ctx') or {}).get('error', 'invalid')} "
+                             f"(at character {where})")  # fmt: skip
+            elif not loc and e.get("type") == "missing":
+                parts.append("the request needs a JSON body")
+            else:
+                parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
         status = 400 if any(e.get("type") == "json_invalid" for e in exc.errors()) else 422
         return error_response(status, "; ".join(parts)[:2000] or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        return error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}) or None)
+        detail = str(exc.detail)
+        if exc.status_code == 400 and detail == _BODY_PARSE_ERROR:
+            detail = _body_parse_message(exc.__cause__)
+        return error_response(exc.status_code, detail, dict(exc.headers or {}) or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

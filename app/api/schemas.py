@@ -11,6 +11,13 @@ from app.graph.describe import GraphDescription, GraphDiff
 from app.graph.spec import TensorSpec
 
 NestedList = list[Any]
+#: Version numbers are journal rows (SQLite INTEGER): bounding them here turns a 2**70 into a 422, not a 500.
+MAX_VERSION = 2**63 - 1
+VersionNo = Annotated[int, Field(ge=1, le=MAX_VERSION)]
+IfVersion = Annotated[
+    int | None,
+    Field(ge=0, le=MAX_VERSION, description="the version the edit is based on (409 if the model has moved on)"),
+]
 
 
 class _Strict(BaseModel):
@@ -137,7 +144,7 @@ class VersionInfo(BaseModel):
 
 
 class GcRequest(_Strict):
-    keep: Annotated[int, Field(ge=1)]
+    keep: Annotated[int, Field(ge=1, le=MAX_VERSION)]
 
 
 class GcResponse(BaseModel):
@@ -160,7 +167,7 @@ class VersionList(BaseModel):
 
 class EditRequest(_Strict):
     ops: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=256)]
-    if_version: int | None = None
+    if_version: IfVersion = None
     dry_run: bool = False
     allow_output_change: bool = False
 
@@ -172,7 +179,7 @@ class InsertLayer(_Strict):
     layer: LayerSpec
     init: Literal["default", "identity"] = "default"
     seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
-    if_version: int | None = None
+    if_version: IfVersion = None
     allow_output_change: bool = False
 
 
@@ -180,13 +187,13 @@ class ReplaceLayer(_Strict):
     layer: LayerSpec
     keep_weights: bool = False
     seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
-    if_version: int | None = None
+    if_version: IfVersion = None
     allow_output_change: bool = False
 
 
 class Rollback(_Strict):
-    version: Annotated[int, Field(ge=1)]
-    if_version: int | None = None
+    version: VersionNo
+    if_version: IfVersion = None
 
 
 class Timings(BaseModel):

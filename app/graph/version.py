@@ -14,7 +14,7 @@ import torch.fx as fx
 from torch import nn
 
 from .errors import SpecError
-from .shapes import _PROBE_SIZES, NodeShape, propagate
+from .shapes import _PROBE_SIZES, NodeShape, RecordedShape, propagate
 from .spec import ModelSpec, OutputSpec, TensorSpec, build_graph_module, lint
 
 

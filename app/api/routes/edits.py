@@ -23,7 +23,7 @@ def _if_version(body_value: int | None, if_match: str | None) -> int | None:
         return body_value
     tag = if_match.strip().removeprefix("W/").strip('"')
     if not tag.isdigit() or len(tag) > 18:
-        raise ApiError(400, f"If-Match must name a version number, e.g. '\"3\"', got {if_match!r}")
+        raise ApiError(400, "If-Match must name a version number, e.g. '\"3\"'")
     if body_value is not None and body_value != int(tag):
         raise ApiError(400, f"If-Match ({tag}) and if_version ({body_value}) disagree")
     return int(tag)

@@ -7,10 +7,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import __version__
 from app.api.deps import RegistryDep
-from app.api.errors import ApiError
+from app.api.errors import TRANSPORT_ERRORS, ApiError
 from app.api.schemas import LiveResponse, ReadyResponse, ServerMetadata
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=TRANSPORT_ERRORS)
 
 
 @router.get("/v2", response_model=ServerMetadata)

@@ -59,7 +59,7 @@ async def infer(model: str, body: V1InferRequest, registry: RegistryDep) -> Resp
     arrays = {k: _array(k, v, numpy_dtype(sig[k].dtype) if k in sig else np.dtype(np.float32))
               for k, v in given.items()}  # fmt: skip
     result = await registry.infer(model, arrays)
-    names = [o.name for o in registry.version(model, result.version).outputs]
+    names = registry.output_names(model)
     outputs: Any = result.outputs[0] if len(names) == 1 else dict(zip(names, result.outputs, strict=True))
     content = orjson.dumps({"model": model, "model_version": result.version, "outputs": outputs},
                            option=orjson.OPT_SERIALIZE_NUMPY)  # fmt: skip

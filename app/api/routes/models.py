@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import AdminDep, RegistryDep
 from app.api.errors import ERROR_RESPONSES, ApiError
-from app.api.schemas import CreateModel, Deleted, ModelInfo, ModelList, VersionInfo, VersionList
+from app.api.schemas import MAX_VERSION, CreateModel, Deleted, ModelInfo, ModelList, VersionInfo, VersionList
 from app.graph import GraphDescription, GraphDiff, describe, diff, to_dot, to_svg
 from app.graph.spec import TensorSpec
 from app.serving.registry import Registry
@@ -66,7 +66,7 @@ async def graph(
     model: str,
     registry: RegistryDep,
     request: Request,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None,
     format: Annotated[Literal["json", "dot", "svg"], Query()] = "json",
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
@@ -106,7 +106,7 @@ def versions(model: str, registry: RegistryDep) -> VersionList:
 def graph_diff(
     model: str,
     registry: RegistryDep,
-    from_: Annotated[int, Query(alias="from", ge=1)],
-    to: Annotated[int | None, Query(ge=1)] = None,
+    from_: Annotated[int, Query(alias="from", ge=1, le=MAX_VERSION)],
+    to: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None,
 ) -> GraphDiff:
     return diff(registry.version(model, from_), registry.version(model, to))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 
 from app.api.deps import RegistryDep
@@ -75,8 +77,7 @@ async def _infer(request: Request, registry: Registry, model: str, version: int 
     body = await request.body()
     req = decode_request(body, header_length)
     result = await registry.infer(model, req.inputs, version)
-    served = registry.version(model, result.version)
-    outputs = {o.name: arr for o, arr in zip(served.outputs, result.outputs, strict=True)}
+    outputs = dict(zip(registry.output_names(model), result.outputs, strict=True))
     content, headers = encode_response(model_name=model, model_version=str(result.version), request_id=req.id,
                                        outputs=outputs, request=req)  # fmt: skip
     media = "application/octet-stream" if headers else "application/json"
@@ -90,12 +91,24 @@ _INFER_DOC = {
 }  # fmt: skip
 
 
-@router.post("/{model}/infer", response_model=OIPInferResponse, openapi_extra=_INFER_DOC)
+#: With binary outputs asked for (`binary_data_output` / `binary_data`), the body is the JSON header and the raw
+#: tensor bytes after it, as application/octet-stream with Inference-Header-Content-Length.
+_BINARY_200: dict[int | str, dict[str, Any]] = {200: {
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    "headers": {"Inference-Header-Content-Length": {"schema": {"type": "integer"},
+                                                    "description": "length of the JSON header (binary outputs)"}},
+}}  # fmt: skip
+
+
+@router.post("/{model}/infer", response_model=OIPInferResponse, openapi_extra=_INFER_DOC, responses=_BINARY_200)
 async def infer(model: str, request: Request, registry: RegistryDep) -> Response:
     return await _infer(request, registry, model, None)
 
 
-@router.post("/{model}/versions/{version}/infer", response_model=OIPInferResponse, openapi_extra=_INFER_DOC)
+_VERSION_INFER = "/{model}/versions/{version}/infer"
+
+
+@router.post(_VERSION_INFER, response_model=OIPInferResponse, openapi_extra=_INFER_DOC, responses=_BINARY_200)
 async def infer_version(model: str, version: str, request: Request, registry: RegistryDep) -> Response:
     return await _infer(request, registry, model, _version(version))
 

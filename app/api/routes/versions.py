@@ -5,28 +5,29 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import AdminDep, RegistryDep
-from app.api.errors import ERROR_RESPONSES, ApiError
-from app.api.schemas import GcRequest, GcResponse, PinResponse
+from app.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
+from app.api.schemas import MAX_VERSION, GcRequest, GcResponse, PinResponse
 from app.graph import ModelVersion, spec_json, weights_bytes
 from app.graph.onnx_export import OnnxUnavailable, to_onnx
 
 router = APIRouter(prefix="/v1/models", tags=["versions"], responses=ERROR_RESPONSES)
+VersionPath = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 
 
 @router.post("/{model}/versions/{version}/pin", response_model=PinResponse, dependencies=[AdminDep])
-def pin(model: str, version: int, registry: RegistryDep) -> PinResponse:
+def pin(model: str, version: VersionPath, registry: RegistryDep) -> PinResponse:
     registry.pin(model, version, True)
     return PinResponse(model=model, version=version, pinned=True)
 
 
 @router.delete("/{model}/versions/{version}/pin", response_model=PinResponse, dependencies=[AdminDep])
-def unpin(model: str, version: int, registry: RegistryDep) -> PinResponse:
+def unpin(model: str, version: VersionPath, registry: RegistryDep) -> PinResponse:
     registry.pin(model, version, False)
     return PinResponse(model=model, version=version, pinned=False)
 
@@ -45,12 +46,15 @@ def _zip(v: ModelVersion) -> bytes:
     return buf.getvalue()
 
 
-_EXPORT_DOC = {200: {"content": {"application/zip": {}, "application/octet-stream": {}},
-                     "description": "zip (spec.json + weights.safetensors) or an ONNX file"}}  # fmt: skip
+_EXPORT_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/zip": {}, "application/octet-stream": {}},
+          "description": "zip (spec.json + weights.safetensors) or an ONNX file"},
+    501: {"model": ErrorResponse, "description": "format=onnx on a server without the onnx extra"},
+}  # fmt: skip
 
 
 @router.get("/{model}/versions/{version}/export", response_class=Response, responses=_EXPORT_DOC)
-async def export(model: str, version: int, registry: RegistryDep,
+async def export(model: str, version: VersionPath, registry: RegistryDep,
                  format: Annotated[Literal["zip", "onnx"], Query()] = "zip") -> Response:  # fmt: skip
     v = await run_in_threadpool(registry.version, model, version)
     if format == "zip":

@@ -1,0 +1,285 @@
+"""Auth (issue 7, item 6): every mutating route needs the bearer token (none: 401 with WWW-Authenticate; a wrong
+one: 403) and does nothing without it; tokens are compared in constant time; no route reflects a token back;
+a server on a non-loopback address without a token generates one (logged once), a loopback one needs none."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from safetensors.torch import save as save_safetensors
+
+from app.main import create_app
+from app.settings import Settings
+from tests.conftest import AUTH, TOKEN
+from tests.integration.helpers import X, assert_error, identity_insert
+
+MUTATING = {"POST", "PUT", "DELETE", "PATCH"}
+FC3_WEIGHTS = save_safetensors({"weight": torch.zeros(10, 64), "bias": torch.full((10,), 0.5)})
+
+#: One request per mutating route that the token-holder gets a 2xx for (after `_setup`), so that "does nothing
+#: without the token" is about a request that would have done something. Keyed by (method, route template).
+REQUESTS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
+    ("POST", "/v1/models"): ("/v1/models", {"json": {"name": "intruder", "zoo": "mlp",
+                                                     "options": {"hidden": 8, "depth": 1, "in_features": 4}}}),
+    ("DELETE", "/v1/models/{model}"): ("/v1/models/digits", {}),
+    ("POST", "/v1/models/{model}/versions/{version}/pin"): ("/v1/models/digits/versions/2/pin", {}),
+    ("DELETE", "/v1/models/{model}/versions/{version}/pin"): ("/v1/models/digits/versions/1/pin", {}),
+    ("POST", "/v1/models/{model}/gc"): ("/v1/models/digits/gc", {"json": {"keep": 1}}),
+    ("POST", "/v1/models/{model}/edits"): ("/v1/models/digits/edits", {"json": {"ops": [identity_insert("relu2")]}}),
+    ("POST", "/v1/models/{model}/layers"): ("/v1/models/digits/layers",
+                                            {"json": {"after": "relu2", "layer": {"type": "Identity"}}}),
+    ("PUT", "/v1/models/{model}/layers/{node}"): ("/v1/models/digits/layers/fc3", {"json": {
+        "layer": {"type": "Linear", "in_features": 64, "out_features": 10}, "allow_output_change": True}}),
+    ("DELETE", "/v1/models/{model}/layers/{node}"): ("/v1/models/digits/layers/spare", {}),
+    ("PUT", "/v1/models/{model}/layers/{node}/weights"): (
+        "/v1/models/digits/layers/fc3/weights",
+        {"content": FC3_WEIGHTS, "headers": {"Content-Type": "application/octet-stream"}}),
+    ("POST", "/v1/models/{model}/rollback"): ("/v1/models/digits/rollback", {"json": {"version": 1}}),
+}  # fmt: skip
+
+
+def _walk(routes: list[Any], prefix: str = "") -> list[tuple[str, str]]:
+    """(method, template) of every APIRoute, descending into included routers (FastAPI >= 0.16x keeps an
+    `include_router` as one lazy `_IncludedRouter` entry in app.routes, holding the original router)."""
+    found = []
+    for r in routes:
+        if isinstance(r, APIRoute):
+            found += [(m, prefix + r.path) for m in r.methods or ()]
+        elif hasattr(r, "original_router"):  # an included router
+            context = getattr(r, "include_context", None)
+            found += _walk(r.original_router.routes, prefix + (getattr(context, "prefix", "") or ""))
+    return found
+
+
+def _routes(app: Any) -> list[tuple[str, str]]:
+    """Every (method, template) the app serves, from app.routes."""
+    routes = sorted(set(_walk(app.routes)))
+    documented = {(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops}
+    assert set(routes) == documented, "app.routes and the OpenAPI schema disagree on the routes"
+    return routes
+
+
+def mutating_routes(app: Any) -> list[tuple[str, str]]:
+    """The mutating routes: POST/PUT/DELETE/PATCH, except inference (which is open by design)."""
+    return [(m, p) for m, p in _routes(app) if m in MUTATING and not p.endswith("/infer")]
+
+
+def _setup(client: TestClient) -> None:
+    """Version 2 with a removable `spare` node; version 1 pinned (so unpinning it does something)."""
+    r = client.post("/v1/models/digits/edits", json={"ops": [identity_insert("relu1", "spare")]}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert client.post("/v1/models/digits/versions/1/pin", headers=AUTH).status_code == 200
+
+
+def _state(client: TestClient) -> dict[str, Any]:
+    """Everything a mutating route could change: models, versions (pins included), graphs, outputs."""
+    out: dict[str, Any] = {}
+    for m in client.get("/v1/models").json()["models"]:
+        name = m["name"]
+        out[name] = {"info": {k: v for k, v in m.items() if k != "queue_depth"},
+                     "versions": client.get(f"/v1/models/{name}/versions").json(),
+                     "graph": client.get(f"/v1/models/{name}/graph").json()}  # fmt: skip
+    out["outputs"] = client.post("/v1/models/digits/infer", json={"inputs": X.tolist()}).json()
+    return out
+
+
+def test_mutating_routes_are_enumerated() -> None:
+    """The table above covers exactly the app's mutating routes: a new one must be added here (and guarded)."""
+    app = create_app(Settings(admin_token=TOKEN, state_dir=Path("/nonexistent")))
+    found = mutating_routes(app)
+    assert len(found) >= 11
+    assert set(found) == set(REQUESTS), {"untested": set(found) - set(REQUESTS), "gone": set(REQUESTS) - set(found)}
+
+
+@pytest.mark.parametrize("method,template", sorted(REQUESTS), ids=[f"{m} {p}" for m, p in sorted(REQUESTS)])
+def test_mutating_route_needs_the_token_and_does_nothing_without_it(
+    make_client: Callable[..., TestClient], method: str, template: str
+) -> None:
+    client = make_client()
+    _setup(client)
+    path, request = REQUESTS[(method, template)]
+    kw = dict(request)
+    headers = kw.pop("headers", {})
+    before = _state(client)
+
+    refusals = [
+        ({}, 401),  # no Authorization header
+        ({"Authorization": ""}, 401),  # an empty one
+        ({"Authorization": "Bearer wrong-token"}, 403),
+        ({"Authorization": f"Bearer {TOKEN}x"}, 403),  # one character longer
+        ({"Authorization": f"Bearer {TOKEN[:-1]}"}, 403),  # a prefix
+        ({"Authorization": "Bearer "}, 403),
+        ({"Authorization": f"Basic {TOKEN}"}, 403),  # the right secret, the wrong scheme
+        ({"Authorization": TOKEN}, 403),  # no scheme
+    ]
+    for auth, status in refusals:
+        r = client.request(method, path, **kw, headers={**headers, **auth})
+        body = assert_error(r, status)
+        if status == 401:
+            assert r.headers.get("www-authenticate", "").startswith("Bearer"), r.headers
+            assert "Authorization: Bearer" in body["error"]
+        assert _state(client) == before, f"{method} {path} with {auth or 'no token'} changed the server"
+
+    # the same request with the token is accepted: the refusals above were about the token, not the request
+    r = client.request(method, path, **kw, headers={**headers, **AUTH})
+    assert 200 <= r.status_code < 300, (r.status_code, r.text)
+
+
+def test_inference_and_read_routes_stay_open(client: TestClient) -> None:
+    app = client.app
+    open_routes = [(m, p) for m, p in _routes(app) if (m, p) not in set(mutating_routes(app))]
+    assert ("POST", "/v2/models/{model}/infer") in open_routes and ("GET", "/v1/models") in open_routes
+    assert client.post("/v1/models/digits/infer", json={"inputs": X.tolist()}).status_code == 200
+    assert client.post("/v2/models/digits/infer", json={"inputs": [
+        {"name": "input", "shape": [3, 64], "datatype": "FP32", "data": X.ravel().tolist()}]}).status_code == 200
+    for path in ("/v2", "/v2/health/ready", "/v1/models", "/v1/models/digits/graph", "/metrics"):
+        assert client.get(path).status_code == 200, path
+
+
+# -- constant time --------------------------------------------------------------------------------------------------
+class _Spy:
+    def __init__(self, verdict: bool | None = None) -> None:
+        self.calls: list[tuple[Any, Any]] = []
+        self.verdict = verdict
+        self.real = hmac.compare_digest
+
+    def __call__(self, a: Any, b: Any) -> bool:
+        self.calls.append((a, b))
+        return self.real(a, b) if self.verdict is None else self.verdict
+
+
+def test_tokens_are_compared_with_hmac_compare_digest(make_client: Callable[..., TestClient],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    client = make_client()
+    spy = _Spy()
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    edit = {"ops": [identity_insert()], "dry_run": True}
+    for given in ("wrong-token", "x", TOKEN + "-and-more", TOKEN[:-1], "é" * 5):
+        assert_error(client.post("/v1/models/digits/edits", json=edit,
+                                 headers={"Authorization": f"Bearer {given}".encode()}), 403)  # fmt: skip
+    assert client.post("/v1/models/digits/edits", json=edit, headers=AUTH).status_code == 200
+    # every check, whatever the length of the guess, went through compare_digest, with bytes on both sides
+    assert len(spy.calls) == 6, spy.calls
+    assert all(isinstance(a, bytes) and isinstance(b, bytes) for a, b in spy.calls)
+    assert all(b == TOKEN.encode() for _, b in spy.calls)
+
+
+@pytest.mark.parametrize("verdict", [True, False])
+def test_compare_digest_alone_decides(make_client: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch,
+                                      verdict: bool) -> None:  # fmt: skip
+    """No other comparison (==, a length check) stands beside it: what compare_digest says, goes."""
+    client = make_client()
+    monkeypatch.setattr(hmac, "compare_digest", _Spy(verdict))
+    edit = {"ops": [identity_insert()], "dry_run": True}
+    r = client.post("/v1/models/digits/edits", json=edit,
+                    headers={"Authorization": "Bearer wrong" if verdict else f"Bearer {TOKEN}"})  # fmt: skip
+    assert r.status_code == (200 if verdict else 403), r.text
+
+
+# -- no reflection --------------------------------------------------------------------------------------------------
+def _concrete(template: str) -> str:
+    return (template.replace("{model}", "digits").replace("{node}", "fc3").replace("{version}", "1"))
+
+
+def test_no_route_reflects_a_token(make_client: Callable[..., TestClient], caplog: pytest.LogCaptureFixture) -> None:
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    wrong = f"wr0ng-{uuid.uuid4().hex}"
+    client = make_client(admin_token=secret)
+    caplog.set_level(logging.DEBUG)
+    seen = 0
+
+    def check(r: Any) -> None:
+        nonlocal seen
+        seen += 1
+        blob = r.content + b"".join(k.encode() + b":" + v.encode() for k, v in r.headers.multi_items())
+        for token in (secret, wrong):
+            assert token.encode() not in blob, (r.request.method, r.request.url, r.status_code, r.text[:300])
+
+    bodies = {"/v1/models": {"json": {"name": "x", "zoo": "nope"}},
+              "/v1/models/{model}/gc": {"json": {"keep": 1}},
+              "/v1/models/{model}/rollback": {"json": {"version": 99}},
+              "/v1/models/{model}/edits": {"json": {"ops": [{"op": "remove", "node": "nope"}]}},
+              "/v1/models/{model}/infer": {"json": {"inputs": X.tolist()}}}  # fmt: skip
+    paths = [(m, _concrete(p), bodies.get(p, {"json": {}})) for m, p in _routes(client.app)]
+    json_ct, octet = {"Content-Type": "application/json"}, {"Content-Type": "application/octet-stream"}
+    paths += [("GET", "/nope", {}), ("DELETE", "/v2", {}), ("GET", "/v1/models/nope/graph", {}),
+              ("POST", "/v1/models/digits/edits", {"content": b"{not json", "headers": json_ct}),
+              ("PUT", "/v1/models/digits/layers/fc3/weights", {"content": b"junk", "headers": octet})]  # fmt: skip
+    auths = [{"Authorization": f"Bearer {wrong}"}, {"Authorization": f"Basic {wrong}"}, {"Authorization": wrong},
+             {"Authorization": f"Bearer {secret}"}, {"X-Api-Key": wrong}]  # fmt: skip
+    for method, path, kw in paths:
+        if method == "DELETE" and path == "/v1/models/digits":
+            continue  # with the right token it would remove the model the other requests need; tried last
+        for auth in auths:
+            extra = dict(kw)
+            headers = {**extra.pop("headers", {}), **auth}
+            check(client.request(method, path, headers=headers, **extra))
+            check(client.request(method, path, params={"token": wrong, "access_token": wrong}, headers=headers,
+                                 **extra))  # fmt: skip
+    for auth in auths:
+        check(client.delete("/v1/models/digits", headers=auth))
+    check(client.get("/metrics"))
+    check(client.get("/openapi.json"))
+    assert seen > 300
+    # nor does the server log it (the client's own httpx log of its URLs aside)
+    logged = "\n".join(rec.getMessage() for rec in caplog.records if not rec.name.startswith(("httpx", "httpcore")))
+    assert "request_id=" in logged  # the server's request log was captured
+    assert secret not in logged and wrong not in logged
+
+
+# -- no token configured: generated off loopback, none needed on loopback -------------------------------------------
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "server.example.com"])
+def test_non_loopback_without_a_token_generates_one_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                                host: str) -> None:  # fmt: skip
+    caplog.set_level(logging.DEBUG)
+    app = create_app(Settings(host=host, admin_token=None, state_dir=tmp_path / "state"))
+    token = app.state.admin_token
+    assert isinstance(token, str) and len(token) >= 32
+    edit = {"ops": [identity_insert()]}
+    with TestClient(app) as c:
+        assert_error(c.post("/v1/models/digits/edits", json=edit), 401)
+        assert_error(c.post("/v1/models/digits/edits", json=edit, headers={"Authorization": "Bearer guess"}), 403)
+        for _ in range(3):
+            assert c.get("/v1/models").status_code == 200
+        r = c.post("/v1/models/digits/edits", json=edit, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        assert token.encode() not in r.content
+    mentions = [rec for rec in caplog.records if token in rec.getMessage()]
+    assert len(mentions) == 1, [rec.getMessage() for rec in mentions]
+    assert mentions[0].levelno >= logging.WARNING and host in mentions[0].getMessage()
+    # a second server gets a token of its own
+    other = create_app(Settings(host=host, admin_token=None, state_dir=tmp_path / "other"))
+    assert other.state.admin_token and other.state.admin_token != token
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", token)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
+def test_loopback_without_a_token_needs_none(tmp_path: Path, caplog: pytest.LogCaptureFixture, host: str) -> None:
+    caplog.set_level(logging.DEBUG)
+    app = create_app(Settings(host=host, admin_token=None, state_dir=tmp_path / "state"))
+    assert app.state.admin_token is None
+    with TestClient(app) as c:
+        r = c.post("/v1/models/digits/edits", json={"ops": [identity_insert()]})
+        assert r.status_code == 200, r.text
+        r = c.put("/v1/models/digits/layers/fc3/weights", content=FC3_WEIGHTS,
+                  headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        assert c.get("/v1/models/digits").json()["version"] == 3
+    assert not [rec for rec in caplog.records if "token" in rec.getMessage().lower()]
+
+
+def test_configured_token_is_never_replaced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    app = create_app(Settings(host="0.0.0.0", admin_token=TOKEN, state_dir=tmp_path / "state"))
+    assert app.state.admin_token == TOKEN
+    assert not [rec for rec in caplog.records if "generated" in rec.getMessage()]
