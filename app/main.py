@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -42,6 +43,10 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             reg = Registry(settings, metrics)
             reg.load_from_settings()
             app.state.registry = reg
+        # Models and libraries are loaded for good: move them out of the collector's reach, so that full
+        # collections (measured at ~150 ms pauses, once a second under load) scan only what requests allocate.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -13,15 +13,16 @@ from app.settings import Settings
 from .errors import ApiError
 
 
-def get_registry(request: Request) -> Registry:
+# `async def`: FastAPI runs plain `def` dependencies in its thread pool, a measured cost on every request.
+async def get_registry(request: Request) -> Registry:
     return request.app.state.registry  # type: ignore[no-any-return]
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+async def require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
     """Mutating routes: the bearer token must match (constant-time). With no token configured the server
     only listens on loopback (see main.create_app), so local calls pass."""
     token: str | None = request.app.state.admin_token

@@ -79,6 +79,14 @@ def _body_parse_message(cause: BaseException | None) -> str:
     return "the request body is not valid JSON"
 
 
+def _non_finite_at(doc: Any, pos: Any) -> bool:
+    """Whether a JSON decode error points at a NaN/Infinity token (orjson rejects them, as JSON does)."""
+    if not isinstance(pos, int) or not isinstance(doc, str | bytes):
+        return False
+    text = doc[pos : pos + 9] if isinstance(doc, str) else doc[pos : pos + 9].decode("latin-1")
+    return text.lstrip("-").startswith(("NaN", "Infinity"))
+
+
 def _wrong_content_type(exc: RequestValidationError) -> bool:
     """A JSON-body route got a body FastAPI did not parse as JSON (no or another Content-Type): the body
     arrives as raw bytes and fails the model as 'not a dictionary', which would read as a 422 about fields."""
@@ -124,8 +132,12 @@ def install(app: FastAPI) -> None:
             loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
             if e.get("type") == "json_invalid":
                 where = e.get("loc", ("body", "?"))[-1]
-                parts.append(f"the request body is not valid JSON: {(e.get('ctx') or {}).get('error', 'invalid')} "
-                             f"(at character {where})")  # fmt: skip
+                reason = (e.get("ctx") or {}).get("error", "invalid")
+                if _non_finite_at(exc.body, where):
+                    reason = "NaN and Infinity are not JSON numbers"
+                elif "depth" in str(reason) or "recursion" in str(reason):
+                    reason = "it is nested too deeply"
+                parts.append(f"the request body is not valid JSON: {reason} (at character {where})")
             elif not loc and e.get("type") == "missing":
                 parts.append("the request needs a JSON body")
             else:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -71,6 +72,10 @@ class BodyLimitMiddleware:
         return await self.app(scope, replay, send)
 
 
+_ids = itertools.count(1)
+_PREFIX = f"{os.getpid():x}-"
+
+
 class MetricsMiddleware:
     """Counts and times each request by route *template* (bounded label set), and logs one line per request."""
 
@@ -82,7 +87,7 @@ class MetricsMiddleware:
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         status = 500
-        request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex[:16]
+        request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:64] or f"{_PREFIX}{next(_ids)}"
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status

@@ -10,11 +10,12 @@ from fastapi import APIRouter, Response
 
 from app.api.deps import RegistryDep
 from app.api.errors import ERROR_RESPONSES, ApiError
+from app.api.fastjson import ORJSONRoute
 from app.api.oip_codec import NUMPY_TO_OIP
 from app.api.schemas import V1InferRequest, V1InferResponse
 from app.serving.registry import numpy_dtype
 
-router = APIRouter(prefix="/v1/models", tags=["inference"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1/models", tags=["inference"], responses=ERROR_RESPONSES, route_class=ORJSONRoute)
 _MAX_ELEMENTS = 1 << 27
 
 
@@ -42,6 +43,9 @@ def _array(name: str, data: Any, dtype: np.dtype[Any]) -> np.ndarray:
     if arr.size > _MAX_ELEMENTS:
         raise ApiError(400, f"input {name!r} has {arr.size} elements; the limit is {_MAX_ELEMENTS}")
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        if raw.dtype.kind in "iuf" and np.isfinite(raw).all():
+            raise ApiError(400, f"input {name!r}: values out of range for {NUMPY_TO_OIP[dtype]}",
+                           expected=NUMPY_TO_OIP[dtype])  # fmt: skip
         raise ApiError(400, f"input {name!r} contains NaN or infinity")
     return arr
 
