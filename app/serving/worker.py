@@ -173,7 +173,12 @@ class DeviceWorker:
         with self._cond:
             if self._stopping:
                 raise UnavailableError(f"model {self.model!r} is shutting down")
-            self._queue.append(cmd)
+            # Ahead of queued inference (behind earlier commands): the swap waits for the batch in flight only, not
+            # for everything queued. Still safe: requests sent after the edit's response are queued after the swap.
+            ahead = 0
+            while ahead < len(self._queue) and not isinstance(self._queue[ahead], InferItem):
+                ahead += 1
+            self._queue.insert(ahead, cmd)
             self._cond.notify()
         return cmd.done
 
