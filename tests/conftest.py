@@ -92,6 +92,17 @@ class ServerProcess:
             self._log.close()  # type: ignore[union-attr]
 
 
+def serve_module(tmp_path_factory: pytest.TempPathFactory, *args: str) -> Iterator[ServerProcess]:
+    """Body of a module-scoped server fixture: `yield from serve_module(tmp_path_factory, "--model", "digits")`.
+    The server gets the admin token TOKEN and a private state dir."""
+    s = ServerProcess([*args, "--admin-token", TOKEN, "--state-dir", str(tmp_path_factory.mktemp("state"))],
+                      log=tmp_path_factory.mktemp("log") / "server.log")  # fmt: skip
+    try:
+        yield s.wait_ready()
+    finally:
+        s.stop()
+
+
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: `start_server("--model", "mlp", "--admin-token", TOKEN)` -> a ready ServerProcess."""

@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from app.cli import cli
 from app.client import Client, NotFound
-from tests.conftest import ROOT, TOKEN, ServerProcess, free_port
+from tests.conftest import ROOT, TOKEN, ServerProcess, free_port, serve_module
 
 LINEAR_128 = '{"type": "Linear", "in_features": 128, "out_features": 128}'
 X = [[(i % 17) / 17 for i in range(64)]]
@@ -34,12 +34,7 @@ _names = itertools.count()
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    s = ServerProcess(["--model", "digits", "--admin-token", TOKEN,
-                       "--state-dir", str(tmp_path_factory.mktemp("state"))],
-                      log=tmp_path_factory.mktemp("log") / "server.log")  # fmt: skip
-    s.wait_ready()
-    yield s
-    s.stop()
+    yield from serve_module(tmp_path_factory, "--model", "digits")
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from app.client import (
     Unauthorized,
     Unreachable,
 )
-from tests.conftest import TOKEN, ServerProcess, free_port
+from tests.conftest import TOKEN, ServerProcess, free_port, serve_module
 
 LINEAR_128 = {"type": "Linear", "in_features": 128, "out_features": 128}
 _names = itertools.count()
@@ -51,12 +51,7 @@ TWO_IO_SPEC = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    s = ServerProcess(["--model", "digits", "--admin-token", TOKEN,
-                       "--state-dir", str(tmp_path_factory.mktemp("state"))],
-                      log=tmp_path_factory.mktemp("log") / "server.log")  # fmt: skip
-    s.wait_ready()
-    yield s
-    s.stop()
+    yield from serve_module(tmp_path_factory, "--model", "digits")
 
 
 @pytest.fixture(scope="module")

@@ -8,19 +8,12 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import AUTH, TOKEN
+from tests.conftest import AUTH, serve_module
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from tests.conftest import ServerProcess
-
-    s = ServerProcess(["--model", "digits", "--model", "resnet", "--admin-token", TOKEN,
-                       "--state-dir", str(tmp_path_factory.mktemp("state"))],
-                      log=tmp_path_factory.mktemp("log") / "server.log")  # fmt: skip
-    s.wait_ready()
-    yield s
-    s.stop()
+    yield from serve_module(tmp_path_factory, "--model", "digits", "--model", "resnet")
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import torch
 
+from app.client import AsyncClient
 from app.graph import load_zoo
 from app.main import create_app
 from app.serving.metrics import Metrics
@@ -61,6 +62,15 @@ def identity_insert(after: str = "relu1", name: str | None = None) -> dict[str, 
 @asynccontextmanager
 async def served(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Registry]]:
     """The real app over httpx's ASGI transport, registry loaded up front (the transport runs no lifespan)."""
+    async with served_with_binary(tmp_path, **overrides) as (client, _binary, registry):
+        yield client, registry
+
+
+@asynccontextmanager
+async def served_with_binary(
+    tmp_path: Path, **overrides: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, AsyncClient, Registry]]:
+    """As `served`, plus app.client's binary-OIP AsyncClient over the same app."""
     values: dict[str, Any] = {"models": ["digits"], "admin_token": TOKEN, "state_dir": tmp_path / "state"}
     values.update(overrides)
     settings = Settings(**values)
@@ -68,8 +78,11 @@ async def served(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[httpx.
     registry.load_from_settings()
     app = create_app(settings, registry)
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
-                                     headers=AUTH, timeout=60) as client:  # fmt: skip
-            yield client, registry
+        async with (
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", headers=AUTH,
+                              timeout=60) as client,
+            AsyncClient("http://test", token=TOKEN, timeout=60, transport=httpx.ASGITransport(app=app)) as binary,
+        ):  # fmt: skip
+            yield client, binary, registry
     finally:
         registry.close()

@@ -22,8 +22,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +31,11 @@ import numpy as np
 import pytest
 import torch
 
-from app.client import AsyncClient, Unavailable
-from app.main import create_app
-from app.serving.metrics import Metrics
-from app.serving.registry import Registry
+from app.client import Unavailable
 from app.serving.worker import DeviceWorker, InferItem
-from app.settings import Settings
-from tests.conftest import AUTH, TOKEN, ServerProcess
+from tests.conftest import TOKEN, ServerProcess
 from tests.integration.helpers import assert_error, reference
+from tests.integration.helpers import served_with_binary as served
 
 V1 = "/v1/models/digits/infer"
 XS = np.random.default_rng(1).random((64, 64), dtype=np.float32)
@@ -50,22 +46,7 @@ def _oip(rows: int) -> dict[str, Any]:
     return {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.reshape(-1).tolist()}]}
 
 
-@asynccontextmanager
-async def served(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[httpx.AsyncClient, AsyncClient, Registry]]:
-    """The real app in-process: an httpx client and app.client's binary client over ASGI, and its registry."""
-    settings = Settings(**{"models": ["digits"], "admin_token": TOKEN, "state_dir": tmp_path / "state", **overrides})
-    registry = Registry(settings, Metrics())
-    registry.load_from_settings()
-    app = create_app(settings, registry)
-    try:
-        async with (
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", headers=AUTH,
-                              timeout=60) as client,
-            AsyncClient("http://test", token=TOKEN, timeout=60, transport=httpx.ASGITransport(app=app)) as binary,
-        ):  # fmt: skip
-            yield client, binary, registry
-    finally:
-        registry.close()
+
 
 
 async def _until(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:

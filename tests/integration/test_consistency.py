@@ -20,8 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,8 @@ import pytest
 from safetensors.numpy import save as save_safetensors
 
 from app.client import AsyncClient, MorphserveError
-from app.main import create_app
-from app.serving.metrics import Metrics
-from app.serving.registry import Registry
-from app.settings import Settings
 from tests.conftest import AUTH, TOKEN, ServerProcess
-from tests.integration.helpers import X, head_ops, reference, served
+from tests.integration.helpers import X, head_ops, reference, served, served_with_binary
 
 MIN_INFERENCES = 2000
 EDITS = 55  # >= 50, of which every tenth is a rollback
@@ -188,27 +183,9 @@ def _check(race: Race, where: str, seconds: float) -> None:
           f"failures: 0; {seconds:.1f} s")
 
 
-@asynccontextmanager
-async def _in_process(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, AsyncClient]]:
-    settings = Settings(models=["digits"], admin_token=TOKEN, state_dir=tmp_path / "state", max_batch_delay_ms=2,
-                        resident_versions=4)  # fmt: skip
-    registry = Registry(settings, Metrics())
-    registry.load_from_settings()
-    app = create_app(settings, registry)
-    try:
-        async with (
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", headers=AUTH,
-                              timeout=60) as http,
-            AsyncClient("http://test", token=TOKEN, timeout=60, transport=httpx.ASGITransport(app=app)) as binary,
-        ):  # fmt: skip
-            yield http, binary
-    finally:
-        registry.close()
-
-
 def test_consistency_in_process(tmp_path: Path) -> None:
     async def main() -> Race:
-        async with _in_process(tmp_path) as (http, binary):
+        async with served_with_binary(tmp_path) as (http, binary, _registry):
             return await _race(http, binary)
 
     t0 = time.monotonic()
