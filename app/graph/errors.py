@@ -9,6 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 
+def short_message(e: BaseException) -> str:
+    """The first line of an exception's message (its type when empty), capped: what a client error quotes of a
+    torch failure, without a traceback-sized wall of text."""
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:300]
+
+
 class GraphError(Exception):
     """Base class: a user-facing problem with a model, a spec or an edit."""
 

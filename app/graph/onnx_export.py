@@ -11,7 +11,7 @@ import warnings
 
 import torch
 
-from .errors import SpecError
+from .errors import SpecError, short_message
 from .version import ModelVersion
 
 
@@ -43,6 +43,6 @@ def to_onnx(v: ModelVersion) -> bytes:
             assert program is not None
             program.save(buf)  # type: ignore[union-attr]
     except Exception as e:  # noqa: BLE001 - the exporter raises many types; all mean "not expressible"
-        raise SpecError(f"torch.onnx cannot export version {v.version} of {v.model!r}: {str(e).splitlines()[0][:300]}") \
+        raise SpecError(f"torch.onnx cannot export version {v.version} of {v.model!r}: {short_message(e)}") \
             from None  # fmt: skip
     return buf.getvalue()

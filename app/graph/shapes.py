@@ -17,7 +17,7 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from .dtypes import OIP_TO_TORCH, TORCH_TO_OIP
-from .errors import SpecError
+from .errors import SpecError, short_message
 from .spec import FUNCTIONS, ModelSpec, NodeSpec
 
 # FakeTensorMode logs every failing meta kernel at ERROR level; a shape mismatch is an expected outcome here.
@@ -99,7 +99,7 @@ def _evaluate(
     for p in range(2):
         try:
             with mode, torch.no_grad():
-                args = [torch.empty(s.probe[p], dtype=_torch_dtype(s.datatype)) for s in ins]
+                args = [torch.empty(s.probe[p], dtype=OIP_TO_TORCH[s.datatype]) for s in ins]
                 if module is not None:
                     y = module(*args)
                 else:
@@ -109,7 +109,7 @@ def _evaluate(
             got = ", ".join(f"{i!r} produces {list(s.shape)}" for i, s in zip(node.inputs, ins, strict=True))
             what = node.layer.label() if node.layer is not None else node.function
             raise ShapeError(
-                f"{node.id!r} ({what}) does not fit its input: {got} ({_short(e)})",
+                f"{node.id!r} ({what}) does not fit its input: {got} ({short_message(e)})",
                 node=node.id,
                 got=[list(s.shape) for s in ins],
             ) from None
@@ -121,12 +121,3 @@ def _evaluate(
         raise ShapeError(f"node {node.id!r}: output rank depends on the batch size", node=node.id)
     assert dtype is not None
     return NodeShape(_merge(outs[0], outs[1]), TORCH_TO_OIP[dtype], (outs[0], outs[1]), key)
-
-
-def _torch_dtype(datatype: str) -> torch.dtype:
-    return OIP_TO_TORCH[datatype]
-
-
-def _short(e: Exception) -> str:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return msg[:300]

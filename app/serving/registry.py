@@ -34,6 +34,7 @@ from app.graph import (
     read_bundle,
 )
 from app.graph.edits import EditError, Op, SetWeightsOp
+from app.graph.errors import short_message
 from app.graph.zoo import ZOO
 from app.settings import Settings
 from app.store import BlobCorruptError, GcResult, JournalError, Store
@@ -426,4 +427,4 @@ def _warm_up(version: ModelVersion, runnable: Any, device: torch.device) -> None
         with torch.inference_mode():
             runnable(*args)
     except Exception as e:  # noqa: BLE001 - any failure means the version must not go live
-        raise EditError(f"the new version failed its warm-up forward: {str(e).splitlines()[0][:300]}") from None
+        raise EditError(f"the new version failed its warm-up forward: {short_message(e)}") from None

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from app.graph.errors import short_message
+
 from .errors import BadInputError, NotResidentError, QueueFullError, UnavailableError
 from .metrics import Metrics
 
@@ -275,7 +277,7 @@ class DeviceWorker:
             outputs = self._forward(runnable, [item.inputs for item in batch])
         except Exception as e:  # noqa: BLE001 - find which request the model cannot compute on
             if len(batch) == 1:
-                batch[0].deliver(BadInputError(f"model {self.model!r} cannot compute on this input: {_short(e)}"))
+                batch[0].deliver(BadInputError(f"model {self.model!r} cannot compute on this input: {short_message(e)}"))
                 return
             for item in batch:
                 self._execute([item])
@@ -305,8 +307,3 @@ class DeviceWorker:
                 raise RuntimeError(f"output has {o.shape[0]} rows for {rows} input rows")
             result.append(o.detach().cpu().numpy())
         return result
-
-
-def _short(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:300]

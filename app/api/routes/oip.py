@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 
 from app.api.deps import RegistryDep
 from app.api.errors import ERROR_RESPONSES, ApiError
-from app.api.oip_codec import NUMPY_TO_OIP, decode_request, encode_response
+from app.api.oip_codec import decode_request, encode_response
 from app.api.schemas import OIP_REQUEST_SCHEMA, ModelMetadata, ModelReady, OIPInferResponse, OIPTensorMetadata
 from app.serving.registry import Registry
 
@@ -112,5 +112,3 @@ _VERSION_INFER = "/{model}/versions/{version}/infer"
 async def infer_version(model: str, version: str, request: Request, registry: RegistryDep) -> Response:
     return await _infer(request, registry, model, _version(version))
 
-
-__all__ = ["router", "NUMPY_TO_OIP"]
