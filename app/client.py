@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 import orjson
 
-from app.api.oip_codec import NUMPY_TO_OIP, OIP_TO_NUMPY
+from app.wire.oip_codec import NUMPY_TO_OIP, OIP_TO_NUMPY
 
 __all__ = [
     "AsyncClient",
