@@ -14,11 +14,14 @@
 #   bash scripts/bench/gpu_prepare.sh               # here: wheels into .whl/, wrk and its libraries into .gpu-tools/
 # and name `.whl` and `.gpu-tools` in the run's carry; this script installs them (to /tmp/site) when present.
 # Exit: 0 all ran and passed, 1 something failed (see GPU_RESULTS.md), 2 no CUDA device.
+# To check this script's steps without a GPU: GPU_CHECK_DEVICE=cpu GPU_CHECK_RESULTS=/tmp/x bash scripts/bench/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
-RESULTS=docs/bench
+RESULTS=${GPU_CHECK_RESULTS:-docs/bench}
+DEVICE=${GPU_CHECK_DEVICE:-cuda}
+mkdir -p "$RESULTS"
 DEST=${OUT:-}
 WORK=$(mktemp -d /tmp/gpu-check-XXXXXX)
 T0=$(date +%s)
@@ -33,7 +36,7 @@ fi
 if ! command -v wrk >/dev/null && [ -x .gpu-tools/wrk ]; then
   export PATH=$PWD/.gpu-tools:$PATH LD_LIBRARY_PATH=$PWD/.gpu-tools/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi
-if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+if [ "$DEVICE" = cuda ] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   log "error: no CUDA device (torch.cuda.is_available() is False): this script is for a GPU machine"
   exit 2
 fi
@@ -61,7 +64,7 @@ log "   cuda tests: $tests"
 
 for dtype in float32 float16; do
   log "2/3 run.py --gpu --dtype $dtype"
-  timeout 240 "$PY" scripts/bench/run.py --gpu --dtype "$dtype" --reps 1 --duration 3 --edit-duration 8 \
+  timeout 240 "$PY" scripts/bench/run.py --gpu --device "$DEVICE" --dtype "$dtype" --reps 1 --duration 3 --edit-duration 8 \
     --wrk-threads 4 --no-plots --out "$WORK/$dtype" > "$WORK/run_$dtype.log" 2>&1
   rc=$?
   [ $rc -eq 0 ] || status=1
@@ -73,8 +76,11 @@ log "3/3 writing $RESULTS/GPU_RESULTS.md"
 "$PY" - "$WORK" "$tests" "$RESULTS" <<'EOF'
 import json, pathlib, subprocess, sys, time
 work, tests, results = pathlib.Path(sys.argv[1]), sys.argv[2], pathlib.Path(sys.argv[3])
-smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                     capture_output=True, text=True).stdout.strip() or "?"
+try:
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                         capture_output=True, text=True).stdout.strip() or "?"
+except OSError:
+    smi = "no nvidia-smi (not a GPU machine: GPU_CHECK_DEVICE=cpu)"
 import torch
 lines = ["# GPU results (issue 14)", "",
          f"`bash scripts/bench/gpu_check.sh`, {time.strftime('%Y-%m-%d %H:%M:%S %z')}: {smi}; torch {torch.__version__}",
