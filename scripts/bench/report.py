@@ -468,7 +468,8 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
         add(f"- **morphserve flags:** `{' '.join(st.get('morphserve_args') or []) or '(none)'}` for every start"
             + (f"; plus a `--workers {st['workers']}` variant at c={st['workers_at']}" if st.get("workers") else ""))
     add(f"- **Settings:** torch threads {st['threads']} (OMP_NUM_THREADS, every server and the limit), "
-        f"max batch {st['max_batch_size']}, batch delay {st['max_batch_delay_ms']} ms (morphserve and every batching peer), "
+        f"max batch {st['max_batch_size']}, batch delay {st['max_batch_delay_ms']} ms (morphserve and the batching "
+        "peers), "
         f"wrk {st['wrk_threads']} thread(s), closed loop, keep-alive; {st['duration']} s per run after a "
         f"{st['warmup']} s warm-up; **{reps} repetition(s) per cell, medians**; servers alternate within each "
         f"repetition, each repetition starts fresh servers")  # fmt: skip
