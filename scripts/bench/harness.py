@@ -230,8 +230,9 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise BenchError(f"{self.cfg.kind} server exited with code {self.proc.returncode} during start-up:\n"
-                                 f"{self.log_tail()}")  # fmt: skip
+                flags = f" (started with {' '.join(self.cfg.extra_args)})" if self.cfg.extra_args else ""
+                raise BenchError(f"{self.cfg.key} server{flags} exited with code {self.proc.returncode} during "
+                                 f"start-up:\n{self.log_tail()}")  # fmt: skip
             try:
                 if self.ready():
                     self.start_s = time.perf_counter() - t0
@@ -467,6 +468,22 @@ def check_compute_dtype(server: Server) -> str:
     if wrong:
         raise BenchError(f"morphserve was asked for --dtype {want} but reports compute dtype {wrong[0]!r}")
     return seen[0]
+
+
+def settle(url: str, path: str, payload: Payload, max_s: float = 15.0) -> list[float]:
+    """Wait until the server has worked off what an earlier load left queued: one request at a time until one takes
+    at most 1.5x the fastest seen (at least 3). Without it, the c=1 run after a c=64 warm-up measures the backlog
+    of a server that keeps computing requests whose clients are gone. Latencies (ms) of the requests sent."""
+    body, headers = payload.path.read_bytes(), payload_headers(payload)
+    lat: list[float] = []
+    end = time.perf_counter() + max_s
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        request(url, "POST", path, body, headers, timeout=max_s)
+        lat.append((time.perf_counter() - t0) * 1e3)
+        if len(lat) >= 3 and lat[-1] <= 1.5 * min(lat):
+            break
+    return lat
 
 
 # ---------------------------------------------------------------------------------------------- wrk

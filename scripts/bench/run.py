@@ -268,13 +268,15 @@ class Bench:
                         cs = [c for c in concurrencies if c in self.target_concurrency.get(t.label, concurrencies)]
                         if self.cfg["warmup"] and i == 0:  # once per server: its threads and caches are warm
                             h.run_wrk(self.wrk, url, p, max(cs), self.cfg["warmup"], self.args.wrk_threads)
+                            h.settle(s.url, t.path(model), p)
                         for c in cs:
                             r = h.run_wrk(self.wrk, url, p, c, self.cfg["duration"], self.args.wrk_threads)
                             r.update(workload=workload, model=model, target=t.label, kind=kind, server=key,
                                      route=t.route, dtype=self.args.dtype,
                                      payload=t.payload, body_bytes=p.size, rep=rep, max_abs_err=err)  # fmt: skip
                             self.runs.append(r)
-                            print(f"  w{workload} {model:8s} rep {rep} {t.label:22s} c={c:<3d} {r['rps']:9.1f} req/s "
+                            wl = f"w{workload}" if workload.isdigit() else workload
+                            print(f"  {wl} {model:8s} rep {rep} {t.label:22s} c={c:<3d} {r['rps']:9.1f} req/s "
                                   f"p50 {r['p50_ms']:7.2f} ms p99 {r['p99_ms']:7.2f} ms non-2xx {r['non_2xx']}",
                                   file=sys.stderr)  # fmt: skip
 
