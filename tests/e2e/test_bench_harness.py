@@ -170,7 +170,7 @@ def test_issue14_target_arithmetic_on_made_up_results() -> None:
             _row("morphserve_v1", 1, 950, 1.05, 3.0),  # 0.95x the best peer (naive), p50 1.05x: both met
             _row("naive", 64, 600, 100, 300), _row("torchserve", 64, 1400, 45, 80),
             _row("morphserve_v1", 64, 1500, 40, 50),  # 1.07x TorchServe: not met
-            _row("morphserve_v1_w2", 64, 2200, 28, 45)]  # with --workers 2: 1.57x TorchServe, 3.67x naive: met
+            _row("morphserve_v1_w2", 64, 2200, 28, 45)]  # fmt: skip  # --workers 2: 1.57x TorchServe, 3.67x naive
     results = {"meta": {"mode": "quick", "settings": {"max_batch_size": 32, "edit_concurrency": 64},
                         "baseline": {"date": "before", "w1": {"morphserve_v1": {"64": {"p99_ms": 57.9}}}}},
                "runs": runs, "limits": [], "edits": []}  # fmt: skip
@@ -188,3 +188,13 @@ def test_issue14_target_arithmetic_on_made_up_results() -> None:
     assert c16 and all(x["met"] is None and x["value"] is None for x in c16)  # not measured, not "met"
     w3 = [x for k, x in t.items() if k.startswith("W3")]
     assert w3 and all(x["met"] is None for x in w3)
+
+
+def test_a_peer_that_cannot_be_set_up_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    run, _ = _bench_modules()
+    import peer_envs
+
+    monkeypatch.setattr(peer_envs, "java_version", lambda: None)  # as on a machine without Java
+    found, missing = run.setup_peers(run._parse_args(["--quick", "--servers", "torchserve,morphserve"]))
+    assert set(missing) == {"torchserve"} and "Java" in missing["torchserve"], missing
+    assert "torchserve" not in found
