@@ -107,3 +107,49 @@ class Engine:
             docker("rm", "-f", "-v", *self.containers, check=False)
         if self.volumes:
             docker("volume", "rm", "-f", *self.volumes, check=False)
+
+
+def compose_command() -> list[str]:
+    """The `docker compose` plugin where there is one, else Debian's docker-compose (v1)."""
+    if docker("compose", "version", check=False, timeout=30).returncode == 0:
+        return ["docker", "compose"]
+    return ["docker-compose"]
+
+
+@dataclass
+class Compose:
+    """One compose project (a random name), driven through the real Compose CLI."""
+
+    file: str
+    env: dict[str, str]
+    project: str = field(default_factory=lambda: f"morphserve-test-{uuid.uuid4().hex[:8]}")
+
+    def __call__(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+        cmd = [*compose_command(), "-f", self.file, "-p", self.project, *args]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **self.env})
+        if check and r.returncode != 0:
+            raise AssertionError(f"`{' '.join(cmd)}` failed ({r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-3000:]}")
+        return r
+
+    def containers(self, service: str) -> list[str]:
+        """Names of the service's containers (running or not)."""
+        ids = self("ps", "-q", service).stdout.split()
+        return sorted(inspect("container", i)["Name"].lstrip("/") for i in ids)
+
+    def wait_healthy(self, service: str, count: int, timeout: float = 240) -> list[str]:
+        deadline = time.monotonic() + timeout
+        names: list[str] = []
+        while time.monotonic() < deadline:
+            names = self.containers(service)
+            states = [inspect("container", n)["State"] for n in names]
+            if len(names) == count and all(s.get("Health", {}).get("Status") == "healthy" for s in states):
+                return names
+            for n, s in zip(names, states, strict=True):
+                if s["Status"] in ("exited", "dead"):
+                    raise AssertionError(f"{n} exited ({s.get('ExitCode')}):\n{Container(n, 0).logs()}")
+            time.sleep(1)
+        logs = self("logs", "--tail", "40", service, check=False)
+        raise AssertionError(f"{service}: not {count} healthy in {timeout} s: {names}\n{logs.stdout[-4000:]}")
+
+    def down(self) -> None:
+        self("down", "-v", "--remove-orphans", "-t", "10", check=False)

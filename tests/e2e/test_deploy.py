@@ -4,6 +4,8 @@
   wheelhouse wheels/ is in the build context and out of git.
 - docker-compose.yml is valid Compose (`docker-compose config`, Debian's package, or the `docker compose` plugin),
   refuses to start without MORPHSERVE_ADMIN_TOKEN, and has the GPU reservation, volume, health check, restart policy.
+- docker-compose.replicas.yml (postgres, replicas, nginx) is valid Compose too, refuses to start without its
+  secrets, and deploy/nginx/nginx.conf streams events unbuffered and accepts the server's largest body.
 - The image's build and start steps run outside Docker: the builder stage of the Dockerfile is interpreted (its ARG,
   ENV, COPY and RUN lines, in order, with /opt/venv, /wheels and /src mapped into tmp_path) into a fresh venv, from a
   copy of the build context that .dockerignore lets through, with an empty TORCH_INDEX_URL (the wheelhouse path, torch
@@ -38,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_REPLICAS = ROOT / "docker-compose.replicas.yml"
+NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
 STATE_DIR = "/var/lib/morphserve"
 TORCH_INDEX = "https://download.pytorch.org/whl/${TORCH_VARIANT}"
 
@@ -192,7 +196,7 @@ def hadolint_binary() -> str | None:
     return shutil.which("hadolint")
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile"])
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "deploy/postgres/Dockerfile", "deploy/nginx/Dockerfile"])
 def test_dockerfile_passes_hadolint(dockerfile: str) -> None:
     binary = hadolint_binary()
     if binary is None:
@@ -254,7 +258,7 @@ def test_dockerignore_keeps_the_context_small_and_complete() -> None:
     rules = dockerignore_rules()
     for path in (".venv/bin/python", ".git/HEAD", ".morphserve/journal.jsonl", "tests/conftest.py",
                  ".pytest_cache/v/x", "app/__pycache__/main.cpython-311.pyc", "docs/BENCHMARKS.md",
-                 "scripts/bench/raw.json", "Dockerfile", "docker-compose.yml",
+                 "scripts/bench/raw.json", "Dockerfile", "docker-compose.yml", "deploy/nginx/nginx.conf",
                  "build/docker-test/build.log"):  # fmt: skip
         assert not in_context(path, rules), f"{path} should not be sent to the Docker daemon"
     for path in ("pyproject.toml", "README.md", "app/__init__.py", "app/graph/weights/digits.safetensors",
@@ -350,6 +354,79 @@ def test_compose_structure() -> None:
     # No secret written into the file: every *TOKEN* value anywhere is an interpolation.
     for m in re.finditer(r"^\s*(\w*TOKEN\w*)\s*:\s*(.+)$", COMPOSE.read_text(), re.MULTILINE):
         assert m.group(2).strip().startswith("${"), f"literal value for {m.group(1)} in docker-compose.yml"
+
+
+def test_replicas_compose_file_is_valid_and_needs_both_secrets(tmp_path: Path) -> None:
+    r = run_compose_config(tmp_path, token="s3cret-token", password="s3cret-password", file=COMPOSE_REPLICAS)
+    assert r.returncode == 0, f"compose config failed:\n{r.stderr}"
+    assert "postgresql://morphserve:s3cret-password@postgres:5432/morphserve" in r.stdout, r.stdout
+    for token, password, missing in (("t", None, "POSTGRES_PASSWORD"), (None, "p", "MORPHSERVE_ADMIN_TOKEN")):
+        r = run_compose_config(tmp_path, token=token, password=password, file=COMPOSE_REPLICAS)
+        assert r.returncode != 0 and missing in r.stderr + r.stdout, (missing, r.stderr)
+
+
+def test_replicas_compose_structure() -> None:
+    yaml = pytest.importorskip("yaml")
+    text = COMPOSE_REPLICAS.read_text()
+    services = yaml.safe_load(text)["services"]
+    assert set(services) == {"postgres", "replica", "balancer"}
+    assert not set(services) & set(yaml.safe_load(COMPOSE.read_text())["services"]), "names apart from the base file"
+    postgres, replica, balancer = services["postgres"], services["replica"], services["balancer"]
+
+    # Only the balancer is published; postgres and the replicas stay on the stack's network.
+    assert "ports" not in postgres and "ports" not in replica and balancer["ports"]
+    assert balancer["ports"][0].endswith(":8080")
+    assert postgres["build"]["context"] == "deploy/postgres" and balancer["build"]["context"] == "deploy/nginx"
+    assert any(v.startswith("pgdata:") for v in postgres["volumes"]), "the database lives in a named volume"
+
+    env = replica["environment"]
+    assert re.fullmatch(r"postgresql://\$\{POSTGRES_USER[^}]*\}:\$\{POSTGRES_PASSWORD:\?[^}]*\}@postgres:5432/\S+",
+                        env["MORPHSERVE_JOURNAL"]), env["MORPHSERVE_JOURNAL"]  # fmt: skip
+    assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "/v2/health/ready" in " ".join(replica["healthcheck"]["test"])
+    assert replica["build"]["context"] == "." and replica["deploy"]["replicas"]
+    # nginx.conf proxies to the service by this name.
+    assert re.search(r"set \$replicas http://replica:8000;", NGINX_CONF.read_text())
+
+    # No secret written into the file: every token and password is an interpolation that refuses to be empty.
+    for m in re.finditer(r"^\s*(\w*(?:TOKEN|PASSWORD)\w*)\s*:\s*(.+)$", text, re.MULTILINE):
+        assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", m.group(2).strip()), f"literal value for {m.group(1)}"
+
+
+def nginx_location(conf: str, pattern: str) -> str:
+    """The body of `location <pattern> { ... }` (the config has no nested blocks inside a location)."""
+    m = re.search(rf"location\s+{re.escape(pattern)}\s*\{{([^}}]*)\}}", conf)
+    assert m, f"no location {pattern} in nginx.conf"
+    return m.group(1)
+
+
+def test_nginx_conf_streams_events_unbuffered_and_finds_scaled_replicas() -> None:
+    conf = re.sub(r"#[^\n]*", "", NGINX_CONF.read_text())  # without comments (no `#` in its strings)
+    # Docker's DNS, re-resolved per request: proxy_pass takes the upstream from a variable everywhere.
+    assert re.search(r"^\s*resolver 127\.0\.0\.11 valid=\d+s", conf, re.MULTILINE)
+    passes = re.findall(r"proxy_pass\s+([^;]+);", conf)
+    assert passes and set(passes) == {"$replicas"}, passes
+
+    m = re.search(r"location ~ (\S+) \{", conf)
+    assert m, "no regex location for the event streams"
+    events = re.compile(m.group(1))
+    for path in ("/v1/events", "/v1/models/digits/events", "/v1/models/my-model_2/events"):
+        assert events.search(path), path
+    for path in ("/v1/models/digits/infer", "/v1/models/digits/events/x", "/v2/events", "/v1/models/events/graph"):
+        assert not events.search(path), path
+    sse = nginx_location(conf, f"~ {m.group(1)}")
+    assert re.search(r"proxy_buffering off;", sse) and re.search(r"gzip off;", sse)
+    timeout = re.search(r"proxy_read_timeout (\d+)(h|m|s);", sse)
+    assert timeout and int(timeout.group(1)) * {"h": 3600, "m": 60, "s": 1}[timeout.group(2)] >= 3600
+
+    # The body limit is the server's (--max-body-mb default), in MiB, and nginx's own errors are JSON.
+    from app.settings import Settings
+
+    limit = re.search(r"client_max_body_size (\d+)m;", conf)
+    assert limit and float(limit.group(1)) == Settings.model_fields["max_body_mb"].default
+    for status in ("413", "502"):
+        body = re.search(rf"return {status} '(.*)\\n';", conf)
+        assert body and "error" in json.loads(body.group(1)), status
 
 
 # ----------------------------------------------------------------------------------------------------------------------
