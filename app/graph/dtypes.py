@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
+
+#: The OIP datatype names a spec may use (inputs, outputs, parameter nodes, casts).
+Datatype = Literal[
+    "BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "BF16", "FP32", "FP64"
+]  # fmt: skip
 
 OIP_TO_TORCH: dict[str, torch.dtype] = {
     "BOOL": torch.bool,

@@ -76,7 +76,8 @@ class TensorData(BaseModel):
 
 
 class SetWeightsOp(_Op):
-    """Overwrite some of a layer's parameters/buffers (names as in its PyTorch state dict)."""
+    """Overwrite some of a layer's parameters/buffers (names as in its PyTorch state dict; `value` for a parameter
+    node)."""
 
     op: Literal["set_weights"] = "set_weights"
     node: str
@@ -188,6 +189,10 @@ def _apply_insert(draft: _Draft, op: InsertOp) -> None:
     name = op.name or _fresh_name(draft, op.layer)
     if name in draft.ids() or name in {o.name for o in draft.outputs if o.node != o.name}:
         raise EditError(f"a node named {name!r} already exists", node=name)
+    lo, hi = op.layer.input_range()
+    if not lo <= 1 <= hi:
+        raise EditError(f"insert places a layer that reads one node, but {op.layer.type} reads {lo}..{hi} inputs; "
+                        "wire it with a spec instead", node=name)  # fmt: skip
     module = _build(op.layer, op.seed)
     if op.after is not None:
         if anchor in {t.name for t in draft.inputs}:
@@ -234,8 +239,8 @@ def _apply_replace(draft: _Draft, op: ReplaceOp) -> None:
     pos = draft.index(op.node)
     node = draft.nodes[pos]
     if node.layer is None:
-        raise EditError(f"{op.node!r} is a {node.function} function, not a layer; only layers can be replaced",
-                        node=op.node)  # fmt: skip
+        what = f"a {node.function} function" if node.function is not None else "a parameter (set its value with set_weights)"
+        raise EditError(f"{op.node!r} is {what}, not a layer; only layers can be replaced", node=op.node)
     module = _build(op.layer, op.seed)
     if op.keep_weights:
         old, new = draft.modules[op.node].state_dict(), module.state_dict()
@@ -271,7 +276,7 @@ def _tensor_from_json(name: str, t: TensorData, like: torch.Tensor) -> torch.Ten
 
 def _apply_set_weights(draft: _Draft, op: SetWeightsOp) -> None:
     pos = draft.index(op.node)
-    if draft.nodes[pos].layer is None:
+    if not draft.nodes[pos].has_module:
         raise EditError(f"{op.node!r} is a function and has no weights", node=op.node)
     old = draft.modules[op.node]
     current = old.state_dict()

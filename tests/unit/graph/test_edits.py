@@ -410,11 +410,11 @@ def test_reject_unknown_nested_layer_type() -> None:
 @pytest.mark.parametrize(
     ("model", "anchor", "layer", "reason"),
     [
-        ("digits", "fc1", {"type": "ReLU"}, "ReLU is an identity only on non-negative input"),
+        ("digits", "fc1", {"type": "ReLU"}, "ReLU is an identity only on inputs within [0.0, inf], not after Linear"),
         ("digits", "fc1", {"type": "Tanh"}, "Tanh is not an identity function"),
         ("digits", "fc1", {"type": "LayerNorm", "normalized_shape": 128}, "LayerNorm re-normalises its input"),
         ("digits", "fc1", {"type": "BatchNorm1d", "num_features": 128, "track_running_stats": False},
-         "BatchNorm without running statistics"),
+         "BatchNorm1d without running statistics"),
         ("digits", "fc1", {"type": "Residual", "body": [{"type": "Linear", "in_features": 128, "out_features": 128},
                                                          {"type": "ReLU"}]}, "ReLU has no weights to zero"),
         ("digits", "fc1", {"type": "Residual", "body": [{"type": "Sequential", "layers": [
@@ -433,7 +433,7 @@ def test_reject_unknown_nested_layer_type() -> None:
         ("convnet", "relu1_1", {"type": "Conv2d", "in_channels": 16, "out_channels": 16, "kernel_size": 3,
                                 "padding": 2, "dilation": 2}, "dilation 1"),
         ("resnet", "stem_relu", {"type": "MaxPool2d", "kernel_size": 3, "stride": 1, "padding": 1},
-         "MaxPool2d is not an identity"),
+         "MaxPool2d pools windows of 3; only kernel 1"),
     ],
 )  # fmt: skip
 def test_reject_impossible_identity_says_why(model: str, anchor: str, layer: dict[str, Any], reason: str) -> None:
