@@ -537,6 +537,14 @@ def _split(x: torch.Tensor, *, split_size: int | tuple[int, ...], dim: int = 0) 
     return torch.split(x, list(split_size) if isinstance(split_size, tuple) else split_size, dim)
 
 
+def _gather(x: torch.Tensor, index: torch.Tensor, *, dim: int) -> torch.Tensor:
+    return torch.gather(x, dim, index)
+
+
+def _getitem(x: tuple[torch.Tensor, ...], *, index: int) -> torch.Tensor:
+    return x[index]
+
+
 def _to(x: torch.Tensor, *, datatype: str) -> torch.Tensor:
     return x.to(OIP_TO_TORCH[datatype])
 
@@ -559,10 +567,11 @@ register(
     Function("split", _split, (1, 1), SplitArgs, doc="a tuple of pieces of `split_size` (or of the listed sizes)"),
     Function("chunk", torch.chunk, (1, 1), ChunkArgs, doc="a tuple of `chunks` pieces"),
     Function("unbind", torch.unbind, (1, 1), OptDimArgs, doc="a tuple of the slices along `dim`"),
-    Function("getitem", operator.getitem, (1, 1), GetitemArgs, doc="element `index` of a tuple-valued node"),
+    Function("getitem", _getitem, (1, 1), GetitemArgs, doc="element `index` of a tuple-valued node"),
     Function("to", _to, (1, 1), ToArgs, doc="cast to `datatype`"),
     Function("flip", torch.flip, (1, 1), FlipArgs),
     Function("roll", torch.roll, (1, 1), RollArgs),
+    Function("gather", _gather, (2, 2), DimArgs, doc="inputs (x, index): x's values at index along `dim`"),
     Function("masked_fill", _masked_fill, (2, 2), MaskedFillArgs, doc="inputs (x, mask): x with `value` where mask"),
     Function("where", torch.where, (3, 3), doc="inputs (condition, x, y)"),
 )  # fmt: skip

@@ -1,0 +1,656 @@
+"""ATen operations of an exported graph -> allowlisted functions with constant arguments.
+
+Each converter reads one ATen call (arguments bound by its schema) and says what it is in spec terms: a function
+node (`Emit`), a no-op whose value is its input (`Alias`: contiguous, clone, dropout in eval, casts to the same
+dtype), or a refusal naming the op. Sizes that are symbolic (the batch) are resolved by the walker's
+`Sizes` helper into -1 or `{"input": i, "dim": d}` references.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+import torch.fx as fx
+
+from app.graph.dtypes import TORCH_TO_OIP
+
+INT64_BIG = 1 << 62  # slice ends at or beyond this mean "to the end"
+
+
+class Refused(Exception):
+    """The operation cannot be expressed in a spec; the message names it."""
+
+
+@dataclass
+class Emit:
+    function: str
+    inputs: list[Any]  # fx nodes (tensors) in the function's input order
+    args: dict[str, Any] = field(default_factory=dict)
+    first_of_tuple: bool = False  # the ATen op returns a tuple, of which only element 0 is used
+
+
+@dataclass
+class Alias:
+    source: fx.Node
+
+
+class Sizes(Protocol):
+    """Resolves symbolic sizes for one node being converted (implemented by the walker)."""
+
+    def shape(self, values: Any, data: list[fx.Node], infer: bool = True) -> list[Any]: ...
+
+    def expand(self, values: Any, source: fx.Node, data: list[fx.Node]) -> list[Any]: ...
+
+    def index(self, value: Any, data: list[fx.Node]) -> Any: ...
+
+
+Converter = Callable[[dict[str, Any], Sizes, fx.Node], "Emit | Alias"]
+CONVERTERS: dict[str, Converter] = {}
+
+
+def bind(node: fx.Node) -> dict[str, Any]:
+    """The node's arguments by schema name, defaults filled in."""
+    schema = node.target._schema  # type: ignore[union-attr]
+    out: dict[str, Any] = {}
+    for i, a in enumerate(schema.arguments):
+        if i < len(node.args):
+            out[a.name] = node.args[i]
+        elif a.name in node.kwargs:
+            out[a.name] = node.kwargs[a.name]
+        elif a.has_default_value():
+            out[a.name] = a.default_value
+        else:
+            out[a.name] = None
+    return out
+
+
+def op_name(node: fx.Node) -> str:
+    """`view`, `add_`, ... (the overload packet's name)."""
+    t = node.target
+    packet = getattr(t, "_overloadpacket", None)
+    return packet.__name__ if packet is not None else getattr(t, "__name__", str(t))
+
+
+def is_tensor(v: Any) -> bool:
+    return isinstance(v, fx.Node) and isinstance(v.meta.get("val"), torch.Tensor)
+
+
+def is_symbolic(v: Any) -> bool:
+    return isinstance(v, fx.Node) and isinstance(v.meta.get("val"), torch.SymInt | torch.SymFloat | torch.SymBool)
+
+
+def scalar(v: Any, what: str = "operand") -> int | float | str:
+    """A constant scalar argument as JSON (infinities as strings); refuses run-time values."""
+    if isinstance(v, fx.Node) and isinstance(val(v), int | float) and not isinstance(val(v), bool):
+        v = val(v)
+    if is_symbolic(v) or isinstance(v, fx.Node):
+        raise Refused(f"a {what} computed at run time from a tensor size or value")
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float):
+        if math.isnan(v):
+            raise Refused(f"a NaN {what}")
+        return "inf" if v == math.inf else "-inf" if v == -math.inf else v
+    raise Refused(f"a {what} of type {type(v).__name__}")
+
+
+def dtype_name(d: Any) -> str:
+    if d not in TORCH_TO_OIP:
+        raise Refused(f"datatype {d}")
+    return TORCH_TO_OIP[d]
+
+
+def val(n: Any) -> Any:
+    return n.meta.get("val") if isinstance(n, fx.Node) else n
+
+
+def ints(v: Any, what: str) -> list[int]:
+    v = [v] if isinstance(v, int | fx.Node) else list(v)
+    v = [val(x) if isinstance(x, fx.Node) and isinstance(val(x), int) else x for x in v]
+    if any(isinstance(x, fx.Node) for x in v):
+        raise Refused(f"a {what} computed at run time")
+    return [int(x) for x in v]
+
+
+def converts(*names: str) -> Callable[[Converter], Converter]:
+    def deco(fn: Converter) -> Converter:
+        for n in names:
+            CONVERTERS[n] = fn
+        return fn
+
+    return deco
+
+
+# -- no-ops ---------------------------------------------------------------------------------------------------
+@converts("contiguous", "clone", "alias", "detach", "lift_fresh_copy", "lift_fresh", "_assert_tensor_metadata")
+def _noop(a: dict[str, Any], s: Sizes, n: fx.Node) -> Alias:
+    return Alias(n.args[0])  # type: ignore[arg-type]
+
+
+@converts("dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout")
+def _dropout(a: dict[str, Any], s: Sizes, n: fx.Node) -> Alias:
+    if a["train"]:
+        raise Refused("dropout in training mode (call it with training=self.training)")
+    return Alias(a["input"])
+
+
+@converts("_to_copy", "to")
+def _to(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit | Alias:
+    x = a["self"]
+    want, have = val(n).dtype, val(x).dtype
+    if want == have:
+        return Alias(x)
+    return Emit("to", [x], {"datatype": dtype_name(want)})
+
+
+@converts("type_as")
+def _type_as(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit | Alias:
+    x = a["self"]
+    if val(n).dtype == val(x).dtype:
+        return Alias(x)
+    return Emit("to", [x], {"datatype": dtype_name(val(n).dtype)})
+
+
+# -- views and shapes -----------------------------------------------------------------------------------------
+@converts("view", "reshape", "_unsafe_view", "view_copy", "_reshape_alias")
+def _reshape(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    x = a["self"]
+    shape = a.get("size", a.get("shape"))
+    return Emit("reshape", [x], {"shape": s.shape(shape, [x])})
+
+
+@converts("permute")
+def _permute(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("permute", [a["self"]], {"dims": ints(a["dims"], "permutation")})
+
+
+@converts("transpose", "swapaxes", "swapdims")
+def _transpose(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    d0, d1 = a.get("dim0", a.get("axis0")), a.get("dim1", a.get("axis1"))
+    return Emit("transpose", [a["self"]], {"dim0": d0, "dim1": d1})
+
+
+@converts("t")
+def _t(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit | Alias:
+    if val(a["self"]).dim() < 2:
+        return Alias(a["self"])
+    return Emit("transpose", [a["self"]], {"dim0": 0, "dim1": 1})
+
+
+@converts("flatten")
+def _flatten(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("flatten", [a["self"]], {"start_dim": a["start_dim"], "end_dim": a["end_dim"]})
+
+
+@converts("unflatten")
+def _unflatten(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("unflatten", [a["self"]], {"dim": a["dim"], "sizes": s.shape(a["sizes"], [a["self"]])})
+
+
+@converts("unsqueeze")
+def _unsqueeze(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("unsqueeze", [a["self"]], {"dim": a["dim"]})
+
+
+@converts("squeeze")
+def _squeeze(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit | Alias:
+    x = a["self"]
+    shape = val(x).shape
+    if a.get("dim") is None:
+        # squeeze() of every size-1 dim: fix which ones now, so a batch of 1 keeps its batch dimension
+        dims = [i for i, d in enumerate(shape) if isinstance(d, int) and d == 1]
+    else:
+        dims = ints(a["dim"], "dimension")
+    dims = [d for d in dims if isinstance(shape[d], int) and shape[d] == 1]
+    if not dims:
+        return Alias(x)
+    return Emit("squeeze", [x], {"dim": dims})
+
+
+@converts("expand")
+def _expand(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    x = a["self"]
+    return Emit("expand", [x], {"size": s.expand(a["size"], x, [x])})
+
+
+@converts("repeat")
+def _repeat(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("repeat", [a["self"]], {"repeats": ints(a["repeats"], "repeat count")})
+
+
+@converts("select")
+def _select(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("select", [a["self"]], {"dim": a["dim"], "index": ints(a["index"], "index")[0]})
+
+
+@converts("slice")
+def _slice(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit | Alias:
+    x = a["self"]
+    start, end, step = a["start"], a["end"], a["step"]
+    if isinstance(end, int) and end >= INT64_BIG:
+        end = None
+    if start == 0:
+        start = None
+    if start is None and end is None and step == 1:
+        return Alias(x)
+    args: dict[str, Any] = {"dim": a["dim"]}
+    if start is not None:
+        args["start"] = s.index(start, [x])
+    if end is not None:
+        args["end"] = s.index(end, [x])
+    if step != 1:
+        args["step"] = ints(step, "slice step")[0]
+    return Emit("slice", [x], args)
+
+
+@converts("cat", "concat", "concatenate")
+def _cat(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("cat", list(a["tensors"]), {"dim": a["dim"]})
+
+
+@converts("stack")
+def _stack(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("stack", list(a["tensors"]), {"dim": a["dim"]})
+
+
+@converts("split", "split_with_sizes")
+def _split(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    size = a.get("split_size", a.get("split_sizes"))
+    size = ints(size, "split size") if not isinstance(size, int) else size
+    return Emit("split", [a["self"]], {"split_size": size, "dim": a["dim"]})
+
+
+@converts("chunk")
+def _chunk(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("chunk", [a["self"]], {"chunks": a["chunks"], "dim": a["dim"]})
+
+
+@converts("unbind")
+def _unbind(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("unbind", [a["self"]], {"dim": a["dim"]})
+
+
+@converts("gather")
+def _gather(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    if a.get("sparse_grad"):
+        raise Refused("gather with sparse_grad")
+    return Emit("gather", [a["self"], a["index"]], {"dim": a["dim"]})
+
+
+@converts("flip")
+def _flip(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("flip", [a["self"]], {"dims": ints(a["dims"], "dimension")})
+
+
+@converts("roll")
+def _roll(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("roll", [a["self"]], {"shifts": ints(a["shifts"], "shift"), "dims": ints(a["dims"], "dimension")})
+
+
+# -- elementwise ----------------------------------------------------------------------------------------------
+def _binary(name: str, alpha: bool = False, mode: bool = False) -> Converter:
+    def conv(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+        x, other = a["self"], a["other"] if "other" in a else a.get("exponent")
+        args: dict[str, Any] = {}
+        if alpha and a.get("alpha", 1) != 1:
+            args["alpha"] = scalar(a["alpha"], "alpha")
+        if mode and a.get("rounding_mode") is not None:
+            args["rounding_mode"] = a["rounding_mode"]
+        if is_tensor(other):
+            return Emit(name, [x, other], args)
+        return Emit(name, [x], {"other": scalar(other), **args})
+
+    return conv
+
+
+for _name, _alpha, _mode in [("add", True, False), ("sub", True, False), ("mul", False, False), ("div", False, True),
+                             ("pow", False, False), ("remainder", False, False), ("eq", False, False),
+                             ("ne", False, False), ("lt", False, False), ("le", False, False), ("gt", False, False),
+                             ("ge", False, False), ("maximum", False, False), ("minimum", False, False),
+                             ("logical_and", False, False), ("logical_or", False, False)]:  # fmt: skip
+    CONVERTERS[_name] = _binary(_name, _alpha, _mode)
+CONVERTERS["true_divide"] = CONVERTERS["div"]
+CONVERTERS["multiply"] = CONVERTERS["mul"]
+CONVERTERS["subtract"] = CONVERTERS["sub"]
+
+
+@converts("rsub")
+def _rsub(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    x, other = a["self"], a["other"]
+    if is_tensor(other):
+        return Emit("sub", [other, x], {} if a.get("alpha", 1) == 1 else {"alpha": scalar(a["alpha"])})
+    args: dict[str, Any] = {"other": scalar(other)}
+    if a.get("alpha", 1) != 1:
+        args["alpha"] = scalar(a["alpha"], "alpha")
+    return Emit("rsub", [x], args)
+
+
+_UNARY = ("relu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "mish", "exp", "log", "sqrt", "rsqrt",
+          "neg", "abs", "erf", "reciprocal", "sin", "cos", "logical_not", "sign")  # fmt: skip
+for _name in _UNARY:
+    CONVERTERS[_name] = lambda a, s, n, _f=_name: Emit(_f, [a["self"]])
+
+
+@converts("bitwise_not")
+def _bitwise_not(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    if val(a["self"]).dtype != torch.bool:
+        raise Refused("bitwise_not of a non-boolean tensor")
+    return Emit("logical_not", [a["self"]])
+
+
+@converts("gelu")
+def _gelu(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("gelu", [a["self"]], {} if a["approximate"] == "none" else {"approximate": a["approximate"]})
+
+
+@converts("hardtanh", "relu6")
+def _hardtanh(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    lo, hi = (0.0, 6.0) if op_name(n).startswith("relu6") else (a["min_val"], a["max_val"])
+    return Emit("hardtanh", [a["self"]], {"min_val": float(lo), "max_val": float(hi)})
+
+
+@converts("leaky_relu")
+def _leaky(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("leaky_relu", [a["self"]], {"negative_slope": float(a["negative_slope"])})
+
+
+@converts("elu")
+def _elu(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    if a.get("scale", 1) != 1 or a.get("input_scale", 1) != 1:
+        raise Refused("elu with scale (selu/celu form)")
+    return Emit("elu", [a["self"]], {"alpha": float(a["alpha"])})
+
+
+@converts("softplus")
+def _softplus(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("softplus", [a["self"]], {"beta": float(a["beta"]), "threshold": float(a["threshold"])})
+
+
+@converts("clamp", "clamp_min", "clamp_max", "clip")
+def _clamp(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    args = {k: scalar(a[k], f"clamp {k}") for k in ("min", "max") if a.get(k) is not None}
+    if any(is_tensor(a.get(k)) for k in ("min", "max")):
+        raise Refused("clamp with tensor bounds")
+    return Emit("clamp", [a["self"]], args)
+
+
+@converts("softmax", "_softmax", "log_softmax", "_log_softmax")
+def _softmax(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    name = "log_softmax" if "log" in op_name(n) else "softmax"
+    args: dict[str, Any] = {"dim": a["dim"]}
+    if val(n).dtype != val(a["self"]).dtype:
+        args["datatype"] = dtype_name(val(n).dtype)
+    return Emit(name, [a["self"]], args)
+
+
+@converts("cumsum")
+def _cumsum(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    if a.get("dtype") is not None and a["dtype"] != val(a["self"]).dtype:
+        raise Refused("cumsum with a dtype")
+    return Emit("cumsum", [a["self"]], {"dim": a["dim"]})
+
+
+@converts("prelu", "_prelu_kernel")
+def _prelu(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("prelu", [a["self"], a["weight"]])
+
+
+# -- reductions -----------------------------------------------------------------------------------------------
+def _dims(a: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if a.get("dim") not in (None, []):
+        out["dim"] = ints(a["dim"], "dimension")
+    if a.get("keepdim"):
+        out["keepdim"] = True
+    return out
+
+
+@converts("mean", "sum")
+def _mean_sum(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    name = op_name(n)
+    args = _dims(a)
+    if a.get("dtype") is not None and a["dtype"] != val(a["self"]).dtype:
+        if name != "sum":
+            raise Refused("mean with a dtype")
+        args["datatype"] = dtype_name(a["dtype"])
+    elif name == "sum" and val(n).dtype != val(a["self"]).dtype:
+        args["datatype"] = dtype_name(val(n).dtype)  # sum of integers/bools promotes to INT64
+    return Emit(name, [a["self"]], args)
+
+
+@converts("amax", "amin")
+def _amax(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit(op_name(n), [a["self"]], _dims(a))
+
+
+@converts("var", "std")
+def _var(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    correction = a.get("correction")
+    correction = 1 if correction is None else correction
+    if not a.get("unbiased", True):
+        correction = 0
+    return Emit(op_name(n), [a["self"]], {**_dims(a), "correction": int(correction)})
+
+
+@converts("linalg_vector_norm")
+def _norm(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    if a.get("dtype") is not None:
+        raise Refused("norm with a dtype")
+    return Emit("norm", [a["self"]], {**_dims(a), "ord": float(a["ord"])})
+
+
+@converts("argmax")
+def _argmax(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    args: dict[str, Any] = {} if a.get("dim") is None else {"dim": a["dim"]}
+    if a.get("keepdim"):
+        args["keepdim"] = True
+    return Emit("argmax", [a["self"]], args)
+
+
+# -- linear algebra, convolution, normalisation ---------------------------------------------------------------
+@converts("matmul", "mm")
+def _matmul(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("matmul", [a["self"], a.get("other", a.get("mat2"))])
+
+
+@converts("bmm")
+def _bmm(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("bmm", [a["self"], a["mat2"]])
+
+
+@converts("linear")
+def _linear(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("linear", [a["input"], a["weight"]] + ([a["bias"]] if a["bias"] is not None else []))
+
+
+@converts("einsum")
+def _einsum(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("einsum", list(a["tensors"]), {"equation": a["equation"]})
+
+
+@converts("conv1d", "conv2d")
+def _conv(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    pad = a["padding"]
+    args = {"stride": ints(a["stride"], "stride"), "padding": pad if isinstance(pad, str) else ints(pad, "padding"),
+            "dilation": ints(a["dilation"], "dilation"), "groups": a["groups"]}  # fmt: skip
+    ins = [a["input"], a["weight"]] + ([a["bias"]] if a["bias"] is not None else [])
+    return Emit(op_name(n), ins, args)
+
+
+@converts("embedding")
+def _embedding(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    pad = a.get("padding_idx", -1)
+    return Emit("embedding", [a["indices"], a["weight"]], {} if pad in (None, -1) else {"padding_idx": pad})
+
+
+def _affine(name: str, a: dict[str, Any], extra: dict[str, Any]) -> Emit:
+    w, b = a.get("weight"), a.get("bias")
+    if w is None and b is not None:
+        raise Refused(f"{name} with a bias but no weight")
+    return Emit(name, [a["input"]] + [t for t in (w, b) if t is not None], extra)
+
+
+@converts("layer_norm")
+def _layer_norm(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return _affine("layer_norm", a, {"normalized_shape": ints(a["normalized_shape"], "shape"), "eps": float(a["eps"])})
+
+
+@converts("group_norm")
+def _group_norm(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return _affine("group_norm", a, {"num_groups": a["num_groups"], "eps": float(a["eps"])})
+
+
+@converts("rms_norm")
+def _rms_norm(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    args: dict[str, Any] = {"normalized_shape": ints(a["normalized_shape"], "shape")}
+    if a.get("eps") is not None:
+        args["eps"] = float(a["eps"])
+    return Emit("rms_norm", [a["input"]] + ([a["weight"]] if a.get("weight") is not None else []), args)
+
+
+@converts("scaled_dot_product_attention")
+def _sdpa(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    if a["dropout_p"] not in (0, 0.0):
+        raise Refused("scaled_dot_product_attention with dropout_p > 0 (pass 0.0 when not training)")
+    if a.get("enable_gqa"):
+        raise Refused("scaled_dot_product_attention with enable_gqa")
+    args: dict[str, Any] = {}
+    if a["is_causal"]:
+        args["is_causal"] = True
+    if a.get("scale") is not None:
+        args["scale"] = float(scalar(a["scale"], "scale"))  # type: ignore[arg-type]
+    ins = [a["query"], a["key"], a["value"]] + ([a["attn_mask"]] if a["attn_mask"] is not None else [])
+    return Emit("scaled_dot_product_attention", ins, args)
+
+
+@converts("masked_fill")
+def _masked_fill(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    value = a["value"]
+    if is_tensor(value):
+        raise Refused("masked_fill with a tensor value")
+    return Emit("masked_fill", [a["self"], a["mask"]], {"value": scalar(value, "fill value")})
+
+
+@converts("where")
+def _where(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    if not (is_tensor(a.get("self")) and is_tensor(a.get("other"))):
+        raise Refused("where with scalar branches (use tensors for both)")
+    return Emit("where", [a["condition"], a["self"], a["other"]])
+
+
+# -- pooling, resizing, padding -------------------------------------------------------------------------------
+@converts("max_pool1d", "max_pool2d", "max_pool2d_with_indices", "max_pool1d_with_indices")
+def _max_pool(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    name = op_name(n).replace("_with_indices", "")
+    args = {"kernel_size": ints(a["kernel_size"], "kernel"), "stride": ints(a["stride"], "stride") or None,
+            "padding": ints(a["padding"], "padding"), "dilation": ints(a["dilation"], "dilation"),
+            "ceil_mode": bool(a["ceil_mode"])}  # fmt: skip
+    return Emit(name, [a["self"]], {k: v for k, v in args.items() if v is not None},
+                first_of_tuple=op_name(n).endswith("with_indices"))  # fmt: skip
+
+
+@converts("avg_pool1d", "avg_pool2d")
+def _avg_pool(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    if a.get("divisor_override") is not None:
+        raise Refused("avg_pool with divisor_override")
+    args = {"kernel_size": ints(a["kernel_size"], "kernel"), "stride": ints(a["stride"], "stride") or None,
+            "padding": ints(a["padding"], "padding"), "ceil_mode": bool(a["ceil_mode"]),
+            "count_include_pad": bool(a["count_include_pad"])}  # fmt: skip
+    return Emit(op_name(n), [a["self"]], {k: v for k, v in args.items() if v is not None})
+
+
+@converts("adaptive_avg_pool1d", "adaptive_avg_pool2d", "_adaptive_avg_pool2d", "adaptive_max_pool2d")
+def _adaptive(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    name = op_name(n).lstrip("_")
+    return Emit(name, [a["self"]], {"output_size": ints(a["output_size"], "output size")},
+                first_of_tuple=name == "adaptive_max_pool2d")  # fmt: skip
+
+
+_MODES = {"upsample_nearest1d": "nearest", "upsample_nearest2d": "nearest", "_upsample_nearest_exact1d": "nearest-exact",
+          "_upsample_nearest_exact2d": "nearest-exact", "upsample_linear1d": "linear", "upsample_bilinear2d": "bilinear",
+          "upsample_bicubic2d": "bicubic"}  # fmt: skip
+
+
+def _upsample(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    mode = _MODES[op_name(n)]
+    args: dict[str, Any] = {"mode": mode}
+    if a.get("scale_factors") is not None:
+        args["scale_factor"] = [float(f) for f in a["scale_factors"]]
+    elif a.get("output_size") is not None:
+        args["size"] = ints(a["output_size"], "output size")
+    if mode in ("linear", "bilinear", "bicubic"):
+        args["align_corners"] = bool(a.get("align_corners"))
+    return Emit("interpolate", [a["input"] if "input" in a else a["self"]], args)
+
+
+for _name in _MODES:
+    CONVERTERS[_name] = _upsample
+
+
+@converts("pad", "constant_pad_nd")
+def _pad(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    mode = a.get("mode", "constant")
+    args: dict[str, Any] = {"pad": ints(a["pad"], "padding"), "mode": mode}
+    value = a.get("value")
+    if mode == "constant" and value not in (None, 0, 0.0):
+        args["value"] = float(value)
+    return Emit("pad", [a["self"] if "self" in a else a["input"]], args)
+
+
+for _name, _mode in [("reflection_pad1d", "reflect"), ("reflection_pad2d", "reflect"), ("replication_pad1d", "replicate"),
+                     ("replication_pad2d", "replicate"), ("circular_pad1d", "circular"), ("circular_pad2d", "circular")]:
+    CONVERTERS[_name] = lambda a, s, n, _m=_mode: Emit("pad", [a["self"]], {"pad": ints(a["padding"], "padding"),
+                                                                          "mode": _m})  # fmt: skip
+
+
+@converts("pixel_shuffle")
+def _pixel_shuffle(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("pixel_shuffle", [a["self"]], {"factor": a["upscale_factor"]})
+
+
+@converts("pixel_unshuffle")
+def _pixel_unshuffle(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    return Emit("pixel_unshuffle", [a["self"]], {"factor": a["downscale_factor"]})
+
+
+# -- creation (with run-time sizes; creation from constants is folded by the walker) -------------------------------
+def _fill_of(n: fx.Node, a: dict[str, Any]) -> Any:
+    name = op_name(n)
+    if "zeros" in name:
+        return 0
+    if "ones" in name:
+        return 1
+    return scalar(a["fill_value"], "fill value")
+
+
+@converts("full", "zeros", "ones", "new_zeros", "new_ones", "new_full", "new_empty", "empty")
+def _full(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    if "empty" in op_name(n):
+        raise Refused("an uninitialised tensor (torch.empty) whose values are used")
+    return Emit("full", [], {"size": s.shape(a["size"], [], infer=False), "fill_value": _fill_of(n, a),
+                             "datatype": dtype_name(val(n).dtype)})  # fmt: skip
+
+
+@converts("zeros_like", "ones_like", "full_like")
+def _full_like(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    args: dict[str, Any] = {"fill_value": _fill_of(n, a)}
+    if val(n).dtype != val(a["self"]).dtype:
+        args["datatype"] = dtype_name(val(n).dtype)
+    return Emit("full_like", [a["self"]], args)
+
+
+@converts("arange")
+def _arange(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    start, step = a.get("start", 0) or 0, a.get("step", 1) or 1
+    args: dict[str, Any] = {"end": s.index(a["end"], []), "datatype": dtype_name(val(n).dtype)}
+    if start:
+        args["start"] = ints(start, "arange start")[0]
+    if step != 1:
+        args["step"] = ints(step, "arange step")[0]
+    return Emit("arange", [], args)
