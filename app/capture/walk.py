@@ -41,8 +41,8 @@ def sanitize(path: str, fallback: str = "node") -> str:
     s = re.sub(r"\W", "_", path) or fallback
     if s[0].isdigit():
         s = "_" + s
-    if len(s) > 56:
-        s = s[:28] + "_" + s[-27:]
+    if len(s) > 60:  # ids are at most 64 characters; keep both ends, which say the most
+        s = s[:24] + "_" + s[-35:]
     if s in _RESERVED:
         s += "_"
     return s
@@ -245,8 +245,8 @@ class Walker:
                 fqn = self.placeholder_fqn.get(u.name, (None, ""))[1] if u.op == "placeholder" else ""
                 if not fqn.startswith(prefix):
                     return False
-            if n not in outs and any(self.pos[u] > iv.end for u in n.users):
-                return False
+            if n not in outs and not is_symbolic(n) and any(self.pos[u] > iv.end for u in n.users):
+                return False  # (sizes may be shared: export reuses one node per symbolic expression)
         return True
 
     def emit_layer(self, iv: _Interval) -> None:

@@ -73,12 +73,12 @@ class TwoTower(nn.Module):
         super().__init__()
         self.image = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.meta = nn.Sequential(nn.Linear(6, 8), nn.Tanh())
-        self.score = nn.Linear(16, 1)
-        self.label = nn.Linear(16, 4)
+        self.score_head = nn.Linear(16, 1)
+        self.label_head = nn.Linear(16, 4)
 
     def forward(self, image: torch.Tensor, features: torch.Tensor) -> dict[str, torch.Tensor]:
         h = torch.cat([self.image(image), self.meta(features)], dim=1)
-        return {"score": torch.sigmoid(self.score(h)), "label": self.label(h).softmax(-1)}
+        return {"score": torch.sigmoid(self.score_head(h)), "label": self.label_head(h).softmax(-1)}
 
 
 def hf_bert() -> nn.Module:
