@@ -6,6 +6,10 @@ runs. Any failure is one red `error: ...` line on stderr and exit code 1, never 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -31,8 +35,9 @@ def import_model(
         _fail(f"cannot load the capture code: {e}")
     model_name = name or _default_name(source)
     try:
-        module = load_module(source)
-        version = capture(module, inputs, name=model_name)
+        with _silenced():
+            module = load_module(source)
+            version = capture(module, inputs, name=model_name)
         write_bundle(version, output)
     except CaptureError as e:
         _fail(e.message)
@@ -43,6 +48,27 @@ def import_model(
     layers = sum(1 for n in version.spec.nodes if n.layer is not None)
     typer.echo(f"wrote {output}: model {model_name!r}, {len(version.spec.nodes)} nodes ({layers} layers), "
                f"{version.total_params():,} parameters")  # fmt: skip
+
+
+@contextlib.contextmanager
+def _silenced() -> Iterator[None]:
+    """File descriptors 1 and 2 to /dev/null while torch.export runs: on failure it dumps graphs from places that
+    bypass sys.stdout/sys.stderr, and the user should see one line from us, not pages of torch internals."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
 
 
 def _default_name(source: str) -> str:
