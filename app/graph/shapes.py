@@ -130,6 +130,8 @@ def _evaluate(
             for i, s in zip(node.inputs, ins, strict=True):
                 if s.elements and node.function != "getitem":
                     raise ValueError(f"{i!r} is a tuple of {len(s.elements)} tensors; read it through getitem nodes")
+                if not s.elements and node.function == "getitem":
+                    raise ValueError(f"getitem reads {i!r}, which is not a tuple")
             with mode, torch.no_grad():
                 args = [s.fake(p) for s in ins]
                 if module is not None:
