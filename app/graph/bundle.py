@@ -30,8 +30,11 @@ def build_modules(spec: ModelSpec, seed: int = 0) -> dict[str, nn.Module]:
         return {n.id: n.build_module() for n in spec.nodes if n.has_module}
 
 
-def load_weights(modules: Mapping[str, nn.Module], tensors: Mapping[str, torch.Tensor]) -> None:
-    """Copy `tensors` into `modules` (strict: every tensor present, no extras, same shapes and dtypes)."""
+def load_weights(modules: Mapping[str, nn.Module], tensors: Mapping[str, torch.Tensor], *, assign: bool = False) -> None:
+    """Copy `tensors` into `modules` (strict: every tensor present, no extras, same shapes and dtypes).
+
+    With `assign`, the modules take the tensors themselves instead of copying them (for modules built on the meta
+    device, which have no storage of their own)."""
     expected: dict[str, torch.Tensor] = {}
     for nid, m in modules.items():
         for k, v in m.state_dict().items():
@@ -47,7 +50,7 @@ def load_weights(modules: Mapping[str, nn.Module], tensors: Mapping[str, torch.T
     with torch.no_grad():
         for nid, m in modules.items():
             prefix = nid + "."
-            m.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+            m.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, assign=assign)
 
 
 def from_spec(
@@ -58,9 +61,17 @@ def from_spec(
     spec = parse_spec(spec)
     if name is not None:
         spec = spec.model_copy(update={"name": name})
-    modules = build_modules(spec, seed)
-    if tensors is not None:
-        load_weights(modules, tensors)
+    if tensors is None:
+        modules = build_modules(spec, seed)
+    else:
+        # Weights are given: build without storage and adopt the tensors, rather than random-initialising every
+        # layer only to overwrite it (most of a large model's load time).
+        with torch.device("meta"):
+            modules = build_modules(spec, seed)
+        load_weights(modules, {k: v.contiguous() for k, v in tensors.items()}, assign=True)
+        for nid, m in modules.items():
+            if any(t.is_meta for t in (*m.parameters(), *m.buffers())):  # a buffer the state dict does not hold
+                raise SpecError(f"layer {nid!r} has tensors that the weights file cannot provide", node=nid)
     return make_version(spec.name, 1, None, spec, modules)
 
 
