@@ -24,12 +24,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch import nn
 from torch.export import Dim
 
-from app.graph.spec import parse_spec
 from app.graph.errors import GraphError
-from app.graph.spec import TensorSpec
+from app.graph.spec import TensorSpec, parse_spec
 from app.graph.version import ModelVersion, make_version
 
 from .marks import marked
@@ -52,8 +52,10 @@ def parse_input(text: str | TensorSpec | dict[str, Any]) -> TensorSpec:
         name, datatype, shape = text.split(":")
         return TensorSpec(name=name, datatype=datatype.upper(), shape=tuple(int(d) for d in shape.split(",")))
     except (ValueError, TypeError) as e:
-        msg = getattr(e, "errors", lambda: [{"msg": str(e)}])()[0]["msg"] if hasattr(e, "errors") else str(e)
-        raise CaptureError(f"--input {text!r}: expected NAME:DATATYPE:SHAPE like input:FP32:-1,3,224,224 ({msg})")
+        msg = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
+        raise CaptureError(
+            f"--input {text!r}: expected NAME:DATATYPE:SHAPE like input:FP32:-1,3,224,224 ({msg})"
+        ) from None
 
 
 def example_inputs(specs: Sequence[TensorSpec], batch: int = EXAMPLE_BATCH, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -98,7 +100,7 @@ def _no_custom_autograd() -> Iterator[None]:
 
             f = sys._getframe(1)
             raise CaptureError(f"custom autograd Function {cls.__name__} at {f.f_code.co_filename}:{f.f_lineno}: "
-                               "write its forward as plain torch operations (or an nn.Module) to import it")  # fmt: skip
+                               "write its forward as plain torch operations to import it")  # fmt: skip
         return original.__func__(cls, *args, **kwargs)  # type: ignore[attr-defined]
 
     torch.autograd.Function.apply = classmethod(apply)  # type: ignore[assignment, method-assign]

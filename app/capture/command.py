@@ -17,12 +17,23 @@ import typer
 
 
 def import_model(
-    source: Annotated[str, typer.Argument(help="path/to/file.py:ATTR or package.module:ATTR (an nn.Module, or a "
-                                               "zero-argument callable returning one)")],
-    inputs: Annotated[list[str], typer.Option("--input", help="NAME:DATATYPE:SHAPE per forward argument, in order, "
-                                                              "e.g. input:FP32:-1,3,224,224 (-1: batch or variable)")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="the bundle to write (zip: spec.json + "
-                                                               "weights.safetensors)")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="path/to/file.py:ATTR or package.module:ATTR (an nn.Module, or a zero-argument callable returning one)"
+        ),
+    ],
+    inputs: Annotated[
+        list[str],
+        typer.Option(
+            "--input",
+            help="NAME:DATATYPE:SHAPE per forward argument, in order, "
+            "e.g. input:FP32:-1,3,224,224 (-1: batch or variable)",
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="the bundle to write (zip: spec.json + weights.safetensors)")
+    ],
     name: Annotated[str | None, typer.Option(help="model name [default: the file or attribute name]")] = None,
 ) -> None:
     """Capture a PyTorch model on this machine as an editable morphserve bundle (serve it with --model NAME=PATH)."""

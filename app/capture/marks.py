@@ -88,7 +88,7 @@ def _result_like(module: nn.Module, xs: list[torch.Tensor]) -> Any:
     k, p = tup(module.kernel_size), tup(module.padding)
     s = tup(module.stride if module.stride is not None else module.kernel_size)
     d = tup(getattr(module, "dilation", 1))
-    lead, spatial = x.shape[: x.dim() - nd], x.shape[x.dim() - nd:]
+    lead, spatial = x.shape[: x.dim() - nd], x.shape[x.dim() - nd :]
     return x.new_empty((*lead, *(_pool_len(n, *a) for n, a in zip(spatial, zip(k, s, p, d, strict=True),
                                                                      strict=True))))  # fmt: skip
 

@@ -30,7 +30,9 @@ def build_modules(spec: ModelSpec, seed: int = 0) -> dict[str, nn.Module]:
         return {n.id: n.build_module() for n in spec.nodes if n.has_module}
 
 
-def load_weights(modules: Mapping[str, nn.Module], tensors: Mapping[str, torch.Tensor], *, assign: bool = False) -> None:
+def load_weights(
+    modules: Mapping[str, nn.Module], tensors: Mapping[str, torch.Tensor], *, assign: bool = False
+) -> None:
     """Copy `tensors` into `modules` (strict: every tensor present, no extras, same shapes and dtypes).
 
     With `assign`, the modules take the tensors themselves instead of copying them (for modules built on the meta

@@ -239,7 +239,8 @@ def _apply_replace(draft: _Draft, op: ReplaceOp) -> None:
     pos = draft.index(op.node)
     node = draft.nodes[pos]
     if node.layer is None:
-        what = f"a {node.function} function" if node.function is not None else "a parameter (set its value with set_weights)"
+        what = f"a {node.function} function" if node.function is not None else \
+            "a parameter (set its value with set_weights)"  # fmt: skip
         raise EditError(f"{op.node!r} is {what}, not a layer; only layers can be replaced", node=op.node)
     module = _build(op.layer, op.seed)
     if op.keep_weights:

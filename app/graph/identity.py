@@ -106,7 +106,8 @@ def _identity(layer: c.LayerSpec, module: nn.Module, prev: c.LayerSpec | None) -
         case c.PixelShuffle() | c.PixelUnshuffle():
             factor = layer.upscale_factor if isinstance(layer, c.PixelShuffle) else layer.downscale_factor
             if factor != 1:
-                raise IdentityError(f"{layer.type} with factor {factor} rearranges the shape; only factor 1 is an identity")
+                raise IdentityError(f"{layer.type} with factor {factor} rearranges the shape; only factor 1 is an "
+                                    "identity")  # fmt: skip
         case c.TransformerEncoderLayer():
             if not layer.norm_first:
                 raise IdentityError(

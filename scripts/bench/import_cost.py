@@ -63,8 +63,10 @@ def _interleaved(a: Any, b: Any, x: tuple[torch.Tensor, ...], reps: int) -> tupl
 def forward_speed(reps: int, tmp: Path) -> list[dict[str, Any]]:
     rows = []
     torch.manual_seed(0)
-    cases = [("resnet18_64", vision.resnet18(64).eval(), ["input:FP32:-1,3,64,64"], lambda b: (torch.randn(b, 3, 64, 64),)),
-             ("bert", sequence.hf_bert(), ["input_ids:INT64:-1,-1"], lambda b: (torch.randint(1, 100, (b, 32)),))]  # fmt: skip
+    cases = [
+        ("resnet18_64", vision.resnet18(64).eval(), ["input:FP32:-1,3,64,64"], lambda b: (torch.randn(b, 3, 64, 64),)),
+        ("bert", sequence.hf_bert(), ["input_ids:INT64:-1,-1"], lambda b: (torch.randint(1, 100, (b, 32)),)),
+    ]
     for name, module, inputs, make in cases:
         served = _served(module, inputs, name, tmp)
         gm = served.graph_module
@@ -97,9 +99,14 @@ def resnet50_costs(reps: int, tmp: Path) -> dict[str, Any]:
         cand = lm.propose([{"op": "replace", "node": "layer1_0_conv1", "layer": conv.layer.to_json(), "seed": i}])
         cand.graph_module  # noqa: B018 - the build is part of the cost
         edit_ms.append((time.perf_counter() - t0) * 1e3)
-    return {"import_s": round(import_s, 2), "bundle_mb": round(size / 1e6, 1), "load_s": round(load_s, 2),
-            "edit_replace_1x1_conv_ms_median": round(statistics.median(edit_ms), 1),
-            "edit_ms_p90": round(sorted(edit_ms)[int(0.9 * (len(edit_ms) - 1))], 1), "nodes": len(served.spec.nodes)}
+    return {
+        "import_s": round(import_s, 2),
+        "bundle_mb": round(size / 1e6, 1),
+        "load_s": round(load_s, 2),
+        "edit_replace_1x1_conv_ms_median": round(statistics.median(edit_ms), 1),
+        "edit_ms_p90": round(sorted(edit_ms)[int(0.9 * (len(edit_ms) - 1))], 1),
+        "nodes": len(served.spec.nodes),
+    }
 
 
 def main() -> None:
@@ -112,8 +119,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         result = {
-            "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                        "cpus": os.cpu_count()},
+            "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                        "threads": torch.get_num_threads(), "cpus": os.cpu_count()},
             "forward": forward_speed(reps, tmp),
             "resnet50": resnet50_costs(max(3, reps // 5), tmp),
             "targets": {"forward_ratio_max": 1.05, "import_s_max": 30, "load_s_max": 5, "edit_ms_max": 100},

@@ -125,8 +125,13 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expand != 1:
             layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True)]
-        layers += [nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden),
-                   nn.ReLU6(inplace=True), nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        layers += [
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU6(inplace=True),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -190,8 +195,14 @@ class V3Block(nn.Module):
 class MobileNetV3Small(nn.Module):
     def __init__(self, classes: int = 10) -> None:
         super().__init__()
-        cfg = [(8, 3, 8, 8, True, False, 2), (8, 3, 36, 12, False, False, 2), (12, 3, 44, 12, False, False, 1),
-               (12, 5, 48, 20, True, True, 2), (20, 5, 60, 20, True, True, 1), (20, 5, 72, 24, True, True, 1)]
+        cfg = [
+            (8, 3, 8, 8, True, False, 2),
+            (8, 3, 36, 12, False, False, 2),
+            (12, 3, 44, 12, False, False, 1),
+            (12, 5, 48, 20, True, True, 2),
+            (20, 5, 60, 20, True, True, 1),
+            (20, 5, 72, 24, True, True, 1),
+        ]
         layers: list[nn.Module] = [nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8),
                                                  nn.Hardswish())]  # fmt: skip
         layers += [V3Block(*c) for c in cfg]
@@ -331,8 +342,14 @@ class ConvNeXt(nn.Module):
 
 class DoubleConv(nn.Sequential):
     def __init__(self, cin: int, cout: int) -> None:
-        super().__init__(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                         nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+        super().__init__(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
 
 
 class UNet(nn.Module):

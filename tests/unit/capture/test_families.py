@@ -17,21 +17,13 @@ from safetensors.torch import load as st_load
 from app.capture import capture, write_bundle
 from app.graph import LiveModel, ModelVersion, describe, from_spec, read_bundle, spec_json, weights_bytes
 from app.graph.version import make_version
-from tests.models.families import FAMILIES, Family, example
+from tests.models.families import FAMILIES, example
 
 _CAPTURED: dict[str, tuple[torch.nn.Module, ModelVersion, ModelVersion]] = {}
 
 
 def _params() -> list[object]:
     return [pytest.param(k, marks=pytest.mark.slow) if f.slow else k for k, f in FAMILIES.items()]
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def captured(name: str, tmp: Path) -> tuple[torch.nn.Module, ModelVersion, ModelVersion]:

@@ -92,7 +92,8 @@ CASES: dict[str, Case] = {
     "group_norm": ([X], {"num_groups": 2}, lambda x: F.group_norm(x, 2)),
     "rms_norm": ([X], {"normalized_shape": [6]}, lambda x: F.rms_norm(x, (6,))),
     "normalize": ([X], {"dim": 2}, lambda x: F.normalize(x, dim=2)),
-    "scaled_dot_product_attention": ([X, Y, ("z", "FP32", [-1, 4, 6])], {"is_causal": True}, lambda q, k, v: F.scaled_dot_product_attention(
+    "scaled_dot_product_attention": ([X, Y, ("z", "FP32", [-1, 4, 6])], {"is_causal": True},
+                                     lambda q, k, v: F.scaled_dot_product_attention(
         q, k, v, is_causal=True)),
     "prelu": ([X, W], {}, lambda x, w: F.prelu(x, w[:1, :1].reshape(1))),
     "max_pool1d": ([X], {"kernel_size": 2}, lambda x: F.max_pool1d(x, 2)),
@@ -152,8 +153,12 @@ def _spec(name: str) -> dict[str, Any]:
     if name == "arange":  # a 1-D result: dimension 0 is the batch only by coincidence, so expose it reshaped
         nodes.append({"id": "col", "function": "unsqueeze", "inputs": ["f"], "args": {"dim": 1}})
         out = "col"
-    return {"name": name, "inputs": [{"name": n, "datatype": d, "shape": s} for n, d, s in inputs],
-            "outputs": [{"name": "out", "node": out}], "nodes": nodes}
+    return {
+        "name": name,
+        "inputs": [{"name": n, "datatype": d, "shape": s} for n, d, s in inputs],
+        "outputs": [{"name": "out", "node": out}],
+        "nodes": nodes,
+    }
 
 
 @pytest.mark.parametrize("name", sorted(set(FUNCTIONS) - _WEIGHTED))  # weighted ones: test_weight_functions
@@ -198,18 +203,27 @@ def test_weight_functions() -> None:
                       {"id": "f", "function": "embedding", "inputs": ["ids", "table"]}]}  # fmt: skip
     v = from_spec(spec, {"table.value": w})
     assert torch.equal(v.run(ids)[0], F.embedding(ids, w))
-    conv = {"name": "c2", "inputs": [{"name": "x", "shape": [-1, 4, 8, 8]}], "outputs": [{"name": "out", "node": "f"}],
-            "nodes": [{"id": "k", "parameter": {"shape": [4, 1, 3, 3]}},
-                      {"id": "f", "function": "conv2d", "inputs": ["x", "k"], "args": {"padding": 1, "groups": 4}}]}
+    conv = {
+        "name": "c2",
+        "inputs": [{"name": "x", "shape": [-1, 4, 8, 8]}],
+        "outputs": [{"name": "out", "node": "f"}],
+        "nodes": [
+            {"id": "k", "parameter": {"shape": [4, 1, 3, 3]}},
+            {"id": "f", "function": "conv2d", "inputs": ["x", "k"], "args": {"padding": 1, "groups": 4}},
+        ],
+    }
     k = torch.randn(4, 1, 3, 3)
     img = torch.randn(2, 4, 8, 8)
     assert torch.allclose(from_spec(conv, {"k.value": k}).run(img)[0], F.conv2d(img, k, padding=1, groups=4), atol=1e-6)
 
 
 def _bad(name: str, args: dict[str, Any], inputs: list[str] | None = None) -> SpecError:
-    spec = {"name": "bad", "inputs": [{"name": "x", "shape": [-1, 4, 6]}, {"name": "y", "shape": [-1, 4, 6]}],
-            "outputs": [{"name": "out", "node": "x"}],
-            "nodes": [{"id": "my_node", "function": name, "inputs": inputs or ["x"], "args": args}]}
+    spec = {
+        "name": "bad",
+        "inputs": [{"name": "x", "shape": [-1, 4, 6]}, {"name": "y", "shape": [-1, 4, 6]}],
+        "outputs": [{"name": "out", "node": "x"}],
+        "nodes": [{"id": "my_node", "function": name, "inputs": inputs or ["x"], "args": args}],
+    }
     with pytest.raises(SpecError) as ei:
         from_spec(spec)
     assert ei.value.fields.get("node") == "my_node"
@@ -219,8 +233,11 @@ def _bad(name: str, args: dict[str, Any], inputs: list[str] | None = None) -> Sp
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))
 def test_unknown_arguments_are_refused_naming_the_node(name: str) -> None:
-    e = _bad(name, {**CASES[name][1], "callback": "os.system"}, [i[0] if i[0] in ("x", "y") else "x"
-                                                                  for i in CASES[name][0]][:1] or ["x"])
+    e = _bad(
+        name,
+        {**CASES[name][1], "callback": "os.system"},
+        [i[0] if i[0] in ("x", "y") else "x" for i in CASES[name][0]][:1] or ["x"],
+    )
     assert "callback" in e.message
 
 
@@ -273,5 +290,10 @@ def test_getitem_on_a_tensor_and_a_tuple_as_a_tensor_are_shape_errors() -> None:
         from_spec({**base, "nodes": [{"id": "s", "function": "chunk", "inputs": ["x"], "args": {"chunks": 2}},
                                      {"id": "g", "function": "relu", "inputs": ["s"]}]})  # fmt: skip
     with pytest.raises(SpecError, match="a tuple of 2 tensors; select one with a getitem"):
-        from_spec({**base, "outputs": [{"name": "out", "node": "s"}],
-                   "nodes": [{"id": "s", "function": "chunk", "inputs": ["x"], "args": {"chunks": 2}}]})
+        from_spec(
+            {
+                **base,
+                "outputs": [{"name": "out", "node": "s"}],
+                "nodes": [{"id": "s", "function": "chunk", "inputs": ["x"], "args": {"chunks": 2}}],
+            }
+        )

@@ -49,7 +49,9 @@ EXACT = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("shape", "first", "layer"), EXACT, ids=lambda v: v.get("type") if isinstance(v, dict) else None)
+@pytest.mark.parametrize(
+    ("shape", "first", "layer"), EXACT, ids=lambda v: v.get("type") if isinstance(v, dict) else None
+)
 def test_identity_insert_is_exact(shape: list[int], first: dict[str, Any], layer: dict[str, Any]) -> None:
     lm = _model(shape, first)
     v2 = lm.propose([{"op": "insert", "after": "a", "layer": layer, "init": "identity", "name": "i"}])
