@@ -283,6 +283,15 @@ def _gather(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
     return Emit("gather", [a["self"], a["index"]], {"dim": a["dim"]})
 
 
+@converts("index")
+def _index(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    indices = list(a["indices"])
+    dims = [i for i, t in enumerate(indices) if t is not None]
+    if any(val(t).dtype == torch.bool for t in indices if t is not None):
+        raise Refused("indexing with a boolean mask (its result size depends on the values)")
+    return Emit("index", [a["self"], *(t for t in indices if t is not None)], {"dims": dims})
+
+
 @converts("flip")
 def _flip(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
     return Emit("flip", [a["self"]], {"dims": ints(a["dims"], "dimension")})
@@ -335,6 +344,14 @@ _UNARY = ("relu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "mish",
           "neg", "abs", "erf", "reciprocal", "sin", "cos", "logical_not", "sign")  # fmt: skip
 for _name in _UNARY:
     CONVERTERS[_name] = lambda a, s, n, _f=_name: Emit(_f, [a["self"]])
+
+
+@converts("__and__", "bitwise_and", "__or__", "bitwise_or")
+def _bool_binary(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+    x, other = a["self"], a["other"]
+    if val(x).dtype != torch.bool or not is_tensor(other) or val(other).dtype != torch.bool:
+        raise Refused("bitwise and/or of non-boolean tensors")
+    return Emit("logical_and" if "and" in op_name(n) else "logical_or", [x, other])
 
 
 @converts("bitwise_not")

@@ -22,6 +22,7 @@ from .base import (
     Scalar,
     Shape,
     SizeArg,
+    _Checked,
     number,
     register,
 )
@@ -115,6 +116,30 @@ class RollArgs(Args):
     dims: Annotated[tuple[DimArg, ...], Field(min_length=1, max_length=8)]
 
 
+class IndexArgs(Args):
+    """Which dimensions the index inputs index, in order (the other dimensions are taken whole)."""
+
+    dims: Annotated[tuple[Annotated[int, Field(strict=True, ge=0, le=7)], ...], Field(min_length=1, max_length=8)]
+
+    @model_validator(mode="after")
+    def _increasing(self) -> IndexArgs:
+        if list(self.dims) != sorted(set(self.dims)):
+            raise ValueError("dims must be strictly increasing")
+        return self
+
+
+def _check_index(parsed: Args, n: int) -> None:
+    if len(parsed.dims) != n - 1:  # type: ignore[attr-defined]
+        raise ValueError(f"{len(parsed.dims)} dims need {len(parsed.dims) + 1} inputs (x and one index each)")  # type: ignore[attr-defined]
+
+
+def _index(x: torch.Tensor, *indices: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    key: list[Any] = [slice(None)] * (max(dims) + 1)
+    for d, t in zip(dims, indices, strict=True):
+        key[d] = t
+    return x[tuple(key)]
+
+
 class MaskedFillArgs(Args):
     value: Scalar
 
@@ -186,4 +211,6 @@ register(
     Function("gather", _gather, (2, 2), DimArgs, doc="inputs (x, index): x's values at index along `dim`"),
     Function("masked_fill", _masked_fill, (2, 2), MaskedFillArgs, doc="inputs (x, mask): x with `value` where mask"),
     Function("where", torch.where, (3, 3), doc="inputs (condition, x, y)"),
+    _Checked("index", _index, (2, 9), IndexArgs, doc="inputs (x, index...): `x[..., i0, ..., i1]`, integer index "
+             "tensors at `dims`", rule=_check_index),
 )  # fmt: skip

@@ -76,6 +76,7 @@ CASES: dict[str, Case] = {
     "flip": ([X], {"dims": [2]}, lambda x: x.flip(2)),
     "roll": ([X], {"shifts": [1], "dims": [2]}, lambda x: x.roll(1, 2)),
     "gather": ([X, ("i", "INT64", [-1, 4, 2])], {"dim": 2}, lambda x, i: x.gather(2, i.clamp(0, 5))),
+    "index": ([X, ("i", "INT64", [-1, 3])], {"dims": [1]}, lambda x, i: x[:, i.clamp(0, 3)]),
     "masked_fill": ([X, Y], {"value": "-inf"}, lambda x, y: x.masked_fill(y > 0, -torch.inf)),
     "where": ([("c", "FP32", [-1, 4, 6]), X, Y], {}, lambda c, x, y: torch.where(c > 0, x, y)),
     "matmul": ([X, ("y", "FP32", [-1, 6, 3])], {}, torch.matmul),
@@ -130,8 +131,9 @@ def _spec(name: str) -> dict[str, Any]:
     ins = [i[0] for i in inputs]
     nodes: list[dict[str, Any]] = []
     data = list(ins)
-    if name == "gather":
-        nodes.append({"id": "idx", "function": "clamp", "inputs": ["i"], "args": {"min": 0, "max": 5}})
+    if name in ("gather", "index"):
+        top = 5 if name == "gather" else 3
+        nodes.append({"id": "idx", "function": "clamp", "inputs": ["i"], "args": {"min": 0, "max": top}})
         data[1] = "idx"
     if name == "embedding":
         nodes.append({"id": "ids0", "function": "clamp", "inputs": ["ids"], "args": {"min": 0, "max": 0}})
@@ -270,6 +272,8 @@ def test_unknown_arguments_are_refused_naming_the_node(name: str) -> None:
         ("sum", {"dim": [1]}, ["x", "y"], "takes no args"),
         ("getitem", {"index": -1}, None, "index"),
         ("where", {}, ["x", "y"], "takes 3 input(s), got 2"),
+        ("index", {"dims": [1, 1]}, ["x", "y", "y"], "strictly increasing"),
+        ("index", {"dims": [1, 2]}, ["x", "y"], "2 dims need 3 inputs"),
     ],
 )  # fmt: skip
 def test_bad_arguments_are_refused_naming_the_node(name: str, args: dict[str, Any], inputs: list[str] | None,
