@@ -546,5 +546,10 @@ def edit_apply(
     _edit_done(r, as_json)
 
 
+from app.capture.command import import_model  # noqa: E402 - the client-side import command (issue 12)
+
+cli.command("import")(import_model)
+
+
 def main() -> None:
     cli()

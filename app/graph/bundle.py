@@ -1,11 +1,14 @@
 """Models as files: a spec (JSON) plus weights (safetensors), the one format for zoo, export and import.
 
-Weights are keyed `<node>.<tensor>` as in a PyTorch state dict. Loading never unpickles anything.
+Weights are keyed `<node>.<tensor>` as in a PyTorch state dict (`<node>.value` for a parameter node). Loading
+never unpickles anything: the spec is JSON and the tensors are safetensors.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,14 +24,19 @@ from .version import ModelVersion, make_version
 
 
 def build_modules(spec: ModelSpec, seed: int = 0) -> dict[str, nn.Module]:
-    """Fresh modules for every layer node, initialised deterministically from `seed` in node order."""
+    """Fresh modules for every layer and parameter node, initialised deterministically from `seed` in node order."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return {n.id: n.layer.build() for n in spec.nodes if n.layer is not None}
+        return {n.id: n.build_module() for n in spec.nodes if n.has_module}
 
 
-def load_weights(modules: Mapping[str, nn.Module], tensors: Mapping[str, torch.Tensor]) -> None:
-    """Copy `tensors` into `modules` (strict: every tensor present, no extras, same shapes and dtypes)."""
+def load_weights(
+    modules: Mapping[str, nn.Module], tensors: Mapping[str, torch.Tensor], *, assign: bool = False
+) -> None:
+    """Copy `tensors` into `modules` (strict: every tensor present, no extras, same shapes and dtypes).
+
+    With `assign`, the modules take the tensors themselves instead of copying them (for modules built on the meta
+    device, which have no storage of their own)."""
     expected: dict[str, torch.Tensor] = {}
     for nid, m in modules.items():
         for k, v in m.state_dict().items():
@@ -44,7 +52,7 @@ def load_weights(modules: Mapping[str, nn.Module], tensors: Mapping[str, torch.T
     with torch.no_grad():
         for nid, m in modules.items():
             prefix = nid + "."
-            m.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+            m.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, assign=assign)
 
 
 def from_spec(
@@ -55,9 +63,17 @@ def from_spec(
     spec = parse_spec(spec)
     if name is not None:
         spec = spec.model_copy(update={"name": name})
-    modules = build_modules(spec, seed)
-    if tensors is not None:
-        load_weights(modules, tensors)
+    if tensors is None:
+        modules = build_modules(spec, seed)
+    else:
+        # Weights are given: build without storage and adopt the tensors, rather than random-initialising every
+        # layer only to overwrite it (most of a large model's load time).
+        with torch.device("meta"):
+            modules = build_modules(spec, seed)
+        load_weights(modules, {k: v.contiguous() for k, v in tensors.items()}, assign=True)
+        for nid, m in modules.items():
+            if any(t.is_meta for t in (*m.parameters(), *m.buffers())):  # a buffer the state dict does not hold
+                raise SpecError(f"layer {nid!r} has tensors that the weights file cannot provide", node=nid)
     return make_version(spec.name, 1, None, spec, modules)
 
 
@@ -79,15 +95,10 @@ def weights_bytes(v: ModelVersion) -> bytes:
 
 def read_bundle(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
     """A spec file (`x.json`, weights beside it as `x.safetensors` if present) or a directory / zip export."""
-    import zipfile
-
     if path.is_dir():
         spec_path, weights_path = path / "spec.json", path / "weights.safetensors"
     elif zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            spec = json.loads(z.read("spec.json"))
-            weights = st_load(z.read("weights.safetensors")) if "weights.safetensors" in z.namelist() else None
-            return spec, weights
+        return _read_zip(path)
     else:
         spec_path, weights_path = path, path.with_suffix(".safetensors")
     try:
@@ -97,5 +108,41 @@ def read_bundle(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor] | N
     return spec, (load_file(weights_path) if weights_path.exists() else None)
 
 
-def load_bytes(data: bytes) -> dict[str, torch.Tensor]:
-    return st_load(data)
+def _read_zip(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+    """A bundle zip; every way it can be malformed is a SpecError naming the member at fault."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            if "spec.json" not in names:
+                raise SpecError(f"bundle {path.name}: no spec.json in the zip (it has {sorted(names)[:10]})")
+            try:
+                spec = json.loads(z.read("spec.json"))
+            except ValueError as e:
+                raise SpecError(f"bundle {path.name}: spec.json is not JSON: {e}") from None
+            if not isinstance(spec, dict):
+                raise SpecError(f"bundle {path.name}: spec.json must hold a JSON object")
+            if "weights.safetensors" not in names:
+                return spec, None
+            try:
+                weights = st_load(z.read("weights.safetensors"))
+            except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for bad headers
+                raise SpecError(f"bundle {path.name}: weights.safetensors is not a safetensors file: {e}") from None
+            return spec, weights
+    except (zipfile.BadZipFile, OSError) as e:
+        raise SpecError(f"bundle {path.name}: not a readable zip: {e}") from None
+
+
+def bundle_bytes(v: ModelVersion) -> bytes:
+    """The zip `export` serves and `read_bundle` / `--model name=model.zip` load: spec.json + weights.safetensors."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("spec.json", json.dumps(spec_json(v), indent=2))
+        z.writestr("weights.safetensors", weights_bytes(v))
+    return buf.getvalue()
+
+
+def write_bundle(v: ModelVersion, path: Path) -> None:
+    """Write `bundle_bytes(v)` to `path` atomically (a temp file beside it, then a rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(bundle_bytes(v))
+    tmp.replace(path)

@@ -8,7 +8,6 @@ the caller until the whole list has succeeded, so a failed edit leaves no trace.
 from __future__ import annotations
 
 import copy
-import math
 from typing import Annotated, Any, Literal
 
 import torch
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, Val
 from torch import nn
 
 from . import catalogue as c
+from .arrays import ArrayError, from_json
 from .dtypes import OIP_TO_TORCH, TORCH_TO_OIP
 from .errors import EditError, GraphError, NotFoundError, UnknownNodeError
 from .identity import IdentityError, make_identity
@@ -76,7 +76,8 @@ class TensorData(BaseModel):
 
 
 class SetWeightsOp(_Op):
-    """Overwrite some of a layer's parameters/buffers (names as in its PyTorch state dict)."""
+    """Overwrite some of a layer's parameters/buffers (names as in its PyTorch state dict; `value` for a parameter
+    node)."""
 
     op: Literal["set_weights"] = "set_weights"
     node: str
@@ -188,6 +189,10 @@ def _apply_insert(draft: _Draft, op: InsertOp) -> None:
     name = op.name or _fresh_name(draft, op.layer)
     if name in draft.ids() or name in {o.name for o in draft.outputs if o.node != o.name}:
         raise EditError(f"a node named {name!r} already exists", node=name)
+    lo, hi = op.layer.input_range()
+    if not lo <= 1 <= hi:
+        raise EditError(f"insert places a layer that reads one node, but {op.layer.type} reads {lo}..{hi} inputs; "
+                        "wire it with a spec instead", node=name)  # fmt: skip
     module = _build(op.layer, op.seed)
     if op.after is not None:
         if anchor in {t.name for t in draft.inputs}:
@@ -234,8 +239,9 @@ def _apply_replace(draft: _Draft, op: ReplaceOp) -> None:
     pos = draft.index(op.node)
     node = draft.nodes[pos]
     if node.layer is None:
-        raise EditError(f"{op.node!r} is a {node.function} function, not a layer; only layers can be replaced",
-                        node=op.node)  # fmt: skip
+        what = f"a {node.function} function" if node.function is not None else \
+            "a parameter (set its value with set_weights)"  # fmt: skip
+        raise EditError(f"{op.node!r} is {what}, not a layer; only layers can be replaced", node=op.node)
     module = _build(op.layer, op.seed)
     if op.keep_weights:
         old, new = draft.modules[op.node].state_dict(), module.state_dict()
@@ -252,26 +258,20 @@ def _apply_replace(draft: _Draft, op: ReplaceOp) -> None:
 
 
 def _tensor_from_json(name: str, t: TensorData, like: torch.Tensor) -> torch.Tensor:
-    if t.datatype is not None and t.datatype not in OIP_TO_TORCH:
-        raise EditError(f"tensor {name!r}: unknown datatype {t.datatype!r}")
-    count = math.prod(t.shape)
-    flat = t.data
-    depth = 0
-    while flat and isinstance(flat[0], list) and depth < len(t.shape):
-        flat = [x for row in flat for x in (row if isinstance(row, list) else [row])]
-        depth += 1
-    if len(flat) != count or any(isinstance(x, list) for x in flat):
-        raise EditError(f"tensor {name!r}: shape {t.shape} needs {count} values, got {len(flat)}")
-    if any(isinstance(x, bool) or not isinstance(x, int | float) for x in flat):
-        raise EditError(f"tensor {name!r}: values must be numbers")
-    dtype = OIP_TO_TORCH[t.datatype] if t.datatype else like.dtype
-    out = torch.tensor(flat, dtype=dtype).reshape(t.shape)
+    """A tensor sent as JSON, checked by the one converter the inference routes use (arrays.py)."""
+    datatype = t.datatype or TORCH_TO_OIP.get(like.dtype, "FP32")
+    wire = "FP32" if datatype == "BF16" else datatype  # numpy has no bfloat16: read FP32 values, then cast
+    try:
+        arr = from_json(t.data, wire, what=f"tensor {name!r}", shape=t.shape)
+    except ArrayError as e:
+        raise EditError(e.message) from None
+    out = torch.from_numpy(arr).to(OIP_TO_TORCH[datatype])
     return out.to(like.dtype) if t.datatype is None else out
 
 
 def _apply_set_weights(draft: _Draft, op: SetWeightsOp) -> None:
     pos = draft.index(op.node)
-    if draft.nodes[pos].layer is None:
+    if not draft.nodes[pos].has_module:
         raise EditError(f"{op.node!r} is a function and has no weights", node=op.node)
     old = draft.modules[op.node]
     current = old.state_dict()

@@ -4,13 +4,18 @@ Each node is evaluated twice under `FakeTensorMode`, with two different sizes fo
 (batch 2 and 3, other dims 32 and 40); a dimension that differs between the probes is variable (-1). Results
 are cached by (module identity, input probes): a new version re-propagates only the nodes whose module or
 input shapes changed, so validating an edit costs O(changed nodes), not O(graph).
+
+A node whose result is a tuple (an LSTM, a `split`) has one NodeShape per element in `elements`; its own shape
+is its first element's, so every node has a shape. Only `getitem` may read such a node.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,14 +23,16 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from .dtypes import OIP_TO_TORCH, TORCH_TO_OIP
 from .errors import SpecError, short_message
-from .spec import FUNCTIONS, ModelSpec, NodeSpec
+from .functions import FUNCTIONS
+from .spec import ModelSpec, NodeSpec
 
 # FakeTensorMode logs every failing meta kernel at ERROR level; a shape mismatch is an expected outcome here.
 logging.getLogger("torch._subclasses.fake_tensor").setLevel(logging.CRITICAL)
 
 Probe = tuple[tuple[int, ...], tuple[int, ...]]
-#: What the journal saves per node: both probes and the OIP datatype.
-RecordedShape = tuple[list[int], list[int], str]
+#: What the journal saves per node: both probes and the OIP datatype; for a tuple-valued node
+#: `{"elements": [[probe_a, probe_b, datatype], ...]}`.
+RecordedShape = tuple[list[int], list[int], str] | dict[str, list[Any]]
 _PROBE_SIZES = ((2, 32), (3, 40))  # (batch, other variable dims) for the two probes
 
 
@@ -37,6 +44,21 @@ class NodeShape:
     datatype: str
     probe: Probe
     key: tuple[object, ...]  # what the result depends on: module identity / function + input probes
+    elements: tuple[NodeShape, ...] = ()  # for a tuple-valued node, one entry per element
+
+    def signature(self) -> tuple[object, ...]:
+        return (self.probe, self.datatype, tuple(e.signature() for e in self.elements))
+
+    def recorded(self) -> RecordedShape:
+        if self.elements:
+            return {"elements": [[list(e.probe[0]), list(e.probe[1]), e.datatype] for e in self.elements]}
+        return (list(self.probe[0]), list(self.probe[1]), self.datatype)
+
+    def fake(self, p: int) -> Any:
+        """An empty tensor (a tuple of them) of probe `p`, to evaluate the nodes that read this one."""
+        if self.elements:
+            return tuple(e.fake(p) for e in self.elements)
+        return torch.empty(self.probe[p], dtype=OIP_TO_TORCH[self.datatype])
 
 
 class ShapeError(SpecError):
@@ -48,8 +70,18 @@ def _merge(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _node_key(node: NodeSpec, module: nn.Module | None, ins: list[NodeShape]) -> tuple[object, ...]:
-    ident: object = id(module) if module is not None else (node.function, tuple(sorted(node.args.items())))
-    return (ident, tuple((s.probe, s.datatype) for s in ins))
+    ident: object = id(module) if module is not None else (node.function, json.dumps(node.args, sort_keys=True))
+    return (ident, tuple(s.signature() for s in ins))
+
+
+def _from_record(r: RecordedShape, key: tuple[object, ...]) -> NodeShape:
+    if isinstance(r, dict):
+        elements = tuple(_from_record(tuple(e), ()) for e in r["elements"])  # type: ignore[arg-type]
+        first = elements[0]
+        return NodeShape(first.shape, first.datatype, first.probe, key, elements)
+    ra, rb, dt = r
+    a, b = tuple(ra), tuple(rb)
+    return NodeShape(_merge(a, b), dt, (a, b), key)
 
 
 def propagate(
@@ -74,16 +106,14 @@ def propagate(
     mode: FakeTensorMode | None = None
     for node in spec.nodes:
         ins = [table[i] for i in node.inputs]
-        module = modules.get(node.id) if node.layer is not None else None
+        module = modules.get(node.id) if node.has_module else None
         key = _node_key(node, module, ins)
         prev = previous.get(node.id) if previous else None
         if prev is not None and prev.key == key:
             table[node.id] = prev
             continue
         if recorded is not None and node.id in recorded:
-            ra, rb, dt = recorded[node.id]
-            a, b = tuple(ra), tuple(rb)
-            table[node.id] = NodeShape(_merge(a, b), dt, (a, b), key)
+            table[node.id] = _from_record(recorded[node.id], key)
             continue
         if mode is None:
             mode = FakeTensorMode(allow_non_fake_inputs=True)
@@ -94,33 +124,62 @@ def propagate(
 def _evaluate(
     mode: FakeTensorMode, node: NodeSpec, module: nn.Module | None, ins: list[NodeShape], key: tuple[object, ...]
 ) -> NodeShape:
-    outs: list[tuple[int, ...]] = []
-    dtype: torch.dtype | None = None
+    outs: list[Any] = []
     for p in range(2):
         try:
+            for i, s in zip(node.inputs, ins, strict=True):
+                if s.elements and node.function != "getitem":
+                    raise ValueError(f"{i!r} is a tuple of {len(s.elements)} tensors; read it through getitem nodes")
+                if not s.elements and node.function == "getitem":
+                    raise ValueError(f"getitem reads {i!r}, which is not a tuple")
             with mode, torch.no_grad():
-                args = [torch.empty(s.probe[p], dtype=OIP_TO_TORCH[s.datatype]) for s in ins]
+                args = [s.fake(p) for s in ins]
                 if module is not None:
                     y = module(*args)
                 else:
                     fn = FUNCTIONS[node.function]  # type: ignore[index]
-                    y = fn.fn(args, **node.args) if fn.name in ("cat", "stack") else fn.fn(*args, **node.args)
+                    kwargs = fn.kwargs(node.parsed_args(), lambda r, p=p: _ref_size(ins, r.input, r.dim, p))
+                    y = fn.impl(*fn.data_inputs(args), **kwargs)
+            outs.append(_shape_of(node, y))
+        except ShapeError:
+            raise
         except Exception as e:  # noqa: BLE001 - any failure here is the user's graph not fitting together
             got = ", ".join(f"{i!r} produces {list(s.shape)}" for i, s in zip(node.inputs, ins, strict=True))
-            what = node.layer.label() if node.layer is not None else node.function
             raise ShapeError(
-                f"{node.id!r} ({what}) does not fit its input: {got} ({short_message(e)})",
+                f"{node.id!r} ({node.label()}) does not fit its input: {got or 'no inputs'} ({short_message(e)})",
                 node=node.id,
                 got=[list(s.shape) for s in ins],
             ) from None
-        if not isinstance(y, torch.Tensor):
-            raise ShapeError(f"node {node.id!r} does not produce one tensor", node=node.id)
-        outs.append(tuple(y.shape))
-        dtype = y.dtype
-    if len(outs[0]) != len(outs[1]):
+    return _combine(node, outs[0], outs[1], key)
+
+
+def _ref_size(ins: list[NodeShape], i: int, d: int, p: int) -> int:
+    s = ins[i]
+    if s.elements:
+        raise ValueError(f"a size names input {i}, which is a tuple")
+    return s.probe[p][d]
+
+
+def _shape_of(node: NodeSpec, y: Any) -> Any:
+    """(shape, dtype) of a tensor result, or a tuple of them for a tuple result."""
+    if isinstance(y, torch.Tensor):
+        return (tuple(y.shape), y.dtype)
+    if isinstance(y, tuple | list) and y and all(isinstance(t, torch.Tensor) for t in y):
+        return [(tuple(t.shape), t.dtype) for t in y]  # a list marks a tuple result
+    raise ShapeError(f"node {node.id!r} does not produce a tensor or a tuple of tensors", node=node.id)
+
+
+def _combine(node: NodeSpec, a: Any, b: Any, key: tuple[object, ...]) -> NodeShape:
+    if isinstance(a, list):  # a tuple result
+        if len(a) != len(b):
+            raise ShapeError(f"node {node.id!r}: the number of results depends on the batch size", node=node.id)
+        elements = tuple(_combine(node, x, y, ()) for x, y in zip(a, b, strict=True))
+        first = elements[0]
+        return NodeShape(first.shape, first.datatype, first.probe, key, elements)
+    (sa, dtype), (sb, _) = a, b
+    if len(sa) != len(sb):
         raise ShapeError(f"node {node.id!r}: output rank depends on the batch size", node=node.id)
-    assert dtype is not None
-    return NodeShape(_merge(outs[0], outs[1]), TORCH_TO_OIP[dtype], (outs[0], outs[1]), key)
+    return NodeShape(_merge(sa, sb), TORCH_TO_OIP[dtype], (sa, sb), key)
 
 
 def prime() -> None:

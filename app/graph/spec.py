@@ -8,10 +8,8 @@ ids stay stable across versions however the graph is rewritten.
 from __future__ import annotations
 
 import keyword
-import operator
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import torch
@@ -20,9 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from torch import nn
 
 from .catalogue import LayerSpec, format_validation_error
-from .datatypes import NAMES
-from .dtypes import OIP_TO_TORCH
+from .dtypes import OIP_TO_TORCH, Datatype
 from .errors import SpecError
+from .functions import FUNCTIONS, Args
+from .parameters import ParameterSpec
 
 SPEC_FORMAT = 1
 _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -33,7 +32,6 @@ _RESERVED = (
     | frozenset(keyword.kwlist) | {"self"}
 )  # fmt: skip
 
-Datatype = Literal[*NAMES]  # type: ignore[valid-type]
 Dim = Annotated[int, Field(ge=-1, le=1 << 20)]
 
 
@@ -88,14 +86,19 @@ class OutputSpec(BaseModel):
 
 
 class NodeSpec(BaseModel):
-    """A layer from the catalogue or an allowed function, with the ids of the nodes it reads."""
+    """A catalogue layer, an allowed function or a parameter, with the ids of the nodes it reads.
+
+    How many inputs a layer reads comes from its catalogue entry (most read one; MultiheadAttention reads
+    query, key and value); a function's from the allowlist; a parameter reads none.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     id: str
     layer: LayerSpec | None = None
     function: str | None = None
+    parameter: ParameterSpec | None = None
     args: dict[str, Any] = Field(default_factory=dict)
-    inputs: Annotated[tuple[str, ...], Field(min_length=1, max_length=64)]
+    inputs: Annotated[tuple[str, ...], Field(max_length=64)] = ()
 
     @field_validator("id")
     @classmethod
@@ -104,22 +107,64 @@ class NodeSpec(BaseModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> NodeSpec:
-        if (self.layer is None) == (self.function is None):
-            raise ValueError("a node has exactly one of 'layer' or 'function'")
-        if self.function is not None:
-            fn = FUNCTIONS.get(self.function)
-            if fn is None:
-                raise ValueError(f"unknown function {self.function!r}; allowed: {', '.join(FUNCTIONS)}")
-            fn.check(self.inputs, self.args)
-        elif self.args:
-            raise ValueError("'args' is only for function nodes")
-        if self.layer is not None and len(self.inputs) != 1:
-            raise ValueError("a layer node reads exactly one input")
+        problem = node_problem(self)
+        if problem is not None:
+            raise ValueError(f"node {self.id!r}: {problem}")
         return self
 
     @property
-    def kind(self) -> str:
-        return "layer" if self.layer is not None else "function"
+    def kind(self) -> Literal["layer", "function", "parameter"]:
+        return "layer" if self.layer is not None else "function" if self.function is not None else "parameter"
+
+    @property
+    def has_module(self) -> bool:
+        """Layers and parameters own a module (their tensors); functions do not."""
+        return self.function is None
+
+    def build_module(self) -> nn.Module:
+        """A fresh module for a layer or parameter node (the caller seeds the RNG and loads weights)."""
+        if self.layer is not None:
+            return self.layer.build()
+        if self.parameter is not None:
+            return self.parameter.build()
+        raise SpecError(f"node {self.id!r} is a function and has no module", node=self.id)
+
+    def parsed_args(self) -> Args:
+        """The function's arguments, validated by its schema (only for function nodes)."""
+        return FUNCTIONS[self.function].parse(self.inputs, self.args)  # type: ignore[index]
+
+    def label(self) -> str:
+        if self.layer is not None:
+            return self.layer.label()
+        if self.parameter is not None:
+            return self.parameter.label()
+        return str(self.function)
+
+
+def node_problem(n: NodeSpec) -> str | None:
+    """What is wrong with one node on its own (kind, input count, function args), or None."""
+    kinds = sum(x is not None for x in (n.layer, n.function, n.parameter))
+    if kinds != 1:
+        return "a node has exactly one of 'layer', 'function' or 'parameter'"
+    if n.function is None and n.args:
+        return "'args' is only for function nodes"
+    if n.layer is not None:
+        lo, hi = n.layer.input_range()
+        if not lo <= len(n.inputs) <= hi:
+            want = str(lo) if lo == hi else f"{lo}..{hi}"
+            return f"a {n.layer.type} layer reads {want} input(s), got {len(n.inputs)}"
+    elif n.parameter is not None:
+        if n.inputs:
+            return "a parameter node has no inputs"
+    else:
+        fn = FUNCTIONS.get(n.function)  # type: ignore[arg-type]
+        if fn is None:
+            return f"unknown function {n.function!r}; allowed: {', '.join(FUNCTIONS)}"
+        try:
+            fn.parse(n.inputs, n.args)
+        except ValueError as e:
+            return str(e)
+    return None
 
 
 class ModelSpec(BaseModel):
@@ -139,55 +184,6 @@ class ModelSpec(BaseModel):
         return None
 
 
-@dataclass(frozen=True)
-class Function:
-    """An allowed functional op: arity, allowed keyword args, and the torch callable behind it."""
-
-    name: str
-    fn: Callable[..., torch.Tensor]
-    min_inputs: int
-    max_inputs: int
-    arg_names: tuple[str, ...] = ()
-
-    def check(self, inputs: tuple[str, ...], args: Mapping[str, Any]) -> None:
-        if not self.min_inputs <= len(inputs) <= self.max_inputs:
-            raise ValueError(
-                f"function {self.name} takes {self.min_inputs}..{self.max_inputs} inputs, got {len(inputs)}"
-            )
-        for k, v in args.items():
-            if k not in self.arg_names:
-                raise ValueError(f"function {self.name} has no argument {k!r}; allowed: {list(self.arg_names)}")
-            if not isinstance(v, int) or isinstance(v, bool) or not -8 <= v <= 8:
-                raise ValueError(f"function {self.name} argument {k!r} must be an integer in -8..8")
-
-    def call_args(self, nodes: list[fx.Node], args: Mapping[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        if self.name in ("cat", "stack"):
-            return (tuple(nodes),), dict(args)
-        return tuple(nodes), dict(args)
-
-
-def _sum(*xs: torch.Tensor) -> torch.Tensor:
-    out = xs[0]
-    for x in xs[1:]:
-        out = out + x
-    return out
-
-
-FUNCTIONS: dict[str, Function] = {
-    f.name: f
-    for f in (
-        Function("add", operator.add, 2, 2),
-        Function("sub", operator.sub, 2, 2),
-        Function("mul", operator.mul, 2, 2),
-        Function("sum", _sum, 2, 64),
-        Function("cat", torch.cat, 1, 64, ("dim",)),
-        Function("stack", torch.stack, 1, 64, ("dim",)),
-        Function("flatten", torch.flatten, 1, 1, ("start_dim", "end_dim")),
-        Function("relu", torch.relu, 1, 1),
-    )
-}
-
-
 def parse_spec(data: Any) -> ModelSpec:
     """Validate a JSON spec (structure only; `lint` checks the wiring)."""
     if isinstance(data, ModelSpec):
@@ -195,9 +191,20 @@ def parse_spec(data: Any) -> ModelSpec:
     try:
         spec = ModelSpec.model_validate(data)
     except ValidationError as e:
-        raise SpecError(format_validation_error(e, "spec")) from None
+        raise SpecError(format_validation_error(e, "spec"), node=_bad_node(data, e)) from None
     lint(spec)
     return spec
+
+
+def _bad_node(data: Any, e: ValidationError) -> str | None:
+    """The id of the node the first validation error is about, when it is one (so the API can name it)."""
+    loc = e.errors()[0]["loc"]
+    if len(loc) >= 2 and loc[0] == "nodes" and isinstance(loc[1], int) and isinstance(data, dict):
+        nodes = data.get("nodes")
+        if isinstance(nodes, list | tuple) and loc[1] < len(nodes) and isinstance(nodes[loc[1]], dict):
+            node_id = nodes[loc[1]].get("id")
+            return node_id if isinstance(node_id, str) else None
+    return None
 
 
 def lint(spec: ModelSpec) -> None:
@@ -213,6 +220,9 @@ def lint(spec: ModelSpec) -> None:
         for i in n.inputs:
             if i not in names:
                 raise SpecError(f"node {n.id!r} reads {i!r}, which is not defined before it", node=n.id)
+        problem = node_problem(n)  # again: edits rewrite nodes with model_copy, which does not re-validate
+        if problem is not None:
+            raise SpecError(f"node {n.id!r}: {problem}", node=n.id)
         names.add(n.id)
     out_names: set[str] = set()
     for o in spec.outputs:
@@ -238,13 +248,13 @@ def build_graph_module(spec: ModelSpec, modules: Mapping[str, nn.Module]) -> fx.
     root: dict[str, Any] = {}
     for n in spec.nodes:
         ins = [env[i] for i in n.inputs]
-        if n.layer is not None:
+        if n.has_module:
             root[n.id] = modules[n.id]
             env[n.id] = graph.call_module(n.id, tuple(ins))
         else:
             fn = FUNCTIONS[n.function]  # type: ignore[index]
-            args, kwargs = fn.call_args(ins, n.args)
-            env[n.id] = graph.call_function(fn.fn, args, kwargs)
+            kwargs = fn.kwargs(n.parsed_args(), lambda r, ins=ins: graph.call_method("size", (ins[r.input], r.dim)))
+            env[n.id] = graph.call_function(fn.impl, tuple(fn.data_inputs(ins)), kwargs)
     graph.output(tuple(env[o.node] for o in spec.outputs))
     graph.lint()
     return fx.GraphModule(root, graph, class_name=re.sub(r"\W", "_", spec.name) or "model")

@@ -1,4 +1,7 @@
-"""Import an arbitrary `nn.Module` by tracing it with torch.fx into a spec + modules.
+"""Import a simple `nn.Module` by tracing it with torch.fx into a spec + modules.
+
+This is the small in-process importer (catalogue layers joined by tensor-only functions). Real models are
+captured on the client with torch.export by `app.capture`, which handles what fx symbolic tracing cannot.
 
 Leaf modules must be catalogue layers and free functions must be allowed functions, so that every model can
 be exported back to a spec; anything else is a SpecError naming the node, rather than an opaque blob.
@@ -7,33 +10,27 @@ be exported back to a spec; anything else is a SpecError naming the node, rather
 from __future__ import annotations
 
 import copy
-import operator
 from typing import Any
 
 import torch
 import torch.fx as fx
 from torch import nn
 
-from .catalogue import LAYER_TYPES, ResidualBlock, layer_from_module
+from .catalogue import MODULE_TYPES, ResidualBlock, layer_from_module
 from .dtypes import TORCH_TO_OIP
 from .errors import SpecError
+from .functions import FUNCTIONS
 from .spec import ModelSpec, parse_spec
 from .version import ModelVersion, make_version
 
-_FUNCTIONS: dict[Any, str] = {
-    operator.add: "add", torch.add: "add", operator.sub: "sub", torch.sub: "sub", operator.mul: "mul",
-    torch.mul: "mul", torch.cat: "cat", torch.stack: "stack", torch.flatten: "flatten", torch.relu: "relu",
-    nn.functional.relu: "relu",
-}  # fmt: skip
-_METHODS = {"flatten": "flatten", "relu": "relu", "add": "add", "mul": "mul", "sub": "sub"}
+# fx call targets and tensor methods -> allowlisted function names, read off the allowlist itself.
+_FUNCTIONS: dict[Any, str] = {target: f.name for f in FUNCTIONS.values() for target in f.python}
+_METHODS: dict[str, str] = {method: f.name for f in FUNCTIONS.values() for method in f.methods}
 
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, ResidualBlock):
-            return True
-        return type(m).__name__ in LAYER_TYPES and type(m) is getattr(nn, type(m).__name__, None) \
-            and not isinstance(m, nn.Sequential)  # fmt: skip
+        return isinstance(m, ResidualBlock) or type(m) in MODULE_TYPES
 
 
 def from_module(module: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], name: str = "model") -> ModelVersion:

@@ -54,15 +54,12 @@ class ModelVersion:
         return sum(self.params(n.id) for n in self.spec.nodes)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """All tensors, keyed `<node>.<param>` as in a PyTorch state dict."""
+        """All tensors, keyed `<node>.<param>` as in a PyTorch state dict (`<node>.value` for a parameter node)."""
         return {f"{nid}.{k}": v for nid, m in self.modules.items() for k, v in m.state_dict().items()}
 
     def recorded_shapes(self) -> dict[str, RecordedShape]:
         """The shape table in the form the journal saves (see `make_version(recorded_shapes=...)`)."""
-        return {
-            n.id: (list(self.shapes[n.id].probe[0]), list(self.shapes[n.id].probe[1]), self.shapes[n.id].datatype)
-            for n in self.spec.nodes
-        }
+        return {n.id: self.shapes[n.id].recorded() for n in self.spec.nodes}
 
     def run(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Reference forward on the CPU copy (tests, warm-up); the server runs its device copy."""
@@ -88,10 +85,10 @@ def make_version(
     With `check_outputs`, declared output shapes/datatypes in `spec` must match what the graph produces.
     """
     lint(spec)
-    layer_ids = {n.id for n in spec.nodes if n.layer is not None}
+    layer_ids = {n.id for n in spec.nodes if n.has_module}
     missing = layer_ids - set(modules)
     if missing:
-        raise SpecError(f"no module for layer node(s) {sorted(missing)}")
+        raise SpecError(f"no module for layer or parameter node(s) {sorted(missing)}")
     mods = {k: modules[k].eval() for k in layer_ids}
     for m in mods.values():
         m.requires_grad_(False)
@@ -99,6 +96,9 @@ def make_version(
     outputs = []
     for o in spec.outputs:
         s = shapes[o.node]
+        if s.elements:
+            raise SpecError(f"output {o.name!r} comes from {o.node!r}, a tuple of {len(s.elements)} tensors; "
+                            "select one with a getitem node", node=o.node)  # fmt: skip
         # Dimension 0 must be the batch itself (a Flatten(start_dim=0) also varies with it, as batch*k).
         batch_ok = all(p[:1] == (b,) for p, (b, _) in zip(s.probe, _PROBE_SIZES, strict=True))
         if not s.shape or s.shape[0] != -1 or not batch_ok:

@@ -11,15 +11,24 @@ from .spec import TensorSpec
 from .version import ModelVersion
 
 
+class ElementDescription(BaseModel):
+    shape: list[int]
+    datatype: str
+
+
 class NodeDescription(BaseModel):
     id: str
-    kind: Literal["input", "layer", "function", "output"]
+    kind: Literal["input", "layer", "function", "parameter", "output"]
     layer: dict[str, Any] | None = Field(default=None, description="the catalogue spec, for layers")
     function: str | None = Field(default=None, description="the function name, for functions")
     args: dict[str, Any] | None = None
+    parameter: dict[str, Any] | None = Field(default=None, description="shape and datatype, for parameter nodes")
     inputs: list[str] = Field(default_factory=list)
-    shape: list[int] = Field(description="output shape; -1 marks the batch and other variable dimensions")
+    shape: list[int] = Field(description="output shape; -1 marks the batch and other variable dimensions "
+                                         "(for a tuple-valued node, its first element's)")  # fmt: skip
     datatype: str
+    elements: list[ElementDescription] | None = Field(
+        default=None, description="for a node whose result is a tuple (read through getitem): each element")
     params: int = 0
 
 
@@ -58,13 +67,15 @@ def describe(v: ModelVersion) -> GraphDescription:
         nodes.append(
             NodeDescription(
                 id=n.id,
-                kind="layer" if n.layer is not None else "function",
+                kind=n.kind,
                 layer=n.layer.to_json() if n.layer is not None else None,
                 function=n.function,
                 args=dict(n.args) if n.function is not None and n.args else None,
+                parameter=n.parameter.to_json() if n.parameter is not None else None,
                 inputs=list(n.inputs),
                 shape=list(s.shape),
                 datatype=s.datatype,
+                elements=[ElementDescription(shape=list(e.shape), datatype=e.datatype) for e in s.elements] or None,
                 params=v.params(n.id),
             )
         )
@@ -88,6 +99,7 @@ _STYLE = {
     "output": {"shape": "oval", "style": "filled", "fillcolor": "#dff5df"},
     "layer": {"shape": "box", "style": "rounded,filled", "fillcolor": "#fff6d5"},
     "function": {"shape": "diamond", "style": "filled", "fillcolor": "#f0e6ff"},
+    "parameter": {"shape": "note", "style": "filled", "fillcolor": "#ffe6e6"},
 }
 
 
@@ -100,8 +112,8 @@ def to_dot(v: ModelVersion, highlight: set[str] | None = None) -> str:
     by_id = {n.id: n for n in v.spec.nodes}
     for n in d.nodes:
         what = ""
-        if n.kind == "layer":
-            what = "\n" + by_id[n.id].layer.label()  # type: ignore[union-attr]
+        if n.kind in ("layer", "parameter"):
+            what = "\n" + by_id[n.id].label()
         elif n.kind == "function":
             what = f"\n{n.function}({', '.join(f'{k}={a}' for k, a in (n.args or {}).items())})"
         params = f"\n{n.params:,} params" if n.params else ""
@@ -121,7 +133,7 @@ def to_svg(dot: str) -> bytes:
 
 class NodeChange(BaseModel):
     id: str
-    changes: list[Literal["layer", "function", "inputs", "weights", "shape"]]
+    changes: list[Literal["layer", "function", "parameter", "inputs", "weights", "shape"]]
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
 
@@ -149,6 +161,8 @@ def diff(a: ModelVersion, b: ModelVersion) -> GraphDiff:
             what.append("layer")
         if x.function != y.function or x.args != y.args:
             what.append("function")
+        if x.parameter != y.parameter:
+            what.append("parameter")
         if x.inputs != y.inputs:
             what.append("inputs")
         if "layer" not in what and a.modules.get(nid) is not b.modules.get(nid):

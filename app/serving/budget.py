@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from app.graph import ModelSpec, ModelVersion, parse_layer, parse_ops
+from app.graph import ModelSpec, ModelVersion, parse_ops
 from app.graph.edits import InsertOp, RemoveOp, ReplaceOp
+from app.graph.spec import NodeSpec
 
 from .errors import ModelTooLargeError
 
@@ -25,16 +26,19 @@ def module_bytes(module: nn.Module) -> int:
 
 
 @functools.lru_cache(maxsize=1024)
-def _layer_bytes(layer_json: str) -> int:
-    import json
-
+def _node_bytes(node_json: str) -> int:
     with torch.device("meta"):
-        return module_bytes(parse_layer(json.loads(layer_json)).build())
+        return module_bytes(NodeSpec.model_validate_json(node_json).build_module())
 
 
 def layer_bytes(layer: Any) -> int:
     """Bytes of parameters and buffers a catalogue layer would allocate, without allocating them."""
-    return _layer_bytes(layer.model_dump_json())
+    return _node_bytes(NodeSpec(id="sized", layer=layer, inputs=("x",)).model_dump_json())
+
+
+def node_bytes(node: NodeSpec) -> int:
+    """The same for any node of a spec: 0 for functions, the tensor for parameter nodes."""
+    return _node_bytes(node.model_dump_json()) if node.has_module else 0
 
 
 class MemoryBudget:
@@ -49,7 +53,7 @@ class MemoryBudget:
             )  # fmt: skip
 
     def check_spec(self, spec: ModelSpec, what: str = "the model") -> None:
-        self._check(sum(layer_bytes(n.layer) for n in spec.nodes if n.layer is not None), what)
+        self._check(sum(node_bytes(n) for n in spec.nodes), what)
 
     def check_edit(self, current: ModelVersion, ops: Iterable[Any]) -> None:
         """Size the version `ops` would make of `current` (ops are validated properly later; an op this cannot

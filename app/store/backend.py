@@ -11,19 +11,23 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from .records import VersionRecord
+from .records import Head, Notice, ReplicaRecord, VersionRecord
 
 
 class JournalBackend(Protocol):
     #: Where the journal is, for messages (a file path, a database URL without its password).
     where: str
 
-    def append(self, record: VersionRecord, before_commit: Callable[[], None] | None = None) -> None:
-        """Insert one version row and its `version_blobs` rows in one transaction.
+    def append(self, record: VersionRecord, before_commit: Callable[[], None] | None = None, *,
+               create: str | None = None) -> None:  # fmt: skip
+        """Insert one version row and its `version_blobs` rows in one transaction, and wake followers.
 
         Version numbers are allocated optimistically by the caller; the (model, version) unique constraint
-        turns a number already taken into `VersionConflictError`. `before_commit` runs inside the transaction,
-        while no blob sweep can run (see `sweep_lock`): the store uses it to check the version's blobs exist.
+        turns a number already taken into `VersionConflictError`. `create` (an incarnation id) marks the first
+        row of a new model: its `models` row is inserted in the same transaction, and a model of that name that
+        exists already is a `VersionConflictError` too. `before_commit` runs inside the transaction, while no
+        blob sweep can run (see `sweep_lock`): the store uses it to check the version's blobs exist. A backend
+        with a change feed sends a `Notice(model, version)` when the transaction commits.
         """
 
     def get(self, model: str, version: int) -> VersionRecord | None: ...
@@ -48,7 +52,27 @@ class JournalBackend(Protocol):
         """Delete rows, their pins and their blob references in one transaction."""
 
     def delete_model(self, model: str) -> None:
-        """Delete every row of a model in one transaction."""
+        """Delete every row of a model (its `models` row too) in one transaction; a change feed sends
+        `Notice(model, None)` when it commits."""
+
+    def heads(self) -> dict[str, Head]:
+        """Every model that exists, with its incarnation and newest version: one cheap query, polled by followers."""
+
+    def edit_lock(self, model: str) -> AbstractContextManager[None]:
+        """Held by an editor from catching up to committing: serialises the edits of one model across every process
+        sharing this journal (a PostgreSQL advisory lock, a lock file for SQLite)."""
+
+    def heartbeat(self, replica: ReplicaRecord) -> None:
+        """Insert or update this replica's row (`last_seen` becomes the journal's now)."""
+
+    def replicas(self) -> list[ReplicaRecord]:
+        """Every replica row, newest heartbeat first."""
+
+    def forget_replica(self, replica_id: str) -> None:
+        """Remove a replica's row (it stopped cleanly)."""
+
+    def changes(self) -> ChangeFeed | None:
+        """A new change feed (its own connection), or None for a backend followers can only poll."""
 
     def sweep_lock(self) -> AbstractContextManager[set[str]]:
         """Exclusive against `append` (of any process): yields every digest a row references, so that the blobs
@@ -56,6 +80,16 @@ class JournalBackend(Protocol):
 
     def reset(self) -> None:
         """Delete everything (`--fresh`)."""
+
+    def close(self) -> None: ...
+
+
+class ChangeFeed(Protocol):
+    """Wake-ups for followers (PostgreSQL LISTEN/NOTIFY). Lossy by nature: followers poll the journal too."""
+
+    def wait(self, timeout: float) -> list[Notice]:
+        """Block until notices arrive or `timeout` seconds pass (then []). `JournalUnreachableError` when the
+        connection is lost: the caller opens a new feed once the journal is back, and re-reads the journal."""
 
     def close(self) -> None: ...
 

@@ -25,6 +25,37 @@ class VersionRecord:
 
 
 @dataclass(frozen=True)
+class Head:
+    """The newest committed version of one model, as the journal has it (what a follower catches up to)."""
+
+    model: str
+    #: A fresh id each time a model of this name is created: a model deleted and created again between two polls
+    #: is a different model, though its version numbers start over.
+    incarnation: str
+    version: int
+    committed_at: float  # seconds since the epoch, when the head's row committed
+
+
+@dataclass(frozen=True)
+class ReplicaRecord:
+    """One server process following the journal, as its heartbeat row says."""
+
+    id: str
+    address: str  # where clients reach it, e.g. http://10.0.0.7:8000
+    applied: dict[str, int]  # model -> version live on this replica
+    started_at: float
+    last_seen: float  # set by the journal when the heartbeat is written
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A wake-up from the journal's change feed. Only a hint: the journal itself is the truth."""
+
+    model: str
+    version: int | None  # None: the model was deleted
+
+
+@dataclass(frozen=True)
 class GcResult:
     removed_versions: list[int]
     removed_blobs: int

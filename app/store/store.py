@@ -148,13 +148,14 @@ class Store:
         spec = parse_spec(r.spec)
         modules: dict[str, nn.Module] = {}
         for node in spec.nodes:
-            if node.layer is None:
+            if not node.has_module:  # functions: nothing to load
                 continue
             digest = r.blobs.get(node.id)
-            key = (digest or "", node.layer.model_dump_json())
+            what = node.layer if node.layer is not None else node.parameter
+            key = (digest or "", what.model_dump_json())  # type: ignore[union-attr]
             module = self._loaded.get(key)
             if module is None:
-                module = node.layer.build()
+                module = node.build_module()
                 if digest is not None:
                     module.load_state_dict(self.tensors(digest))
                 self._loaded[key] = module

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
-import zipfile
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
@@ -13,7 +10,7 @@ from app.api.deps import AdminDep, RegistryDep
 from app.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
 from app.api.fastjson import JSONRoute
 from app.api.schemas import MAX_VERSION, GcRequest, GcResponse, PinResponse
-from app.graph import ModelVersion, spec_json, weights_bytes
+from app.graph.bundle import bundle_bytes
 from app.graph.onnx_export import OnnxUnavailable, to_onnx
 
 router = APIRouter(prefix="/v1/models", tags=["versions"], responses=ERROR_RESPONSES, route_class=JSONRoute)
@@ -38,14 +35,6 @@ async def gc(model: str, body: GcRequest, registry: RegistryDep) -> GcResponse:
     return GcResponse(model=model, removed_versions=result.removed_versions, removed_blobs=result.removed_blobs)
 
 
-def _zip(v: ModelVersion) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("spec.json", json.dumps(spec_json(v), indent=2))
-        z.writestr("weights.safetensors", weights_bytes(v))
-    return buf.getvalue()
-
-
 _EXPORT_DOC: dict[int | str, dict[str, Any]] = {
     200: {"content": {"application/zip": {}, "application/octet-stream": {}},
           "description": "zip (spec.json + weights.safetensors) or an ONNX file"},
@@ -58,7 +47,7 @@ async def export(model: str, version: VersionPath, registry: RegistryDep,
                  format: Annotated[Literal["zip", "onnx"], Query()] = "zip") -> Response:  # fmt: skip
     v = await registry.version(model, version)
     if format == "zip":
-        data = await registry.run(_zip, v)
+        data = await registry.run(bundle_bytes, v)
         return Response(data, media_type="application/zip",
                         headers={"Content-Disposition": f'attachment; filename="{model}-v{version}.zip"'})  # fmt: skip
     try:

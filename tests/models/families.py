@@ -1,0 +1,99 @@
+"""The families the import tests run, with what each test needs to know about the model."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import sequence as S
+from . import vision as V
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the Hugging Face models are built from configs, never downloaded
+
+
+@dataclass(frozen=True)
+class Family:
+    build: Callable[[], nn.Module]
+    inputs: list[str]
+    layers: tuple[str, ...]  # layer node ids the graph must list (module paths, dots -> underscores)
+    head: str  # the classifier layer a test replaces with fresh weights
+    insert_after: str  # where an identity layer goes
+    identity: dict[str, Any]  # the layer inserted there with init "identity"
+    parameters: tuple[str, ...] = ()  # parameter nodes the graph must have
+    slow: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _lin(n: int) -> dict[str, Any]:
+    return {"type": "Linear", "in_features": n, "out_features": n}
+
+
+def _conv(c: int) -> dict[str, Any]:
+    return {"type": "Conv2d", "in_channels": c, "out_channels": c, "kernel_size": 3, "padding": 1}
+
+
+IMG = ["input:FP32:-1,3,32,32"]
+FAMILIES: dict[str, Family] = {
+    "resnet18": Family(V.resnet18, IMG, ("conv1", "layer1_0_conv1", "layer4_1_conv2", "layer2_0_downsample_0", "fc"),
+                       "fc", "layer1_0_conv1", {"type": "BatchNorm2d", "num_features": 16}),
+    "resnet50": Family(V.resnet50, ["input:FP32:-1,3,64,64"], ("layer4_2_conv3", "layer3_5_bn2", "fc"), "fc",
+                       "layer2_0_conv1", {"type": "Conv2d", "in_channels": 128, "out_channels": 128,
+                                          "kernel_size": 1}, slow=True),
+    "vgg11_bn": Family(V.vgg11_bn, IMG, ("features_0", "features_1", "classifier_0", "classifier_3"), "classifier_3",
+                       "features_2", _conv(16)),
+    "mobilenet_v2": Family(V.MobileNetV2, IMG, ("features_0_0", "features_2_conv_3", "classifier_1"),
+                           "classifier_1", "features_2_conv_2", {"type": "ReLU6"}),
+    "mobilenet_v3_small": Family(V.MobileNetV3Small, IMG, ("features_1_block_3_fc1", "features_4_block_2",
+                                                           "classifier_3"), "classifier_3", "features_0_2",
+                                 {"type": "BatchNorm2d", "num_features": 8}),
+    "efficientnet_b0": Family(V.EfficientNet, IMG, ("features_1_se_fc1", "features_2_depthwise_0", "classifier_1"),
+                              "classifier_1", "features_0_2", {"type": "PReLU", "num_parameters": 8}),
+    "densenet": Family(V.DenseNet, IMG, ("blocks_0_0_conv1", "transitions_0_3", "classifier"), "classifier",
+                       "stem_2", _conv(16)),
+    "convnext": Family(V.ConvNeXt, IMG, ("stem_0", "stages_0_0_dwconv", "stages_1_1", "head"), "head",
+                       "stages_0_0_pwconv1", {"type": "Linear", "in_features": 64, "out_features": 64},
+                       parameters=("stages_0_0_gamma",)),
+    "unet": Family(V.UNet, IMG, ("inc_0", "up1", "conv2_3", "outc"), "outc", "inc_2", _conv(8)),
+    "vit": Family(S.ViT, IMG, ("patch_embed", "encoder_layers_0", "encoder_layers_1", "head"), "head",
+                  "encoder_layers_0", {"type": "TransformerEncoderLayer", "d_model": 32, "nhead": 4,
+                                       "dim_feedforward": 64, "batch_first": True, "norm_first": True},
+                  parameters=("cls_token", "pos_embed")),
+    "lstm": Family(lambda: S.RNNClassifier("lstm"), ["ids:INT64:-1,-1"], ("embedding", "rnn", "fc"), "fc",
+                   "embedding", _lin(16)),
+    "gru": Family(lambda: S.RNNClassifier("gru"), ["ids:INT64:-1,-1"], ("embedding", "rnn", "fc"), "fc",
+                  "rnn_out0", _lin(48)),
+    "audio_cnn": Family(S.AudioCNN, ["frames:FP32:-1,16,-1"], ("conv1", "bn1", "pool", "act_1", "act_2", "fc"),
+                        "fc", "bn1", {"type": "BatchNorm1d", "num_features": 32}),
+    "two_inputs": Family(S.TwoTower, ["image:FP32:-1,3,16,16", "features:FP32:-1,6"],
+                         ("image_0", "meta_0", "label_head"),
+                         "label_head", "meta_1", {"type": "Hardtanh"}, extra={"outputs": ["score", "label"]}),
+    "hf_bert": Family(S.hf_bert, ["input_ids:INT64:-1,-1"],
+                      ("bert_embeddings_word_embeddings", "bert_encoder_layer_0_attention_self_query",
+                       "bert_encoder_layer_1_output_LayerNorm", "classifier"), "classifier",
+                      "bert_pooler_dense", _lin(32), parameters=("bert_embeddings_position_ids",),
+                      extra={"outputs": ["logits"], "vocab": 100}),
+    "hf_vit": Family(S.hf_vit, ["pixel_values:FP32:-1,3,32,32"],
+                     ("vit_embeddings_patch_embeddings_projection", "vit_layers_0_attention_q_proj",
+                      "vit_layers_1_mlp_fc2", "classifier"), "classifier", "vit_layernorm", _lin(32),
+                     parameters=("vit_embeddings_cls_token", "vit_embeddings_position_embeddings"),
+                     extra={"outputs": ["logits"]}),
+}  # fmt: skip
+
+
+def example(family: Family, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Inputs at `batch` rows; variable dims get a length other than the capture's (32), to test they vary."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for text in family.inputs:
+        _, dtype, shape = text.split(":")
+        dims = [batch if i == 0 else (24 if d == "-1" else int(d)) for i, d in enumerate(shape.split(","))]
+        if dtype == "INT64":
+            out.append(torch.randint(1, family.extra.get("vocab", 50), dims, generator=g))
+        else:
+            out.append(torch.randn(dims, generator=g))
+    return tuple(out)
