@@ -34,7 +34,11 @@ class Settings(BaseSettings):
     )
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$", description="auto picks CUDA when present")
     max_batch_size: int = Field(32, ge=1, le=4096)
-    max_batch_delay_ms: float = Field(2.0, ge=0, le=10_000)
+    max_batch_delay_ms: float = Field(
+        2.0, ge=0, le=10_000,
+        description="the longest a batch waits to fill; it waits only when requests keep arriving while batches run "
+        "(a lone request never waits)",
+    )  # fmt: skip
     max_queue: int = Field(1024, ge=1, description="queued inference requests per model before 503")
     admin_token: str | None = Field(None, description="bearer token for mutating routes")
     allowed_hosts: Annotated[list[str], NoDecode] = Field(

@@ -11,6 +11,7 @@ is its first element's, so every node has a shape. Only `getitem` may read such 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Mapping
@@ -70,8 +71,14 @@ def _merge(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _node_key(node: NodeSpec, module: nn.Module | None, ins: list[NodeShape]) -> tuple[object, ...]:
-    ident: object = id(module) if module is not None else (node.function, json.dumps(node.args, sort_keys=True))
-    return (ident, tuple(s.signature() for s in ins))
+    """What a node's output shape depends on: its spec (by identity: unchanged nodes share their spec object with
+    the parent version, which is alive while this runs), its tensors' dtype, and its inputs' shapes. Not its
+    weights: set_weights and same-type replacements reuse the parent's shapes without running anything."""
+    if module is None:
+        return ((node.function, json.dumps(node.args, sort_keys=True)), tuple(s.signature() for s in ins))
+    spec = node.layer if node.layer is not None else node.parameter
+    first = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return ((id(spec), first.dtype if first is not None else None), tuple(s.signature() for s in ins))
 
 
 def _from_record(r: RecordedShape, key: tuple[object, ...]) -> NodeShape:
