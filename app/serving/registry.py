@@ -41,6 +41,7 @@ from app.store import BlobCorruptError, GcResult, JournalError, Store
 from app.store.journal import VersionRecord
 
 from .errors import BadInputError, InferenceTimeoutError, ModelExistsError, NotResidentError, UnavailableError
+from .events import EventHub  # events hook
 from .metrics import Metrics
 from .placement import Placement, resolve_device
 from .worker import DeviceWorker, InferItem, InferResult
@@ -89,6 +90,7 @@ class Registry:
         self._lock = threading.Lock()
         #: Models of the state dir that could not be restored, with the reason (they are not served).
         self.failed: dict[str, str] = {}
+        self.events = EventHub()  # events hook
         self.store: Store | None = self._open_store()
 
     def _open_store(self) -> Store | None:
@@ -168,6 +170,7 @@ class Registry:
             served = ServedModel(live, worker, placement, threading.Lock())
             worker.start(first.version, runnable)
             self._models[first.model] = served
+            self.events.model_created(first.model, first.version)  # events hook
         log.info("model %s: serving version %d on %s", first.model, first.version, self.device)
         return served
 
@@ -192,6 +195,7 @@ class Registry:
             with served.edit_lock:
                 self.store.delete_model(name)
         log.info("model %s: removed", name)
+        self.events.model_deleted(name)  # events hook
 
     def close(self) -> None:
         """Stop every worker (the state dir keeps the models for the next start)."""
@@ -293,6 +297,7 @@ class Registry:
 
     async def infer(self, name: str, arrays: Mapping[str, np.ndarray], version: int | None = None) -> InferResult:
         served = self.get(name)
+        started = time.perf_counter()  # metrics hook: per-model latency
         runnable = None
         if version is not None:
             target = served.live.get(version)  # 404 for a version that never existed
@@ -316,6 +321,7 @@ class Registry:
             if isinstance(r, BaseException):
                 fut.set_exception(r)
             else:
+                self.metrics.inference_latency.labels(name).observe(time.perf_counter() - started)  # metrics hook
                 fut.set_result(r)
 
         item = InferItem(inputs, version, lambda r: loop.call_soon_threadsafe(_resolve, r), runnable=runnable)
@@ -391,6 +397,7 @@ class Registry:
             # Publish to the history first, so that any version a response reports is already known to it.
             served.live.commit(candidate)
             served.worker.swap(candidate.version, runnable).result()
+            self.events.version_committed(candidate)  # events hook
             self._after_commit(served)
             t4 = time.perf_counter()
         self.metrics.edits.labels(served.name, "committed").inc()
