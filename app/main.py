@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from app import __version__
 from app.api import errors
 from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
-from app.api.routes import catalogue, edits, events, health, infer, models, nodes, oip, versions
+from app.api.routes import catalogue, edits, events, health, infer, models, nodes, oip, ui, versions
 from app.serving.metrics import Metrics
 from app.serving.registry import Registry
 from app.settings import Settings
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.include_router(events.router)  # web page: event streams
     app.include_router(nodes.router)  # web page: node weights and history
     app.include_router(catalogue.router)  # web page: layer schema for edit forms
+    app.include_router(ui.router)  # web page: /ui/
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
