@@ -245,8 +245,33 @@ def test_groups_collapse_by_module_path(page: Page, server: ServerProcess) -> No
     expect(page.locator('[data-node-id="s1b1_conv1"]')).to_be_attached()
 
 
+#: WCAG 2 contrast of every text of the drawing against its node's fill (axe checks the HTML, not SVG fills).
+_SVG_CONTRAST = """() => {
+  const rgb = (c) => c.match(/[\\d.]+/g).slice(0, 3).map(Number);
+  const lin = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const lum = (c) => { const [r, g, b] = rgb(c).map(lin); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+  const out = [];
+  for (const node of document.querySelectorAll("svg.graph g.node")) {
+    const body = node.querySelector("rect.body:not(.shadow)");
+    for (const t of node.querySelectorAll(":scope > text")) {
+      if (getComputedStyle(t).display === "none") continue;
+      const contrast = ratio(getComputedStyle(t).fill, getComputedStyle(body).fill);
+      out.push([node.dataset.nodeId ?? node.dataset.groupId, t.textContent, contrast]);
+    }
+  }
+  const canvas = getComputedStyle(document.querySelector("svg.graph")).backgroundColor;
+  const edge = getComputedStyle(document.querySelector("svg.graph path.edge")).stroke;
+  return { texts: out, edge: ratio(edge, canvas) };
+}"""
+
+
 def test_contrast_and_accessibility(page: Page, server: ServerProcess) -> None:
-    open_model(page, server, "resnet")
+    open_model(page, server, "resnet", "?diff=1")  # marks drawn too
+    svg = page.evaluate(_SVG_CONTRAST)
+    low = [t for t in svg["texts"] if t[2] < 4.5]
+    assert svg["texts"] and not low, low  # AA for text
+    assert svg["edge"] >= 3, svg["edge"]  # AA for graphics that carry meaning (WCAG 1.4.11)
     page.click('[data-node-id="s1b1_bn1"]')
     expect(page.locator('[data-testid="weights"]')).to_be_visible()
     axe = Axe()
