@@ -9,6 +9,7 @@ import { useRoute } from "../route";
 import type { ModelInfo } from "../types";
 import { ModelView } from "./ModelView";
 import { useServingStats } from "./ServingPanel";
+import type { ModelStats } from "../metrics";
 
 function LiveDot({ state, label }: { state: LiveState; label: string }) {
   const text = { connecting: "connecting", live: "live", reconnecting: "reconnecting", closed: "offline" }[state];
@@ -52,7 +53,10 @@ function TokenField({ authError, onChange }: { authError: string | null; onChang
   );
 }
 
-function Home({ models, error, onOpen }: { models: ModelInfo[] | null; error: string | null; onOpen(name: string): void }) {
+function Home({ models, error, stats, onOpen }: {
+  models: ModelInfo[] | null; error: string | null; stats: ModelStats[]; onOpen(name: string): void;
+}) {
+  const byModel = new Map(stats.map((m) => [m.model, m]));
   return (
     <main className="home">
       <h1>Models</h1>
@@ -65,11 +69,17 @@ function Home({ models, error, onOpen }: { models: ModelInfo[] | null; error: st
             <a className="card" href={`/ui/models/${encodeURIComponent(m.name)}`} data-model-card={m.name}
               onClick={(e) => { e.preventDefault(); onOpen(m.name); }}>
               <h2>{m.name}</h2>
-              <p className="card-version">v{m.version} <span className="muted">of {m.versions}</span></p>
+              <p className="card-version">v{m.version} <span className="muted">{m.versions} {m.versions === 1 ? "version" : "versions"}</span></p>
               <p className="muted small">
                 {m.inputs.map((t) => `${t.name} ${fmtShape(t.shape)}`).join(", ")} → {m.outputs.map((t) => fmtShape(t.shape)).join(", ")}
               </p>
               <p className="small">{compact(m.params)} params · {m.device}</p>
+              {byModel.get(m.name) && (
+                <p className="small muted" data-card-serving={m.name}>
+                  {byModel.get(m.name)!.rps.toFixed(1)} req/s
+                  {byModel.get(m.name)!.p99 !== null && ` · p99 ${(byModel.get(m.name)!.p99! * 1000).toFixed(1)} ms`}
+                </p>
+              )}
             </a>
           </li>
         ))}
@@ -135,7 +145,7 @@ export function App() {
         <TokenField authError={authError} onChange={() => setAuthError(null)} />
       </header>
       {route.model === null ? (
-        <Home models={models} error={modelsError} onOpen={(name) => go({ model: name }, { reset: true })} />
+        <Home models={models} error={modelsError} stats={serving.stats} onOpen={(name) => go({ model: name }, { reset: true })} />
       ) : (
         <ModelView key={route.model} name={route.model} route={route} go={go} serving={serving} onAuthError={setAuthError} />
       )}

@@ -248,6 +248,9 @@ export function GraphView({ shown, preview, selected, flash, onSelect, onToggleG
     const { width, height } = svg.getBoundingClientRect();
     const [x0, y0] = t.invert([0, 0]);
     const [x1, y1] = t.invert([width, height]);
+    // Only when part of the graph is out of view: otherwise it would just cover some of it.
+    const all = x0 <= 0 && y0 <= 0 && x1 >= shown.placed.width && y1 >= shown.placed.height;
+    canvas.style.visibility = all ? "hidden" : "visible";
     ctx.strokeStyle = "#e6edf3";
     ctx.lineWidth = 1.2;
     ctx.strokeRect(x0 * mini.scale, y0 * mini.scale, (x1 - x0) * mini.scale, (y1 - y0) * mini.scale);
@@ -366,6 +369,7 @@ export function GraphView({ shown, preview, selected, flash, onSelect, onToggleG
         data-preview={preview ? "true" : undefined}
         data-diff-from={display?.diff?.from_version}
         data-layout-ms={shown ? Math.round(shown.placed.ms) : undefined}
+        data-layout-seq={shown?.seq}
         data-nodes={shown?.folded.nodes.length}
         role="application"
         aria-roledescription="model graph"
