@@ -207,7 +207,7 @@ def _random_inputs(signature: list[dict[str, Any]], batch: int, seed: int | None
     integers in [0, 2) so they are valid indices even for embeddings, booleans fair coins."""
     import numpy as np
 
-    from app.api.oip_codec import OIP_TO_NUMPY
+    from app.wire.oip_codec import OIP_TO_NUMPY
 
     rng = np.random.default_rng(seed)
     out: dict[str, np.ndarray] = {}

@@ -35,8 +35,8 @@ import numpy as np
 import orjson
 from httpx_sse import aconnect_sse, connect_sse
 
-from app.api.oip_codec import NUMPY_TO_OIP, OIP_TO_NUMPY
 from app.client_events import READ_TIMEOUT_S, Event, Follower
+from app.wire.oip_codec import NUMPY_TO_OIP, OIP_TO_NUMPY
 
 __all__ = [
     "AsyncClient",

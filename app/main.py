@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.api import errors
@@ -69,6 +70,11 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.include_router(nodes.router)  # web page: node weights and history
     app.include_router(catalogue.router)  # web page: layer schema for edit forms
     app.include_router(ui.router)  # web page: /ui/
+    if settings.cors_origins:  # browsers' preflights for the pages allowed to call the API (origins.py)
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match",
+                                          "Inference-Header-Content-Length", "Last-Event-ID"],
+                           expose_headers=["ETag", "Inference-Header-Content-Length", "X-Request-Id"])  # fmt: skip
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def memory_limit() -> int:
+    """Bytes of memory available to this process: the cgroup v2/v1 limit if one is set, else physical memory."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            return int(text)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 class Settings(BaseSettings):
@@ -24,19 +37,33 @@ class Settings(BaseSettings):
     max_batch_delay_ms: float = Field(2.0, ge=0, le=10_000)
     max_queue: int = Field(1024, ge=1, description="queued inference requests per model before 503")
     admin_token: str | None = Field(None, description="bearer token for mutating routes")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="host names (or name:port) a tokenless server accepts changes for, besides loopback",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="origins of web pages that may call the API from a browser (`*`: any)"
+    )
     state_dir: Path = Field(Path(".morphserve"), description="journal and weight blobs")
+    journal: str = Field(
+        "sqlite", pattern=r"^(sqlite|memory)$",
+        description="where versions are journalled: `sqlite` (a file in the state dir) or `memory` (nothing kept)",
+    )  # fmt: skip
     fresh: bool = Field(False, description="start with an empty state dir (deletes its journal and blobs)")
     fsync: bool = Field(True, description="fsync blobs and the journal before acknowledging an edit")
     keep_versions: int | None = Field(None, ge=1, description="after each edit keep only the last N versions")
     max_body_mb: float = Field(64.0, gt=0, description="largest request body accepted (413 beyond)")
     request_timeout_s: float = Field(30.0, gt=0, description="longest an inference waits for its result (504)")
     resident_versions: int = Field(4, ge=1, description="versions kept on the device per model")
+    max_model_bytes: int | None = Field(
+        None, ge=1, description="largest parameter size of one model version, in bytes (default: half the memory)"
+    )
     log_level: str = Field("info")
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "allowed_hosts", "cors_origins", mode="before")
     @classmethod
     def _split(cls, v: object) -> object:
-        """`MORPHSERVE_MODELS=digits,mlp=spec.json` lists several models in one variable."""
+        """`MORPHSERVE_MODELS=digits,mlp=spec.json` lists several values in one variable."""
         return [s.strip() for s in v.split(",") if s.strip()] if isinstance(v, str) else v
 
     @property
@@ -48,6 +75,12 @@ class Settings(BaseSettings):
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+    @property
+    def model_bytes_limit(self) -> int:
+        """`max_model_bytes`, or half of the memory this process may use (the cgroup limit where one is set): a
+        version is built beside the one serving, so two must fit."""
+        return self.max_model_bytes or memory_limit() // 2
 
     @property
     def max_body_bytes(self) -> int:

@@ -30,7 +30,8 @@ def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
     def factory(**overrides: object) -> TestClient:
         values: dict[str, object] = {"models": ["digits"], "admin_token": TOKEN, "state_dir": tmp_path / "state"}
         values.update(overrides)
-        client = TestClient(create_app(Settings(**values)))  # type: ignore[arg-type]
+        # A loopback Host, as a local client sends: a tokenless server accepts changes only for one (origins.py).
+        client = TestClient(create_app(Settings(**values)), base_url="http://127.0.0.1:8000")  # type: ignore[arg-type]
         client.__enter__()
         clients.append(client)
         return client
@@ -55,12 +56,14 @@ def free_port() -> int:
 class ServerProcess:
     """A real `morphserve serve` subprocess on a free loopback port."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> None:
-        self.port = free_port()
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, log: Path | None = None,
+                 prefix: list[str] | None = None, port: int | None = None) -> None:  # fmt: skip
+        """`prefix`: a command that runs the server, e.g. `nsenter` into a mount namespace (tests/e2e/mounts.py)."""
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log
-        cmd = [sys.executable, "-m", "app", "serve", "--port", str(self.port), *args]
-        self._log = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+        cmd = [*(prefix or []), sys.executable, "-m", "app", "serve", "--port", str(self.port), *args]
+        self._log = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=self._log,
                                      stderr=subprocess.STDOUT)  # fmt: skip
 

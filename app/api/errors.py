@@ -1,7 +1,8 @@
-"""One error shape for every route: `{"error": "<message>", ...structured fields}`.
+"""One error shape for every route, `{"error": "<message>", ...structured fields}`, and one table of statuses.
 
-Domain errors from the graph and serving layers map to statuses here, so routes never build error
-responses themselves, and anything unexpected becomes a logged 500 without internals in the body.
+Domain errors of the graph, serving and store layers map to statuses here (`STATUS`), so routes never build error
+responses themselves; anything unexpected becomes a logged 500 without internals in the body. docs/API.md lists
+the same table.
 """
 
 from __future__ import annotations
@@ -17,17 +18,26 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.graph.arrays import ArrayError
 from app.graph.errors import EditError, GraphError, NotFoundError, SpecError
 from app.graph.live import ConflictError
 from app.serving.errors import (
     BadInputError,
     InferenceTimeoutError,
     ModelExistsError,
+    ModelTooLargeError,
     QueueFullError,
     UnavailableError,
 )
-
-from .oip_codec import OIPError
+from app.store import (
+    BlobCorruptError,
+    JournalError,
+    StorageFullError,
+    StoreError,
+    StoreUnavailableError,
+    VersionConflictError,
+)
+from app.wire.oip_codec import OIPError
 
 log = logging.getLogger("morphserve.api")
 
@@ -47,51 +57,35 @@ class ApiError(Exception):
         self.status, self.message, self.headers, self.fields = status, message, headers, fields
 
 
-_STATUS: list[tuple[type[Exception], int]] = [
-    (NotFoundError, 404),  # includes NotResidentError and unknown nodes
-    (ConflictError, 409),
+#: Status of each domain error, most specific first.
+STATUS: list[tuple[type[Exception], int]] = [
+    (NotFoundError, 404),  # unknown model, version or node; includes NotResidentError
+    (ConflictError, 409),  # if_version / If-Match is not the latest
+    (VersionConflictError, 409),  # another writer took the version number
     (ModelExistsError, 409),
-    (QueueFullError, 503),
-    (UnavailableError, 503),
+    (QueueFullError, 503),  # with Retry-After
+    (UnavailableError, 503),  # the model is shutting down
     (InferenceTimeoutError, 504),
     (BadInputError, 400),
+    (OIPError, 400),
+    (ArrayError, 400),
+    (ModelTooLargeError, 422),
     (EditError, 422),
     (SpecError, 422),
     (GraphError, 422),
+    (StorageFullError, 507),  # the disk under the state dir is full; nothing changed
+    (StoreUnavailableError, 503),  # read-only or unusable state dir, database down (Retry-After when transient)
+    (JournalError, 503),  # the journal cannot be read
+    (BlobCorruptError, 500),  # a weight file on the server is damaged: the message names it
 ]
 
 #: Status codes an error may carry, for the OpenAPI `responses` of each route. 415: a body route sent
 #: something other than its content type; 504: an inference that outlived --request-timeout-s.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503, 504)
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 422, 500, 503, 504, 507)
 }
 #: What any route can answer before it runs: a bad or oversize body (BodyLimitMiddleware).
 TRANSPORT_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 413)}
-_BODY_PARSE_ERROR = "There was an error parsing the body"  # FastAPI's words for a body json.loads choked on
-
-
-def _body_parse_message(cause: BaseException | None) -> str:
-    """FastAPI's 400 for a JSON body that could not even be decoded, said so that a client can act on it."""
-    if isinstance(cause, UnicodeError):
-        return "the request body is not valid JSON: it is not UTF-8 text"
-    if isinstance(cause, RecursionError):
-        return "the request body is not valid JSON: it is nested too deeply"
-    return "the request body is not valid JSON"
-
-
-def _non_finite_at(doc: Any, pos: Any) -> bool:
-    """Whether a JSON decode error points at a NaN/Infinity token (orjson rejects them, as JSON does)."""
-    if not isinstance(pos, int) or not isinstance(doc, str | bytes):
-        return False
-    text = doc[pos : pos + 9] if isinstance(doc, str) else doc[pos : pos + 9].decode("latin-1")
-    return text.lstrip("-").startswith(("NaN", "Infinity"))
-
-
-def _wrong_content_type(exc: RequestValidationError) -> bool:
-    """A JSON-body route got a body FastAPI did not parse as JSON (no or another Content-Type): the body
-    arrives as raw bytes and fails the model as 'not a dictionary', which would read as a 422 about fields."""
-    return any(tuple(e.get("loc", ())) == ("body",) and isinstance(e.get("input"), bytes | bytearray)
-               for e in exc.errors())  # fmt: skip
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None, **fields: Any) -> Response:
@@ -103,54 +97,54 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
-def status_of(exc: GraphError) -> int:
-    return next(code for cls, code in _STATUS if isinstance(exc, cls))
+def status_of(exc: Exception) -> int:
+    return next(code for cls, code in STATUS if isinstance(exc, cls))
+
+
+def _fields(exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, GraphError | ArrayError):
+        return dict(exc.fields)
+    if isinstance(exc, StorageFullError) and exc.needed is not None:
+        return {"needed_bytes": exc.needed}
+    if isinstance(exc, BlobCorruptError):
+        return {"blob": exc.where}
+    return {}
+
+
+def _message(exc: Exception) -> str:
+    return getattr(exc, "message", None) or str(exc)
+
+
+async def _domain(request: Request, exc: Exception) -> Response:
+    status = status_of(exc)
+    retry = getattr(exc, "retry_after_s", None)
+    if status >= 500 and status != 503:
+        log.error("%s %s -> %d: %s", request.method, request.url.path, status, _message(exc))
+    return error_response(status, _message(exc), {"Retry-After": str(retry)} if retry else None, **_fields(exc))
 
 
 def install(app: FastAPI) -> None:
-    @app.exception_handler(GraphError)
-    async def _graph(_: Request, exc: GraphError) -> Response:
-        status = status_of(exc)
-        headers = {"Retry-After": str(QueueFullError.retry_after_s)} if status == 503 else None
-        return error_response(status, exc.message, headers, **exc.fields)
+    for cls in (GraphError, StoreError, OIPError, ArrayError):
+        app.add_exception_handler(cls, _domain)
 
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> Response:
         return error_response(exc.status, exc.message, exc.headers, **exc.fields)
 
-    @app.exception_handler(OIPError)
-    async def _oip(_: Request, exc: OIPError) -> Response:
-        return error_response(400, str(exc))
-
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> Response:
-        if _wrong_content_type(exc):
-            ctype = request.headers.get("content-type")
-            return error_response(415, f"send the body as JSON with Content-Type: application/json, got {ctype!r}")
         parts = []
         for e in exc.errors():
             loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
-            if e.get("type") == "json_invalid":
-                where = e.get("loc", ("body", "?"))[-1]
-                reason = (e.get("ctx") or {}).get("error", "invalid")
-                if _non_finite_at(exc.body, where):
-                    reason = "NaN and Infinity are not JSON numbers"
-                elif "depth" in str(reason) or "recursion" in str(reason):
-                    reason = "it is nested too deeply"
-                parts.append(f"the request body is not valid JSON: {reason} (at character {where})")
-            elif not loc and e.get("type") == "missing":
+            if not loc and e.get("type") == "missing":
                 parts.append("the request needs a JSON body")
             else:
                 parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
-        status = 400 if any(e.get("type") == "json_invalid" for e in exc.errors()) else 422
-        return error_response(status, "; ".join(parts)[:2000] or "invalid request")
+        return error_response(422, "; ".join(parts)[:2000] or "invalid request")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        detail = str(exc.detail)
-        if exc.status_code == 400 and detail == _BODY_PARSE_ERROR:
-            detail = _body_parse_message(exc.__cause__)
-        return error_response(exc.status_code, detail, dict(exc.headers or {}) or None)
+        return error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}) or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

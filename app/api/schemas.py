@@ -7,8 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.graph.catalogue import LayerSpec
-from app.graph.describe import GraphDescription, GraphDiff
-from app.graph.spec import TensorSpec
+from app.graph.views import GraphDescription, GraphDiff
+from app.serving.registry import ModelStatus
 
 NestedList = list[Any]
 #: Version numbers are journal rows (SQLite INTEGER): bounding them here turns a 2**70 into a 422, not a 500.
@@ -105,16 +105,8 @@ class V1InferResponse(BaseModel):
     )
 
 
-class ModelInfo(BaseModel):
-    name: str
-    version: int
-    versions: int
-    resident_versions: list[int]
-    device: str
-    queue_depth: int
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    params: int
+class ModelInfo(ModelStatus):
+    """A served model: its current version, signature, resident versions and queue."""
 
 
 class ModelList(BaseModel):

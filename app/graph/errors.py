@@ -24,9 +24,6 @@ class GraphError(Exception):
         self.message = message
         self.fields = {k: v for k, v in fields.items() if v is not None}
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"error": self.message, **self.fields}
-
 
 class SpecError(GraphError):
     """A model spec (or a traced module) cannot be turned into a runnable graph."""

@@ -43,6 +43,10 @@ class LiveModel:
                                 version=version)  # fmt: skip
         return v
 
+    def cached(self, version: int) -> ModelVersion | None:
+        """The version if it is held in memory (never loads)."""
+        return self._versions.get(version)
+
     def versions(self) -> Iterator[ModelVersion]:
         """The versions held in memory, oldest first."""
         return (self._versions[k] for k in sorted(self._versions))

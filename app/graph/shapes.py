@@ -121,3 +121,10 @@ def _evaluate(
         raise ShapeError(f"node {node.id!r}: output rank depends on the batch size", node=node.id)
     assert dtype is not None
     return NodeShape(_merge(outs[0], outs[1]), TORCH_TO_OIP[dtype], (outs[0], outs[1]), key)
+
+
+def prime() -> None:
+    """Pay the first use of FakeTensorMode (imports and kernel registration: seconds on a busy machine) now, so that
+    the first edit after a restart (whose versions were restored from recorded shapes) does not."""
+    with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
+        nn.Linear(2, 2)(torch.empty(1, 2))

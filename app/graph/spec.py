@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from torch import nn
 
 from .catalogue import LayerSpec, format_validation_error
+from .datatypes import NAMES
 from .dtypes import OIP_TO_TORCH
 from .errors import SpecError
 
@@ -32,9 +33,7 @@ _RESERVED = (
     | frozenset(keyword.kwlist) | {"self"}
 )  # fmt: skip
 
-Datatype = Literal[
-    "BOOL", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "FP16", "BF16", "FP32", "FP64"
-]  # fmt: skip
+Datatype = Literal[*NAMES]  # type: ignore[valid-type]
 Dim = Annotated[int, Field(ge=-1, le=1 << 20)]
 
 

@@ -101,7 +101,7 @@ class NodeHistory(BaseModel):
 
 Fingerprint = Mapping[str, Any]
 """What identifies a node's state in one version: its spec entry (layer or function, args, inputs) and the
-identity of its weights (a blob digest from the journal, or the module object in memory)."""
+identity of its weights (the blob digest of the journal row: a new tensor is a new digest)."""
 
 
 def spec_fingerprints(spec: Mapping[str, Any], blobs: Mapping[str, str]) -> dict[str, Fingerprint]:
@@ -111,14 +111,6 @@ def spec_fingerprints(spec: Mapping[str, Any], blobs: Mapping[str, str]) -> dict
         out[n["id"]] = {"layer": n.get("layer"), "function": (n.get("function"), n.get("args")),
                         "inputs": list(n.get("inputs", [])), "weights": blobs.get(n["id"])}  # fmt: skip
     return out
-
-
-def version_fingerprints(v: ModelVersion) -> dict[str, Fingerprint]:
-    """Node fingerprints of an in-memory version (weights compared by module identity: unchanged layers are
-    shared between versions, changed ones are new objects)."""
-    return {n.id: {"layer": n.layer.to_json() if n.layer is not None else None, "function": (n.function, n.args),
-                   "inputs": list(n.inputs), "weights": id(v.modules.get(n.id))}
-            for n in v.spec.nodes}  # fmt: skip
 
 
 def node_history(model: str, node: str,

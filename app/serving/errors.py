@@ -1,4 +1,5 @@
-"""Errors of the serving layer (the graph library's errors pass through unchanged)."""
+"""Errors of the serving layer. The graph library's and the store's errors pass through unchanged; the HTTP layer
+maps all of them to statuses in one table (app/api/errors.py)."""
 
 from __future__ import annotations
 
@@ -29,3 +30,7 @@ class UnavailableError(GraphError):
 
 class InferenceTimeoutError(GraphError):
     """The request waited longer than the configured request timeout."""
+
+
+class ModelTooLargeError(GraphError):
+    """A model or an edit would need more parameter memory than --max-model-bytes allows."""

@@ -207,70 +207,76 @@ def version_data(model: str, version: int, parent: int | None, ops: Sequence[dic
 class Source(Protocol):
     """What the streams read besides the hub: the registry (or a replica follower's view of it)."""
 
-    def version(self, name: str, version: int | None = None) -> Any: ...  # raises NotFoundError when unknown
+    def current(self, name: str) -> Any: ...  # the live ModelVersion; raises NotFoundError when unknown
 
-    def history(self, name: str) -> Sequence[Any]: ...  # records with .version .parent .ops .created_at
+    async def history(self, name: str) -> Sequence[Any]: ...  # records with .version .parent .ops .created_at
 
 
 def open_model_stream(source: Source, hub: EventHub, model: str, *, since: int | None) -> AsyncIterator[Event]:
     """A model's events for one client (call on the event loop). Raises NotFoundError for an unknown model
     before anything is streamed. Subscribes first and reads the history second, so nothing falls in between."""
-    source.version(model)
+    source.current(model)
     sub = hub.subscribe(model)
     return _model_stream(source, sub, since=since)
 
 
 def _current(source: Source, model: str) -> int | None:
     try:
-        return int(source.version(model).version)
+        return int(source.current(model).version)
     except NotFoundError:
         return None
-
-
-def _history(source: Source, model: str, after: int, upto: int) -> list[dict[str, Any]]:
-    return [version_data(model, r.version, r.parent, r.ops, r.created_at)
-            for r in source.history(model) if after < r.version <= upto]  # fmt: skip
 
 
 async def _model_stream(source: Source, sub: Subscription, *, since: int | None) -> AsyncIterator[Event]:
     model = sub.stream
     last = since or 0  # the last version sent (or known to the client)
-    replay_from = since  # when not None: send the history after it before anything live
+    replay_upto: int | None = None if since is None else _current(source, model)  # history to send first
 
-    async def missed(after: int) -> list[Event] | None:
-        """The committed versions after `after`, up to the live one; None when the model is gone."""
-        upto = _current(source, model)
-        if upto is None:
-            return None
+    async def missed(after: int, upto: int) -> list[Event] | None:
+        """The committed versions in (after, upto]; None when the model is gone."""
         try:
-            records = await asyncio.to_thread(_history, source, model, after, upto)
+            records = await source.history(model)
         except NotFoundError:
             return None
-        return [Event("version", d, str(d["version"])) for d in records]
+        return [Event("version", version_data(model, r.version, r.parent, r.ops, r.created_at), str(r.version))
+                for r in sorted(records, key=lambda r: r.version) if after < r.version <= upto]  # fmt: skip
 
     try:
-        now = _current(source, model)
-        if since is not None and now is not None and since > now:
-            yield Event("reset", {"model": model, "version": now})
-            last, replay_from = now, None
+        if since is not None and replay_upto is not None and since > replay_upto:
+            yield Event("reset", {"model": model, "version": replay_upto})
+            last, replay_upto = replay_upto, None
         while True:
-            if replay_from is not None:
-                backlog = await missed(replay_from)
-                replay_from = None
+            if replay_upto is not None:
+                backlog = await missed(last, replay_upto)
+                replay_upto = None
                 if backlog is None:
                     yield Event("model_deleted", {"model": model})
                     return
                 for e in backlog:
                     last = int(e.data["version"])
                     yield e
+                continue
             item = await sub.get()
             if item is LOST:
-                replay_from = last
+                replay_upto = _current(source, model)
+                if replay_upto is None:
+                    yield Event("model_deleted", {"model": model})
+                    return
             elif isinstance(item, Event):
                 if item.kind == "version":
-                    if int(item.data["version"]) <= last:
+                    number = int(item.data["version"])
+                    if number <= last:
                         continue  # already sent by a replay
-                    last = int(item.data["version"])
+                    if number > last + 1 and last > 0:
+                        # a gap: two edits' events published out of order, or a replica that jumped ahead; the
+                        # journal has every version up to this one, so send them in order from there
+                        backlog = await missed(last, number)
+                        if backlog:
+                            for e in backlog:
+                                last = int(e.data["version"])
+                                yield e
+                            continue
+                    last = number
                 yield item
                 if item.kind == "model_deleted":
                     return

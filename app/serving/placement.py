@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.fx as fx
 from torch import nn
 
+from app.graph.errors import EditError, short_message
 from app.graph.spec import build_graph_module
 from app.graph.version import ModelVersion
 
@@ -52,3 +53,16 @@ class Placement:
         with self._lock:
             for k in [k for k in self._copies if k not in keep]:
                 del self._copies[k]
+
+
+def warm_up(version: ModelVersion, runnable: Callable[..., object], device: torch.device) -> None:
+    """One forward on a one-row input before a version may serve: it must run, not just type-check."""
+    args = []
+    for t in version.inputs:
+        shape = [1 if i == 0 else (32 if d == -1 else d) for i, d in enumerate(t.shape)]
+        args.append(torch.zeros(shape, dtype=t.dtype, device=device))
+    try:
+        with torch.inference_mode():
+            runnable(*args)
+    except Exception as e:  # noqa: BLE001 - any failure means the version must not go live
+        raise EditError(f"the new version failed its warm-up forward: {short_message(e)}") from None

@@ -35,6 +35,8 @@ Runnable = Callable[..., Sequence[torch.Tensor]]
 class InferResult:
     version: int
     outputs: tuple[np.ndarray, ...]
+    #: Output names in order (filled in by the inference path from the version the request was checked against).
+    names: tuple[str, ...] = ()
 
 
 @dataclass(eq=False)
@@ -125,11 +127,6 @@ class DeviceWorker:
                 item.deliver(UnavailableError(f"model {self.model!r} is shutting down"))
         if self._thread.is_alive():
             self._thread.join(timeout)
-
-    @property
-    def current_version(self) -> int:
-        assert self._current is not None
-        return self._current
 
     def resident_versions(self) -> list[int]:
         return list(self._resident)

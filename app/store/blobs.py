@@ -1,4 +1,5 @@
-"""Content-addressed weight blobs: one safetensors file per layer's tensors, named by its SHA-256.
+"""Content-addressed weight blobs in a local directory: one safetensors file per layer's tensors, named by the
+SHA-256 of its bytes.
 
 Identical tensors hash to the same name, so every version that did not change a layer shares its blob, and
 writing a blob twice is a no-op. A blob is written to a temporary file, fsynced, renamed into place and the
@@ -7,86 +8,98 @@ directory fsynced, so a crash leaves either no blob or a whole one — never a t
 
 from __future__ import annotations
 
-import hashlib
+import errno
 import os
 import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+from .records import BlobCorruptError, StorageFullError, StoreError, StoreUnavailableError
 
 
-class BlobCorruptError(Exception):
-    """A blob's content does not match its name (or it cannot be parsed)."""
+def os_error(e: OSError, what: str, needed: int | None = None) -> StoreError:
+    """The store error an OS failure means: a full disk, or a state dir that cannot be written."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        more = f"; {needed} bytes were needed" if needed is not None else ""
+        return StorageFullError(f"no space left for {what}{more}", needed)
+    return StoreUnavailableError(f"{what} cannot be written: {e.strerror or e}")
 
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"weight blob {path} is corrupt: {reason}")
-        self.path = path
 
-
-class BlobStore:
+class DirBlobs:
     def __init__(self, root: Path, *, fsync: bool = True) -> None:
         self.root = root
+        self.where = str(root)
         self.fsync = fsync
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise os_error(e, f"the blob directory {root}") from None
 
     def path(self, digest: str) -> Path:
         return self.root / digest[:2] / f"{digest}.safetensors"
 
-    @staticmethod
-    def encode(tensors: dict[str, torch.Tensor]) -> tuple[str, bytes]:
-        data = st_save({k: v.detach().contiguous().cpu() for k, v in sorted(tensors.items())})
-        return hashlib.sha256(data).hexdigest(), data
+    def locate(self, digest: str) -> str:
+        return str(self.path(digest))
 
-    def put(self, tensors: dict[str, torch.Tensor]) -> str:
-        digest, data = self.encode(tensors)
-        self.write(digest, data)
-        return digest
-
-    def write(self, digest: str, data: bytes) -> None:
+    def put(self, digest: str, data: bytes) -> None:
         final = self.path(digest)
         if final.exists():
             return
-        final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".tmp-{uuid.uuid4().hex}"
-        with open(tmp, "wb") as f:
-            f.write(data)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, final)
             if self.fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, final)
-        if self.fsync:
-            _fsync_dir(final.parent)
+                _fsync_dir(final.parent)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise os_error(e, f"weight blob {final} in the state dir {self.root.parent}", len(data)) from None
 
-    def get(self, digest: str) -> dict[str, torch.Tensor]:
-        """The tensors of a blob, after checking that its content still hashes to its name."""
+    def get(self, digest: str) -> bytes:
         path = self.path(digest)
         try:
-            data = path.read_bytes()
+            return path.read_bytes()
         except OSError as e:
-            raise BlobCorruptError(path, f"cannot be read ({e.strerror or e})") from None
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != digest:
-            raise BlobCorruptError(path, f"its content hashes to {actual[:16]}…")
-        try:
-            return st_load(data)
-        except Exception as e:  # noqa: BLE001 - a parse failure is corruption too
-            raise BlobCorruptError(path, f"not a safetensors file ({e})") from None
+            raise BlobCorruptError(str(path), f"cannot be read ({e.strerror or e})") from None
 
-    def digests(self) -> set[str]:
-        return {p.stem for p in self.root.glob("*/*.safetensors")}
+    def present(self, digests: Iterable[str]) -> set[str]:
+        return {d for d in digests if self.path(d).exists()}
 
-    def delete(self, digest: str) -> None:
-        self.path(digest).unlink(missing_ok=True)
+    def listing(self) -> Iterator[tuple[str, float]]:
+        for p in self.root.glob("*/*.safetensors"):
+            try:
+                yield p.stem, p.stat().st_mtime
+            except FileNotFoundError:
+                continue
+
+    def delete(self, digests: Iterable[str]) -> int:
+        n = 0
+        for d in digests:
+            try:
+                self.path(d).unlink()
+                n += 1
+            except FileNotFoundError:
+                pass
+        return n
 
     def sweep_temporaries(self) -> int:
-        """Remove half-written temporaries left by a crash (never referenced by the journal)."""
         n = 0
         for p in self.root.glob("*/.tmp-*"):
             p.unlink(missing_ok=True)
             n += 1
         return n
+
+    def reset(self) -> None:
+        for p in self.root.glob("*/*"):
+            p.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        pass
 
 
 def _fsync_dir(path: Path) -> None:

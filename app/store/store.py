@@ -1,73 +1,119 @@
-"""Durable versions: the journal (what exists) plus content-addressed blobs (the weights).
+"""Durable versions: a journal backend (what exists) plus a blob backend (the weights), and the rules that tie
+them together.
 
-Commit order, per edit: (1) write and fsync the blobs of layers this version changed, (2) commit the
-journal row, (3) the caller swaps the version in, (4) the caller answers. A crash before (2) leaves only
-unreferenced blobs (swept by gc); after (2) the version exists in full. Hence every acknowledged edit is
-durable, and no half-written version can appear on restart.
+Commit order, per edit: (1) write the blobs of layers this version changed (durable when `put` returns),
+(2) append the journal row, checking inside its transaction that every blob it names exists, (3) the caller
+swaps the version in, (4) the caller answers. A crash before (2) leaves only unreferenced blobs (swept by gc);
+after (2) the version exists in full. Blob sweeps run under the journal's sweep lock, which excludes (2) in any
+process: a sweep that ran between a commit's (1) and (2) may delete a blob that commit wrote or reused, but (2)
+then finds it missing and writes it again before its row commits, so no row ever names a missing blob. A grace
+period (unreferenced blobs younger than it survive) can spare such commits the rewrite.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+import time
 import weakref
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
 
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 from torch import nn
 
 from app.graph import ModelVersion, NotFoundError, parse_spec, spec_json
 from app.graph.version import make_version
 
-from .blobs import BlobCorruptError, BlobStore
-from .journal import Journal, JournalError, VersionRecord
+from .backend import BlobBackend, JournalBackend
+from .records import BlobCorruptError, GcResult, StoreUnavailableError, VersionRecord
 
 log = logging.getLogger("morphserve.store")
 
-__all__ = ["BlobCorruptError", "GcResult", "JournalError", "Store"]
+#: Unreferenced blobs younger than this survive a sweep (a commit in flight may have written them already; it would
+#: rewrite them if swept, so 0 is safe and frees space at once).
+SWEEP_GRACE_S = 0.0
 
 
-@dataclass(frozen=True)
-class GcResult:
-    removed_versions: list[int]
-    removed_blobs: int
+def encode(tensors: dict[str, torch.Tensor]) -> tuple[str, bytes]:
+    """A layer's tensors as safetensors bytes and their SHA-256 (sorted keys: same tensors, same digest)."""
+    data = st_save({k: v.detach().contiguous().cpu() for k, v in sorted(tensors.items())})
+    return hashlib.sha256(data).hexdigest(), data
 
 
 class Store:
-    def __init__(self, state_dir: Path, *, fsync: bool = True) -> None:
-        self.state_dir = state_dir
-        self.journal = Journal(state_dir / "journal.sqlite3", fsync=fsync)
-        self.blobs = BlobStore(state_dir / "blobs", fsync=fsync)
-        swept = self.blobs.sweep_temporaries()
-        if swept:
-            log.info("removed %d half-written blob(s) left by an earlier crash", swept)
+    def __init__(self, journal: JournalBackend, blobs: BlobBackend, *, unavailable: str | None = None,
+                 sweep_grace_s: float = SWEEP_GRACE_S) -> None:  # fmt: skip
+        """`unavailable`: why this store takes no writes (the state dir could not be opened); reads still work."""
+        self.journal = journal
+        self.blobs = blobs
+        self.unavailable = unavailable
+        self.sweep_grace_s = sweep_grace_s
         self._lock = threading.Lock()
         # Digest of each live module, so a version re-hashes only the layers it changed.
         self._digests: dict[int, tuple[weakref.ref[nn.Module], str | None]] = {}
         # Modules loaded from blobs, shared between versions loaded later (same layer, same weights).
         self._loaded: weakref.WeakValueDictionary[tuple[str, str], nn.Module] = weakref.WeakValueDictionary()
+        swept = blobs.sweep_temporaries()
+        if swept:
+            log.info("removed %d half-written blob(s) left by an earlier crash", swept)
+
+    @property
+    def where(self) -> str:
+        return self.journal.where
 
     def close(self) -> None:
         self.journal.close()
+        self.blobs.close()
+
+    def _writable(self) -> None:
+        if self.unavailable is not None:
+            raise StoreUnavailableError(f"edits are not possible: {self.unavailable}")
 
     # -- writing -------------------------------------------------------------------------------------------
     def _digest(self, module: nn.Module) -> str | None:
         hit = self._digests.get(id(module))
-        if hit is not None and hit[0]() is module and (hit[1] is None or self.blobs.path(hit[1]).exists()):
+        if hit is not None and hit[0]() is module:
             return hit[1]
         tensors = module.state_dict()
-        digest = self.blobs.put(tensors) if tensors else None
+        digest = None
+        if tensors:
+            digest, data = encode(tensors)
+            self.blobs.put(digest, data)
         self._digests[id(module)] = (weakref.ref(module), digest)
         return digest
 
-    def commit(self, v: ModelVersion) -> None:
-        """Make `v` durable: blobs first (fsynced), then the journal row. Returns once both are on disk."""
+    def commit(self, v: ModelVersion, *, startup: bool = False) -> None:
+        """Make `v` durable: blobs first, then the journal row. Returns once both are.
+
+        `startup`: a model the server was told to serve, recorded even by a store that takes no edits (it then
+        lives in memory), so that its history and views work like any other's.
+        """
+        if not startup:
+            self._writable()
         with self._lock:
             if len(self._digests) > 4096:
                 self._digests = {k: e for k, e in self._digests.items() if e[0]() is not None}
             blobs = {nid: d for nid, m in v.modules.items() if (d := self._digest(m)) is not None}
-            self.journal.append(VersionRecord(v.model, v.version, v.parent, list(v.ops), spec_json(v), blobs,
-                                              v.created_at, v.recorded_shapes()))  # fmt: skip
+            record = VersionRecord(v.model, v.version, v.parent, list(v.ops), spec_json(v), blobs, v.created_at,
+                                   v.recorded_shapes())  # fmt: skip
+            self.journal.append(record, before_commit=self._ensure_blobs(v, blobs))
+
+    def _ensure_blobs(self, v: ModelVersion, blobs: dict[str, str]) -> Callable[[], None]:
+        """Inside the journal transaction: any blob a sweep removed since it was written (or reused) is written
+        again before the row that names it commits."""
+
+        def check() -> None:
+            missing = set(blobs.values()) - self.blobs.present(set(blobs.values()))
+            for nid, digest in blobs.items():
+                if digest in missing:
+                    log.info("blob %s of %s v%d was swept meanwhile; writing it again", digest[:12], v.model, v.version)
+                    self.blobs.put(*encode(v.modules[nid].state_dict()))
+                    missing.discard(digest)
+
+        return check
 
     # -- reading -------------------------------------------------------------------------------------------
     def models(self) -> list[str]:
@@ -76,8 +122,23 @@ class Store:
     def records(self, model: str) -> list[VersionRecord]:
         return self.journal.versions(model)
 
+    def version_numbers(self, model: str) -> list[int]:
+        return self.journal.version_numbers(model)
+
     def has(self, model: str) -> bool:
         return self.journal.latest(model) is not None
+
+    def tensors(self, digest: str) -> dict[str, torch.Tensor]:
+        """The tensors of a blob, after checking that its content still hashes to its name."""
+        where = self.blobs.locate(digest)
+        data = self.blobs.get(digest)
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise BlobCorruptError(where, f"its content hashes to {actual[:16]}…")
+        try:
+            return st_load(data)
+        except Exception as e:  # noqa: BLE001 - a parse failure is corruption too
+            raise BlobCorruptError(where, f"not a safetensors file ({e})") from None
 
     def load(self, model: str, version: int | None = None, previous: ModelVersion | None = None) -> ModelVersion:
         """A version rebuilt from its journal row and blobs (each blob's hash checked)."""
@@ -95,7 +156,7 @@ class Store:
             if module is None:
                 module = node.layer.build()
                 if digest is not None:
-                    module.load_state_dict(self.blobs.get(digest))
+                    module.load_state_dict(self.tensors(digest))
                 self._loaded[key] = module
                 self._digests[id(module)] = (weakref.ref(module), digest)
             modules[node.id] = module
@@ -104,35 +165,44 @@ class Store:
 
     # -- retention -----------------------------------------------------------------------------------------
     def pin(self, model: str, version: int) -> None:
+        self._writable()
         if self.journal.get(model, version) is None:
             raise NotFoundError(f"model {model!r} has no version {version}", version=version)
         self.journal.pin(model, version)
 
     def unpin(self, model: str, version: int) -> None:
+        self._writable()
         self.journal.unpin(model, version)
 
     def pins(self, model: str) -> set[int]:
         return self.journal.pins(model)
 
-    def gc(self, model: str, keep: int, also_keep: set[int] = frozenset()) -> GcResult:  # type: ignore[assignment]
+    def gc(self, model: str, keep: int, also_keep: set[int] | frozenset[int] = frozenset()) -> GcResult:
         """Drop all but the last `keep` versions (never the current or a pinned one), then unreferenced blobs."""
-        with self._lock:
-            records = self.journal.versions(model)
-            if not records:
-                raise NotFoundError(f"model {model!r} has no versions in the journal")
-            protected = {r.version for r in records[-max(keep, 1):]} | self.journal.pins(model) | set(also_keep)
-            doomed = [r.version for r in records if r.version not in protected]
-            if doomed:
-                self.journal.delete_versions(model, doomed)
-            return GcResult(doomed, self._sweep())
+        self._writable()
+        numbers = self.journal.version_numbers(model)
+        if not numbers:
+            raise NotFoundError(f"model {model!r} has no versions in the journal")
+        protected = set(numbers[-max(keep, 1) :]) | self.journal.pins(model) | set(also_keep)
+        doomed = [v for v in numbers if v not in protected]
+        if doomed:
+            self.journal.delete_versions(model, doomed)
+        return GcResult(doomed, self.sweep())
 
     def delete_model(self, model: str) -> None:
-        with self._lock:
-            self.journal.delete_model(model)
-            self._sweep()
+        self._writable()
+        self.journal.delete_model(model)
+        self.sweep()
 
-    def _sweep(self) -> int:
-        unreferenced = self.blobs.digests() - self.journal.referenced_blobs()
-        for d in unreferenced:
-            self.blobs.delete(d)
-        return len(unreferenced)
+    def sweep(self) -> int:
+        """Delete blobs no row references, except those younger than the grace period."""
+        cutoff = time.time() - self.sweep_grace_s
+        with self.journal.sweep_lock() as referenced:
+            doomed = [d for d, written in self.blobs.listing() if d not in referenced and written < cutoff]
+            return self.blobs.delete(doomed)
+
+    def reset(self) -> None:
+        """Forget everything (`--fresh`)."""
+        self.journal.reset()
+        self.blobs.reset()
+        self._digests.clear()

@@ -120,12 +120,16 @@ def machine() -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- servers
-SERVER_KINDS = ("naive", "litserve", "morphserve")
+#: The peers, lightest first; TorchServe and Ray Serve run from their own venvs (peer_envs.py).
+PEER_KINDS = ("naive", "litserve", "torchserve", "ray")
+SERVER_KINDS = (*PEER_KINDS, "morphserve")
+HEAVY_PEERS = ("torchserve", "ray")  # set up on first use; not in --smoke unless asked for
+START_TIMEOUT_S = {"torchserve": 180.0, "ray": 240.0}  # a JVM plus Python workers; a whole Ray instance
 
 
 @dataclass
 class ServerConfig:
-    kind: str  # naive | litserve | morphserve
+    kind: str  # naive | litserve | torchserve | ray | morphserve
     model: str  # served model name (the URL's {model})
     options: dict[str, Any] = field(default_factory=dict)  # zoo options (e.g. width for convnet)
     device: str = "cpu"
@@ -133,26 +137,37 @@ class ServerConfig:
     max_batch_size: int = 32
     max_batch_delay_ms: float = 2.0
     bundle: Path | None = None  # morphserve: serve this spec bundle (zoo model with options) instead of the zoo name
+    dtype: str = "float32"  # compute dtype (morphserve via extra_args, the naive peer via --dtype)
+    extra_args: tuple[str, ...] = ()  # morphserve: more `morphserve serve` flags (--workers N, --dtype ...)
+    peer_workers: int = 1  # TorchServe: worker processes of the model
+    name: str = ""  # the server variant's key in results (default: kind)
+
+    @property
+    def key(self) -> str:
+        return self.name or self.kind
 
 
 class Server:
     """One server subprocess on a free loopback port: started, polled until ready, stopped cleanly.
 
-    Each server runs in its own session (process group), so that whatever it spawned (LitServe's workers) can be
-    found and, as a last resort, killed with it. The stop signal is SIGINT for all of them: uvicorn treats it
-    like SIGTERM, and LitServe only shuts its worker processes down on SIGINT (SIGTERM orphans them).
+    Each server runs in its own session (process group), so that whatever it spawned (LitServe's workers,
+    TorchServe's JVM and Python workers, Ray's daemons) can be found and, as a last resort, killed with it. The stop
+    signal is SIGINT for all of them: uvicorn treats it like SIGTERM, LitServe only shuts its worker processes down
+    on SIGINT (SIGTERM orphans them), and the TorchServe and Ray launchers shut their servers down on it.
     """
 
     def __init__(self, cfg: ServerConfig, log_dir: Path) -> None:
         self.cfg = cfg
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / f"{cfg.kind}-{cfg.model}-{self.port}.log"
+        self.management_port = free_port() if cfg.kind == "torchserve" else None
+        self.log_path = log_dir / f"{cfg.key}-{cfg.model}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self._state_dir: tempfile.TemporaryDirectory[str] | None = None
         self.start_s = 0.0
         self.stop_s = 0.0
         self.orphans_killed = 0
+        self.info: dict[str, Any] = {}  # what the server reports about its own settings, once ready
 
     # argv and readiness per kind
     def _argv(self) -> list[str]:
@@ -160,24 +175,51 @@ class Server:
         opts = ["--options", json.dumps(c.options)] if c.options else []
         common = ["--host", "127.0.0.1", "--port", str(self.port), "--model", c.model, "--device", c.device, *opts]
         if c.kind == "naive":
-            return [PY, str(PEERS / "naive_server.py"), *common]
+            return [PY, str(PEERS / "naive_server.py"), *common, "--dtype", c.dtype]
         if c.kind == "litserve":
             return [PY, str(PEERS / "litserve_server.py"), *common, "--max-batch-size", str(c.max_batch_size),
                     "--batch-timeout-ms", str(c.max_batch_delay_ms)]  # fmt: skip
+        if c.kind in HEAVY_PEERS:
+            from peer_envs import PEER_ENVS
+
+            argv = [str(PEER_ENVS[c.kind].python), str(PEERS / f"{c.kind}_server.py"), *common, "--max-batch-size",
+                    str(c.max_batch_size), "--batch-delay-ms", str(c.max_batch_delay_ms)]  # fmt: skip
+            if c.kind == "torchserve":
+                argv += ["--workers", str(c.peer_workers), "--management-port", str(self.management_port)]
+            return argv
         if c.kind == "morphserve":
             self._state_dir = tempfile.TemporaryDirectory(prefix="morphserve-bench-state-")
             source = f"{c.model}={c.bundle}" if c.bundle else c.model
             return [PY, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port), "--model", source,
                     "--device", c.device, "--max-batch-size", str(c.max_batch_size),
                     "--max-batch-delay-ms", str(c.max_batch_delay_ms), "--admin-token", TOKEN,
-                    "--state-dir", self._state_dir.name, "--log-level", "warning"]  # fmt: skip
+                    "--state-dir", self._state_dir.name, "--log-level", "warning", *c.extra_args]  # fmt: skip
         raise ValueError(f"unknown server kind {c.kind!r}")
 
-    @property
-    def ready_path(self) -> str:
-        return f"/v2/models/{self.cfg.model}/ready" if self.cfg.kind == "morphserve" else "/health"
+    def ready(self) -> bool:
+        """Whether the server can take the benchmark's requests now (raises OSError while nothing listens)."""
+        kind, model = self.cfg.kind, self.cfg.model
+        if kind == "torchserve":
+            # GET /ping says Healthy even while the workers crash in a restart loop: ask the management API.
+            status, _, body = request(f"http://127.0.0.1:{self.management_port}", "GET", f"/models/{model}", timeout=2)
+            if status != 200:
+                return False
+            doc = json.loads(body)[0]
+            workers = doc.get("workers", [])
+            if not workers or any(w.get("status") != "READY" for w in workers) or len(workers) < doc["minWorkers"]:
+                return False
+            self.info = {k: doc.get(k) for k in ("modelVersion", "batchSize", "maxBatchDelay", "minWorkers",
+                                                 "maxWorkers", "responseTimeout")}  # fmt: skip
+            self.info["workers_ready"] = len(workers)
+            return True
+        if kind == "ray":
+            status, _, body = request(self.url, "GET", "/-/routes", timeout=2)
+            return status == 200 and f"/v1/models/{model}/infer" in json.loads(body)
+        path = f"/v2/models/{model}/ready" if kind == "morphserve" else "/health"
+        return request(self.url, "GET", path, timeout=2)[0] == 200
 
-    def start(self, timeout: float = 120.0) -> Server:
+    def start(self, timeout: float | None = None) -> Server:
+        timeout = timeout or START_TIMEOUT_S.get(self.cfg.kind, 120.0)
         argv = self._argv()
         t0 = time.perf_counter()
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -188,14 +230,14 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise BenchError(f"{self.cfg.kind} server exited with code {self.proc.returncode} during start-up:\n"
-                                 f"{self.log_tail()}")  # fmt: skip
+                flags = f" (started with {' '.join(self.cfg.extra_args)})" if self.cfg.extra_args else ""
+                raise BenchError(f"{self.cfg.key} server{flags} exited with code {self.proc.returncode} during "
+                                 f"start-up:\n{self.log_tail()}")  # fmt: skip
             try:
-                status, _, _ = request(self.url, "GET", self.ready_path, timeout=2)
-                if status == 200:
+                if self.ready():
                     self.start_s = time.perf_counter() - t0
                     return self
-            except OSError:
+            except (OSError, http.client.HTTPException, ValueError, KeyError, IndexError):
                 pass
             time.sleep(0.1)
         self.stop()
@@ -288,16 +330,25 @@ class Target:
 
     label: str  # e.g. morphserve_v1
     kind: str  # server kind
-    route: str  # v1 | oip
+    route: str  # v1 | oip | predictions (TorchServe's own route, the /v1 body and answer)
     payload: str  # Payload.name
+    server: str = ""  # the server variant (ServerConfig.key) that serves it; default: kind
+
+    @property
+    def server_key(self) -> str:
+        return self.server or self.kind
 
     def path(self, model: str) -> str:
+        if self.route == "predictions":
+            return f"/predictions/{model}"
         return f"/v2/models/{model}/infer" if self.route == "oip" else f"/v1/models/{model}/infer"
 
 
 TARGETS = {
     "naive": Target("naive", "naive", "v1", "v1_json"),
     "litserve": Target("litserve", "litserve", "v1", "v1_json"),
+    "torchserve": Target("torchserve", "torchserve", "predictions", "v1_json"),
+    "ray": Target("ray", "ray", "v1", "v1_json"),
     "morphserve_v1": Target("morphserve_v1", "morphserve", "v1", "v1_json"),
     "morphserve_oip_json": Target("morphserve_oip_json", "morphserve", "oip", "oip_json"),
     "morphserve_oip_binary": Target("morphserve_oip_binary", "morphserve", "oip", "oip_binary"),
@@ -345,7 +396,7 @@ def decode_output(target: Target, status: int, headers: dict[str, str], body: by
     """(model version, first output as float32 array) from any of the three response encodings."""
     if status != 200:
         raise BenchError(f"{target.label}: HTTP {status}: {body[:300]!r}")
-    if target.route == "v1":
+    if target.route in ("v1", "predictions"):
         doc = json.loads(body)
         out = doc["outputs"]
         if isinstance(out, dict):
@@ -371,9 +422,68 @@ def check_target(server: Server, target: Target, payload: Payload, reference: np
         raise BenchError(f"{target.label}: output shape {out.shape}, expected {reference.shape}")
     err = float(np.max(np.abs(out - reference)))
     tol = 3e-2 if server.cfg.device.startswith("cuda") else 1e-3
+    if server.cfg.dtype != "float32":  # half precision against the FP32 reference: ~3 significant digits (bf16: 2)
+        tol = 1e-1 if server.cfg.dtype == "bfloat16" else 3e-2
     if err > tol * max(1.0, float(np.max(np.abs(reference)))):
         raise BenchError(f"{target.label}: output differs from the in-process forward by {err:g}: not the same model")
     return err
+
+
+_DTYPE_ALIASES = {"float32": {"float32", "fp32", "torch.float32", "float"},
+                  "float16": {"float16", "fp16", "torch.float16", "half"},
+                  "bfloat16": {"bfloat16", "bf16", "torch.bfloat16"}}  # fmt: skip
+
+
+def _compute_dtypes(doc: Any, found: list[str]) -> list[str]:
+    """Every value of a key that names a compute dtype (`compute_dtype`, `dtype_compute`...) anywhere in `doc`."""
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            if "dtype" in k.lower() and "compute" in k.lower() and isinstance(v, str):
+                found.append(v)
+            else:
+                _compute_dtypes(v, found)
+    elif isinstance(doc, list):
+        for v in doc:
+            _compute_dtypes(v, found)
+    return found
+
+
+def check_compute_dtype(server: Server) -> str:
+    """The compute dtype morphserve reports for the served model; BenchError unless it is the requested one.
+
+    Issue 14: the signature shows the wire and the compute dtype. Looked for in the model's /v1 and OIP metadata
+    under any key naming a compute dtype, so that the benchmark never reports FP16 numbers of an FP32 model.
+    """
+    want, model = server.cfg.dtype, server.cfg.model
+    seen: list[str] = []
+    for path in (f"/v1/models/{model}", f"/v2/models/{model}"):
+        with contextlib.suppress(OSError, ValueError):
+            status, _, body = request(server.url, "GET", path, timeout=10)
+            if status == 200:
+                _compute_dtypes(json.loads(body), seen)
+    if not seen:
+        raise BenchError(f"morphserve started with --dtype {want}, but neither GET /v1/models/{model} nor "
+                         f"/v2/models/{model} shows a compute dtype: cannot confirm it serves {want}")  # fmt: skip
+    wrong = [d for d in seen if d.lower() not in _DTYPE_ALIASES[want]]
+    if wrong:
+        raise BenchError(f"morphserve was asked for --dtype {want} but reports compute dtype {wrong[0]!r}")
+    return seen[0]
+
+
+def settle(url: str, path: str, payload: Payload, max_s: float = 15.0) -> list[float]:
+    """Wait until the server has worked off what an earlier load left queued: one request at a time until one takes
+    at most 1.5x the fastest seen (at least 3). Without it, the c=1 run after a c=64 warm-up measures the backlog
+    of a server that keeps computing requests whose clients are gone. Latencies (ms) of the requests sent."""
+    body, headers = payload.path.read_bytes(), payload_headers(payload)
+    lat: list[float] = []
+    end = time.perf_counter() + max_s
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        request(url, "POST", path, body, headers, timeout=max_s)
+        lat.append((time.perf_counter() - t0) * 1e3)
+        if len(lat) >= 3 and lat[-1] <= 1.5 * min(lat):
+            break
+    return lat
 
 
 # ---------------------------------------------------------------------------------------------- wrk

@@ -56,9 +56,9 @@ def measure(model: torch.nn.Module, x: torch.Tensor, seconds: float, cuda: bool)
 
 
 def limits(models: list[str], options: dict[str, dict], batch_sizes: list[int], seconds: float, device: str,
-           threads: int | None = None) -> list[dict]:
+           threads: int | None = None, dtype: str = "float32") -> list[dict]:  # fmt: skip
     """One result per model: rows/s and batch latency at each batch size. `threads` sets torch's intra-op thread
-    count (default: as OMP_NUM_THREADS made it)."""
+    count (default: as OMP_NUM_THREADS made it); `dtype` casts the module and its inputs (float16, bfloat16)."""
     cuda = device.startswith("cuda")
     if threads is not None:
         torch.set_num_threads(threads)
@@ -67,14 +67,14 @@ def limits(models: list[str], options: dict[str, dict], batch_sizes: list[int], 
         for name in models:
             opts = options.get(name, {})
             version = load_zoo(name, **opts)
-            model = version.graph_module.to(device).eval()
+            model = version.graph_module.to(device=device, dtype=getattr(torch, dtype)).eval()
             shape = list(version.inputs[0].shape[1:])
             results = []
             for b in batch_sizes:
-                x = torch.randn(b, *shape, generator=torch.Generator().manual_seed(0)).to(device)
+                x = torch.randn(b, *shape, generator=torch.Generator().manual_seed(0)).to(device, getattr(torch, dtype))
                 results.append(measure(model, x, seconds, cuda))
             out.append({
-                "model": name, "options": opts, "device": device,
+                "model": name, "options": opts, "device": device, "dtype": dtype,
                 "device_name": torch.cuda.get_device_name(device) if cuda else "cpu",
                 "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                 "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "results": results,
@@ -89,6 +89,7 @@ def main() -> int:
     ap.add_argument("--batch-sizes", default="1,16,32,64")
     ap.add_argument("--seconds", type=float, default=2.0, help="timed seconds per batch size")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
@@ -96,7 +97,7 @@ def main() -> int:
         return 2
     for doc in limits([m.strip() for m in args.models.split(",") if m.strip()],
                       json.loads(args.options) if args.options else {}, [int(b) for b in args.batch_sizes.split(",")],
-                      args.seconds, args.device):  # fmt: skip
+                      args.seconds, args.device, dtype=args.dtype):  # fmt: skip
         print(json.dumps(doc), flush=True)
     return 0
 

@@ -21,11 +21,29 @@ from harness import median, percentile, ratio  # noqa: E402
 LABELS = {
     "naive": "naive FastAPI",
     "litserve": "LitServe",
+    "torchserve": "TorchServe",
+    "ray": "Ray Serve",
     "morphserve_v1": "morphserve /v1 JSON",
     "morphserve_oip_json": "morphserve OIP JSON",
     "morphserve_oip_binary": "morphserve OIP binary",
 }
+PEERS = ["naive", "litserve", "torchserve", "ray"]
 ORDER = list(LABELS)
+
+
+def label(target: str) -> str:
+    """Display name of a target; `morphserve_v1_w2` (morphserve started with --workers 2) included."""
+    if target in LABELS:
+        return LABELS[target]
+    if target.startswith("morphserve_v1_w"):
+        return f"morphserve /v1 JSON (--workers {target.removeprefix('morphserve_v1_w')})"
+    return target
+
+
+def ordered(targets: Any) -> list[str]:
+    """Targets in report order: the fixed ones first, then variants (e.g. morphserve --workers N) by name."""
+    ts = set(targets)
+    return [t for t in ORDER if t in ts] + sorted(ts - set(ORDER))
 
 
 # ---------------------------------------------------------------------------------------------- summary
@@ -80,23 +98,40 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     # workload 1
     w1 = _cells(runs, "1")
     if w1:
-        s["w1"] = {t: {str(c): cell for c, cell in cs.items()} for t, cs in w1.get("mlp", {}).items()}
-        ratios = {}
-        for c in sorted({c for cs in w1.get("mlp", {}).values() for c in cs}):
+        mlp = w1.get("mlp", {})
+        s["w1"] = {t: {str(c): cell for c, cell in cs.items()} for t, cs in mlp.items()}
+        ratios, best = {}, {}
+        for c in sorted({c for cs in mlp.values() for c in cs}):
             m = "mlp"
-            rps = {t: _get(w1, m, t, c, "rps") for t in ORDER}
-            p99 = {t: _get(w1, m, t, c, "p99_ms") for t in ORDER}
-            ratios[str(c)] = {
-                "rps morphserve_v1/naive": ratio(rps["morphserve_v1"], rps["naive"]),
-                "rps morphserve_v1/litserve": ratio(rps["morphserve_v1"], rps["litserve"]),
-                "rps morphserve_oip_json/naive": ratio(rps["morphserve_oip_json"], rps["naive"]),
-                "rps morphserve_oip_json/litserve": ratio(rps["morphserve_oip_json"], rps["litserve"]),
-                f"rps morphserve_v1/limit(batch {max_batch})": ratio(rps["morphserve_v1"], lim(m, max_batch)),
-                "rps morphserve_v1/limit(batch 1)": ratio(rps["morphserve_v1"], lim(m, 1)),
-                "p99 morphserve_v1/naive": ratio(p99["morphserve_v1"], p99["naive"]),
-                "p99 morphserve_v1/litserve": ratio(p99["morphserve_v1"], p99["litserve"]),
-            }
+            here = [t for t in ordered(mlp) if c in mlp[t]]
+            rps = {t: _get(w1, m, t, c, "rps") for t in here}
+            p50 = {t: _get(w1, m, t, c, "p50_ms") for t in here}
+            p99 = {t: _get(w1, m, t, c, "p99_ms") for t in here}
+            peers = [t for t in PEERS if t in here]
+            ours = [t for t in here if t.startswith("morphserve_v1")]
+            r: dict[str, float | None] = {}
+            for t in ("morphserve_v1", "morphserve_oip_json"):
+                for peer in peers:
+                    if t in here:
+                        r[f"rps {t}/{peer}"] = ratio(rps[t], rps[peer])
+            if "morphserve_v1" in here:
+                r[f"rps morphserve_v1/limit(batch {max_batch})"] = ratio(rps["morphserve_v1"], lim(m, max_batch))
+                r["rps morphserve_v1/limit(batch 1)"] = ratio(rps["morphserve_v1"], lim(m, 1))
+                for peer in peers:
+                    r[f"p99 morphserve_v1/{peer}"] = ratio(p99["morphserve_v1"], p99[peer])
+            for t in ours:
+                if t != "morphserve_v1":
+                    for peer in peers:
+                        r[f"rps {t}/{peer}"] = ratio(rps[t], rps[peer])
+            ratios[str(c)] = r
+            if peers and ours:
+                bp = max(peers, key=lambda t: rps[t] or 0)
+                bm = max(ours, key=lambda t: rps[t] or 0)
+                best[str(c)] = {"peer": bp, "peer_rps": rps[bp], "peer_p50_ms": p50[bp], "peer_p99_ms": p99[bp],
+                                "morphserve": bm, "rps": rps[bm], "p50_ms": p50[bm], "p99_ms": p99[bm],
+                                "naive_rps": rps.get("naive")}  # fmt: skip
         s["w1_ratios"] = ratios
+        s["w1_best"] = best
 
     # workload 2 (and the GPU mode, which has the same shape per model and concurrency)
     for key in ("2", "gpu"):
@@ -107,9 +142,9 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         for model, targets in cells.items():
             per_c: dict[str, Any] = {}
             for c in sorted({c for cs in targets.values() for c in cs}):
-                rps = {t: _get(cells, model, t, c, "rps") for t in ORDER}
+                rps = {t: _get(cells, model, t, c, "rps") for t in ordered({*ORDER, *targets})}
                 per_c[str(c)] = {
-                    "cells": {t: targets[t][c] for t in ORDER if t in targets and c in targets[t]},
+                    "cells": {t: targets[t][c] for t in ordered(targets) if c in targets[t]},
                     "ratios": {
                         "rps oip_binary/oip_json": ratio(rps["morphserve_oip_binary"], rps["morphserve_oip_json"]),
                         "rps oip_binary/v1_json": ratio(rps["morphserve_oip_binary"], rps["morphserve_v1"]),
@@ -117,9 +152,11 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                         "rps oip_binary/litserve": ratio(rps["morphserve_oip_binary"], rps["litserve"]),
                         "rps v1_json/naive": ratio(rps["morphserve_v1"], rps["naive"]),
                         "rps v1_json/litserve": ratio(rps["morphserve_v1"], rps["litserve"]),
-                        f"rps oip_binary/limit(batch {max_batch})": ratio(rps["morphserve_oip_binary"],
-                                                                          lim(model, max_batch)),
+                        **{f"rps oip_binary/limit(batch {b})": ratio(rps["morphserve_oip_binary"], lim(model, b))
+                           for b in sorted({32, max_batch})},
                         "rps oip_binary/limit(batch 1)": ratio(rps["morphserve_oip_binary"], lim(model, 1)),
+                        **({f"rps v1_json/limit(batch {b})": ratio(rps["morphserve_v1"], lim(model, b))
+                            for b in sorted({32, max_batch})} if key == "gpu" else {}),
                     },
                 }  # fmt: skip
             block[model] = per_c
@@ -137,6 +174,8 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
             cell["probe_non_2xx"] = sum(r["probe"]["non_2xx"] for r in rows)
             cell["probe_failures"] = sum(r["probe"]["failures"] for r in rows)
             cell["probe_p99_ms"] = median([r["probe"]["p99_ms"] for r in rows])
+            cell["failed_requests"] = sum(r["non_2xx"] + r["socket_errors"] + r["probe"]["non_2xx"] +
+                                          r["probe"]["failures"] for r in rows)  # fmt: skip
             if flag:
                 live = [x for r in rows for x in r["edits"]["edit_to_live_ms"]]
                 rtt = [x for r in rows for x in r["edits"]["round_trip_ms"]]
@@ -148,6 +187,7 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                 cell["edits"] = sum(r["edits"]["count"] for r in rows)
                 cell["edits_failed"] = sum(r["edits"]["failed"] for r in rows)
                 cell["edit_to_live_ms"] = {"median": median(live), "p90": percentile(live, 90),
+                                           "p99": percentile(live, 99),
                                            "max": max((x for x in live if x is not None), default=None),
                                            "missing": sum(1 for x in live if x is None), "n": len(live)}  # fmt: skip
                 cell["edit_round_trip_ms"] = {"median": median(rtt), "p90": percentile(rtt, 90)}
@@ -159,7 +199,55 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         s["w3"] = w3
 
     s["targets"] = _targets(s)
+    s["targets_issue14"] = _targets_issue14(s, results)
     return s
+
+
+def _targets_issue14(s: dict[str, Any], results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 14's targets ("fast at every load"), each with its measured ratio and whether it is met. A target
+    whose measurement is missing from this run is listed with met = None ("not measured")."""
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, goal: str, ok: Any) -> None:
+        out.append({"target": name, "value": value, "goal": goal, "met": None if value is None else bool(ok(value))})
+
+    best = s.get("w1_best", {})
+    base = ((results["meta"].get("baseline") or {}).get("w1") or {}).get("morphserve_v1", {})
+    base_src = (results["meta"].get("baseline") or {}).get("date") or "baseline"
+    gpu = results["meta"]["mode"] == "gpu"
+    for c in ([] if gpu else ["1", "16", "64"]):
+        b = best.get(c)
+        who = f"{label(b['morphserve'])} vs best peer {label(b['peer'])}" if b else "morphserve vs best peer"
+        if c == "1":
+            add(f"W1 c=1 req/s, {who}", ratio(b["rps"], b["peer_rps"]) if b else None, ">= 0.9x", lambda v: v >= 0.9)
+            add(f"W1 c=1 p50, {who}", ratio(b["p50_ms"], b["peer_p50_ms"]) if b else None, "<= 1.1x",
+                lambda v: v <= 1.1)  # fmt: skip
+            continue
+        add(f"W1 c={c} req/s, {who}", ratio(b["rps"], b["peer_rps"]) if b else None, ">= 1.5x", lambda v: v >= 1.5)
+        add(f"W1 c={c} req/s, {label(b['morphserve']) if b else 'morphserve'} vs naive FastAPI",
+            ratio(b["rps"], b["naive_rps"]) if b else None, ">= 2x", lambda v: v >= 2.0)  # fmt: skip
+        prev = (base.get(c) or {}).get("p99_ms")
+        add(f"W1 c={c} p99, {label(b['morphserve']) if b else 'morphserve'} vs morphserve /v1 before ({base_src}: "
+            f"{prev if prev is not None else '-'} ms)", ratio(b["p99_ms"], prev) if b else None, "<= 1x (no worse)",
+            lambda v: v <= 1.0)  # fmt: skip
+    mlp = s.get("w2", {}).get("mlp", {})
+    for c, block in mlp.items():
+        add(f"W2 mlp c={c} req/s, OIP binary vs OIP JSON", block["ratios"].get("rps oip_binary/oip_json"), ">= 2x",
+            lambda v: v >= 2.0)  # fmt: skip
+    if not gpu and not mlp:
+        add("W2 mlp c=64 req/s, OIP binary vs OIP JSON", None, ">= 2x", None)
+    w3 = s.get("w3", {}).get("with")
+    conc = results["meta"]["settings"].get("edit_concurrency")
+    e2l = (w3 or {}).get("edit_to_live_ms", {})
+    add(f"W3 edit-to-live median under c={conc} (ms)", e2l.get("median"), "<= 50 ms", lambda v: v <= 50)
+    add(f"W3 edit-to-live p99 under c={conc} (ms)", e2l.get("p99"), "<= 150 ms", lambda v: v <= 150)
+    failed = None if w3 is None else w3["failed_requests"] + w3["edits_failed"] + e2l.get("missing", 0)
+    add("W3 failed requests + failed edits + edits never seen live", failed, "= 0", lambda v: v == 0)
+    for model, per_c in s.get("gpu", {}).items():
+        block = per_c.get("32")
+        for key in ("rps oip_binary/limit(batch 32)", "rps v1_json/limit(batch 32)"):
+            add(f"GPU {model} c=32 {key}", (block or {}).get("ratios", {}).get(key), ">= 0.9x", lambda v: v >= 0.9)
+    return out
 
 
 def _targets(s: dict[str, Any]) -> list[dict[str, Any]]:
@@ -179,6 +267,8 @@ def _targets(s: dict[str, Any]) -> list[dict[str, Any]]:
             v = r64.get(key)
             add(f"W1 c=64 {key}", v, "<= 1", None if v is None else v <= 1.0)
     for model, per_c in s.get("w2", {}).items():
+        if model == "mlp":  # issue 6's 3x was for the images; the mlp's binary target is issue 14's (2x)
+            continue
         for c, block in per_c.items():
             for key in ("rps oip_binary/v1_json", "rps oip_binary/oip_json"):
                 v = block["ratios"].get(key)
@@ -211,13 +301,11 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
 
     def sweep(cells: dict[str, dict[str, Any]], limit: dict[str, float | None], title: str, path: Path) -> None:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
-        for t in ORDER:
-            if t not in cells:
-                continue
+        for t in ordered(cells):
             cs = sorted((int(c), v) for c, v in cells[t].items())
             xs = [c for c, _ in cs]
-            ax1.plot(xs, [v["rps"] for _, v in cs], marker="o", label=LABELS[t])
-            ax2.plot(xs, [v["p99_ms"] for _, v in cs], marker="o", label=LABELS[t])
+            ax1.plot(xs, [v["rps"] for _, v in cs], marker="o", label=label(t))
+            ax2.plot(xs, [v["p99_ms"] for _, v in cs], marker="o", label=label(t))
         for b, style in (("1", ":"), (str(results["meta"]["settings"]["max_batch_size"]), "--")):
             if limit.get(b):
                 ax1.axhline(limit[b], color="grey", linestyle=style, label=f"limit, batch {b} (rows/s, no HTTP)")
@@ -253,13 +341,14 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
         fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.2), squeeze=False)
         for ax, model in zip(axes[0], models, strict=True):
             for c, block in s["w2"][model].items():
-                ts = [t for t in ORDER if t in block["cells"]]
+                ts = ordered(block["cells"])
                 vals = [block["cells"][t]["rps"] for t in ts]
-                bars = ax.bar(range(len(ts)), vals, color=[f"C{ORDER.index(t)}" for t in ts])
+                bars = ax.bar(range(len(ts)), vals, color=[f"C{ORDER.index(t) if t in ORDER else 9}" for t in ts])
                 ax.bar_label(bars, fmt="%.0f", fontsize=8)
-                ax.set_xticks(range(len(ts)), [LABELS[t].replace("morphserve ", "morphserve\n") for t in ts],
+                ax.set_xticks(range(len(ts)), [label(t).replace("morphserve ", "morphserve\n") for t in ts],
                               fontsize=8)  # fmt: skip
-                ax.set_title(f"{model} 3x32x32, one image per request, c={c}")
+                shape = "784 floats" if model == "mlp" else "3x32x32"
+                ax.set_title(f"{model} {shape}, one sample per request, c={c}")
             lim = s["limit_rows_per_s"].get(model, {}).get("1")
             if lim:
                 ax.axhline(lim, color="grey", linestyle=":", label="limit, batch 1")
@@ -277,8 +366,8 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
     if series:
         fig, axes = plt.subplots(len(series), 1, figsize=(12, 3.2 * len(series)), sharex=True, sharey=True,
                                  squeeze=False)  # fmt: skip
-        for ax, label in zip(axes[:, 0], [k for k in ("without", "with") if k in series], strict=False):
-            ser = series[label]
+        for ax, run in zip(axes[:, 0], [k for k in ("without", "with") if k in series], strict=False):
+            ser = series[run]
             pts = ser["probe"]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], ".", markersize=2, color="C0",
                     label="probe request latency (one client beside the load)")  # fmt: skip
@@ -287,7 +376,7 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
                            label=(f"{op} request in flight" if i < 2 else None))  # fmt: skip
             ax.set_yscale("log")
             ax.set_ylabel("latency, ms")
-            ax.set_title(f"mlp at concurrency {results['meta']['settings']['edit_concurrency']}: {label} edits")
+            ax.set_title(f"mlp at concurrency {results['meta']['settings']['edit_concurrency']}: {run} edits")
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=8, loc="upper right")
         axes[-1, 0].set_xlabel("seconds since the run started")
@@ -311,6 +400,25 @@ def _f(v: Any, digits: int = 1) -> str:
 
 def _x(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}x"
+
+
+def _peer_settings(results: dict[str, Any]) -> str:
+    """One line on how each peer batched, from the settings and what TorchServe's management API reported."""
+    st = results["meta"]["settings"]
+    kinds = {s["kind"] for s in results.get("servers", [])}
+    bits = []
+    if "litserve" in kinds:
+        bits.append(f"LitServe max_batch_size={st['max_batch_size']}, batch_timeout={st['max_batch_delay_ms']} ms, "
+                    "1 inference worker")  # fmt: skip
+    ts = next((s["reported"] for s in results.get("servers", []) if s["kind"] == "torchserve" and s.get("reported")),
+              None)  # fmt: skip
+    if ts:
+        bits.append(f"TorchServe batchSize={ts['batchSize']}, maxBatchDelay={ts['maxBatchDelay']} ms, "
+                    f"{ts['workers_ready']} worker(s) (read back from its management API)")  # fmt: skip
+    if "ray" in kinds:
+        bits.append(f"Ray Serve @serve.batch(max_batch_size={st['max_batch_size']}, batch_wait_timeout_s="
+                    f"{st['max_batch_delay_ms'] / 1000:g}), 1 replica, max_ongoing_requests=256")  # fmt: skip
+    return "; ".join(bits)
 
 
 def markdown(results: dict[str, Any], plots: list[Path]) -> str:
@@ -340,10 +448,28 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
         add(f"- **Memory (free -h):** `{' '.join(mem[0].split())}`")
     if gpu and results.get("limits"):
         add(f"- **GPU:** {results['limits'][0].get('device_name')}")
+    if gpu or meta.get("dtype", "float32") != "float32":
+        ms = next((x["reported"].get("compute_dtype") for x in results.get("servers", [])
+                   if x["kind"] == "morphserve" and x.get("reported", {}).get("compute_dtype")), None)  # fmt: skip
+        add(f"- **Compute dtype:** {meta.get('dtype', 'float32')} (morphserve, the naive peer and the limit)"
+            + (f"; morphserve reports compute dtype `{ms}`" if ms else ""))  # fmt: skip
     add(f"- **Software:** Python {v['python']}, torch {v['torch']}, numpy {v['numpy']}, FastAPI {v['fastapi']}, "
-        f"uvicorn {v['uvicorn']}, LitServe {v['litserve']}, {v['wrk']}")  # fmt: skip
+        f"uvicorn {v['uvicorn']}, LitServe {v['litserve']}, {v['wrk']}"
+        + (f", TorchServe {v['torchserve']} ({v.get('java', 'java ?')})" if "torchserve" in v else "")
+        + (f", Ray Serve {v['ray']}" if "ray" in v else "") + "; TorchServe and Ray Serve run from their own venvs "
+        "(`.venv-peers/`, torch 2.13.0 CPU)")  # fmt: skip
+    peers = _peer_settings(results)
+    if peers:
+        add(f"- **Peers' batching:** {peers}")
+    if meta.get("unavailable_peers"):
+        add("- **Left out (could not be set up):** " + "; ".join(f"{k}: {why}" for k, why in
+                                                                  meta["unavailable_peers"].items()))  # fmt: skip
+    if st.get("morphserve_args") or st.get("workers"):
+        add(f"- **morphserve flags:** `{' '.join(st.get('morphserve_args') or []) or '(none)'}` for every start"
+            + (f"; plus a `--workers {st['workers']}` variant at c={st['workers_at']}" if st.get("workers") else ""))
     add(f"- **Settings:** torch threads {st['threads']} (OMP_NUM_THREADS, every server and the limit), "
-        f"max batch {st['max_batch_size']}, batch delay {st['max_batch_delay_ms']} ms (morphserve and LitServe), "
+        f"max batch {st['max_batch_size']}, batch delay {st['max_batch_delay_ms']} ms (morphserve and the batching "
+        "peers), "
         f"wrk {st['wrk_threads']} thread(s), closed loop, keep-alive; {st['duration']} s per run after a "
         f"{st['warmup']} s warm-up; **{reps} repetition(s) per cell, medians**; servers alternate within each "
         f"repetition, each repetition starts fresh servers")  # fmt: skip
@@ -360,25 +486,29 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
         cs = sorted({int(c) for cells in s["w1"].values() for c in cells})
         add("| server / route | " + " | ".join(f"c={c} req/s | p50 ms | p99 ms | non-2xx" for c in cs) + " |")
         add("|---|" + "---:|" * (4 * len(cs)))
-        for t in ORDER:
-            if t not in s["w1"]:
-                continue
+        for t in ordered(s["w1"]):
             cells = s["w1"][t]
             row = []
             for c in cs:
                 cell = cells.get(str(c), {})
                 row += [_f(cell.get("rps"), 0), _f(cell.get("p50_ms"), 2), _f(cell.get("p99_ms"), 2),
                         _f(cell.get("non_2xx"))]  # fmt: skip
-            add(f"| {LABELS[t]} | " + " | ".join(row) + " |")
+            add(f"| {label(t)} | " + " | ".join(row) + " |")
         add("")
-        keys = list(next(iter(s["w1_ratios"].values())))
-        add("| ratio | " + " | ".join(f"c={c}" for c in cs) + " |")
-        add("|---|" + "---:|" * len(cs))
-        for k in keys:
-            add(f"| {k} | " + " | ".join(_x(s["w1_ratios"][str(c)][k]) for c in cs) + " |")
-        add("")
+        keys = list(dict.fromkeys(k for r in s["w1_ratios"].values() for k in r))
+        if keys:
+            add("| ratio | " + " | ".join(f"c={c}" for c in cs) + " |")
+            add("|---|" + "---:|" * len(cs))
+            for k in keys:
+                add(f"| {k} | " + " | ".join(_x(s["w1_ratios"][str(c)].get(k)) for c in cs) + " |")
+            add("")
+        if s.get("w1_best"):
+            add("Best peer and best morphserve /v1 configuration per concurrency (what the issue-14 targets compare): "
+                + "; ".join(f"c={c}: {label(b['peer'])} {_f(b['peer_rps'], 0)} req/s vs {label(b['morphserve'])} "
+                            f"{_f(b['rps'], 0)} req/s" for c, b in s["w1_best"].items()) + ".")  # fmt: skip
+            add("")
 
-    for key, heading in (("w2", "Workload 2: images 3x32x32, one image per request: binary vs JSON"),
+    for key, heading in (("w2", "Workload 2: binary vs JSON bodies, one sample per request (mlp; images 3x32x32)"),
                          ("gpu", "GPU: one image per request")):  # fmt: skip
         if key not in s:
             continue
@@ -389,14 +519,15 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
         for model, per_c in s[key].items():
             for c, block in per_c.items():
                 for t, cell in block["cells"].items():
-                    add(f"| {model} | {c} | {LABELS[t]} | {_f(cell['rps'], 0)} | {_f(cell['p50_ms'], 2)} | "
+                    add(f"| {model} | {c} | {label(t)} | {_f(cell['rps'], 0)} | {_f(cell['p50_ms'], 2)} | "
                         f"{_f(cell['p99_ms'], 2)} | {_f(cell['non_2xx'])} |")  # fmt: skip
         add("")
-        add("| model | c | " + " | ".join(next(iter(next(iter(s[key].values())).values()))["ratios"]) + " |")
-        add("|---|---:|" + "---:|" * len(next(iter(next(iter(s[key].values())).values()))["ratios"]))
+        rkeys = list(dict.fromkeys(k for per_c in s[key].values() for b in per_c.values() for k in b["ratios"]))
+        add("| model | c | " + " | ".join(rkeys) + " |")
+        add("|---|---:|" + "---:|" * len(rkeys))
         for model, per_c in s[key].items():
             for c, block in per_c.items():
-                add(f"| {model} | {c} | " + " | ".join(_x(x) for x in block["ratios"].values()) + " |")
+                add(f"| {model} | {c} | " + " | ".join(_x(block["ratios"].get(k)) for k in rkeys) + " |")
         add("")
 
     if "w3" in s:
@@ -406,10 +537,10 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
         add("")
         add("| run | req/s | p50 ms | p99 ms | non-2xx | socket errors | probe p99 ms | probe non-2xx |")
         add("|---|---:|---:|---:|---:|---:|---:|---:|")
-        for label in ("without", "with"):
-            if label in w3:
-                c = w3[label]
-                add(f"| {label} edits | {_f(c['rps'], 0)} | {_f(c['p50_ms'], 2)} | {_f(c['p99_ms'], 2)} | "
+        for run in ("without", "with"):
+            if run in w3:
+                c = w3[run]
+                add(f"| {run} edits | {_f(c['rps'], 0)} | {_f(c['p50_ms'], 2)} | {_f(c['p99_ms'], 2)} | "
                     f"{c['non_2xx']} | {c['socket_errors']} | {_f(c['probe_p99_ms'], 2)} | "
                     f"{c['probe_non_2xx']} |")  # fmt: skip
         add("")
@@ -420,7 +551,9 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
                 f"requests/s with / without: {_x(w3.get('rps_with/without'))}")  # fmt: skip
             add(f"- edits: {c['edits']} sent, {c['edits_failed']} failed; **edit-to-live** (edit sent -> first "
                 f"probe response from the new version): median **{_f(e2l['median'], 1)} ms**, p90 "
-                f"{_f(e2l['p90'], 1)} ms, max {_f(e2l['max'], 1)} ms ({e2l['missing']} not seen)")  # fmt: skip
+                f"{_f(e2l['p90'], 1)} ms, p99 **{_f(e2l.get('p99'), 1)} ms**, max {_f(e2l['max'], 1)} ms "
+                f"({e2l['missing']} not seen); failed requests during edits (non-2xx, socket errors, probe "
+                f"failures): {c.get('failed_requests', '-')}")  # fmt: skip
             add(f"- edit request round trip: median {_f(c['edit_round_trip_ms']['median'], 1)} ms, p90 "
                 f"{_f(c['edit_round_trip_ms']['p90'], 1)} ms; server-side split (median ms): " +
                 ", ".join(f"{k} {_f(x, 2)}" for k, x in c["edit_server_ms"].items()))  # fmt: skip
@@ -450,6 +583,23 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
             add(f"`{ec['command']}` ({ec['seconds']:.0f} s):")
             add("")
             add(ec.get("table", ""))
+        add("")
+
+    if s.get("targets_issue14"):
+        add("### Targets (issue 14: fast at every load)")
+        add("")
+        base = meta.get("baseline")
+        add("Best peer = the peer with the most requests/s at that concurrency in this run; morphserve = its best /v1 "
+            "JSON configuration in this run (`--workers N` counts). p99 is compared to "
+            + (f"`{base['source']}` ({base['date']}, `{base['command']}`)." if base else "no baseline (none given)."))
+        add("")
+        add("| target | measured | goal | met |")
+        add("|---|---:|---|---|")
+        for t in s["targets_issue14"]:
+            val = t["value"]
+            shown = "not measured" if val is None else (f"{val:.3f}" if isinstance(val, float) else _f(val))
+            add(f"| {t['target']} | {shown} | {t['goal']} | "
+                f"{'yes' if t['met'] else '-' if t['met'] is None else '**no**'} |")  # fmt: skip
         add("")
 
     if s.get("targets"):

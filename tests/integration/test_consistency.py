@@ -31,6 +31,7 @@ import pytest
 from safetensors.numpy import save as save_safetensors
 
 from app.client import AsyncClient, MorphserveError
+from app.serving import inference
 from tests.conftest import AUTH, TOKEN, ServerProcess
 from tests.integration.helpers import X, head_ops, reference, served, served_with_binary
 
@@ -232,17 +233,17 @@ def test_an_old_version_evicted_before_it_is_queued_is_still_served(tmp_path: Pa
                 assert r.status_code == 200, r.text
             assert (1 in worker.resident_versions()) == resident_at_check
             served_model = registry.get("digits")
-            real_prepare = registry.prepare_inputs
+            real_prepare = inference.prepare_inputs
             evicted: list[list[int]] = []
 
             def prepare_then_evict(*args: Any) -> Any:
                 out = real_prepare(*args)
                 if not evicted:  # the first time only: version 2 comes back and pushes version 1 out
-                    registry._make_resident(served_model, registry.version("digits", 2))
+                    registry.inference.make_resident(served_model, served_model.live.get(2))
                     evicted.append(worker.resident_versions())
                 return out
 
-            monkeypatch.setattr(registry, "prepare_inputs", prepare_then_evict)
+            monkeypatch.setattr(inference, "prepare_inputs", prepare_then_evict)
             r = await client.post("/v2/models/digits/versions/1/infer", json=_oip_body(X[:2]))
             monkeypatch.undo()
             assert evicted and 1 not in evicted[0], evicted  # the eviction really happened in the window

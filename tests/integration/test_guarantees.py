@@ -76,7 +76,7 @@ def _check(version: int, out: np.ndarray) -> None:
 
 async def _edit_to_own_constant(client: httpx.AsyncClient, registry: Registry, **extra: Any) -> int:
     """Commit the next version with outputs equal to its own number; returns that number."""
-    nxt = registry.version("digits").version + 1
+    nxt = registry.current("digits").version + 1
     r = await client.post(EDITS, json={"ops": head_ops(float(nxt)), **extra})
     assert r.status_code == 200, r.text
     assert r.json()["version"] == nxt
@@ -114,7 +114,7 @@ def test_1_no_batch_mixes_versions_and_responses_name_their_version(tmp_path: Pa
                 """Requests for an explicit older version, batched beside requests for the current one."""
                 i = worker
                 while not done.is_set():
-                    cur = registry.version("digits").version
+                    cur = registry.current("digits").version
                     want = max(2, cur - 1)
                     v, out = await _infer(client, i, version=want)
                     pinned.append((want, v, out))
@@ -155,7 +155,7 @@ def test_2_after_an_edit_response_later_requests_see_that_version_or_newer(tmp_p
                 _check(got, out)
 
             # concurrently: each request remembers the newest edit acknowledged before it was sent
-            acked = registry.version("digits").version
+            acked = registry.current("digits").version
             done = asyncio.Event()
             checks: list[tuple[int, int, np.ndarray]] = []
 
@@ -238,7 +238,7 @@ def test_3_inference_never_fails_during_edits(tmp_path: Path) -> None:
                 done.set()
 
             await asyncio.gather(editor(), *(stream(w) for w in range(10)))
-            final = registry.version("digits").version
+            final = registry.current("digits").version
 
         assert statuses and set(statuses) == {200}, failures[:5]
         assert len(set(versions)) >= 5
@@ -317,7 +317,7 @@ def test_3_a_failed_edit_changes_nothing(tmp_path: Path, ops: list[dict[str, Any
 def test_3_an_edit_failing_its_warm_up_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The last check before the swap (a forward on the device) failing leaves the old version serving,
     nothing journaled, and no version number taken."""
-    import app.serving.registry as registry_module
+    import app.serving.pipeline as pipeline_module
 
     async def main() -> None:
         async with served(tmp_path) as (client, registry):
@@ -326,7 +326,7 @@ def test_3_an_edit_failing_its_warm_up_changes_nothing(tmp_path: Path, monkeypat
             def failing_warm_up(*_: Any) -> None:
                 raise EditError("the new version failed its warm-up forward: simulated device error")
 
-            monkeypatch.setattr(registry_module, "_warm_up", failing_warm_up)
+            monkeypatch.setattr(pipeline_module, "warm_up", failing_warm_up)
             assert_error(await client.post(EDITS, json={"ops": [identity_insert()]}), 422, "warm-up")
             monkeypatch.undo()
             assert await _snapshot(client) == before

@@ -3,8 +3,8 @@
 
 Decisions this file pins down:
 - NaN and Infinity are refused wherever they arrive as JSON: as tokens (`NaN`, `Infinity`: not JSON, so 400
-  "not valid JSON" on the OIP route; Python's parser behind /v1 reads them, and /v1 refuses them by name) and
-  as numbers that overflow the datatype (`1e999`, `1e39` for FP32).
+  "not valid JSON", naming them on the routes whose bodies the app parses) and as numbers that overflow the
+  datatype (`1e999`, `1e39` for FP32).
 - NaN and Infinity inside *binary* FP32 tensor data are data: the bytes are a valid IEEE-754 tensor, Triton
   passes them through, and a model server must not second-guess a tensor's values. The request is served
   (200); JSON outputs carry the non-finite results as `null` (tritonclient reads null back as NaN), binary
@@ -209,7 +209,7 @@ CASES: list[Case] = [
                                        "headers": {**AUTH, **JSON_CT}}, 400, ("UTF-8",)),
     ("edits-nan-weights", "POST", EDITS,
      {"content": b'{"ops": [{"op": "set_weights", "node": "fc3", "tensors": {"bias": {"shape": [10], "data": [NaN'
-                 + b",0" * 9 + b"]}}}]}", "headers": {**AUTH, **JSON_CT}}, 422, ("bias", "NaN")),  # fmt: skip
+                 + b",0" * 9 + b"]}}}]}", "headers": {**AUTH, **JSON_CT}}, 400, ("not valid JSON", "NaN")),  # fmt: skip
     ("edits-huge-weights-shape", "POST", EDITS,
      {"json": {"ops": [{"op": "set_weights", "node": "fc3", "tensors": {
          "weight": {"shape": [1 << 40, 1 << 40], "data": [0.0]}}}]}, "headers": AUTH}, 422, ("shape",)),

@@ -182,3 +182,41 @@ def test_arbitrary_bytes_never_500(client: TestClient) -> None:
         assert_error(r, r.status_code)
 
     check()
+
+
+# -- memory budget (--max-model-bytes) -----------------------------------------------------------------------------
+def _maxrss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def test_an_edit_over_the_memory_budget_is_refused_before_allocating(client: TestClient) -> None:
+    """26 inserted Linear(16384, 16384) are 26 GiB: each layer is within the catalogue's bounds, the model is not.
+    The edit is sized on the meta device and refused before one of those tensors exists."""
+    huge = {"op": "insert", "after": "fc2", "layer": {"type": "Linear", "in_features": 16384, "out_features": 16384}}
+    before = _maxrss_mib()
+    r = client.post("/v1/models/digits/edits", headers=AUTH, json={"ops": [huge] * 26})
+    body = assert_error(r, 422, "bytes", "--max-model-bytes")
+    assert body["needed_bytes"] > 26 * 2**30 and body["limit_bytes"] < body["needed_bytes"]
+    assert _maxrss_mib() - before < 512  # nothing of the 26 GiB was allocated
+    assert client.get("/v1/models/digits").json()["version"] == 1
+    assert client.post("/v1/models/digits/infer", json={"inputs": X[:1].tolist()}).json()["model_version"] == 1
+
+
+def test_the_budget_counts_what_an_edit_removes_and_replaces(make_client: Callable[..., TestClient]) -> None:
+    """digits holds 8,320 + 8,256 + 650 parameters (68,904 bytes: fc1 64->128, fc2 128->64, fc3 64->10); a budget that
+    fits it allows replacing fc3 by an equal layer but not growing fc1 past the limit."""
+    c = make_client(max_model_bytes=120_000)
+    same = {"op": "replace", "node": "fc3", "layer": {"type": "Linear", "in_features": 64, "out_features": 10}}
+    assert c.post("/v1/models/digits/edits", headers=AUTH, json={"ops": [same]}).status_code == 200
+    grow = {"op": "replace", "node": "fc1", "layer": {"type": "Linear", "in_features": 64, "out_features": 512},
+            "keep_weights": False}  # fmt: skip
+    assert_error(c.post("/v1/models/digits/edits", headers=AUTH, json={"ops": [grow]}), 422, "120,000")
+
+
+def test_a_model_over_the_budget_is_not_created(make_client: Callable[..., TestClient]) -> None:
+    c = make_client(max_model_bytes=1_000_000)
+    r = c.post("/v1/models", headers=AUTH, json={"name": "big", "zoo": "mlp", "options": {"hidden": 4096}})
+    assert_error(r, 422, "bytes", "1,000,000")
+    assert c.get("/v1/models/big").status_code == 404

@@ -3,6 +3,7 @@ and 304; versions; diff."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -156,6 +157,16 @@ def test_graph_bad_query(client: TestClient, query: str, status: int) -> None:
 def test_graph_unknown_model_404(client: TestClient) -> None:
     assert_error(client.get("/v1/models/nope/graph"), 404, "nope")
     assert_error(client.get("/v1/models/nope/graph?format=svg"), 404, "nope")
+
+
+def test_svg_without_graphviz_is_a_permanent_501(client: TestClient, monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:  # fmt: skip
+    """Not 503: retrying cannot help until graphviz is installed (like ONNX export without its extra)."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `dot` on it
+    r = client.get("/v1/models/digits/graph?format=svg")
+    assert_error(r, 501, "graphviz", "format=dot")
+    assert "Retry-After" not in r.headers
+    assert client.get("/v1/models/digits/graph?format=dot").status_code == 200
 
 
 # -- versions and diff -------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from app.serving.metrics import Metrics
 from app.serving.registry import Registry
 from app.settings import Settings
 from tests.conftest import AUTH
+from tests.integration.helpers import assert_error, head_ops
 
 X = [[0.5] * 64]
 
@@ -152,16 +153,42 @@ def test_corrupt_blob_at_start_is_reported_and_other_models_serve(tmp_path: Path
         reg.close()
 
 
-def test_unreadable_journal_serves_models_in_memory_and_is_left_alone(tmp_path: Path) -> None:
+def test_unreadable_journal_serves_models_in_memory_refuses_edits_and_is_left_alone(
+        make_client: Callable[..., TestClient], tmp_path: Path) -> None:  # fmt: skip
     state = tmp_path / "s"
     state.mkdir()
     journal = state / "journal.sqlite3"
     journal.write_bytes(b"garbage" * 1000)
-    reg = Registry(Settings(models=["digits"], state_dir=state), Metrics())
-    reg.load_from_settings()
-    try:
-        assert reg.names() == ["digits"] and reg.store is None
-        assert str(journal) in reg.failed["*"]
-        assert journal.read_bytes() == b"garbage" * 1000
-    finally:
-        reg.close()
+    c = make_client(state_dir=state)
+    assert c.get("/v2/health/ready").json() == {"ready": True}  # it serves what it was asked to
+    assert _infer(c)[0] == 1
+    assert c.get("/v1/models/digits/versions").json()["current"] == 1
+    r = c.post("/v1/models/digits/edits", headers=AUTH, json={"ops": head_ops(1.0)})
+    body = assert_error(r, 503, str(journal))
+    assert "Retry-After" not in r.headers  # retrying cannot help until an operator acts
+    assert "error" in body and journal.read_bytes() == b"garbage" * 1000
+    assert _infer(c)[0] == 1
+
+
+def test_a_reloaded_old_version_is_cached_within_the_resident_budget(make_client: Callable[..., TestClient]) -> None:
+    """Views of an evicted version load it from the store once (off the event loop), not on every request."""
+    c = make_client(resident_versions=2)
+    for i in range(2, 6):
+        assert _bias_edit(c, float(i)) == i
+    store = c.app.state.registry.store  # type: ignore[attr-defined]
+    loads: list[int | None] = []
+    real = store.load
+
+    def counting(model: str, version: int | None = None, previous: object = None) -> object:
+        loads.append(version)
+        return real(model, version, previous)  # type: ignore[arg-type]
+
+    store.load = counting
+    for _ in range(3):
+        assert c.get("/v1/models/digits/graph", params={"version": 2}).json()["version"] == 2
+        assert c.get("/v1/models/digits/diff", params={"from": 2, "to": 3}).status_code == 200
+    assert loads.count(2) == 1 and loads.count(3) == 1
+    # A third evicted version pushes the least recently used one (2) out of the cache of 2 ...
+    assert c.get("/v1/models/digits/graph", params={"version": 1}).status_code == 200
+    assert c.get("/v1/models/digits/graph", params={"version": 2}).status_code == 200  # ... so it loads again
+    assert loads.count(2) == 2

@@ -8,9 +8,10 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import TypeAdapter
 
+from app.api.fastjson import JSONRoute
 from app.graph.catalogue import LayerSpec
 
-router = APIRouter(prefix="/v1", tags=["catalogue"])
+router = APIRouter(prefix="/v1", tags=["catalogue"], route_class=JSONRoute)
 
 
 @functools.cache

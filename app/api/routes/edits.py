@@ -5,16 +5,18 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
-from fastapi.concurrency import run_in_threadpool
-from safetensors.torch import load as load_safetensors
 
 from app.api.deps import AdminDep, RegistryDep
 from app.api.errors import ERROR_RESPONSES, ApiError
+from app.api.fastjson import JSONRoute
 from app.api.schemas import EditRequest, EditResponse, InsertLayer, ReplaceLayer, Rollback, Timings
 from app.graph import describe
-from app.serving.registry import EditOutcome
+from app.serving.pipeline import EditOutcome
+from app.serving.registry import Registry
 
-router = APIRouter(prefix="/v1/models", tags=["edits"], dependencies=[AdminDep], responses=ERROR_RESPONSES)
+router = APIRouter(
+    prefix="/v1/models", tags=["edits"], dependencies=[AdminDep], responses=ERROR_RESPONSES, route_class=JSONRoute
+)
 IfMatch = Annotated[str | None, Header(description="the version the edit is based on; same as if_version")]
 
 
@@ -29,18 +31,20 @@ def _if_version(body_value: int | None, if_match: str | None) -> int | None:
     return int(tag)
 
 
-def _response(o: EditOutcome) -> EditResponse:
+async def _response(registry: Registry, o: EditOutcome) -> EditResponse:
+    graph = await registry.run(describe, o.version) if o.dry_run else None
     return EditResponse(
         model=o.model, version=o.version.version, previous_version=o.previous.version, dry_run=o.dry_run,
-        diff=o.diff, timings_ms=Timings(**o.timings_ms), graph=describe(o.version) if o.dry_run else None,
+        diff=o.diff, timings_ms=Timings(**o.timings_ms), graph=graph,
     )  # fmt: skip
 
 
-async def _edit(registry: Any, model: str, ops: list[dict[str, Any]], *, if_version: int | None,
+async def _edit(registry: Registry, model: str, ops: list[dict[str, Any]], *, if_version: int | None,
                 dry_run: bool = False, allow_output_change: bool = False) -> EditResponse:  # fmt: skip
-    outcome = await run_in_threadpool(registry.edit, model, ops, if_version=if_version, dry_run=dry_run,
-                                      allow_output_change=allow_output_change)  # fmt: skip
-    return _response(outcome)
+    outcome = await registry.edit(
+        model, ops, if_version=if_version, dry_run=dry_run, allow_output_change=allow_output_change
+    )
+    return await _response(registry, outcome)
 
 
 @router.post("/{model}/edits", response_model=EditResponse)
@@ -83,22 +87,11 @@ async def upload_weights(model: str, node: str, request: Request, registry: Regi
     if not ctype.startswith("application/octet-stream"):
         raise ApiError(415, f"send the weights as a safetensors file with Content-Type application/octet-stream, "
                             f"got {ctype or 'none'!r}")  # fmt: skip
-    data = await request.body()
-    try:
-        tensors = load_safetensors(data)
-    except Exception as e:  # noqa: BLE001 - any parse failure is the client's file
-        raise ApiError(400, f"the body is not a valid safetensors file: {str(e)[:200]}") from None
-    if not tensors:
-        raise ApiError(400, "the safetensors file holds no tensors")
-    prefix = node + "."
-    tensors = {k.removeprefix(prefix): v for k, v in tensors.items()}
-    outcome = await run_in_threadpool(registry.set_weights, model, node, tensors,
-                                      if_version=_if_version(None, if_match))  # fmt: skip
-    return _response(outcome)
+    outcome = await registry.upload_weights(model, node, await request.body(), if_version=_if_version(None, if_match))
+    return await _response(registry, outcome)
 
 
 @router.post("/{model}/rollback", response_model=EditResponse)
 async def rollback(model: str, body: Rollback, registry: RegistryDep, if_match: IfMatch = None) -> EditResponse:
-    outcome = await run_in_threadpool(registry.rollback, model, body.version,
-                                      if_version=_if_version(body.if_version, if_match))  # fmt: skip
-    return _response(outcome)
+    outcome = await registry.rollback(model, body.version, if_version=_if_version(body.if_version, if_match))
+    return await _response(registry, outcome)

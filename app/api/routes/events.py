@@ -17,10 +17,11 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from app.api.deps import RegistryDep
 from app.api.errors import ERROR_RESPONSES
+from app.api.fastjson import JSONRoute
 from app.api.schemas import MAX_VERSION
 from app.serving.events import Event, open_global_stream, open_model_stream
 
-router = APIRouter(tags=["events"], responses=ERROR_RESPONSES)
+router = APIRouter(tags=["events"], responses=ERROR_RESPONSES, route_class=JSONRoute)
 
 RETRY_MS = 1000
 #: A client's stream is dropped when one write stalls this long (a dead peer behind a proxy that keeps the TCP open).

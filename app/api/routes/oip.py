@@ -8,11 +8,12 @@ from fastapi import APIRouter, Request, Response
 
 from app.api.deps import RegistryDep
 from app.api.errors import ERROR_RESPONSES, ApiError
-from app.api.oip_codec import decode_request, encode_response
+from app.api.fastjson import JSONRoute
 from app.api.schemas import OIP_REQUEST_SCHEMA, ModelMetadata, ModelReady, OIPInferResponse, OIPTensorMetadata
 from app.serving.registry import Registry
+from app.wire.oip_codec import decode_request, encode_response
 
-router = APIRouter(prefix="/v2/models", tags=["inference (OIP v2)"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v2/models", tags=["inference (OIP v2)"], responses=ERROR_RESPONSES, route_class=JSONRoute)
 _HEADER = "inference-header-content-length"
 
 
@@ -24,44 +25,45 @@ def _version(v: str | None) -> int | None:
     return int(v)
 
 
-def _metadata(registry: Registry, model: str, version: int | None) -> ModelMetadata:
-    v = registry.version(model, version)
+async def _metadata(registry: Registry, model: str, version: int | None) -> ModelMetadata:
+    v = await registry.version(model, version)
     resident = registry.resident(model)
     return ModelMetadata(
         name=model,
         versions=[str(r) for r in resident],
         platform="pytorch_torchfx",
         inputs=[OIPTensorMetadata(name=t.name, datatype=t.datatype, shape=list(t.shape)) for t in v.inputs],
-        outputs=[OIPTensorMetadata(name=o.name, datatype=o.datatype or "FP32", shape=list(o.shape or ()))
-                 for o in v.outputs],  # fmt: skip
+        outputs=[
+            OIPTensorMetadata(name=o.name, datatype=o.datatype or "FP32", shape=list(o.shape or ())) for o in v.outputs
+        ],  # fmt: skip
     )
 
 
 @router.get("/{model}", response_model=ModelMetadata)
-def model_metadata(model: str, registry: RegistryDep) -> ModelMetadata:
-    return _metadata(registry, model, None)
+async def model_metadata(model: str, registry: RegistryDep) -> ModelMetadata:
+    return await _metadata(registry, model, None)
 
 
 @router.get("/{model}/versions/{version}", response_model=ModelMetadata)
-def model_version_metadata(model: str, version: str, registry: RegistryDep) -> ModelMetadata:
-    return _metadata(registry, model, _version(version))
+async def model_version_metadata(model: str, version: str, registry: RegistryDep) -> ModelMetadata:
+    return await _metadata(registry, model, _version(version))
 
 
-def _ready(registry: Registry, model: str, version: int | None) -> ModelReady:
-    registry.version(model, version)  # 404 for unknown models and versions
+async def _ready(registry: Registry, model: str, version: int | None) -> ModelReady:
+    await registry.version(model, version)  # 404 for unknown models and versions
     if version is not None and version not in registry.resident(model):
         raise ApiError(503, f"version {version} of {model!r} is not resident", name=model, ready=False)
     return ModelReady(name=model, ready=True)
 
 
 @router.get("/{model}/ready", response_model=ModelReady)
-def model_ready(model: str, registry: RegistryDep) -> ModelReady:
-    return _ready(registry, model, None)
+async def model_ready(model: str, registry: RegistryDep) -> ModelReady:
+    return await _ready(registry, model, None)
 
 
 @router.get("/{model}/versions/{version}/ready", response_model=ModelReady)
-def model_version_ready(model: str, version: str, registry: RegistryDep) -> ModelReady:
-    return _ready(registry, model, _version(version))
+async def model_version_ready(model: str, version: str, registry: RegistryDep) -> ModelReady:
+    return await _ready(registry, model, _version(version))
 
 
 async def _infer(request: Request, registry: Registry, model: str, version: int | None) -> Response:
@@ -77,7 +79,7 @@ async def _infer(request: Request, registry: Registry, model: str, version: int 
     body = await request.body()
     req = decode_request(body, header_length)
     result = await registry.infer(model, req.inputs, version)
-    outputs = dict(zip(registry.output_names(model), result.outputs, strict=True))
+    outputs = dict(zip(result.names, result.outputs, strict=True))
     content, headers = encode_response(model_name=model, model_version=str(result.version), request_id=req.id,
                                        outputs=outputs, request=req)  # fmt: skip
     media = "application/octet-stream" if headers else "application/json"
@@ -111,4 +113,3 @@ _VERSION_INFER = "/{model}/versions/{version}/infer"
 @router.post(_VERSION_INFER, response_model=OIPInferResponse, openapi_extra=_INFER_DOC, responses=_BINARY_200)
 async def infer_version(model: str, version: str, request: Request, registry: RegistryDep) -> Response:
     return await _infer(request, registry, model, _version(version))
-

@@ -8,33 +8,33 @@ import zipfile
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
-from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import AdminDep, RegistryDep
 from app.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
+from app.api.fastjson import JSONRoute
 from app.api.schemas import MAX_VERSION, GcRequest, GcResponse, PinResponse
 from app.graph import ModelVersion, spec_json, weights_bytes
 from app.graph.onnx_export import OnnxUnavailable, to_onnx
 
-router = APIRouter(prefix="/v1/models", tags=["versions"], responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/v1/models", tags=["versions"], responses=ERROR_RESPONSES, route_class=JSONRoute)
 VersionPath = Annotated[int, Path(ge=1, le=MAX_VERSION)]
 
 
 @router.post("/{model}/versions/{version}/pin", response_model=PinResponse, dependencies=[AdminDep])
-def pin(model: str, version: VersionPath, registry: RegistryDep) -> PinResponse:
-    registry.pin(model, version, True)
+async def pin(model: str, version: VersionPath, registry: RegistryDep) -> PinResponse:
+    await registry.pin(model, version, True)
     return PinResponse(model=model, version=version, pinned=True)
 
 
 @router.delete("/{model}/versions/{version}/pin", response_model=PinResponse, dependencies=[AdminDep])
-def unpin(model: str, version: VersionPath, registry: RegistryDep) -> PinResponse:
-    registry.pin(model, version, False)
+async def unpin(model: str, version: VersionPath, registry: RegistryDep) -> PinResponse:
+    await registry.pin(model, version, False)
     return PinResponse(model=model, version=version, pinned=False)
 
 
 @router.post("/{model}/gc", response_model=GcResponse, dependencies=[AdminDep])
 async def gc(model: str, body: GcRequest, registry: RegistryDep) -> GcResponse:
-    result = await run_in_threadpool(registry.gc, model, body.keep)
+    result = await registry.gc(model, body.keep)
     return GcResponse(model=model, removed_versions=result.removed_versions, removed_blobs=result.removed_blobs)
 
 
@@ -56,13 +56,13 @@ _EXPORT_DOC: dict[int | str, dict[str, Any]] = {
 @router.get("/{model}/versions/{version}/export", response_class=Response, responses=_EXPORT_DOC)
 async def export(model: str, version: VersionPath, registry: RegistryDep,
                  format: Annotated[Literal["zip", "onnx"], Query()] = "zip") -> Response:  # fmt: skip
-    v = await run_in_threadpool(registry.version, model, version)
+    v = await registry.version(model, version)
     if format == "zip":
-        data = await run_in_threadpool(_zip, v)
+        data = await registry.run(_zip, v)
         return Response(data, media_type="application/zip",
                         headers={"Content-Disposition": f'attachment; filename="{model}-v{version}.zip"'})  # fmt: skip
     try:
-        data = await run_in_threadpool(to_onnx, v)
+        data = await registry.run(to_onnx, v)
     except OnnxUnavailable as e:
         raise ApiError(501, str(e)) from None
     return Response(data, media_type="application/octet-stream",

@@ -6,6 +6,7 @@ exact module morphserve runs on the CPU. A peer calls it like any `nn.Module`: `
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -16,8 +17,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
-def load_model(name: str, options: str | None, device: str) -> Any:
-    """The zoo model `name` (with `options`, a JSON object such as '{"width": 1.0}') on `device`, in eval mode."""
+def load_model(name: str, options: str | None, device: str, dtype: str = "float32") -> Any:
+    """The zoo model `name` (with `options`, a JSON object such as '{"width": 1.0}') on `device`, in eval mode,
+    its parameters cast to `dtype` (float32, float16 or bfloat16); inputs must then be cast to it as well."""
     import torch
 
     from app.graph import load_zoo
@@ -25,4 +27,19 @@ def load_model(name: str, options: str | None, device: str) -> Any:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {device} requested but CUDA is not available")
     version = load_zoo(name, **(json.loads(options) if options else {}))
-    return version.graph_module.to(device).eval()
+    return version.graph_module.to(device=device, dtype=getattr(torch, dtype)).eval()
+
+
+def peer_arg_parser(description: str, batching: bool = True,
+                    delay_flag: str = "--batch-delay-ms") -> argparse.ArgumentParser:  # fmt: skip
+    """The flags every peer takes from the harness (where to listen, what to serve; its batching when it has any)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--model", default="mlp")
+    ap.add_argument("--options", default=None, help="zoo options as a JSON object")
+    ap.add_argument("--device", default="cpu")
+    if batching:
+        ap.add_argument("--max-batch-size", type=int, default=32)
+        ap.add_argument(delay_flag, type=float, default=2.0, help="the longest a batch waits for more, in ms")
+    return ap

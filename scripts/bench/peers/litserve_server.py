@@ -10,13 +10,12 @@ Stop it with SIGINT (its Ctrl+C path shuts its workers down; SIGTERM leaves them
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import litserve as ls
 import numpy as np
 import torch
-from _model import load_model
+from _model import load_model, peer_arg_parser
 
 
 class ZooAPI(ls.LitAPI):
@@ -45,14 +44,7 @@ class ZooAPI(ls.LitAPI):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--model", default="mlp")
-    ap.add_argument("--options", default=None, help="zoo options as a JSON object")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--max-batch-size", type=int, default=32)
-    ap.add_argument("--batch-timeout-ms", type=float, default=2.0)
+    ap = peer_arg_parser(__doc__.splitlines()[0], delay_flag="--batch-timeout-ms")
     ap.add_argument("--queue", choices=["zmq", "mp"], default="zmq",
                     help="zmq: LitServe's fast_queue (ZeroMQ), ~15%% more req/s here than mp (multiprocessing)")
     args = ap.parse_args()

@@ -1,5 +1,6 @@
-"""The store: blobs are content-addressed and verified, the journal is the source of truth, gc keeps what
-must be kept, and reloading gives bit-identical weights with layers shared between versions."""
+"""The store on every backend: blobs are content-addressed and verified, the journal is the truth, gc keeps what
+must be kept and never strands a commit, reloading gives bit-identical weights with layers shared between versions.
+"""
 
 from __future__ import annotations
 
@@ -11,80 +12,59 @@ import torch
 
 from app.graph import LiveModel, load_zoo
 from app.graph.errors import NotFoundError
-from app.store import BlobCorruptError, JournalError, Store
-from app.store.blobs import BlobStore
-from app.store.journal import Journal, JournalConflict, VersionRecord
+from app.store import BlobCorruptError, JournalError, Store, StoreUnavailableError
+from app.store.blobs import DirBlobs
+from app.store.memory import MemoryBlobs, MemoryJournal
+from app.store.sqlite_journal import SQLiteJournal
+from app.store.store import encode
 
 IDENTITY_INSERT = {"op": "insert", "after": "fc1", "init": "identity",
                    "layer": {"type": "Linear", "in_features": 128, "out_features": 128}}  # fmt: skip
 
 
-def _history(tmp_path: Path, edits: int = 3) -> tuple[Store, LiveModel]:
-    store = Store(tmp_path)
+def _bias(i: float) -> list[dict[str, object]]:
+    return [{"op": "set_weights", "node": "fc3", "tensors": {"bias": {"shape": [10], "data": [i] * 10}}}]
+
+
+def _history(store: Store, edits: int = 3) -> LiveModel:
     live = LiveModel(load_zoo("digits"))
     store.commit(live.current)
     for i in range(edits):
-        v = live.propose([{"op": "set_weights", "node": "fc3", "tensors": {"bias": {"shape": [10], "data": [float(i)] * 10}}}])
+        v = live.propose(_bias(float(i)))
         store.commit(v)
         live.commit(v)
-    return store, live
+    return live
 
 
-def test_blob_names_are_content_hashes_and_dedupe(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path)
+def _digests(store: Store) -> set[str]:
+    return {d for d, _ in store.blobs.listing()}
+
+
+def test_blob_names_are_content_hashes_and_dedupe(make_store) -> None:  # type: ignore[no-untyped-def]
     t = {"weight": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
-    a = blobs.put(t)
-    b = blobs.put({"weight": torch.arange(6, dtype=torch.float32).reshape(2, 3).clone()})
-    assert a == b and len(blobs.digests()) == 1
-    assert torch.equal(blobs.get(a)["weight"], t["weight"])
-    assert blobs.put({"weight": torch.zeros(2, 3)}) != a
+    a, data = encode(t)
+    b, same = encode({"weight": torch.arange(6, dtype=torch.float32).reshape(2, 3).clone()})
+    assert a == b and data == same and encode({"weight": torch.zeros(2, 3)})[0] != a
+    store = make_store()
+    store.blobs.put(a, data)
+    assert torch.equal(store.tensors(a)["weight"], t["weight"])
 
 
-def test_corrupt_blob_is_detected_and_named(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path)
-    d = blobs.put({"w": torch.ones(4)})
-    path = blobs.path(d)
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF
-    path.write_bytes(bytes(data))
+def test_corrupt_blob_is_detected_and_named(make_store) -> None:  # type: ignore[no-untyped-def]
+    store = make_store()
+    digest, data = encode({"w": torch.ones(4)})
+    damaged = bytearray(data)
+    damaged[-1] ^= 0xFF
+    store.blobs.put(digest, bytes(damaged))
     with pytest.raises(BlobCorruptError) as e:
-        blobs.get(d)
-    assert str(path) in str(e.value)
+        store.tensors(digest)
+    assert store.blobs.locate(digest) in str(e.value)
 
 
-def test_half_written_temporaries_are_swept(tmp_path: Path) -> None:
-    blobs = BlobStore(tmp_path)
-    d = blobs.put({"w": torch.ones(4)})
-    tmp = blobs.path(d).parent / ".tmp-deadbeef"
-    tmp.write_bytes(b"partial")
-    assert blobs.sweep_temporaries() == 1 and not tmp.exists() and blobs.path(d).exists()
-
-
-def test_journal_rejects_a_taken_version(tmp_path: Path) -> None:
-    j = Journal(tmp_path / "j.sqlite3")
-    rec = VersionRecord("m", 1, None, [], {}, {}, 0.0)
-    j.append(rec)
-    with pytest.raises(JournalConflict):
-        j.append(rec)
-    assert j.latest("m") == rec
-    mode = sqlite3.connect(tmp_path / "j.sqlite3").execute("PRAGMA journal_mode").fetchone()[0]
-    assert mode == "wal"
-
-
-def test_unreadable_journal_is_reported_with_its_path_and_left_alone(tmp_path: Path) -> None:
-    path = tmp_path / "journal.sqlite3"
-    path.write_bytes(b"this is not a database" * 100)
-    before = path.read_bytes()
-    with pytest.raises(JournalError) as e:
-        Store(tmp_path)
-    assert str(path) in str(e.value)
-    assert path.read_bytes() == before
-
-
-def test_reload_is_bit_identical_and_shares_unchanged_layers(tmp_path: Path) -> None:
-    store, live = _history(tmp_path)
+def test_reload_is_bit_identical_and_shares_unchanged_layers(make_store) -> None:  # type: ignore[no-untyped-def]
+    live = _history(make_store())
     x = torch.rand(5, 64)
-    fresh = Store(tmp_path)
+    fresh = make_store()
     for v in range(1, live.current.version + 1):
         loaded = fresh.load("digits", v)
         assert torch.equal(loaded.run(x)[0], live.get(v).run(x)[0])
@@ -94,34 +74,145 @@ def test_reload_is_bit_identical_and_shares_unchanged_layers(tmp_path: Path) -> 
     assert a.modules["fc3"] is not b.modules["fc3"]
 
 
-def test_an_edit_writes_only_the_blob_of_the_layer_it_changed(tmp_path: Path) -> None:
-    store = Store(tmp_path)
+def test_an_edit_writes_only_the_blob_of_the_layer_it_changed(make_store) -> None:  # type: ignore[no-untyped-def]
+    store = make_store()
     live = LiveModel(load_zoo("digits"))
     store.commit(live.current)
-    before = store.blobs.digests()
-    v = live.propose([IDENTITY_INSERT])
-    store.commit(v)
-    added = store.blobs.digests() - before
+    before = _digests(store)
+    store.commit(live.propose([IDENTITY_INSERT]))
+    added = _digests(store) - before
     assert len(added) == 1
-    assert set(store.blobs.get(added.pop())) == {"weight", "bias"}
+    assert set(store.tensors(added.pop())) == {"weight", "bias"}
 
 
-def test_gc_keeps_current_pinned_and_last_n_and_sweeps_blobs(tmp_path: Path) -> None:
-    store, live = _history(tmp_path, edits=5)  # versions 1..6
+def test_gc_keeps_current_pinned_and_last_n_and_sweeps_blobs(make_store) -> None:  # type: ignore[no-untyped-def]
+    store = make_store()
+    live = _history(store, edits=5)  # versions 1..6
     store.pin("digits", 2)
     result = store.gc("digits", keep=2)
-    kept = [r.version for r in store.records("digits")]
-    assert kept == [2, 5, 6]
+    assert store.version_numbers("digits") == [2, 5, 6]
     assert result.removed_versions == [1, 3, 4]
     assert result.removed_blobs == 3  # the fc3 blobs of versions 1, 3 and 4
-    assert store.blobs.digests() == store.journal.referenced_blobs()
+    with store.journal.sweep_lock() as referenced:
+        assert _digests(store) == referenced
     with pytest.raises(NotFoundError):
         store.load("digits", 3)
     x = torch.rand(2, 64)
-    assert torch.equal(Store(tmp_path).load("digits", 2).run(x)[0], live.get(2).run(x)[0])
+    assert torch.equal(make_store().load("digits", 2).run(x)[0], live.get(2).run(x)[0])
 
 
-def test_pin_of_a_missing_version_is_not_found(tmp_path: Path) -> None:
-    store, _ = _history(tmp_path, edits=1)
+def test_a_sweep_between_blob_write_and_row_cannot_strand_the_commit(make_store) -> None:  # type: ignore[no-untyped-def]
+    """Another process's gc runs after this commit wrote its new blob but before its journal row: the sweep deletes
+    the (still unreferenced) blob, and the commit must notice inside its transaction and write it again."""
+    store, other = make_store(), make_store(sweep_grace_s=0)
+    live = LiveModel(load_zoo("digits"))
+    store.commit(live.current)
+    v2 = live.propose(_bias(5.0))
+    real_put = store.blobs.put
+    swept: list[int] = []
+
+    def put_then_sweep(digest: str, data: bytes) -> None:
+        real_put(digest, data)
+        if not swept:
+            swept.append(other.sweep())  # the other process's gc, in the window
+
+    store.blobs.put = put_then_sweep  # type: ignore[method-assign]
+    store.commit(v2)
+    store.blobs.put = real_put  # type: ignore[method-assign]
+    assert swept == [1]  # the sweep really deleted the new fc3 blob
+    x = torch.rand(3, 64)
+    assert torch.equal(make_store().load("digits", 2).run(x)[0], v2.run(x)[0])
+
+
+def test_pin_of_a_missing_version_is_not_found(make_store) -> None:  # type: ignore[no-untyped-def]
+    store = make_store()
+    _history(store, edits=1)
     with pytest.raises(NotFoundError):
         store.pin("digits", 99)
+
+
+def test_delete_model_removes_rows_and_blobs(make_store) -> None:  # type: ignore[no-untyped-def]
+    store = make_store()
+    _history(store, edits=2)
+    store.delete_model("digits")
+    assert store.models() == [] and _digests(store) == set()
+
+
+def test_an_unavailable_store_refuses_writes_and_still_reads() -> None:
+    store = Store(MemoryJournal(), MemoryBlobs(), unavailable="the state dir /x is read-only")
+    live = LiveModel(load_zoo("digits"))
+    store.commit(live.current, startup=True)  # what the server was told to serve is still recorded
+    assert store.load("digits").version == 1
+    for write in (lambda: store.commit(live.propose(_bias(1.0))), lambda: store.pin("digits", 1),
+                  lambda: store.gc("digits", 1), lambda: store.delete_model("digits")):  # fmt: skip
+        with pytest.raises(StoreUnavailableError, match="read-only"):
+            write()
+    assert store.version_numbers("digits") == [1]
+
+
+# -- SQLite specifics ------------------------------------------------------------------------------------------
+def test_sqlite_journal_is_wal_and_full_sync(tmp_path: Path) -> None:
+    SQLiteJournal(tmp_path / "j.sqlite3").close()
+    db = sqlite3.connect(tmp_path / "j.sqlite3")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+
+
+def test_unreadable_journal_is_reported_with_its_path_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    before = path.read_bytes()
+    with pytest.raises(JournalError) as e:
+        SQLiteJournal(path)
+    assert str(path) in str(e.value)
+    assert path.read_bytes() == before
+
+
+def test_a_journal_of_a_newer_release_is_refused(tmp_path: Path) -> None:
+    SQLiteJournal(tmp_path / "j.sqlite3").close()
+    with sqlite3.connect(tmp_path / "j.sqlite3") as db:
+        db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    with pytest.raises(JournalError, match="newer"):
+        SQLiteJournal(tmp_path / "j.sqlite3")
+
+
+def test_a_release_1_journal_is_migrated_with_its_blob_references(tmp_path: Path) -> None:
+    """Release 1 had no meta or version_blobs table; gc must still know which blobs the old rows reference."""
+    path = tmp_path / "journal.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE versions (model TEXT NOT NULL, version INTEGER NOT NULL, parent INTEGER, ops TEXT "
+                   "NOT NULL, spec TEXT NOT NULL, blobs TEXT NOT NULL, shapes TEXT NOT NULL, created_at REAL NOT NULL, "
+                   "PRIMARY KEY (model, version))")  # fmt: skip
+        db.execute("CREATE TABLE pins (model TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (model, version))")
+        db.execute("INSERT INTO versions VALUES ('m', 1, NULL, '[]', '{}', '{\"fc\": \"d1\"}', '{}', 0.0)")
+    j = SQLiteJournal(path)
+    with j.sweep_lock() as referenced:
+        assert referenced == {"d1"}
+    assert j.latest("m") is not None and j.latest("m").blobs == {"fc": "d1"}  # type: ignore[union-attr]
+
+
+def test_dir_blobs_sweep_half_written_temporaries(tmp_path: Path) -> None:
+    blobs = DirBlobs(tmp_path)
+    digest, data = encode({"w": torch.ones(4)})
+    blobs.put(digest, data)
+    tmp = blobs.path(digest).parent / ".tmp-deadbeef"
+    tmp.write_bytes(b"partial")
+    assert blobs.sweep_temporaries() == 1 and not tmp.exists() and blobs.path(digest).exists()
+
+
+def test_a_full_journal_is_a_storage_error_that_leaves_no_row(tmp_path: Path) -> None:
+    """SQLite rolls a transaction back by itself on SQLITE_FULL; a second ROLLBACK used to raise "cannot rollback -
+    no transaction is active" over the real cause. `max_page_count` makes the database full for real."""
+    from app.store import StorageFullError, VersionRecord
+
+    j = SQLiteJournal(tmp_path / "j.sqlite3")
+    pages = j._db.execute("PRAGMA page_count").fetchone()[0]
+    j._db.execute(f"PRAGMA max_page_count={pages}")
+    big = VersionRecord("m", 1, None, [], {"blob": "x" * 200_000}, {"a": "d"}, 0.0)
+    with pytest.raises(StorageFullError) as e:
+        j.append(big)
+    assert str(tmp_path / "j.sqlite3") in str(e.value) and e.value.needed and e.value.needed > 200_000
+    assert j.latest("m") is None
+    j._db.execute("PRAGMA max_page_count=1073741823")
+    j.append(big)  # space is back: the same version number commits
+    assert j.version_numbers("m") == [1]

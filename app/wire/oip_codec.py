@@ -10,9 +10,11 @@ major, no padding, BOOL one byte per element). A requested output asks for binar
 ``parameters.binary_data``; the request-level ``parameters.binary_data_output`` is the default for
 outputs that do not say (``tritonclient`` sets it when it names no outputs).
 
-Pure numpy + orjson on purpose: this module sits on the request path and in unit tests, so it must not
-pull in torch or FastAPI. Every client mistake raises :class:`OIPError` with a message that names the
-tensor and says what was expected and what arrived, because a bare "bad request" is useless to callers.
+Pure numpy + orjson on purpose: this module sits on the request path, in the torch-free client and CLI, and in
+unit tests, so it must not pull in torch or FastAPI. Datatypes and JSON value checks come from the one table
+(app.graph.datatypes) and the one converter (app.graph.arrays) the whole server uses. Every client mistake raises
+:class:`OIPError` with a message that names the tensor and says what was expected and what arrived, because a bare
+"bad request" is useless to callers.
 """
 
 from __future__ import annotations
@@ -24,24 +26,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-OIP_TO_NUMPY: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-}
-NUMPY_TO_OIP: dict[np.dtype, str] = {dt: name for name, dt in OIP_TO_NUMPY.items()}
+from app.graph.arrays import MAX_NDIM, ArrayError, from_json, json_type
+from app.graph.datatypes import DATATYPES, NUMPY_TO_OIP, OIP_TO_NUMPY, wire_problem
 
-# numpy 1.x caps arrays at 32 dimensions (2.x at 64); refusing more up front keeps reshape errors out.
-_MAX_NDIM = 32
 _HEADER = "Inference-Header-Content-Length"
 
 
@@ -87,22 +74,22 @@ def decode_request(body: bytes, header_length: int | None, *, max_elements: int 
     except orjson.JSONDecodeError as e:
         raise OIPError(f"request header is not valid JSON: {e}") from None
     if not isinstance(doc, dict):
-        raise OIPError(f"request must be a JSON object, got {_jtype(doc)}")
+        raise OIPError(f"request must be a JSON object, got {json_type(doc)}")
 
     req_id = doc.get("id")
     if req_id is not None and not isinstance(req_id, str):
-        raise OIPError(f"'id' must be a string, got {_jtype(req_id)}")
+        raise OIPError(f"'id' must be a string, got {json_type(req_id)}")
     params = _params(doc, "request")
     bdo = params.get("binary_data_output", False)
     if not isinstance(bdo, bool):
-        raise OIPError(f"request parameters.binary_data_output must be a boolean, got {_jtype(bdo)}")
+        raise OIPError(f"request parameters.binary_data_output must be a boolean, got {json_type(bdo)}")
     outputs = _requested_outputs(doc.get("outputs"))  # cheap checks first, before any tensor is built
 
     raw_inputs = doc.get("inputs")
     if raw_inputs is None:
         raise OIPError("request has no 'inputs'")
     if not isinstance(raw_inputs, list):
-        raise OIPError(f"'inputs' must be a list, got {_jtype(raw_inputs)}")
+        raise OIPError(f"'inputs' must be a list, got {json_type(raw_inputs)}")
 
     inputs: dict[str, np.ndarray] = {}
     offset = h
@@ -119,7 +106,7 @@ def decode_request(body: bytes, header_length: int | None, *, max_elements: int 
                 raise OIPError(f"input '{name}': has both 'data' and parameters.binary_data_size")
             want = count * dtype.itemsize
             if isinstance(size, bool) or not isinstance(size, int):
-                raise OIPError(f"input '{name}': binary_data_size must be an integer, got {_jtype(size)}")
+                raise OIPError(f"input '{name}': binary_data_size must be an integer, got {json_type(size)}")
             if size != want:
                 raise OIPError(
                     f"input '{name}': {_oip(dtype)} shape {shape} needs binary_data_size {want}, got {size}"
@@ -152,22 +139,6 @@ def decode_request(body: bytes, header_length: int | None, *, max_elements: int 
     )
 
 
-_JSON_NAMES: dict[type, str] = {
-    type(None): "null",
-    bool: "boolean",
-    int: "integer",
-    float: "number",
-    str: "string",
-    list: "array",
-    dict: "object",
-}
-
-
-def _jtype(v: Any) -> str:
-    """JSON-flavoured type name for error messages (clients speak JSON, not Python)."""
-    return _JSON_NAMES.get(type(v), type(v).__name__)
-
-
 def _oip(dtype: np.dtype) -> str:
     return NUMPY_TO_OIP[dtype]
 
@@ -177,20 +148,22 @@ def _params(obj: dict, what: str) -> dict:
     if p is None:
         return {}
     if not isinstance(p, dict):
-        raise OIPError(f"{what}: 'parameters' must be an object, got {_jtype(p)}")
+        raise OIPError(f"{what}: 'parameters' must be an object, got {json_type(p)}")
     return p
 
 
 def _tensor_header(spec: Any, index: int, max_elements: int) -> tuple[str, np.dtype, list[int], int]:
     """Validate name/datatype/shape and return the element count, before any data is touched."""
     if not isinstance(spec, dict):
-        raise OIPError(f"inputs[{index}] must be an object, got {_jtype(spec)}")
+        raise OIPError(f"inputs[{index}] must be an object, got {json_type(spec)}")
     name = spec.get("name")
     if not isinstance(name, str):
-        raise OIPError(f"inputs[{index}]: 'name' must be a string, got {_jtype(name)}")
+        raise OIPError(f"inputs[{index}]: 'name' must be a string, got {json_type(name)}")
     dt_name = spec.get("datatype")
     dtype = OIP_TO_NUMPY.get(dt_name) if isinstance(dt_name, str) else None
     if dtype is None:
+        if isinstance(dt_name, str) and dt_name in DATATYPES:  # a model datatype that cannot cross the wire
+            raise OIPError(f"input '{name}': {wire_problem(dt_name)}")
         hint = " (BYTES is not supported)" if dt_name == "BYTES" else ""
         raise OIPError(
             f"input '{name}': unknown datatype {dt_name!r}{hint}, expected one of {', '.join(OIP_TO_NUMPY)}"
@@ -198,8 +171,8 @@ def _tensor_header(spec: Any, index: int, max_elements: int) -> tuple[str, np.dt
     shape = spec.get("shape")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise OIPError(f"input '{name}': shape must be a list of non-negative integers, got {shape!r}")
-    if len(shape) > _MAX_NDIM:
-        raise OIPError(f"input '{name}': shape has {len(shape)} dimensions, at most {_MAX_NDIM} allowed")
+    if len(shape) > MAX_NDIM:
+        raise OIPError(f"input '{name}': shape has {len(shape)} dimensions, at most {MAX_NDIM} allowed")
     count = math.prod(shape)  # exact Python int: no overflow, and nothing allocated yet
     if count > max_elements:
         raise OIPError(f"input '{name}': shape {shape} has {count} elements, limit is {max_elements}")
@@ -216,84 +189,26 @@ def _from_binary(body: bytes, offset: int, dtype: np.dtype, shape: list[int], co
     return raw.astype(dtype, copy=True).reshape(shape)
 
 
-def _flatten(data: Any, name: str, shape: list[int], count: int) -> list:
-    """Flatten JSON 'data' (flat, or nested exactly like ``shape``) level by level, without recursion,
-    so hostile nesting costs one pass and cannot exhaust the Python stack."""
-    if not isinstance(data, list):
-        raise OIPError(f"input '{name}': 'data' must be an array, got {_jtype(data)}")
-    if data and isinstance(data[0], list):  # nested form: each level must match its dimension exactly
-        level = [data]
-        for depth, dim in enumerate(shape):
-            nxt: list = []
-            for item in level:
-                if not isinstance(item, list):
-                    raise OIPError(
-                        f"input '{name}': nested data at depth {depth} has a {_jtype(item)} "
-                        f"where shape {shape} needs an array of {dim}"
-                    )
-                if len(item) != dim:
-                    raise OIPError(
-                        f"input '{name}': nested data at depth {depth} has {len(item)} entries, "
-                        f"shape {shape} needs {dim}"
-                    )
-                nxt.extend(item)
-            level = nxt
-        data = level
-    if len(data) != count:
-        raise OIPError(f"input '{name}': shape {shape} needs {count} elements, got {len(data)}")
-    return data
-
-
-_ALLOWED = {"b": {bool}, "i": {int}, "u": {int}, "f": {int, float}}
-_WANT = {"b": "booleans", "i": "integers", "u": "integers", "f": "numbers"}
-
-
 def _from_json(data: Any, name: str, dtype: np.dtype, shape: list[int], count: int) -> np.ndarray:
-    """Type- and range-check JSON values, then convert in one numpy call.
-
-    Checks run before conversion because numpy is permissive: it turns "1.5" into 1.5, True into 1,
-    and wraps 300 into a uint8. ``set(map(type, ...))`` keeps the per-element cost in C.
-    """
-    flat = _flatten(data, name, shape, count)
-    kind = dtype.kind
-    dt_name = _oip(dtype)
-    bad = set(map(type, flat)) - _ALLOWED[kind]
-    if bad:
-        if list in bad:
-            raise OIPError(
-                f"input '{name}': data is nested deeper than shape {shape} or mixes arrays and values"
-            )
-        got = ", ".join(sorted(_JSON_NAMES.get(t, t.__name__) for t in bad))
-        raise OIPError(f"input '{name}': {dt_name} data needs {_WANT[kind]}, got {got}")
-    if kind in "iu" and flat:
-        info = np.iinfo(dtype)
-        lo, hi = min(flat), max(flat)
-        if lo < info.min or hi > info.max:
-            v = lo if lo < info.min else hi
-            raise OIPError(f"input '{name}': value {v} out of range for {dt_name} [{info.min}, {info.max}]")
     try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            arr = np.asarray(flat, dtype=dtype)
-    except (OverflowError, ValueError, TypeError) as e:  # e.g. an integer too large for a float
-        raise OIPError(f"input '{name}': {dt_name} data could not be converted: {e}") from None
-    if kind == "f" and not np.isfinite(arr).all():
-        raise OIPError(f"input '{name}': value out of range for {dt_name} (must be finite)")
-    return arr.reshape(shape)
+        return from_json(data, _oip(dtype), what=f"input '{name}'", shape=shape, max_elements=max(count, 1))
+    except ArrayError as e:
+        raise OIPError(e.message) from None
 
 
 def _requested_outputs(raw: Any) -> list[RequestedOutput]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise OIPError(f"'outputs' must be a list, got {_jtype(raw)}")
+        raise OIPError(f"'outputs' must be a list, got {json_type(raw)}")
     out: list[RequestedOutput] = []
     seen: set[str] = set()
     for i, spec in enumerate(raw):
         if not isinstance(spec, dict):
-            raise OIPError(f"outputs[{i}] must be an object, got {_jtype(spec)}")
+            raise OIPError(f"outputs[{i}] must be an object, got {json_type(spec)}")
         name = spec.get("name")
         if not isinstance(name, str):
-            raise OIPError(f"outputs[{i}]: 'name' must be a string, got {_jtype(name)}")
+            raise OIPError(f"outputs[{i}]: 'name' must be a string, got {json_type(name)}")
         if name in seen:
             raise OIPError(f"duplicate requested output '{name}'")
         seen.add(name)
@@ -305,7 +220,7 @@ def _requested_outputs(raw: Any) -> list[RequestedOutput]:
         # The spec's per-output key is "binary_data"; "binary_data_output" is accepted as an alias.
         binary = p.get("binary_data", p.get("binary_data_output"))
         if binary is not None and not isinstance(binary, bool):
-            raise OIPError(f"output '{name}': parameters.binary_data must be a boolean, got {_jtype(binary)}")
+            raise OIPError(f"output '{name}': parameters.binary_data must be a boolean, got {json_type(binary)}")
         out.append(RequestedOutput(name=name, binary=binary))
     return out
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from app.api.oip_codec import (
+from app.wire.oip_codec import (
     NUMPY_TO_OIP,
     OIP_TO_NUMPY,
     InferRequest,
@@ -312,13 +312,13 @@ def test_error_data_not_a_list() -> None:
 @pytest.mark.parametrize(
     ("dt", "data", "expect"),
     [
-        ("BOOL", [1, 0], "BOOL data needs booleans, got integer"),
-        ("INT32", [1.0, 2], "INT32 data needs integers, got number"),
-        ("INT32", [True, 2], "INT32 data needs integers, got boolean"),
-        ("UINT8", ["1", 2], "UINT8 data needs integers, got string"),
-        ("FP32", [None, 2.0], "FP32 data needs numbers, got null"),
-        ("FP32", [True, 2.0], "FP32 data needs numbers, got boolean"),
-        ("FP64", [{}, 2.0], "FP64 data needs numbers, got object"),
+        ("BOOL", [1, 0], "BOOL data needs booleans, got integers"),
+        ("INT32", [1.0, 2], "INT32 data needs integers, got numbers"),
+        ("INT32", [True, 2], "INT32 data needs integers, got booleans"),
+        ("UINT8", ["1", 2], "UINT8 data needs integers, got strings"),
+        ("FP32", [None, 2.0], "FP32 data needs numbers, got nulls"),
+        ("FP32", [True, 2.0], "FP32 data needs numbers, got booleans"),
+        ("FP64", [{}, 2.0], "FP64 data needs numbers, got objects"),
     ],
 )
 def test_error_value_types(dt: str, data: list, expect: str) -> None:
@@ -343,7 +343,7 @@ def test_error_int_range(dt: str, value: int, expect: str) -> None:
 
 def test_error_integer_beyond_64_bits() -> None:
     # orjson turns integers beyond 64 bits into floats, which an integer datatype then rejects.
-    assert "UINT64 data needs integers, got number" in err(
+    assert "UINT64 data needs integers, got numbers" in err(
         b'{"inputs":[{"name":"x","datatype":"UINT64","shape":[1],"data":[18446744073709551616]}]}'
     )
 

@@ -1,0 +1,215 @@
+"""The device worker on its own, with a fake runnable: batching, swaps between batches, cancel, failure isolation.
+
+The fake holds the worker thread on an event instead of relying on delays, so every test is deterministic and
+fast; the only waits are on events and futures, with generous timeouts that a correct worker never reaches.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+
+import pytest
+import torch
+
+from app.serving.errors import BadInputError, QueueFullError, UnavailableError
+from app.serving.metrics import Metrics
+from app.serving.worker import DeviceWorker, InferItem, InferResult
+
+WAIT = 10.0  # seconds; only reached when the worker is broken
+
+
+class FakeModel:
+    """y = x * scale + version marker; records each batch; `hold()` blocks the next call until `release()`."""
+
+    def __init__(self, scale: float = 1.0, fail_on: float | None = None) -> None:
+        self.scale = scale
+        self.fail_on = fail_on
+        self.batches: list[int] = []
+        self.entered = threading.Event()
+        self._gate = threading.Event()
+        self._gate.set()
+
+    def hold(self) -> None:
+        self._gate.clear()
+        self.entered.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def __call__(self, x: torch.Tensor) -> Sequence[torch.Tensor]:
+        self.batches.append(int(x.shape[0]))
+        self.entered.set()
+        assert self._gate.wait(WAIT), "the test never released the worker"
+        if self.fail_on is not None and bool((x == self.fail_on).any()):
+            raise ValueError("cannot compute on this value")
+        return (x * self.scale,)
+
+
+def _item(rows: torch.Tensor, version: int | None = None) -> tuple[InferItem, Future[InferResult]]:
+    fut: Future[InferResult] = Future()
+
+    def deliver(r: InferResult | BaseException) -> None:
+        if isinstance(r, BaseException):
+            fut.set_exception(r)
+        else:
+            fut.set_result(r)
+
+    return InferItem((rows,), version, deliver), fut
+
+
+@pytest.fixture
+def make_worker() -> Iterator[Callable[..., tuple[DeviceWorker, FakeModel]]]:
+    workers: list[DeviceWorker] = []
+    models: list[FakeModel] = []
+
+    def factory(model: FakeModel | None = None, **kw: float) -> tuple[DeviceWorker, FakeModel]:
+        opts = {"max_batch_size": 8, "max_batch_delay_s": 0.0, "max_queue": 64, "resident_limit": 4, **kw}
+        w = DeviceWorker("m", torch.device("cpu"), metrics=Metrics(), **opts)  # type: ignore[arg-type]
+        fake = model or FakeModel()
+        w.start(1, fake)
+        workers.append(w)
+        models.append(fake)
+        return w, fake
+
+    yield factory
+    for m in models:
+        m.release()
+    for w in workers:
+        w.stop()
+
+
+def _rows(start: float, n: int = 1, width: int = 4) -> torch.Tensor:
+    return torch.arange(start, start + n * width, dtype=torch.float32).reshape(n, width)
+
+
+def _occupy(w: DeviceWorker, fake: FakeModel) -> Future[InferResult]:
+    """Put one request on the worker and hold it there, so that what is submitted next queues up."""
+    fake.hold()
+    item, fut = _item(_rows(-100))
+    w.submit(item)
+    assert fake.entered.wait(WAIT)
+    return fut
+
+
+def test_queued_requests_form_batches_up_to_max_size_each_getting_its_own_rows(make_worker) -> None:  # type: ignore[no-untyped-def]
+    w, fake = make_worker(max_batch_size=4)
+    first = _occupy(w, fake)
+    items = [_item(_rows(10.0 * i, n=1)) for i in range(10)]
+    for item, _ in items:
+        w.submit(item)
+    fake.release()
+    for i, (_, fut) in enumerate(items):
+        r = fut.result(WAIT)
+        assert r.version == 1 and torch.equal(torch.from_numpy(r.outputs[0]), _rows(10.0 * i))
+    first.result(WAIT)
+    assert fake.batches == [1, 4, 4, 2]
+
+
+def test_requests_batch_only_with_the_same_trailing_shape_and_version(make_worker) -> None:  # type: ignore[no-untyped-def]
+    w, fake = make_worker()
+    w.swap(2, fake, make_current=False).result(WAIT)  # version 2 resident beside the current version 1
+    first = _occupy(w, fake)
+    a, fa = _item(_rows(0, width=4))
+    b, fb = _item(_rows(100, width=6))  # another trailing shape
+    c, fc = _item(_rows(200, width=4), version=2)  # another version
+    d, fd = _item(_rows(300, width=4))
+    for it in (a, b, c, d):
+        w.submit(it)
+    fake.release()
+    results = [f.result(WAIT) for f in (fa, fb, fc, fd)]
+    first.result(WAIT)
+    assert fake.batches == [1, 2, 1, 1]  # a+d together; b alone; c alone
+    assert [r.version for r in results] == [1, 1, 2, 1]
+    assert torch.equal(torch.from_numpy(results[3].outputs[0]), _rows(300))
+
+
+def test_max_delay_waits_for_more_rows_of_a_batch(make_worker) -> None:  # type: ignore[no-untyped-def]
+    """A long delay lets a second request join the first one's batch although it arrives later."""
+    w, fake = make_worker(max_batch_size=2, max_batch_delay_s=30.0)
+    a, fa = _item(_rows(0))
+    w.submit(a)
+    b, fb = _item(_rows(10))
+    w.submit(b)  # fills the batch of 2: no need to wait the 30 s out
+    assert fa.result(WAIT).version == 1 and fb.result(WAIT).version == 1
+    assert fake.batches == [2]
+
+
+def test_a_swap_goes_ahead_of_queued_requests(make_worker) -> None:  # type: ignore[no-untyped-def]
+    w, fake = make_worker()
+    first = _occupy(w, fake)
+    queued = [_item(_rows(i)) for i in range(3)]
+    for item, _ in queued:
+        w.submit(item)
+    v2 = FakeModel(scale=2.0)
+    swapped = w.swap(2, v2)
+    fake.release()
+    swapped.result(WAIT)
+    assert first.result(WAIT).version == 1  # the batch in flight finishes on the old version
+    for i, (_, fut) in enumerate(queued):
+        r = fut.result(WAIT)
+        assert r.version == 2 and torch.equal(torch.from_numpy(r.outputs[0]), _rows(i) * 2)
+    assert w.resident_versions() == [1, 2]
+
+
+def test_cancel_gives_the_queue_slot_back_and_the_request_never_runs(make_worker) -> None:  # type: ignore[no-untyped-def]
+    w, fake = make_worker(max_queue=2)
+    first = _occupy(w, fake)
+    a, fa = _item(_rows(1))
+    b, fb = _item(_rows(2))
+    w.submit(a)
+    w.submit(b)
+    with pytest.raises(QueueFullError):
+        w.submit(_item(_rows(3))[0])
+    w.cancel(a)
+    assert w.queue_depth() == 1
+    c, fc = _item(_rows(4))
+    w.submit(c)
+    fake.release()
+    first.result(WAIT)
+    assert fb.result(WAIT).version == 1 and fc.result(WAIT).version == 1
+    assert not fa.done()
+    assert fake.batches == [1, 2]
+
+
+def test_a_failing_input_fails_alone(make_worker) -> None:  # type: ignore[no-untyped-def]
+    w, fake = make_worker(FakeModel(fail_on=13.0))
+    first = _occupy(w, fake)
+    good1, f1 = _item(_rows(0))
+    bad, fbad = _item(torch.full((1, 4), 13.0))
+    good2, f2 = _item(_rows(20, n=2))
+    for it in (good1, bad, good2):
+        w.submit(it)
+    fake.release()
+    first.result(WAIT)
+    assert torch.equal(torch.from_numpy(f1.result(WAIT).outputs[0]), _rows(0))
+    assert torch.equal(torch.from_numpy(f2.result(WAIT).outputs[0]), _rows(20, n=2))
+    with pytest.raises(BadInputError, match="cannot compute"):
+        fbad.result(WAIT)
+    assert fake.batches[:2] == [1, 4]  # the batch of three ran (and failed) once, then each request alone
+
+
+def test_stop_fails_what_is_queued_and_finishes_what_runs(make_worker) -> None:  # type: ignore[no-untyped-def]
+    w, fake = make_worker()
+    first = _occupy(w, fake)
+    queued, fq = _item(_rows(1))
+    w.submit(queued)
+    stopper = threading.Thread(target=w.stop)
+    stopper.start()
+    with pytest.raises(UnavailableError):
+        fq.result(WAIT)
+    fake.release()
+    stopper.join(WAIT)
+    assert first.result(WAIT).version == 1
+    with pytest.raises(UnavailableError):
+        w.submit(_item(_rows(2))[0])
+
+
+def test_eviction_keeps_the_current_version_and_drop_forgets(make_worker) -> None:  # type: ignore[no-untyped-def]
+    w, fake = make_worker(resident_limit=2)
+    w.swap(2, fake).result(WAIT)
+    w.swap(3, fake, make_current=False).result(WAIT)  # old version brought back: evicts 1, keeps current 2
+    assert w.resident_versions() == [2, 3]
+    w.drop({2, 3}).result(WAIT)  # the current version is never dropped
+    assert w.resident_versions() == [2]
