@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from app.store import GcResult, Store, StoreError, VersionRecord, open_store
 
 from .budget import MemoryBudget
 from .errors import ModelExistsError
+from .events import EventHub  # events hook
 from .inference import Inference
 from .metrics import Metrics
 from .pipeline import EditOutcome, EditPipeline, weights_op
@@ -64,7 +66,9 @@ class Registry:
         self.store = store if store is not None else open_store(settings)
         self.budget = MemoryBudget(settings.model_bytes_limit)
         self.inference = Inference(self.device, settings.request_timeout_s)
-        self.pipeline = EditPipeline(self.store, metrics, self.budget, self.device, settings.keep_versions)
+        self.events = EventHub()  # events hook: committed versions, models created and deleted (SSE)
+        self.pipeline = EditPipeline(self.store, metrics, self.budget, self.device, settings.keep_versions,
+                                     on_commit=lambda _served, v: self.events.version_committed(v))  # events hook
         self._models: dict[str, ServedModel] = {}
         self._lock = threading.Lock()
         #: Models the server was asked to serve (state dir and --model) that could not be loaded, with why.
@@ -122,6 +126,7 @@ class Registry:
             holder.append(served)
             worker.start(first.version, runnable)
             self._models[first.model] = served
+            self.events.model_created(first.model, first.version)  # events hook
         log.info("model %s: serving version %d on %s", first.model, first.version, self.device)
         return served
 
@@ -162,6 +167,7 @@ class Registry:
 
         await asyncio.to_thread(remove)
         log.info("model %s: removed", name)
+        self.events.model_deleted(name)  # events hook
 
     # -- lookups -----------------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -228,7 +234,10 @@ class Registry:
 
     # -- inference and edits -----------------------------------------------------------------------------
     async def infer(self, name: str, arrays: Mapping[str, np.ndarray], version: int | None = None) -> InferResult:
-        return await self.inference.infer(self.get(name), arrays, version)
+        started = time.perf_counter()  # metrics hook: per-model latency
+        result = await self.inference.infer(self.get(name), arrays, version)
+        self.metrics.inference_latency.labels(name).observe(time.perf_counter() - started)  # metrics hook
+        return result
 
     async def edit(self, name: str, ops: list[Any], *, if_version: int | None = None, dry_run: bool = False,
                    allow_output_change: bool = False) -> EditOutcome:  # fmt: skip
