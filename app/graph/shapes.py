@@ -34,6 +34,7 @@ Probe = tuple[tuple[int, ...], tuple[int, ...]]
 #: What the journal saves per node: both probes and the OIP datatype; for a tuple-valued node
 #: `{"elements": [[probe_a, probe_b, datatype], ...]}`.
 RecordedShape = tuple[list[int], list[int], str] | dict[str, list[Any]]
+_FLOATS = ("FP16", "BF16", "FP32", "FP64")
 _PROBE_SIZES = ((2, 32), (3, 40))  # (batch, other variable dims) for the two probes
 
 
@@ -109,7 +110,9 @@ def propagate(
             tuple(size if d == -1 and i == 0 else other if d == -1 else d for i, d in enumerate(t.shape))
             for size, other in _PROBE_SIZES
         )
-        table[t.name] = NodeShape(t.shape, t.datatype, probes, ())  # type: ignore[arg-type]
+        # With a compute datatype, floating inputs reach the first layers already cast (spec.build_graph_module).
+        datatype = spec.compute_datatype if spec.compute_datatype and t.datatype in _FLOATS else t.datatype
+        table[t.name] = NodeShape(t.shape, datatype, probes, ())  # type: ignore[arg-type]
     mode: FakeTensorMode | None = None
     for node in spec.nodes:
         ins = [table[i] for i in node.inputs]

@@ -21,6 +21,7 @@ import torch
 from pydantic import BaseModel
 
 from app.graph import GraphError, LiveModel, ModelVersion, NotFoundError, SetWeightsOp, TensorSpec, shapes
+from app.graph.edits import recast
 from app.settings import Settings
 from app.store import GcResult, Store, StoreError, VersionRecord, open_store
 
@@ -50,6 +51,8 @@ class ModelStatus(BaseModel):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     params: int
+    #: What the layers compute in; `inputs` and `outputs` show the wire datatypes clients send and receive.
+    compute_datatype: str = "FP32"
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,8 @@ class Registry:
             if first.model in self._models or first.model in self.failed:
                 log.info("model %s: already in the state dir, resuming from it", first.model)
                 continue
-            self._serve(first, persist=True, startup=True)
+            self._serve(recast(first, self.settings.dtype) if self.settings.dtype else first, persist=True,
+                        startup=True)  # fmt: skip
         # Restored versions skip shape propagation (the journal recorded it), so the first edit would pay its
         # start-up cost (seconds): pay it beside serving instead.
         threading.Thread(target=shapes.prime, name="prime-shapes", daemon=True).start()
@@ -142,14 +146,16 @@ class Registry:
         self.store.close()
 
     # -- models ------------------------------------------------------------------------------------------
-    def add(self, name: str, source: ModelSource) -> ServedModel:
-        """Create and serve a new model (blocking: it loads, warms up and journals the first version)."""
+    def add(self, name: str, source: ModelSource, dtype: str | None = None) -> ServedModel:
+        """Create and serve a new model (blocking: it loads, warms up and journals the first version); `dtype`: the
+        datatype it computes in (FP16/BF16; inputs and outputs stay as they are)."""
         if name in self._models:  # before loading anything: a taken name costs nothing
             raise ModelExistsError(f"model {name!r} already exists")
-        return self._serve(source.load(name, self.budget), persist=True)
+        first = source.load(name, self.budget)
+        return self._serve(recast(first, dtype) if dtype else first, persist=True)
 
-    async def create(self, name: str, source: ModelSource) -> ModelStatus:
-        await asyncio.to_thread(self.add, name, source)
+    async def create(self, name: str, source: ModelSource, dtype: str | None = None) -> ModelStatus:
+        await asyncio.to_thread(self.add, name, source, dtype)
         return await self.status(name)
 
     async def remove(self, name: str) -> None:
@@ -199,7 +205,7 @@ class Registry:
             name=name, version=v.version, versions=count, resident_versions=served.worker.resident_versions(),
             device=str(self.device), queue_depth=served.worker.queue_depth(), inputs=list(v.inputs),
             outputs=[TensorSpec(name=o.name, datatype=o.datatype or "FP32", shape=o.shape or (-1,)) for o in v.outputs],
-            params=v.total_params(),
+            params=v.total_params(), compute_datatype=v.spec.compute_datatype or "FP32",
         )  # fmt: skip
 
     def readiness(self) -> Readiness:

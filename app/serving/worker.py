@@ -23,6 +23,7 @@ import torch
 
 from app.graph.errors import short_message
 
+from .devices import ops_for
 from .errors import BadInputError, NotResidentError, QueueFullError, UnavailableError
 from .metrics import Metrics
 
@@ -92,6 +93,7 @@ class DeviceWorker:
     ) -> None:
         self.model = model
         self.device = device
+        self._ops = ops_for(device)
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max_batch_delay_s
         self.max_queue = max_queue
@@ -329,8 +331,7 @@ class DeviceWorker:
         else:
             args = [torch.cat([x[i] for x in inputs]) for i in range(n)]
         rows = args[0].shape[0]
-        if self.device.type != "cpu":
-            args = [a.to(self.device, non_blocking=True) for a in args]
+        args = self._ops.to_device(args)
         with torch.inference_mode():
             outs = runnable(*args)
         result = []
