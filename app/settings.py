@@ -10,7 +10,6 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-
 _DTYPE_ALIASES = {"fp32": "FP32", "float32": "FP32", "float": "FP32", "fp16": "FP16", "float16": "FP16",
                   "half": "FP16", "bf16": "BF16", "bfloat16": "BF16"}  # fmt: skip
 

@@ -326,10 +326,7 @@ class DeviceWorker:
 
     def _forward(self, runnable: Runnable, inputs: list[tuple[torch.Tensor, ...]]) -> list[np.ndarray]:
         n = len(inputs[0])
-        if len(inputs) == 1:
-            args = list(inputs[0])
-        else:
-            args = [torch.cat([x[i] for x in inputs]) for i in range(n)]
+        args = list(inputs[0]) if len(inputs) == 1 else [torch.cat([x[i] for x in inputs]) for i in range(n)]
         rows = args[0].shape[0]
         args = self._ops.to_device(args)
         with torch.inference_mode():
