@@ -45,11 +45,17 @@ class _Target:
 @cli.callback()
 def _root(
     ctx: typer.Context,
-    url: Annotated[str | None, typer.Option(
-        envvar="MORPHSERVE_URL", show_default=False,
-        help="server address for client commands [default: http://127.0.0.1:8000]")] = None,
-    token: Annotated[str | None, typer.Option(
-        envvar="MORPHSERVE_TOKEN", show_default=False, help="admin bearer token for edits")] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MORPHSERVE_URL",
+            show_default=False,
+            help="server address for client commands [default: http://127.0.0.1:8000]",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(envvar="MORPHSERVE_TOKEN", show_default=False, help="admin bearer token for edits")
+    ] = None,
 ) -> None:
     """morphserve: serve PyTorch models you can edit live."""
     ctx.obj = _Target(url, token)
@@ -59,27 +65,47 @@ def _root(
 def serve(
     host: Annotated[str | None, typer.Option(help="address to listen on [env MORPHSERVE_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="port [env MORPHSERVE_PORT]")] = None,
-    model: Annotated[list[str] | None, typer.Option(
-        "--model", help="zoo name or spec path, `name=path` to name it; repeatable [env MORPHSERVE_MODELS]")] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model", help="zoo name or spec path, `name=path` to name it; repeatable [env MORPHSERVE_MODELS]"
+        ),
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto|cpu|cuda|cuda:N [env MORPHSERVE_DEVICE]")] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="rows per batch [env MORPHSERVE_MAX_BATCH_SIZE]")] = None,
-    max_batch_delay_ms: Annotated[float | None, typer.Option(
-        help="longest wait to fill a batch [env MORPHSERVE_MAX_BATCH_DELAY_MS]")] = None,
+    max_batch_delay_ms: Annotated[
+        float | None, typer.Option(help="longest wait to fill a batch [env MORPHSERVE_MAX_BATCH_DELAY_MS]")
+    ] = None,
+    batch_wait: Annotated[
+        str | None,
+        typer.Option(
+            help="adaptive (wait only when arrivals would fill the batch) | full (always wait up to the delay) "
+            "[env MORPHSERVE_BATCH_WAIT]"
+        ),
+    ] = None,
     admin_token: Annotated[str | None, typer.Option(help="bearer token for edits [env MORPHSERVE_ADMIN_TOKEN]")] = None,
     state_dir: Annotated[Path | None, typer.Option(help="journal and weights [env MORPHSERVE_STATE_DIR]")] = None,
     max_body_mb: Annotated[float | None, typer.Option(help="request body limit [env MORPHSERVE_MAX_BODY_MB]")] = None,
     max_queue: Annotated[int | None, typer.Option(help="queued requests before 503 [env MORPHSERVE_MAX_QUEUE]")] = None,
-    request_timeout_s: Annotated[float | None, typer.Option(
-        help="inference timeout [env MORPHSERVE_REQUEST_TIMEOUT_S]")] = None,
-    resident_versions: Annotated[int | None, typer.Option(
-        help="versions kept on the device [env MORPHSERVE_RESIDENT_VERSIONS]")] = None,
+    request_timeout_s: Annotated[
+        float | None, typer.Option(help="inference timeout [env MORPHSERVE_REQUEST_TIMEOUT_S]")
+    ] = None,
+    resident_versions: Annotated[
+        int | None, typer.Option(help="versions kept on the device [env MORPHSERVE_RESIDENT_VERSIONS]")
+    ] = None,
     log_level: Annotated[str | None, typer.Option(help="debug|info|warning [env MORPHSERVE_LOG_LEVEL]")] = None,
-    fresh: Annotated[bool | None, typer.Option(
-        "--fresh", help="start with an empty state dir (deletes its journal and blobs) [env MORPHSERVE_FRESH]")] = None,
-    fsync: Annotated[bool | None, typer.Option(
-        "--fsync/--no-fsync", help="fsync before acknowledging edits [env MORPHSERVE_FSYNC]")] = None,
-    keep_versions: Annotated[int | None, typer.Option(
-        help="after each edit keep only the last N versions [env MORPHSERVE_KEEP_VERSIONS]")] = None,
+    fresh: Annotated[
+        bool | None,
+        typer.Option(
+            "--fresh", help="start with an empty state dir (deletes its journal and blobs) [env MORPHSERVE_FRESH]"
+        ),
+    ] = None,
+    fsync: Annotated[
+        bool | None, typer.Option("--fsync/--no-fsync", help="fsync before acknowledging edits [env MORPHSERVE_FSYNC]")
+    ] = None,
+    keep_versions: Annotated[
+        int | None, typer.Option(help="after each edit keep only the last N versions [env MORPHSERVE_KEEP_VERSIONS]")
+    ] = None,
 ) -> None:
     """Serve models over HTTP (OIP v2 + the /v1 graph and edit API)."""
     import uvicorn
@@ -88,7 +114,7 @@ def serve(
 
     given = {k: v for k, v in {
         "host": host, "port": port, "models": model, "device": device, "max_batch_size": max_batch_size,
-        "max_batch_delay_ms": max_batch_delay_ms, "admin_token": admin_token, "state_dir": state_dir,
+        "max_batch_delay_ms": max_batch_delay_ms, "batch_wait": batch_wait, "admin_token": admin_token, "state_dir": state_dir,
         "max_body_mb": max_body_mb, "max_queue": max_queue, "request_timeout_s": request_timeout_s,
         "resident_versions": resident_versions, "log_level": log_level, "fresh": fresh, "fsync": fsync,
         "keep_versions": keep_versions,
@@ -227,9 +253,13 @@ def _random_inputs(signature: list[dict[str, Any]], batch: int, seed: int | None
 def infer(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="model name")],
-    file: Annotated[str | None, typer.Argument(
-        help='JSON input: a nested list, or {"input_name": nested list}; "-" or nothing reads stdin',
-        show_default=False)] = None,
+    file: Annotated[
+        str | None,
+        typer.Argument(
+            help='JSON input: a nested list, or {"input_name": nested list}; "-" or nothing reads stdin',
+            show_default=False,
+        ),
+    ] = None,
     random: Annotated[bool, typer.Option("--random", help="send a random input that fits the model")] = False,
     batch: Annotated[int, typer.Option(min=1, help="rows of the --random input")] = 1,
     seed: Annotated[int | None, typer.Option(help="seed of the --random input")] = None,
@@ -269,8 +299,10 @@ def graph(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="model name")],
     version: Annotated[int | None, typer.Option(help="a past version (default: the current one)")] = None,
-    format: Annotated[Literal["table", "json", "dot", "svg"], typer.Option(
-        "--format", "-f", help="table (terminal), json, dot, or svg (rendered by the server)")] = "table",
+    format: Annotated[
+        Literal["table", "json", "dot", "svg"],
+        typer.Option("--format", "-f", help="table (terminal), json, dot, or svg (rendered by the server)"),
+    ] = "table",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="write to this file instead of stdout")] = None,
 ) -> None:
     """Show a model's computation graph."""
@@ -360,8 +392,9 @@ def diff(
 @cli.command()
 def watch(
     ctx: typer.Context,
-    model: Annotated[str | None, typer.Argument(
-        help="model name (none: follow models created and deleted)", show_default=False)] = None,
+    model: Annotated[
+        str | None, typer.Argument(help="model name (none: follow models created and deleted)", show_default=False)
+    ] = None,
     since: Annotated[int | None, typer.Option(help="first replay the versions after this one")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per event")] = False,
 ) -> None:
@@ -393,8 +426,9 @@ def export(
     model: Annotated[str, typer.Argument(help="model name")],
     version: Annotated[int, typer.Argument(help="version to export")],
     output: Annotated[Path, typer.Option("--output", "-o", help="file to write")],
-    format: Annotated[Literal["zip", "onnx"], typer.Option(
-        "--format", "-f", help="zip (spec.json + weights.safetensors) or onnx")] = "zip",
+    format: Annotated[
+        Literal["zip", "onnx"], typer.Option("--format", "-f", help="zip (spec.json + weights.safetensors) or onnx")
+    ] = "zip",
 ) -> None:
     """Download one version as a zip (spec + safetensors weights) or an ONNX file."""
     with _client(ctx) as c:
@@ -468,8 +502,10 @@ def edit_insert(
     after: Annotated[str | None, typer.Option(help="insert after this node")] = None,
     before: Annotated[str | None, typer.Option(help="insert before this node")] = None,
     name: Annotated[str | None, typer.Option(help="id of the new node [default: generated]")] = None,
-    init: Annotated[Literal["default", "identity"], typer.Option(
-        help="identity: start as the identity function, so outputs do not change")] = "default",
+    init: Annotated[
+        Literal["default", "identity"],
+        typer.Option(help="identity: start as the identity function, so outputs do not change"),
+    ] = "default",
     seed: Annotated[int, typer.Option(min=0, help="seed of the default initialisation")] = 0,
     if_version: IfVersion = None,
     allow_output_change: AllowOutputChange = False,
@@ -523,8 +559,12 @@ def edit_weights(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="model name")],
     node: Annotated[str, typer.Argument(help="layer node whose parameters to overwrite")],
-    file: Annotated[Path, typer.Argument(help="safetensors file; tensor names as the layer's parameters",
-                                         exists=True, dir_okay=False, readable=True)],  # fmt: skip
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="safetensors file; tensor names as the layer's parameters", exists=True, dir_okay=False, readable=True
+        ),
+    ],  # fmt: skip
     if_version: IfVersion = None,
     as_json: JsonFlag = False,
 ) -> None:

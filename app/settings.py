@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         description="the longest a batch waits to fill; it waits only when requests keep arriving while batches run "
         "(a lone request never waits)",
     )  # fmt: skip
+    batch_wait: Literal["adaptive", "full"] = Field(
+        "adaptive",
+        description="adaptive: a batch waits only when arrivals predict it fills within the delay; full: every batch "
+        "waits up to the delay (TorchServe's batch_delay, Triton's max_queue_delay)",
+    )
     max_queue: int = Field(1024, ge=1, description="queued inference requests per model before 503")
     admin_token: str | None = Field(None, description="bearer token for mutating routes")
     allowed_hosts: Annotated[list[str], NoDecode] = Field(

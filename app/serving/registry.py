@@ -118,6 +118,7 @@ class Registry:
                 first.model, self.device, max_batch_size=self.settings.max_batch_size,
                 max_batch_delay_s=self.settings.max_batch_delay_ms / 1000, max_queue=self.settings.max_queue,
                 resident_limit=self.settings.resident_versions, metrics=self.metrics,
+                batch_wait=self.settings.batch_wait,
             )  # fmt: skip
             runnable = placement.place(first)
             warm_up(first, runnable, self.device)

@@ -90,6 +90,7 @@ class DeviceWorker:
         max_queue: int,
         resident_limit: int,
         metrics: Metrics,
+        batch_wait: str = "adaptive",
     ) -> None:
         self.model = model
         self.device = device
@@ -97,6 +98,7 @@ class DeviceWorker:
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max_batch_delay_s
         self.max_queue = max_queue
+        self.batch_wait = batch_wait
         self.resident_limit = resident_limit
         self._metrics = metrics
         self._queue: collections.deque[InferItem | _Swap | _Drop] = collections.deque()
@@ -278,7 +280,11 @@ class DeviceWorker:
         delay waits for it. An idle worker with a lone request therefore runs it at once, and what arrives while it
         computes forms the next batch (as Triton's dynamic batcher does without a queue delay).
         """
-        if self.max_batch_delay_s <= 0 or self._busy_rate <= 0:
+        if self.max_batch_delay_s <= 0:
+            return False
+        if self.batch_wait == "full":  # the operator asked for fixed-delay batching: fill, or wait out the delay
+            return True
+        if self._busy_rate <= 0:
             return False
         missing_requests = (self.max_batch_size - rows) / (rows / requests)
         return missing_requests / self._busy_rate <= self.max_batch_delay_s
@@ -311,7 +317,9 @@ class DeviceWorker:
             outputs = self._forward(runnable, [item.inputs for item in batch])
         except Exception as e:  # noqa: BLE001 - find which request the model cannot compute on
             if len(batch) == 1:
-                batch[0].deliver(BadInputError(f"model {self.model!r} cannot compute on this input: {short_message(e)}"))
+                batch[0].deliver(
+                    BadInputError(f"model {self.model!r} cannot compute on this input: {short_message(e)}")
+                )
                 return
             for item in batch:
                 self._execute([item])

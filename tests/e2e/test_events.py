@@ -157,3 +157,14 @@ def test_reading_needs_no_token(server: ServerProcess) -> None:
     with SSEStream(f"{server.url}/v1/models/digits/events?heartbeat=1") as s:
         assert s.next().comment == "morphserve events"
         assert s.until_heartbeat() == []
+
+
+def test_a_stream_never_reflects_a_token(server: ServerProcess) -> None:
+    wrong = "wr0ng-token-8f2c1e"
+    for url in (f"{server.url}/v1/models/digits/events?heartbeat=1&token={wrong}",
+                f"{server.url}/v1/events?heartbeat=1&access_token={wrong}"):  # fmt: skip
+        with SSEStream(url, headers={"Authorization": f"Bearer {wrong}"}) as s:
+            assert s.response is not None and s.response.status_code == 200
+            assert wrong not in "".join(f"{k}:{v}" for k, v in s.response.headers.multi_items())
+            seen = [s.next() for _ in range(3)]  # preamble, retry and a heartbeat
+            assert all(wrong not in f"{i.comment}{i.data}{i.id}{i.event}" for i in seen)

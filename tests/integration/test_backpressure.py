@@ -46,9 +46,6 @@ def _oip(rows: int) -> dict[str, Any]:
     return {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.reshape(-1).tolist()}]}
 
 
-
-
-
 async def _until(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -100,7 +97,7 @@ def test_full_queue_answers_503_with_retry_after_at_once(tmp_path: Path, monkeyp
     delay_s = 4.0
 
     async def main() -> None:
-        async with served(tmp_path, max_queue=4, max_batch_size=64, max_batch_delay_ms=delay_s * 1000) as (
+        async with served(tmp_path, max_queue=4, max_batch_size=64, max_batch_delay_ms=delay_s * 1000, batch_wait="full") as (
                 client, binary, registry):  # fmt: skip
             worker = registry.get("digits").worker
             spy = _Spy(worker, monkeypatch)
@@ -151,7 +148,7 @@ def test_request_timeout_is_configurable(tmp_path: Path, timeout_s: float, statu
     """The same slow worker (a 1-row request waits 1.5 s for batch mates) with two timeouts."""
 
     async def main() -> None:
-        async with served(tmp_path, request_timeout_s=timeout_s, max_batch_size=2, max_batch_delay_ms=1500) as (
+        async with served(tmp_path, request_timeout_s=timeout_s, max_batch_size=2, max_batch_delay_ms=1500, batch_wait="full") as (
                 client, _, registry):  # fmt: skip
             t0 = time.monotonic()
             r = await client.post(V1, json={"inputs": XS[:1].tolist()})
@@ -175,7 +172,7 @@ def test_cancelled_requests_do_not_leak_queue_slots(tmp_path: Path, monkeypatch:
 
     async def main() -> None:
         timeout = 1.0 if how == "timed out" else 30.0
-        async with served(tmp_path, max_queue=max_queue, max_batch_size=64, max_batch_delay_ms=4000,
+        async with served(tmp_path, max_queue=max_queue, max_batch_size=64, max_batch_delay_ms=4000, batch_wait="full",
                           request_timeout_s=timeout) as (client, _, registry):  # fmt: skip
             worker = registry.get("digits").worker
             spy = _Spy(worker, monkeypatch)
@@ -254,7 +251,7 @@ def test_slow_clients_do_not_stall_others_and_the_timeout_flag_works(
     """Four clients dribble their request bodies over ~4 s; meanwhile other requests complete, all of them before
     the slow bodies end. (Batches of 4 rows fill at once; a 1-row request waits 5 s for mates.)"""
     server = start_server("--model", "digits", "--admin-token", TOKEN, "--state-dir", str(tmp_path / "state"),
-                          "--max-batch-size", "4", "--max-batch-delay-ms", "5000",
+                          "--max-batch-size", "4", "--max-batch-delay-ms", "5000", "--batch-wait", "full",
                           "--request-timeout-s", "1")  # fmt: skip
     slow_n, chunks, pause = 4, 20, 0.2
     body = json.dumps({"inputs": XS[:4].tolist()}).encode()
@@ -279,6 +276,7 @@ def test_slow_clients_do_not_stall_others_and_the_timeout_flag_works(
     slow = [threading.Thread(target=dribble, args=(k,)) for k in range(slow_n)]
     for t in slow:
         t.start()
+
     def watch() -> None:
         for t in slow:
             t.join()
@@ -332,15 +330,20 @@ def test_disconnected_clients_do_not_leak_queue_slots(start_server: Callable[...
     reaches them) and exactly --max-queue requests can be queued again afterwards."""
     max_queue = 3
     server = start_server("--model", "digits", "--admin-token", TOKEN, "--state-dir", str(tmp_path / "state"),
-                          "--max-batch-size", "64", "--max-batch-delay-ms", "4000",
+                          "--max-batch-size", "64", "--max-batch-delay-ms", "4000", "--batch-wait", "full",
                           "--max-queue", str(max_queue))  # fmt: skip
 
     with httpx.Client(base_url=server.url, timeout=30) as c:
         depth = lambda: c.get("/v1/models/digits").json()["queue_depth"]  # noqa: E731
         for round_ in ("disconnect", "again"):
             held: list[httpx.Response] = []
-            holder = threading.Thread(target=lambda h=held: h.append(httpx.post(  # type: ignore[misc]
-                f"{server.url}{V1}", json={"inputs": XS[:1].tolist()}, timeout=30)))
+            holder = threading.Thread(
+                target=lambda h=held: h.append(
+                    httpx.post(  # type: ignore[misc]
+                        f"{server.url}{V1}", json={"inputs": XS[:1].tolist()}, timeout=30
+                    )
+                )
+            )
             holder.start()
             # The holder reaches the worker within milliseconds and is then held for 4 s; nothing on the server
             # shows that moment (a batch being filled is not queue depth), so give it a generous head start. Were

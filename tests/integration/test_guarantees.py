@@ -98,7 +98,7 @@ def _batch_stats(registry: Registry) -> tuple[float, float]:
 # -- 1 -----------------------------------------------------------------------------------------------------------
 def test_1_no_batch_mixes_versions_and_responses_name_their_version(tmp_path: Path) -> None:
     async def main() -> None:
-        async with served(tmp_path, max_batch_size=64, max_batch_delay_ms=5) as (client, registry):
+        async with served(tmp_path, max_batch_size=64, max_batch_delay_ms=5, batch_wait="full") as (client, registry):
             await _edit_to_own_constant(client, registry)  # from now on every version's output is its number
             done = asyncio.Event()
             seen: list[tuple[int, np.ndarray]] = []
@@ -146,7 +146,7 @@ def test_1_no_batch_mixes_versions_and_responses_name_their_version(tmp_path: Pa
 # -- 2 -----------------------------------------------------------------------------------------------------------
 def test_2_after_an_edit_response_later_requests_see_that_version_or_newer(tmp_path: Path) -> None:
     async def main() -> None:
-        async with served(tmp_path, max_batch_size=32, max_batch_delay_ms=20) as (client, registry):
+        async with served(tmp_path, max_batch_size=32, max_batch_delay_ms=20, batch_wait="full") as (client, registry):
             # sequentially: the very next request after each edit response sees the edit
             for i in range(5):
                 v = await _edit_to_own_constant(client, registry)
@@ -206,7 +206,7 @@ INVALID: list[list[dict[str, Any]]] = [
 
 def test_3_inference_never_fails_during_edits(tmp_path: Path) -> None:
     async def main() -> None:
-        async with served(tmp_path, max_batch_size=16, max_batch_delay_ms=10) as (client, registry):
+        async with served(tmp_path, max_batch_size=16, max_batch_delay_ms=10, batch_wait="full") as (client, registry):
             done = asyncio.Event()
             statuses: list[int] = []
             versions: list[int] = []
@@ -401,7 +401,7 @@ def test_4_concurrent_edits_without_a_base_are_serialised(tmp_path: Path) -> Non
 def test_5_full_queue_answers_503_with_retry_after(make_client: Callable[..., TestClient]) -> None:
     """Deterministic: a one-row request is held by the worker waiting for batch mates (long batch delay); a
     two-row request cannot join it (max batch size 2) and fills the one-slot queue; the next request is 503."""
-    client = make_client(max_queue=1, max_batch_size=2, max_batch_delay_ms=1500)
+    client = make_client(max_queue=1, max_batch_size=2, max_batch_delay_ms=1500, batch_wait="full")
     worker = client.app.state.registry.get("digits").worker  # type: ignore[attr-defined]
     submitted: list[object] = []
     real_submit = worker.submit

@@ -128,7 +128,7 @@ def test_configured_token_wins_on_any_host(tmp_path: Path) -> None:
 
 # -- timeouts ----------------------------------------------------------------------------------------------------
 def test_inference_timeout_is_a_json_504(make_client: Callable[..., TestClient]) -> None:
-    c = make_client(request_timeout_s=0.05, max_batch_size=2, max_batch_delay_ms=600)
+    c = make_client(request_timeout_s=0.05, max_batch_size=2, max_batch_delay_ms=600, batch_wait="full")
     assert_error(c.post("/v1/models/digits/infer", json={"inputs": X[:1].tolist()}), 504, "longer")
 
 
