@@ -29,9 +29,11 @@ import pytest
 import torch
 
 from app.capture import capture, write_bundle
-from app.client import AsyncClient, Client
-from app.graph import from_spec, read_bundle
+from app.client import AsyncClient, Client, MorphserveError
+from app.graph import from_spec, load_zoo, read_bundle
+from app.graph.bundle import bundle_bytes
 from tests.conftest import AUTH, ROOT, TOKEN, ServerProcess, free_port
+from tests.e2e.mounts import PrivateTmpfs
 from tests.models.families import FAMILIES, Family, example
 
 BATCH = 3
@@ -306,3 +308,23 @@ def test_a_client_that_disconnects_mid_upload_leaves_nothing(small_server: Resta
     with Client(small_server.server.url, TOKEN) as c:
         assert [m["name"] for m in c.models()] == ["digits"]
         assert c.infer("digits", np.zeros((1, 64), np.float32)).version == 1
+
+
+def test_a_full_disk_during_an_upload_is_507_and_leaves_nothing(tmp_path: Path) -> None:
+    fs = PrivateTmpfs("4m")
+    # nsenter starts the server in "/", so the tree under test is named explicitly
+    server = ServerProcess(["--model", "digits", "--state-dir", str(fs.dir / "state"), "--admin-token", TOKEN],
+                           env={"PYTHONPATH": str(ROOT)}, log=tmp_path / "server.log", prefix=fs.prefix)  # fmt: skip
+    try:
+        server.wait_ready()
+        with Client(server.url, TOKEN) as c:
+            with pytest.raises(MorphserveError) as e:
+                c.create_from_bundle("big", b"PK\x03\x04" + os.urandom(6 << 20))
+            assert e.value.status == 507 and "no space left" in e.value.message
+            assert list(fs.path("state", "uploads").iterdir()) == []  # the partial spool went, space is back
+            assert c.create_from_bundle("small", bundle_bytes(load_zoo("digits")))["version"] == 1
+            assert sorted(m["name"] for m in c.models()) == ["digits", "small"]
+            assert list(fs.path("state", "uploads").iterdir()) == []
+    finally:
+        server.stop()
+        fs.close()
