@@ -86,6 +86,8 @@ def serve(
     admin_token: Annotated[str | None, typer.Option(help="bearer token for edits [env MORPHSERVE_ADMIN_TOKEN]")] = None,
     state_dir: Annotated[Path | None, typer.Option(help="journal and weights [env MORPHSERVE_STATE_DIR]")] = None,
     max_body_mb: Annotated[float | None, typer.Option(help="request body limit [env MORPHSERVE_MAX_BODY_MB]")] = None,
+    max_upload_mb: Annotated[float | None, typer.Option(
+        help="model bundle upload limit [env MORPHSERVE_MAX_UPLOAD_MB]")] = None,
     max_queue: Annotated[int | None, typer.Option(help="queued requests before 503 [env MORPHSERVE_MAX_QUEUE]")] = None,
     request_timeout_s: Annotated[
         float | None, typer.Option(help="inference timeout [env MORPHSERVE_REQUEST_TIMEOUT_S]")
@@ -114,8 +116,9 @@ def serve(
 
     given = {k: v for k, v in {
         "host": host, "port": port, "models": model, "device": device, "max_batch_size": max_batch_size,
-        "max_batch_delay_ms": max_batch_delay_ms, "batch_wait": batch_wait, "admin_token": admin_token, "state_dir": state_dir,
-        "max_body_mb": max_body_mb, "max_queue": max_queue, "request_timeout_s": request_timeout_s,
+        "max_batch_delay_ms": max_batch_delay_ms, "batch_wait": batch_wait, "admin_token": admin_token,
+        "state_dir": state_dir, "max_body_mb": max_body_mb, "max_upload_mb": max_upload_mb, "max_queue": max_queue,
+        "request_timeout_s": request_timeout_s,
         "resident_versions": resident_versions, "log_level": log_level, "fresh": fresh, "fsync": fsync,
         "keep_versions": keep_versions,
     }.items() if v is not None}  # fmt: skip
@@ -616,8 +619,10 @@ def edit_apply(
 
 
 from app.capture.command import import_model  # noqa: E402 - the client-side import command (issue 12)
+from app.cli_models import create  # noqa: E402 - uploading a bundle (issue 12)
 
 cli.command("import")(import_model)
+cli.command("create")(create)
 
 
 def main() -> None:

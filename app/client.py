@@ -62,6 +62,8 @@ Progress = Callable[[int, int], None]
 """`progress(bytes_sent, total_bytes)`, called after each uploaded chunk (and once with 0 before the first)."""
 WeightsSource = Mapping[str, Any] | str | os.PathLike[str] | bytes
 """Tensors by parameter name (numpy arrays or torch tensors), a safetensors file's path, or its bytes."""
+BundleFile = str | os.PathLike[str] | bytes
+"""A model bundle (the zip `morphserve import` or an export writes): its path, or its bytes."""
 
 
 # -- errors -------------------------------------------------------------------------------------------------
@@ -170,6 +172,14 @@ class _Upload:
     data: bytes | None = None
     path: Path | None = None
     progress: Progress | None = None
+
+    @classmethod
+    def of(cls, source: str | os.PathLike[str] | bytes | bytearray | memoryview, progress: Progress | None) -> _Upload:
+        """A file by path (read as it is sent) or bytes."""
+        if isinstance(source, str | os.PathLike):
+            path = Path(source)
+            return cls(total=path.stat().st_size, path=path, progress=progress)
+        return cls(total=len(source), data=bytes(source), progress=progress)
 
     def chunks(self) -> Iterator[bytes]:
         sent = 0
@@ -370,17 +380,20 @@ class _Ops:
     # edits
     def _set_weights(self, model: str, node: str, tensors: Any, progress: Progress | None,
                      if_version: int | None) -> _Op[dict[str, Any]]:  # fmt: skip
-        if isinstance(tensors, str | os.PathLike):
-            path = Path(tensors)
-            upload = _Upload(total=path.stat().st_size, path=path, progress=progress)
-        elif isinstance(tensors, bytes | bytearray | memoryview):
-            upload = _Upload(total=len(tensors), data=bytes(tensors), progress=progress)
+        if isinstance(tensors, str | os.PathLike | bytes | bytearray | memoryview):
+            upload = _Upload.of(tensors, progress)
         else:
             data = _safetensors_bytes(tensors)
             upload = _Upload(total=len(data), data=data, progress=progress)
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(upload.total),
                    **_if_match(if_version)}  # fmt: skip
         resp = yield _Req("PUT", f"/v1/models/{_p(model)}/layers/{_p(node)}/weights", upload=upload, headers=headers)
+        return resp.json()
+
+    def _create_from_bundle(self, name: str, bundle: BundleFile, progress: Progress | None) -> _Op[dict[str, Any]]:
+        upload = _Upload.of(bundle, progress)
+        headers = {"Content-Type": "application/zip", "Content-Length": str(upload.total)}
+        resp = yield _Req("POST", "/v1/models", params={"name": name}, upload=upload, headers=headers)
         return resp.json()
 
     def _export(self, model: str, version: int, format: str) -> _Op[bytes]:
@@ -520,6 +533,12 @@ class Client(_Ops):
                   options: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
         """Serve a new model from the built-in zoo (with `options`) or from an architecture spec; admin only."""
         return self._run(self._send_json("POST", "/v1/models", _model_body(name, zoo, spec, options)))
+
+    def create_from_bundle(self, name: str, bundle: BundleFile, progress: Progress | None = None) -> dict[str, Any]:
+        """Serve a new model from a bundle zip (spec.json + weights.safetensors, as `morphserve import` or
+        `export` writes it), a path or its bytes; admin only. The file is streamed in 1 MiB chunks, never read
+        whole; `progress(bytes_sent, total)` follows the upload. Returns the model's information (as `model()`)."""
+        return self._run(self._create_from_bundle(name, bundle, progress))
 
     def delete_model(self, name: str) -> dict[str, Any]:
         """Stop serving a model (its queued requests fail with 503); admin only."""
@@ -696,6 +715,11 @@ class AsyncClient(_Ops):
                         options: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
         """See `Client.add_model`."""
         return await self._run(self._send_json("POST", "/v1/models", _model_body(name, zoo, spec, options)))
+
+    async def create_from_bundle(self, name: str, bundle: BundleFile,
+                                 progress: Progress | None = None) -> dict[str, Any]:  # fmt: skip
+        """See `Client.create_from_bundle`."""
+        return await self._run(self._create_from_bundle(name, bundle, progress))
 
     async def delete_model(self, name: str) -> dict[str, Any]:
         """See `Client.delete_model`."""

@@ -75,6 +75,6 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
                            allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match",
                                           "Inference-Header-Content-Length", "Last-Event-ID"],
                            expose_headers=["ETag", "Inference-Header-Content-Length", "X-Request-Id"])  # fmt: skip
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, streamed=[models.upload_body(settings)])
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     fsync: bool = Field(True, description="fsync blobs and the journal before acknowledging an edit")
     keep_versions: int | None = Field(None, ge=1, description="after each edit keep only the last N versions")
     max_body_mb: float = Field(64.0, gt=0, description="largest request body accepted (413 beyond)")
+    max_upload_mb: float = Field(
+        4096.0, gt=0, description="largest model bundle accepted by POST /v1/models as application/zip (413 beyond)"
+    )
     request_timeout_s: float = Field(30.0, gt=0, description="longest an inference waits for its result (504)")
     resident_versions: int = Field(4, ge=1, description="versions kept on the device per model")
     max_model_bytes: int | None = Field(
@@ -111,3 +114,7 @@ class Settings(BaseSettings):
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)

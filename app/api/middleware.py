@@ -6,6 +6,8 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -23,28 +25,54 @@ async def _send_error(send: Send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def media_type(headers: dict[bytes, bytes]) -> str:
+    """The request's media type (`application/zip` of `Application/Zip; charset=x`), '' without a Content-Type."""
+    return headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower().decode("latin-1")
+
+
+@dataclass(frozen=True)
+class StreamedBody:
+    """A route that streams its body to disk instead of holding it in memory (a model upload), under its own size
+    limit: its declared Content-Length is checked against `max_bytes`, and a chunked body is passed through as it
+    arrives (the route counts it) instead of being buffered up to the inference body limit."""
+
+    method: str
+    path: str
+    media_type: str
+    max_bytes: int
+    flag: str  # the setting a 413 names
+
+    def matches(self, scope: Scope, headers: dict[bytes, bytes]) -> bool:
+        return scope["method"] == self.method and scope["path"] == self.path and media_type(headers) == self.media_type
+
+
 class BodyLimitMiddleware:
     """413 for bodies over the limit, before the app reads a byte of them.
 
-    A declared Content-Length is checked up front; a chunked body is buffered up to the limit and replayed.
+    A declared Content-Length is checked up front; a chunked body is buffered up to the limit and replayed. The
+    routes in `streamed` are the explicit exceptions: their own limit, and no buffering.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, streamed: Sequence[StreamedBody] = ()) -> None:
+        self.app, self.max_bytes, self.streamed = app, max_bytes, tuple(streamed)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
+        own = next((s for s in self.streamed if s.matches(scope, headers)), None)
+        limit, flag = (own.max_bytes, own.flag) if own is not None else (self.max_bytes, "--max-body-mb")
         declared = headers.get(b"content-length")
-        too_big = f"request body exceeds the limit of {self.max_bytes} bytes (--max-body-mb)"
+        too_big = f"request body exceeds the limit of {limit} bytes ({flag})"
         if declared is not None:
             try:
                 size = int(declared)
             except ValueError:
                 return await _send_error(send, 400, "invalid Content-Length")
-            if size > self.max_bytes:
+            if size > limit:
                 return await _send_error(send, 413, too_big)
+            return await self.app(scope, receive, send)
+        if own is not None:  # streamed to disk by the route, which counts what arrives
             return await self.app(scope, receive, send)
         if b"chunked" not in headers.get(b"transfer-encoding", b""):
             return await self.app(scope, receive, send)

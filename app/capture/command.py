@@ -17,6 +17,7 @@ import typer
 
 
 def import_model(
+    ctx: typer.Context,
     source: Annotated[
         str,
         typer.Argument(
@@ -35,8 +36,13 @@ def import_model(
         Path, typer.Option("--output", "-o", help="the bundle to write (zip: spec.json + weights.safetensors)")
     ],
     name: Annotated[str | None, typer.Option(help="model name [default: the file or attribute name]")] = None,
+    upload: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="then upload the bundle to the server (--url, --token) as model NAME"),
+    ] = None,
 ) -> None:
-    """Capture a PyTorch model on this machine as an editable morphserve bundle (serve it with --model NAME=PATH)."""
+    """Capture a PyTorch model on this machine as an editable morphserve bundle (serve it with --model NAME=PATH,
+    or upload it with --upload NAME / `morphserve create NAME PATH`)."""
     from app.cli import _fail
 
     try:
@@ -59,6 +65,10 @@ def import_model(
     layers = sum(1 for n in version.spec.nodes if n.layer is not None)
     typer.echo(f"wrote {output}: model {model_name!r}, {len(version.spec.nodes)} nodes ({layers} layers), "
                f"{version.total_params():,} parameters")  # fmt: skip
+    if upload is not None:
+        from app.cli_models import served_line, upload_bundle
+
+        typer.echo(served_line(upload_bundle(ctx, upload, output)))
 
 
 @contextlib.contextmanager

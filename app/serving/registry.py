@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from app.graph import GraphError, LiveModel, ModelVersion, NotFoundError, SetWeightsOp, TensorSpec, shapes
 from app.graph.edits import recast
 from app.settings import Settings
-from app.store import GcResult, Store, StoreError, VersionRecord, open_store
+from app.store import GcResult, Store, StoreError, StoreUnavailableError, VersionRecord, open_store
 
 from .budget import MemoryBudget
 from .errors import ModelExistsError
@@ -33,7 +33,7 @@ from .metrics import Metrics
 from .pipeline import EditOutcome, EditPipeline, weights_op
 from .placement import Placement, resolve_device, warm_up
 from .served import ServedModel, caching_loader
-from .sources import ModelSource, parse_entry
+from .sources import ModelSource, UploadedBundle, parse_entry
 from .worker import DeviceWorker, InferResult
 
 log = logging.getLogger("morphserve.registry")
@@ -158,6 +158,14 @@ class Registry:
     async def create(self, name: str, source: ModelSource, dtype: str | None = None) -> ModelStatus:
         await asyncio.to_thread(self.add, name, source, dtype)
         return await self.status(name)
+
+    def upload_spool(self, name: str) -> UploadedBundle:
+        """A source for a bundle the client is uploading, spooled under the state dir (the system temp dir, often
+        RAM, only with `--journal memory`); load it with `create(name, spool)` once complete. Refused before a
+        byte is read when the model could not be journalled anyway."""
+        if self.store.unavailable is not None:
+            raise StoreUnavailableError(f"models cannot be created: {self.store.unavailable}")
+        return UploadedBundle(name, self.settings.state_dir / "uploads" if self.settings.journal == "sqlite" else None)
 
     async def remove(self, name: str) -> None:
         served = self.get(name)

@@ -1,21 +1,29 @@
-"""Model management and graph views: list, create, delete; graph (json/dot/svg), versions, diff."""
+"""Model management and graph views: list, create (from the zoo, a spec, or an uploaded bundle), delete; graph
+(json/dot/svg), versions, diff."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import graphviz
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
+from starlette.requests import ClientDisconnect
+from starlette.routing import Match
+from starlette.types import Scope
 
 from app.api.deps import AdminDep, RegistryDep
 from app.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
 from app.api.fastjson import JSONRoute
+from app.api.middleware import StreamedBody, media_type
 from app.api.schemas import MAX_VERSION, CreateModel, Deleted, ModelInfo, ModelList, VersionInfo, VersionList
 from app.graph import GraphDescription, GraphDiff, NotFoundError, describe, diff, to_dot, to_svg
+from app.serving.errors import ModelExistsError
 from app.serving.registry import ModelStatus, Registry
-from app.serving.sources import SpecSource, ZooSource
+from app.serving.sources import NAME, SpecSource, ZooSource
+from app.settings import Settings
 
 router = APIRouter(prefix="/v1/models", tags=["models and graphs"], responses=ERROR_RESPONSES, route_class=JSONRoute)
+ZIP = "application/zip"
 
 
 def _info(s: ModelStatus) -> ModelInfo:
@@ -37,7 +45,59 @@ async def list_models(registry: RegistryDep) -> ModelList:
     return ModelList(models=infos)
 
 
-@router.post("", response_model=ModelInfo, status_code=201, dependencies=[AdminDep])
+def upload_body(settings: Settings) -> StreamedBody:
+    """The body-limit exemption of the upload route (main.py hands it to BodyLimitMiddleware): its own limit, and
+    its body streamed to disk rather than buffered up to the inference limit."""
+    return StreamedBody("POST", router.prefix, ZIP, settings.max_upload_bytes, "--max-upload-mb")
+
+
+class _ZipRoute(JSONRoute):
+    """`POST /v1/models` with a zip body is its own route, chosen by media type before the JSON route is tried, so
+    both ways of creating a model share one path (and the JSON route keeps its own checks and messages)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is Match.FULL and media_type(dict(scope["headers"])) != ZIP:
+            return Match.NONE, {}
+        return match, child
+
+
+async def upload_model(
+    request: Request,
+    registry: RegistryDep,
+    name: Annotated[str | None, Query(pattern=NAME.pattern, description="the new model's name")] = None,
+) -> ModelInfo:
+    """Create a model from a bundle zip (spec.json + weights.safetensors) streamed in the body."""
+    if name is None:
+        raise ApiError(422, "name the new model: POST /v1/models?name=NAME with the bundle as the body")
+    if name in registry.names():  # before a byte of the body is read
+        raise ModelExistsError(f"model {name!r} already exists", model=name)
+    limit = request.app.state.settings.max_upload_bytes
+    with registry.upload_spool(name) as spool:
+        try:
+            async for chunk in request.stream():
+                if spool.size + len(chunk) > limit:
+                    raise ApiError(413, f"request body exceeds the limit of {limit} bytes (--max-upload-mb)")
+                await spool.write(chunk)
+        except ClientDisconnect:  # nobody reads this answer; the spool goes with the `with`
+            raise ApiError(400, "the client disconnected before the bundle was complete") from None
+        await spool.finish()
+        return _info(await registry.create(name, spool))
+
+
+router.add_api_route("", upload_model, methods=["POST"], response_model=ModelInfo, status_code=201,
+                     dependencies=[AdminDep], include_in_schema=False, route_class_override=_ZipRoute)  # fmt: skip
+
+#: The upload shares the JSON route's operation in the OpenAPI schema (one path, one method, two media types).
+_CREATE_DOC: dict[str, Any] = {
+    "parameters": [{"name": "name", "in": "query", "required": False,
+                    "schema": {"type": "string", "pattern": NAME.pattern},
+                    "description": "the new model's name; required with an application/zip body"}],
+    "requestBody": {"content": {ZIP: {"schema": {"type": "string", "format": "binary"}}}},
+}  # fmt: skip
+
+
+@router.post("", response_model=ModelInfo, status_code=201, dependencies=[AdminDep], openapi_extra=_CREATE_DOC)
 async def create_model(body: CreateModel, registry: RegistryDep) -> ModelInfo:
     if (body.zoo is None) == (body.spec is None):
         raise ApiError(422, "give exactly one of 'zoo' or 'spec'")
