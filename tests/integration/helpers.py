@@ -3,9 +3,10 @@ and an in-process async harness (httpx.AsyncClient over the ASGI app with the re
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -96,11 +97,13 @@ class Gate:
 
     Swapped in with `hold(registry)`, it holds the device worker on an event instead of a long batch delay: while
     it is closed, the batch in flight stays in flight and everything sent afterwards waits in the queue, for as long
-    as the test needs and no longer. It records the rows of every batch it runs (`batches`).
+    as the test needs and no longer. It records the rows of every batch it runs (`batches`). With `poison`, a batch
+    holding a row whose first value is `poison` raises, as a model that cannot compute on one request's input.
     """
 
-    def __init__(self, runnable: Any) -> None:
+    def __init__(self, runnable: Any, poison: float | None = None) -> None:
         self.runnable = runnable
+        self.poison = poison
         self.batches: list[int] = []
         self.entered = threading.Event()  # a batch is inside the model
         self._open = threading.Event()
@@ -119,16 +122,26 @@ class Gate:
         self.batches.append(int(inputs[0].shape[0]))
         self.entered.set()
         assert self._open.wait(WAIT), "the test never released the worker"
+        if self.poison is not None and bool((inputs[0][:, 0] == self.poison).any()):
+            raise RuntimeError(f"the model cannot compute on a row starting with {self.poison}")
         return self.runnable(*inputs)  # type: ignore[no-any-return]
 
 
-def hold(registry: Registry, model: str = "digits") -> Gate:
+def hold(registry: Registry, model: str = "digits", poison: float | None = None) -> Gate:
     """Route the current version of `model` through a closed Gate (release it to let batches run)."""
     served_model = registry.get(model)
     current = served_model.live.current
-    gate = Gate(served_model.placement.place(current))
+    gate = Gate(served_model.placement.place(current), poison)
     served_model.worker.swap(current.version, gate).result(WAIT)
     return gate
+
+
+async def until(cond: Callable[[], bool], what: str) -> None:
+    """Wait (polling, without blocking the event loop) until `cond()` holds; fail after WAIT seconds."""
+    deadline = time.monotonic() + WAIT
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(0.002)
 
 
 class _NoLifespan:

@@ -32,7 +32,7 @@ import pytest
 
 from app.client import Unavailable
 from app.serving.worker import DeviceWorker
-from tests.integration.helpers import WAIT, assert_error, hold, reference, threaded_server
+from tests.integration.helpers import WAIT, assert_error, hold, reference, threaded_server, until
 from tests.integration.helpers import served_with_binary as served
 
 V1 = "/v1/models/digits/infer"
@@ -42,13 +42,6 @@ XS = np.random.default_rng(1).random((64, 64), dtype=np.float32)
 def _oip(rows: int, start: int = 0) -> dict[str, Any]:
     x = XS[start : start + rows]
     return {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.reshape(-1).tolist()}]}
-
-
-async def _until(cond: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        await asyncio.sleep(0.002)
 
 
 def _until_sync(cond: Callable[[], bool], what: str) -> None:
@@ -67,7 +60,7 @@ async def _queue(client: httpx.AsyncClient, worker: DeviceWorker, rows: list[int
         body = _oip(r, offset)
         tasks.append(asyncio.create_task(client.post("/v2/models/digits/versions/1/infer", json=body)))
         offset += r
-        await _until(lambda k=k: worker.queue_depth() == start + k, f"request {k} is queued")  # type: ignore[misc]
+        await until(lambda k=k: worker.queue_depth() == start + k, f"request {k} is queued")  # type: ignore[misc]
     return tasks
 
 
@@ -141,7 +134,7 @@ def test_request_timeout_is_configurable(tmp_path: Path, timeout_s: float, statu
                 r = await pending
                 assert r.status_code == 200 and r.json()["model_version"] == 1, r.text
                 np.testing.assert_allclose(np.asarray(r.json()["outputs"]), reference(XS[:1]), rtol=1e-5, atol=1e-5)
-            await _until(lambda: registry.get("digits").worker.queue_depth() == 0, "the queue drained")
+            await until(lambda: registry.get("digits").worker.queue_depth() == 0, "the queue drained")
 
     asyncio.run(main())
 
@@ -184,7 +177,7 @@ def test_cancelled_requests_do_not_leak_queue_slots(tmp_path: Path, how: str) ->
                 for r in await asyncio.gather(*again):
                     assert r.status_code == 200, r.text
             await held
-            await _until(lambda: worker.queue_depth() == 0, "the queue drained")
+            await until(lambda: worker.queue_depth() == 0, "the queue drained")
             assert gate.batches == [1] + ([64] if how == "task cancelled" else [])  # nothing cancelled ever ran
 
     asyncio.run(main())
