@@ -136,3 +136,33 @@ def test_a_crash_between_the_blob_and_the_row_leaves_no_version(tmp_path: Path) 
         assert registry.store.load("digits", 1).version == 1
     finally:
         registry.close()
+
+
+def test_a_corrupt_row_is_reported_with_the_journal_named_and_the_others_serve(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One model's journal row holds broken JSON: that model is reported (the journal file and the model named)
+    and not served; the other model of the same journal serves, and the row is left as it was."""
+    state = tmp_path / "state"
+    first = Registry(Settings(models=["digits", "mlp"], admin_token=TOKEN, state_dir=state), Metrics())
+    first.load_from_settings()
+    first.close()
+    journal = state / "journal.sqlite3"
+    with sqlite3.connect(journal) as db:
+        db.execute("UPDATE versions SET spec = '{\"nodes\": [' WHERE model = 'mlp'")
+    db.close()
+
+    registry = Registry(Settings(models=[], admin_token=TOKEN, state_dir=state), Metrics())
+    try:
+        with caplog.at_level("ERROR"):
+            registry.load_from_settings()
+        assert registry.names() == ["digits"] and "mlp" in registry.failed
+        reports = [r.getMessage() for r in caplog.records if "mlp" in r.getMessage()]
+        assert reports and str(journal) in reports[0], caplog.text
+        out = registry.current("digits").run(torch.from_numpy(X))[0].numpy()
+        np.testing.assert_allclose(out, reference(X), rtol=1e-5, atol=1e-5)
+    finally:
+        registry.close()
+    with sqlite3.connect(journal) as db:
+        assert db.execute("SELECT spec FROM versions WHERE model = 'mlp'").fetchone()[0] == '{"nodes": ['
+    db.close()
