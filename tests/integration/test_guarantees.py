@@ -256,8 +256,8 @@ def test_3_inference_never_fails_during_edits(tmp_path: Path) -> None:
         assert len(versions) >= 5
         assert final == 1 + 3 * (len(STRUCTURAL) + 1)  # refused edits took no version numbers
         for v, rows, out in results:
-            np.testing.assert_allclose(out, expected[v][:rows], rtol=1e-5, atol=1e-5,
-                                       err_msg=f"a response names version {v} but v{v} computes other outputs")  # fmt: skip
+            what = f"a response names version {v} but v{v} computes other outputs"
+            np.testing.assert_allclose(out, expected[v][:rows], rtol=1e-5, atol=1e-5, err_msg=what)
         # the edits changed what the model computes (Tanh for ReLU), so a mislabelled response would be caught
         assert any(not np.allclose(expected[v], expected[1], atol=1e-4) for v in versions)
 
