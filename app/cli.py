@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -110,9 +111,7 @@ def serve(
     ] = None,
 ) -> None:
     """Serve models over HTTP (OIP v2 + the /v1 graph and edit API)."""
-    import uvicorn
-
-    from app.main import create_app
+    from pydantic import ValidationError
 
     given = {k: v for k, v in {
         "host": host, "port": port, "models": model, "device": device, "max_batch_size": max_batch_size,
@@ -122,12 +121,47 @@ def serve(
         "resident_versions": resident_versions, "log_level": log_level, "fresh": fresh, "fsync": fsync,
         "keep_versions": keep_versions,
     }.items() if v is not None}  # fmt: skip
-    settings = Settings(**given)
+    try:
+        settings = Settings(**given)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = "--" + "-".join(map(str, err["loc"])).replace("_", "-") if err["loc"] else "settings"
+        _fail(f"{where}: {err['msg']} (got {err.get('input')!r})")
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")  # fmt: skip
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                access_log=False, timeout_graceful_shutdown=10)  # fmt: skip
+    # A misconfiguration is one line and exit 1 before anything serves: the port is bound first (in use: at once,
+    # not after loading the models), then the models are loaded here rather than in the app's lifespan.
+    sock = _listen(settings.host, settings.port)
+    import uvicorn  # the heavy imports (torch) after the checks that need none
+
+    from app.graph.errors import GraphError
+    from app.main import create_app
+    from app.serving.metrics import Metrics
+    from app.serving.registry import Registry
+    from app.store import StoreError
+
+    try:
+        registry = Registry(settings, Metrics())
+        registry.load_from_settings()
+    except (GraphError, StoreError, ValueError, RuntimeError, OSError) as e:
+        sock.close()
+        _fail(f"cannot serve: {e}")
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, registry), host=settings.host, port=settings.port,
+                                           log_level=settings.log_level.lower(), access_log=False,
+                                           timeout_graceful_shutdown=10))  # fmt: skip
+    server.run(sockets=[sock])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the models load, so that a port in use fails at once in one line."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as e:
+        sock.close()
+        _fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
+    return sock
 
 
 # -- client plumbing ------------------------------------------------------------------------------------------
@@ -325,11 +359,13 @@ def graph(
         table.add_row(n["id"], n["kind"], _what(n), f"{n['datatype']} {_shape(n['shape'])}",
                       f"{n['params']:,}" if n["params"] else "")  # fmt: skip
     if output:
+        import io
+
         from rich.console import Console
 
-        with open(output, "w") as f:
-            Console(file=f, width=160, highlight=False).print(table)
-        return _print(f"wrote {output}")
+        text = io.StringIO()
+        Console(file=text, width=160, highlight=False).print(table)
+        return _write(output, text.getvalue())
     _console().print(table)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -20,6 +21,25 @@ from app.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+#: The seed of the schemathesis fuzz (tests/integration/test_fuzz.py): fresh on every run, so that CI explores new
+#: cases each time; `MORPHSERVE_FUZZ_SEED=<n>` replays a run. Printed in the header of every pytest run, and after a
+#: run of the fuzz in its summary (which `-q` keeps).
+FUZZ_SEED = int(os.environ.get("MORPHSERVE_FUZZ_SEED") or secrets.randbelow(2**32))
+
+
+def _seed_line() -> str:
+    return f"morphserve fuzz seed: {FUZZ_SEED} (replay a failure with MORPHSERVE_FUZZ_SEED={FUZZ_SEED})"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return _seed_line()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    """The seed again at the end, where `-q` (which hides the header) still shows it, when the fuzz ran."""
+    reports = (r for key, rs in terminalreporter.stats.items() if key != "deselected" for r in rs)
+    if any("test_fuzz.py" in getattr(r, "nodeid", "") for r in reports):
+        terminalreporter.write_line(_seed_line())
 
 
 @pytest.fixture

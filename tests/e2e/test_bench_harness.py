@@ -64,6 +64,7 @@ def _assert_measured(row: dict, what: str) -> None:
     assert row["rps"] > 0 and row["p99_ms"] > 0, f"{what}: {row}"
 
 
+@pytest.mark.slow  # the benchmark smoke: minutes of wrk runs
 def test_every_server_measured_on_mlp_json(smoke: tuple[Path, dict]) -> None:
     _, results = smoke
     assert results["meta"]["status"] == "ok"
@@ -77,6 +78,7 @@ def test_every_server_measured_on_mlp_json(smoke: tuple[Path, dict]) -> None:
     assert all(s["orphans_killed"] == 0 for s in results["servers"]), results["servers"]
 
 
+@pytest.mark.slow  # the benchmark smoke: minutes of wrk runs
 def test_images_binary_and_json_measured(smoke: tuple[Path, dict]) -> None:
     _, results = smoke
     for target in W2_TARGETS:
@@ -92,6 +94,7 @@ def test_images_binary_and_json_measured(smoke: tuple[Path, dict]) -> None:
     assert _number(block["ratios"]["rps oip_binary/oip_json"])
 
 
+@pytest.mark.slow  # the benchmark smoke: minutes of wrk runs
 def test_edits_under_load_measured(smoke: tuple[Path, dict]) -> None:
     _, results = smoke
     runs = {e["with_edits"]: e for e in results["edits"]}
@@ -107,6 +110,7 @@ def test_edits_under_load_measured(smoke: tuple[Path, dict]) -> None:
     assert _number(w3["with"]["edit_to_live_ms"]["p99"]) and _number(w3["with"]["failed_requests"])
 
 
+@pytest.mark.slow  # the benchmark smoke: minutes of wrk runs
 def test_limit_measured(smoke: tuple[Path, dict]) -> None:
     _, results = smoke
     limits = results["summary"]["limit_rows_per_s"]
@@ -117,6 +121,7 @@ def test_limit_measured(smoke: tuple[Path, dict]) -> None:
     assert all(_number(v) for c in r1.values() for v in c.values()), r1
 
 
+@pytest.mark.slow  # the benchmark smoke: minutes of wrk runs
 def test_report_and_plots_written(smoke: tuple[Path, dict]) -> None:
     out, _ = smoke
     md = (out / "RESULTS.md").read_text()
@@ -127,6 +132,7 @@ def test_report_and_plots_written(smoke: tuple[Path, dict]) -> None:
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, png
 
 
+@pytest.mark.slow  # the benchmark smoke: minutes of wrk runs
 def test_issue14_targets_measured(smoke: tuple[Path, dict]) -> None:
     _, results = smoke
     targets = {t["target"]: t for t in results["summary"]["targets_issue14"]}

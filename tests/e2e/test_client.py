@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import io
 import itertools
+import socket
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,11 +76,6 @@ def reference(x: np.ndarray) -> np.ndarray:
     from app.graph import load_zoo
 
     return load_zoo("digits").run(torch.from_numpy(x))[0].numpy()
-
-
-def has_route(server: ServerProcess, path: str) -> bool:
-    """The durability routes (export/pin/gc) are being added concurrently; test them only once they are served."""
-    return path in httpx.get(f"{server.url}/openapi.json", timeout=10).json()["paths"]
 
 
 # -- models and inference ----------------------------------------------------------------------------------------
@@ -269,6 +265,24 @@ def test_unreachable_server() -> None:
     assert isinstance(e.value, MorphserveError) and e.value.status == 0 and url in e.value.message
 
 
+def test_a_server_that_never_answers_times_out() -> None:
+    """A socket that accepts connections (the kernel's backlog) and never answers: both clients give up after their
+    timeout with Unreachable saying so, not an httpx exception or a hang."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with Client(url, timeout=0.3) as c, pytest.raises(Unreachable) as e:
+            c.models()
+        assert e.value.status == 0 and e.value.message == f"cannot reach morphserve at {url}: timed out"
+
+        async def aio() -> None:
+            async with AsyncClient(url, timeout=0.3) as c:
+                with pytest.raises(Unreachable) as e:
+                    await c.infer("digits", np.zeros((1, 64), np.float32))
+                assert e.value.status == 0 and e.value.message.endswith(": timed out")
+
+        asyncio.run(aio())
+
+
 # -- weights -------------------------------------------------------------------------------------------------------
 def test_set_weights_from_arrays_tensors_and_a_file(client: Client, fresh: str, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
@@ -325,10 +339,8 @@ def test_body_over_the_limit_is_invalid_request(start_server, tmp_path: Path) ->
         assert c.versions("digits")["current"] == 1
 
 
-# -- durability (routes added concurrently: tested once the server has them) ---------------------------------------
+# -- durability ----------------------------------------------------------------------------------------------------
 def test_export_pin_gc(server: ServerProcess, client: Client, fresh: str) -> None:
-    if not has_route(server, "/v1/models/{model}/gc"):
-        pytest.skip("the export/pin/gc routes are not served yet")
     client.insert(fresh, LINEAR_128, after="fc1", init="identity")
     client.insert(fresh, LINEAR_128, after="fc1", init="identity")
     data = client.export(fresh, 2)

@@ -49,6 +49,7 @@ def _start(state: Path, log: Path) -> ServerProcess:
     return ServerProcess(["--state-dir", str(state), "--admin-token", TOKEN, "--model", "digits"], log=log).wait_ready()
 
 
+@pytest.mark.slow  # KILLS real server starts, each killed with SIGKILL
 def test_acknowledged_edits_survive_sigkill(tmp_path: Path) -> None:
     rng = random.Random(1234)
     state = tmp_path / "state"

@@ -489,6 +489,7 @@ def run_builder_stage(tmp_path: Path, context: Path, venv: Path, variant: str = 
     return ran
 
 
+@pytest.mark.slow  # a fresh venv with torch: about a minute
 @pytest.mark.timeout(600)
 def test_image_install_and_start_steps_outside_docker(tmp_path: Path) -> None:
     """Slow (about a minute: a fresh venv with torch): the Dockerfile's own steps, then the server answers ready."""

@@ -1,89 +1,80 @@
-"""API fuzzing (issue 7, item 1): schemathesis against the app's own OpenAPI schema, every operation.
+"""API fuzzing (issue 7, item 1; issue 11, items 7 and 10): schemathesis against the app's own OpenAPI schema.
 
-Every generated request (schemathesis' coverage and fuzzing phases, positive and negative data, sent with the
-admin token) must get no 5xx and a response that conforms to the declared schema: status code, content type,
-headers, body. Where the schema lied, the schema was fixed in app/api, not here.
+Every generated request (schemathesis' examples, coverage and fuzzing phases per operation, positive and negative
+data, sent with the admin token), and every step of a stateful run that follows OpenAPI links from a created
+model to inference and edits on it, must get no 5xx and a response that conforms to the declared schema: status
+code, content type, headers, body. Where the schema lied, the schema was fixed in app/api, not here.
 
-- Deterministic: hypothesis `derandomize=True`, no example database, operations in schema order, so CI
-  cannot flake and a failure reproduces.
+- A fresh seed each run, printed in the header of every pytest run (tests/conftest.py); replay a failure with
+  `MORPHSERVE_FUZZ_SEED=<seed>`. No example database, so the seed alone decides the run.
 - One app per module, in-process; the module fixture owns its registry (schemathesis' ASGI lifespan is
   answered by a wrapper, so it never starts or closes a second one).
+- The module fixture `fuzz` runs the whole per-operation fuzz once and returns what happened (cases, requests,
+  statuses and the failure of each operation), so that every test of this file stands alone: `test_fuzz[op]`
+  reports one operation's failure, `test_fuzz_counts` checks that every operation was fuzzed enough and
+  succeeded at least once, whatever else was selected.
 - Path parameters are steered to real objects most of the time (`digits`, its nodes, its live version, the
   models the fuzz may create), and the inference and edit routes get a realistic body half of the time,
   so the fuzz reaches past the 404s and 422s into accepted edits and real inference.
 - `DELETE /v1/models/{model}` is fuzzed like the rest: when a case removes `digits`, the test re-creates it
   so the cases after it still reach a live model.
-- The counts (cases generated, requests sent, statuses, per operation) are printed by `test_fuzz_counts`,
-  which also fails if an operation got fewer than MIN_TRIED fuzzing cases or never succeeded.
+- Slow (minutes of CPU): marked `slow`, run by CI (`./scripts/test.sh`), skipped by `-m "not slow"`.
 """
 
 from __future__ import annotations
 
 import collections
+import copy
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed (pip install schemathesis)")
-
-from hypothesis import HealthCheck, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
+import schemathesis
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from schemathesis.checks import load_all_checks, not_a_server_error
+from schemathesis.generation.feedback import FeedbackSources
+from schemathesis.pytest._test_builder import build_operation_test
+from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
 
-from app.main import create_app  # noqa: E402
-from app.serving.metrics import Metrics  # noqa: E402
-from app.serving.registry import Registry  # noqa: E402
-from app.serving.sources import ZooSource  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from tests.conftest import AUTH, TOKEN  # noqa: E402
+from app.main import create_app
+from app.serving.metrics import Metrics
+from app.serving.registry import Registry
+from app.serving.sources import ZooSource
+from app.settings import Settings
+from tests.conftest import AUTH, FUZZ_SEED, TOKEN
+from tests.integration.helpers import _NoLifespan
+
+#: The module fixture `fuzz` runs every operation's fuzz in the setup of the first test: minutes of CPU, more than
+#: the suite's default limit of 300 s per test on a loaded machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 MAX_EXAMPLES = 50
 MIN_TRIED = 40  # every operation with inputs must have had at least this many fuzzing cases
 #: Not `negative_data_rejection`: FastAPI ignores unknown query parameters (which OpenAPI allows), so "?=0"
 #: on any GET would count as a schema-violating request accepted.
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]
+          response_headers_conformance]  # fmt: skip
 MODEL = "digits"
 EXTRA_MODELS = ["fz0", "fz1"]  # what the fuzz may create (POST /v1/models), so at most two more workers
 NODES = ["fc1", "relu1", "fc2", "relu2", "fc3", "x", "output"]
-
-#: (operation, phase) -> cases generated / requests sent; operation -> status -> count.
-SENT: collections.Counter[tuple[str, str]] = collections.Counter()
 #: schemathesis' coverage phase enumerates boundary and type-violating values of every field; for the layer
 #: routes (a union of ~20 layer specs) that is ~12,700 cases each, over a minute apiece. Every coverage case is
 #: generated, and the first COVERAGE_CAP of an operation plus every COVERAGE_STRIDE-th after them are sent.
 COVERAGE_CAP = 150
 COVERAGE_STRIDE = 40
-GENERATED: collections.Counter[tuple[str, str]] = collections.Counter()
-STATUSES: dict[str, collections.Counter[int]] = collections.defaultdict(collections.Counter)
-
-
-class _OwnedLifespan:
-    """The app, with the ASGI lifespan answered here: the registry belongs to the module fixture, so
-    schemathesis' long-lived lifespan (one per app, ended at interpreter exit) never closes it."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "lifespan":
-            return await self.app(scope, receive, send)
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return None
+#: Health checks that do not apply: realistic bodies are large by design (whole input rows, weight files), and
+#: generating a case of a ~20-way union of layer specs is slow by design. The others stay on.
+SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
+              HealthCheck.filter_too_much]  # fmt: skip
 
 
 def _settings(state_dir: Path) -> Settings:
@@ -92,12 +83,56 @@ def _settings(state_dir: Path) -> Settings:
                     max_body_mb=1.0, request_timeout_s=10.0)  # fmt: skip
 
 
+def _with_links(doc: dict[str, Any]) -> dict[str, Any]:
+    """The app's schema plus OpenAPI links for the stateful run: a created model leads to inference, edits and
+    views of it; an edit leads to inference on, and views of, the version it made, and to a rollback."""
+    doc = copy.deepcopy(doc)
+
+    def op_id(method: str, path: str) -> str:
+        return str(doc["paths"][path][method]["operationId"])
+
+    created = {"path.model": "$response.body#/name"}
+    made = {"path.model": "$response.body#/model"}
+    version = {**made, "path.version": "$response.body#/version"}
+    links = {
+        ("post", "/v1/models", "201"): {
+            "InferV1": (op_id("post", "/v1/models/{model}/infer"), created),
+            "InferOIP": (op_id("post", "/v2/models/{model}/infer"), created),
+            "Edit": (op_id("post", "/v1/models/{model}/edits"), created),
+            "InsertLayer": (op_id("post", "/v1/models/{model}/layers"), created),
+            "ReplaceLayer": (op_id("put", "/v1/models/{model}/layers/{node}"), created),
+            "Info": (op_id("get", "/v1/models/{model}"), created),
+            "Delete": (op_id("delete", "/v1/models/{model}"), created),
+        },
+        ("post", "/v1/models/{model}/edits", "200"): {
+            "InferVersion": (op_id("post", "/v2/models/{model}/versions/{version}/infer"), version),
+            "Graph": (op_id("get", "/v1/models/{model}/graph"),
+                      {**made, "query.version": "$response.body#/version"}),
+            "Rollback": (op_id("post", "/v1/models/{model}/rollback"), made),
+            "EditAgain": (op_id("post", "/v1/models/{model}/edits"), made),
+        },
+    }  # fmt: skip
+    for (method, path, status), targets in links.items():
+        doc["paths"][path][method]["responses"][status]["links"] = {
+            name: {"operationId": target, "parameters": params} for name, (target, params) in targets.items()
+        }
+    return doc
+
+
 # The schema is the app's own: build a throw-away app (no registry, nothing started) just to render it.
 _SCHEMA_APP = create_app(_settings(Path("/nonexistent-morphserve-fuzz")))
 #: The server-sent event streams never end, so an in-process call would wait forever on them: they are tested
 #: against a real server instead (tests/e2e/test_events.py: headers, 404s, resumption, bad Last-Event-IDs).
 STREAMS = r"/events$"
-schema = schemathesis.openapi.from_dict(_SCHEMA_APP.openapi()).exclude(path_regex=STREAMS)
+OPERATIONS = {f"{m.upper()} {p}": op for p, ops in _SCHEMA_APP.openapi()["paths"].items() for m, op in ops.items()
+              if not re.search(STREAMS, p)}  # fmt: skip
+schema = schemathesis.openapi.from_dict(_with_links(_SCHEMA_APP.openapi())).exclude(path_regex=STREAMS)
+schema.config.seed = FUZZ_SEED  # each operation's run derives its own seed from it
+# The stateful run follows the links declared above only (no links inferred from response schemas), so that its
+# steps go where its counts say: from a created model to inference and edits on it.
+schema.config.phases.stateful.inference.algorithms = []
+#: schemathesis' own limit for one call (10 s) is too short for an ONNX export on a loaded CI machine.
+CALL_TIMEOUT_S = 120
 
 
 @schema.hook
@@ -121,6 +156,9 @@ def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> An
 
 
 _REGISTRY: list[Registry] = []  # the module fixture's, for the hooks
+#: Realistic bodies per schema-driven one (flatmap_case): 1 for the per-operation fuzz; the stateful run raises it,
+#: so that the steps its links lead to are mostly well-formed for the model just created.
+REALISTIC_WEIGHT = [1]
 
 
 def _latest() -> int:
@@ -189,8 +227,11 @@ def _realistic(label: str) -> st.SearchStrategy[tuple[Any, str, str | None]] | N
         # the live version (always there: a rollback to it is a no-op version), its parent (unless gc took it), any
         "POST /v1/models/{model}/rollback": st.fixed_dictionaries({"version": st.one_of(
             st.builds(lambda: _latest()), st.builds(lambda: max(1, _latest() - 1)), st.integers(1, 12))}),
+        # digits half of the time: the stateful run follows links from a created model to inference and edits that
+        # fit it (the realistic bodies are for digits). Not `chain`: 100 layers take seconds to create.
         "POST /v1/models": st.fixed_dictionaries(
-            {"name": st.sampled_from(["fz0", "fz1", MODEL]), "zoo": st.sampled_from(["mlp", "chain", "nope"])}),
+            {"name": st.sampled_from(["fz0", "fz1", MODEL]),
+             "zoo": st.sampled_from(["digits", "digits", "mlp", "nope"])}),
     }  # fmt: skip
     bodies["POST /v2/models/{model}/versions/{version}/infer"] = bodies["POST /v2/models/{model}/infer"]
     if label == "PUT /v1/models/{model}/layers/{node}/weights":
@@ -225,7 +266,20 @@ def flatmap_case(context: Any, case: Any) -> Any:
         case.headers = headers
         return case
 
-    return st.one_of(st.just(case), st.builds(with_body, realistic, st.sampled_from([None, "*"])))
+    drawn = st.builds(with_body, realistic, st.sampled_from([None, "*"]))
+    return st.one_of(st.just(case), *[drawn] * REALISTIC_WEIGHT[0])
+
+
+@dataclass
+class FuzzRun:
+    """What one fuzz run did, per operation label (`POST /v1/models`) and phase."""
+
+    generated: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    sent: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    statuses: dict[str, collections.Counter[int]] = field(
+        default_factory=lambda: collections.defaultdict(collections.Counter)
+    )
+    failures: dict[str, BaseException] = field(default_factory=dict)
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +290,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Regi
     app = create_app(settings_, registry)
     _REGISTRY[:] = [registry]
     try:
-        yield _OwnedLifespan(app), registry
+        yield _NoLifespan(app), registry
     finally:
         registry.close()
 
@@ -245,45 +299,135 @@ def _label(case: Any) -> str:
     return f"{case.operation.method.upper()} {case.operation.path}"
 
 
-@schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadline=None, print_blob=True,
-          suppress_health_check=list(HealthCheck))  # fmt: skip
-def test_fuzz(case: Any, served: tuple[Any, Registry]) -> None:
-    app, registry = served
-    label, phase = _label(case), case.meta.phase.name.value if case.meta else "?"
-    GENERATED[(label, phase)] += 1
-    n = GENERATED[(label, phase)]
-    if phase == "coverage" and n > COVERAGE_CAP and n % COVERAGE_STRIDE:
-        return  # see COVERAGE_CAP
-    response = case.call_and_validate(app=app, headers=AUTH, checks=CHECKS)
-    SENT[(label, phase)] += 1
-    STATUSES[label][response.status_code] += 1
-    if MODEL not in registry.names():  # a fuzzed DELETE /v1/models/digits: bring it back for what follows
+def _restore(registry: Registry) -> None:
+    """A fuzzed DELETE /v1/models/digits: bring it back for what follows."""
+    if MODEL not in registry.names():
         registry.add(MODEL, ZooSource(MODEL))
+
+
+@pytest.fixture(scope="module")
+def fuzz(served: tuple[Any, Registry]) -> FuzzRun:
+    """Run every operation's fuzz (schemathesis' examples, coverage and fuzzing phases, as `schema.parametrize()`
+    builds them) and return the counts and the failure of each operation."""
+    app, registry = served
+    run = FuzzRun()
+
+    def send(case: Any) -> None:
+        label, phase = _label(case), case.meta.phase.name.value if case.meta else "?"
+        run.generated[(label, phase)] += 1
+        n = run.generated[(label, phase)]
+        if phase == "coverage" and n > COVERAGE_CAP and n % COVERAGE_STRIDE:
+            return  # see COVERAGE_CAP
+        response = case.call_and_validate(app=app, headers=AUTH, checks=CHECKS, timeout=CALL_TIMEOUT_S)
+        run.sent[(label, phase)] += 1
+        run.statuses[label][response.status_code] += 1
+        _restore(registry)
+
+    test = settings(max_examples=MAX_EXAMPLES, database=None, deadline=None, print_blob=True,
+                    suppress_health_check=SUPPRESSED)(send)  # fmt: skip
+    load_all_checks()
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        hypothesis_test = build_operation_test(config=schema.config, operation=operation, test_func=test,
+                                               given_kwargs={}, feedback=FeedbackSources())  # fmt: skip
+        try:
+            hypothesis_test()
+        except Exception as e:  # noqa: BLE001 - reported by test_fuzz[<operation>]
+            run.failures[operation.label] = e
+            _restore(registry)
+    return run
+
+
+@pytest.mark.parametrize("label", sorted(OPERATIONS))
+def test_fuzz(fuzz: FuzzRun, label: str) -> None:
+    """No generated request for this operation got a 5xx or a response the schema does not describe."""
+    failure = fuzz.failures.get(label)
+    if failure is not None:
+        raise AssertionError(f"{label} (replay: MORPHSERVE_FUZZ_SEED={FUZZ_SEED}): {failure}") from failure
+    assert sum(n for (op, _), n in fuzz.sent.items() if op == label) > 0, f"{label} was never fuzzed"
 
 
 def _has_inputs(operation: dict[str, Any]) -> bool:
     return bool(operation.get("parameters") or operation.get("requestBody"))
 
 
-def test_fuzz_counts(capsys: pytest.CaptureFixture[str]) -> None:
-    """Runs after the fuzz (same module, file order): every operation was fuzzed with enough examples, and
-    the fuzz got past the 404s. Prints the counts per operation for the closing note."""
-    paths = _SCHEMA_APP.openapi()["paths"]
-    operations = {f"{m.upper()} {p}": op for p, ops in paths.items() for m, op in ops.items()
-                  if not re.search(STREAMS, p)}  # fmt: skip
-    total = sum(SENT.values())
+def test_fuzz_counts(fuzz: FuzzRun, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every operation was fuzzed with enough examples, and the fuzz got past the 404s: each operation succeeded at
+    least once. Prints the counts per operation for the closing note."""
+    total = sum(fuzz.sent.values())
     with capsys.disabled():
-        print(f"\nschemathesis fuzz: {total} requests sent over {len(operations)} operations "
-              f"({sum(GENERATED.values())} cases generated)")  # fmt: skip
+        print(f"\nschemathesis fuzz (seed {FUZZ_SEED}): {total} requests sent over {len(OPERATIONS)} operations "
+              f"({sum(fuzz.generated.values())} cases generated)")  # fmt: skip
         print("   fuzzing  coverage(sent/generated)  operation  [status x count]")
-        for label in sorted(operations):
-            statuses = " ".join(f"{s}x{n}" for s, n in sorted(STATUSES[label].items()))
-            sent, generated = SENT[(label, "coverage")], GENERATED[(label, "coverage")]
-            print(f"  {SENT[(label, 'fuzzing')]:8d}  {sent:6d}/{generated:<6d}            {label}  [{statuses}]")
-    few = {label: SENT[(label, "fuzzing")] for label, op in operations.items()
-           if SENT[(label, "fuzzing")] < (MIN_TRIED if _has_inputs(op) else 1)}  # fmt: skip
-    assert not few, f"operations fuzzed fewer than {MIN_TRIED} times: {few}"
-    reached = {label for label in operations if any(s < 300 for s in STATUSES[label])}
-    never = set(operations) - reached  # every operation must have succeeded at least once
-    assert not never, sorted(never)
+        for label in sorted(OPERATIONS):
+            statuses = " ".join(f"{s}x{n}" for s, n in sorted(fuzz.statuses[label].items()))
+            sent, generated = fuzz.sent[(label, "coverage")], fuzz.generated[(label, "coverage")]
+            print(f"  {fuzz.sent[(label, 'fuzzing')]:8d}  {sent:6d}/{generated:<6d}            {label}  [{statuses}]")
+    few = {label: fuzz.sent[(label, "fuzzing")] for label, op in OPERATIONS.items()
+           if fuzz.sent[(label, "fuzzing")] < (MIN_TRIED if _has_inputs(op) else 1)}  # fmt: skip
+    assert not few, f"operations fuzzed fewer than {MIN_TRIED} times (seed {FUZZ_SEED}): {few}"
+    never = sorted(label for label in OPERATIONS if not any(s < 300 for s in fuzz.statuses[label]))
+    assert not never, f"operations that never succeeded (seed {FUZZ_SEED}): {never}"
+
+
+# -- stateful: follow the links from a created model ------------------------------------------------------------
+STATEFUL_SCENARIOS = 30
+STATEFUL_STEPS = 12
+
+
+def test_stateful_links_from_create_to_infer_and_edit(served: tuple[Any, Registry],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """Sequences of calls where each step may feed the previous response into the next through an OpenAPI link
+    (create -> infer / edit / layers / info / delete, edit -> infer on its version / graph / rollback / edit): no
+    5xx and schema-conformant responses all along, and the links really led to accepted inference and edits on
+    the model just created."""
+    app, registry = served
+    followed: collections.Counter[tuple[str, str, int]] = collections.Counter()  # (link, target, status)
+
+    class Workflow(schema.as_state_machine()):  # type: ignore[misc]
+        def setup(self) -> None:
+            """Each scenario starts from `digits` alone, so that a create can succeed."""
+            for name in list(registry.names()):
+                if name != MODEL:
+                    _remove(registry, name)
+            _restore(registry)
+
+        def step(self, input: Any) -> Any:
+            output = super().step(input)
+            link = "-"  # a first step, or a link whose values could not be applied
+            if input.transition is not None and input.is_applied:  # "POST /v1/models -> [201] Edit -> POST ..."
+                link = input.transition.id.split(" -> ")[1].split("] ", 1)[-1]
+            followed[(link, _label(input.case), output.response.status_code)] += 1
+            return output
+
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"app": app, "headers": AUTH, "timeout": CALL_TIMEOUT_S}
+
+        def validate_response(self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any) -> None:
+            case.validate_response(response, checks=CHECKS, transport_kwargs=kwargs or None)
+
+        def after_call(self, response: Any, case: Any) -> None:
+            _restore(registry)
+
+    REALISTIC_WEIGHT[0] = 3
+    try:
+        Workflow.run(settings=settings(max_examples=STATEFUL_SCENARIOS, stateful_step_count=STATEFUL_STEPS,
+                                       database=None, deadline=None, print_blob=True,
+                                       suppress_health_check=SUPPRESSED))  # fmt: skip
+    except Exception as e:
+        raise AssertionError(f"stateful run failed (replay: MORPHSERVE_FUZZ_SEED={FUZZ_SEED}): {e}") from e
+    finally:
+        REALISTIC_WEIGHT[0] = 1
+    with capsys.disabled():
+        print(f"\nschemathesis stateful (seed {FUZZ_SEED}): {sum(followed.values())} steps; by link:")
+        for (link, label, status), n in sorted(followed.items()):
+            print(f"  {link:12s} {label}  {status} x{n}")
+    ok = {link for (link, _, status), n in followed.items() if status < 300}
+    assert {"InferV1", "InferOIP"} & ok, f"no inference on a created model succeeded: {dict(followed)}"
+    assert {"Edit", "InsertLayer", "ReplaceLayer"} & ok, f"no edit of a created model succeeded: {dict(followed)}"
+
+
+def _remove(registry: Registry, name: str) -> None:
+    import asyncio
+
+    asyncio.run(registry.remove(name))

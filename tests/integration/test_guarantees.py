@@ -22,12 +22,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from app.graph.errors import EditError
 from app.serving.registry import Registry
+from app.store import StorageFullError
 from tests.conftest import AUTH
-from tests.integration.helpers import X, assert_error, head_ops, identity_insert, reference, served
+from tests.integration.helpers import WAIT, X, assert_error, head_ops, hold, identity_insert, reference, served
 
 EDITS = "/v1/models/digits/edits"
 V1 = "/v1/models/digits/infer"
@@ -205,11 +207,14 @@ INVALID: list[list[dict[str, Any]]] = [
 
 
 def test_3_inference_never_fails_during_edits(tmp_path: Path) -> None:
+    """Structural edits, rollbacks and refused edits while requests fly: every request is a 200, and its outputs are
+    exactly what the version it names computes on the rows it sent (checked afterwards against each version rebuilt
+    from the store, run in-process)."""
+
     async def main() -> None:
         async with served(tmp_path, max_batch_size=16, max_batch_delay_ms=10, batch_wait="full") as (client, registry):
             done = asyncio.Event()
-            statuses: list[int] = []
-            versions: list[int] = []
+            results: list[tuple[int, int, np.ndarray]] = []  # (version, rows sent, outputs)
             failures: list[str] = []
 
             async def stream(worker: int) -> None:
@@ -219,9 +224,11 @@ def test_3_inference_never_fails_during_edits(tmp_path: Path) -> None:
                         r = await client.post("/v2/models/digits/infer", json=_oip(i))
                     else:
                         r = await client.post(V1, json={"inputs": _rows(i)})
-                    statuses.append(r.status_code)
                     if r.status_code == 200:
-                        versions.append(int(r.json()["model_version"]))
+                        body = r.json()
+                        out = body["outputs"][0] if i % 2 else {"data": body["outputs"], "shape": [1 + i % 3, 10]}
+                        data = np.asarray(out["data"], np.float32).reshape(out["shape"])
+                        results.append((int(body["model_version"]), 1 + i % 3, data))
                     else:
                         failures.append(f"{r.request.url.path} -> {r.status_code} {r.text[:300]}")
                     i += 1
@@ -239,10 +246,20 @@ def test_3_inference_never_fails_during_edits(tmp_path: Path) -> None:
 
             await asyncio.gather(editor(), *(stream(w) for w in range(10)))
             final = registry.current("digits").version
+            versions = {v for v, _, _ in results}
+            expected = {}
+            for v in versions:  # what each version computes, rebuilt from the store (evicted ones are reloaded)
+                version = await registry.version("digits", v)
+                expected[v] = version.run(torch.from_numpy(X))[0].numpy()
 
-        assert statuses and set(statuses) == {200}, failures[:5]
-        assert len(set(versions)) >= 5
+        assert results and not failures, failures[:5]
+        assert len(versions) >= 5
         assert final == 1 + 3 * (len(STRUCTURAL) + 1)  # refused edits took no version numbers
+        for v, rows, out in results:
+            what = f"a response names version {v} but v{v} computes other outputs"
+            np.testing.assert_allclose(out, expected[v][:rows], rtol=1e-5, atol=1e-5, err_msg=what)
+        # the edits changed what the model computes (Tanh for ReLU), so a mislabelled response would be caught
+        assert any(not np.allclose(expected[v], expected[1], atol=1e-4) for v in versions)
 
     asyncio.run(main())
 
@@ -335,6 +352,36 @@ def test_3_an_edit_failing_its_warm_up_changes_nothing(tmp_path: Path, monkeypat
     asyncio.run(main())
 
 
+def test_3_an_edit_failing_to_persist_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commit order (docs/ARCHITECTURE.md): the journal row is written before the version is published and swapped
+    in. When writing it fails (a full disk, injected at the journal's append), the live version, the history, the
+    graph and the outputs are as before, no version number is taken, and the worker never saw the candidate."""
+
+    async def main() -> None:
+        async with served(tmp_path) as (client, registry):
+            await _edit_to_own_constant(client, registry)  # v2: outputs are all 2.0
+            before = await _snapshot(client)
+            resident = registry.resident("digits")
+            published = [v.version for v in registry.get("digits").live.versions()]
+
+            def disk_full(*_: Any, **__: Any) -> None:
+                raise StorageFullError("no space left to journal digits v3 (injected); 4096 bytes were needed", 4096)
+
+            monkeypatch.setattr(registry.store.journal, "append", disk_full)
+            for ops in (head_ops(3.0), [identity_insert(name="never")]):
+                body = assert_error(await client.post(EDITS, json={"ops": ops}), 507, "no space left")
+                assert body["needed_bytes"] == 4096
+                assert await _snapshot(client) == before
+                assert registry.resident("digits") == resident
+                assert [v.version for v in registry.get("digits").live.versions()] == published
+            monkeypatch.undo()
+            assert await _edit_to_own_constant(client, registry) == 3  # the failed edits took no number
+            _, out = await _infer(client, 0)
+            _check(3, out)
+
+    asyncio.run(main())
+
+
 # -- 4 -----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("via", ["if_version", "If-Match"])
 def test_4_concurrent_edits_with_the_same_base_one_wins(make_client: Callable[..., TestClient], via: str) -> None:
@@ -399,49 +446,44 @@ def test_4_concurrent_edits_without_a_base_are_serialised(tmp_path: Path) -> Non
 
 # -- 5 -----------------------------------------------------------------------------------------------------------
 def test_5_full_queue_answers_503_with_retry_after(make_client: Callable[..., TestClient]) -> None:
-    """Deterministic: a one-row request is held by the worker waiting for batch mates (long batch delay); a
-    two-row request cannot join it (max batch size 2) and fills the one-slot queue; the next request is 503."""
-    client = make_client(max_queue=1, max_batch_size=2, max_batch_delay_ms=1500, batch_wait="full")
-    worker = client.app.state.registry.get("digits").worker  # type: ignore[attr-defined]
-    submitted: list[object] = []
-    real_submit = worker.submit
-
-    def spy(item: object) -> None:
-        real_submit(item)
-        submitted.append(item)
-
-    worker.submit = spy
+    """Deterministic: a one-row request is held inside the model (a Gate); a two-row request fills the one-slot
+    queue behind it; the next requests are 503 while the first is still held, so they did not wait for a slot."""
+    client = make_client(max_queue=1, max_batch_size=2)
+    registry = client.app.state.registry  # type: ignore[attr-defined]
+    worker = registry.get("digits").worker
+    gate = hold(registry)
     results: dict[str, httpx.Response] = {}
 
     def send(key: str, rows: int) -> None:
         results[key] = client.post(V1, json={"inputs": X[:rows].tolist()})
 
     def wait_for(cond: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + WAIT
         while not cond():
             assert time.monotonic() < deadline, what
             time.sleep(0.002)
 
     held = threading.Thread(target=send, args=("held", 1))
     held.start()
-    wait_for(lambda: len(submitted) == 1 and worker.queue_depth() == 0, "the worker never took the first request")
+    gate.wait_entered()
     queued = threading.Thread(target=send, args=("queued", 2))
     queued.start()
-    wait_for(lambda: len(submitted) == 2 and worker.queue_depth() == 1, "the second request never queued")
+    wait_for(lambda: worker.queue_depth() == 1, "the second request never queued")
 
-    t0 = time.monotonic()
     for r in (client.post(V1, json={"inputs": X[:1].tolist()}),
               client.post("/v2/models/digits/infer", json=_oip(0))):  # fmt: skip
         body = assert_error(r, 503, "queued")
         assert int(r.headers["retry-after"]) >= 1, r.headers
         assert body["error"]
-    assert time.monotonic() - t0 < 1.0, "a full queue must answer at once, not wait for a slot"
+    assert not results and gate.batches == [1], "a full queue must answer at once, not wait for a slot"
     assert worker.queue_depth() == 1  # refused requests did not grow the queue
 
-    held.join(30)
-    queued.join(30)
+    gate.release()
+    held.join(WAIT)
+    queued.join(WAIT)
     assert results["held"].status_code == 200 and results["queued"].status_code == 200
-    assert np.array(results["queued"].json()["outputs"]).shape == (2, 10)
+    np.testing.assert_allclose(np.array(results["queued"].json()["outputs"]), reference(X[:2]), rtol=1e-5, atol=1e-5)
+    assert gate.batches == [1, 2]
     # the queue drained: requests are accepted again
     assert client.post(V1, json={"inputs": X.tolist()[:2]}).status_code == 200
     metrics = client.get("/metrics").text

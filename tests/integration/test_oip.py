@@ -141,6 +141,28 @@ def test_infer_binary_truncated_400(client: TestClient) -> None:
     assert_error(client.post(INFER, content=body, headers=headers), 400, "Inference-Header-Content-Length")
 
 
+BIG = np.random.default_rng(5).random((1024, 64), dtype=np.float32)  # 256 KiB of tensor bytes
+
+
+@pytest.mark.parametrize("delta", [-4, 4, -128 * 1024, 1 << 20], ids=["4 bytes short", "4 bytes over", "half",
+                                                                  "a MiB over"])  # fmt: skip
+def test_a_wrong_binary_data_size_on_a_large_body_is_400(client: TestClient, delta: int) -> None:
+    """The declared size of a large binary tensor disagrees with its shape and with the bytes sent: a 400 naming
+    `binary_data_size`, whichever way it is wrong; the same body with the right size computes every row."""
+    raw = BIG.astype("<f4").tobytes()
+    ok, headers = _binary_request(BIG, binary_output=True)
+    header = ok[: int(headers["Inference-Header-Content-Length"])]
+    wrong = header.replace(f'"binary_data_size":{len(raw)}'.encode(), f'"binary_data_size":{len(raw) + delta}'.encode())
+    assert wrong != header
+    fixed = {**headers, "Inference-Header-Content-Length": str(len(wrong))}
+    assert_error(client.post(INFER, content=wrong + raw, headers=fixed), 400, "binary_data_size", str(len(raw) + delta))
+    r = client.post(INFER, content=ok, headers=headers)
+    assert r.status_code == 200, r.text
+    n = int(r.headers["inference-header-content-length"])
+    got = np.frombuffer(r.content[n:], dtype="<f4").reshape(1024, 10)
+    np.testing.assert_allclose(got, reference(BIG), rtol=1e-5, atol=1e-5)
+
+
 # -- versions -------------------------------------------------------------------------------------------------
 def test_infer_on_older_version_while_resident(client: TestClient) -> None:
     v2 = _edit(client, head_ops(7.0))
