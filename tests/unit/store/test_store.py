@@ -28,7 +28,7 @@ def _bias(i: float) -> list[dict[str, object]]:
 
 def _history(store: Store, edits: int = 3) -> LiveModel:
     live = LiveModel(load_zoo("digits"))
-    store.commit(live.current)
+    store.commit(live.current, create=True)
     for i in range(edits):
         v = live.propose(_bias(float(i)))
         store.commit(v)
@@ -77,7 +77,7 @@ def test_reload_is_bit_identical_and_shares_unchanged_layers(make_store) -> None
 def test_an_edit_writes_only_the_blob_of_the_layer_it_changed(make_store) -> None:  # type: ignore[no-untyped-def]
     store = make_store()
     live = LiveModel(load_zoo("digits"))
-    store.commit(live.current)
+    store.commit(live.current, create=True)
     before = _digests(store)
     store.commit(live.propose([IDENTITY_INSERT]))
     added = _digests(store) - before
@@ -106,7 +106,7 @@ def test_a_sweep_between_blob_write_and_row_cannot_strand_the_commit(make_store)
     the (still unreferenced) blob, and the commit must notice inside its transaction and write it again."""
     store, other = make_store(), make_store(sweep_grace_s=0)
     live = LiveModel(load_zoo("digits"))
-    store.commit(live.current)
+    store.commit(live.current, create=True)
     v2 = live.propose(_bias(5.0))
     real_put = store.blobs.put
     swept: list[int] = []
@@ -141,7 +141,7 @@ def test_delete_model_removes_rows_and_blobs(make_store) -> None:  # type: ignor
 def test_an_unavailable_store_refuses_writes_and_still_reads() -> None:
     store = Store(MemoryJournal(), MemoryBlobs(), unavailable="the state dir /x is read-only")
     live = LiveModel(load_zoo("digits"))
-    store.commit(live.current, startup=True)  # what the server was told to serve is still recorded
+    store.commit(live.current, startup=True, create=True)  # what the server was told to serve is still recorded
     assert store.load("digits").version == 1
     for write in (lambda: store.commit(live.propose(_bias(1.0))), lambda: store.pin("digits", 1),
                   lambda: store.gc("digits", 1), lambda: store.delete_model("digits")):  # fmt: skip
@@ -155,7 +155,7 @@ def test_sqlite_journal_is_wal_and_full_sync(tmp_path: Path) -> None:
     SQLiteJournal(tmp_path / "j.sqlite3").close()
     db = sqlite3.connect(tmp_path / "j.sqlite3")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
 
 
 def test_unreadable_journal_is_reported_with_its_path_and_left_alone(tmp_path: Path) -> None:
