@@ -21,7 +21,9 @@ Usage::
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +33,16 @@ from urllib.parse import quote
 import httpx
 import numpy as np
 import orjson
+from httpx_sse import aconnect_sse, connect_sse
 
+from app.client_events import READ_TIMEOUT_S, Event, Follower
 from app.wire.oip_codec import NUMPY_TO_OIP, OIP_TO_NUMPY
 
 __all__ = [
     "AsyncClient",
     "Client",
     "Conflict",
+    "Event",
     "InferResult",
     "InvalidRequest",
     "MorphserveError",
@@ -589,6 +594,31 @@ class Client(_Ops):
         """Delete old versions, keeping the newest `keep` (plus the current and pinned ones); admin only."""
         return self._run(self._send_json("POST", f"/v1/models/{_p(model)}/gc", {"keep": keep}))
 
+    # live events
+    def events(self, model: str | None = None, since: int | None = None, reconnect: bool = True) -> Iterator[Event]:
+        """Follow `model` as it is edited: one `Event` per committed version (`.version`, `.data["parent"]`,
+        `.data["ops"]`), as it goes live; `since` replays the versions after it first. With `model=None`: models
+        created and deleted (and every model's versions). Ends when the model is deleted. A dropped connection is
+        reopened and the server replays what was missed (`reconnect=False`: `Unreachable` is raised instead)."""
+        f = Follower(model, since, reconnect)
+        while not f.done:
+            path, params, headers = f.request()
+            try:
+                with connect_sse(self._http, "GET", path, params=params, headers=headers,
+                                 timeout=httpx.Timeout(30.0, read=READ_TIMEOUT_S)) as source:  # fmt: skip
+                    if source.response.status_code != 200:
+                        source.response.read()
+                        _raise_for(source.response)
+                    for sse in source.iter_sse():
+                        if (event := f.feed(sse)) is not None:
+                            yield event
+                        if f.done:
+                            return
+            except httpx.TransportError as e:
+                if not reconnect:
+                    raise _unreachable(self.base_url, e) from e
+            time.sleep(f.retry_s)
+
 
 # -- the asyncio client -------------------------------------------------------------------------------------
 class AsyncClient(_Ops):
@@ -730,3 +760,25 @@ class AsyncClient(_Ops):
     async def gc(self, model: str, keep: int) -> dict[str, Any]:
         """See `Client.gc`."""
         return await self._run(self._send_json("POST", f"/v1/models/{_p(model)}/gc", {"keep": keep}))
+
+    async def events(self, model: str | None = None, since: int | None = None,
+                     reconnect: bool = True) -> AsyncIterator[Event]:  # fmt: skip
+        """See `Client.events` (an async iterator: `async for event in c.events("digits")`)."""
+        f = Follower(model, since, reconnect)
+        while not f.done:
+            path, params, headers = f.request()
+            try:
+                async with aconnect_sse(self._http, "GET", path, params=params, headers=headers,
+                                        timeout=httpx.Timeout(30.0, read=READ_TIMEOUT_S)) as source:  # fmt: skip
+                    if source.response.status_code != 200:
+                        await source.response.aread()
+                        _raise_for(source.response)
+                    async for sse in source.aiter_sse():
+                        if (event := f.feed(sse)) is not None:
+                            yield event
+                        if f.done:
+                            return
+            except httpx.TransportError as e:
+                if not reconnect:
+                    raise _unreachable(self.base_url, e) from e
+            await asyncio.sleep(f.retry_s)

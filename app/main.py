@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app import __version__
 from app.api import errors
 from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
-from app.api.routes import edits, health, infer, models, oip, versions
+from app.api.routes import catalogue, edits, events, health, infer, models, nodes, oip, ui, versions
 from app.serving.metrics import Metrics
 from app.serving.registry import Registry
 from app.settings import Settings
@@ -66,6 +66,10 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     errors.install(app)
     for module in (health, oip, infer, models, versions, edits):
         app.include_router(module.router)
+    app.include_router(events.router)  # web page: event streams
+    app.include_router(nodes.router)  # web page: node weights and history
+    app.include_router(catalogue.router)  # web page: layer schema for edit forms
+    app.include_router(ui.router)  # web page: /ui/
     if settings.cors_origins:  # browsers' preflights for the pages allowed to call the API (origins.py)
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match",

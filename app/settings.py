@@ -11,6 +11,9 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+_DTYPE_ALIASES = {"fp32": "FP32", "float32": "FP32", "float": "FP32", "fp16": "FP16", "float16": "FP16",
+                  "half": "FP16", "bf16": "BF16", "bfloat16": "BF16"}  # fmt: skip
+
 
 def memory_limit() -> int:
     """Bytes of memory available to this process: the cgroup v2/v1 limit if one is set, else physical memory."""
@@ -35,8 +38,15 @@ class Settings(BaseSettings):
         description="models to load: zoo names or spec paths, `name=path` to name one (comma-separated in env)",
     )
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$", description="auto picks CUDA when present")
+    dtype: str | None = Field(
+        None, description="compute datatype of the --model models: FP32, FP16 or BF16 (inputs and outputs stay FP32)"
+    )
     max_batch_size: int = Field(32, ge=1, le=4096)
-    max_batch_delay_ms: float = Field(2.0, ge=0, le=10_000)
+    max_batch_delay_ms: float = Field(
+        2.0, ge=0, le=10_000,
+        description="the longest a batch waits to fill; it waits only when requests keep arriving while batches run "
+        "(a lone request never waits)",
+    )  # fmt: skip
     max_queue: int = Field(1024, ge=1, description="queued inference requests per model before 503")
     admin_token: str | None = Field(None, description="bearer token for mutating routes")
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
@@ -66,6 +76,17 @@ class Settings(BaseSettings):
         None, ge=1, description="largest parameter size of one model version, in bytes (default: half the memory)"
     )
     log_level: str = Field("info")
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype(cls, v: object) -> object:
+        """`float16`, `fp16`, `half`, `bfloat16`, `bf16`, `float32` are accepted too: they are what people type."""
+        if v is None:
+            return None
+        name = _DTYPE_ALIASES.get(str(v).strip().lower())
+        if name is None:
+            raise ValueError(f"dtype {v!r} is not one of FP32, FP16, BF16")
+        return name
 
     @field_validator("journal")
     @classmethod

@@ -22,11 +22,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 
 # System tools from Debian, installed when we can (root, apt available): graphviz's `dot` renders SVG graphs
-# (serving); the dev set-up also wants docker-compose (validates the compose file), wrk (benchmarks) and
-# PostgreSQL's server (the tests start a throwaway cluster for the shared journal: tests/pg.py). Debian keeps
-# initdb off PATH, under /usr/lib/postgresql/<version>/bin.
+# (serving); the dev set-up also wants docker-compose (validates the compose file), wrk (benchmarks), chromium
+# (the browser tests of the web page: Playwright cannot download its own browser here) and PostgreSQL's server
+# (the tests start a throwaway cluster for the shared journal: tests/pg.py). Debian keeps initdb off PATH, under
+# /usr/lib/postgresql/<version>/bin.
 need=("dot:graphviz")
-if [ "$EXTRAS" = "dev" ]; then need+=("docker-compose:docker-compose" "wrk:wrk"); fi
+if [ "$EXTRAS" = "dev" ]; then need+=("docker-compose:docker-compose" "wrk:wrk" "chromium:chromium"); fi
 missing=()
 for pair in "${need[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")

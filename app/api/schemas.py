@@ -120,6 +120,9 @@ class CreateModel(_Strict):
     zoo: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     spec: dict[str, Any] | None = None
+    dtype: Literal["FP32", "FP16", "BF16"] | None = Field(
+        None, description="compute datatype (FP16/BF16 halve the memory; inputs and outputs stay as the spec says)"
+    )
 
 
 class Deleted(BaseModel):

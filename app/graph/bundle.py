@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from .errors import SpecError
+from .precision import conform
 from .spec import ModelSpec, parse_spec
 from .version import ModelVersion, make_version
 
@@ -64,12 +65,12 @@ def from_spec(
     if name is not None:
         spec = spec.model_copy(update={"name": name})
     if tensors is None:
-        modules = build_modules(spec, seed)
+        modules = {k: conform(m, spec.compute_datatype) for k, m in build_modules(spec, seed).items()}
     else:
         # Weights are given: build without storage and adopt the tensors, rather than random-initialising every
         # layer only to overwrite it (most of a large model's load time).
         with torch.device("meta"):
-            modules = build_modules(spec, seed)
+            modules = {k: conform(m, spec.compute_datatype) for k, m in build_modules(spec, seed).items()}
         load_weights(modules, {k: v.contiguous() for k, v in tensors.items()}, assign=True)
         for nid, m in modules.items():
             if any(t.is_meta for t in (*m.parameters(), *m.buffers())):  # a buffer the state dict does not hold

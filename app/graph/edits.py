@@ -19,6 +19,7 @@ from .arrays import ArrayError, from_json
 from .dtypes import OIP_TO_TORCH, TORCH_TO_OIP
 from .errors import EditError, GraphError, NotFoundError, UnknownNodeError
 from .identity import IdentityError, make_identity
+from .precision import COMPUTE, cast_modules, conform, like
 from .spec import ModelSpec, NodeSpec, OutputSpec, check_id
 from .version import ModelVersion, make_version
 
@@ -98,7 +99,15 @@ class SetWeightsOp(_Op):
                 "tensors": {k: {"shape": list(s), "datatype": d} for k, (s, d) in names.items()}}  # fmt: skip
 
 
-Op = Annotated[InsertOp | RemoveOp | ReplaceOp | SetWeightsOp, Field(discriminator="op")]
+class CastOp(_Op):
+    """Compute in another datatype from now on (FP16, BF16; FP32 to go back): every tensor is copied and cast,
+    inputs and outputs keep their wire datatype (precision.py)."""
+
+    op: Literal["cast"] = "cast"
+    datatype: Literal["FP32", "FP16", "BF16", "FP64"]
+
+
+Op = Annotated[InsertOp | RemoveOp | ReplaceOp | SetWeightsOp | CastOp, Field(discriminator="op")]
 _OPS: TypeAdapter[list[Op]] = TypeAdapter(list[Op])
 
 
@@ -142,6 +151,7 @@ class _Draft:
         self.outputs: list[OutputSpec] = list(base.spec.outputs)
         self.modules: dict[str, nn.Module] = dict(base.modules)
         self.shapes = base.shapes
+        self.compute = base.spec.compute_datatype
         self.last_inserted = ""
 
     def index(self, node_id: str) -> int:
@@ -165,7 +175,8 @@ class _Draft:
         return n.layer if n is not None else None
 
     def spec(self, name: str) -> ModelSpec:
-        return ModelSpec(name=name, inputs=self.inputs, outputs=tuple(self.outputs), nodes=tuple(self.nodes))
+        return ModelSpec(name=name, inputs=self.inputs, outputs=tuple(self.outputs), nodes=tuple(self.nodes),
+                         compute_datatype=self.compute)  # fmt: skip
 
 
 def _build(layer: c.LayerSpec, seed: int) -> nn.Module:
@@ -212,6 +223,7 @@ def _apply_insert(draft: _Draft, op: InsertOp) -> None:
             make_identity(op.layer, module, prev)
         except IdentityError as e:
             raise EditError(f"init 'identity' is impossible here: {e}", node=name) from None
+    module = conform(module, draft.compute)  # identity init ran in FP32: exact in any datatype
     new = NodeSpec(id=name, layer=op.layer, inputs=(source,))
     if op.after is not None:
         draft.rewire(source, name, skip=name)
@@ -254,7 +266,7 @@ def _apply_replace(draft: _Draft, op: ReplaceOp) -> None:
         with torch.no_grad():
             module.load_state_dict(old)
     draft.nodes[pos] = node.model_copy(update={"layer": op.layer})
-    draft.modules[op.node] = module
+    draft.modules[op.node] = conform(module, draft.compute)
 
 
 def _tensor_from_json(name: str, t: TensorData, like: torch.Tensor) -> torch.Tensor:
@@ -283,6 +295,7 @@ def _apply_set_weights(draft: _Draft, op: SetWeightsOp) -> None:
                             expected=sorted(current), got=k)  # fmt: skip
     given = dict(op._decoded)
     given.update({k: _tensor_from_json(k, t, current[k]) for k, t in op.tensors.items()})
+    given = {k: like(v, current[k], draft.compute) for k, v in given.items()}  # FP32 weights into a BF16 model
     for k, v in given.items():
         ref = current[k]
         if tuple(v.shape) != tuple(ref.shape):
@@ -300,8 +313,30 @@ def _apply_set_weights(draft: _Draft, op: SetWeightsOp) -> None:
     draft.modules[op.node] = module
 
 
+def _apply_cast(draft: _Draft, op: CastOp) -> None:
+    target = None if op.datatype == "FP32" else op.datatype
+    if target == draft.compute:
+        raise EditError(f"the model computes in {op.datatype} already")
+    draft.modules = cast_modules(draft.modules, op.datatype)
+    for i, n in enumerate(draft.nodes):  # parameter nodes declare their datatype
+        if n.parameter is not None and n.parameter.datatype in COMPUTE:
+            draft.nodes[i] = n.model_copy(update={"parameter": n.parameter.model_copy(update={"datatype": op.datatype})})
+    draft.compute = target
+
+
+def recast(v: ModelVersion, datatype: str) -> ModelVersion:
+    """`v` itself (same number, parent and history) computing in `datatype`: how a model is created or loaded in
+    half precision. Live models change datatype with the `cast` op instead, as a new version."""
+    if (None if datatype == "FP32" else datatype) == v.spec.compute_datatype:
+        return v
+    draft = _Draft(v)
+    _apply_cast(draft, CastOp(datatype=datatype))  # type: ignore[arg-type]
+    return make_version(v.model, v.version, v.parent, draft.spec(v.spec.name), draft.modules, ops=v.ops,
+                        created_at=v.created_at)  # fmt: skip
+
+
 _APPLY = {"insert": _apply_insert, "remove": _apply_remove, "replace": _apply_replace,
-          "set_weights": _apply_set_weights}  # fmt: skip
+          "set_weights": _apply_set_weights, "cast": _apply_cast}  # fmt: skip
 
 
 def _describe_op(op: Op) -> str:
@@ -315,6 +350,8 @@ def _describe_op(op: Op) -> str:
             return f"replace {op.node!r} with {op.layer.label()}"
         case SetWeightsOp():
             return f"set_weights on {op.node!r}"
+        case CastOp():
+            return f"cast to {op.datatype}"
     return str(op)
 
 

@@ -11,6 +11,7 @@ is its first element's, so every node has a shape. Only `getitem` may read such 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ Probe = tuple[tuple[int, ...], tuple[int, ...]]
 #: What the journal saves per node: both probes and the OIP datatype; for a tuple-valued node
 #: `{"elements": [[probe_a, probe_b, datatype], ...]}`.
 RecordedShape = tuple[list[int], list[int], str] | dict[str, list[Any]]
+_FLOATS = ("FP16", "BF16", "FP32", "FP64")
 _PROBE_SIZES = ((2, 32), (3, 40))  # (batch, other variable dims) for the two probes
 
 
@@ -70,8 +72,14 @@ def _merge(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _node_key(node: NodeSpec, module: nn.Module | None, ins: list[NodeShape]) -> tuple[object, ...]:
-    ident: object = id(module) if module is not None else (node.function, json.dumps(node.args, sort_keys=True))
-    return (ident, tuple(s.signature() for s in ins))
+    """What a node's output shape depends on: its spec (by identity: unchanged nodes share their spec object with
+    the parent version, which is alive while this runs), its tensors' dtype, and its inputs' shapes. Not its
+    weights: set_weights and same-type replacements reuse the parent's shapes without running anything."""
+    if module is None:
+        return ((node.function, json.dumps(node.args, sort_keys=True)), tuple(s.signature() for s in ins))
+    spec = node.layer if node.layer is not None else node.parameter
+    first = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return ((id(spec), first.dtype if first is not None else None), tuple(s.signature() for s in ins))
 
 
 def _from_record(r: RecordedShape, key: tuple[object, ...]) -> NodeShape:
@@ -102,7 +110,9 @@ def propagate(
             tuple(size if d == -1 and i == 0 else other if d == -1 else d for i, d in enumerate(t.shape))
             for size, other in _PROBE_SIZES
         )
-        table[t.name] = NodeShape(t.shape, t.datatype, probes, ())  # type: ignore[arg-type]
+        # With a compute datatype, floating inputs reach the first layers already cast (spec.build_graph_module).
+        datatype = spec.compute_datatype if spec.compute_datatype and t.datatype in _FLOATS else t.datatype
+        table[t.name] = NodeShape(t.shape, datatype, probes, ())  # type: ignore[arg-type]
     mode: FakeTensorMode | None = None
     for node in spec.nodes:
         ins = [table[i] for i in node.inputs]

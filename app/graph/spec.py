@@ -22,8 +22,10 @@ from .dtypes import OIP_TO_TORCH, Datatype
 from .errors import SpecError
 from .functions import FUNCTIONS, Args
 from .parameters import ParameterSpec
+from .precision import to_wire
 
 SPEC_FORMAT = 1
+_FLOATS = ("FP16", "BF16", "FP32", "FP64")
 _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # Attribute names a submodule of a GraphModule must not shadow: class attributes and also the instance
 # attributes nn.Module/GraphModule set in __init__ (`_modules`, `_graph`, `meta`, ...), which would break the build.
@@ -176,6 +178,8 @@ class ModelSpec(BaseModel):
     inputs: Annotated[tuple[TensorSpec, ...], Field(min_length=1, max_length=16)]
     outputs: Annotated[tuple[OutputSpec, ...], Field(min_length=1, max_length=16)]
     nodes: Annotated[tuple[NodeSpec, ...], Field(max_length=10_000)]
+    #: The datatype the layers compute in, when it is not the inputs' (e.g. BF16 for FP32 inputs): see precision.py.
+    compute_datatype: Literal["FP32", "FP16", "BF16", "FP64"] | None = None
 
     def node(self, node_id: str) -> NodeSpec | None:
         for n in self.nodes:
@@ -243,8 +247,11 @@ def build_graph_module(spec: ModelSpec, modules: Mapping[str, nn.Module]) -> fx.
     """
     graph = fx.Graph()
     env: dict[str, fx.Node] = {}
+    compute = spec.compute_datatype
     for t in spec.inputs:
         env[t.name] = graph.placeholder(t.name)
+        if compute is not None and t.datatype in _FLOATS and t.datatype != compute:  # cast at the boundary
+            env[t.name] = graph.call_method("to", (env[t.name], OIP_TO_TORCH[compute]))
     root: dict[str, Any] = {}
     for n in spec.nodes:
         ins = [env[i] for i in n.inputs]
@@ -255,6 +262,9 @@ def build_graph_module(spec: ModelSpec, modules: Mapping[str, nn.Module]) -> fx.
             fn = FUNCTIONS[n.function]  # type: ignore[index]
             kwargs = fn.kwargs(n.parsed_args(), lambda r, ins=ins: graph.call_method("size", (ins[r.input], r.dim)))
             env[n.id] = graph.call_function(fn.impl, tuple(fn.data_inputs(ins)), kwargs)
-    graph.output(tuple(env[o.node] for o in spec.outputs))
+    outs = [env[o.node] for o in spec.outputs]
+    if compute is not None:
+        outs = [graph.call_function(to_wire, (n,)) for n in outs]
+    graph.output(tuple(outs))
     graph.lint()
     return fx.GraphModule(root, graph, class_name=re.sub(r"\W", "_", spec.name) or "model")

@@ -67,6 +67,11 @@ class ModelVersion:
             return tuple(self.graph_module(*inputs))
 
 
+def _wire_datatype(datatype: str, compute: str | None) -> str:
+    """What an output is on the wire: with a compute datatype, floating results go out as FP32 (precision.to_wire)."""
+    return "FP32" if compute is not None and datatype in ("FP16", "BF16", "FP32", "FP64") else datatype
+
+
 def make_version(
     model: str,
     version: int,
@@ -111,12 +116,13 @@ def make_version(
                 f"output {o.name!r} is declared {list(o.shape)} but node {o.node!r} produces {list(s.shape)}",
                 node=o.node, expected=list(o.shape), got=list(s.shape),
             )  # fmt: skip
-        if check_outputs and o.datatype is not None and o.datatype != s.datatype:
+        wire = _wire_datatype(s.datatype, spec.compute_datatype)
+        if check_outputs and o.datatype is not None and o.datatype != wire:
             raise SpecError(
-                f"output {o.name!r} is declared {o.datatype} but node {o.node!r} produces {s.datatype}",
-                node=o.node, expected=o.datatype, got=s.datatype,
+                f"output {o.name!r} is declared {o.datatype} but node {o.node!r} produces {wire}",
+                node=o.node, expected=o.datatype, got=wire,
             )  # fmt: skip
-        outputs.append(OutputSpec(name=o.name, node=o.node, datatype=s.datatype, shape=s.shape))  # type: ignore[arg-type]
+        outputs.append(OutputSpec(name=o.name, node=o.node, datatype=wire, shape=s.shape))  # type: ignore[arg-type]
     spec = spec.model_copy(update={"outputs": tuple(outputs)})
     return ModelVersion(
         model=model,

@@ -55,6 +55,7 @@ class GraphDescription(BaseModel):
     nodes: list[NodeDescription]
     edges: list[Edge]
     totals: Totals
+    compute_datatype: str = Field("FP32", description="what the layers compute in (inputs and outputs are cast)")
 
 
 def describe(v: ModelVersion) -> GraphDescription:
@@ -91,6 +92,7 @@ def describe(v: ModelVersion) -> GraphDescription:
         model=v.model, version=v.version, parent=v.parent, created_at=v.created_at, ops=list(v.ops),
         inputs=list(v.spec.inputs), outputs=outputs, nodes=nodes, edges=edges,
         totals=Totals(nodes=len(nodes), params=v.total_params()),
+        compute_datatype=v.spec.compute_datatype or "FP32",
     )  # fmt: skip
 
 

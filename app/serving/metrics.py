@@ -23,6 +23,10 @@ class Metrics:
         self.edits = Counter("morphserve_edits", "edits by outcome", ["model", "outcome"], registry=r)
         self.edit_latency = Histogram("morphserve_edit_duration_seconds", "edit latency, request to live",
                                       ["model"], buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.inference_latency = Histogram("morphserve_inference_duration_seconds",
+                                           "inference latency per model, from the registry taking the request to "
+                                           "its result (queueing and batching included)", ["model"],
+                                           buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
         # Not labelled by version: versions grow without bound, Prometheus series must not.
         self.inferences = Counter("morphserve_inferences", "inference requests served by the worker",
                                   ["model"], registry=r)  # fmt: skip

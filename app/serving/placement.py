@@ -18,6 +18,8 @@ from app.graph.errors import EditError, short_message
 from app.graph.spec import build_graph_module
 from app.graph.version import ModelVersion
 
+from .devices import ops_for
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -62,7 +64,7 @@ def warm_up(version: ModelVersion, runnable: Callable[..., object], device: torc
         shape = [1 if i == 0 else (32 if d == -1 else d) for i, d in enumerate(t.shape)]
         args.append(torch.zeros(shape, dtype=t.dtype, device=device))
     try:
-        with torch.inference_mode():
+        with ops_for(device).side_stream(), torch.inference_mode():  # off the serving stream on a GPU
             runnable(*args)
     except Exception as e:  # noqa: BLE001 - any failure means the version must not go live
         raise EditError(f"the new version failed its warm-up forward: {short_message(e)}") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,11 +21,13 @@ import torch
 from pydantic import BaseModel
 
 from app.graph import GraphError, LiveModel, ModelVersion, NotFoundError, SetWeightsOp, TensorSpec, shapes
+from app.graph.edits import recast
 from app.settings import Settings
 from app.store import GcResult, Store, StoreError, VersionRecord, open_store
 
 from .budget import MemoryBudget
 from .errors import ModelExistsError
+from .events import EventHub  # events hook
 from .inference import Inference
 from .metrics import Metrics
 from .pipeline import EditOutcome, EditPipeline, weights_op
@@ -48,6 +51,8 @@ class ModelStatus(BaseModel):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     params: int
+    #: What the layers compute in; `inputs` and `outputs` show the wire datatypes clients send and receive.
+    compute_datatype: str = "FP32"
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,9 @@ class Registry:
         self.store = store if store is not None else open_store(settings)
         self.budget = MemoryBudget(settings.model_bytes_limit)
         self.inference = Inference(self.device, settings.request_timeout_s)
-        self.pipeline = EditPipeline(self.store, metrics, self.budget, self.device, settings.keep_versions)
+        self.events = EventHub()  # events hook: committed versions, models created and deleted (SSE)
+        self.pipeline = EditPipeline(self.store, metrics, self.budget, self.device, settings.keep_versions,
+                                     on_commit=lambda _served, v: self.events.version_committed(v))  # events hook
         self._models: dict[str, ServedModel] = {}
         self._lock = threading.Lock()
         #: Models the server was asked to serve (state dir and --model) that could not be loaded, with why.
@@ -93,7 +100,8 @@ class Registry:
             if first.model in self._models or first.model in self.failed:
                 log.info("model %s: already in the state dir, resuming from it", first.model)
                 continue
-            self._serve(first, persist=True, startup=True)
+            self._serve(recast(first, self.settings.dtype) if self.settings.dtype else first, persist=True,
+                        startup=True)  # fmt: skip
         # Restored versions skip shape propagation (the journal recorded it), so the first edit would pay its
         # start-up cost (seconds): pay it beside serving instead.
         threading.Thread(target=shapes.prime, name="prime-shapes", daemon=True).start()
@@ -122,6 +130,7 @@ class Registry:
             holder.append(served)
             worker.start(first.version, runnable)
             self._models[first.model] = served
+            self.events.model_created(first.model, first.version)  # events hook
         log.info("model %s: serving version %d on %s", first.model, first.version, self.device)
         return served
 
@@ -137,14 +146,16 @@ class Registry:
         self.store.close()
 
     # -- models ------------------------------------------------------------------------------------------
-    def add(self, name: str, source: ModelSource) -> ServedModel:
-        """Create and serve a new model (blocking: it loads, warms up and journals the first version)."""
+    def add(self, name: str, source: ModelSource, dtype: str | None = None) -> ServedModel:
+        """Create and serve a new model (blocking: it loads, warms up and journals the first version); `dtype`: the
+        datatype it computes in (FP16/BF16; inputs and outputs stay as they are)."""
         if name in self._models:  # before loading anything: a taken name costs nothing
             raise ModelExistsError(f"model {name!r} already exists")
-        return self._serve(source.load(name, self.budget), persist=True)
+        first = source.load(name, self.budget)
+        return self._serve(recast(first, dtype) if dtype else first, persist=True)
 
-    async def create(self, name: str, source: ModelSource) -> ModelStatus:
-        await asyncio.to_thread(self.add, name, source)
+    async def create(self, name: str, source: ModelSource, dtype: str | None = None) -> ModelStatus:
+        await asyncio.to_thread(self.add, name, source, dtype)
         return await self.status(name)
 
     async def remove(self, name: str) -> None:
@@ -162,6 +173,7 @@ class Registry:
 
         await asyncio.to_thread(remove)
         log.info("model %s: removed", name)
+        self.events.model_deleted(name)  # events hook
 
     # -- lookups -----------------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -193,7 +205,7 @@ class Registry:
             name=name, version=v.version, versions=count, resident_versions=served.worker.resident_versions(),
             device=str(self.device), queue_depth=served.worker.queue_depth(), inputs=list(v.inputs),
             outputs=[TensorSpec(name=o.name, datatype=o.datatype or "FP32", shape=o.shape or (-1,)) for o in v.outputs],
-            params=v.total_params(),
+            params=v.total_params(), compute_datatype=v.spec.compute_datatype or "FP32",
         )  # fmt: skip
 
     def readiness(self) -> Readiness:
@@ -228,7 +240,10 @@ class Registry:
 
     # -- inference and edits -----------------------------------------------------------------------------
     async def infer(self, name: str, arrays: Mapping[str, np.ndarray], version: int | None = None) -> InferResult:
-        return await self.inference.infer(self.get(name), arrays, version)
+        started = time.perf_counter()  # metrics hook: per-model latency
+        result = await self.inference.infer(self.get(name), arrays, version)
+        self.metrics.inference_latency.labels(name).observe(time.perf_counter() - started)  # metrics hook
+        return result
 
     async def edit(self, name: str, ops: list[Any], *, if_version: int | None = None, dry_run: bool = False,
                    allow_output_change: bool = False) -> EditOutcome:  # fmt: skip

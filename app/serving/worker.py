@@ -23,6 +23,7 @@ import torch
 
 from app.graph.errors import short_message
 
+from .devices import ops_for
 from .errors import BadInputError, NotResidentError, QueueFullError, UnavailableError
 from .metrics import Metrics
 
@@ -92,6 +93,7 @@ class DeviceWorker:
     ) -> None:
         self.model = model
         self.device = device
+        self._ops = ops_for(device)
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max_batch_delay_s
         self.max_queue = max_queue
@@ -103,6 +105,11 @@ class DeviceWorker:
         self._resident: collections.OrderedDict[int, Runnable] = collections.OrderedDict()
         self._current: int | None = None
         self._stopping = False
+        # For the batching policy (`_worth_waiting`): requests that arrived while a batch ran, and the smoothed rate
+        # of such arrivals (requests/s) over recent batches.
+        self._busy = False
+        self._arrived_busy = 0
+        self._busy_rate = 0.0
         self._thread = threading.Thread(target=self._loop, name=f"worker-{model}", daemon=True)
 
     # -- called from other threads -------------------------------------------------------------------------
@@ -151,6 +158,8 @@ class DeviceWorker:
                     )
             self._queue.append(item)
             self._waiting += 1
+            if self._busy:
+                self._arrived_busy += 1
             self._metrics.queue_depth.labels(self.model).set(self._waiting)
             self._cond.notify()
 
@@ -213,17 +222,24 @@ class DeviceWorker:
                 batch = [first]
                 self._fill(batch)
                 self._metrics.queue_depth.labels(self.model).set(self._waiting)
+                self._busy, self._arrived_busy = True, 0
+            started = time.monotonic()
             try:
                 self._execute(batch)
             except BaseException as e:  # noqa: BLE001 - never let one batch kill the worker
                 log.exception("model %s: batch failed unexpectedly", self.model)
                 for item in batch:
                     item.deliver(e)
+            with self._cond:
+                rate = self._arrived_busy / max(time.monotonic() - started, 1e-6)
+                self._busy_rate = 0.5 * (self._busy_rate + rate)
+                self._busy = False
 
     def _fill(self, batch: list[InferItem]) -> None:
-        """Add compatible requests (same key) until the batch is full, the delay passes, or a swap is next."""
+        """Add compatible queued requests (same key) until the batch is full or a swap is next; then wait for more
+        only while waiting can pay (`_worth_waiting`), and never longer than `max_batch_delay`."""
         key, rows = batch[0].key, batch[0].rows
-        deadline = time.monotonic() + self.max_batch_delay_s
+        deadline: float | None = None
         while rows < self.max_batch_size:
             kept: collections.deque[InferItem | _Swap | _Drop] = collections.deque()
             blocked = False
@@ -239,12 +255,33 @@ class DeviceWorker:
                 else:
                     kept.append(item)
             self._queue = kept
-            remaining = deadline - time.monotonic()
-            if blocked or rows >= self.max_batch_size or remaining <= 0:
+            if blocked or rows >= self.max_batch_size:
+                return
+            now = time.monotonic()
+            if deadline is None:
+                if not self._worth_waiting(rows, len(batch)):
+                    return
+                deadline = now + self.max_batch_delay_s
+            remaining = deadline - now
+            if remaining <= 0:
                 return
             self._cond.wait(remaining)
             if self._stopping:
                 return
+
+    def _worth_waiting(self, rows: int, requests: int) -> bool:
+        """Whether the requests still missing from a full batch are expected within `max_batch_delay`.
+
+        The rate that counts is that of requests arriving *while a batch runs*: clients that wait for their answer
+        (one client at a time, or every client already in this batch) send nothing meanwhile, so for them waiting
+        only adds latency; an open stream of requests keeps arriving, and then a batch that would fill within the
+        delay waits for it. An idle worker with a lone request therefore runs it at once, and what arrives while it
+        computes forms the next batch (as Triton's dynamic batcher does without a queue delay).
+        """
+        if self.max_batch_delay_s <= 0 or self._busy_rate <= 0:
+            return False
+        missing_requests = (self.max_batch_size - rows) / (rows / requests)
+        return missing_requests / self._busy_rate <= self.max_batch_delay_s
 
     def _apply_swap(self, cmd: _Swap) -> None:
         self._resident[cmd.version] = cmd.runnable
@@ -289,13 +326,9 @@ class DeviceWorker:
 
     def _forward(self, runnable: Runnable, inputs: list[tuple[torch.Tensor, ...]]) -> list[np.ndarray]:
         n = len(inputs[0])
-        if len(inputs) == 1:
-            args = list(inputs[0])
-        else:
-            args = [torch.cat([x[i] for x in inputs]) for i in range(n)]
+        args = list(inputs[0]) if len(inputs) == 1 else [torch.cat([x[i] for x in inputs]) for i in range(n)]
         rows = args[0].shape[0]
-        if self.device.type != "cpu":
-            args = [a.to(self.device, non_blocking=True) for a in args]
+        args = self._ops.to_device(args)
         with torch.inference_mode():
             outs = runnable(*args)
         result = []

@@ -31,6 +31,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from app.graph import ModelVersion, NotFoundError, parse_spec, spec_json
+from app.graph.precision import conform
 from app.graph.version import make_version
 
 from .backend import BlobBackend, ChangeFeed, JournalBackend
@@ -194,7 +195,7 @@ class Store:
             key = (digest or "", what.model_dump_json())  # type: ignore[union-attr]
             module = self._loaded.get(key)
             if module is None:
-                module = node.build_module()
+                module = conform(node.build_module(), spec.compute_datatype)  # a BF16 model's blobs are BF16
                 if digest is not None:
                     module.load_state_dict(self.tensors(digest))
                 self._loaded[key] = module

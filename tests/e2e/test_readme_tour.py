@@ -34,3 +34,4 @@ def test_readme_tour(start_server: Callable[..., ServerProcess], tmp_path: Path)
     assert (tmp_path / "digits.svg").read_text().lstrip().startswith("<?xml")
     assert '"nodes": [' in out and '"version": 2' in out
     assert "extra" in out  # the CLI diff and graph show the inserted node
+    assert "200 text/html; charset=utf-8" in out  # the web page the tour points at

@@ -221,3 +221,29 @@ def test_digits_serves_throughout(client: TestClient) -> None:
     client.post("/v1/models", json={"name": "tiny", "spec": SPEC}, headers=AUTH).raise_for_status()
     client.delete("/v1/models/tiny", headers=AUTH).raise_for_status()
     assert client.post("/v1/models/digits/infer", json={"inputs": X.tolist()}).status_code == 200
+
+
+def test_a_model_created_in_bf16_serves_fp32_on_the_wire_and_comes_back_so(make_client: Any, tmp_path: Path) -> None:
+    state = tmp_path / "half"
+    c = make_client(state_dir=state)
+    r = c.post("/v1/models", headers=AUTH, json={"name": "d16", "zoo": "digits", "dtype": "BF16"})
+    assert r.status_code == 201, r.text
+    info = r.json()
+    assert info["compute_datatype"] == "BF16" and info["inputs"][0]["datatype"] == "FP32"
+    assert info["outputs"][0]["datatype"] == "FP32"
+    full = c.post("/v1/models/digits/infer", json={"inputs": X.tolist()}).json()["outputs"]
+    half = c.post("/v1/models/d16/infer", json={"inputs": X.tolist()}).json()["outputs"]
+    assert full != half and max(abs(a - b) for ra, rb in zip(full, half, strict=True)
+                                for a, b in zip(ra, rb, strict=True)) < 0.5  # fmt: skip
+    assert c.get("/v1/models/d16/graph").json()["compute_datatype"] == "BF16"
+    r = c.post("/v1/models/digits/edits", headers=AUTH, json={"ops": [{"op": "cast", "datatype": "BF16"}]})
+    assert r.status_code == 200 and c.get("/v1/models/digits").json()["compute_datatype"] == "BF16"
+    assert c.post("/v1/models/digits/infer", json={"inputs": X.tolist()}).json()["outputs"] == half
+    c.__exit__(None, None, None)
+    again = make_client(state_dir=state)  # restored from the journal in BF16, bit for bit
+    assert again.get("/v1/models/d16").json()["compute_datatype"] == "BF16"
+    assert again.post("/v1/models/d16/infer", json={"inputs": X.tolist()}).json()["outputs"] == half
+
+
+def test_an_unknown_dtype_is_a_422(client: TestClient) -> None:
+    assert_error(client.post("/v1/models", headers=AUTH, json={"name": "x", "zoo": "digits", "dtype": "INT8"}), 422)

@@ -125,15 +125,50 @@ def test_requests_batch_only_with_the_same_trailing_shape_and_version(make_worke
     assert torch.equal(torch.from_numpy(results[3].outputs[0]), _rows(300))
 
 
-def test_max_delay_waits_for_more_rows_of_a_batch(make_worker) -> None:  # type: ignore[no-untyped-def]
-    """A long delay lets a second request join the first one's batch although it arrives later."""
-    w, fake = make_worker(max_batch_size=2, max_batch_delay_s=30.0)
-    a, fa = _item(_rows(0))
-    w.submit(a)
-    b, fb = _item(_rows(10))
-    w.submit(b)  # fills the batch of 2: no need to wait the 30 s out
-    assert fa.result(WAIT).version == 1 and fb.result(WAIT).version == 1
-    assert fake.batches == [2]
+def test_a_lone_request_on_an_idle_worker_runs_at_once(make_worker) -> None:  # type: ignore[no-untyped-def]
+    """No wait for a batch that nothing is about to fill: with a 60 s delay allowed, a waiting worker would not
+    answer within WAIT."""
+    w, fake = make_worker(max_batch_size=32, max_batch_delay_s=60.0)
+    for i in range(3):  # one at a time, like a single client
+        item, fut = _item(_rows(i))
+        w.submit(item)
+        assert fut.result(WAIT).version == 1
+    assert fake.batches == [1, 1, 1]
+
+
+def test_under_a_stream_a_batch_waits_to_fill(make_worker) -> None:  # type: ignore[no-untyped-def]
+    """Requests arriving fast (here: three within microseconds) predict the missing one within the delay: the batch
+    of three waits for the fourth instead of running short."""
+    w, fake = make_worker(max_batch_size=4, max_batch_delay_s=60.0)
+    first = _occupy(w, fake)
+    items = [_item(_rows(10.0 * i)) for i in range(3)]
+    for item, _ in items:
+        w.submit(item)
+    fake.release()
+    first.result(WAIT)
+    for _ in range(1000):  # the worker has taken the three and is waiting for a fourth
+        if w.queue_depth() == 0:
+            break
+        threading.Event().wait(0.01)
+    assert w.queue_depth() == 0 and fake.batches == [1] and not items[0][1].done()
+    last, flast = _item(_rows(30.0))
+    w.submit(last)
+    for i, (_, fut) in enumerate([*items, (last, flast)]):
+        assert torch.equal(torch.from_numpy(fut.result(WAIT).outputs[0]), _rows(10.0 * i))
+    assert fake.batches == [1, 4]
+
+
+def test_no_delay_means_never_waiting(make_worker) -> None:  # type: ignore[no-untyped-def]
+    w, fake = make_worker(max_batch_size=4, max_batch_delay_s=0.0)
+    first = _occupy(w, fake)
+    items = [_item(_rows(i)) for i in range(3)]
+    for item, _ in items:
+        w.submit(item)
+    fake.release()
+    for _, fut in items:
+        fut.result(WAIT)
+    first.result(WAIT)
+    assert fake.batches == [1, 3]
 
 
 def test_a_swap_goes_ahead_of_queued_requests(make_worker) -> None:  # type: ignore[no-untyped-def]

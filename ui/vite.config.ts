@@ -1,0 +1,20 @@
+// The page is built into the Python package (app/api/ui_static), served by the server at /ui/.
+import react from "@vitejs/plugin-react";
+import { defineConfig } from "vite";
+
+const server = process.env.MORPHSERVE_URL ?? "http://127.0.0.1:8000";
+
+export default defineConfig({
+  base: "/ui/",
+  plugins: [react()],
+  build: {
+    outDir: "../app/api/ui_static",
+    emptyOutDir: true,
+    assetsDir: "assets",
+    target: "es2022",
+    // elkjs's worker is one 1.6 MB file by design; it loads off the main thread, after the page.
+    chunkSizeWarningLimit: 2000,
+  },
+  // `npm run dev`: the page with hot reload, talking to a running server.
+  server: { proxy: { "/v1": server, "/metrics": server } },
+});
