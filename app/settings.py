@@ -6,8 +6,9 @@ import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _DTYPE_ALIASES = {"fp32": "FP32", "float32": "FP32", "float": "FP32", "fp16": "FP16", "float16": "FP16",
@@ -27,7 +28,8 @@ def memory_limit() -> int:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MORPHSERVE_", extra="ignore")
+    # Inputs are not repeated in errors: `journal` may be a URL with a password.
+    model_config = SettingsConfigDict(env_prefix="MORPHSERVE_", extra="ignore", hide_input_in_errors=True)
 
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535)
@@ -61,8 +63,13 @@ class Settings(BaseSettings):
     )
     state_dir: Path = Field(Path(".morphserve"), description="journal and weight blobs")
     journal: str = Field(
-        "sqlite", pattern=r"^(sqlite|memory)$",
-        description="where versions are journalled: `sqlite` (a file in the state dir) or `memory` (nothing kept)",
+        "sqlite",
+        description="where versions are journalled: `sqlite` (a file in the state dir), `memory` (nothing kept) or "
+        "`postgresql://user[:password]@host[:port]/database` (shared by replicas)",
+    )
+    blob_dir: Path | None = Field(
+        None, description="weight blobs in this directory (e.g. a shared filesystem) instead of the state dir, or of "
+        "the database with a PostgreSQL journal",
     )  # fmt: skip
     fresh: bool = Field(False, description="start with an empty state dir (deletes its journal and blobs)")
     fsync: bool = Field(True, description="fsync blobs and the journal before acknowledging an edit")
@@ -88,6 +95,29 @@ class Settings(BaseSettings):
         if name is None:
             raise ValueError(f"dtype {v!r} is not one of FP32, FP16, BF16")
         return name
+
+    @field_validator("journal")
+    @classmethod
+    def _journal(cls, v: str) -> str:
+        """A clear refusal that never repeats the value (a database URL carries its password)."""
+        if v in ("sqlite", "memory"):
+            return v
+        url = urlsplit(v)
+        if url.scheme in ("postgresql", "postgres") and (url.hostname or "host=" in url.query) and url.path.strip("/"):
+            return v
+        raise ValueError("journal must be `sqlite`, `memory` or a PostgreSQL URL "
+                         "postgresql://user[:password]@host[:port]/database")  # fmt: skip
+
+    @model_validator(mode="after")
+    def _blob_dir_needs_a_journal(self) -> Settings:
+        if self.blob_dir is not None and self.journal == "memory":
+            raise ValueError("blob_dir needs a journal that keeps versions (sqlite or a PostgreSQL URL), not memory")
+        return self
+
+    @property
+    def journal_url(self) -> str | None:
+        """The PostgreSQL URL of a shared journal, else None."""
+        return self.journal if self.journal not in ("sqlite", "memory") else None
 
     @field_validator("models", "allowed_hosts", "cors_origins", mode="before")
     @classmethod

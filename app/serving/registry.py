@@ -123,7 +123,7 @@ class Registry:
             runnable = placement.place(first)
             warm_up(first, runnable, self.device)
             if persist:
-                self.store.commit(first, startup=startup)
+                self.store.commit(first, startup=startup, create=True)  # a new model: its first row
             holder: list[ServedModel] = []
             loader = caching_loader(lambda: holder[0], self._store_loader(first.model),
                                     self.settings.resident_versions)  # fmt: skip
