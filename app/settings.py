@@ -15,6 +15,12 @@ _DTYPE_ALIASES = {"fp32": "FP32", "float32": "FP32", "float": "FP32", "fp16": "F
                   "half": "FP16", "bf16": "BF16", "bfloat16": "BF16"}  # fmt: skip
 
 
+def worker_index() -> int | None:
+    """Which worker of `serve --workers N` this process is (set by the supervisor), or None for a lone server."""
+    value = os.environ.get("MORPHSERVE_WORKER_INDEX")
+    return int(value) if value is not None and value.isdigit() else None
+
+
 def memory_limit() -> int:
     """Bytes of memory available to this process: the cgroup v2/v1 limit if one is set, else physical memory."""
     for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
@@ -80,9 +86,21 @@ class Settings(BaseSettings):
     )
     request_timeout_s: float = Field(30.0, gt=0, description="longest an inference waits for its result (504)")
     resident_versions: int = Field(4, ge=1, description="versions kept on the device per model")
+    follow_interval_ms: float = Field(
+        250.0, gt=0, le=1000,
+        description="how often a replica reads the journal's heads (besides every notification): bounds the lag",
+    )  # fmt: skip
+    min_version_wait_ms: float = Field(
+        2000.0, ge=0, le=60_000, description="how long ?min_version= waits for this replica to apply a version"
+    )
     max_model_bytes: int | None = Field(
         None, ge=1, description="largest parameter size of one model version, in bytes (default: half the memory)"
     )
+    workers: int = Field(1, ge=1, le=64, description="server processes behind the one port, each a replica")
+    torch_threads: int | None = Field(
+        None, ge=1, le=256, description="torch intra-op threads per worker (default: the cores divided among the "
+        "workers, one kept for HTTP when each worker gets four or more)",
+    )  # fmt: skip
     log_level: str = Field("info")
 
     @field_validator("dtype", mode="before")
@@ -140,6 +158,15 @@ class Settings(BaseSettings):
         """`max_model_bytes`, or half of the memory this process may use (the cgroup limit where one is set): a
         version is built beside the one serving, so two must fit."""
         return self.max_model_bytes or memory_limit() // 2
+
+    def threads_per_worker(self) -> int:
+        """The intra-op thread rule: the cores this process may use divided among the workers; with four or more
+        each, one of them is left to the event loop (HTTP, JSON) so that compute does not starve it."""
+        if self.torch_threads is not None:
+            return self.torch_threads
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        share = max(1, cores // self.workers)
+        return share - 1 if share >= 4 else share
 
     @property
     def max_body_bytes(self) -> int:
