@@ -111,7 +111,7 @@ class Registry:
             try:
                 self._serve(recast(first, self.settings.dtype) if self.settings.dtype else first, persist=True,
                             startup=True)  # fmt: skip
-            except VersionConflictError:  # another replica starting beside this one created it first
+            except (VersionConflictError, ModelExistsError):  # a replica starting beside this one created it first
                 self._restore(first.model, self.store.heads()[first.model].incarnation)
         # Restored versions skip shape propagation (the journal recorded it), so the first edit would pay its
         # start-up cost (seconds): pay it beside serving instead.
