@@ -204,4 +204,3 @@ def advertised_address(host: str, port: int) -> str:
 
     shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
     return f"http://{shown}:{port}" if ":" not in shown else f"http://[{shown}]:{port}"
-
