@@ -55,7 +55,11 @@ def _parameters() -> list[inspect.Parameter]:
 
 
 def _messages(e: ValidationError) -> str:
-    return "; ".join(f"--{'.'.join(str(p) for p in err['loc']).replace('_', '-')}: {err['msg']}" for err in e.errors())
+    def one(err: Any) -> str:
+        where = ".".join(str(p) for p in err["loc"]).replace("_", "-")
+        return f"--{where}: {err['msg']}" if where else str(err["msg"]).removeprefix("Value error, ")
+
+    return "; ".join(one(err) for err in e.errors())
 
 
 def serve(**given: Any) -> None:

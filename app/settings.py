@@ -130,6 +130,9 @@ class Settings(BaseSettings):
     def _blob_dir_needs_a_journal(self) -> Settings:
         if self.blob_dir is not None and self.journal == "memory":
             raise ValueError("blob_dir needs a journal that keeps versions (sqlite or a PostgreSQL URL), not memory")
+        if self.workers > 1 and self.journal == "memory":
+            raise ValueError("workers > 1 need a journal they share (sqlite or a PostgreSQL URL), not memory: each "
+                             "worker would keep versions of its own")  # fmt: skip
         return self
 
     @property

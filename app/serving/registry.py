@@ -214,7 +214,8 @@ class Registry:
         byte is read when the model could not be journalled anyway."""
         if self.store.unavailable is not None:
             raise StoreUnavailableError(f"models cannot be created: {self.store.unavailable}")
-        return UploadedBundle(name, self.settings.state_dir / "uploads" if self.settings.journal == "sqlite" else None)
+        spool = self.settings.state_dir / "uploads" if self.settings.journal != "memory" else None  # PostgreSQL too
+        return UploadedBundle(name, spool)
 
     async def remove(self, name: str) -> None:
         served = self.get(name)
