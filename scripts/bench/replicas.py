@@ -58,6 +58,7 @@ def tag_ops(model: str, tag: float) -> list[dict[str, Any]]:
 @contextmanager
 def servers(tmp: Path, n: int, *args: str) -> Iterator[list[ServerProcess]]:
     common = ["--admin-token", TOKEN, "--min-version-wait-ms", "10000"]
+    tmp.mkdir(parents=True, exist_ok=True)
     procs = [ServerProcess([*args, *common, "--state-dir", str(tmp / f"state-{i}")], log=tmp / f"server-{i}.log")
              for i in range(n)]  # fmt: skip
     try:

@@ -47,10 +47,11 @@ def _edit_stream(url: str, acked: list[int], outputs: dict[int, list[float]], st
 
 def _start(state: Path, log: Path, journal: str = "sqlite") -> ServerProcess:
     args = ["--state-dir", str(state), "--admin-token", TOKEN, "--model", "digits", "--journal", journal]
-    return ServerProcess(args, log=log).wait_ready()
+    return ServerProcess(args, log=log).wait_ready(120)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 25 server starts: minutes on a shared 2-core machine
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_acknowledged_edits_survive_sigkill(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
     rng = random.Random(1234)

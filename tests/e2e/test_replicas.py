@@ -51,7 +51,12 @@ class Replicas:
         self.servers: list[ServerProcess] = []
         self.starts = 0
         procs = [self._spawn(i) for i in range(n)]  # started together: they race to create digits
-        self.servers = [p.wait_ready(90) for p in procs]
+        try:
+            self.servers = [p.wait_ready(120) for p in procs]
+        except BaseException:
+            for p in procs:
+                p.stop()
+            raise
 
     def _spawn(self, i: int, port: int | None = None) -> ServerProcess:
         self.starts += 1
@@ -60,7 +65,7 @@ class Replicas:
                               *self.extra], log=self.tmp / f"replica-{i}-{self.starts}.log", port=port)  # fmt: skip
 
     def restart(self, i: int) -> None:
-        self.servers[i] = self._spawn(i, self.servers[i].port).wait_ready(90)
+        self.servers[i] = self._spawn(i, self.servers[i].port).wait_ready(120)
 
     @property
     def urls(self) -> list[str]:
