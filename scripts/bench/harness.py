@@ -435,10 +435,10 @@ _DTYPE_ALIASES = {"float32": {"float32", "fp32", "torch.float32", "float"},
 
 
 def _compute_dtypes(doc: Any, found: list[str]) -> list[str]:
-    """Every value of a key that names a compute dtype (`compute_dtype`, `dtype_compute`...) anywhere in `doc`."""
+    """Every value of a key that names a compute dtype (`compute_datatype`, as the server says) anywhere in `doc`."""
     if isinstance(doc, dict):
         for k, v in doc.items():
-            if "dtype" in k.lower() and "compute" in k.lower() and isinstance(v, str):
+            if "compute" in k.lower() and ("dtype" in k.lower() or "datatype" in k.lower()) and isinstance(v, str):
                 found.append(v)
             else:
                 _compute_dtypes(v, found)

@@ -63,7 +63,7 @@ LIMIT_BATCHES = [1, 16, 32, 64]
 W1_TARGETS = ["naive", "litserve", "torchserve", "ray", "morphserve_v1", "morphserve_oip_json"]
 W2_TARGETS = ["naive", "litserve", "morphserve_v1", "morphserve_oip_json", "morphserve_oip_binary"]
 W2_MLP_TARGETS = ["morphserve_v1", "morphserve_oip_json", "morphserve_oip_binary"]  # the peers' mlp JSON is in W1
-#: How `morphserve serve` is told the compute dtype (issue 14's `dtype` option; the flag name is the lead's to set).
+#: How `morphserve serve` is told the compute dtype (issue 14's `dtype` option).
 DTYPE_FLAG = "--dtype"
 BASELINE = h.ROOT / "docs" / "bench" / "baseline.json"  # W1 as measured before issue 14 (p99 "no worse than today")
 GPU_TARGETS = ["naive", "morphserve_v1", "morphserve_oip_binary"]

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
-import app.client as client_module
+import app.client.wire as client_module
 from app.client import (
     AsyncClient,
     Client,
