@@ -24,6 +24,8 @@ import pytest
 from tests.conftest import AUTH, TOKEN, ServerProcess
 from tests.pg import PgCluster
 
+#: Each test starts three servers (or a supervisor and two workers): over 20 s on a 2-core machine.
+pytestmark = pytest.mark.slow
 X = [[0.25] * 64]
 
 
@@ -181,7 +183,6 @@ def history(url: str, tags: dict[int, float], v1: list[float]) -> None:
 
 
 # -- the tests -------------------------------------------------------------------------------------------------------
-@pytest.mark.slow
 def test_edits_on_random_replicas_under_load(replicas: Callable[..., Replicas]) -> None:
     rs = replicas()
     assert rs.versions() == [1, 1, 1]  # three started at once: one created digits, the others adopted it
@@ -231,7 +232,6 @@ def test_min_version_on_another_replica_right_after_an_edit(replicas: Callable[.
         assert r.status_code == 422 and "error" in r.json(), r.text
 
 
-@pytest.mark.slow
 def test_concurrent_edits_on_two_replicas(replicas: Callable[..., Replicas]) -> None:
     rs = replicas()
     v1 = v1_output(rs.urls[0])
@@ -263,7 +263,6 @@ def test_concurrent_edits_on_two_replicas(replicas: Callable[..., Replicas]) -> 
         history(url, tags, v1)
 
 
-@pytest.mark.slow
 def test_sigkill_of_a_replica_during_an_edit_stream(replicas: Callable[..., Replicas]) -> None:
     rs = replicas()
     v1 = v1_output(rs.urls[0])
@@ -317,7 +316,6 @@ def _unacked(url: str, tags: dict[int, float]) -> dict[int, float]:
     return out
 
 
-@pytest.mark.slow
 def test_database_restart_during_load(replicas: Callable[..., Replicas], pg_cluster: PgCluster) -> None:
     rs = replicas()
     checker = Checker(v1_output(rs.urls[0]))
