@@ -489,7 +489,7 @@ def run_builder_stage(tmp_path: Path, context: Path, venv: Path, variant: str = 
     return ran
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)
 def test_image_install_and_start_steps_outside_docker(tmp_path: Path) -> None:
     """Slow (about a minute: a fresh venv with torch): the Dockerfile's own steps, then the server answers ready."""
     context = tmp_path / "context"
@@ -526,7 +526,7 @@ def test_image_install_and_start_steps_outside_docker(tmp_path: Path) -> None:
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT)
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 180  # a fresh venv's first imports are slow on a loaded machine
             status = None
             while time.monotonic() < deadline:
                 assert proc.poll() is None, f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}"
@@ -537,7 +537,7 @@ def test_image_install_and_start_steps_outside_docker(tmp_path: Path) -> None:
                 except httpx.HTTPError:
                     pass
                 time.sleep(0.2)
-            assert status == 200, f"not ready within 60 s (last status {status}):\n{log.read_text()[-4000:]}"
+            assert status == 200, f"not ready within 180 s (last status {status}):\n{log.read_text()[-4000:]}"
 
             # The image's HEALTHCHECK command, run with the venv's python, passes against the live server ...
             health = next(i for i in reversed(final) if i.name == "HEALTHCHECK").exec_form()

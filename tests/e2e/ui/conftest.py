@@ -27,13 +27,16 @@ _names = itertools.count()
 _REFUSED = re.compile(r"^Failed to load resource: the server responded with a status of (\d+)")
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an asyncio loop marked as running in the main thread
+# until it stops, and every later test that starts a loop (asyncio.run, anyio) would fail with "another loop is
+# running". Stopped after the last browser test, the rest of the suite is unaffected.
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/_env.sh dev does)")
