@@ -9,8 +9,6 @@ Server errors are printed as one red `error: <message>` line on stderr with exit
 from __future__ import annotations
 
 import json
-import logging
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 
-from app.settings import Settings
+from app.cli_serve import serve
 
 if TYPE_CHECKING:
     import numpy as np
@@ -62,106 +60,7 @@ def _root(
     ctx.obj = _Target(url, token)
 
 
-@cli.command()
-def serve(
-    host: Annotated[str | None, typer.Option(help="address to listen on [env MORPHSERVE_HOST]")] = None,
-    port: Annotated[int | None, typer.Option(help="port [env MORPHSERVE_PORT]")] = None,
-    model: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--model", help="zoo name or spec path, `name=path` to name it; repeatable [env MORPHSERVE_MODELS]"
-        ),
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="auto|cpu|cuda|cuda:N [env MORPHSERVE_DEVICE]")] = None,
-    max_batch_size: Annotated[int | None, typer.Option(help="rows per batch [env MORPHSERVE_MAX_BATCH_SIZE]")] = None,
-    max_batch_delay_ms: Annotated[
-        float | None, typer.Option(help="longest wait to fill a batch [env MORPHSERVE_MAX_BATCH_DELAY_MS]")
-    ] = None,
-    batch_wait: Annotated[
-        str | None,
-        typer.Option(
-            help="adaptive (wait only when arrivals would fill the batch) | full (always wait up to the delay) "
-            "[env MORPHSERVE_BATCH_WAIT]"
-        ),
-    ] = None,
-    admin_token: Annotated[str | None, typer.Option(help="bearer token for edits [env MORPHSERVE_ADMIN_TOKEN]")] = None,
-    state_dir: Annotated[Path | None, typer.Option(help="journal and weights [env MORPHSERVE_STATE_DIR]")] = None,
-    max_body_mb: Annotated[float | None, typer.Option(help="request body limit [env MORPHSERVE_MAX_BODY_MB]")] = None,
-    max_upload_mb: Annotated[float | None, typer.Option(
-        help="model bundle upload limit [env MORPHSERVE_MAX_UPLOAD_MB]")] = None,
-    max_queue: Annotated[int | None, typer.Option(help="queued requests before 503 [env MORPHSERVE_MAX_QUEUE]")] = None,
-    request_timeout_s: Annotated[
-        float | None, typer.Option(help="inference timeout [env MORPHSERVE_REQUEST_TIMEOUT_S]")
-    ] = None,
-    resident_versions: Annotated[
-        int | None, typer.Option(help="versions kept on the device [env MORPHSERVE_RESIDENT_VERSIONS]")
-    ] = None,
-    log_level: Annotated[str | None, typer.Option(help="debug|info|warning [env MORPHSERVE_LOG_LEVEL]")] = None,
-    fresh: Annotated[
-        bool | None,
-        typer.Option(
-            "--fresh", help="start with an empty state dir (deletes its journal and blobs) [env MORPHSERVE_FRESH]"
-        ),
-    ] = None,
-    fsync: Annotated[
-        bool | None, typer.Option("--fsync/--no-fsync", help="fsync before acknowledging edits [env MORPHSERVE_FSYNC]")
-    ] = None,
-    keep_versions: Annotated[
-        int | None, typer.Option(help="after each edit keep only the last N versions [env MORPHSERVE_KEEP_VERSIONS]")
-    ] = None,
-) -> None:
-    """Serve models over HTTP (OIP v2 + the /v1 graph and edit API)."""
-    from pydantic import ValidationError
-
-    given = {k: v for k, v in {
-        "host": host, "port": port, "models": model, "device": device, "max_batch_size": max_batch_size,
-        "max_batch_delay_ms": max_batch_delay_ms, "batch_wait": batch_wait, "admin_token": admin_token,
-        "state_dir": state_dir, "max_body_mb": max_body_mb, "max_upload_mb": max_upload_mb, "max_queue": max_queue,
-        "request_timeout_s": request_timeout_s,
-        "resident_versions": resident_versions, "log_level": log_level, "fresh": fresh, "fsync": fsync,
-        "keep_versions": keep_versions,
-    }.items() if v is not None}  # fmt: skip
-    try:
-        settings = Settings(**given)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = "--" + "-".join(map(str, err["loc"])).replace("_", "-") if err["loc"] else "settings"
-        _fail(f"{where}: {err['msg']} (got {err.get('input')!r})")
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")  # fmt: skip
-    # A misconfiguration is one line and exit 1 before anything serves: the port is bound first (in use: at once,
-    # not after loading the models), then the models are loaded here rather than in the app's lifespan.
-    sock = _listen(settings.host, settings.port)
-    import uvicorn  # the heavy imports (torch) after the checks that need none
-
-    from app.graph.errors import GraphError
-    from app.main import create_app
-    from app.serving.metrics import Metrics
-    from app.serving.registry import Registry
-    from app.store import StoreError
-
-    try:
-        registry = Registry(settings, Metrics())
-        registry.load_from_settings()
-    except (GraphError, StoreError, ValueError, RuntimeError, OSError) as e:
-        sock.close()
-        _fail(f"cannot serve: {e}")
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, registry), host=settings.host, port=settings.port,
-                                           log_level=settings.log_level.lower(), access_log=False,
-                                           timeout_graceful_shutdown=10))  # fmt: skip
-    server.run(sockets=[sock])
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """The listening socket, bound before the models load, so that a port in use fails at once in one line."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host.strip("[]"), port))
-    except OSError as e:
-        sock.close()
-        _fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
-    return sock
+cli.command("serve")(serve)  # options generated from Settings (app/cli_serve.py)
 
 
 # -- client plumbing ------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -14,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app import __version__
 from app.api import errors
 from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
-from app.api.routes import catalogue, edits, events, health, infer, models, nodes, oip, ui, versions
+from app.api.routes import catalogue, edits, events, health, infer, models, nodes, oip, replicas, ui, versions
 from app.serving.metrics import Metrics
 from app.serving.registry import Registry
 from app.settings import Settings
@@ -22,7 +23,7 @@ from app.settings import Settings
 log = logging.getLogger("morphserve")
 
 
-def admin_token(settings: Settings) -> str | None:
+def resolve_admin_token(settings: Settings) -> str | None:
     """The token mutating routes need: the configured one; none on loopback-only servers; else a fresh one,
     logged once, so that an admin API is never open on a network interface."""
     if settings.admin_token:
@@ -34,7 +35,13 @@ def admin_token(settings: Settings) -> str | None:
     return token
 
 
-def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
+_UNSET: Any = object()
+
+
+def create_app(settings: Settings | None = None, registry: Registry | None = None, *,
+               admin_token: str | None = _UNSET) -> FastAPI:  # fmt: skip
+    """`admin_token`: the one the caller resolved already (the serve command, which may have generated and logged
+    it); by default resolved here from `settings`."""
     settings = settings or Settings()
     metrics = registry.metrics if registry is not None else Metrics()
 
@@ -62,14 +69,10 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.registry = registry
-    app.state.admin_token = admin_token(settings)
+    app.state.admin_token = resolve_admin_token(settings) if admin_token is _UNSET else admin_token
     errors.install(app)
-    for module in (health, oip, infer, models, versions, edits):
+    for module in (health, oip, infer, models, versions, edits, replicas, events, nodes, catalogue, ui):
         app.include_router(module.router)
-    app.include_router(events.router)  # web page: event streams
-    app.include_router(nodes.router)  # web page: node weights and history
-    app.include_router(catalogue.router)  # web page: layer schema for edit forms
-    app.include_router(ui.router)  # web page: /ui/
     if settings.cors_origins:  # browsers' preflights for the pages allowed to call the API (origins.py)
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match",

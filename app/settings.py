@@ -6,12 +6,19 @@ import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _DTYPE_ALIASES = {"fp32": "FP32", "float32": "FP32", "float": "FP32", "fp16": "FP16", "float16": "FP16",
                   "half": "FP16", "bf16": "BF16", "bfloat16": "BF16"}  # fmt: skip
+
+
+def worker_index() -> int | None:
+    """Which worker of `serve --workers N` this process is (set by the supervisor), or None for a lone server."""
+    value = os.environ.get("MORPHSERVE_WORKER_INDEX")
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def memory_limit() -> int:
@@ -27,7 +34,8 @@ def memory_limit() -> int:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MORPHSERVE_", extra="ignore")
+    # Inputs are not repeated in errors: `journal` may be a URL with a password.
+    model_config = SettingsConfigDict(env_prefix="MORPHSERVE_", extra="ignore", hide_input_in_errors=True)
 
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535)
@@ -61,8 +69,13 @@ class Settings(BaseSettings):
     )
     state_dir: Path = Field(Path(".morphserve"), description="journal and weight blobs")
     journal: str = Field(
-        "sqlite", pattern=r"^(sqlite|memory)$",
-        description="where versions are journalled: `sqlite` (a file in the state dir) or `memory` (nothing kept)",
+        "sqlite",
+        description="where versions are journalled: `sqlite` (a file in the state dir), `memory` (nothing kept) or "
+        "`postgresql://user[:password]@host[:port]/database` (shared by replicas)",
+    )
+    blob_dir: Path | None = Field(
+        None, description="weight blobs in this directory (e.g. a shared filesystem) instead of the state dir, or of "
+        "the database with a PostgreSQL journal",
     )  # fmt: skip
     fresh: bool = Field(False, description="start with an empty state dir (deletes its journal and blobs)")
     fsync: bool = Field(True, description="fsync blobs and the journal before acknowledging an edit")
@@ -73,9 +86,21 @@ class Settings(BaseSettings):
     )
     request_timeout_s: float = Field(30.0, gt=0, description="longest an inference waits for its result (504)")
     resident_versions: int = Field(4, ge=1, description="versions kept on the device per model")
+    follow_interval_ms: float = Field(
+        250.0, gt=0, le=1000,
+        description="how often a replica reads the journal's heads (besides every notification): bounds the lag",
+    )  # fmt: skip
+    min_version_wait_ms: float = Field(
+        2000.0, ge=0, le=60_000, description="how long ?min_version= waits for this replica to apply a version"
+    )
     max_model_bytes: int | None = Field(
         None, ge=1, description="largest parameter size of one model version, in bytes (default: half the memory)"
     )
+    workers: int = Field(1, ge=1, le=64, description="server processes behind the one port, each a replica")
+    torch_threads: int | None = Field(
+        None, ge=1, le=256, description="torch intra-op threads per worker (default: the cores divided among the "
+        "workers, one kept for HTTP when each worker gets four or more)",
+    )  # fmt: skip
     log_level: str = Field("info")
 
     @field_validator("dtype", mode="before")
@@ -88,6 +113,32 @@ class Settings(BaseSettings):
         if name is None:
             raise ValueError(f"dtype {v!r} is not one of FP32, FP16, BF16")
         return name
+
+    @field_validator("journal")
+    @classmethod
+    def _journal(cls, v: str) -> str:
+        """A clear refusal that never repeats the value (a database URL carries its password)."""
+        if v in ("sqlite", "memory"):
+            return v
+        url = urlsplit(v)
+        if url.scheme in ("postgresql", "postgres") and (url.hostname or "host=" in url.query) and url.path.strip("/"):
+            return v
+        raise ValueError("journal must be `sqlite`, `memory` or a PostgreSQL URL "
+                         "postgresql://user[:password]@host[:port]/database")  # fmt: skip
+
+    @model_validator(mode="after")
+    def _blob_dir_needs_a_journal(self) -> Settings:
+        if self.blob_dir is not None and self.journal == "memory":
+            raise ValueError("blob_dir needs a journal that keeps versions (sqlite or a PostgreSQL URL), not memory")
+        if self.workers > 1 and self.journal == "memory":
+            raise ValueError("workers > 1 need a journal they share (sqlite or a PostgreSQL URL), not memory: each "
+                             "worker would keep versions of its own")  # fmt: skip
+        return self
+
+    @property
+    def journal_url(self) -> str | None:
+        """The PostgreSQL URL of a shared journal, else None."""
+        return self.journal if self.journal not in ("sqlite", "memory") else None
 
     @field_validator("models", "allowed_hosts", "cors_origins", mode="before")
     @classmethod
@@ -110,6 +161,15 @@ class Settings(BaseSettings):
         """`max_model_bytes`, or half of the memory this process may use (the cgroup limit where one is set): a
         version is built beside the one serving, so two must fit."""
         return self.max_model_bytes or memory_limit() // 2
+
+    def threads_per_worker(self) -> int:
+        """The intra-op thread rule: the cores this process may use divided among the workers; with four or more
+        each, one of them is left to the event loop (HTTP, JSON) so that compute does not starve it."""
+        if self.torch_threads is not None:
+            return self.torch_threads
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        share = max(1, cores // self.workers)
+        return share - 1 if share >= 4 else share
 
     @property
     def max_body_bytes(self) -> int:

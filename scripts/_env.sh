@@ -22,20 +22,28 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 
 # System tools from Debian, installed when we can (root, apt available): graphviz's `dot` renders SVG graphs
-# (serving); the dev set-up also wants docker-compose (validates the compose file), wrk (benchmarks) and chromium
-# (the browser tests of the web page: Playwright cannot download its own browser here).
+# (serving); the dev set-up also wants docker-compose (validates the compose file), wrk (benchmarks), chromium
+# (the browser tests of the web page: Playwright cannot download its own browser here) and PostgreSQL's server
+# (the tests start a throwaway cluster for the shared journal: tests/pg.py). Debian keeps initdb off PATH, under
+# /usr/lib/postgresql/<version>/bin.
 need=("dot:graphviz")
 if [ "$EXTRAS" = "dev" ]; then need+=("docker-compose:docker-compose" "wrk:wrk" "chromium:chromium"); fi
 missing=()
 for pair in "${need[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
 done
+if [ "$EXTRAS" = "dev" ] && ! command -v initdb >/dev/null 2>&1 \
+    && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  missing+=("postgresql")
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
     apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 \
       || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "${missing[@]}" >/dev/null 2>&1; } \
       || echo "warning: could not install ${missing[*]} from Debian" >&2
   else
-    echo "warning: ${missing[*]} not found (apt-get install ${missing[*]}); SVG graphs answer 503 without graphviz" >&2
+    echo "warning: ${missing[*]} not found (apt-get install ${missing[*]}); SVG graphs answer 503 without graphviz," \
+      "the PostgreSQL tests fail without postgresql" >&2
   fi
 fi

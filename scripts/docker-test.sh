@@ -3,7 +3,7 @@
 #
 #   scripts/docker-test.sh               the image: user, health, inference, auth, volume, SIGTERM, graphviz, size
 #   scripts/docker-test.sh --replicas    also the compose stack of docker-compose.replicas.yml (postgres, 2 replicas,
-#                                        nginx); its journal test needs `--journal` and /v1/replicas (issue 13)
+#                                        nginx): every replica follows the one PostgreSQL journal (issue 13)
 #   scripts/docker-test.sh --record      write the report to docs/bench/docker-test.json (else build/docker-test.json)
 #   scripts/docker-test.sh -- -k sigterm arguments after `--` go to pytest
 #

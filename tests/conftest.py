@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
+from tests.pg import PgCluster
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-token"
@@ -141,3 +142,25 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield factory
     for s in servers:
         s.stop()
+
+
+# -- PostgreSQL (tests/pg.py) ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One throwaway PostgreSQL cluster for the whole session, started by the first test that asks for it."""
+    cluster = PgCluster()
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
+    """The URL of a new, empty database of its own (dropped afterwards); the cluster is running again after the
+    test even if the test stopped it."""
+    name = pg_cluster.create_database()
+    yield pg_cluster.url(name)
+    if not pg_cluster.running():
+        pg_cluster.start()
+    pg_cluster.drop_database(name)

@@ -28,6 +28,7 @@ from app.serving.errors import (
     ModelTooLargeError,
     QueueFullError,
     UnavailableError,
+    VersionBehindError,
 )
 from app.store import (
     BlobCorruptError,
@@ -64,6 +65,7 @@ STATUS: list[tuple[type[Exception], int]] = [
     (VersionConflictError, 409),  # another writer took the version number
     (ModelExistsError, 409),
     (QueueFullError, 503),  # with Retry-After
+    (VersionBehindError, 503),  # ?min_version= not applied here in time; with Retry-After, names the version it has
     (UnavailableError, 503),  # the model is shutting down
     (InferenceTimeoutError, 504),
     (BadInputError, 400),

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.graph.catalogue import LayerSpec
 from app.graph.views import GraphDescription, GraphDiff
 from app.serving.registry import ModelStatus
+from app.serving.replication import ReplicaWait
 
 NestedList = list[Any]
 #: Version numbers are journal rows (SQLite INTEGER): bounding them here turns a 2**70 into a 422, not a 500.
 MAX_VERSION = 2**63 - 1
 VersionNo = Annotated[int, Field(ge=1, le=MAX_VERSION)]
+#: `?min_version=N` on every inference route: read-your-writes across replicas.
+MinVersion = Annotated[int | None, Query(ge=1, le=MAX_VERSION, description="wait (bounded by --min-version-wait-ms) "
+                                         "until this replica serves at least this version; 503 naming the one it has "
+                                         "after that")]  # fmt: skip
 IfVersion = Annotated[
     int | None,
     Field(ge=0, le=MAX_VERSION, description="the version the edit is based on (409 if the model has moved on)"),
@@ -209,3 +215,4 @@ class EditResponse(BaseModel):
     diff: GraphDiff
     timings_ms: Timings
     graph: GraphDescription | None = Field(None, description="the would-be graph, for dry runs")
+    replicas: ReplicaWait | None = Field(None, description="with ?wait=: which replicas have the version live")

@@ -81,6 +81,15 @@ class LiveModel:
         self._versions[version.version] = version
         self._latest = version.version
 
+    def advance(self, version: ModelVersion) -> None:
+        """Publish a version committed elsewhere (by another replica): any number past the latest, skipping those
+        between (a follower may jump straight to the newest)."""
+        if version.version <= self._latest or version.model != self.name:
+            raise ConflictError(f"cannot advance {self.name!r} from {self._latest} to {version.version} of "
+                                f"{version.model!r}")  # fmt: skip
+        self._versions[version.version] = version
+        self._latest = version.version
+
     def forget(self, version: int) -> None:
         """Drop a version from memory (never the current one)."""
         if version != self._latest:

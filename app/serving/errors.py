@@ -34,3 +34,9 @@ class InferenceTimeoutError(GraphError):
 
 class ModelTooLargeError(GraphError):
     """A model or an edit would need more parameter memory than --max-model-bytes allows."""
+
+
+class VersionBehindError(GraphError):
+    """`?min_version=` asks for a version this replica has not applied within --min-version-wait-ms."""
+
+    retry_after_s = 1

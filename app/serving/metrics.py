@@ -27,6 +27,12 @@ class Metrics:
                                            "inference latency per model, from the registry taking the request to "
                                            "its result (queueing and batching included)", ["model"],
                                            buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
+        self.lag_versions = Gauge("morphserve_replica_lag_versions", "versions committed to the journal that this "
+                                  "replica has not applied yet", ["model"], registry=r)  # fmt: skip
+        self.lag_seconds = Gauge("morphserve_replica_lag_seconds", "seconds since the journal's newest version "
+                                 "committed, while this replica has not applied it (0 when caught up)", ["model"],
+                                 registry=r)  # fmt: skip
+        self.journal_up = Gauge("morphserve_journal_up", "1 while the journal is reachable, else 0", registry=r)
         # Not labelled by version: versions grow without bound, Prometheus series must not.
         self.inferences = Counter("morphserve_inferences", "inference requests served by the worker",
                                   ["model"], registry=r)  # fmt: skip

@@ -64,9 +64,12 @@ class EditPipeline:
         return self._run(served, lambda: served.live.propose_rollback(to, if_version=if_version), dry_run=False)
 
     def _run(self, served: ServedModel, propose: Callable[[], ModelVersion], *, dry_run: bool) -> EditOutcome:
-        with served.edit_lock:
+        # This process's lock, then the journal's (every replica's): the editor catches up to the head, validates,
+        # persists and commits while no other replica can commit a version of this model.
+        with served.edit_lock, self.store.edit_lock(served.name):
             served.check_alive()  # a delete that won the lock meanwhile: nothing may be journalled for it
             t0 = time.perf_counter()
+            self._catch_up(served)
             previous = served.live.current
             try:
                 candidate = propose()
@@ -85,10 +88,7 @@ class EditPipeline:
                 self.metrics.edits.labels(served.name, "rejected").inc()
                 raise
             t3 = time.perf_counter()
-            # Publish to the history first, so that any version a response reports is already known to it.
-            served.live.commit(candidate)
-            served.worker.swap(candidate.version, runnable).result()
-            self.retain(served)
+            self._go_live(served, candidate, runnable, commit=True)
             t4 = time.perf_counter()
         self.metrics.edits.labels(served.name, "committed").inc()
         self.metrics.edit_latency.labels(served.name).observe(t4 - t0)
@@ -99,6 +99,41 @@ class EditPipeline:
         return EditOutcome(served.name, candidate, previous, diff(previous, candidate),
                            _ms(validate=t1 - t0, build=t2 - t1, persist=t3 - t2, swap=t4 - t3, total=t4 - t0),
                            False)  # fmt: skip
+
+    def _go_live(self, served: ServedModel, v: ModelVersion, runnable: Any, *, commit: bool) -> None:
+        # Publish to the history first, so that any version a response reports is already known to it.
+        if commit:
+            served.live.commit(v)
+        else:
+            served.live.advance(v)
+        served.worker.swap(v.version, runnable).result()
+        self.retain(served)
+        served.went_live(v.version)
+
+    def _catch_up(self, served: ServedModel) -> None:
+        """Under the journal's edit lock: apply what other replicas committed since this one last looked."""
+        head = self.store.heads().get(served.name)
+        if head is not None and head.version > served.live.current.version:
+            self._apply_locked(served, head.version)
+
+    def apply(self, served: ServedModel, version: int) -> bool:
+        """Bring `served` to `version`, committed elsewhere (the follower's step); False when there was nothing to do.
+        Loaded, built and warmed up off the hot path, then swapped in between two batches, like a local edit."""
+        with served.edit_lock:
+            return self._apply_locked(served, version)
+
+    def _apply_locked(self, served: ServedModel, version: int) -> bool:
+        current = served.live.current
+        if served.deleted or version <= current.version:
+            return False
+        v = self.store.load(served.name, version, previous=current)
+        runnable = served.placement.place(v)
+        warm_up(v, runnable, self.device)
+        self._go_live(served, v, runnable, commit=False)
+        log.info("model %s: version %d applied from the journal (was %d)", served.name, version, current.version)
+        if self.on_commit is not None:
+            self.on_commit(served, v)
+        return True
 
     def gc(self, served: ServedModel, keep: int) -> Any:
         with served.edit_lock:

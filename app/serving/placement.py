@@ -21,9 +21,14 @@ from app.graph.version import ModelVersion
 from .devices import ops_for
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, worker: int | None = None) -> torch.device:
+    """The device a server (or worker `worker` of `--workers`) runs on: `auto` and `cuda` spread the workers over the
+    GPUs (worker i takes cuda:(i mod n)); an explicit `cuda:N` or `cpu` is taken as given."""
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        return torch.device(f"cuda:{(worker or 0) % count}" if worker is not None and count > 1 else "cuda")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available")

@@ -22,8 +22,16 @@ from pydantic import BaseModel
 
 from app.graph import GraphError, LiveModel, ModelVersion, NotFoundError, SetWeightsOp, TensorSpec, shapes
 from app.graph.edits import recast
-from app.settings import Settings
-from app.store import GcResult, Store, StoreError, StoreUnavailableError, VersionRecord, open_store
+from app.settings import Settings, worker_index
+from app.store import (
+    GcResult,
+    Store,
+    StoreError,
+    StoreUnavailableError,
+    VersionConflictError,
+    VersionRecord,
+    open_store,  # fmt: skip
+)
 
 from .budget import MemoryBudget
 from .errors import ModelExistsError
@@ -32,6 +40,7 @@ from .inference import Inference
 from .metrics import Metrics
 from .pipeline import EditOutcome, EditPipeline, weights_op
 from .placement import Placement, resolve_device, warm_up
+from .replication import ReplicasView, Replication, ReplicaWait, advertised_address
 from .served import ServedModel, caching_loader
 from .sources import ModelSource, UploadedBundle, parse_entry
 from .worker import DeviceWorker, InferResult
@@ -65,7 +74,8 @@ class Registry:
     def __init__(self, settings: Settings, metrics: Metrics, store: Store | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.device = resolve_device(settings.device)
+        self.device = resolve_device(settings.device, worker_index())
+        torch.set_num_threads(settings.threads_per_worker())
         self.store = store if store is not None else open_store(settings)
         self.budget = MemoryBudget(settings.model_bytes_limit)
         self.inference = Inference(self.device, settings.request_timeout_s)
@@ -73,40 +83,54 @@ class Registry:
         self.pipeline = EditPipeline(self.store, metrics, self.budget, self.device, settings.keep_versions,
                                      on_commit=lambda _served, v: self.events.version_committed(v))  # events hook
         self._models: dict[str, ServedModel] = {}
+        self._deleting: set[str] = set()
         self._lock = threading.Lock()
         #: Models the server was asked to serve (state dir and --model) that could not be loaded, with why.
         self.failed: dict[str, str] = {}
+        self.replication = Replication(self, interval_s=settings.follow_interval_ms / 1000,
+                                       wait_s=settings.min_version_wait_ms / 1000,
+                                       address=advertised_address(settings.host, settings.port))  # fmt: skip
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def load_from_settings(self) -> None:
-        """Restore every model of the state dir at its last version, then load `--model`s not already there."""
-        for name in self.store.models():
-            try:
-                first = self.store.load(name)
-            except (StoreError, GraphError, ValueError, RuntimeError) as e:
-                log.error("model %s cannot be restored from %s and is not served: %s", name, self.store.where, e)
-                self.failed[name] = str(e)
-                continue
-            log.info("model %s: restored version %d from %s", name, first.version, self.store.where)
-            self._serve(first, persist=False)
+        """Restore every model of the journal at its last version, load `--model`s not already there, then follow
+        the journal (other replicas' edits, creations and deletions)."""
+        for name, head in self.store.heads().items():
+            self._restore(name, head.incarnation)
         for entry in self.settings.models:
             name, source = parse_entry(entry)
             if name is not None and (name in self._models or name in self.failed):
                 if name in self._models:
-                    log.info("model %s: --model %s given, resuming from the state dir at version %d instead",
+                    log.info("model %s: --model %s given, resuming from the journal at version %d instead",
                              name, entry, self._models[name].live.current.version)  # fmt: skip
                 continue
             first = source.load(name, self.budget)
             if first.model in self._models or first.model in self.failed:
-                log.info("model %s: already in the state dir, resuming from it", first.model)
+                log.info("model %s: already in the journal, resuming from it", first.model)
                 continue
-            self._serve(recast(first, self.settings.dtype) if self.settings.dtype else first, persist=True,
-                        startup=True)  # fmt: skip
+            try:
+                self._serve(recast(first, self.settings.dtype) if self.settings.dtype else first, persist=True,
+                            startup=True)  # fmt: skip
+            except (VersionConflictError, ModelExistsError):  # a replica starting beside this one created it first
+                self._restore(first.model, self.store.heads()[first.model].incarnation)
         # Restored versions skip shape propagation (the journal recorded it), so the first edit would pay its
         # start-up cost (seconds): pay it beside serving instead.
         threading.Thread(target=shapes.prime, name="prime-shapes", daemon=True).start()
+        if self.store.unavailable is None:
+            self.replication.start()
 
-    def _serve(self, first: ModelVersion, *, persist: bool, startup: bool = False) -> ServedModel:
+    def _restore(self, name: str, incarnation: str) -> None:
+        try:
+            first = self.store.load(name)
+        except (StoreError, GraphError, ValueError, RuntimeError) as e:
+            log.error("model %s cannot be restored from %s and is not served: %s", name, self.store.where, e)
+            self.failed[name] = str(e)
+            return
+        log.info("model %s: restored version %d from %s", name, first.version, self.store.where)
+        self._serve(first, persist=False, incarnation=incarnation)
+
+    def _serve(self, first: ModelVersion, *, persist: bool, startup: bool = False,
+               incarnation: str | None = None) -> ServedModel:  # fmt: skip
         """Serve `first` (a model's latest version); `persist` journals it as a new model."""
         with self._lock:
             if first.model in self._models:
@@ -123,11 +147,11 @@ class Registry:
             runnable = placement.place(first)
             warm_up(first, runnable, self.device)
             if persist:
-                self.store.commit(first, startup=startup)
+                incarnation = self.store.commit(first, startup=startup, create=True)  # a new model: its first row
             holder: list[ServedModel] = []
             loader = caching_loader(lambda: holder[0], self._store_loader(first.model),
                                     self.settings.resident_versions)  # fmt: skip
-            served = ServedModel(LiveModel(first, loader=loader), worker, placement)
+            served = ServedModel(LiveModel(first, loader=loader), worker, placement, incarnation=incarnation)
             holder.append(served)
             worker.start(first.version, runnable)
             self._models[first.model] = served
@@ -135,11 +159,36 @@ class Registry:
         log.info("model %s: serving version %d on %s", first.model, first.version, self.device)
         return served
 
+    # -- following other replicas (called by the follower thread, via Replication) ----------------------------
+    def local(self, name: str) -> ServedModel | None:
+        return self._models.get(name)
+
+    def deleting(self, name: str) -> bool:
+        return name in self._deleting
+
+    def adopt(self, name: str, incarnation: str) -> None:
+        """Serve a model another replica created."""
+        first = self.store.load(name)
+        self._serve(first, persist=False, incarnation=incarnation)
+
+    def drop_local(self, name: str) -> None:
+        """Stop serving a model another replica deleted (the journal has no rows of it any more)."""
+        with self._lock:
+            served = self._models.pop(name, None)
+        if served is None:
+            return
+        with served.edit_lock:
+            served.deleted = True
+        served.worker.stop()
+        self.events.model_deleted(name)  # events hook
+        log.info("model %s: deleted by another replica", name)
+
     def _store_loader(self, name: str) -> Any:
         return lambda version: self.store.load(name, version, previous=self._models[name].live.current)
 
     def close(self) -> None:
-        """Stop every worker (the store keeps the models for the next start)."""
+        """Stop following and every worker (the store keeps the models for the next start)."""
+        self.replication.stop()
         with self._lock:
             models, self._models = list(self._models.values()), {}
         for served in models:
@@ -165,7 +214,8 @@ class Registry:
         byte is read when the model could not be journalled anyway."""
         if self.store.unavailable is not None:
             raise StoreUnavailableError(f"models cannot be created: {self.store.unavailable}")
-        return UploadedBundle(name, self.settings.state_dir / "uploads" if self.settings.journal == "sqlite" else None)
+        spool = self.settings.state_dir / "uploads" if self.settings.journal != "memory" else None  # PostgreSQL too
+        return UploadedBundle(name, spool)
 
     async def remove(self, name: str) -> None:
         served = self.get(name)
@@ -176,9 +226,13 @@ class Registry:
                     raise NotFoundError(f"model {name!r} does not exist", model=name)
                 del self._models[name]
                 served.deleted = True
-            served.worker.stop()  # queued requests and swaps get 503; the batch in flight finishes
-            with served.edit_lock:  # after the edit in progress, if any: its row goes too
-                self.store.delete_model(name)
+                self._deleting.add(name)  # the follower must not bring it back before its rows are gone
+            try:
+                served.worker.stop()  # queued requests and swaps get 503; the batch in flight finishes
+                with served.edit_lock, self.store.edit_lock(name):  # after the edit in progress: its row goes too
+                    self.store.delete_model(name)
+            finally:
+                self._deleting.discard(name)
 
         await asyncio.to_thread(remove)
         log.info("model %s: removed", name)
@@ -248,11 +302,21 @@ class Registry:
         return await asyncio.to_thread(fn, *args)
 
     # -- inference and edits -----------------------------------------------------------------------------
-    async def infer(self, name: str, arrays: Mapping[str, np.ndarray], version: int | None = None) -> InferResult:
+    async def infer(self, name: str, arrays: Mapping[str, np.ndarray], version: int | None = None, *,
+                    min_version: int | None = None) -> InferResult:  # fmt: skip
+        """`min_version`: read-your-writes across replicas (wait, bounded, until this replica has applied it)."""
         started = time.perf_counter()  # metrics hook: per-model latency
+        if min_version is not None:
+            await self.replication.wait_for(name, min_version)
         result = await self.inference.infer(self.get(name), arrays, version)
         self.metrics.inference_latency.labels(name).observe(time.perf_counter() - started)  # metrics hook
         return result
+
+    async def replicas(self) -> ReplicasView:
+        return await asyncio.to_thread(self.replication.view)
+
+    async def wait_replicas(self, name: str, version: int, wanted: str, timeout: float) -> ReplicaWait:
+        return await self.replication.wait_replicas(name, version, wanted, timeout)
 
     async def edit(self, name: str, ops: list[Any], *, if_version: int | None = None, dry_run: bool = False,
                    allow_output_change: bool = False) -> EditOutcome:  # fmt: skip

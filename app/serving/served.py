@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
 from collections.abc import Callable
@@ -27,6 +28,12 @@ class ServedModel:
     cache_lock: threading.Lock = field(default_factory=threading.Lock)
     #: Set under `edit_lock` by delete: an edit that was waiting for the lock must not journal a row for it.
     deleted: bool = False
+    #: Which creation of this model name the journal knows it as (a model deleted and created again elsewhere is
+    #: another model); None for a model the journal does not hold.
+    incarnation: str | None = None
+    #: Requests waiting for a version (`?min_version=`), as (version, loop, future); resolved when it is live.
+    _gates: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = field(default_factory=list)
+    _gate_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def name(self) -> str:
@@ -35,6 +42,32 @@ class ServedModel:
     def check_alive(self) -> None:
         if self.deleted:
             raise NotFoundError(f"model {self.name!r} does not exist (it was deleted)", model=self.name)
+
+    async def reached(self, version: int, timeout: float) -> bool:
+        """Wait until `version` (or a later one) is live here, at most `timeout` seconds."""
+        if self.live.current.version >= version:
+            return True
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self._gate_lock:
+            self._gates.append((version, loop, fut))
+        if self.live.current.version >= version:  # it went live while we registered
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with self._gate_lock:
+                self._gates = [g for g in self._gates if g[2] is not fut]
+
+    def went_live(self, version: int) -> None:
+        """Called (from any thread) after `version` was swapped in: wakes the requests that waited for it."""
+        with self._gate_lock:
+            ready = [(loop, fut) for v, loop, fut in self._gates if v <= version]
+        for loop, fut in ready:
+            loop.call_soon_threadsafe(lambda f=fut: f.done() or f.set_result(None))
 
 
 def caching_loader(served: Callable[[], ServedModel], load: Callable[[int], ModelVersion], keep: int

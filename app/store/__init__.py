@@ -1,12 +1,15 @@
 """Durability: the journal of versions and the content-addressed weight blobs, behind two small backends."""
 
-from .backend import BlobBackend, JournalBackend
+from .backend import BlobBackend, ChangeFeed, JournalBackend
 from .factory import open_store
 from .records import (
     BlobCorruptError,
     GcResult,
+    Head,
     JournalError,
     JournalUnreachableError,
+    Notice,
+    ReplicaRecord,
     StorageFullError,
     StoreError,
     StoreUnavailableError,
@@ -16,7 +19,7 @@ from .records import (
 from .store import Store
 
 __all__ = [
-    "BlobBackend", "BlobCorruptError", "GcResult", "JournalBackend", "JournalError", "JournalUnreachableError",
-    "StorageFullError", "Store", "StoreError", "StoreUnavailableError", "VersionConflictError", "VersionRecord",
-    "open_store",
+    "BlobBackend", "BlobCorruptError", "ChangeFeed", "GcResult", "Head", "JournalBackend", "JournalError",
+    "JournalUnreachableError", "Notice", "ReplicaRecord", "StorageFullError", "Store", "StoreError",
+    "StoreUnavailableError", "VersionConflictError", "VersionRecord", "open_store",
 ]  # fmt: skip

@@ -1,7 +1,8 @@
 """The two seams of the store: where version rows live (journal) and where weight bytes live (blobs).
 
-Each has an embedded implementation (SQLite / a local directory), an in-memory one, and room for a shared one
-(PostgreSQL) that several replicas use at once. The conformance suite in tests/unit/store runs against every
+Each has an embedded implementation (SQLite / a local directory), an in-memory one, and a shared one that several
+replicas use at once (PostgreSQL: pg_journal, pg_blobs; blobs also in a shared directory, each replica keeping a
+local copy in a CachedBlobs). The conformance suite in tests/unit/store runs against every
 implementation, so a backend is done when that suite passes.
 """
 
@@ -58,9 +59,10 @@ class JournalBackend(Protocol):
     def heads(self) -> dict[str, Head]:
         """Every model that exists, with its incarnation and newest version: one cheap query, polled by followers."""
 
-    def edit_lock(self, model: str) -> AbstractContextManager[None]:
+    def edit_lock(self, model: str, *, timeout_s: float | None = None) -> AbstractContextManager[None]:
         """Held by an editor from catching up to committing: serialises the edits of one model across every process
-        sharing this journal (a PostgreSQL advisory lock, a lock file for SQLite)."""
+        sharing this journal (a PostgreSQL advisory lock, a lock file for SQLite). Waits up to `timeout_s` (default
+        the journal's, 30 s) for another holder, then raises `JournalUnreachableError` (busy: retry)."""
 
     def heartbeat(self, replica: ReplicaRecord) -> None:
         """Insert or update this replica's row (`last_seen` becomes the journal's now)."""
@@ -102,6 +104,10 @@ class BlobBackend(Protocol):
 
     def get(self, digest: str) -> bytes:
         """The bytes of a blob; `BlobCorruptError` naming its location when it cannot be read."""
+
+    def repair(self, digest: str) -> bytes:
+        """The bytes of a blob once more, from the source of truth, after what `get` returned failed its hash check:
+        a cache fetches the shared copy again and rewrites its own; a backend without a copy reads again."""
 
     def present(self, digests: Iterable[str]) -> set[str]:
         """Which of `digests` exist."""

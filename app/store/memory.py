@@ -6,31 +6,42 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
-from .records import BlobCorruptError, VersionConflictError, VersionRecord
+from .locks import EDIT_LOCK_TIMEOUT_S, ModelLocks
+from .records import BlobCorruptError, Head, ReplicaRecord, VersionConflictError, VersionRecord
 
 
 class MemoryJournal:
     where = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, *, edit_lock_timeout_s: float = EDIT_LOCK_TIMEOUT_S) -> None:
         self._rows: dict[str, dict[int, VersionRecord]] = {}
+        self._committed: dict[tuple[str, int], float] = {}
+        self._models: dict[str, str] = {}  # model -> incarnation
         self._pins: dict[str, set[int]] = {}
+        self._replicas: dict[str, ReplicaRecord] = {}
         self._lock = threading.RLock()
+        self._edit_locks = ModelLocks()
+        self.edit_lock_timeout_s = edit_lock_timeout_s
 
-    def append(self, record: VersionRecord, before_commit: Callable[[], None] | None = None) -> None:
+    def append(self, record: VersionRecord, before_commit: Callable[[], None] | None = None, *,
+               create: str | None = None) -> None:  # fmt: skip
+        m, v = record.model, record.version
         with self._lock:
-            rows = self._rows.setdefault(record.model, {})
-            if record.version in rows:
-                raise VersionConflictError(f"{record.model} v{record.version} exists")
-            rows[record.version] = record
+            if create is not None and m in self._models:
+                raise VersionConflictError.exists(m, self.where)
+            if create is None and m not in self._models:
+                raise VersionConflictError.missing(m, self.where)
+            rows = self._rows.setdefault(m, {})
+            if v in rows:
+                raise VersionConflictError.taken(m, v, self.where)
             if before_commit is not None:
-                try:
-                    before_commit()
-                except BaseException:
-                    del rows[record.version]
-                    raise
+                before_commit()  # nothing is visible before it returns, so a failure leaves nothing to undo
+            rows[v] = record
+            self._committed[(m, v)] = time.time()
+            if create is not None:
+                self._models[m] = create
 
     def get(self, model: str, version: int) -> VersionRecord | None:
         with self._lock:
@@ -70,12 +81,39 @@ class MemoryJournal:
         with self._lock:
             for v in versions:
                 self._rows.get(model, {}).pop(v, None)
+                self._committed.pop((model, v), None)
                 self._pins.get(model, set()).discard(v)
 
     def delete_model(self, model: str) -> None:
         with self._lock:
-            self._rows.pop(model, None)
+            for v in self._rows.pop(model, {}):
+                self._committed.pop((model, v), None)
             self._pins.pop(model, None)
+            self._models.pop(model, None)
+
+    def heads(self) -> dict[str, Head]:
+        with self._lock:
+            tops = {m: max(rows) for m, rows in self._rows.items() if rows and m in self._models}
+            return {m: Head(m, self._models[m], v, self._committed[(m, v)]) for m, v in tops.items()}
+
+    def edit_lock(self, model: str, *, timeout_s: float | None = None) -> AbstractContextManager[None]:
+        return self._edit_locks.hold(model, self.edit_lock_timeout_s if timeout_s is None else timeout_s)
+
+    def heartbeat(self, replica: ReplicaRecord) -> None:
+        with self._lock:
+            self._replicas[replica.id] = ReplicaRecord(replica.id, replica.address, dict(replica.applied),
+                                                       replica.started_at, time.time())  # fmt: skip
+
+    def replicas(self) -> list[ReplicaRecord]:
+        with self._lock:
+            return sorted(self._replicas.values(), key=lambda r: r.last_seen, reverse=True)
+
+    def forget_replica(self, replica_id: str) -> None:
+        with self._lock:
+            self._replicas.pop(replica_id, None)
+
+    def changes(self) -> None:
+        return None  # one process: followers (if any) poll heads()
 
     @contextmanager
     def sweep_lock(self) -> Iterator[set[str]]:
@@ -84,8 +122,8 @@ class MemoryJournal:
 
     def reset(self) -> None:
         with self._lock:
-            self._rows.clear()
-            self._pins.clear()
+            for table in (self._rows, self._committed, self._models, self._pins, self._replicas):
+                table.clear()
 
     def close(self) -> None:
         pass
@@ -108,6 +146,9 @@ class MemoryBlobs:
         if hit is None:
             raise BlobCorruptError(self.locate(digest), "it is missing")
         return hit[0]
+
+    def repair(self, digest: str) -> bytes:
+        return self.get(digest)  # no other copy to fall back on
 
     def present(self, digests: Iterable[str]) -> set[str]:
         with self._lock:

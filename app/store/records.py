@@ -94,7 +94,20 @@ class StorageFullError(StoreError):
 
 
 class VersionConflictError(StoreError):
-    """A version number was already taken (another writer committed first)."""
+    """A version number was already taken (another writer committed first), or the model the row belongs to was
+    created or deleted meanwhile. The constructors word each case the same in every backend."""
+
+    @classmethod
+    def taken(cls, model: str, version: int, where: str) -> VersionConflictError:
+        return cls(f"{model} v{version} exists in the journal {where} (another writer committed it first)")
+
+    @classmethod
+    def exists(cls, model: str, where: str) -> VersionConflictError:
+        return cls(f"model {model!r} exists in the journal {where} already")
+
+    @classmethod
+    def missing(cls, model: str, where: str) -> VersionConflictError:
+        return cls(f"model {model!r} does not exist in the journal {where} (deleted meanwhile, or never created)")
 
 
 class BlobCorruptError(StoreError):

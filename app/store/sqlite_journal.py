@@ -1,8 +1,10 @@
 """The embedded journal: SQLite in WAL mode under the state dir, one row per committed version.
 
 `synchronous=FULL`: a commit is durable once `append` returns. Several processes may share the file (the workers
-of `serve --workers N`): SQLite's write lock serialises their transactions, and `busy_timeout` lets one wait for
-another instead of failing.
+of `serve --workers N`): SQLite's write lock serialises their transactions (so the sweep lock, a write
+transaction, excludes every append), and `busy_timeout` lets one wait for another instead of failing. Edits of one
+model are serialised across those processes by a lock file per model under `<state_dir>/locks` (locks.py). There
+is no change feed: followers poll `heads()`, which is one indexed query.
 """
 
 from __future__ import annotations
@@ -10,14 +12,19 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from .locks import EDIT_LOCK_TIMEOUT_S, file_lock
 from .records import (
+    Head,
     JournalError,
     JournalUnreachableError,
+    ReplicaRecord,
     StorageFullError,
     StoreError,
     StoreUnavailableError,
@@ -25,7 +32,7 @@ from .records import (
     VersionRecord,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS versions (
@@ -37,6 +44,7 @@ CREATE TABLE IF NOT EXISTS versions (
     blobs      TEXT    NOT NULL,
     shapes     TEXT    NOT NULL,
     created_at REAL    NOT NULL,
+    committed_at REAL,
     PRIMARY KEY (model, version)
 );
 CREATE TABLE IF NOT EXISTS pins (
@@ -52,8 +60,21 @@ CREATE TABLE IF NOT EXISTS version_blobs (
     PRIMARY KEY (model, version, node)
 );
 CREATE INDEX IF NOT EXISTS version_blobs_digest ON version_blobs (digest);
+CREATE TABLE IF NOT EXISTS models (
+    model       TEXT PRIMARY KEY,
+    incarnation TEXT NOT NULL,
+    created_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replicas (
+    id         TEXT PRIMARY KEY,
+    address    TEXT NOT NULL,
+    applied    TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    last_seen  REAL NOT NULL
+);
 """
 _COLUMNS = "model, version, parent, ops, spec, blobs, shapes, created_at"
+_TABLES = ("versions", "pins", "version_blobs", "models", "replicas")
 FILES = ("journal.sqlite3", "journal.sqlite3-wal", "journal.sqlite3-shm")
 
 
@@ -74,9 +95,11 @@ def translate(e: sqlite3.Error, where: str) -> StoreError:
 
 
 class SQLiteJournal:
-    def __init__(self, path: Path, *, fsync: bool = True) -> None:
+    def __init__(self, path: Path, *, fsync: bool = True, edit_lock_timeout_s: float = EDIT_LOCK_TIMEOUT_S) -> None:
         self.path = path
         self.where = str(path)
+        self.locks = path.parent / "locks"
+        self.edit_lock_timeout_s = edit_lock_timeout_s
         self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +126,13 @@ class SQLiteJournal:
                 for model, version, blobs in self._db.execute("SELECT model, version, blobs FROM versions").fetchall():
                     self._db.executemany("INSERT OR IGNORE INTO version_blobs VALUES (?,?,?,?)",
                                          [(model, version, n, d) for n, d in json.loads(blobs).items()])  # fmt: skip
+            if found < 3:  # schema 3: models (with incarnations), replicas, and when each row committed
+                if "committed_at" not in {c[1] for c in self._db.execute("PRAGMA table_info(versions)")}:
+                    self._db.execute("ALTER TABLE versions ADD COLUMN committed_at REAL")
+                self._db.execute("UPDATE versions SET committed_at = created_at WHERE committed_at IS NULL")
+                for model, created in self._db.execute("SELECT model, MIN(created_at) FROM versions GROUP BY model "
+                                                       "ORDER BY model").fetchall():  # fmt: skip
+                    self._db.execute("INSERT OR IGNORE INTO models VALUES (?,?,?)", (model, uuid.uuid4().hex, created))
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     @contextmanager
@@ -135,12 +165,23 @@ class SQLiteJournal:
             self._db.close()
 
     # -- writing -----------------------------------------------------------------------------------------
-    def append(self, r: VersionRecord, before_commit: Callable[[], None] | None = None) -> None:
+    def append(self, r: VersionRecord, before_commit: Callable[[], None] | None = None, *,
+               create: str | None = None) -> None:  # fmt: skip
         row = (r.model, r.version, r.parent, json.dumps(r.ops), json.dumps(r.spec), json.dumps(r.blobs),
                json.dumps(r.shapes), r.created_at)  # fmt: skip
 
         def insert() -> None:
-            self._db.execute(f"INSERT INTO versions ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", row)
+            exists = self._db.execute("SELECT 1 FROM models WHERE model=?", (r.model,)).fetchone() is not None
+            if create is not None and exists:
+                raise VersionConflictError.exists(r.model, self.where)
+            if create is None and not exists:
+                raise VersionConflictError.missing(r.model, self.where)
+            if create is not None:
+                self._db.execute("INSERT INTO models VALUES (?,?,?)", (r.model, create, time.time()))
+            if self._db.execute("SELECT 1 FROM versions WHERE model=? AND version=?", (r.model, r.version)).fetchone():
+                raise VersionConflictError.taken(r.model, r.version, self.where)
+            self._db.execute(f"INSERT INTO versions ({_COLUMNS}, committed_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                             (*row, time.time()))  # fmt: skip
             self._db.executemany("INSERT INTO version_blobs VALUES (?,?,?,?)",
                                  [(r.model, r.version, n, d) for n, d in r.blobs.items()])  # fmt: skip
             if before_commit is not None:
@@ -166,7 +207,7 @@ class SQLiteJournal:
 
     def delete_model(self, model: str) -> None:
         def delete() -> None:
-            for table in ("versions", "pins", "version_blobs"):
+            for table in ("versions", "pins", "version_blobs", "models"):
                 self._db.execute(f"DELETE FROM {table} WHERE model=?", (model,))
 
         self._write(delete)
@@ -187,10 +228,28 @@ class SQLiteJournal:
 
     def reset(self) -> None:
         def wipe() -> None:
-            for table in ("versions", "pins", "version_blobs"):
+            for table in _TABLES:
                 self._db.execute(f"DELETE FROM {table}")
 
         self._write(wipe)
+
+    def edit_lock(self, model: str, *, timeout_s: float | None = None) -> AbstractContextManager[None]:
+        return file_lock(self.locks, model, self.edit_lock_timeout_s if timeout_s is None else timeout_s)
+
+    # -- replicas ----------------------------------------------------------------------------------------
+    def heartbeat(self, replica: ReplicaRecord) -> None:
+        row = (replica.id, replica.address, json.dumps(replica.applied), replica.started_at, time.time())
+        self._write(lambda: self._execute("INSERT OR REPLACE INTO replicas VALUES (?,?,?,?,?)", row))
+
+    def replicas(self) -> list[ReplicaRecord]:
+        rows = self._rows("SELECT id, address, applied, started_at, last_seen FROM replicas ORDER BY last_seen DESC")
+        return [ReplicaRecord(i, a, json.loads(ap), s, seen) for i, a, ap, s, seen in rows]
+
+    def forget_replica(self, replica_id: str) -> None:
+        self._write(lambda: self._execute("DELETE FROM replicas WHERE id=?", (replica_id,)))
+
+    def changes(self) -> None:
+        return None  # followers poll heads()
 
     # -- reading -----------------------------------------------------------------------------------------
     def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -207,6 +266,12 @@ class SQLiteJournal:
 
     def models(self) -> list[str]:
         return [r[0] for r in self._rows("SELECT DISTINCT model FROM versions ORDER BY model")]
+
+    def heads(self) -> dict[str, Head]:
+        rows = self._rows("SELECT m.model, m.incarnation, v.version, v.committed_at FROM models m JOIN versions v "
+                          "ON v.model = m.model AND v.version = (SELECT MAX(version) FROM versions WHERE model = "
+                          "m.model)")  # fmt: skip
+        return {r[0]: Head(*r) for r in rows}
 
     def latest(self, model: str) -> VersionRecord | None:
         rows = self._rows(f"SELECT {_COLUMNS} FROM versions WHERE model=? ORDER BY version DESC LIMIT 1", (model,))

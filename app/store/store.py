@@ -8,6 +8,10 @@ after (2) the version exists in full. Blob sweeps run under the journal's sweep 
 process: a sweep that ran between a commit's (1) and (2) may delete a blob that commit wrote or reused, but (2)
 then finds it missing and writes it again before its row commits, so no row ever names a missing blob. A grace
 period (unreferenced blobs younger than it survive) can spare such commits the rewrite.
+
+With a shared journal (PostgreSQL) the same order holds across replicas: the sweep lock is a database lock that
+every append takes shared, and each replica also edits under `edit_lock(model)`, which the serving layer holds
+from catching up to the head until the commit, so that editors of one model take turns.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import hashlib
 import logging
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 import torch
 from safetensors.torch import load as st_load
@@ -28,8 +34,8 @@ from app.graph import ModelVersion, NotFoundError, parse_spec, spec_json
 from app.graph.precision import conform
 from app.graph.version import make_version
 
-from .backend import BlobBackend, JournalBackend
-from .records import BlobCorruptError, GcResult, StoreUnavailableError, VersionRecord
+from .backend import BlobBackend, ChangeFeed, JournalBackend
+from .records import BlobCorruptError, GcResult, Head, ReplicaRecord, StoreUnavailableError, VersionRecord
 
 log = logging.getLogger("morphserve.store")
 
@@ -86,21 +92,27 @@ class Store:
         self._digests[id(module)] = (weakref.ref(module), digest)
         return digest
 
-    def commit(self, v: ModelVersion, *, startup: bool = False) -> None:
+    def commit(self, v: ModelVersion, *, startup: bool = False, create: bool = False) -> str | None:
         """Make `v` durable: blobs first, then the journal row. Returns once both are.
 
         `startup`: a model the server was told to serve, recorded even by a store that takes no edits (it then
         lives in memory), so that its history and views work like any other's.
+        `create`: `v` is the first version of a new model; its `models` row gets a fresh incarnation id (uuid4
+        hex), which is returned (else None). A model of that name existing already is a `VersionConflictError`,
+        and so is a version of a model that does not exist (any more) without `create`.
         """
         if not startup:
             self._writable()
+        incarnation = uuid.uuid4().hex if create else None
         with self._lock:
             if len(self._digests) > 4096:
                 self._digests = {k: e for k, e in self._digests.items() if e[0]() is not None}
             blobs = {nid: d for nid, m in v.modules.items() if (d := self._digest(m)) is not None}
             record = VersionRecord(v.model, v.version, v.parent, list(v.ops), spec_json(v), blobs, v.created_at,
                                    v.recorded_shapes())  # fmt: skip
-            self.journal.append(record, before_commit=self._ensure_blobs(v, blobs))
+        # The journal serialises writers itself: a slow database must not hold up other models' commits here.
+        self.journal.append(record, before_commit=self._ensure_blobs(v, blobs), create=incarnation)
+        return incarnation
 
     def _ensure_blobs(self, v: ModelVersion, blobs: dict[str, str]) -> Callable[[], None]:
         """Inside the journal transaction: any blob a sweep removed since it was written (or reused) is written
@@ -129,11 +141,38 @@ class Store:
     def has(self, model: str) -> bool:
         return self.journal.latest(model) is not None
 
+    def heads(self) -> dict[str, Head]:
+        """Every model with its incarnation and newest version: what followers poll."""
+        return self.journal.heads()
+
+    def changes(self) -> ChangeFeed | None:
+        """A new wake-up feed (PostgreSQL LISTEN), or None where followers can only poll."""
+        return self.journal.changes()
+
+    # -- coordination --------------------------------------------------------------------------------------
+    def edit_lock(self, model: str, *, timeout_s: float | None = None) -> AbstractContextManager[None]:
+        """Held from catching up to the head until the commit: one editor of `model` at a time, in every process
+        sharing the journal."""
+        return self.journal.edit_lock(model, timeout_s=timeout_s)
+
+    def heartbeat(self, replica: ReplicaRecord) -> None:
+        self.journal.heartbeat(replica)
+
+    def replicas(self) -> list[ReplicaRecord]:
+        return self.journal.replicas()
+
+    def forget_replica(self, replica_id: str) -> None:
+        self.journal.forget_replica(replica_id)
+
     def tensors(self, digest: str) -> dict[str, torch.Tensor]:
-        """The tensors of a blob, after checking that its content still hashes to its name."""
+        """The tensors of a blob, after checking that its content still hashes to its name. A mismatch is given one
+        `repair` (a replica's cached copy is fetched again from the shared store) before it is corruption."""
         where = self.blobs.locate(digest)
         data = self.blobs.get(digest)
         actual = hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            data = self.blobs.repair(digest)
+            actual = hashlib.sha256(data).hexdigest()
         if actual != digest:
             raise BlobCorruptError(where, f"its content hashes to {actual[:16]}…")
         try:

@@ -6,9 +6,9 @@ of its own, and `down -v` removes its containers and volumes at the end of the m
 
 - test_balancer_spreads_over_the_replicas_and_postgres_keeps_its_data: the parts of this repository (the images,
   nginx.conf, the compose file); passes with today's server.
-- test_edit_through_the_balancer_reaches_both_replicas_and_survives_a_postgres_restart: needs the PostgreSQL journal
-  (`--journal`/MORPHSERVE_JOURNAL) and GET /v1/replicas of issue 13. Until the server has them it fails: each replica
-  keeps its own SQLite journal (MORPHSERVE_JOURNAL is ignored) and /v1/replicas is a 404.
+- test_edit_through_the_balancer_reaches_both_replicas_and_survives_a_postgres_restart: the PostgreSQL journal
+  (`--journal`/MORPHSERVE_JOURNAL) and GET /v1/replicas of issue 13 (tests/e2e/test_replicas.py tests the same on the
+  host with a real PostgreSQL).
 """
 
 from __future__ import annotations
@@ -125,13 +125,11 @@ def replica_versions(stack: Stack) -> dict[str, int]:
 
 
 def listed_versions(stack: Stack) -> list[int]:
-    """digits' applied version per replica, as GET /v1/replicas (issue 13) lists them through the balancer.
-
-    Assumed shape: {"replicas": [{"id": ..., "versions": {"digits": N}, ...}, ...]}; adjust here if issue 13's
-    schema differs."""
+    """digits' applied version per alive replica, as GET /v1/replicas lists them through the balancer:
+    {"replicas": [{"id": ..., "alive": true, "versions": {"digits": N}, ...}, ...]}."""
     r = httpx.get(f"{stack.url}/v1/replicas", timeout=10)
     assert r.status_code == 200, f"GET /v1/replicas: {r.status_code} {r.text[:300]}"
-    return sorted(entry["versions"]["digits"] for entry in r.json()["replicas"])
+    return sorted(entry["versions"]["digits"] for entry in r.json()["replicas"] if entry["alive"])
 
 
 def wait_for_version(stack: Stack, version: int, timeout: float = 15) -> None:
@@ -146,7 +144,7 @@ def wait_for_version(stack: Stack, version: int, timeout: float = 15) -> None:
 
 
 def test_edit_through_the_balancer_reaches_both_replicas_and_survives_a_postgres_restart(stack: Stack) -> None:
-    """Issue 13's journal: fails until the server follows MORPHSERVE_JOURNAL and serves /v1/replicas."""
+    """Issue 13's journal: every replica follows MORPHSERVE_JOURNAL and lists itself in /v1/replicas."""
     before = httpx.get(f"{stack.url}/v1/models/digits", timeout=10).json()["version"]
     r = httpx.post(f"{stack.url}/v1/models/digits/edits", json={"ops": head_ops(2.5)}, headers=AUTH, timeout=60)
     assert r.status_code == 200, r.text

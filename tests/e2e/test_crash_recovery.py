@@ -1,4 +1,5 @@
-"""SIGKILL a real server at random points during a stream of edits; every acknowledged edit must survive.
+"""SIGKILL a real server at random points during a stream of edits; every acknowledged edit must survive, with the
+embedded SQLite journal and with a PostgreSQL one (a throwaway cluster, tests/pg.py).
 
 Each version v >= 2 sets the output layer's bias to v with zero weights, so the output of version v is
 exactly `[v] * 10` for any input: after a restart the current version's outputs can be checked bit for bit.
@@ -45,18 +46,22 @@ def _edit_stream(url: str, acked: list[int], outputs: dict[int, list[float]], st
                 return
 
 
-def _start(state: Path, log: Path) -> ServerProcess:
-    return ServerProcess(["--state-dir", str(state), "--admin-token", TOKEN, "--model", "digits"], log=log).wait_ready()
+def _start(state: Path, log: Path, journal: str = "sqlite") -> ServerProcess:
+    args = ["--state-dir", str(state), "--admin-token", TOKEN, "--model", "digits", "--journal", journal]
+    return ServerProcess(args, log=log).wait_ready(120)
 
 
-@pytest.mark.slow  # KILLS real server starts, each killed with SIGKILL
-def test_acknowledged_edits_survive_sigkill(tmp_path: Path) -> None:
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # 25 server starts: minutes on a shared 2-core machine
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_acknowledged_edits_survive_sigkill(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
     rng = random.Random(1234)
     state = tmp_path / "state"
+    journal = request.getfixturevalue("pg_url") if backend == "postgresql" else "sqlite"
     acked: list[int] = []
     outputs: dict[int, list[float]] = {}
     kills = 0
-    server = _start(state, tmp_path / "server-0.log")
+    server = _start(state, tmp_path / "server-0.log", journal)
     try:
         for round_ in range(1, KILLS + 1):
             stop, first_ack = threading.Event(), threading.Event()
@@ -69,7 +74,7 @@ def test_acknowledged_edits_survive_sigkill(tmp_path: Path) -> None:
             kills += 1
             stop.set()
             t.join(15)
-            server = _start(state, tmp_path / f"server-{round_}.log")
+            server = _start(state, tmp_path / f"server-{round_}.log", journal)
             with httpx.Client(base_url=server.url, timeout=10) as c:
                 info = c.get("/v1/models/digits").json()
                 current = info["version"]
@@ -86,7 +91,7 @@ def test_acknowledged_edits_survive_sigkill(tmp_path: Path) -> None:
                 assert out["outputs"][0] == outputs[current]
     finally:
         server.stop()
-    print(f"\ncrash recovery: {kills} SIGKILLs, {len(acked)} acknowledged edits, all present after restart")
+    print(f"\ncrash recovery ({backend}): {kills} SIGKILLs, {len(acked)} acknowledged edits, all present after restart")
     assert kills >= 20
     assert len(acked) >= KILLS  # at least one acknowledged edit before every kill
 

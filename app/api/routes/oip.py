@@ -9,7 +9,14 @@ from fastapi import APIRouter, Request, Response
 from app.api.deps import RegistryDep
 from app.api.errors import ERROR_RESPONSES, ApiError
 from app.api.fastjson import JSONRoute
-from app.api.schemas import OIP_REQUEST_SCHEMA, ModelMetadata, ModelReady, OIPInferResponse, OIPTensorMetadata
+from app.api.schemas import (
+    OIP_REQUEST_SCHEMA,
+    MinVersion,
+    ModelMetadata,
+    ModelReady,
+    OIPInferResponse,
+    OIPTensorMetadata,
+)
 from app.serving.registry import Registry
 from app.wire.oip_codec import decode_request, encode_response
 
@@ -66,7 +73,8 @@ async def model_version_ready(model: str, version: str, registry: RegistryDep) -
     return await _ready(registry, model, _version(version))
 
 
-async def _infer(request: Request, registry: Registry, model: str, version: int | None) -> Response:
+async def _infer(request: Request, registry: Registry, model: str, version: int | None,
+                 min_version: int | None) -> Response:  # fmt: skip
     raw_len = request.headers.get(_HEADER)
     header_length: int | None = None
     if raw_len is not None:
@@ -78,7 +86,7 @@ async def _infer(request: Request, registry: Registry, model: str, version: int 
         raise ApiError(415, f"send Content-Type: application/json (binary tensors need {_HEADER}), got {ctype!r}")
     body = await request.body()
     req = decode_request(body, header_length)
-    result = await registry.infer(model, req.inputs, version)
+    result = await registry.infer(model, req.inputs, version, min_version=min_version)
     outputs = dict(zip(result.names, result.outputs, strict=True))
     content, headers = encode_response(model_name=model, model_version=str(result.version), request_id=req.id,
                                        outputs=outputs, request=req)  # fmt: skip
@@ -103,13 +111,14 @@ _BINARY_200: dict[int | str, dict[str, Any]] = {200: {
 
 
 @router.post("/{model}/infer", response_model=OIPInferResponse, openapi_extra=_INFER_DOC, responses=_BINARY_200)
-async def infer(model: str, request: Request, registry: RegistryDep) -> Response:
-    return await _infer(request, registry, model, None)
+async def infer(model: str, request: Request, registry: RegistryDep, min_version: MinVersion = None) -> Response:
+    return await _infer(request, registry, model, None, min_version)
 
 
 _VERSION_INFER = "/{model}/versions/{version}/infer"
 
 
 @router.post(_VERSION_INFER, response_model=OIPInferResponse, openapi_extra=_INFER_DOC, responses=_BINARY_200)
-async def infer_version(model: str, version: str, request: Request, registry: RegistryDep) -> Response:
-    return await _infer(request, registry, model, _version(version))
+async def infer_version(model: str, version: str, request: Request, registry: RegistryDep,
+                        min_version: MinVersion = None) -> Response:  # fmt: skip
+    return await _infer(request, registry, model, _version(version), min_version)

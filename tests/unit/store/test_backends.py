@@ -4,11 +4,14 @@ A new backend (PostgreSQL) is done when this file passes against it."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
-from app.store import Store, VersionConflictError, VersionRecord
+from app.store import JournalUnreachableError, Notice, ReplicaRecord, Store, VersionConflictError, VersionRecord
+
+from .conftest import SHARED
 
 
 def _rec(model: str, version: int, blobs: dict[str, str] | None = None) -> VersionRecord:
@@ -20,8 +23,8 @@ def test_append_get_latest_versions_models(make_store) -> None:  # type: ignore[
     j = make_store().journal
     assert j.latest("m") is None and j.models() == [] and j.versions("m") == []
     for v in (1, 2, 3):
-        j.append(_rec("m", v, {"fc": f"d{v}"}))
-    j.append(_rec("other", 1))
+        j.append(_rec("m", v, {"fc": f"d{v}"}), create="i-m" if v == 1 else None)
+    j.append(_rec("other", 1), create="i-other")
     assert j.latest("m") == _rec("m", 3, {"fc": "d3"})
     assert j.get("m", 2) == _rec("m", 2, {"fc": "d2"}) and j.get("m", 9) is None
     assert [r.version for r in j.versions("m")] == [1, 2, 3] == j.version_numbers("m")
@@ -30,7 +33,7 @@ def test_append_get_latest_versions_models(make_store) -> None:  # type: ignore[
 
 def test_a_taken_version_number_is_a_conflict_and_changes_nothing(make_store) -> None:  # type: ignore[no-untyped-def]
     j = make_store().journal
-    j.append(_rec("m", 1, {"a": "d1"}))
+    j.append(_rec("m", 1, {"a": "d1"}), create="i1")
     with pytest.raises(VersionConflictError):
         j.append(_rec("m", 1, {"a": "other"}))
     assert j.get("m", 1) == _rec("m", 1, {"a": "d1"})
@@ -45,17 +48,17 @@ def test_a_failing_before_commit_rolls_the_row_back(make_store) -> None:  # type
         raise OSError("disk gone")
 
     with pytest.raises(OSError):
-        j.append(_rec("m", 1, {"a": "d1"}), before_commit=boom)
-    assert j.latest("m") is None and j.models() == []
+        j.append(_rec("m", 1, {"a": "d1"}), before_commit=boom, create="i1")
+    assert j.latest("m") is None and j.models() == [] and j.heads() == {}
     with j.sweep_lock() as referenced:
         assert referenced == set()
-    j.append(_rec("m", 1, {"a": "d1"}))  # the number is free again
+    j.append(_rec("m", 1, {"a": "d1"}), create="i1")  # the number (and the model's name) is free again
     assert j.version_numbers("m") == [1]
 
 
 def test_second_connection_sees_commits_and_conflicts(make_store) -> None:  # type: ignore[no-untyped-def]
     a, b = make_store().journal, make_store().journal
-    a.append(_rec("m", 1))
+    a.append(_rec("m", 1), create="i1")
     assert b.latest("m") == _rec("m", 1)
     with pytest.raises(VersionConflictError):
         b.append(_rec("m", 1))
@@ -64,7 +67,7 @@ def test_second_connection_sees_commits_and_conflicts(make_store) -> None:  # ty
 def test_pins_and_deletes_are_transactional(make_store) -> None:  # type: ignore[no-untyped-def]
     j = make_store().journal
     for v in (1, 2, 3):
-        j.append(_rec("m", v, {"fc": f"d{v}"}))
+        j.append(_rec("m", v, {"fc": f"d{v}"}), create="i1" if v == 1 else None)
     j.pin("m", 1)
     j.pin("m", 1)  # idempotent
     j.pin("m", 3)
@@ -81,10 +84,13 @@ def test_pins_and_deletes_are_transactional(make_store) -> None:  # type: ignore
 
 def test_reset_forgets_everything(make_store) -> None:  # type: ignore[no-untyped-def]
     s = make_store()
-    s.journal.append(_rec("m", 1, {"a": "d"}))
+    s.journal.append(_rec("m", 1, {"a": "d"}), create="i1")
+    s.journal.heartbeat(ReplicaRecord("r1", "http://a", {"m": 1}, 1.0, 0.0))
     s.blobs.put("d", b"x")
     s.reset()
-    assert s.journal.models() == [] and list(s.blobs.listing()) == []
+    assert s.journal.models() == [] and s.journal.heads() == {} and list(s.blobs.listing()) == []
+    assert s.journal.replicas() == []
+    s.journal.append(_rec("m", 1, {"a": "d"}), create="i2")  # the name is free again
 
 
 def test_blobs_put_is_idempotent_and_listed_with_their_time(make_store) -> None:  # type: ignore[no-untyped-def]
@@ -116,7 +122,145 @@ def test_sweep_spares_referenced_and_young_blobs(make_store) -> None:  # type: i
     s.blobs.put("young", b"y")
     assert s.sweep() == 0 and s.blobs.present(["young"]) == {"young"}
     s2: Store = make_store(sweep_grace_s=0)
-    s2.journal.append(_rec("m", 1, {"fc": "kept"}))
+    s2.journal.append(_rec("m", 1, {"fc": "kept"}), create="i1")
     s2.blobs.put("kept", b"k")
     assert s2.sweep() == 1  # "young" is unreferenced and the grace is 0
     assert s2.blobs.present(["young", "kept"]) == {"kept"}
+
+
+# -- models, incarnations and heads (what followers poll) -------------------------------------------------------
+def test_create_records_the_incarnation_and_a_second_create_conflicts(make_store) -> None:  # type: ignore[no-untyped-def]
+    a, b = make_store().journal, make_store().journal
+    before = time.time() - 5  # the journal's clock (a local database's) may run a little apart from ours
+    a.append(_rec("m", 1, {"fc": "d1"}), create="inc-1")
+    head = b.heads()["m"]
+    assert (head.model, head.incarnation, head.version) == ("m", "inc-1", 1)
+    assert before <= head.committed_at <= time.time() + 5
+    with pytest.raises(VersionConflictError, match="exists"):
+        b.append(_rec("m", 1, {"fc": "other"}), create="inc-2")  # the same name again: refused...
+    with pytest.raises(VersionConflictError, match="exists"):
+        b.append(_rec("m", 9), create="inc-2")  # ...whatever its version
+    assert b.heads()["m"].incarnation == "inc-1" and b.version_numbers("m") == [1]
+    with pytest.raises(VersionConflictError, match="does not exist"):
+        b.append(_rec("never-created", 2))  # a row of a model that does not exist: refused
+    assert "never-created" not in b.heads() and b.models() == ["m"]
+
+
+def test_heads_follow_appends_deletes_and_recreation(make_store) -> None:  # type: ignore[no-untyped-def]
+    j, other = make_store().journal, make_store().journal
+    assert j.heads() == {}
+    j.append(_rec("m", 1), create="first")
+    j.append(_rec("n", 1), create="n1")
+    j.append(_rec("m", 2))
+    heads = other.heads()
+    assert {m: (h.incarnation, h.version) for m, h in heads.items()} == {"m": ("first", 2), "n": ("n1", 1)}
+    assert heads["m"].committed_at >= heads["n"].committed_at  # m v2 committed after n v1
+    j.delete_model("m")
+    assert set(other.heads()) == {"n"}
+    with pytest.raises(VersionConflictError, match="does not exist"):
+        other.append(_rec("m", 3))  # an editor that missed the delete cannot bring the model back
+    other.append(_rec("m", 1), create="second")  # created again: a new incarnation, numbers start over
+    assert (j.heads()["m"].incarnation, j.heads()["m"].version) == ("second", 1)
+    j.delete_versions("n", [1])
+    j.append(_rec("n", 2))
+    assert j.heads()["n"].version == 2
+
+
+# -- edit locks -------------------------------------------------------------------------------------------------
+def test_edit_lock_excludes_a_second_holder_of_the_same_model_only(make_store) -> None:  # type: ignore[no-untyped-def]
+    """Two Stores are two processes' views (for PostgreSQL two connections, for SQLite two open lock files)."""
+    a, b = make_store(), make_store()
+    order: list[str] = []
+    with a.edit_lock("m"):
+        with pytest.raises(JournalUnreachableError, match="edit lock"), b.edit_lock("m", timeout_s=0.3):
+            pass
+        with b.edit_lock("other", timeout_s=1):  # another model: not excluded
+            order.append("other")
+
+        def waiter() -> None:
+            with b.edit_lock("m", timeout_s=10):
+                order.append("b")
+
+        t = threading.Thread(target=waiter)
+        t.start()
+        time.sleep(0.3)
+        order.append("a releases")
+    t.join(10)
+    assert order == ["other", "a releases", "b"]
+    with a.edit_lock("m", timeout_s=1):  # and b released it in turn
+        pass
+
+
+# -- replicas ---------------------------------------------------------------------------------------------------
+def test_heartbeat_upserts_replicas_newest_first_and_forget_removes(make_store) -> None:  # type: ignore[no-untyped-def]
+    a, b = make_store(), make_store()
+    before = time.time() - 5
+    a.heartbeat(ReplicaRecord("r1", "http://10.0.0.1:8000", {"m": 1}, 100.0, 0.0))
+    time.sleep(0.02)
+    b.heartbeat(ReplicaRecord("r2", "http://10.0.0.2:8000", {}, 200.0, 0.0))
+    time.sleep(0.02)
+    a.heartbeat(ReplicaRecord("r1", "http://10.0.0.1:8000", {"m": 3, "n": 1}, 100.0, 0.0))  # an update, no new row
+    rows = b.replicas()
+    assert [r.id for r in rows] == ["r1", "r2"]  # newest heartbeat first
+    assert rows[0] == ReplicaRecord("r1", "http://10.0.0.1:8000", {"m": 3, "n": 1}, 100.0, rows[0].last_seen)
+    assert before <= rows[1].last_seen <= rows[0].last_seen <= time.time() + 5  # the journal's clock, not ours (0.0)
+    a.forget_replica("r1")
+    a.forget_replica("nobody")  # nothing to forget: not an error
+    assert [r.id for r in b.replicas()] == ["r2"]
+
+
+# -- change feed ------------------------------------------------------------------------------------------------
+def test_changes_notify_commits_and_deletes_but_not_rolled_back_appends(make_store, backend: str) -> None:  # type: ignore[no-untyped-def]
+    a, b = make_store(), make_store()
+    feed = b.changes()
+    if backend not in SHARED:
+        assert feed is None  # one file or one process: followers poll heads()
+        return
+    assert feed is not None
+    try:
+        assert feed.wait(0.2) == []
+        a.journal.append(_rec("m", 1), create="i1")
+        assert feed.wait(5) == [Notice("m", 1)]
+
+        def boom() -> None:
+            raise OSError("the disk went away")
+
+        with pytest.raises(OSError):
+            a.journal.append(_rec("m", 2), before_commit=boom)
+        assert feed.wait(0.5) == []  # rolled back: nothing was sent
+        a.journal.append(_rec("m", 2))
+        a.journal.append(_rec("m", 3))
+        got = feed.wait(5)
+        while len(got) < 2:
+            more = feed.wait(5)
+            assert more, got
+            got += more
+        assert got == [Notice("m", 2), Notice("m", 3)]
+        a.journal.delete_model("m")
+        assert feed.wait(5) == [Notice("m", None)]
+    finally:
+        feed.close()
+
+
+# -- sweeps against appends -------------------------------------------------------------------------------------
+def test_a_sweep_excludes_appends_of_another_store(make_store) -> None:  # type: ignore[no-untyped-def]
+    """Store says why: a commit re-checks its blobs inside its transaction, so no sweep may run meanwhile."""
+    sweeper, writer, reader = make_store(), make_store(), make_store()
+    writer.journal.append(_rec("m", 1), create="i1")
+    done = threading.Event()
+
+    def append() -> None:
+        writer.journal.append(_rec("m", 2, {"fc": "new"}))
+        done.set()
+
+    with sweeper.journal.sweep_lock() as referenced:
+        assert referenced == set()
+        t = threading.Thread(target=append)
+        t.start()
+        assert not done.wait(0.5)  # waits for the sweep...
+        assert reader.journal.version_numbers("m") == [1]
+    assert done.wait(10)  # ...and commits right after it
+    t.join(5)
+    assert reader.journal.version_numbers("m") == [1, 2]
+    with sweeper.journal.sweep_lock() as referenced:
+        assert referenced == {"new"}

@@ -4,7 +4,10 @@ must be kept and never strands a commit, reloading gives bit-identical weights w
 
 from __future__ import annotations
 
+import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,15 @@ import torch
 
 from app.graph import LiveModel, load_zoo
 from app.graph.errors import NotFoundError
-from app.store import BlobCorruptError, JournalError, Store, StoreUnavailableError
+from app.store import (
+    BlobCorruptError,
+    JournalError,
+    JournalUnreachableError,
+    Store,
+    StoreUnavailableError,
+    VersionConflictError,
+    VersionRecord,
+)
 from app.store.blobs import DirBlobs
 from app.store.memory import MemoryBlobs, MemoryJournal
 from app.store.sqlite_journal import SQLiteJournal
@@ -28,7 +39,7 @@ def _bias(i: float) -> list[dict[str, object]]:
 
 def _history(store: Store, edits: int = 3) -> LiveModel:
     live = LiveModel(load_zoo("digits"))
-    store.commit(live.current)
+    store.commit(live.current, create=True)
     for i in range(edits):
         v = live.propose(_bias(float(i)))
         store.commit(v)
@@ -77,7 +88,7 @@ def test_reload_is_bit_identical_and_shares_unchanged_layers(make_store) -> None
 def test_an_edit_writes_only_the_blob_of_the_layer_it_changed(make_store) -> None:  # type: ignore[no-untyped-def]
     store = make_store()
     live = LiveModel(load_zoo("digits"))
-    store.commit(live.current)
+    store.commit(live.current, create=True)
     before = _digests(store)
     store.commit(live.propose([IDENTITY_INSERT]))
     added = _digests(store) - before
@@ -106,7 +117,7 @@ def test_a_sweep_between_blob_write_and_row_cannot_strand_the_commit(make_store)
     the (still unreferenced) blob, and the commit must notice inside its transaction and write it again."""
     store, other = make_store(), make_store(sweep_grace_s=0)
     live = LiveModel(load_zoo("digits"))
-    store.commit(live.current)
+    store.commit(live.current, create=True)
     v2 = live.propose(_bias(5.0))
     real_put = store.blobs.put
     swept: list[int] = []
@@ -122,6 +133,39 @@ def test_a_sweep_between_blob_write_and_row_cannot_strand_the_commit(make_store)
     assert swept == [1]  # the sweep really deleted the new fc3 blob
     x = torch.rand(3, 64)
     assert torch.equal(make_store().load("digits", 2).run(x)[0], v2.run(x)[0])
+
+
+def test_commit_with_create_returns_a_new_incarnation_per_creation(make_store) -> None:  # type: ignore[no-untyped-def]
+    store, other = make_store(), make_store()
+    live = LiveModel(load_zoo("digits"))
+    first = store.commit(live.current, create=True)
+    assert first is not None and re.fullmatch(r"[0-9a-f]{32}", first)
+    assert other.heads()["digits"].incarnation == first and other.heads()["digits"].version == 1
+    v2 = live.propose(_bias(1.0))
+    assert store.commit(v2) is None
+    assert other.heads()["digits"].version == 2
+    with pytest.raises(VersionConflictError, match="exists"):
+        other.commit(LiveModel(load_zoo("digits")).current, create=True)  # another replica creating it too
+    store.delete_model("digits")
+    with pytest.raises(VersionConflictError, match="does not exist"):
+        other.commit(live.propose(_bias(2.0)))  # an edit of the deleted model: not a resurrection
+    again = other.commit(LiveModel(load_zoo("digits")).current, create=True)
+    assert again not in (None, first) and store.heads()["digits"].incarnation == again
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "postgresql+dir"])
+def test_a_damaged_cache_entry_is_fetched_again_and_rewritten(make_store) -> None:  # type: ignore[no-untyped-def]
+    """Each replica caches the blobs it loads; a cached copy that fails its hash check is not corruption (the shared
+    copy is fine): the Store repairs it from the shared store and the next read is local again."""
+    live = _history(make_store(), edits=1)
+    replica = make_store()
+    digest = replica.journal.get("digits", 2).blobs["fc3"]
+    assert torch.equal(replica.tensors(digest)["bias"], live.get(2).modules["fc3"].bias)
+    entry = replica.blobs.local.path(digest)  # type: ignore[attr-defined]
+    good = entry.read_bytes()
+    entry.write_bytes(good[:-1] + bytes([good[-1] ^ 0xFF]))
+    assert torch.equal(replica.tensors(digest)["bias"], live.get(2).modules["fc3"].bias)
+    assert entry.read_bytes() == good
 
 
 def test_pin_of_a_missing_version_is_not_found(make_store) -> None:  # type: ignore[no-untyped-def]
@@ -141,7 +185,7 @@ def test_delete_model_removes_rows_and_blobs(make_store) -> None:  # type: ignor
 def test_an_unavailable_store_refuses_writes_and_still_reads() -> None:
     store = Store(MemoryJournal(), MemoryBlobs(), unavailable="the state dir /x is read-only")
     live = LiveModel(load_zoo("digits"))
-    store.commit(live.current, startup=True)  # what the server was told to serve is still recorded
+    store.commit(live.current, startup=True, create=True)  # what the server was told to serve is still recorded
     assert store.load("digits").version == 1
     for write in (lambda: store.commit(live.propose(_bias(1.0))), lambda: store.pin("digits", 1),
                   lambda: store.gc("digits", 1), lambda: store.delete_model("digits")):  # fmt: skip
@@ -155,7 +199,7 @@ def test_sqlite_journal_is_wal_and_full_sync(tmp_path: Path) -> None:
     SQLiteJournal(tmp_path / "j.sqlite3").close()
     db = sqlite3.connect(tmp_path / "j.sqlite3")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
 
 
 def test_unreadable_journal_is_reported_with_its_path_and_left_alone(tmp_path: Path) -> None:
@@ -189,6 +233,86 @@ def test_a_release_1_journal_is_migrated_with_its_blob_references(tmp_path: Path
     with j.sweep_lock() as referenced:
         assert referenced == {"d1"}
     assert j.latest("m") is not None and j.latest("m").blobs == {"fc": "d1"}  # type: ignore[union-attr]
+    assert j.heads()["m"].version == 1  # and it went on to schema 3
+
+
+def test_a_schema_2_journal_gains_models_with_incarnations_and_replicas(tmp_path: Path) -> None:
+    """Schema 2 (release 2) had no `models`, `replicas` or `committed_at`: each model gets a fresh incarnation, its
+    rows their creation time as commit time, and the journal goes on taking edits (which need the models row)."""
+    path = tmp_path / "journal.sqlite3"
+    j = SQLiteJournal(path)
+    j.append(VersionRecord("m", 1, None, [], {}, {"fc": "d1"}, 10.0), create="x")
+    j.append(VersionRecord("m", 2, 1, [], {}, {"fc": "d2"}, 20.0))
+    j.append(VersionRecord("n", 1, None, [], {}, {}, 30.0), create="y")
+    j.close()
+    with sqlite3.connect(path) as db:  # back to what schema 2 looked like
+        db.execute("DROP TABLE models")
+        db.execute("DROP TABLE replicas")
+        db.execute("ALTER TABLE versions DROP COLUMN committed_at")
+        db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+    j = SQLiteJournal(path)
+    heads = j.heads()
+    assert {m: (h.version, h.committed_at) for m, h in heads.items()} == {"m": (2, 20.0), "n": (1, 30.0)}
+    assert heads["m"].incarnation != heads["n"].incarnation
+    assert all(re.fullmatch(r"[0-9a-f]{32}", h.incarnation) for h in heads.values())
+    j.append(VersionRecord("m", 3, 2, [], {}, {}, 40.0))
+    assert j.version_numbers("m") == [1, 2, 3] and j.replicas() == []
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
+
+
+_HOLD_LOCK = """
+import sys
+from pathlib import Path
+from app.store.sqlite_journal import SQLiteJournal
+with SQLiteJournal(Path(sys.argv[1])).edit_lock(sys.argv[2]):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_sqlite_edit_lock_excludes_another_process_and_dies_with_it(tmp_path: Path) -> None:
+    """The workers of `serve --workers N` share the state dir: a lock file per model under `locks/`."""
+    root = Path(__file__).resolve().parents[3]
+    path = tmp_path / "journal.sqlite3"
+    mine = SQLiteJournal(path)
+
+    def child(model: str) -> subprocess.Popen[str]:
+        p = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path), model], cwd=root, text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+        assert p.stdout is not None and p.stdout.readline().strip() == "held"
+        return p
+
+    holder = child("m")
+    try:
+        with pytest.raises(JournalUnreachableError, match="edit lock"), mine.edit_lock("m", timeout_s=0.3):
+            pass
+        with mine.edit_lock("n", timeout_s=1):  # other models are free
+            pass
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.wait(30) == 0
+        with mine.edit_lock("m", timeout_s=5):  # released by the other process
+            pass
+        killed = child("m")
+        killed.kill()  # a SIGKILLed holder: the kernel drops its lock
+        killed.wait()
+        with mine.edit_lock("m", timeout_s=5):
+            pass
+    finally:
+        holder.kill()
+    assert (tmp_path / "locks" / "m.lock").exists()
+    assert {p.name for p in (tmp_path / "locks").iterdir()} == {"m.lock", "n.lock"}
+
+
+def test_lock_file_names_are_safe_for_any_model_name() -> None:
+    from app.store.locks import lock_name
+
+    assert lock_name("resnet-50.v2") == "resnet-50.v2.lock"
+    for hostile in ("../../etc/passwd", ".hidden", "a/b", "", "x" * 200):
+        name = lock_name(hostile)
+        assert "/" not in name and not name.startswith(".") and len(name) < 80 and name != lock_name("other")
 
 
 def test_dir_blobs_sweep_half_written_temporaries(tmp_path: Path) -> None:
@@ -210,9 +334,9 @@ def test_a_full_journal_is_a_storage_error_that_leaves_no_row(tmp_path: Path) ->
     j._db.execute(f"PRAGMA max_page_count={pages}")
     big = VersionRecord("m", 1, None, [], {"blob": "x" * 200_000}, {"a": "d"}, 0.0)
     with pytest.raises(StorageFullError) as e:
-        j.append(big)
+        j.append(big, create="i1")
     assert str(tmp_path / "j.sqlite3") in str(e.value) and e.value.needed and e.value.needed > 200_000
     assert j.latest("m") is None
     j._db.execute("PRAGMA max_page_count=1073741823")
-    j.append(big)  # space is back: the same version number commits
+    j.append(big, create="i1")  # space is back: the same version number (and model) commits
     assert j.version_numbers("m") == [1]
