@@ -259,10 +259,14 @@ class SQLiteJournal:
             except sqlite3.Error as e:
                 raise translate(e, self.where) from None
 
-    @staticmethod
-    def _record(row: tuple[Any, ...]) -> VersionRecord:
-        return VersionRecord(row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]), json.loads(row[5]),
-                             row[7], json.loads(row[6]))  # fmt: skip
+    def _record(self, row: tuple[Any, ...]) -> VersionRecord:
+        """A row as a record; a damaged row is a JournalError naming the file, the model and the version, so that
+        the operator can find it (the registry reports it and serves the other models)."""
+        try:
+            return VersionRecord(row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]), json.loads(row[5]),
+                                 row[7], json.loads(row[6]))  # fmt: skip
+        except (ValueError, TypeError) as e:
+            raise JournalError(f"journal {self.path}: the row of {row[0]!r} version {row[1]} is damaged ({e})") from None
 
     def models(self) -> list[str]:
         return [r[0] for r in self._rows("SELECT DISTINCT model FROM versions ORDER BY model")]

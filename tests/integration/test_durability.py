@@ -159,6 +159,8 @@ def test_a_corrupt_row_is_reported_with_the_journal_named_and_the_others_serve(
         assert registry.names() == ["digits"] and "mlp" in registry.failed
         reports = [r.getMessage() for r in caplog.records if "mlp" in r.getMessage()]
         assert reports and str(journal) in reports[0], caplog.text
+        # and what the server reports for the model (readiness, GET /v1/models) names the file and the version too
+        assert str(journal) in registry.failed["mlp"] and "version 1" in registry.failed["mlp"], registry.failed
         out = registry.current("digits").run(torch.from_numpy(X))[0].numpy()
         np.testing.assert_allclose(out, reference(X), rtol=1e-5, atol=1e-5)
     finally:
