@@ -75,7 +75,7 @@ def test_a_half_precision_version_round_trips_through_a_bundle_and_the_store(tmp
     assert spec["compute_datatype"] == "BF16" and tensors is not None and tensors["fc1.weight"].dtype == torch.bfloat16
     assert torch.equal(from_spec(spec, tensors).run(X)[0], v2.run(X)[0])
     store = Store(MemoryJournal(), MemoryBlobs())
-    store.commit(live.get(1))
+    store.commit(live.get(1), create=True)  # a new model: its first row
     store.commit(v2)
     loaded = store.load("digits", 2)
     assert loaded.spec.compute_datatype == "BF16" and torch.equal(loaded.run(X)[0], v2.run(X)[0])
