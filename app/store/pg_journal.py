@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pgerr
 
+from .journal_reads import COLUMNS, VersionReads
 from .locks import EDIT_LOCK_TIMEOUT_S
 from .pg_database import NOW, Database
 from .pg_schema import EDIT_LOCKS, JOURNAL_TABLES, SWEEP_LOCK
@@ -45,7 +46,6 @@ log = logging.getLogger("morphserve.store")
 #: The NOTIFY channel of every change feed.
 CHANNEL = "morphserve"
 
-_COLUMNS = "model, version, parent, ops, spec, blobs, shapes, created_at"
 
 
 def _sync_commit_on(conn: psycopg.Connection[Any]) -> None:
@@ -57,7 +57,9 @@ def _unlock_all(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SELECT pg_advisory_unlock_all()")
 
 
-class PostgresJournal:
+class PostgresJournal(VersionReads):
+    PARAM = "%s"
+
     def __init__(self, url: str, *, pool_size: int = 4, edit_lock_timeout_s: float = EDIT_LOCK_TIMEOUT_S) -> None:
         self.db = Database(url)
         self.where = self.db.where
@@ -111,7 +113,7 @@ class PostgresJournal:
         if create is not None:
             conn.execute(f"INSERT INTO models (model, incarnation, created_at) VALUES (%s, %s, {NOW})",
                          (r.model, create))  # fmt: skip
-        conn.execute(f"INSERT INTO versions ({_COLUMNS}, committed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, {NOW})",
+        conn.execute(f"INSERT INTO versions ({COLUMNS}, committed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, {NOW})",
                      row)  # fmt: skip
         if r.blobs:
             conn.cursor().executemany("INSERT INTO version_blobs VALUES (%s, %s, %s, %s)",
@@ -210,24 +212,6 @@ class PostgresJournal:
 
     def models(self) -> list[str]:
         return [r[0] for r in self._rows("SELECT DISTINCT model FROM versions ORDER BY model")]
-
-    def latest(self, model: str) -> VersionRecord | None:
-        rows = self._rows(f"SELECT {_COLUMNS} FROM versions WHERE model = %s ORDER BY version DESC LIMIT 1", (model,))
-        return self._record(rows[0]) if rows else None
-
-    def get(self, model: str, version: int) -> VersionRecord | None:
-        rows = self._rows(f"SELECT {_COLUMNS} FROM versions WHERE model = %s AND version = %s", (model, version))
-        return self._record(rows[0]) if rows else None
-
-    def versions(self, model: str) -> list[VersionRecord]:
-        rows = self._rows(f"SELECT {_COLUMNS} FROM versions WHERE model = %s ORDER BY version", (model,))
-        return [self._record(r) for r in rows]
-
-    def version_numbers(self, model: str) -> list[int]:
-        return [r[0] for r in self._rows("SELECT version FROM versions WHERE model = %s ORDER BY version", (model,))]
-
-    def pins(self, model: str) -> set[int]:
-        return {r[0] for r in self._rows("SELECT version FROM pins WHERE model = %s", (model,))}
 
 
 class PostgresChangeFeed:

@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from .journal_reads import COLUMNS, VersionReads
 from .locks import EDIT_LOCK_TIMEOUT_S, file_lock
 from .records import (
     Head,
@@ -73,7 +74,6 @@ CREATE TABLE IF NOT EXISTS replicas (
     last_seen  REAL NOT NULL
 );
 """
-_COLUMNS = "model, version, parent, ops, spec, blobs, shapes, created_at"
 _TABLES = ("versions", "pins", "version_blobs", "models", "replicas")
 FILES = ("journal.sqlite3", "journal.sqlite3-wal", "journal.sqlite3-shm")
 
@@ -94,7 +94,7 @@ def translate(e: sqlite3.Error, where: str) -> StoreError:
     return JournalError(f"journal {where} cannot be read: {e}")
 
 
-class SQLiteJournal:
+class SQLiteJournal(VersionReads):
     def __init__(self, path: Path, *, fsync: bool = True, edit_lock_timeout_s: float = EDIT_LOCK_TIMEOUT_S) -> None:
         self.path = path
         self.where = str(path)
@@ -180,7 +180,7 @@ class SQLiteJournal:
                 self._db.execute("INSERT INTO models VALUES (?,?,?)", (r.model, create, time.time()))
             if self._db.execute("SELECT 1 FROM versions WHERE model=? AND version=?", (r.model, r.version)).fetchone():
                 raise VersionConflictError.taken(r.model, r.version, self.where)
-            self._db.execute(f"INSERT INTO versions ({_COLUMNS}, committed_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            self._db.execute(f"INSERT INTO versions ({COLUMNS}, committed_at) VALUES (?,?,?,?,?,?,?,?,?)",
                              (*row, time.time()))  # fmt: skip
             self._db.executemany("INSERT INTO version_blobs VALUES (?,?,?,?)",
                                  [(r.model, r.version, n, d) for n, d in r.blobs.items()])  # fmt: skip
@@ -266,7 +266,9 @@ class SQLiteJournal:
             return VersionRecord(row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]), json.loads(row[5]),
                                  row[7], json.loads(row[6]))  # fmt: skip
         except (ValueError, TypeError) as e:
-            raise JournalError(f"journal {self.path}: the row of {row[0]!r} version {row[1]} is damaged ({e})") from None
+            raise JournalError(
+                f"journal {self.path}: the row of {row[0]!r} version {row[1]} is damaged ({e})"
+            ) from None
 
     def models(self) -> list[str]:
         return [r[0] for r in self._rows("SELECT DISTINCT model FROM versions ORDER BY model")]
@@ -276,21 +278,3 @@ class SQLiteJournal:
                           "ON v.model = m.model AND v.version = (SELECT MAX(version) FROM versions WHERE model = "
                           "m.model)")  # fmt: skip
         return {r[0]: Head(*r) for r in rows}
-
-    def latest(self, model: str) -> VersionRecord | None:
-        rows = self._rows(f"SELECT {_COLUMNS} FROM versions WHERE model=? ORDER BY version DESC LIMIT 1", (model,))
-        return self._record(rows[0]) if rows else None
-
-    def get(self, model: str, version: int) -> VersionRecord | None:
-        rows = self._rows(f"SELECT {_COLUMNS} FROM versions WHERE model=? AND version=?", (model, version))
-        return self._record(rows[0]) if rows else None
-
-    def versions(self, model: str) -> list[VersionRecord]:
-        rows = self._rows(f"SELECT {_COLUMNS} FROM versions WHERE model=? ORDER BY version", (model,))
-        return [self._record(r) for r in rows]
-
-    def version_numbers(self, model: str) -> list[int]:
-        return [r[0] for r in self._rows("SELECT version FROM versions WHERE model=? ORDER BY version", (model,))]
-
-    def pins(self, model: str) -> set[int]:
-        return {r[0] for r in self._rows("SELECT version FROM pins WHERE model=?", (model,))}
