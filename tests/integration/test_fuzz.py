@@ -17,7 +17,9 @@ code, content type, headers, body. Where the schema lied, the schema was fixed i
   models the fuzz may create), and the inference and edit routes get a realistic body half of the time,
   so the fuzz reaches past the 404s and 422s into accepted edits and real inference.
 - `DELETE /v1/models/{model}` is fuzzed like the rest: when a case removes `digits`, the test re-creates it
-  so the cases after it still reach a live model.
+  so the cases after it still reach a live model. Each operation starts on a pristine `digits` (re-created
+  through the API), so what an earlier operation's accepted edits did cannot leave its realistic cases nothing
+  to succeed on.
 - Slow (minutes of CPU): marked `slow`, run by CI (`./scripts/test.sh`), skipped by `-m "not slow"`.
 """
 
@@ -36,6 +38,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.checks import load_all_checks, not_a_server_error
+from schemathesis.core import NOT_SET
 from schemathesis.generation.feedback import FeedbackSources
 from schemathesis.pytest._test_builder import build_operation_test
 from schemathesis.specs.openapi.checks import (
@@ -44,6 +47,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from starlette.testclient import TestClient
 
 from app.main import create_app
 from app.serving.metrics import Metrics
@@ -231,8 +235,9 @@ def _realistic(label: str) -> st.SearchStrategy[tuple[Any, str, str | None]] | N
     flag = st.booleans()
     bodies: dict[str, st.SearchStrategy[Any]] = {
         "POST /v1/models/{model}/infer": st.builds(lambda x: {"inputs": x}, ROWS),
-        "POST /v2/models/{model}/infer": st.builds(_oip_body, ROWS, st.sampled_from(["FP32", "FP32", "FP64"]), flag,
-                                                   st.text(max_size=8)),
+        # FP32 only: in schemathesis' runs hypothesis drew the FP64 branch 12 times in 13 for one seed, and a wrong
+        # datatype (a 400, tested in tests/integration/test_oip.py) then left the route with one success
+        "POST /v2/models/{model}/infer": st.builds(_oip_body, ROWS, st.just("FP32"), flag, st.text(max_size=8)),
         "POST /v1/models/{model}/edits": st.fixed_dictionaries(
             {"ops": st.lists(op, min_size=1, max_size=2), "dry_run": flag, "allow_output_change": flag}),
         "POST /v1/models/{model}/layers": st.one_of(st.sampled_from([  # layers that fit where they go, or anything
@@ -259,6 +264,8 @@ def _realistic(label: str) -> st.SearchStrategy[tuple[Any, str, str | None]] | N
              "zoo": st.sampled_from(["digits", "digits", "mlp", "nope"])}),
     }  # fmt: skip
     bodies["POST /v2/models/{model}/versions/{version}/infer"] = bodies["POST /v2/models/{model}/infer"]
+    if label == "DELETE /v1/models/{model}/layers/{node}":  # no body: a node whose removal keeps digits valid
+        return st.sampled_from(["relu1", "relu2"]).map(lambda n: (NOT_SET, "", n))
     if label == "PUT /v1/models/{model}/layers/{node}/weights":
         files = [("fc3", _weights({"weight": (10, 64), "bias": (10,)}, torch.float32)),  # right for fc3
                  ("fc2", _weights({"weight": (64, 128), "bias": (64,)}, torch.float32)),  # right for fc2
@@ -281,7 +288,9 @@ def flatmap_case(context: Any, case: Any) -> Any:
         return st.just(case)
 
     def with_body(drawn: tuple[Any, str, str | None], if_match: str | None) -> Any:
-        case.body, case.media_type, node = drawn
+        body, media_type, node = drawn
+        if body is not NOT_SET:
+            case.body, case.media_type = body, media_type
         if node is not None and case.path_parameters:  # the body was drawn for this node
             case.path_parameters = {**case.path_parameters, "model": MODEL, "node": node}
         if case.path_parameters and "model" in case.path_parameters:
@@ -341,6 +350,17 @@ def _restore(registry: Registry) -> None:
         registry.add(MODEL, ZooSource(MODEL))
 
 
+def _reset(app: Any, registry: Registry) -> None:
+    """Give the next operation a pristine `digits` (version 1 of the zoo graph), whatever the operations before it
+    did: their accepted edits may have removed the very nodes its realistic cases aim at (a CI run's seed left no
+    `relu1` or `relu2` for `DELETE .../layers/{node}`, so it never succeeded). Deleted through the API, as a
+    fuzzed DELETE would, so the worker, journal rows and events go as they do in service."""
+    with TestClient(app) as client:
+        status = client.delete(f"/v1/models/{MODEL}", headers=AUTH).status_code
+    assert status < 300 or status == 404, f"resetting {MODEL} failed: {status}"
+    _restore(registry)
+
+
 @pytest.fixture(scope="module")
 def fuzz(served: tuple[Any, Registry]) -> FuzzRun:
     """Run every operation's fuzz (schemathesis' examples, coverage and fuzzing phases, as `schema.parametrize()`
@@ -364,6 +384,7 @@ def fuzz(served: tuple[Any, Registry]) -> FuzzRun:
     load_all_checks()
     for result in schema.get_all_operations():
         operation = result.ok()
+        _reset(app, registry)
         hypothesis_test = build_operation_test(config=schema.config, operation=operation, test_func=test,
                                                given_kwargs={}, feedback=FeedbackSources())  # fmt: skip
         try:
