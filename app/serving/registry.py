@@ -87,6 +87,8 @@ class Registry:
         self._lock = threading.Lock()
         #: Models the server was asked to serve (state dir and --model) that could not be loaded, with why.
         self.failed: dict[str, str] = {}
+        #: Why the journal's list of models could not be read at start (a damaged journal), or None.
+        self.unreadable: str | None = None
         self.replication = Replication(self, interval_s=settings.follow_interval_ms / 1000,
                                        wait_s=settings.min_version_wait_ms / 1000,
                                        address=advertised_address(settings.host, settings.port))  # fmt: skip
@@ -95,7 +97,13 @@ class Registry:
     def load_from_settings(self) -> None:
         """Restore every model of the journal at its last version, load `--model`s not already there, then follow
         the journal (other replicas' edits, creations and deletions)."""
-        for name, head in self.store.heads().items():
+        try:
+            heads = self.store.heads()
+        except StoreError as e:  # a damaged journal: report it and serve what --model asks, if it can be journalled
+            log.error("the models of %s cannot be read and are not served: %s", self.store.where, e)
+            self.unreadable = str(e)
+            heads = {}
+        for name, head in heads.items():
             self._restore(name, head.incarnation)
         for entry in self.settings.models:
             name, source = parse_entry(entry)
@@ -113,6 +121,9 @@ class Registry:
                             startup=True)  # fmt: skip
             except (VersionConflictError, ModelExistsError):  # a replica starting beside this one created it first
                 self._restore(first.model, self.store.heads()[first.model].incarnation)
+            except StoreError as e:  # a damaged journal takes no writes, not even this
+                log.error("model %s is not served: %s", first.model, e)
+                self.failed[first.model] = str(e)
         # Restored versions skip shape propagation (the journal recorded it), so the first edit would pay its
         # start-up cost (seconds): pay it beside serving instead.
         threading.Thread(target=shapes.prime, name="prime-shapes", daemon=True).start()
@@ -273,6 +284,8 @@ class Registry:
 
     def readiness(self) -> Readiness:
         """Ready when everything the server was asked to serve is served (an empty server is ready)."""
+        if self.unreadable is not None:
+            return Readiness(False, f"the journal's models could not be read: {self.unreadable}")
         if self.failed:
             names = ", ".join(sorted(self.failed))
             return Readiness(False, f"model(s) {names} could not be loaded; see the server log")

@@ -58,7 +58,9 @@ def open_store(settings: Settings, *, wait_s: float = START_WAIT_S) -> Store:
         log.error("state dir %s unusable; serving from memory, edits are refused, nothing there is touched: %s",
                   state, e.message)  # fmt: skip
         return Store(MemoryJournal(), MemoryBlobs(), unavailable=f"the state dir {state} is unusable: {e.message}")
-    return Store(journal, blobs)
+    if journal.damage is not None:
+        log.error("%s; serving what can be read, edits are refused", journal.damage)
+    return Store(journal, blobs, damaged=journal.damage)
 
 
 def _open_postgres(settings: Settings, url: str, wait_s: float) -> Store:

@@ -10,6 +10,7 @@ is no change feed: followers poll `heads()`, which is one indexed query.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import threading
 import time
@@ -32,6 +33,7 @@ from .records import (
     VersionConflictError,
     VersionRecord,
 )
+from .sqlite_wal import DAMAGED_SUFFIX, wal_damage
 
 SCHEMA_VERSION = 3
 _SCHEMA = """
@@ -75,7 +77,7 @@ CREATE TABLE IF NOT EXISTS replicas (
 );
 """
 _TABLES = ("versions", "pins", "version_blobs", "models", "replicas")
-FILES = ("journal.sqlite3", "journal.sqlite3-wal", "journal.sqlite3-shm")
+FILES = ("journal.sqlite3", "journal.sqlite3-wal", "journal.sqlite3-shm", "journal.sqlite3-wal" + DAMAGED_SUFFIX)
 
 
 def translate(e: sqlite3.Error, where: str) -> StoreError:
@@ -101,16 +103,53 @@ class SQLiteJournal(VersionReads):
         self.locks = path.parent / "locks"
         self.edit_lock_timeout_s = edit_lock_timeout_s
         self._lock = threading.Lock()
+        #: Why this journal must take no writes (a damaged page or write-ahead log), or None. Reads go on: what
+        #: can be read is served, and what cannot is reported by the read that fails.
+        self.damage: str | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            self.damage = self._check_wal()  # before SQLite opens the log and discards what it cannot verify
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'OFF'}")
-            self._migrate()
+            self.damage = self.damage or self._check_pages()
+            if self.damage is None:  # a damaged journal is left exactly as found, for recovery
+                self._migrate()
         except OSError as e:
             raise StoreUnavailableError(f"journal {path} cannot be opened: {e.strerror or e}") from None
         except sqlite3.Error as e:
             raise translate(e, self.where) from None
+
+    def _check_wal(self) -> str | None:
+        """A damaged `-wal` file is copied aside before SQLite opens it (SQLite drops the frames it cannot verify
+        and then overwrites them). While the copy is there, the journal takes no edits: the versions lost with
+        those frames would otherwise be numbered again, for different graphs."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        kept = wal.with_name(wal.name + DAMAGED_SUFFIX)
+        if kept.exists():
+            return (f"a damaged write-ahead log of the journal {self.path} is kept at {kept}: recover the versions "
+                    f"it lost, then move it away to take edits again")  # fmt: skip
+        damage = wal_damage(wal)
+        if damage is None:
+            return None
+        try:
+            shutil.copy2(wal, kept)
+        except OSError as e:
+            return f"{damage}; copying it to {kept} failed ({e.strerror or e}), so recover it from {wal} now"
+        return f"{damage}; a copy is kept at {kept}: recover the versions it lost, then move it away to take edits"
+
+    def _check_pages(self) -> str | None:
+        """SQLite's `quick_check` (every page's structure, not index contents: milliseconds for a journal of
+        thousands of versions): a damaged page would otherwise surface only when a query happens to read it."""
+        try:
+            problems = [r[0] for r in self._db.execute("PRAGMA quick_check(20)").fetchall()]
+        except sqlite3.DatabaseError as e:
+            return f"the journal {self.path} is damaged: {e}"
+        if problems == ["ok"]:
+            return None
+        lines = [line for p in problems for line in p.splitlines() if line and not line.startswith("***")] or problems
+        return (f"the journal {self.path} is damaged ({lines[0]}; {len(lines)} problem(s) found): recover what it "
+                f"holds with `sqlite3 {self.path} .recover | sqlite3 NEW_FILE`")  # fmt: skip
 
     def _migrate(self) -> None:
         """Create the schema, or bring a journal of an older release up to SCHEMA_VERSION."""

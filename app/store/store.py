@@ -52,11 +52,14 @@ def encode(tensors: dict[str, torch.Tensor]) -> tuple[str, bytes]:
 
 class Store:
     def __init__(self, journal: JournalBackend, blobs: BlobBackend, *, unavailable: str | None = None,
-                 sweep_grace_s: float = SWEEP_GRACE_S) -> None:  # fmt: skip
-        """`unavailable`: why this store takes no writes (the state dir could not be opened); reads still work."""
+                 damaged: str | None = None, sweep_grace_s: float = SWEEP_GRACE_S) -> None:  # fmt: skip
+        """`unavailable`: why this store takes no writes (the state dir could not be opened, so the store is in
+        memory); reads still work. `damaged`: why `journal` itself takes no writes, not even the first version of
+        a model the server was told to serve: nothing is written over a damaged journal before it is recovered."""
         self.journal = journal
         self.blobs = blobs
-        self.unavailable = unavailable
+        self.unavailable = unavailable or damaged
+        self.damaged = damaged
         self.sweep_grace_s = sweep_grace_s
         self._lock = threading.Lock()
         # Digest of each live module, so a version re-hashes only the layers it changed.
@@ -101,7 +104,7 @@ class Store:
         hex), which is returned (else None). A model of that name existing already is a `VersionConflictError`,
         and so is a version of a model that does not exist (any more) without `create`.
         """
-        if not startup:
+        if not startup or self.damaged:
             self._writable()
         incarnation = uuid.uuid4().hex if create else None
         with self._lock:
@@ -236,7 +239,10 @@ class Store:
         self.sweep()
 
     def sweep(self) -> int:
-        """Delete blobs no row references, except those younger than the grace period."""
+        """Delete blobs no row references, except those younger than the grace period. Not over a damaged
+        journal: the rows it lost still need their blobs to be recovered."""
+        if self.damaged:
+            return 0
         cutoff = time.time() - self.sweep_grace_s
         with self.journal.sweep_lock() as referenced:
             doomed = [d for d, written in self.blobs.listing() if d not in referenced and written < cutoff]

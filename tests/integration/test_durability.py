@@ -10,6 +10,7 @@ version behind: after a restart the model is at its last row, and the orphan blo
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import torch
 from fastapi.testclient import TestClient
 
 import app.store.sqlite_journal as sqlite_journal
+from app.main import create_app
 from app.serving.metrics import Metrics
 from app.serving.registry import Registry
 from app.settings import Settings
@@ -168,3 +170,163 @@ def test_a_corrupt_row_is_reported_with_the_journal_named_and_the_others_serve(
     with sqlite3.connect(journal) as db:
         assert db.execute("SELECT spec FROM versions WHERE model = 'mlp'").fetchone()[0] == '{"nodes": ['
     db.close()
+
+
+# -- damaged files (issue 11, item 5) ----------------------------------------------------------------------------
+def _serve(state: Path, models: list[str]) -> tuple[Registry, TestClient]:
+    settings = Settings(models=models, admin_token=TOKEN, state_dir=state)
+    registry = Registry(settings, Metrics())
+    registry.load_from_settings()
+    return registry, TestClient(create_app(settings, registry), base_url="http://127.0.0.1:8000")
+
+
+def _crashed_copy(tmp_path: Path) -> Path:
+    """A state dir as a SIGKILL leaves it: digits at version 1 in the database file (checkpointed), and versions
+    2 and 3 acknowledged but only in the write-ahead log (the copy is taken while the server still runs)."""
+    state = tmp_path / "state"
+    registry, client = _serve(state, ["digits"])
+    try:
+        with sqlite3.connect(state / "journal.sqlite3") as db:
+            assert db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0  # not busy
+        db.close()
+        for const in (2.0, 3.0):
+            r = client.post(EDITS, json={"ops": head_ops(const)}, headers=AUTH)
+            assert r.status_code == 200, r.text
+        crashed = tmp_path / "crashed"
+        shutil.copytree(state, crashed)
+    finally:
+        registry.close()
+    assert (crashed / "journal.sqlite3-wal").stat().st_size > 0
+    return crashed
+
+
+def _wal_frames(wal: Path) -> tuple[int, list[bool]]:
+    """The log's frame size and which frames commit a transaction (the format is SQLite's, read independently of
+    app.store.sqlite_wal)."""
+    data = wal.read_bytes()
+    frame = 24 + int.from_bytes(data[8:12], "big")
+    commits = [int.from_bytes(data[at + 4 : at + 8], "big") != 0 for at in range(32, len(data) - frame + 1, frame)]
+    return frame, commits
+
+
+def test_a_damaged_write_ahead_log_is_reported_kept_and_no_edit_is_written_over_it(tmp_path: Path) -> None:
+    """One flipped byte in the first frame of the `-wal` file: SQLite alone would silently serve version 1 and
+    number the next edit 2 again. The damage is reported (the log named), a copy of the log is kept, edits are
+    refused with that reason while inference goes on, and edits resume once the operator moves the copy away."""
+    state = _crashed_copy(tmp_path)
+    wal = state / "journal.sqlite3-wal"
+    frame, commits = _wal_frames(wal)
+    assert sum(commits) >= 2, commits  # the two edits' transactions, after the damaged frame
+    damaged = bytearray(wal.read_bytes())
+    damaged[32 + 24 + 100] ^= 0xFF  # page data of frame 1
+    wal.write_bytes(damaged)
+
+    registry, client = _serve(state, ["digits"])
+    try:
+        reason = registry.store.unavailable
+        assert reason is not None and str(wal) in reason and "frame 1 " in reason, reason
+        kept = state / "journal.sqlite3-wal.damaged"
+        assert kept.read_bytes() == bytes(damaged)
+        assert registry.current("digits").version == 1  # what SQLite can verify
+        r = client.post(EDITS, json={"ops": head_ops(9.0)}, headers=AUTH)
+        assert r.status_code == 503 and str(kept) in r.json()["error"], r.text
+        assert registry.current("digits").version == 1
+        r = client.post("/v1/models/digits/infer", json={"inputs": X.tolist()})
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(np.array(r.json()["outputs"]), reference(X), rtol=1e-4, atol=1e-4)
+    finally:
+        registry.close()
+
+    registry, client = _serve(state, ["digits"])  # a restart does not forget: the copy is still there
+    try:
+        assert registry.store.unavailable is not None and str(kept) in registry.store.unavailable
+    finally:
+        registry.close()
+    kept.rename(tmp_path / "recovered-elsewhere.wal")
+    registry, client = _serve(state, ["digits"])
+    try:
+        assert registry.store.unavailable is None
+        r = client.post(EDITS, json={"ops": head_ops(9.0)}, headers=AUTH)
+        assert r.status_code == 200 and r.json()["version"] == 2, r.text
+    finally:
+        registry.close()
+
+
+def test_a_torn_last_transaction_in_the_write_ahead_log_is_not_damage(tmp_path: Path) -> None:
+    """A crash while the last transaction was being written (never acknowledged: its fsync never returned) leaves
+    its frames half there; that is the normal end of a log, so edits go on from the version before it."""
+    state = _crashed_copy(tmp_path)
+    wal = state / "journal.sqlite3-wal"
+    frame, commits = _wal_frames(wal)
+    with open(wal, "r+b") as f:
+        f.truncate(32 + len(commits) * frame - frame // 2)  # half of the last frame: version 3's commit
+    registry, client = _serve(state, ["digits"])
+    try:
+        assert registry.store.unavailable is None
+        assert registry.current("digits").version == 2
+        r = client.post(EDITS, json={"ops": head_ops(9.0)}, headers=AUTH)
+        assert r.status_code == 200 and r.json()["version"] == 3, r.text
+    finally:
+        registry.close()
+
+
+def _page_of(journal: Path, table: str) -> int:
+    with sqlite3.connect(journal) as db:
+        (page,) = db.execute("SELECT pageno FROM dbstat WHERE name = ?", (table,)).fetchone()
+        size = db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    return int((page - 1) * size)
+
+
+def _damage(journal: Path, offset: int) -> None:
+    with open(journal, "r+b") as f:
+        f.seek(offset + 8)  # past the page header's first bytes: its cell pointers now point nowhere
+        f.write(b"\xa5" * 2000)
+
+
+def test_a_damaged_index_page_is_reported_and_every_model_serves(tmp_path: Path) -> None:
+    """A damaged page that no model's rows need (an index gc uses): the journal is reported damaged (the file
+    named), edits and gc are refused so nothing is written over it, and both models serve."""
+    state = tmp_path / "state"
+    registry, _ = _serve(state, ["digits", "mlp"])
+    registry.close()
+    journal = state / "journal.sqlite3"
+    _damage(journal, _page_of(journal, "version_blobs_digest"))
+    before = journal.read_bytes()
+
+    registry, client = _serve(state, [])
+    try:
+        reason = registry.store.unavailable
+        assert reason is not None and str(journal) in reason and "damaged" in reason, reason
+        assert sorted(registry.names()) == ["digits", "mlp"] and registry.readiness().ready
+        r = client.post("/v1/models/digits/infer", json={"inputs": X.tolist()})
+        assert r.status_code == 200, r.text
+        np.testing.assert_allclose(np.array(r.json()["outputs"]), reference(X), rtol=1e-4, atol=1e-4)
+        r = client.post(EDITS, json={"ops": head_ops(9.0)}, headers=AUTH)
+        assert r.status_code == 503 and str(journal) in r.json()["error"], r.text
+        assert client.post("/v1/models/digits/gc", json={"keep": 1}, headers=AUTH).status_code == 503
+    finally:
+        registry.close()
+    assert journal.read_bytes() == before  # left exactly as found
+
+
+def test_a_damaged_table_page_is_reported_and_the_server_stays_up(tmp_path: Path) -> None:
+    """The page that holds every version row is damaged: no model can be read. Instead of a traceback at start,
+    the server comes up, not ready, with the journal named in its readiness; `--model digits` is not written
+    over the damaged journal either, and is reported."""
+    state = tmp_path / "state"
+    registry, _ = _serve(state, ["digits"])
+    registry.close()
+    journal = state / "journal.sqlite3"
+    _damage(journal, _page_of(journal, "versions"))
+
+    registry, client = _serve(state, ["digits"])
+    try:
+        assert registry.names() == []
+        readiness = registry.readiness()
+        assert not readiness.ready and str(journal) in (readiness.reason or ""), readiness
+        r = client.get("/v2/health/ready")
+        assert r.status_code == 503, r.text
+        assert client.get("/v2/health/live").status_code == 200
+    finally:
+        registry.close()
