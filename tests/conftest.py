@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import secrets
 import socket
@@ -36,8 +37,23 @@ def pytest_report_header(config: pytest.Config) -> str:
     return _seed_line()
 
 
+#: Seconds per test file (setup, call and teardown of its tests, module fixtures included), for the summary.
+_FILE_SECONDS: collections.Counter[str] = collections.Counter()
+SLOWEST_FILES = 12
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _FILE_SECONDS[report.nodeid.split("::", 1)[0]] += report.duration
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
-    """The seed again at the end, where `-q` (which hides the header) still shows it, when the fuzz ran."""
+    """The slowest test files (a file's time is what a developer waits for when running it alone, and the suite's
+    budget is kept per file), then the seed again at the end, where `-q` (which hides the header) still shows it,
+    when the fuzz ran."""
+    if _FILE_SECONDS:
+        terminalreporter.write_sep("=", f"slowest {min(SLOWEST_FILES, len(_FILE_SECONDS))} test files")
+        for path, seconds in _FILE_SECONDS.most_common(SLOWEST_FILES):
+            terminalreporter.write_line(f"{seconds:8.1f}s  {path}")
     reports = (r for key, rs in terminalreporter.stats.items() if key != "deselected" for r in rs)
     if any("test_fuzz.py" in getattr(r, "nodeid", "") for r in reports):
         terminalreporter.write_line(_seed_line())

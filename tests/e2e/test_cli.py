@@ -11,7 +11,6 @@ import contextlib
 import io
 import itertools
 import json
-import socket
 import subprocess
 import sys
 import zipfile
@@ -161,36 +160,6 @@ def test_graph_into_a_missing_directory_is_one_line(run: Run, tmp_path: Path, fm
     target = tmp_path / "missing" / "dir" / f"x.{fmt}"
     line = one_error_line(run("graph", "digits", "-f", fmt, "-o", str(target), ok=False), f"cannot write {target}")
     assert "No such file or directory" in line and not target.parent.exists()
-
-
-# -- serve, misconfigured -------------------------------------------------------------------------------------------
-def _serve(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "app", "serve", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, stdin=subprocess.DEVNULL)  # fmt: skip
-
-
-@pytest.mark.parametrize("args,words", [
-    (["--model", "nope"], ["cannot serve", "'nope' is neither a zoo model"]),
-    (["--device", "bogus"], ["--device", "'bogus'"]),
-    (["--device", "cuda:99"], ["cannot serve", "cuda:99"]),
-    (["--max-queue", "0"], ["--max-queue", "greater than or equal to 1"]),
-], ids=["unknown model", "bad device", "missing device", "bad number"])  # fmt: skip
-def test_serve_misconfigured_is_one_line_and_exit_1(tmp_path: Path, args: list[str], words: list[str]) -> None:
-    r = _serve(*args, "--port", str(free_port()), "--state-dir", str(tmp_path / "state"))
-    assert r.returncode == 1 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-
-
-def test_serve_on_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
-    with socket.create_server(("127.0.0.1", 0)) as taken:
-        port = taken.getsockname()[1]
-        r = _serve("--port", str(port), "--state-dir", str(tmp_path / "state"))
-    assert r.returncode == 1 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
-    assert r.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use", r.stderr
-    assert not (tmp_path / "state").exists(), "it failed before loading (and journaling) any model"
 
 
 def test_edit_commands_versions_and_diff(run: Run, api: Client, fresh: str) -> None:
