@@ -9,6 +9,7 @@ new layer blob. Writes docs/bench/durability.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import sys
@@ -19,10 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from app.graph import from_spec  # noqa: E402
 from app.graph.zoo import chain_spec  # noqa: E402
 from app.serving.metrics import Metrics  # noqa: E402
 from app.serving.registry import Registry  # noqa: E402
+from app.serving.sources import SpecSource  # noqa: E402
 from app.settings import Settings  # noqa: E402
 
 MODELS = {
@@ -37,18 +38,20 @@ def run(name: str, spec: dict | None, anchor: str, width: int, fsync: bool, reps
         reg = Registry(settings, Metrics())
         reg.load_from_settings()
         if spec is not None:
-            reg.add(from_spec(spec, name=name))
+            reg.add(name, SpecSource(spec))
+        loop = asyncio.new_event_loop()  # Registry.edit is a coroutine (the HTTP layer awaits it)
         totals, persist = [], []
         ops = [[{"op": "insert", "after": anchor, "name": "bench_id", "init": "identity",
                  "layer": {"type": "Linear", "in_features": width, "out_features": width}}],
                [{"op": "remove", "node": "bench_id"}]]  # fmt: skip
         for i in range(reps + 2):
             t = time.perf_counter()
-            out = reg.edit(name, ops[i % 2])
+            out = loop.run_until_complete(reg.edit(name, ops[i % 2]))
             if i >= 2:  # warm-up edits excluded
                 totals.append((time.perf_counter() - t) * 1000)
                 persist.append(out.timings_ms["persist"])
         reg.close()
+        loop.close()
     return {"median_ms": statistics.median(totals), "p90_ms": sorted(totals)[int(0.9 * len(totals)) - 1],
             "persist_median_ms": statistics.median(persist)}  # fmt: skip
 

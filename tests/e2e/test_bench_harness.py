@@ -204,3 +204,15 @@ def test_a_peer_that_cannot_be_set_up_is_reported(monkeypatch: pytest.MonkeyPatc
     found, missing = run.setup_peers(run._parse_args(["--quick", "--servers", "torchserve,morphserve"]))
     assert set(missing) == {"torchserve"} and "Java" in missing["torchserve"], missing
     assert "torchserve" not in found
+
+
+def test_the_durability_script_runs(tmp_path: Path) -> None:
+    """`scripts/bench/durability.py`, which the full run calls in workload 5 and the smoke does not: it broke once
+    without a test noticing (it called the registry's coroutine `edit` without awaiting it)."""
+    out = tmp_path / "durability.json"
+    argv = [sys.executable, str(BENCH / "durability.py"), "--reps", "1", "--rounds", "1", "--out", str(out)]
+    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert "| on / off |" in r.stdout, r.stdout
+    assert _number(doc["summary"]["digits (5 nodes)/fsync"]["median_ms"]), doc
