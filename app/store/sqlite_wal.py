@@ -37,13 +37,31 @@ def _checksum(data: bytes, big_endian: bool, s0: int = 0, s1: int = 0) -> tuple[
     return s0, s1
 
 
-def wal_damage(wal: Path) -> str | None:
+def wal_damage(wal: Path, reads: int = 3) -> str | None:
     """Why the write-ahead log `wal` loses acknowledged transactions, or None when it does not (also when it is
-    missing, empty, or ends in a torn transaction)."""
+    missing, empty, or ends in a torn transaction).
+
+    Damage is reported only for a log at rest: found damaged, it is read again, and it counts only when both reads
+    agree. Another process of the same state dir (`serve --workers N`) may be writing the log while this one opens
+    it, and a frame read half-rewritten fails its checksum without being damaged. A log that keeps changing has a
+    live writer, whose SQLite holds the valid state, so it is not damage either."""
     try:
         data = wal.read_bytes()
+        for _ in range(reads):
+            damage = _damage(wal, data)
+            if damage is None:
+                return None
+            again = wal.read_bytes()
+            if again == data:
+                return damage
+            data = again
     except FileNotFoundError:
         return None
+    return None
+
+
+def _damage(wal: Path, data: bytes) -> str | None:
+    """`wal_damage` of one read of the log."""
     if len(data) < HEADER:
         return None  # never got a header: SQLite treats it as empty, and so nothing was committed through it
     magic, _version, page_size, _seq, salt1, salt2, c0, c1 = struct.unpack(">8I", data[:HEADER])
@@ -76,7 +94,7 @@ def _lost_after(wal: Path, data: bytes, bad: int, frames: int, frame: int, salts
         _page, committed, f_salt1, f_salt2 = struct.unpack(">4I", data[at : at + 16])
         if (f_salt1, f_salt2) == salts and committed:
             commits.append(i)
-    if not [i for i in commits if i > bad]:
+    if not any(i > bad for i in commits):
         return None  # a torn last transaction
     lost = len(commits)
     return (f"the write-ahead log {wal} is damaged at frame {bad + 1} of {frames}: SQLite ignores it and all "

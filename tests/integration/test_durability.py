@@ -270,7 +270,8 @@ def test_a_torn_last_transaction_in_the_write_ahead_log_is_not_damage(tmp_path: 
         registry.close()
 
 
-def _page_of(journal: Path, table: str) -> int:
+def _page_offset(journal: Path, table: str) -> int:
+    """The byte offset in `journal` of the (only) page of `table`."""
     with sqlite3.connect(journal) as db:
         (page,) = db.execute("SELECT pageno FROM dbstat WHERE name = ?", (table,)).fetchone()
         size = db.execute("PRAGMA page_size").fetchone()[0]
@@ -291,7 +292,7 @@ def test_a_damaged_index_page_is_reported_and_every_model_serves(tmp_path: Path)
     registry, _ = _serve(state, ["digits", "mlp"])
     registry.close()
     journal = state / "journal.sqlite3"
-    _damage(journal, _page_of(journal, "version_blobs_digest"))
+    _damage(journal, _page_offset(journal, "version_blobs_digest"))
     before = journal.read_bytes()
 
     registry, client = _serve(state, [])
@@ -318,7 +319,7 @@ def test_a_damaged_table_page_is_reported_and_the_server_stays_up(tmp_path: Path
     registry, _ = _serve(state, ["digits"])
     registry.close()
     journal = state / "journal.sqlite3"
-    _damage(journal, _page_of(journal, "versions"))
+    _damage(journal, _page_offset(journal, "versions"))
 
     registry, client = _serve(state, ["digits"])
     try:

@@ -70,3 +70,17 @@ def test_frames_left_over_from_an_older_generation_are_not_damage(wal: Path) -> 
         data[at + 8 : at + 16] = bytes(8)
     wal.write_bytes(bytes(data))
     assert wal_damage(wal) is None
+
+
+def test_a_log_being_rewritten_while_it_is_read_is_not_damage(wal: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another worker of the same state dir writes the log while this one opens it: the first read catches a frame
+    half-rewritten, the second sees it whole. Only a log that reads the same twice is reported."""
+    intact = wal.read_bytes()
+    _flip(wal, 32 + 24 + 7)
+    torn = wal.read_bytes()
+    reads = iter([torn, intact])
+    monkeypatch.setattr(Path, "read_bytes", lambda self: next(reads))
+    assert wal_damage(wal) is None
+    reads = iter([torn, torn])
+    damage = wal_damage(wal)
+    assert damage is not None and "frame 1 " in damage
