@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
+from tests.forkserver import ForkedProcess, close_fork_server, fork_server
 from tests.pg import PgCluster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +46,10 @@ SLOWEST_FILES = 12
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _FILE_SECONDS[report.nodeid.split("::", 1)[0]] += report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    close_fork_server()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
@@ -99,9 +105,16 @@ class ServerProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log
-        cmd = [*(prefix or []), sys.executable, "-m", "app", "serve", "--port", str(self.port), *args]
+        argv = ["serve", "--port", str(self.port), *args]
+        forks = None if prefix or any(not k.startswith("MORPHSERVE_") for k in env or {}) else fork_server()
+        self._log: IO[bytes] | int = subprocess.DEVNULL
+        self.proc: subprocess.Popen[bytes] | ForkedProcess
+        if forks is not None:  # the same `morphserve serve`, forked from a process that has imported torch already
+            self.proc = forks.spawn(argv, {**os.environ, **(env or {})}, ROOT, log)
+            return
         self._log = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=self._log,
+        self.proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "app", *argv], cwd=ROOT,
+                                     env={**os.environ, **(env or {})}, stdout=self._log,
                                      stderr=subprocess.STDOUT)  # fmt: skip
 
     def wait_ready(self, timeout: float = 60.0) -> ServerProcess:
@@ -128,8 +141,8 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self._log is not subprocess.DEVNULL:
-            self._log.close()  # type: ignore[union-attr]
+        if not isinstance(self._log, int):
+            self._log.close()
 
 
 def serve_module(tmp_path_factory: pytest.TempPathFactory, *args: str) -> Iterator[ServerProcess]:
