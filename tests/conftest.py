@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import httpx
 import pytest
@@ -19,8 +19,11 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.forkserver import ForkedProcess, close_fork_server, fork_server
+from tests.forkserver import ForkedProcess, close_fork_server, fork_server, prestart_fork_server
 from tests.pg import PgCluster
+
+if TYPE_CHECKING:
+    from tests.e2e.mounts import PrivateTmpfs
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-token"
@@ -46,6 +49,10 @@ SLOWEST_FILES = 12
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _FILE_SECONDS[report.nodeid.split("::", 1)[0]] += report.duration
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    prestart_fork_server()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -100,22 +107,28 @@ class ServerProcess:
     """A real `morphserve serve` subprocess on a free loopback port."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None, log: Path | None = None,
-                 prefix: list[str] | None = None, port: int | None = None) -> None:  # fmt: skip
-        """`prefix`: a command that runs the server, e.g. `nsenter` into a mount namespace (tests/e2e/mounts.py)."""
+                 prefix: list[str] | None = None, port: int | None = None, mounts: PrivateTmpfs | None = None
+                 ) -> None:  # fmt: skip
+        """`prefix`: a command that runs the server. `mounts`: run it in that tmpfs's mount namespace (forked and
+        entered with setns where we can, else under its `nsenter` prefix)."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log
         argv = ["serve", "--port", str(self.port), *args]
+        namespace = mounts.namespace if mounts is not None else None
+        if mounts is not None and namespace is None:  # nsenter starts the server in "/": name the tree under test
+            prefix = [*mounts.prefix, *(prefix or [])]
+            env = {"PYTHONPATH": str(ROOT), **(env or {})}
         forks = None if prefix or any(not k.startswith("MORPHSERVE_") for k in env or {}) else fork_server()
+        full_env = {**os.environ, **(env or {})}
         self._log: IO[bytes] | int = subprocess.DEVNULL
         self.proc: subprocess.Popen[bytes] | ForkedProcess
         if forks is not None:  # the same `morphserve serve`, forked from a process that has imported torch already
-            self.proc = forks.spawn(argv, {**os.environ, **(env or {})}, ROOT, log)
+            self.proc = forks.spawn(argv, full_env, ROOT, log, mount_ns=namespace)
             return
         self._log = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "app", *argv], cwd=ROOT,
-                                     env={**os.environ, **(env or {})}, stdout=self._log,
-                                     stderr=subprocess.STDOUT)  # fmt: skip
+        self.proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "app", *argv], cwd=ROOT, env=full_env,
+                                     stdout=self._log, stderr=subprocess.STDOUT)  # fmt: skip
 
     def wait_ready(self, timeout: float = 60.0) -> ServerProcess:
         deadline = time.monotonic() + timeout

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+HELLO_TIMEOUT_S = 120.0  # the zygote's imports take ~6 s on CI's 2 cores; this is for a hang, not a slow machine
 
 
 # -- the zygote (`python -m tests.forkserver`) ----------------------------------------------------------------------
@@ -57,12 +58,12 @@ def _child(req: dict[str, Any], proto: int) -> None:
     code = 1
     try:
         os.close(proto)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        out = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if req.get("log") else \
-            os.open(os.devnull, os.O_WRONLY)  # fmt: skip
-        os.dup2(out, 1)
-        os.dup2(out, 2)
+        if req.get("mount_ns"):
+            _enter_mount_namespace(req["mount_ns"])
+        os.dup2(os.open(req.get("stdin") or os.devnull, os.O_RDONLY), 0)
+        log = _open_out(req.get("log"))
+        os.dup2(_open_out(req["stdout"]) if req.get("stdout") else log, 1)
+        os.dup2(_open_out(req["stderr"]) if req.get("stderr") else log, 2)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         os.chdir(req["cwd"])
         os.environ.clear()
@@ -81,6 +82,25 @@ def _child(req: dict[str, Any], proto: int) -> None:
             with contextlib.suppress(Exception):  # exiting anyway
                 stream.flush()
         os._exit(code)
+
+
+def _enter_mount_namespace(path: str) -> None:
+    """What `nsenter --mount` does, in the child: setns(2) needs a single-threaded process, which a fresh fork is
+    (OpenBLAS stops its pool before a fork and starts it again on first use)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.setns(fd, 0x00020000) != 0:  # CLONE_NEWNS
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def _open_out(path: str | None) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if path else os.open(os.devnull, os.O_WRONLY)
 
 
 def serve_forks() -> None:
@@ -176,16 +196,35 @@ class ForkServer:
         self._stderr = tempfile.NamedTemporaryFile(prefix="morphserve-forkserver-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.forkserver"], cwd=ROOT, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._stderr)  # fmt: skip
-        assert self.proc.stdout is not None
-        hello = json.loads(self.proc.stdout.readline() or b'{"ready": false}')
-        self.ready = bool(hello.get("ready"))
-        self.reason = "" if self.ready else f"fork server not usable: {hello} (see {self._stderr.name})"
+        self.ready = False
+        self.started = False  # the zygote's hello has been read (it imports in the background until then)
+        self.reason = ""
         self._children: dict[int, ForkedProcess] = {}
         self._spawned: list[int] = []
         self._cond = threading.Condition()
         self._lock = threading.Lock()
-        if self.ready:
-            threading.Thread(target=self._read, name="forkserver-reader", daemon=True).start()
+
+    def start(self) -> bool:
+        """Wait for the zygote's imports; True when it serves forks."""
+        if not self.started:
+            self.started = True
+            hello = self._hello(HELLO_TIMEOUT_S)
+            self.ready = bool(hello.get("ready"))
+            self.reason = "" if self.ready else f"fork server not usable: {hello} (see {self._stderr.name})"
+            if self.ready:
+                threading.Thread(target=self._read, name="forkserver-reader", daemon=True).start()
+        return self.ready
+
+    def _hello(self, timeout: float) -> dict[str, Any]:
+        """The zygote's first line, or a not-ready answer if it does not come in time: a zygote that hangs while
+        importing must cost the run a fallback to real interpreters, not the run itself."""
+        assert self.proc.stdout is not None
+        readable, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not readable:
+            self.proc.kill()
+            self.proc.wait()
+            return {"ready": False, "error": f"no answer within {timeout:.0f} s"}
+        return dict(json.loads(self.proc.stdout.readline() or b'{"ready": false}'))
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -205,10 +244,16 @@ class ForkServer:
             self.ready = False
             self._cond.notify_all()
 
-    def spawn(self, argv: list[str], env: dict[str, str], cwd: Path, log: Path | None) -> ForkedProcess:
+    def spawn(self, argv: list[str], env: dict[str, str], cwd: Path, log: Path | None,
+              stdio: tuple[Path, Path, Path] | None = None, mount_ns: Path | None = None) -> ForkedProcess:  # fmt: skip
+        """Fork `morphserve <argv>`; its stdout and stderr go to `log` or, with `stdio`, to (stdin, stdout, stderr);
+        with `mount_ns` (a /proc/PID/ns/mnt), it runs in that mount namespace."""
         assert self.proc.stdin is not None
         with self._lock:
-            req = {"argv": argv, "env": env, "cwd": str(cwd), "log": str(log) if log else None}
+            req: dict[str, Any] = {"argv": argv, "env": env, "cwd": str(cwd), "log": str(log) if log else None,
+                                   "mount_ns": str(mount_ns) if mount_ns else None}  # fmt: skip
+            if stdio is not None:
+                req.update(zip(("stdin", "stdout", "stderr"), map(str, stdio), strict=True))
             self.proc.stdin.write(json.dumps(req).encode() + b"\n")
             self.proc.stdin.flush()
             with self._cond:
@@ -217,6 +262,10 @@ class ForkServer:
                 return self._children[self._spawned.pop(0)]
 
     def close(self) -> None:
+        if not self.started:  # never used: its imports are not worth waiting for
+            self.proc.kill()
+            self.proc.wait()
+            return
         if self.proc.stdin is not None:
             self.proc.stdin.close()
         try:
@@ -229,6 +278,16 @@ _server: ForkServer | None = None
 _server_lock = threading.Lock()
 
 
+def prestart_fork_server() -> None:
+    """Start the zygote's imports now (at configure time), so they overlap the collection's instead of delaying the
+    first server; a session that starts no server kills it unused at the end."""
+    global _server
+    if os.environ.get("MORPHSERVE_TEST_FORKSERVER", "1") != "0":
+        with _server_lock:
+            if _server is None:
+                _server = ForkServer()
+
+
 def fork_server() -> ForkServer | None:
     """The session's fork server, started on first use; None when disabled or unusable (then: real processes)."""
     global _server
@@ -237,9 +296,37 @@ def fork_server() -> ForkServer | None:
     with _server_lock:
         if _server is None:
             _server = ForkServer()
-            if not _server.ready:
-                print(f"\n{_server.reason}; servers start as real interpreters", file=sys.stderr)
+        if not _server.started and not _server.start():
+            print(f"\n{_server.reason}; servers start as real interpreters", file=sys.stderr)
         return _server if _server.ready else None
+
+
+#: Variables read when a module the zygote preloads is imported: a CLI run that sets one gets a real interpreter.
+_IMPORT_TIME_ENV = ("PYTHON", "TORCH", "OMP_", "MKL_", "OPENBLAS_", "CUDA", "LD_")
+
+
+def run_cli(args: list[str], env: dict[str, str] | None = None, *, input: str | None = None,  # noqa: A002
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """`python -m app <args>` as `subprocess.run(..., capture_output=True, text=True)` has it, forked from the
+    zygote (torch and the app imported already) where it can be: a CLI test then waits for the command, not for
+    torch's import. The child runs `app.cli.main` with its own argv, environment, stdio and exit status."""
+    full_env = {**os.environ, **(env or {})}
+    changed = {k for k, v in full_env.items() if os.environ.get(k) != v}
+    forks = None if any(k.startswith(_IMPORT_TIME_ENV) for k in changed) else fork_server()
+    if forks is None:
+        return subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=full_env, input=input,
+                              capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="morphserve-cli-") as tmp:
+        stdio = (Path(tmp) / "stdin", Path(tmp) / "stdout", Path(tmp) / "stderr")
+        stdio[0].write_text(input or "")
+        child = forks.spawn(args, full_env, ROOT, None, stdio)
+        try:
+            rc = child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            raise
+        return subprocess.CompletedProcess(["morphserve", *args], rc, stdio[1].read_text(), stdio[2].read_text())
 
 
 def close_fork_server() -> None:

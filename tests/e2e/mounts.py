@@ -30,6 +30,12 @@ class PrivateTmpfs:
             [] if os.geteuid() == 0 else ["--user", "--preserve-credentials"])  # fmt: skip
 
     @property
+    def namespace(self) -> Path | None:
+        """The mount namespace to enter with setns(2), for a forked server (tests/forkserver.py); None unless root,
+        since without root the namespace is also a user namespace, which only nsenter (`prefix`) enters."""
+        return Path(f"/proc/{self.holder.pid}/ns/mnt") if os.geteuid() == 0 else None
+
+    @property
     def prefix(self) -> list[str]:
         """Prepend to a command to run it inside the namespace, where `self.dir` is the tmpfs."""
         return list(self._enter)

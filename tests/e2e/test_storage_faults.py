@@ -30,7 +30,7 @@ def tmpfs() -> Iterator[PrivateTmpfs]:
 
 def _serve(fs: PrivateTmpfs, log: Path, port: int | None = None) -> ServerProcess:
     return ServerProcess(["--model", "mlp", "--state-dir", str(fs.dir / "state"), "--admin-token", TOKEN],
-                         log=log, prefix=fs.prefix, port=port).wait_ready()  # fmt: skip
+                         log=log, mounts=fs, port=port).wait_ready()  # fmt: skip
 
 
 def _replace_fc2(url: str, seed: int) -> httpx.Response:

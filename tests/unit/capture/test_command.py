@@ -4,7 +4,6 @@ And the import boundary: nothing on the server side imports app.capture (it runs
 from __future__ import annotations
 
 import ast
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -14,15 +13,14 @@ import torch
 from fastapi.testclient import TestClient
 
 from app.graph import from_spec, read_bundle
+from tests.forkserver import run_cli
 
 ROOT = Path(__file__).resolve().parents[3]
 USER_FILE = Path(__file__).parent / "userfiles" / "refused.py"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    return run_cli(list(args), {"HF_HUB_OFFLINE": "1"})
 
 
 def test_import_writes_a_bundle_the_server_serves(tmp_path: Path, make_client: Callable[..., TestClient]) -> None:
