@@ -2,7 +2,8 @@
 
 It parses the wire format itself (fields, comments, blank-line dispatch), so the tests see exactly what a
 browser's EventSource would. A background thread reads; `next()` waits for the next item with a failure bound.
-Streams ask for a heartbeat every second, so that `close()` ends the reader at the next line.
+Streams ask for a heartbeat every 0.2 s (the server's floor), so that `close()` ends the reader at the next line
+and `until_heartbeat()` knows soon that nothing else came.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ class Item:
 
 class SSEStream:
     def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
-        # Heartbeats every second (unless the test asks otherwise) also let close() end the reader within one.
+        # Heartbeats every 0.2 s (unless the test asks otherwise) also let close() end the reader within one.
         if "heartbeat=" not in url:
-            url += ("&" if "?" in url else "?") + "heartbeat=1"
+            url += ("&" if "?" in url else "?") + "heartbeat=0.2"
         self._stop = threading.Event()
         self.items: queue.Queue[Item | BaseException] = queue.Queue()
         self.response: httpx.Response | None = None
@@ -103,6 +104,16 @@ class SSEStream:
             item = self.next(timeout)
             if item.is_event:
                 return item
+
+    def next_events(self, timeout: float = 30.0) -> list[Item]:
+        """The next events, up to a heartbeat with nothing after them: at least one, and every one that came with it
+        (a heartbeat may fall between a commit and its event, so the first heartbeat alone proves nothing)."""
+        got = self.until_heartbeat(timeout)
+        while not got:
+            got = self.until_heartbeat(timeout)
+        while more := self.until_heartbeat(timeout):
+            got += more
+        return got
 
     def until_heartbeat(self, timeout: float = 30.0) -> list[Item]:
         """The events that arrive before the next heartbeat comment."""
