@@ -11,8 +11,8 @@ and the rollback route.
 Inference traffic mixes /v1 (nested JSON), OIP JSON, OIP binary (app.client) and OIP on an explicit older
 version. Every response must be a 200 carrying exactly the output of the version it reports, that version must
 be at least the newest one acknowledged before the request was sent, and an explicit version must be served by
-that very version. The same race runs against the in-process app (httpx over ASGI) and against a real
-`python -m app serve` subprocess.
+that very version. The same race runs against the in-process app (httpx over ASGI) here, and against a real
+`morphserve serve` subprocess in tests/e2e/test_consistency_real_server.py.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from safetensors.numpy import save as save_safetensors
 
 from app.client import AsyncClient, MorphserveError
 from app.serving import inference
-from tests.conftest import AUTH, TOKEN, ServerProcess
 from tests.integration.helpers import X, head_ops, reference, served, served_with_binary
 
 MIN_INFERENCES = 2000
@@ -192,24 +191,6 @@ def test_consistency_in_process(tmp_path: Path) -> None:
     t0 = time.monotonic()
     race = asyncio.run(main())
     _check(race, "in-process", time.monotonic() - t0)
-
-
-def test_consistency_real_server(start_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
-    server = start_server("--model", "digits", "--admin-token", TOKEN, "--state-dir", str(tmp_path / "state"),
-                          "--max-batch-delay-ms", "2", "--resident-versions", "4")  # fmt: skip
-
-    async def main() -> Race:
-        limits = httpx.Limits(max_connections=CLIENTS + 2)
-        async with (
-            httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60, limits=limits) as http,
-            AsyncClient(server.url, token=TOKEN, timeout=60) as binary,
-        ):
-            return await _race(http, binary)
-
-    t0 = time.monotonic()
-    race = asyncio.run(main())
-    assert server.proc.poll() is None, server.logs()
-    _check(race, "real server", time.monotonic() - t0)
 
 
 # -- the window between "is this version resident?" and "queue it" ------------------------------------------------

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
@@ -83,6 +84,19 @@ FAMILIES: dict[str, Family] = {
                      parameters=("vit_embeddings_cls_token", "vit_embeddings_position_embeddings"),
                      extra={"outputs": ["logits"]}),
 }  # fmt: skip
+
+
+#: The families a developer's quick run (`-m "not slow"`) imports, one for each kind of graph capture meets: a
+#: residual CNN with batch norm, a transformer, a recurrent net (tuple-valued nodes, integer inputs), two inputs, a
+#: Hugging Face model (attention masks) and a 1-D CNN over a variable length. Capturing a model takes 0.5-4 s
+#: (torch.export), so the rest of the matrix is marked slow: CI runs every family.
+QUICK = ("resnet18", "vit", "lstm", "two_inputs", "hf_bert", "audio_cnn")
+
+
+def params(names: list[str] | None = None, quick: tuple[str, ...] = QUICK) -> list[Any]:
+    """`names` (default: all) as pytest parameters, the ones outside `quick` (and the slow ones) marked slow."""
+    names = list(FAMILIES) if names is None else names
+    return [n if n in quick and not FAMILIES[n].slow else pytest.param(n, marks=pytest.mark.slow) for n in names]
 
 
 def example(family: Family, batch: int, seed: int = 0) -> tuple[torch.Tensor, ...]:

@@ -121,3 +121,24 @@ def open_model(page: Page, server: ServerProcess, model: str, query: str = "", v
 
 def drawn_ids(page: Page) -> list[str]:
     return page.eval_on_selector_all("svg.graph [data-node-id]", "els => els.map(e => e.dataset.nodeId)")
+
+
+def graph_of(server: ServerProcess, model: str, version: int | None = None) -> dict:
+    params = {"version": version} if version else {}
+    return httpx.get(f"{server.url}/v1/models/{model}/graph", params=params, timeout=30).json()
+
+
+def edit(server: ServerProcess, model: str, ops: list[dict]) -> int:
+    r = httpx.post(f"{server.url}/v1/models/{model}/edits", headers=AUTH, json={"ops": ops}, timeout=60)
+    assert r.status_code == 200, r.text
+    return int(r.json()["version"])
+
+
+def insert_op(name: str, after: str = "fc2", width: int = 64) -> dict:
+    return {"op": "insert", "after": after, "name": name, "init": "identity",
+            "layer": {"type": "Linear", "in_features": width, "out_features": width}}  # fmt: skip
+
+
+def save_token(page: Page, value: str) -> None:
+    page.fill("#admin-token", value)
+    page.click(".token button[type=submit]")

@@ -17,13 +17,9 @@ from safetensors.torch import load as st_load
 from app.capture import capture, write_bundle
 from app.graph import LiveModel, ModelVersion, describe, from_spec, read_bundle, spec_json, weights_bytes
 from app.graph.version import make_version
-from tests.models.families import FAMILIES, example
+from tests.models.families import FAMILIES, example, params
 
 _CAPTURED: dict[str, tuple[torch.nn.Module, ModelVersion, ModelVersion]] = {}
-
-
-def _params() -> list[object]:
-    return [pytest.param(k, marks=pytest.mark.slow) if f.slow else k for k, f in FAMILIES.items()]
 
 
 def captured(name: str, tmp: Path) -> tuple[torch.nn.Module, ModelVersion, ModelVersion]:
@@ -63,7 +59,7 @@ def _max_diff(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> float
     return max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True))
 
 
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", params())
 def test_served_bundle_matches_the_original(name: str, tmp: Path) -> None:
     module, _, served = captured(name, tmp)
     fam = FAMILIES[name]
@@ -74,7 +70,7 @@ def test_served_bundle_matches_the_original(name: str, tmp: Path) -> None:
         assert [o.name for o in served.outputs] == fam.extra["outputs"]
 
 
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", params())
 def test_graph_lists_layers_by_module_path(name: str, tmp: Path) -> None:
     module, _, served = captured(name, tmp)
     fam = FAMILIES[name]
@@ -93,7 +89,7 @@ def test_graph_lists_layers_by_module_path(name: str, tmp: Path) -> None:
     assert all(n.shape or n.kind == "parameter" for n in d.nodes)
 
 
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", params())
 def test_identity_insert_keeps_outputs(name: str, tmp: Path) -> None:
     _, _, served = captured(name, tmp)
     fam = FAMILIES[name]
@@ -106,7 +102,7 @@ def test_identity_insert_keeps_outputs(name: str, tmp: Path) -> None:
     assert "inserted" in v2.modules
 
 
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", params())
 def test_replacing_the_head_with_fresh_weights_changes_outputs_and_rollback_restores_them(name: str, tmp: Path) -> None:
     _, _, served = captured(name, tmp)
     fam = FAMILIES[name]
@@ -123,7 +119,7 @@ def test_replacing_the_head_with_fresh_weights_changes_outputs_and_rollback_rest
     assert all(torch.equal(a, b) for a, b in zip(y1, v3.run(*x), strict=True))
 
 
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", params())
 def test_spec_json_and_safetensors_round_trip_bit_identically(name: str, tmp: Path) -> None:
     _, client, served = captured(name, tmp)
     spec, blob = spec_json(client), weights_bytes(client)
