@@ -1,5 +1,5 @@
 """The drawing in a real browser against a real server: every node with its labels, deep links to a version and a
-node, the node panel, the diff view, keyboard navigation and groups by module path.
+node, the node panel, the diff view and groups by module path.
 
 The page fixture fails any test whose page logged a console error, threw, or requested anything outside the
 server (see conftest.py)."""
@@ -97,20 +97,6 @@ def test_diff_view_marks_added_removed_and_changed(page: Page, server: ServerPro
     assert "diff=1" in page.url and "version=2" in page.url
 
 
-def test_keyboard_navigation_between_nodes(page: Page, server: ServerProcess) -> None:
-    open_model(page, server, "digits")
-    page.focus("svg.graph")
-    page.keyboard.press("ArrowDown")  # the first node
-    expect(page.locator('[data-node-id="input"]')).to_be_focused()
-    for expected in ("fc1", "relu1", "fc2"):
-        page.keyboard.press("ArrowDown")
-        expect(page.locator(f'[data-node-id="{expected}"]')).to_be_focused()
-        expect(page.locator(f'[data-node-id="{expected}"]')).to_have_attribute("aria-pressed", "true")
-    expect(page.locator('[data-panel-node="fc2"]')).to_be_visible()
-    page.keyboard.press("ArrowUp")
-    expect(page.locator('[data-node-id="relu1"]')).to_be_focused()
-    page.keyboard.press("Escape")
-    expect(page.locator('[data-node-id][aria-pressed="true"]')).to_have_count(0)
 
 
 def test_groups_collapse_by_module_path(page: Page, server: ServerProcess) -> None:
@@ -122,4 +108,3 @@ def test_groups_collapse_by_module_path(page: Page, server: ServerProcess) -> No
     assert not [i for i in ids if i.startswith("s1b1_")] and "s1b2_conv1" in ids
     page.click('[data-group-id="s1b1"][data-collapsed="true"]')
     expect(page.locator('[data-node-id="s1b1_conv1"]')).to_be_attached()
-
