@@ -7,9 +7,10 @@ is a SIGKILL), running the same `app.cli.main` as `python -m app serve` with its
 directory and log. What it shares with a fresh interpreter is only what the imports did, and the zygote runs no torch
 op and starts no thread beyond the one OpenBLAS starts on import, which its fork handlers re-create in the child (the
 zygote checks that, and refuses to serve otherwise), so nothing a fork could break exists yet. `ServerProcess`
-(tests/conftest.py) still runs a real `python -m app serve` for a server under a prefix command (a mount namespace),
-for one given environment variables other than MORPHSERVE_* (they may matter at import time), and for every server
-when MORPHSERVE_TEST_FORKSERVER=0.
+(tests/conftest.py) still runs a real `python -m app serve` for a server under a prefix command, for one given
+environment variables other than MORPHSERVE_* (they may matter at import time), and for every server when
+MORPHSERVE_TEST_FORKSERVER=0. A server in a tmpfs's mount namespace enters it with setns(2) in the child (as root;
+else under nsenter). `run_cli` forks the tests' other `morphserve` commands the same way, with their own stdio.
 
 Protocol: JSON lines. The client writes `{"argv", "env", "cwd", "log"}`; the zygote answers `{"spawned": pid}`, and
 later `{"exited": pid, "returncode": rc}` (rc as Popen has it: -N for a signal) once it has reaped the child.
