@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.forkserver import ForkedProcess, close_fork_server, fork_server, prestart_fork_server
+from tests.forkserver import ForkedProcess, close_fork_server, forks_for, prestart_fork_server
 from tests.pg import PgCluster
 
 if TYPE_CHECKING:
@@ -119,8 +119,8 @@ class ServerProcess:
         if mounts is not None and namespace is None:  # nsenter starts the server in "/": name the tree under test
             prefix = [*mounts.prefix, *(prefix or [])]
             env = {"PYTHONPATH": str(ROOT), **(env or {})}
-        forks = None if prefix or any(not k.startswith("MORPHSERVE_") for k in env or {}) else fork_server()
         full_env = {**os.environ, **(env or {})}
+        forks = None if prefix else forks_for(full_env)
         self._log: IO[bytes] | int = subprocess.DEVNULL
         self.proc: subprocess.Popen[bytes] | ForkedProcess
         if forks is not None:  # the same `morphserve serve`, forked from a process that has imported torch already

@@ -8,7 +8,7 @@ directory and log. What it shares with a fresh interpreter is only what the impo
 op and starts no thread beyond the one OpenBLAS starts on import, which its fork handlers re-create in the child (the
 zygote checks that, and refuses to serve otherwise), so nothing a fork could break exists yet. `ServerProcess`
 (tests/conftest.py) still runs a real `python -m app serve` for a server under a prefix command, for one given
-environment variables other than MORPHSERVE_* (they may matter at import time), and for every server when
+a variable the zygote's imports read (`forks_for`: PYTHON*, TORCH*, OMP_*, ...), and for every server when
 MORPHSERVE_TEST_FORKSERVER=0. A server in a tmpfs's mount namespace enters it with setns(2) in the child (as root;
 else under nsenter). `run_cli` forks the tests' other `morphserve` commands the same way, with their own stdio.
 
@@ -302,8 +302,15 @@ def fork_server() -> ForkServer | None:
         return _server if _server.ready else None
 
 
-#: Variables read when a module the zygote preloads is imported: a CLI run that sets one gets a real interpreter.
+#: Variables read when a module the zygote preloads is imported: a process that sets one gets a real interpreter.
 _IMPORT_TIME_ENV = ("PYTHON", "TORCH", "OMP_", "MKL_", "OPENBLAS_", "CUDA", "LD_")
+
+
+def forks_for(env: dict[str, str]) -> ForkServer | None:
+    """The fork server, for a process run with `env` (the whole environment), unless `env` changes a variable the
+    zygote's imports have read already; None: run a real interpreter."""
+    changed = {k for k, v in env.items() if os.environ.get(k) != v}
+    return None if any(k.startswith(_IMPORT_TIME_ENV) for k in changed) else fork_server()
 
 
 def run_cli(args: list[str], env: dict[str, str] | None = None, *, input: str | None = None,  # noqa: A002
@@ -312,8 +319,7 @@ def run_cli(args: list[str], env: dict[str, str] | None = None, *, input: str | 
     zygote (torch and the app imported already) where it can be: a CLI test then waits for the command, not for
     torch's import. The child runs `app.cli.main` with its own argv, environment, stdio and exit status."""
     full_env = {**os.environ, **(env or {})}
-    changed = {k for k, v in full_env.items() if os.environ.get(k) != v}
-    forks = None if any(k.startswith(_IMPORT_TIME_ENV) for k in changed) else fork_server()
+    forks = forks_for(full_env)
     if forks is None:
         return subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=full_env, input=input,
                               capture_output=True, text=True, timeout=timeout)  # fmt: skip

@@ -12,7 +12,7 @@ import httpx
 
 from app.client import AsyncClient
 from tests.conftest import AUTH, TOKEN, ServerProcess
-from tests.integration.test_consistency import CLIENTS, Race, _check, _race
+from tests.integration.test_consistency import CLIENTS, Race, check_race, run_race
 
 
 def test_consistency_real_server(start_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
@@ -25,9 +25,9 @@ def test_consistency_real_server(start_server: Callable[..., ServerProcess], tmp
             httpx.AsyncClient(base_url=server.url, headers=AUTH, timeout=60, limits=limits) as http,
             AsyncClient(server.url, token=TOKEN, timeout=60) as binary,
         ):
-            return await _race(http, binary)
+            return await run_race(http, binary)
 
     t0 = time.monotonic()
     race = asyncio.run(main())
     assert server.proc.poll() is None, server.logs()
-    _check(race, "real server", time.monotonic() - t0)
+    check_race(race, "real server", time.monotonic() - t0)

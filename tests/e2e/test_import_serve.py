@@ -28,7 +28,8 @@ import torch
 from app.capture import capture, write_bundle
 from app.client import AsyncClient, Client
 from app.graph import from_spec, read_bundle
-from tests.conftest import TOKEN, ServerProcess, free_port
+from tests.conftest import TOKEN
+from tests.e2e.restartable import Restartable
 from tests.forkserver import run_cli
 from tests.models.families import FAMILIES, Family, example, params
 
@@ -156,25 +157,6 @@ def check_restored(c: Client, name: str, fam: Family, rec: Imported) -> None:
     kinds = {n["id"]: n["kind"] for n in c.graph(name)["nodes"]}
     assert kinds.get("inserted") == "layer"
     assert all(kinds.get(p) == "parameter" for p in fam.parameters)
-
-
-class Restartable:
-    """A server on a fixed port and state dir that can be stopped and started again."""
-
-    def __init__(self, tmp: Path, *args: str) -> None:
-        self.tmp, self.args, self.port, self.starts = tmp, list(args), free_port(), 0
-        self.server = self.start()
-
-    def start(self) -> ServerProcess:
-        self.starts += 1
-        args = [*self.args, "--admin-token", TOKEN, "--state-dir", str(self.tmp / "state")]
-        self.server = ServerProcess(args, log=self.tmp / f"server-{self.starts}.log", port=self.port)
-        return self.server.wait_ready(timeout=240)
-
-    def restart(self) -> None:
-        self.server.stop()
-        assert self.server.proc.returncode in (0, -15), self.server.logs()  # uvicorn re-raises SIGTERM when done
-        self.start()
 
 
 def _selected(session: pytest.Session) -> list[str]:

@@ -18,7 +18,7 @@ from app.graph import load_zoo
 from app.graph.bundle import bundle_bytes
 from tests.conftest import AUTH, TOKEN, ServerProcess
 from tests.e2e.mounts import PrivateTmpfs
-from tests.e2e.test_import_serve import Restartable
+from tests.e2e.restartable import Restartable
 
 
 def _raw(port: int, head: bytes, body: bytes = b"", *, close_after: bool = False, timeout: float = 30) -> bytes:

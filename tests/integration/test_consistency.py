@@ -147,7 +147,7 @@ async def _editor(http: httpx.AsyncClient, race: Race, served: Callable[[], int]
     race.done = True
 
 
-async def _race(http: httpx.AsyncClient, binary: AsyncClient) -> Race:
+async def run_race(http: httpx.AsyncClient, binary: AsyncClient) -> Race:
     race = Race()
     served = lambda: len(race.results) + len(race.failures)  # noqa: E731
     clients = [asyncio.create_task(_client(http, binary, race, w)) for w in range(CLIENTS)]
@@ -159,7 +159,7 @@ async def _race(http: httpx.AsyncClient, binary: AsyncClient) -> Race:
     return race
 
 
-def _check(race: Race, where: str, seconds: float) -> None:
+def check_race(race: Race, where: str, seconds: float) -> None:
     assert not race.failures, f"{len(race.failures)} inferences failed, e.g. {race.failures[:5]}"
     assert race.edits == EDITS and race.edits >= 50
     assert len(race.results) >= MIN_INFERENCES
@@ -186,11 +186,11 @@ def _check(race: Race, where: str, seconds: float) -> None:
 def test_consistency_in_process(tmp_path: Path) -> None:
     async def main() -> Race:
         async with served_with_binary(tmp_path) as (http, binary, _registry):
-            return await _race(http, binary)
+            return await run_race(http, binary)
 
     t0 = time.monotonic()
     race = asyncio.run(main())
-    _check(race, "in-process", time.monotonic() - t0)
+    check_race(race, "in-process", time.monotonic() - t0)
 
 
 # -- the window between "is this version resident?" and "queue it" ------------------------------------------------
