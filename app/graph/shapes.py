@@ -125,10 +125,41 @@ def propagate(
         if recorded is not None and node.id in recorded:
             table[node.id] = _from_record(recorded[node.id], key)
             continue
+        ruled = _by_rule(module, ins)
+        if ruled is not None:
+            table[node.id] = _combine(node, ruled[0], ruled[1], key)
+            continue
         if mode is None:
             mode = FakeTensorMode(allow_non_fake_inputs=True)
         table[node.id] = _evaluate(mode, node, module, ins, key)
     return table
+
+
+#: Modules whose output is their input's shape and dtype (exact types: a subclass may do anything).
+_SHAPE_KEEPING = (nn.Identity, nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Dropout, nn.LeakyReLU, nn.ELU)
+
+
+def _by_rule(module: nn.Module | None, ins: list[NodeShape]) -> tuple[Any, Any] | None:
+    """Both probes' (shape, dtype) of the layers that edits insert most, by their shape rule; None where no rule
+    applies or the input does not fit (the fake-tensor run then names the error in torch's own words).
+
+    Why: a fake-tensor Linear goes through torch's decompositions, ~2 ms of interpreter work per probe pair, which
+    a loaded server stretches ten-fold (docs/BENCHMARKS.md, "Edit-to-live"); the rule is a few tuple operations.
+    tests/unit/graph/test_shapes.py checks every rule against the fake-tensor result."""
+    if module is None or len(ins) != 1 or ins[0].elements or ins[0].datatype not in _FLOATS:
+        return None
+    (a, b), datatype = ins[0].probe, ins[0].datatype
+    kind = type(module)
+    if kind in _SHAPE_KEEPING:
+        dtype = OIP_TO_TORCH[datatype]
+        return (a, dtype), (b, dtype)
+    if kind is nn.Linear:
+        w, bias = module.weight, module.bias
+        if (w.dtype != OIP_TO_TORCH[datatype] or (bias is not None and bias.dtype != w.dtype) or not a
+                or a[-1] != module.in_features or b[-1] != module.in_features):  # fmt: skip
+            return None
+        return (a[:-1] + (module.out_features,), w.dtype), (b[:-1] + (module.out_features,), w.dtype)
+    return None
 
 
 def _evaluate(
