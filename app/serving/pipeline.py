@@ -25,6 +25,7 @@ from .budget import MemoryBudget
 from .errors import BadInputError
 from .metrics import Metrics
 from .placement import warm_up
+from .priority import SwitchIntervalBoost
 from .served import ServedModel
 
 log = logging.getLogger("morphserve.edits")
@@ -38,18 +39,20 @@ class EditOutcome:
     diff: GraphDiff
     timings_ms: dict[str, float]
     dry_run: bool
+    live_at: float | None = None  # time.time() once the worker swapped it in (edit-to-live, measured from outside)
 
 
 class EditPipeline:
     def __init__(self, store: Store, metrics: Metrics, budget: MemoryBudget, device: torch.device,
-                 keep_versions: int | None, on_commit: Callable[[ServedModel, ModelVersion], None] | None = None
-                 ) -> None:  # fmt: skip
+                 keep_versions: int | None, on_commit: Callable[[ServedModel, ModelVersion], None] | None = None,
+                 priority: SwitchIntervalBoost | None = None) -> None:  # fmt: skip
         self.store = store
         self.metrics = metrics
         self.budget = budget
         self.device = device
         self.keep_versions = keep_versions
         self.on_commit = on_commit
+        self.priority = priority or SwitchIntervalBoost(None)
 
     def edit(self, served: ServedModel, ops: list[Op] | list[dict[str, Any]], *, if_version: int | None = None,
              dry_run: bool = False, allow_output_change: bool = False) -> EditOutcome:  # fmt: skip
@@ -66,7 +69,7 @@ class EditPipeline:
     def _run(self, served: ServedModel, propose: Callable[[], ModelVersion], *, dry_run: bool) -> EditOutcome:
         # This process's lock, then the journal's (every replica's): the editor catches up to the head, validates,
         # persists and commits while no other replica can commit a version of this model.
-        with served.edit_lock, self.store.edit_lock(served.name):
+        with served.edit_lock, self.store.edit_lock(served.name), self.priority.boosted():
             served.check_alive()  # a delete that won the lock meanwhile: nothing may be journalled for it
             t0 = time.perf_counter()
             self._catch_up(served)
@@ -88,7 +91,7 @@ class EditPipeline:
                 self.metrics.edits.labels(served.name, "rejected").inc()
                 raise
             t3 = time.perf_counter()
-            self._go_live(served, candidate, runnable, commit=True)
+            live_at = self._go_live(served, candidate, runnable, commit=True)
             t4 = time.perf_counter()
         self.metrics.edits.labels(served.name, "committed").inc()
         self.metrics.edit_latency.labels(served.name).observe(t4 - t0)
@@ -98,17 +101,20 @@ class EditPipeline:
             self.on_commit(served, candidate)
         return EditOutcome(served.name, candidate, previous, diff(previous, candidate),
                            _ms(validate=t1 - t0, build=t2 - t1, persist=t3 - t2, swap=t4 - t3, total=t4 - t0),
-                           False)  # fmt: skip
+                           False, live_at)  # fmt: skip
 
-    def _go_live(self, served: ServedModel, v: ModelVersion, runnable: Any, *, commit: bool) -> None:
+    def _go_live(self, served: ServedModel, v: ModelVersion, runnable: Any, *, commit: bool) -> float:
+        """Swap `v` in; the wall-clock time it went live."""
         # Publish to the history first, so that any version a response reports is already known to it.
         if commit:
             served.live.commit(v)
         else:
             served.live.advance(v)
         served.worker.swap(v.version, runnable).result()
+        live_at = time.time()
         self.retain(served)
         served.went_live(v.version)
+        return live_at
 
     def _catch_up(self, served: ServedModel) -> None:
         """Under the journal's edit lock: apply what other replicas committed since this one last looked."""
@@ -119,7 +125,7 @@ class EditPipeline:
     def apply(self, served: ServedModel, version: int) -> bool:
         """Bring `served` to `version`, committed elsewhere (the follower's step); False when there was nothing to do.
         Loaded, built and warmed up off the hot path, then swapped in between two batches, like a local edit."""
-        with served.edit_lock:
+        with served.edit_lock, self.priority.boosted():
             return self._apply_locked(served, version)
 
     def _apply_locked(self, served: ServedModel, version: int) -> bool:

@@ -40,6 +40,7 @@ from .inference import Inference
 from .metrics import Metrics
 from .pipeline import EditOutcome, EditPipeline, weights_op
 from .placement import Placement, resolve_device, warm_up
+from .priority import SwitchIntervalBoost
 from .replication import ReplicasView, Replication, ReplicaWait, advertised_address
 from .served import ServedModel, caching_loader
 from .sources import ModelSource, UploadedBundle, parse_entry
@@ -81,7 +82,8 @@ class Registry:
         self.inference = Inference(self.device, settings.request_timeout_s)
         self.events = EventHub()  # events hook: committed versions, models created and deleted (SSE)
         self.pipeline = EditPipeline(self.store, metrics, self.budget, self.device, settings.keep_versions,
-                                     on_commit=lambda _served, v: self.events.version_committed(v))  # events hook
+                                     on_commit=lambda _served, v: self.events.version_committed(v),  # events hook
+                                     priority=SwitchIntervalBoost(settings.edit_switch_interval_us / 1e6 or None))
         self._models: dict[str, ServedModel] = {}
         self._deleting: set[str] = set()
         self._lock = threading.Lock()

@@ -3,6 +3,8 @@ rollback, and the admin token on every mutating route."""
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -44,7 +46,9 @@ def _safetensors(tensors: dict[str, torch.Tensor]) -> bytes:
 
 # -- the edits route --------------------------------------------------------------------------------------------
 def test_insert_identity_keeps_outputs(client: TestClient) -> None:
+    sent = time.time()
     r = client.post(EDITS, json={"ops": [identity_insert(name="ident")]}, headers=AUTH)
+    answered = time.time()
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model"] == "digits" and body["version"] == 2 and body["previous_version"] == 1
@@ -53,9 +57,16 @@ def test_insert_identity_keeps_outputs(client: TestClient) -> None:
     t = body["timings_ms"]
     assert {"validate", "build", "swap", "total"} <= set(t) and all(v >= 0 for v in t.values())
     assert t["total"] >= t["validate"]
+    assert sent <= body["live_at"] <= answered  # the swap happened while the request was being answered
     version, out = _outputs(client)
     assert version == 2
     np.testing.assert_allclose(out, reference(), rtol=1e-5, atol=1e-5)
+
+
+def test_dry_run_never_goes_live(client: TestClient) -> None:
+    body = client.post(EDITS, json={"ops": [identity_insert(name="ident")], "dry_run": True}, headers=AUTH).json()
+    assert body["dry_run"] is True and body["live_at"] is None
+    assert _outputs(client)[0] == 1
 
 
 def test_insert_identity_linear_keeps_outputs(client: TestClient) -> None:
@@ -372,3 +383,19 @@ def test_mutating_routes_need_the_token(client: TestClient, method: str, path: s
                                          ("GET", "/metrics"), ("GET", "/v2/health/ready")])  # fmt: skip
 def test_read_routes_are_open(client: TestClient, method: str, path: str) -> None:
     assert client.request(method, path).status_code == 200
+
+
+@pytest.mark.parametrize("interval_us", [300.0, 0.0])
+def test_an_edit_runs_with_the_configured_switch_interval(make_client: Any, monkeypatch: pytest.MonkeyPatch,
+                                                          interval_us: float) -> None:  # fmt: skip
+    """`--edit-switch-interval-us`: in force while the edit is built and warmed up, Python's own before and after."""
+    c = make_client(edit_switch_interval_us=interval_us)
+    placement = c.app.state.registry.get("digits").placement  # type: ignore[attr-defined]
+    seen: list[float] = []
+    place = placement.place
+    monkeypatch.setattr(placement, "place", lambda v: (seen.append(sys.getswitchinterval()), place(v))[1])
+    before = sys.getswitchinterval()
+    c.post(EDITS, json={"ops": [identity_insert(name="ident")]}, headers=AUTH).raise_for_status()
+    expected = interval_us / 1e6 if interval_us else before
+    assert seen == [pytest.approx(min(expected, before), rel=0.02)]
+    assert sys.getswitchinterval() == before
