@@ -214,5 +214,9 @@ class EditResponse(BaseModel):
     dry_run: bool
     diff: GraphDiff
     timings_ms: Timings
+    live_at: float | None = Field(
+        None, description="when this replica began serving the version: UNIX time in seconds (null for dry runs); "
+        "the next batch after it runs the new version",
+    )  # fmt: skip
     graph: GraphDescription | None = Field(None, description="the would-be graph, for dry runs")
     replicas: ReplicaWait | None = Field(None, description="with ?wait=: which replicas have the version live")

@@ -62,7 +62,7 @@ async def _response(registry: Registry, o: EditOutcome, wait: Wait) -> EditRespo
         replicas = await registry.wait_replicas(o.model, o.version.version, wait.wanted, wait.timeout_s)
     return EditResponse(
         model=o.model, version=o.version.version, previous_version=o.previous.version, dry_run=o.dry_run,
-        diff=o.diff, timings_ms=Timings(**o.timings_ms), graph=graph, replicas=replicas,
+        diff=o.diff, timings_ms=Timings(**o.timings_ms), live_at=o.live_at, graph=graph, replicas=replicas,
     )  # fmt: skip
 
 
