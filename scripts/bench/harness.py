@@ -581,12 +581,13 @@ class Editor(threading.Thread):
     def edit(self, n: int) -> dict[str, Any]:
         body = json.dumps({"ops": identity_ops(n)}).encode()
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
-        t_send = time.perf_counter()
+        wall_send, t_send = time.time(), time.perf_counter()
         status, _, data = request(self.url, "POST", f"/v1/models/{self.model}/edits", body, headers, timeout=60)
         t_done = time.perf_counter()
         doc = json.loads(data) if data else {}
         return {"n": n, "op": "insert" if n % 2 == 0 else "remove", "t_send": t_send, "t_done": t_done,
                 "status": status, "version": doc.get("version"), "timings_ms": doc.get("timings_ms"),
+                "live_ms": round((doc["live_at"] - wall_send) * 1e3, 2) if doc.get("live_at") else None,
                 "error": None if status == 200 else data[:300].decode(errors="replace")}  # fmt: skip
 
     def run(self) -> None:
@@ -607,8 +608,16 @@ class Editor(threading.Thread):
             self.count += 1
 
 
-def edit_to_live(edits: list[dict[str, Any]], records: list[tuple[float, float, int, int]]) -> list[float | None]:
-    """Per edit: ms from sending it to the first probe response (received after the send) by its new version."""
+def edit_to_live(edits: list[dict[str, Any]]) -> list[float | None]:
+    """Per edit: ms from sending it to the instant the server swapped the new version in (its `live_at`; the
+    server and this client share the host's clock). The next batch runs the new version."""
+    return [e.get("live_ms") if e["status"] == 200 else None for e in edits]
+
+
+def edit_to_seen(edits: list[dict[str, Any]], records: list[tuple[float, float, int, int]]) -> list[float | None]:
+    """Per edit: ms from sending it to the first probe response (received after the send) by its new version:
+    edit-to-live plus up to two probe round trips (the probe's request in flight at the swap may have been batched
+    before it), so an upper bound as coarse as the load's latency."""
     out: list[float | None] = []
     for e in edits:
         v = e.get("version")

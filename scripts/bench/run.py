@@ -328,7 +328,8 @@ class Bench:
             editor.restore()
         recs = probe.records
         lat = [(t1 - t0s) * 1e3 for t0s, t1, _, _ in recs]
-        live = h.edit_to_live(edits, recs)
+        live = h.edit_to_live(edits)
+        seen = h.edit_to_seen(edits, recs)
         timings = [e["timings_ms"] for e in edits if e.get("timings_ms")]
         row: dict[str, Any] = {
             "workload": "3", "model": model, "target": target.label, "rep": rep, "with_edits": with_edits, **r,
@@ -338,6 +339,7 @@ class Bench:
             "edits": {"count": len(edits), "failed": sum(1 for e in edits if e["status"] != 200),
                       "errors": [e["error"] for e in edits if e["error"]][:5],
                       "edit_to_live_ms": live,
+                      "edit_to_seen_ms": seen,
                       "round_trip_ms": [round((e["t_done"] - e["t_send"]) * 1e3, 2) for e in edits],
                       "server_timings_ms": {k: h.median([t[k] for t in timings]) for k in
                                             (timings[0] if timings else {})}},

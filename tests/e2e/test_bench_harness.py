@@ -105,6 +105,10 @@ def test_edits_under_load_measured(smoke: tuple[Path, dict]) -> None:
     edits = runs[True]["edits"]
     assert edits["count"] >= 1
     assert any(_number(x) for x in edits["edit_to_live_ms"]), edits
+    # live (the server's swap instant) comes before the probe sees the new version, for every edit seen
+    pairs = [(live, seen) for live, seen in zip(edits["edit_to_live_ms"], edits["edit_to_seen_ms"], strict=True)
+             if live is not None and seen is not None]  # fmt: skip
+    assert pairs and all(0 < live <= seen for live, seen in pairs), pairs
     w3 = results["summary"]["w3"]
     assert _number(w3["p99_with/without"])
     assert _number(w3["with"]["edit_to_live_ms"]["p99"]) and _number(w3["with"]["failed_requests"])
