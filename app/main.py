@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__
 from app.api import errors
+from app.api.fastpath import InferenceFastPath
 from app.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from app.api.routes import catalogue, edits, events, health, infer, models, nodes, oip, replicas, ui, versions
 from app.serving.metrics import Metrics
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     errors.install(app)
     for module in (health, oip, infer, models, versions, edits, replicas, events, nodes, catalogue, ui):
         app.include_router(module.router)
+    app.add_middleware(InferenceFastPath, fastapi=app)  # innermost: inside CORS, the body limit and the metrics
     if settings.cors_origins:  # browsers' preflights for the pages allowed to call the API (origins.py)
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match",

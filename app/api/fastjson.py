@@ -71,6 +71,14 @@ class ORJSONRequest(Request):
         return self._json
 
 
+def check_json_body(request: Request) -> None:
+    """415 for a body that is not sent as JSON (no Content-Type with a body, or another media type)."""
+    ctype = request.headers.get("content-type")
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    if (ctype is None and has_body) or (ctype is not None and not _is_json(ctype)):
+        raise BodyError(415, f"send the body as JSON with Content-Type: application/json, got {ctype!r}")
+
+
 class JSONRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -78,10 +86,7 @@ class JSONRoute(APIRoute):
 
         async def json_handler(request: Request) -> Response:
             if takes_json:
-                ctype = request.headers.get("content-type")
-                has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
-                if (ctype is None and has_body) or (ctype is not None and not _is_json(ctype)):
-                    raise BodyError(415, f"send the body as JSON with Content-Type: application/json, got {ctype!r}")
+                check_json_body(request)
             return await handler(ORJSONRequest(request.scope, request.receive))
 
         return json_handler
