@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,7 @@ class EditPipeline:
         self.keep_versions = keep_versions
         self.on_commit = on_commit
         self.priority = priority or SwitchIntervalBoost(None)
+        self._blob_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edit-blobs")
 
     def edit(self, served: ServedModel, ops: list[Op] | list[dict[str, Any]], *, if_version: int | None = None,
              dry_run: bool = False, allow_output_change: bool = False) -> EditOutcome:  # fmt: skip
@@ -77,15 +79,23 @@ class EditPipeline:
             try:
                 candidate = propose()
                 t1 = time.perf_counter()
-                candidate.graph_module  # noqa: B018 - build (fx codegen) off the hot path
                 if dry_run:
+                    candidate.graph_module  # noqa: B018 - a dry run builds too: it reports what would serve
                     t2 = time.perf_counter()
                     return EditOutcome(served.name, candidate, previous, diff(previous, candidate),
                                        _ms(validate=t1 - t0, build=t2 - t1, persist=0.0, swap=0.0, total=t2 - t0),
                                        True)  # fmt: skip
-                runnable = served.placement.place(candidate)
-                warm_up(candidate, runnable, self.device)
+                # The new blobs are hashed, written and fsynced beside the build and warm-up (file I/O and
+                # hashing release the GIL); the journal row, which makes the version exist, waits for both.
+                blobs = self._blob_writer.submit(self.store.write_blobs, candidate)
+                try:
+                    candidate.graph_module  # noqa: B018 - build (fx codegen) off the hot path
+                    runnable = served.placement.place(candidate)
+                    warm_up(candidate, runnable, self.device)
+                finally:
+                    wait([blobs])  # never leave a write running behind a failed edit
                 t2 = time.perf_counter()
+                blobs.result()
                 self.store.commit(candidate)  # durable before it serves and before we answer
             except Exception:
                 self.metrics.edits.labels(served.name, "rejected").inc()

@@ -95,6 +95,15 @@ class Store:
         self._digests[id(module)] = (weakref.ref(module), digest)
         return digest
 
+    def write_blobs(self, v: ModelVersion) -> None:
+        """Write (and fsync) the blobs of `v` that are new, before its commit: the pipeline runs this beside the
+        build and warm-up, and `commit` then finds every digest cached and appends only the journal row. A blob
+        whose version never commits is unreferenced, and the next sweep removes it like any other."""
+        self._writable()
+        with self._lock:
+            for m in v.modules.values():
+                self._digest(m)
+
     def commit(self, v: ModelVersion, *, startup: bool = False, create: bool = False) -> str | None:
         """Make `v` durable: blobs first, then the journal row. Returns once both are.
 
