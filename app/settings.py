@@ -102,7 +102,7 @@ class Settings(BaseSettings):
         "workers, one kept for HTTP when each worker gets four or more)",
     )  # fmt: skip
     edit_switch_interval_us: float = Field(
-        200.0, ge=0, le=5000,
+        20.0, ge=0, le=5000,
         description="the interpreter's GIL switch interval while an edit is built, in microseconds (0: leave it at "
         "Python's 5 ms); short lets the edit take the GIL back from a loaded event loop at once",
     )  # fmt: skip
