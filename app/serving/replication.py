@@ -120,19 +120,19 @@ class Replication:
             served = self.registry.local(name)
             if served is None:
                 continue
-            behind = max(0, head.version - served.live.current.version)
+            behind = max(0, head.version - served.serving_version())
             self.registry.metrics.lag_versions.labels(name).set(behind)
             self.registry.metrics.lag_seconds.labels(name).set(max(0.0, now - head.committed_at) if behind else 0.0)
 
     def applied(self) -> dict[str, int]:
-        return {n: s.live.current.version for n in self.registry.names() if (s := self.registry.local(n))}
+        return {n: s.serving_version() for n in self.registry.names() if (s := self.registry.local(n))}
 
     # -- read-your-writes --------------------------------------------------------------------------------------
     async def wait_for(self, name: str, min_version: int) -> None:
         """Return once `min_version` of `name` is live here; VersionBehindError (503) after `--min-version-wait-ms`."""
         deadline = time.monotonic() + self.wait_s
         served = self.registry.local(name)
-        if served is not None and served.live.current.version >= min_version:
+        if served is not None and served.serving_version() >= min_version:
             return
         self.follower.kick()
         while served is None:  # created elsewhere, not followed yet
@@ -141,7 +141,7 @@ class Replication:
             await asyncio.sleep(0.005)
             served = self.registry.local(name)
         if not await served.reached(min_version, max(0.0, deadline - time.monotonic())):
-            have = served.live.current.version
+            have = served.serving_version()
             raise VersionBehindError(
                 f"this replica has version {have} of {name!r}, not yet {min_version}; retry shortly",
                 version=have, min_version=min_version,

@@ -43,15 +43,22 @@ class ServedModel:
         if self.deleted:
             raise NotFoundError(f"model {self.name!r} does not exist (it was deleted)", model=self.name)
 
+    def serving_version(self) -> int:
+        """The version requests run on now. The history learns of a version before the worker swaps it in (so
+        that any version a response reports is known), so `live.current` may be one ahead of it for a moment:
+        read-your-writes must wait for this one."""
+        v = self.worker.current_version()
+        return self.live.current.version if v is None else v
+
     async def reached(self, version: int, timeout: float) -> bool:
         """Wait until `version` (or a later one) is live here, at most `timeout` seconds."""
-        if self.live.current.version >= version:
+        if self.serving_version() >= version:
             return True
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         with self._gate_lock:
             self._gates.append((version, loop, fut))
-        if self.live.current.version >= version:  # it went live while we registered
+        if self.serving_version() >= version:  # it went live while we registered
             return True
         try:
             await asyncio.wait_for(asyncio.shield(fut), timeout)

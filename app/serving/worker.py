@@ -140,6 +140,10 @@ class DeviceWorker:
     def resident_versions(self) -> list[int]:
         return list(self._resident)
 
+    def current_version(self) -> int | None:
+        """The version a batch that names none runs now: swapped in, not merely published to the history."""
+        return self._current
+
     def queue_depth(self) -> int:
         return self._waiting
 
