@@ -73,7 +73,6 @@ class InferenceFastPath:
         match = _ROUTES[kind][0].fullmatch(path) if kind is not None else None
         if match is None:
             return await self.app(scope, receive, send)
-        scope["app"] = self.fastapi
         scope["route"] = _ROUTE_OF[kind]  # type: ignore[index]
         scope["path_params"] = {"model": match[1]}
         request = ORJSONRequest(scope, receive)

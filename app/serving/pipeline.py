@@ -56,6 +56,11 @@ class EditPipeline:
         self.priority = priority or SwitchIntervalBoost(None)
         self._blob_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edit-blobs")
 
+    def close(self) -> None:
+        """Let a blob write in flight finish and end the writer's thread (one per registry, else one idle thread
+        per closed registry stays behind for the life of the process)."""
+        self._blob_writer.shutdown(wait=True)
+
     def edit(self, served: ServedModel, ops: list[Op] | list[dict[str, Any]], *, if_version: int | None = None,
              dry_run: bool = False, allow_output_change: bool = False) -> EditOutcome:  # fmt: skip
         def propose() -> ModelVersion:

@@ -206,6 +206,7 @@ class Registry:
             models, self._models = list(self._models.values()), {}
         for served in models:
             served.worker.stop()
+        self.pipeline.close()
         self.store.close()
 
     # -- models ------------------------------------------------------------------------------------------
