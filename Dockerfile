@@ -23,7 +23,8 @@
 # one): `python` on PATH creates the venv, and everything after runs from the venv.
 FROM python:3.11.13-slim-bookworm AS builder
 
-# torch is pinned exactly as in pyproject.toml (tests/e2e/test_deploy.py keeps the two in sync).
+# torch is pinned exactly as in constraints.txt (tests/e2e/test_deploy.py keeps the two in sync); pyproject.toml only
+# declares the range users' environments must satisfy.
 ARG TORCH_VERSION=2.13.0
 # Which PyTorch build: the wheel index https://download.pytorch.org/whl/${TORCH_VARIANT}, and what the build checks
 # it got (`cpu`, or `cuXYZ` = CUDA X.YZ). torch 2.13 is built for CUDA 12.6 and 13.0 (stable) and 13.2
@@ -56,12 +57,12 @@ COPY wheels/ /wheels/
 RUN PIP_INDEX_URL="${TORCH_INDEX_URL:-${PIP_INDEX_URL:-https://pypi.org/simple}}" \
     pip install --no-cache-dir --find-links /wheels "torch==${TORCH_VERSION}"
 
-# The build context is an allow-list (.dockerignore): pyproject.toml, README.md, app/ (and wheels/).
+# The build context is an allow-list (.dockerignore): pyproject.toml, constraints.txt, README.md, app/ (and wheels/).
 COPY . /src
 # Non-editable install of the project; torch==2.13.0 is already satisfied (local versions like +cu126 match), the
 # rest (numpy, fastapi, uvicorn, ...) comes from ./wheels/ or PyPI. Then fail the build if the torch in the venv
 # is not the version and variant asked for (e.g. PyPI's CUDA build where the CPU one was meant).
-RUN pip install --no-cache-dir --find-links /wheels /src \
+RUN pip install --no-cache-dir --find-links /wheels --constraint /src/constraints.txt /src \
     && python -c "import sys, torch; want, version = sys.argv[1:]; \
 got = 'cu' + torch.version.cuda.replace('.', '') if torch.version.cuda else 'cpu'; \
 sys.exit(None if (got, torch.__version__.split('+')[0]) == (want, version) else \

@@ -11,13 +11,13 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 stamp="$VENV/.morphserve-installed"
-want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)-$EXTRAS"
+want="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -d' ' -f1)-$EXTRAS"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip
-  # torch first and exactly pinned: a range would let pip fetch a multi-GB CUDA build on a CPU machine.
-  torch_pin="$(grep -o '"torch==[^"]*"' "$ROOT/pyproject.toml" | tr -d '"')"
-  "$VENV/bin/python" -m pip install -q "$torch_pin" numpy
-  "$VENV/bin/python" -m pip install -q -e "$ROOT${EXTRAS:+[$EXTRAS]}"
+  # torch first, exactly as constraints.txt pins it (pyproject.toml only declares a range, which would let pip
+  # fetch a multi-GB CUDA build on a CPU machine); every later install is held to the same constraints.
+  "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" torch numpy
+  "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" -e "$ROOT${EXTRAS:+[$EXTRAS]}"
   echo "$want" > "$stamp"
 fi
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Soak test (issue 7, item 7; not in CI): mixed traffic and live edits against a real server for N minutes.
 
-Starts `python -m app serve` itself (free loopback port, temporary state dir, --resident-versions 4), then runs
+Starts `python -m morphserve serve` itself (free loopback port, temporary state dir, --resident-versions 4), then runs
 for `--minutes` (default 10):
 
-- `--concurrency` clients (default 8) in a loop, cycling through OIP JSON, OIP binary (app.client) and /v1,
+- `--concurrency` clients (default 8) in a loop, cycling through OIP JSON, OIP binary (morphserve.client) and /v1,
   with 1-4 rows per request; every response must be a 200 with finite (rows, 10) outputs, served by a version at
   least as new as the newest edit acknowledged before the request was sent;
 - one editor committing an edit every `--edit-every` seconds (default 3): identity inserts (Identity, square
@@ -44,7 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.client import AsyncClient, MorphserveError  # noqa: E402
+from morphserve.client import AsyncClient, MorphserveError  # noqa: E402
 
 MODEL = "digits"
 KINDS = ("oip_json", "oip_binary", "v1")
@@ -75,7 +75,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = state_dir.parent / "server.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "app", "serve", "--port", str(self.port), "--model", MODEL,
+        cmd = [sys.executable, "-m", "morphserve", "serve", "--port", str(self.port), "--model", MODEL,
                "--state-dir", str(state_dir), "--admin-token", token, "--resident-versions", str(resident),
                "--log-level", "warning", *extra]  # fmt: skip
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)

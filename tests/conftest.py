@@ -17,8 +17,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from app.settings import Settings
+from morphserve.main import create_app
+from morphserve.settings import Settings
 from tests.forkserver import ForkedProcess, close_fork_server, forks_for, prestart_fork_server
 from tests.pg import PgCluster
 
@@ -127,7 +127,7 @@ class ServerProcess:
             self.proc = forks.spawn(argv, full_env, ROOT, log, mount_ns=namespace)
             return
         self._log = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "app", *argv], cwd=ROOT, env=full_env,
+        self.proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "morphserve", *argv], cwd=ROOT, env=full_env,
                                      stdout=self._log, stderr=subprocess.STDOUT)  # fmt: skip
 
     def wait_ready(self, timeout: float = 60.0) -> ServerProcess:

@@ -3,11 +3,11 @@
 import alone takes 2.5 s on CI's 2 cores, and the crash-recovery test starts fifty servers).
 
 Why this is still a real server: the child is a process of its own (its own pid, memory, files and signals; a SIGKILL
-is a SIGKILL), running the same `app.cli.main` as `python -m app serve` with its own argv, environment, working
+is a SIGKILL), running the same `morphserve.cli.main` as `python -m morphserve serve` with its own argv, environment, working
 directory and log. What it shares with a fresh interpreter is only what the imports did, and the zygote runs no torch
 op and starts no thread beyond the one OpenBLAS starts on import, which its fork handlers re-create in the child (the
 zygote checks that, and refuses to serve otherwise), so nothing a fork could break exists yet. `ServerProcess`
-(tests/conftest.py) still runs a real `python -m app serve` for a server under a prefix command, for one given
+(tests/conftest.py) still runs a real `python -m morphserve serve` for a server under a prefix command, for one given
 a variable the zygote's imports read (`forks_for`: PYTHON*, TORCH*, OMP_*, ...), and for every server when
 MORPHSERVE_TEST_FORKSERVER=0. A server in a tmpfs's mount namespace enters it with setns(2) in the child (as root;
 else under nsenter). `run_cli` forks the tests' other `morphserve` commands the same way, with their own stdio.
@@ -37,15 +37,15 @@ HELLO_TIMEOUT_S = 120.0  # the zygote's imports take ~6 s on CI's 2 cores; this 
 
 # -- the zygote (`python -m tests.forkserver`) ----------------------------------------------------------------------
 def _preload() -> None:
-    """What `python -m app serve` imports by the time it is ready; FakeTensorMode pulls in torch._dynamo (2.5 s)."""
+    """What `python -m morphserve serve` imports by the time it is ready; FakeTensorMode pulls in torch._dynamo (2.5 s)."""
     import uvicorn.lifespan.on  # noqa: F401
     import uvicorn.loops.auto  # noqa: F401
     import uvicorn.protocols.http.auto  # noqa: F401
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    import app.cli  # noqa: F401
-    import app.main  # noqa: F401
-    import app.serving.registry  # noqa: F401
+    import morphserve.cli  # noqa: F401
+    import morphserve.main  # noqa: F401
+    import morphserve.serving.registry  # noqa: F401
 
     FakeTensorMode(allow_non_fake_inputs=True)
 
@@ -70,7 +70,7 @@ def _child(req: dict[str, Any], proto: int) -> None:
         os.environ.clear()
         os.environ.update(req["env"])
         sys.argv = ["morphserve", *req["argv"]]
-        from app.cli import main
+        from morphserve.cli import main
 
         main()
         code = 0
@@ -315,13 +315,13 @@ def forks_for(env: dict[str, str]) -> ForkServer | None:
 
 def run_cli(args: list[str], env: dict[str, str] | None = None, *, input: str | None = None,  # noqa: A002
             timeout: float = 300) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    """`python -m app <args>` as `subprocess.run(..., capture_output=True, text=True)` has it, forked from the
+    """`python -m morphserve <args>` as `subprocess.run(..., capture_output=True, text=True)` has it, forked from the
     zygote (torch and the app imported already) where it can be: a CLI test then waits for the command, not for
-    torch's import. The child runs `app.cli.main` with its own argv, environment, stdio and exit status."""
+    torch's import. The child runs `morphserve.cli.main` with its own argv, environment, stdio and exit status."""
     full_env = {**os.environ, **(env or {})}
     forks = forks_for(full_env)
     if forks is None:
-        return subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=full_env, input=input,
+        return subprocess.run([sys.executable, "-m", "morphserve", *args], cwd=ROOT, env=full_env, input=input,
                               capture_output=True, text=True, timeout=timeout)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="morphserve-cli-") as tmp:
         stdio = (Path(tmp) / "stdin", Path(tmp) / "stdout", Path(tmp) / "stderr")

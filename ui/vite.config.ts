@@ -1,4 +1,4 @@
-// The page is built into the Python package (app/api/ui_static), served by the server at /ui/.
+// The page is built into the Python package (app/morphserve/api/ui_static), served by the server at /ui/.
 import react from "@vitejs/plugin-react";
 import { defineConfig } from "vite";
 
@@ -8,7 +8,7 @@ export default defineConfig({
   base: "/ui/",
   plugins: [react()],
   build: {
-    outDir: "../app/api/ui_static",
+    outDir: "../app/morphserve/api/ui_static",
     emptyOutDir: true,
     assetsDir: "assets",
     target: "es2022",

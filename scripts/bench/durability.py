@@ -20,11 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from app.graph.zoo import chain_spec  # noqa: E402
-from app.serving.metrics import Metrics  # noqa: E402
-from app.serving.registry import Registry  # noqa: E402
-from app.serving.sources import SpecSource  # noqa: E402
-from app.settings import Settings  # noqa: E402
+from morphserve.graph.zoo import chain_spec  # noqa: E402
+from morphserve.serving.metrics import Metrics  # noqa: E402
+from morphserve.serving.registry import Registry  # noqa: E402
+from morphserve.serving.sources import SpecSource  # noqa: E402
+from morphserve.settings import Settings  # noqa: E402
 
 MODELS = {
     "digits (5 nodes)": ("digits", None, "fc2", 64),

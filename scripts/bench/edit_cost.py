@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from app.graph import LiveModel, ModelVersion, load_zoo  # noqa: E402
+from morphserve.graph import LiveModel, ModelVersion, load_zoo  # noqa: E402
 
 SIZES = (10, 100, 1000)
 WIDTH = 64

@@ -190,7 +190,7 @@ class Server:
         if c.kind == "morphserve":
             self._state_dir = tempfile.TemporaryDirectory(prefix="morphserve-bench-state-")
             source = f"{c.model}={c.bundle}" if c.bundle else c.model
-            return [PY, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port), "--model", source,
+            return [PY, "-m", "morphserve", "serve", "--host", "127.0.0.1", "--port", str(self.port), "--model", source,
                     "--device", c.device, "--max-batch-size", str(c.max_batch_size),
                     "--max-batch-delay-ms", str(c.max_batch_delay_ms), "--admin-token", TOKEN,
                     "--state-dir", self._state_dir.name, "--log-level", "warning", *c.extra_args]  # fmt: skip

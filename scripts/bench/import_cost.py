@@ -32,8 +32,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from app.capture import capture, write_bundle  # noqa: E402
-from app.graph import LiveModel, from_spec, read_bundle  # noqa: E402
+from morphserve.capture import capture, write_bundle  # noqa: E402
+from morphserve.graph import LiveModel, from_spec, read_bundle  # noqa: E402
 from tests.models import sequence, vision  # noqa: E402
 
 

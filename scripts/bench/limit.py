@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from app.graph import load_zoo  # noqa: E402
+from morphserve.graph import load_zoo  # noqa: E402
 
 
 def measure(model: torch.nn.Module, x: torch.Tensor, seconds: float, cuda: bool) -> dict[str, float]:

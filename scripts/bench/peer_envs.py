@@ -7,8 +7,8 @@ and so that each peer runs in the environment its users would give it. Every ins
 resolves the install with `pip install --dry-run --report` and refuses it if anything but torch 2.13.0 or any
 `nvidia-*` package would come in.
 
-Besides the peer itself, each venv gets what `app.graph` imports (torch, numpy, pydantic, safetensors, graphviz):
-the peers serve the very modules morphserve serves, built by `app.graph.load_zoo` (scripts/bench/peers/_model.py).
+Besides the peer itself, each venv gets what `morphserve.graph` imports (torch, numpy, pydantic, safetensors, graphviz):
+the peers serve the very modules morphserve serves, built by `morphserve.graph.load_zoo` (scripts/bench/peers/_model.py).
 
     python scripts/bench/peer_envs.py [torchserve ray]     # set up (or check) the venvs, print their versions
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 VENVS = ROOT / ".venv-peers"
 TORCH_PIN = "torch==2.13.0"
-#: What app.graph needs besides torch, with morphserve's own lower bounds (pyproject.toml).
+#: What morphserve.graph needs besides torch, with morphserve's own lower bounds (pyproject.toml).
 APP_GRAPH_DEPS = ("numpy>=1.26", "pydantic>=2.7", "safetensors>=0.4", "graphviz>=0.20")
 
 

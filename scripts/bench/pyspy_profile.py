@@ -73,7 +73,7 @@ def summarise(collapsed: Path, top: int = 20) -> str:
     out.append("\ntop inclusive (share of all non-idle samples; framework plumbing left out):")
     shown = 0
     for f, c in incl_c.most_common():
-        if any(k in f for k in _NOTABLE) and not f.endswith(("(app/cli.py)", "(app/__main__.py)")) and \
+        if any(k in f for k in _NOTABLE) and not f.endswith(("(app/morphserve/cli.py)", "(app/morphserve/__main__.py)")) and \
                 "Middleware" not in f:  # fmt: skip
             out.append(f"  {100 * c / total:5.1f}%  {f}")
             shown += 1
@@ -107,7 +107,7 @@ def main() -> int:
 
     import torch
 
-    from app.graph import load_zoo
+    from morphserve.graph import load_zoo
 
     version = load_zoo(args.model)
     x = h.sample_input([1, *version.inputs[0].shape[1:]])

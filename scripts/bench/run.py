@@ -18,7 +18,7 @@ Workloads (servers alternate within each repetition, and each repetition starts 
      scripts), run as they are when present.
 
 All servers get the same torch thread count (OMP_NUM_THREADS=--threads), the same model and the same weights
-(app.graph.load_zoo, checked: each server's answer to the benchmark body must equal the in-process forward).
+(morphserve.graph.load_zoo, checked: each server's answer to the benchmark body must equal the in-process forward).
 Load comes from wrk (closed loop, keep-alive) with scripts/bench/wrk/post.lua; wrk is installed with apt-get when
 missing and running as root.
 """
@@ -176,7 +176,7 @@ class Bench:
         if model not in self._payloads:
             import torch
 
-            from app.graph import load_zoo
+            from morphserve.graph import load_zoo
 
             version = load_zoo(model, **self.options(model))
             shape = [1, *version.inputs[0].shape[1:]]
@@ -192,7 +192,7 @@ class Bench:
         opts = self.options(model)
         if not opts:
             return None
-        from app.graph import load_zoo, spec_json, weights_bytes
+        from morphserve.graph import load_zoo, spec_json, weights_bytes
 
         d = self.work / "bundles" / model
         if not d.exists():

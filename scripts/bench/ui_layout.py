@@ -39,7 +39,7 @@ from tests.e2e.ui.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from tests.e2e.ui.specs import chain, resnet50  # noqa: E402
 
 OUT = ROOT / "docs" / "bench" / "ui_layout.json"
-STATIC = ROOT / "app" / "api" / "ui_static"
+STATIC = ROOT / "app" / "morphserve" / "api" / "ui_static"
 
 _FRAMES = """async () => {
   const t = [];

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from app.client import Client  # noqa: E402
+from morphserve.client import Client  # noqa: E402
 
 TOKEN = "bench-token"
 
@@ -57,7 +57,7 @@ class Server:
     def __init__(self, state: Path, *models: str) -> None:
         self.port = _port()
         self.url = f"http://127.0.0.1:{self.port}"
-        args = [sys.executable, "-m", "app", "serve", "--port", str(self.port), "--state-dir", str(state),
+        args = [sys.executable, "-m", "morphserve", "serve", "--port", str(self.port), "--state-dir", str(state),
                 "--admin-token", TOKEN, "--log-level", "warning"]  # fmt: skip
         for m in models:
             args += ["--model", m]
@@ -85,7 +85,7 @@ class Server:
 
 def _bundle(tmp: Path) -> Path:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from app.capture import capture, write_bundle
+    from morphserve.capture import capture, write_bundle
     from tests.models import vision
 
     path = tmp / "resnet50.zip"

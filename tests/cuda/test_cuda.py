@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from app.graph import LiveModel, load_zoo
-from app.serving.devices import CudaOps, ops_for
-from app.serving.metrics import Metrics
-from app.serving.placement import Placement, resolve_device, warm_up
-from app.serving.registry import Registry
-from app.settings import Settings
+from morphserve.graph import LiveModel, load_zoo
+from morphserve.serving.devices import CudaOps, ops_for
+from morphserve.serving.metrics import Metrics
+from morphserve.serving.placement import Placement, resolve_device, warm_up
+from morphserve.serving.registry import Registry
+from morphserve.settings import Settings
 
 pytestmark = pytest.mark.cuda
 X = np.random.default_rng(0).random((4, 64), dtype=np.float32)

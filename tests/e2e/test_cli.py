@@ -1,7 +1,7 @@
 """The `morphserve` CLI against a real server subprocess.
 
 Commands run in-process with typer's CliRunner (fast; stdout and stderr kept apart), plus one check through
-`python -m app` itself for the real entry point, environment variables and exit status. Tests that edit use
+`python -m morphserve` itself for the real entry point, environment variables and exit status. Tests that edit use
 their own copy of `digits` so they do not depend on each other.
 """
 
@@ -22,8 +22,8 @@ import pytest
 from safetensors.numpy import save_file
 from typer.testing import CliRunner
 
-from app.cli import cli
-from app.client import Client, NotFound
+from morphserve.cli import cli
+from morphserve.client import Client, NotFound
 from tests.conftest import ROOT, TOKEN, ServerProcess, free_port, serve_module
 
 LINEAR_128 = '{"type": "Linear", "in_features": 128, "out_features": 128}'
@@ -243,10 +243,10 @@ def test_token_option(run: Run, server: ServerProcess, fresh: str) -> None:
 
 def test_real_entry_point(server: ServerProcess) -> None:
     env = {"MORPHSERVE_URL": server.url, "PATH": "/usr/bin:/bin"}
-    ok = subprocess.run([sys.executable, "-m", "app", "infer", "digits", "-"], input=json.dumps(X), cwd=ROOT,
+    ok = subprocess.run([sys.executable, "-m", "morphserve", "infer", "digits", "-"], input=json.dumps(X), cwd=ROOT,
                         env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert ok.returncode == 0 and json.loads(ok.stdout)["model"] == "digits"
-    bad = subprocess.run([sys.executable, "-m", "app", "graph", "no_such_model"], cwd=ROOT, env=env,
+    bad = subprocess.run([sys.executable, "-m", "morphserve", "graph", "no_such_model"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 1 and bad.stdout == ""
     assert bad.stderr.strip() == "error: model 'no_such_model' does not exist"

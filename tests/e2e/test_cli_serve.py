@@ -1,7 +1,7 @@
-"""`morphserve serve` misconfigured (app/cli_serve.py): an unknown model, a bad or missing device, a bad number, a
+"""`morphserve serve` misconfigured (app/morphserve/cli_serve.py): an unknown model, a bad or missing device, a bad number, a
 port in use. Each is one clear `error:` line on stderr and exit status 1, before any model is loaded or journalled.
 
-Real `python -m app serve` processes, because the contract is about what a person sees from the shell (logging
+Real `python -m morphserve serve` processes, because the contract is about what a person sees from the shell (logging
 set-up, uvicorn's bind, the exit status), which an in-process runner would not show.
 """
 
@@ -35,7 +35,7 @@ class Outcome:
 
 
 def _serve(args: list[str], state: Path, port: int) -> Outcome:
-    argv = [sys.executable, "-m", "app", "serve", *args, "--port", str(port), "--state-dir", str(state)]
+    argv = [sys.executable, "-m", "morphserve", "serve", *args, "--port", str(port), "--state-dir", str(state)]
     process = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     return Outcome(process, state, port)
 

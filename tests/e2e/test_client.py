@@ -1,4 +1,4 @@
-"""`app.client.Client` / `AsyncClient` against a real `morphserve serve` subprocess.
+"""`morphserve.client.Client` / `AsyncClient` against a real `morphserve serve` subprocess.
 
 One server per module (start-up dominates the run time); each test that edits works on its own copy of `digits`
 (`fresh` fixture, created through the client's `add_model`), so tests stay independent in any order.
@@ -21,8 +21,8 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
-import app.client.wire as client_module
-from app.client import (
+import morphserve.client.wire as client_module
+from morphserve.client import (
     AsyncClient,
     Client,
     Conflict,
@@ -78,7 +78,7 @@ def fresh(client: Client) -> Iterator[str]:
 
 
 def reference(x: np.ndarray) -> np.ndarray:
-    from app.graph import load_zoo
+    from morphserve.graph import load_zoo
 
     return load_zoo("digits").run(torch.from_numpy(x))[0].numpy()
 

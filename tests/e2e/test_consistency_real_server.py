@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from app.client import AsyncClient
+from morphserve.client import AsyncClient
 from tests.conftest import AUTH, TOKEN, ServerProcess
 from tests.integration.test_consistency import CLIENTS, Race, check_race, run_race
 

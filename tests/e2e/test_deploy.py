@@ -121,8 +121,8 @@ def final_stage_env() -> dict[str, str]:
 
 
 def torch_pin() -> str:
-    m = re.search(r'"torch==([^"]+)"', (ROOT / "pyproject.toml").read_text())
-    assert m, "pyproject.toml no longer pins torch exactly"
+    m = re.search(r"^torch==(\S+)$", (ROOT / "constraints.txt").read_text(), re.M)
+    assert m, "constraints.txt no longer pins torch exactly"
     return m.group(1)
 
 
@@ -217,9 +217,9 @@ def test_dockerfile_structure() -> None:
         assert re.fullmatch(r"python:3\.\d+\.\d+-slim-\w+", image), f"base image not pinned to a patch tag: {image}"
     assert len(set(images)) == 1, f"builder and final stage must share the base image: {images}"
 
-    # The torch pin follows pyproject.toml; GPU by default, from the PyTorch index for the chosen variant.
+    # The torch pin follows constraints.txt; GPU by default, from the PyTorch index for the chosen variant.
     args = {k: v for ins in builder if ins.name == "ARG" for k, v in key_values(ins.args).items()}
-    assert args.get("TORCH_VERSION") == torch_pin(), "Dockerfile's TORCH_VERSION differs from pyproject's torch pin"
+    assert args.get("TORCH_VERSION") == torch_pin(), "Dockerfile's TORCH_VERSION differs from constraints.txt's torch pin"
     assert re.fullmatch(r"cu\d{3}", args.get("TORCH_VARIANT", "")), "default build should be a CUDA variant"
     assert args.get("TORCH_INDEX_URL") == TORCH_INDEX, "by default torch comes from the PyTorch index of the variant"
     torch_at = next(n for n, i in enumerate(builder) if i.name == "RUN" and "torch==${TORCH_VERSION}" in i.args)
@@ -261,7 +261,7 @@ def test_dockerignore_keeps_the_context_small_and_complete() -> None:
                  "scripts/bench/raw.json", "Dockerfile", "docker-compose.yml", "deploy/nginx/nginx.conf",
                  "build/docker-test/build.log"):  # fmt: skip
         assert not in_context(path, rules), f"{path} should not be sent to the Docker daemon"
-    for path in ("pyproject.toml", "README.md", "app/__init__.py", "app/graph/weights/digits.safetensors",
+    for path in ("pyproject.toml", "constraints.txt", "README.md", "app/morphserve/__init__.py", "app/morphserve/graph/weights/digits.safetensors",
                  "wheels/README.md", "wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"):  # fmt: skip
         assert in_context(path, rules), f"{path} is needed by the build but .dockerignore drops it"
 
@@ -420,7 +420,7 @@ def test_nginx_conf_streams_events_unbuffered_and_finds_scaled_replicas() -> Non
     assert timeout and int(timeout.group(1)) * {"h": 3600, "m": 60, "s": 1}[timeout.group(2)] >= 3600
 
     # The body limit is the server's (--max-body-mb default), in MiB, and nginx's own errors are JSON.
-    from app.settings import Settings
+    from morphserve.settings import Settings
 
     limit = re.search(r"client_max_body_size (\d+)m;", conf)
     assert limit and float(limit.group(1)) == Settings.model_fields["max_body_mb"].default
@@ -495,7 +495,7 @@ def test_image_install_and_start_steps_outside_docker(tmp_path: Path) -> None:
     """Slow (about a minute: a fresh venv with torch): the Dockerfile's own steps, then the server answers ready."""
     context = tmp_path / "context"
     files = build_context(context)
-    assert "pyproject.toml" in files and "app/graph/weights/digits.safetensors" in files
+    assert "pyproject.toml" in files and "app/morphserve/graph/weights/digits.safetensors" in files
     assert not any(f.startswith(("tests/", ".venv/", ".git/")) for f in files)
 
     venv = tmp_path / "venv"
@@ -503,10 +503,10 @@ def test_image_install_and_start_steps_outside_docker(tmp_path: Path) -> None:
     assert any("venv" in c for c in ran) and any("torch==" in c for c in ran) and any(" install " in c for c in ran)
 
     # The install is a real, non-editable one: the package imports from the venv, not from the work tree.
-    out = subprocess.run([str(venv / "bin/python"), "-c", "import app, torch; print(app.__file__); "
+    out = subprocess.run([str(venv / "bin/python"), "-c", "import morphserve, torch; print(morphserve.__file__); "
                           "print(torch.__version__)"], cwd=tmp_path, env=clean_env(), capture_output=True,
                          text=True, timeout=120, check=True).stdout.split()  # fmt: skip
-    assert Path(out[0]).is_relative_to(venv), f"app imported from {out[0]}, not from the fresh venv"
+    assert Path(out[0]).is_relative_to(venv), f"morphserve imported from {out[0]}, not from the fresh venv"
     assert out[1].split("+")[0] == torch_pin()
 
     # Start the final stage's ENTRYPOINT from the venv, as the image would, but on loopback and a free port.

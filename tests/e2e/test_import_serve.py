@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 import torch
 
-from app.capture import capture, write_bundle
-from app.client import AsyncClient, Client
-from app.graph import from_spec, read_bundle
+from morphserve.capture import capture, write_bundle
+from morphserve.client import AsyncClient, Client
+from morphserve.graph import from_spec, read_bundle
 from tests.conftest import TOKEN
 from tests.e2e.restartable import Restartable
 from tests.forkserver import run_cli

@@ -42,7 +42,7 @@ def test_server_health_and_metadata(triton: httpclient.InferenceServerClient) ->
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
 def test_infer_matches_reference(triton: httpclient.InferenceServerClient, binary: bool) -> None:
-    from app.graph import load_zoo
+    from morphserve.graph import load_zoo
 
     x = np.random.default_rng(0).random((5, 64), dtype=np.float32)
     result = _infer(triton, "digits", x, binary)

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.client import Client, MorphserveError
-from app.graph import load_zoo
-from app.graph.bundle import bundle_bytes
+from morphserve.client import Client, MorphserveError
+from morphserve.graph import load_zoo
+from morphserve.graph.bundle import bundle_bytes
 from tests.conftest import AUTH, TOKEN, ServerProcess
 from tests.e2e.mounts import PrivateTmpfs
 from tests.e2e.restartable import Restartable

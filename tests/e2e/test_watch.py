@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app.client import AsyncClient, Client, Event, NotFound, Unreachable
+from morphserve.client import AsyncClient, Client, Event, NotFound, Unreachable
 from tests.conftest import AUTH, ROOT, ServerProcess, serve_module
 
 _names = itertools.count()
@@ -193,7 +193,7 @@ def test_server_events_from_the_client(server: ServerProcess) -> None:
 
 
 def _watch(server: ServerProcess, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "app", "--url", server.url, "watch", *args], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "morphserve", "--url", server.url, "watch", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 

@@ -15,12 +15,12 @@ import httpx
 import numpy as np
 import torch
 
-from app.client import AsyncClient
-from app.graph import load_zoo
-from app.main import create_app
-from app.serving.metrics import Metrics
-from app.serving.registry import Registry
-from app.settings import Settings
+from morphserve.client import AsyncClient
+from morphserve.graph import load_zoo
+from morphserve.main import create_app
+from morphserve.serving.metrics import Metrics
+from morphserve.serving.registry import Registry
+from morphserve.settings import Settings
 from tests.conftest import AUTH, TOKEN, free_port
 
 X = np.random.default_rng(0).random((3, 64), dtype=np.float32)
@@ -74,7 +74,7 @@ async def served(tmp_path: Path, **overrides: Any) -> AsyncIterator[tuple[httpx.
 async def served_with_binary(
     tmp_path: Path, **overrides: Any
 ) -> AsyncIterator[tuple[httpx.AsyncClient, AsyncClient, Registry]]:
-    """As `served`, plus app.client's binary-OIP AsyncClient over the same app."""
+    """As `served`, plus morphserve.client's binary-OIP AsyncClient over the same app."""
     values: dict[str, Any] = {"models": ["digits"], "admin_token": TOKEN, "state_dir": tmp_path / "state"}
     values.update(overrides)
     settings = Settings(**values)

@@ -18,8 +18,8 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from safetensors.torch import save as save_safetensors
 
-from app.main import create_app
-from app.settings import Settings
+from morphserve.main import create_app
+from morphserve.settings import Settings
 from tests.conftest import AUTH, TOKEN
 from tests.integration.helpers import X, assert_error, identity_insert
 

@@ -30,8 +30,8 @@ import httpx
 import numpy as np
 import pytest
 
-from app.client import Unavailable
-from app.serving.worker import DeviceWorker
+from morphserve.client import Unavailable
+from morphserve.serving.worker import DeviceWorker
 from tests.integration.helpers import WAIT, assert_error, hold, reference, threaded_server, until
 from tests.integration.helpers import served_with_binary as served
 

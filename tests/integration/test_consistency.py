@@ -8,7 +8,7 @@ earlier constant version instead (the new version then outputs that version's co
 versions back from the state dir. Edits go through the general edits route, the safetensors weights upload
 and the rollback route.
 
-Inference traffic mixes /v1 (nested JSON), OIP JSON, OIP binary (app.client) and OIP on an explicit older
+Inference traffic mixes /v1 (nested JSON), OIP JSON, OIP binary (morphserve.client) and OIP on an explicit older
 version. Every response must be a 200 carrying exactly the output of the version it reports, that version must
 be at least the newest one acknowledged before the request was sent, and an explicit version must be served by
 that very version. The same race runs against the in-process app (httpx over ASGI) here, and against a real
@@ -30,8 +30,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save as save_safetensors
 
-from app.client import AsyncClient, MorphserveError
-from app.serving import inference
+from morphserve.client import AsyncClient, MorphserveError
+from morphserve.serving import inference
 from tests.integration.helpers import X, head_ops, reference, served, served_with_binary
 
 MIN_INFERENCES = 2000

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-import app.serving.pipeline as pipeline_module
-from app.serving.metrics import Metrics
-from app.serving.registry import Registry
-from app.settings import Settings
+import morphserve.serving.pipeline as pipeline_module
+from morphserve.serving.metrics import Metrics
+from morphserve.serving.registry import Registry
+from morphserve.settings import Settings
 from tests.integration.helpers import X, head_ops, served
 
 WAIT = 30.0

@@ -24,11 +24,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-import app.store.sqlite_journal as sqlite_journal
-from app.main import create_app
-from app.serving.metrics import Metrics
-from app.serving.registry import Registry
-from app.settings import Settings
+import morphserve.store.sqlite_journal as sqlite_journal
+from morphserve.main import create_app
+from morphserve.serving.metrics import Metrics
+from morphserve.serving.registry import Registry
+from morphserve.settings import Settings
 from tests.conftest import AUTH, ROOT, TOKEN
 from tests.integration.helpers import X, head_ops, reference
 
@@ -87,10 +87,10 @@ _DIES_BEFORE_THE_ROW = textwrap.dedent("""
     import os, sys
     from pathlib import Path
     from fastapi.testclient import TestClient
-    from app.main import create_app
-    from app.serving.metrics import Metrics
-    from app.serving.registry import Registry
-    from app.settings import Settings
+    from morphserve.main import create_app
+    from morphserve.serving.metrics import Metrics
+    from morphserve.serving.registry import Registry
+    from morphserve.settings import Settings
 
     settings = Settings(models=["digits"], admin_token=sys.argv[2], state_dir=Path(sys.argv[1]))
     registry = Registry(settings, Metrics())
@@ -202,7 +202,7 @@ def _crashed_copy(tmp_path: Path) -> Path:
 
 def _wal_frames(wal: Path) -> tuple[int, list[bool]]:
     """The log's frame size and which frames commit a transaction (the format is SQLite's, read independently of
-    app.store.sqlite_wal)."""
+    morphserve.store.sqlite_wal)."""
     data = wal.read_bytes()
     frame = 24 + int.from_bytes(data[8:12], "big")
     commits = [int.from_bytes(data[at + 4 : at + 8], "big") != 0 for at in range(32, len(data) - frame + 1, frame)]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app.api import fastpath
+from morphserve.api import fastpath
 from tests.integration.helpers import X
 
 RAW = np.ascontiguousarray(X[:2], dtype="<f4").tobytes()

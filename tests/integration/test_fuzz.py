@@ -3,7 +3,7 @@
 Every generated request (schemathesis' examples, coverage and fuzzing phases per operation, positive and negative
 data, sent with the admin token), and every step of a stateful run that follows OpenAPI links from a created
 model to inference and edits on it, must get no 5xx and a response that conforms to the declared schema: status
-code, content type, headers, body. Where the schema lied, the schema was fixed in app/api, not here.
+code, content type, headers, body. Where the schema lied, the schema was fixed in app/morphserve/api, not here.
 
 - A fresh seed each run, printed in the header of every pytest run (tests/conftest.py); replay a failure with
   `MORPHSERVE_FUZZ_SEED=<seed>`. No example database, so the seed alone decides the run.
@@ -49,11 +49,11 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.testclient import TestClient
 
-from app.main import create_app
-from app.serving.metrics import Metrics
-from app.serving.registry import Registry
-from app.serving.sources import ZooSource
-from app.settings import Settings
+from morphserve.main import create_app
+from morphserve.serving.metrics import Metrics
+from morphserve.serving.registry import Registry
+from morphserve.serving.sources import ZooSource
+from morphserve.settings import Settings
 from tests.conftest import AUTH, FUZZ_SEED, TOKEN
 from tests.integration.helpers import _NoLifespan
 

@@ -25,9 +25,9 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.graph.errors import EditError
-from app.serving.registry import Registry
-from app.store import StorageFullError
+from morphserve.graph.errors import EditError
+from morphserve.serving.registry import Registry
+from morphserve.store import StorageFullError
 from tests.conftest import AUTH
 from tests.integration.helpers import WAIT, X, assert_error, head_ops, hold, identity_insert, reference, served
 
@@ -269,7 +269,7 @@ def test_3_results_from_a_version_still_being_recorded_are_served(
 ) -> None:
     """The worker swaps a new version in just before the registry records it as current; a result computed in
     between names a version the registry does not know yet. Widen that window: inference must still be 200."""
-    from app.graph.live import LiveModel
+    from morphserve.graph.live import LiveModel
 
     record = LiveModel.commit
 
@@ -334,7 +334,7 @@ def test_3_a_failed_edit_changes_nothing(tmp_path: Path, ops: list[dict[str, Any
 def test_3_an_edit_failing_its_warm_up_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The last check before the swap (a forward on the device) failing leaves the old version serving,
     nothing journaled, and no version number taken."""
-    import app.serving.pipeline as pipeline_module
+    import morphserve.serving.pipeline as pipeline_module
 
     async def main() -> None:
         async with served(tmp_path) as (client, registry):

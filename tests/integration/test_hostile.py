@@ -279,8 +279,8 @@ CASES: list[Case] = [
 @pytest.fixture(scope="module")
 def hostile_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     """One app for all the cases (each must change nothing, which the test checks), body limit LIMIT_MB."""
-    from app.main import create_app
-    from app.settings import Settings
+    from morphserve.main import create_app
+    from morphserve.settings import Settings
 
     settings = Settings(models=["digits"], admin_token=TOKEN, state_dir=tmp_path_factory.mktemp("hostile") / "state",
                         max_body_mb=LIMIT_MB, fsync=False)  # fmt: skip

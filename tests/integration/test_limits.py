@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save as save_safetensors
 
-from app.main import create_app
-from app.settings import Settings
+from morphserve.main import create_app
+from morphserve.settings import Settings
 from tests.conftest import AUTH
 from tests.integration.helpers import X, assert_error, hold, identity_insert
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from pydantic import TypeAdapter
 from safetensors.numpy import load as load_safetensors
 
-from app.graph.catalogue import LAYER_TYPES, LayerSpec
+from morphserve.graph.catalogue import LAYER_TYPES, LayerSpec
 from tests.conftest import AUTH
 from tests.integration.helpers import assert_error
 

@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import torch
 
-from app.serving.registry import Registry
+from morphserve.serving.registry import Registry
 from tests.integration.helpers import assert_error, hold, until
 from tests.integration.helpers import served_with_binary as served
 

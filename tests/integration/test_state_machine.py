@@ -33,8 +33,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 from safetensors.numpy import save as save_safetensors
 
-from app.main import create_app
-from app.settings import Settings
+from morphserve.main import create_app
+from morphserve.settings import Settings
 from tests.conftest import AUTH, TOKEN
 from tests.integration.helpers import X, assert_error
 

@@ -9,7 +9,7 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from app.api.routes import ui
+from morphserve.api.routes import ui
 from tests.integration.helpers import assert_error
 
 

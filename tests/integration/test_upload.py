@@ -18,8 +18,8 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save
 
-from app.graph import load_zoo
-from app.graph.bundle import bundle_bytes, spec_json, weights_bytes
+from morphserve.graph import load_zoo
+from morphserve.graph.bundle import bundle_bytes, spec_json, weights_bytes
 from tests.conftest import AUTH
 from tests.integration.helpers import X, assert_error, reference
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.graph import from_spec, read_bundle
-from app.serving.metrics import Metrics
-from app.serving.registry import Registry
-from app.settings import Settings
+from morphserve.graph import from_spec, read_bundle
+from morphserve.serving.metrics import Metrics
+from morphserve.serving.registry import Registry
+from morphserve.settings import Settings
 from tests.conftest import AUTH
 from tests.integration.helpers import assert_error, head_ops
 

@@ -1,7 +1,7 @@
 """The layering rule, checked on the source: imports point one way.
 
 api -> serving -> store -> graph; wire -> graph's torch-free table and converter; nothing imports api but
-app/main.py; graph imports nothing else of app. A violation names the file and the import.
+app/morphserve/main.py; graph imports nothing else of app. A violation names the file and the import.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-APP = Path(__file__).resolve().parents[2] / "app"
+APP = Path(__file__).resolve().parents[2] / "app" / "morphserve"
 
 
 def _module_of(path: Path) -> str:
@@ -38,7 +38,7 @@ def _imports(path: Path) -> set[str]:
                 target = node.module or ""
             found.add(target)
             found.update(f"{target}.{a.name}" for a in node.names)
-    return {m for m in found if m == "app" or m.startswith("app.")}
+    return {m for m in found if m == "morphserve" or m.startswith("morphserve.")}
 
 
 def _files(sub: str = "") -> list[Path]:
@@ -58,31 +58,31 @@ def _violations(files: list[Path], allowed: tuple[str, ...]) -> list[str]:
 def test_only_main_and_api_import_api() -> None:
     bad = [f"{f.relative_to(APP.parent)} imports {m}" for f in _files()
            if f != APP / "main.py" and APP / "api" not in f.parents
-           for m in _imports(f) if m == "app.api" or m.startswith("app.api.")]  # fmt: skip
+           for m in _imports(f) if m == "morphserve.api" or m.startswith("morphserve.api.")]  # fmt: skip
     assert bad == []
 
 
 def test_graph_imports_nothing_else_of_app() -> None:
-    assert _violations(_files("graph"), ("app.graph",)) == []
+    assert _violations(_files("graph"), ("morphserve.graph",)) == []
 
 
 def test_store_imports_only_graph_and_settings() -> None:
-    assert _violations(_files("store"), ("app.store", "app.graph", "app.settings")) == []
+    assert _violations(_files("store"), ("morphserve.store", "morphserve.graph", "morphserve.settings")) == []
 
 
 def test_serving_imports_neither_api_nor_wire() -> None:
-    assert _violations(_files("serving"), ("app.serving", "app.store", "app.graph", "app.settings")) == []
+    assert _violations(_files("serving"), ("morphserve.serving", "morphserve.store", "morphserve.graph", "morphserve.settings")) == []
 
 
 def test_wire_uses_only_the_torch_free_parts_of_graph() -> None:
-    assert _violations(_files("wire"), ("app.wire", "app.graph.datatypes", "app.graph.arrays", "app.graph")) == []
+    assert _violations(_files("wire"), ("morphserve.wire", "morphserve.graph.datatypes", "morphserve.graph.arrays", "morphserve.graph")) == []
     for f in _files("wire"):
-        assert all(m in ("app.graph", "app.graph.datatypes", "app.graph.arrays") or m.startswith(
-            ("app.wire", "app.graph.datatypes.", "app.graph.arrays.")) for m in _imports(f)), f  # fmt: skip
+        assert all(m in ("morphserve.graph", "morphserve.graph.datatypes", "morphserve.graph.arrays") or m.startswith(
+            ("morphserve.wire", "morphserve.graph.datatypes.", "morphserve.graph.arrays.")) for m in _imports(f)), f  # fmt: skip
 
 
 def test_the_client_and_the_wire_codec_do_not_load_torch() -> None:
     """The Python client and the CLI's client commands start fast and run where torch is not installed."""
-    code = "import sys, app.client, app.wire.oip_codec; print('torch' in sys.modules)"
+    code = "import sys, morphserve.client, morphserve.wire.oip_codec; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=APP.parent, check=True)
     assert out.stdout.strip() == "False", out.stderr

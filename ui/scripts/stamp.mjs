@@ -7,7 +7,7 @@ import { join, relative, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const UI = fileURLToPath(new URL("..", import.meta.url));
-const OUT = join(UI, "..", "app", "api", "ui_static");
+const OUT = join(UI, "..", "app", "morphserve", "api", "ui_static");
 const SKIP = new Set(["node_modules", "dist"]);
 
 function files(root, dir = root) {

@@ -22,7 +22,7 @@ def load_model(name: str, options: str | None, device: str, dtype: str = "float3
     its parameters cast to `dtype` (float32, float16 or bfloat16); inputs must then be cast to it as well."""
     import torch
 
-    from app.graph import load_zoo
+    from morphserve.graph import load_zoo
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit(f"--device {device} requested but CUDA is not available")

@@ -1,6 +1,6 @@
 """The naive peer: a plain FastAPI + uvicorn endpoint that runs one forward per request (what most people write first).
 
-Same model and weights as morphserve (`app.graph.load_zoo`), same request and response JSON as morphserve's
+Same model and weights as morphserve (`morphserve.graph.load_zoo`), same request and response JSON as morphserve's
 `POST /v1/models/{model}/infer`: `{"inputs": nested list}` in, `{"model", "model_version", "outputs"}` out.
 A sync route, so FastAPI runs each forward in its thread pool; no batching.
 

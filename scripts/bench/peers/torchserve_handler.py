@@ -20,7 +20,7 @@ from ts.torch_handler.base_handler import BaseHandler
 
 
 class ZooHandler(BaseHandler):
-    """BaseHandler's hooks (preprocess, inference, postprocess) with the model built by app.graph.load_zoo."""
+    """BaseHandler's hooks (preprocess, inference, postprocess) with the model built by morphserve.graph.load_zoo."""
 
     def initialize(self, context: Any) -> None:
         model_dir = Path(context.system_properties["model_dir"])

@@ -1,7 +1,7 @@
 """The page shipped inside the package is built from the current sources, and installing carries it.
 
 `npm run build` (ui/scripts/stamp.mjs) records a hash of every source file under ui/ and of every file it wrote
-into app/api/ui_static/build-info.json. Editing a source without rebuilding, or a built file by hand, fails here.
+into app/morphserve/api/ui_static/build-info.json. Editing a source without rebuilding, or a built file by hand, fails here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from app.api.routes.ui import STATIC_DIR
+from morphserve.api.routes.ui import STATIC_DIR
 from tests.conftest import ROOT
 from tests.e2e.test_deploy import build_context
 
@@ -55,7 +55,7 @@ def test_the_bundle_is_built_from_the_current_sources() -> None:
 def test_the_shipped_files_are_the_ones_the_build_wrote() -> None:
     info = json.loads(INFO.read_text())
     shipped = [n for n in _files(STATIC_DIR) if n != "build-info.json"]
-    assert shipped == sorted(info["outputs"]), "files in app/api/ui_static differ from the build's"
+    assert shipped == sorted(info["outputs"]), "files in app/morphserve/api/ui_static differ from the build's"
     for name in shipped:
         assert _sha((STATIC_DIR / name).read_bytes()) == info["outputs"][name], f"{name} was changed after the build"
     index = (STATIC_DIR / "index.html").read_text()
@@ -65,7 +65,7 @@ def test_the_shipped_files_are_the_ones_the_build_wrote() -> None:
 def test_installing_from_the_docker_context_carries_the_page(tmp_path: Path) -> None:
     context = tmp_path / "context"
     copied = build_context(context)
-    assert "app/api/ui_static/index.html" in copied
+    assert "app/morphserve/api/ui_static/index.html" in copied
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                         str(tmp_path / "dist"), str(context)], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
@@ -73,4 +73,4 @@ def test_installing_from_the_docker_context_carries_the_page(tmp_path: Path) -> 
     names = set(zipfile.ZipFile(wheel).namelist())
     info = json.loads(INFO.read_text())
     for name in [*info["outputs"], "build-info.json"]:
-        assert f"app/api/ui_static/{name}" in names, f"{name} is not in the wheel"
+        assert f"morphserve/api/ui_static/{name}" in names, f"{name} is not in the wheel"

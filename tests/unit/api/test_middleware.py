@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.api.middleware import BodyLimitMiddleware, StreamedBody, media_type
+from morphserve.api.middleware import BodyLimitMiddleware, StreamedBody, media_type
 
 LIMIT = 100
 UPLOAD = StreamedBody("POST", "/v1/models", "application/zip", 1000, "--max-upload-mb")

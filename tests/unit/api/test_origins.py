@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.api.origins import host_allowed, same_origin, split_host
+from morphserve.api.origins import host_allowed, same_origin, split_host
 
 
 @pytest.mark.parametrize("host,expected", [

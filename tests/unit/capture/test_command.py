@@ -1,5 +1,5 @@
 """`morphserve import` end to end: the CLI writes the bundle the server serves; refusals are one line, exit 1.
-And the import boundary: nothing on the server side imports app.capture (it runs user code)."""
+And the import boundary: nothing on the server side imports morphserve.capture (it runs user code)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from fastapi.testclient import TestClient
 
-from app.graph import from_spec, read_bundle
+from morphserve.graph import from_spec, read_bundle
 from tests.forkserver import run_cli
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -72,17 +72,17 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_server_side_never_imports_capture() -> None:
-    server = [*(ROOT / "app").glob("graph/**/*.py"), *(ROOT / "app").glob("serving/**/*.py"),
-              *(ROOT / "app").glob("api/**/*.py"), *(ROOT / "app").glob("store/**/*.py"),
-              ROOT / "app/main.py"]  # fmt: skip
+    server = [*(ROOT / "app" / "morphserve").glob("graph/**/*.py"), *(ROOT / "app" / "morphserve").glob("serving/**/*.py"),
+              *(ROOT / "app" / "morphserve").glob("api/**/*.py"), *(ROOT / "app" / "morphserve").glob("store/**/*.py"),
+              ROOT / "app/morphserve/main.py"]  # fmt: skip
     assert len(server) > 20
     for path in server:
-        bad = {n for n in _imports(path) if n.startswith("app.capture") or n == "<relative>.capture"}
+        bad = {n for n in _imports(path) if n.startswith("morphserve.capture") or n == "<relative>.capture"}
         assert not bad, f"{path} imports {bad}"
     # and at run time: building the app loads no capture module, nor torch.export
-    code = ("import sys; from app.main import create_app; from app.settings import Settings; "
+    code = ("import sys; from morphserve.main import create_app; from morphserve.settings import Settings; "
             "create_app(Settings(models=['digits'], admin_token='t')); "
-            "print(sorted(m for m in sys.modules if m.startswith('app.capture')))")  # fmt: skip
+            "print(sorted(m for m in sys.modules if m.startswith('morphserve.capture')))")  # fmt: skip
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"

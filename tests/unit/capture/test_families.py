@@ -14,9 +14,9 @@ import pytest
 import torch
 from safetensors.torch import load as st_load
 
-from app.capture import capture, write_bundle
-from app.graph import LiveModel, ModelVersion, describe, from_spec, read_bundle, spec_json, weights_bytes
-from app.graph.version import make_version
+from morphserve.capture import capture, write_bundle
+from morphserve.graph import LiveModel, ModelVersion, describe, from_spec, read_bundle, spec_json, weights_bytes
+from morphserve.graph.version import make_version
 from tests.models.families import FAMILIES, example, params
 
 _CAPTURED: dict[str, tuple[torch.nn.Module, ModelVersion, ModelVersion]] = {}

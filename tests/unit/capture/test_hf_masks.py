@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from app.capture import capture, write_bundle
-from app.graph import from_spec, read_bundle
+from morphserve.capture import capture, write_bundle
+from morphserve.graph import from_spec, read_bundle
 from tests.models.sequence import hf_bert
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.capture import CaptureError, capture, load_module
+from morphserve.capture import CaptureError, capture, load_module
 
 USER_FILE = Path(__file__).parent / "userfiles" / "refused.py"
 

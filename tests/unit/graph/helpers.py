@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from app.graph import LiveModel, ModelVersion, load_zoo
+from morphserve.graph import LiveModel, ModelVersion, load_zoo
 
 MODELS = ("digits", "mlp", "convnet", "resnet")
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load as st_load
 
-from app.graph import SpecError, apply_edit, from_spec, read_bundle, spec_json, weights_bytes
+from morphserve.graph import SpecError, apply_edit, from_spec, read_bundle, spec_json, weights_bytes
 
 from .helpers import MODELS, base, example, run
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from app.graph import LAYER_TYPES, SpecError, parse_layer
-from app.graph.catalogue import LAYER_CLASSES, ResidualBlock, layer_from_module
-from app.graph.layers_seq import GRULayer, LSTMLayer, MultiheadAttentionLayer, RNNLayer
+from morphserve.graph import LAYER_TYPES, SpecError, parse_layer
+from morphserve.graph.catalogue import LAYER_CLASSES, ResidualBlock, layer_from_module
+from morphserve.graph.layers_seq import GRULayer, LSTMLayer, MultiheadAttentionLayer, RNNLayer
 
 REQUIRED = {
     "Linear", "Conv1d", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "Dropout", "ReLU",

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import torch
 
-from app.graph import EditError, InsertOp, LiveModel, SetWeightsOp, apply_edit, parse_ops
-from app.graph.live import ConflictError
+from morphserve.graph import EditError, InsertOp, LiveModel, SetWeightsOp, apply_edit, parse_ops
+from morphserve.graph.live import ConflictError
 
 from .helpers import ANCHORS, MODELS, Snapshot, base, example, live, max_diff, run, shape, square_layer, users
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from app.graph import SpecError, from_spec
-from app.graph.functions import FUNCTIONS
+from morphserve.graph import SpecError, from_spec
+from morphserve.graph.functions import FUNCTIONS
 
 X = ("x", "FP32", [-1, 4, 6])
 Y = ("y", "FP32", [-1, 4, 6])

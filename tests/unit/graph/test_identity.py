@@ -9,7 +9,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.graph import LiveModel, apply_edit, from_spec
+from morphserve.graph import LiveModel, apply_edit, from_spec
 
 from .helpers import MODELS, base, example, max_diff, run, shape
 

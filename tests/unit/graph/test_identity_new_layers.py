@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from app.graph import EditError, LiveModel, from_spec
+from morphserve.graph import EditError, LiveModel, from_spec
 
 
 def _model(shape: list[int], first: dict[str, Any]) -> LiveModel:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.graph import LiveModel, NotFoundError, apply_edit, diff
-from app.graph.live import ConflictError
+from morphserve.graph import LiveModel, NotFoundError, apply_edit, diff
+from morphserve.graph.live import ConflictError
 
 from .helpers import Snapshot, base, example, live, max_diff, new_bytes, run, storage_ptrs
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load as st_load
 
-from app.graph import EditError, LiveModel, SpecError, describe, from_spec, spec_json, weights_bytes
-from app.graph.version import make_version
+from morphserve.graph import EditError, LiveModel, SpecError, describe, from_spec, spec_json, weights_bytes
+from morphserve.graph.version import make_version
 
 SCALED = {
     "name": "scaled", "inputs": [{"name": "x", "shape": [-1, 3]}], "outputs": [{"name": "out", "node": "mul"}],

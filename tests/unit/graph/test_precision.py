@@ -1,4 +1,4 @@
-"""Half precision: a compute datatype for the whole model, cast at its boundary (app/graph/precision.py)."""
+"""Half precision: a compute datatype for the whole model, cast at its boundary (app/morphserve/graph/precision.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.graph import EditError, LiveModel, from_spec, load_zoo, read_bundle
-from app.graph.bundle import bundle_bytes
-from app.graph.edits import recast
-from app.store import Store
-from app.store.memory import MemoryBlobs, MemoryJournal
+from morphserve.graph import EditError, LiveModel, from_spec, load_zoo, read_bundle
+from morphserve.graph.bundle import bundle_bytes
+from morphserve.graph.edits import recast
+from morphserve.store import Store
+from morphserve.store.memory import MemoryBlobs, MemoryJournal
 
 X = torch.rand(5, 64, generator=torch.Generator().manual_seed(0))
 IDENTITY = {"op": "insert", "after": "fc1", "init": "identity",

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from app.graph.dtypes import TORCH_TO_OIP
-from app.graph.shapes import _SHAPE_KEEPING, NodeShape, _by_rule
+from morphserve.graph.dtypes import TORCH_TO_OIP
+from morphserve.graph.shapes import _SHAPE_KEEPING, NodeShape, _by_rule
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 PROBES = (((2, 8), (3, 8)), ((2, 5, 8), (3, 5, 8)), ((8,), (8,)), ((2, 7), (3, 7)), ((2, 32, 8), (3, 40, 8)))

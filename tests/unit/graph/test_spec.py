@@ -9,10 +9,10 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from app.graph import SpecError, from_spec, load_zoo, parse_spec
-from app.graph.shapes import propagate
-from app.graph.spec import build_graph_module
-from app.graph.zoo import zoo_spec
+from morphserve.graph import SpecError, from_spec, load_zoo, parse_spec
+from morphserve.graph.shapes import propagate
+from morphserve.graph.spec import build_graph_module
+from morphserve.graph.zoo import zoo_spec
 
 from .helpers import MODELS, base, example, run
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from app.graph import LiveModel, NotFoundError, spec_json
-from app.graph import stats as stats_module
-from app.graph.stats import node_history, node_weights, spec_fingerprints, tensor_stats
+from morphserve.graph import LiveModel, NotFoundError, spec_json
+from morphserve.graph import stats as stats_module
+from morphserve.graph.stats import node_history, node_weights, spec_fingerprints, tensor_stats
 
 from .helpers import base
 

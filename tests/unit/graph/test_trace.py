@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load as st_load
 from torch import nn
 
-from app.graph import SpecError, apply_edit, describe, from_module, from_spec, spec_json, weights_bytes
+from morphserve.graph import SpecError, apply_edit, describe, from_module, from_spec, spec_json, weights_bytes
 
 from .helpers import max_diff
 
@@ -63,7 +63,7 @@ def test_traced_model_is_editable_and_exportable() -> None:
 
 
 def test_residual_block_traces_as_one_layer() -> None:
-    from app.graph.catalogue import parse_layer
+    from morphserve.graph.catalogue import parse_layer
 
     block = parse_layer({"type": "Residual", "body": [{"type": "Linear", "in_features": 8, "out_features": 8}]}).build()
     net = nn.Sequential(block, nn.Tanh())

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.graph import GraphDescription, apply_edit, describe, diff, to_dot
+from morphserve.graph import GraphDescription, apply_edit, describe, diff, to_dot
 
 from .helpers import MODELS, base
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from app.serving.devices import CpuOps, ops_for
-from app.serving.placement import resolve_device
+from morphserve.serving.devices import CpuOps, ops_for
+from morphserve.serving.placement import resolve_device
 
 
 def test_cpu_ops_pass_tensors_through_and_have_no_side_stream() -> None:

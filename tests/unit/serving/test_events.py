@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from app.graph.errors import NotFoundError
-from app.serving.events import GLOBAL, LOST, Event, EventHub, open_global_stream, open_model_stream
+from morphserve.graph.errors import NotFoundError
+from morphserve.serving.events import GLOBAL, LOST, Event, EventHub, open_global_stream, open_model_stream
 
 pytestmark = pytest.mark.anyio
 

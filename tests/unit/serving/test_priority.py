@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.serving.priority import SwitchIntervalBoost
+from morphserve.serving.priority import SwitchIntervalBoost
 
 
 @pytest.fixture(autouse=True)

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.graph import SpecError, load_zoo
-from app.graph.bundle import bundle_bytes
-from app.serving import sources
-from app.serving.budget import MemoryBudget
-from app.serving.sources import SPOOL_CHUNK, UploadedBundle, sweep_spools
-from app.store import StorageFullError, StoreUnavailableError
+from morphserve.graph import SpecError, load_zoo
+from morphserve.graph.bundle import bundle_bytes
+from morphserve.serving import sources
+from morphserve.serving.budget import MemoryBudget
+from morphserve.serving.sources import SPOOL_CHUNK, UploadedBundle, sweep_spools
+from morphserve.store import StorageFullError, StoreUnavailableError
 
 BUDGET = MemoryBudget(1 << 30)
 

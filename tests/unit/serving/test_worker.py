@@ -13,9 +13,9 @@ from concurrent.futures import Future
 import pytest
 import torch
 
-from app.serving.errors import BadInputError, QueueFullError, UnavailableError
-from app.serving.metrics import Metrics
-from app.serving.worker import DeviceWorker, InferItem, InferResult
+from morphserve.serving.errors import BadInputError, QueueFullError, UnavailableError
+from morphserve.serving.metrics import Metrics
+from morphserve.serving.worker import DeviceWorker, InferItem, InferResult
 
 WAIT = 10.0  # seconds; only reached when the worker is broken
 

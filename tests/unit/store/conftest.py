@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from app.store import Store
-from app.store.blobs import DirBlobs
-from app.store.memory import MemoryBlobs, MemoryJournal
-from app.store.sqlite_journal import SQLiteJournal
+from morphserve.store import Store
+from morphserve.store.blobs import DirBlobs
+from morphserve.store.memory import MemoryBlobs, MemoryJournal
+from morphserve.store.sqlite_journal import SQLiteJournal
 
 BACKENDS = ["sqlite+dir", "memory", "postgresql", "postgresql+dir"]
 #: Backends whose journal several processes share through a database server (and that have a change feed).
@@ -37,9 +37,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 def open_postgres(url: str, blobs_in: Path | None, cache: Path, **kwargs: object) -> Store:
     """A replica's Store on a PostgreSQL journal, as open_store builds it: blobs in the database (or in the
     directory `blobs_in`), cached in `cache`."""
-    from app.store.cached_blobs import CachedBlobs
-    from app.store.pg_blobs import PostgresBlobs
-    from app.store.pg_journal import PostgresJournal
+    from morphserve.store.cached_blobs import CachedBlobs
+    from morphserve.store.pg_blobs import PostgresBlobs
+    from morphserve.store.pg_journal import PostgresJournal
 
     journal = PostgresJournal(url)
     remote = DirBlobs(blobs_in) if blobs_in is not None else PostgresBlobs(url)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from app.store import JournalUnreachableError, Notice, ReplicaRecord, Store, VersionConflictError, VersionRecord
+from morphserve.store import JournalUnreachableError, Notice, ReplicaRecord, Store, VersionConflictError, VersionRecord
 
 from .conftest import SHARED
 
@@ -109,7 +109,7 @@ def test_blobs_put_is_idempotent_and_listed_with_their_time(make_store) -> None:
 
 
 def test_a_missing_blob_is_corrupt_and_named(make_store) -> None:  # type: ignore[no-untyped-def]
-    from app.store import BlobCorruptError
+    from morphserve.store import BlobCorruptError
 
     b = make_store().blobs
     with pytest.raises(BlobCorruptError) as e:

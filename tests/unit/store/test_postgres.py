@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
-from app.settings import Settings
-from app.store import (
+from morphserve.settings import Settings
+from morphserve.store import (
     BlobCorruptError,
     JournalError,
     JournalUnreachableError,
@@ -30,11 +30,11 @@ from app.store import (
     VersionRecord,
     open_store,
 )
-from app.store.blobs import DirBlobs
-from app.store.cached_blobs import CachedBlobs
-from app.store.pg_blobs import CHUNK, PostgresBlobs
-from app.store.pg_journal import PostgresJournal
-from app.store.store import encode
+from morphserve.store.blobs import DirBlobs
+from morphserve.store.cached_blobs import CachedBlobs
+from morphserve.store.pg_blobs import CHUNK, PostgresBlobs
+from morphserve.store.pg_journal import PostgresJournal
+from morphserve.store.store import encode
 from tests.pg import PgCluster
 
 from .conftest import open_postgres

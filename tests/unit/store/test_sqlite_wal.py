@@ -1,4 +1,4 @@
-"""The write-ahead log check (app/store/sqlite_wal.py) against logs that SQLite itself wrote."""
+"""The write-ahead log check (app/morphserve/store/sqlite_wal.py) against logs that SQLite itself wrote."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.store.sqlite_wal import wal_damage
+from morphserve.store.sqlite_wal import wal_damage
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.graph import LiveModel, load_zoo
-from app.graph.errors import NotFoundError
-from app.store import (
+from morphserve.graph import LiveModel, load_zoo
+from morphserve.graph.errors import NotFoundError
+from morphserve.store import (
     BlobCorruptError,
     JournalError,
     JournalUnreachableError,
@@ -24,10 +24,10 @@ from app.store import (
     VersionConflictError,
     VersionRecord,
 )
-from app.store.blobs import DirBlobs
-from app.store.memory import MemoryBlobs, MemoryJournal
-from app.store.sqlite_journal import SQLiteJournal
-from app.store.store import encode
+from morphserve.store.blobs import DirBlobs
+from morphserve.store.memory import MemoryBlobs, MemoryJournal
+from morphserve.store.sqlite_journal import SQLiteJournal
+from morphserve.store.store import encode
 
 IDENTITY_INSERT = {"op": "insert", "after": "fc1", "init": "identity",
                    "layer": {"type": "Linear", "in_features": 128, "out_features": 128}}  # fmt: skip
@@ -264,7 +264,7 @@ def test_a_schema_2_journal_gains_models_with_incarnations_and_replicas(tmp_path
 _HOLD_LOCK = """
 import sys
 from pathlib import Path
-from app.store.sqlite_journal import SQLiteJournal
+from morphserve.store.sqlite_journal import SQLiteJournal
 with SQLiteJournal(Path(sys.argv[1])).edit_lock(sys.argv[2]):
     print("held", flush=True)
     sys.stdin.readline()
@@ -307,7 +307,7 @@ def test_sqlite_edit_lock_excludes_another_process_and_dies_with_it(tmp_path: Pa
 
 
 def test_lock_file_names_are_safe_for_any_model_name() -> None:
-    from app.store.locks import lock_name
+    from morphserve.store.locks import lock_name
 
     assert lock_name("resnet-50.v2") == "resnet-50.v2.lock"
     for hostile in ("../../etc/passwd", ".hidden", "a/b", "", "x" * 200):
@@ -327,7 +327,7 @@ def test_dir_blobs_sweep_half_written_temporaries(tmp_path: Path) -> None:
 def test_a_full_journal_is_a_storage_error_that_leaves_no_row(tmp_path: Path) -> None:
     """SQLite rolls a transaction back by itself on SQLITE_FULL; a second ROLLBACK used to raise "cannot rollback -
     no transaction is active" over the real cause. `max_page_count` makes the database full for real."""
-    from app.store import StorageFullError, VersionRecord
+    from morphserve.store import StorageFullError, VersionRecord
 
     j = SQLiteJournal(tmp_path / "j.sqlite3")
     pages = j._db.execute("PRAGMA page_count").fetchone()[0]

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from app.wire.oip_codec import (
+from morphserve.wire.oip_codec import (
     NUMPY_TO_OIP,
     OIP_TO_NUMPY,
     InferRequest,

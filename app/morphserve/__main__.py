@@ -1,0 +1,3 @@
+from morphserve.cli import main
+
+main()

@@ -1,0 +1,34 @@
+"""`POST /v1/models/{m}/infer`: nested JSON lists in and out, for curl users."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Response
+
+from morphserve.api.deps import RegistryDep
+from morphserve.api.errors import ERROR_RESPONSES, ApiError
+from morphserve.api.fastjson import JSONRoute
+from morphserve.api.schemas import MinVersion, V1InferRequest, V1InferResponse
+from morphserve.graph.arrays import from_json
+
+router = APIRouter(prefix="/v1/models", tags=["inference"], responses=ERROR_RESPONSES, route_class=JSONRoute)
+
+
+@router.post("/{model}/infer", response_model=V1InferResponse)
+async def infer(model: str, body: V1InferRequest, registry: RegistryDep, min_version: MinVersion = None) -> Response:
+    sig = {t.name: t.datatype for t in registry.current(model).inputs}
+    if isinstance(body.inputs, dict):
+        given = body.inputs
+    elif len(sig) == 1:
+        given = {next(iter(sig)): body.inputs}
+    else:
+        raise ApiError(400, f"model {model!r} has inputs {list(sig)}: send an object of them by name")
+    arrays = {k: from_json(v, sig.get(k, "FP32"), what=f"input {k!r}") for k, v in given.items()}
+    result = await registry.infer(model, arrays, min_version=min_version)
+    names = result.names
+    outputs: Any = result.outputs[0] if len(names) == 1 else dict(zip(names, result.outputs, strict=True))
+    content = orjson.dumps({"model": model, "model_version": result.version, "outputs": outputs},
+                           option=orjson.OPT_SERIALIZE_NUMPY)  # fmt: skip
+    return Response(content, media_type="application/json")

@@ -1,0 +1,111 @@
+"""`morphserve serve`: its options are generated from `Settings`, so every setting is a flag and a MORPHSERVE_*
+variable, with the same name, type and help, and none can be forgotten.
+
+A misconfiguration (a bad value, an unknown model, a bad device, a port in use) is one clear line on stderr and exit
+code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+import types
+import typing
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+
+from morphserve.settings import Settings
+
+#: Flag spellings that differ from the field name (`--model` is repeatable; the field holds the list).
+_FLAG = {"models": "--model"}
+_BOOL_FLAGS = {"fresh": "--fresh", "fsync": "--fsync/--no-fsync"}
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(1)
+
+
+def _inner(annotation: Any) -> Any:
+    """`int | None` -> int, `Annotated[list[str], NoDecode]` -> list[str]."""
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = args[0]
+    return annotation
+
+
+def _parameters() -> list[inspect.Parameter]:
+    params = []
+    for name, field in Settings.model_fields.items():
+        kind = _inner(field.annotation)
+        env = f"MORPHSERVE_{name.upper()}"
+        help_ = f"{field.description or name.replace('_', ' ')} [env {env}]"
+        if kind is bool:
+            option = typer.Option(_BOOL_FLAGS.get(name, f"--{name.replace('_', '-')}"), help=help_, show_default=False)
+        else:
+            option = typer.Option(_FLAG.get(name, f"--{name.replace('_', '-')}"), help=help_, show_default=False)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=Annotated[kind | None, option]))  # fmt: skip
+    return params
+
+
+def _messages(e: ValidationError) -> str:
+    def one(err: Any) -> str:
+        where = ".".join(str(p) for p in err["loc"]).replace("_", "-")
+        got = f" (got {err['input']!r})" if where and isinstance(err.get("input"), str | int | float) else ""
+        return f"--{where}: {err['msg']}{got}" if where else str(err["msg"]).removeprefix("Value error, ")
+
+    return "; ".join(one(err) for err in e.errors())
+
+
+def serve(**given: Any) -> None:
+    """Serve models over HTTP (OIP v2 + the /v1 graph and edit API)."""
+    try:
+        settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as e:
+        _fail(f"invalid configuration: {_messages(e)}")
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from morphserve.main import resolve_admin_token
+
+    token = resolve_admin_token(settings)
+    if settings.workers > 1:
+        from morphserve import supervisor
+
+        raise typer.Exit(supervisor.run(settings, token))
+    _serve_one(settings, token)
+
+
+def _serve_one(settings: Settings, token: str | None) -> None:
+    """Bind first (a port in use costs nothing), then load the models (a bad source or device is one line), then
+    serve on the bound socket."""
+    import uvicorn
+
+    from morphserve.graph import GraphError
+    from morphserve.main import create_app
+    from morphserve.serving.metrics import Metrics
+    from morphserve.serving.registry import Registry
+    from morphserve.store import StoreError
+    from morphserve.supervisor import bind, inherited_socket
+
+    sock = inherited_socket()
+    if sock is None:
+        try:
+            sock = bind(settings.host, settings.port)
+        except OSError as e:
+            _fail(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}")
+    try:
+        registry = Registry(settings, Metrics())
+        registry.load_from_settings()
+    except (ValueError, GraphError, StoreError, OSError) as e:  # a bad device, model source, state dir
+        _fail(f"cannot serve: {getattr(e, 'message', None) or e}")
+    app = create_app(settings, registry, admin_token=token)
+    config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False, timeout_graceful_shutdown=10)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+serve.__signature__ = inspect.Signature(_parameters(), return_annotation=None)  # type: ignore[attr-defined]

@@ -1,0 +1,184 @@
+"""The asyncio client: drives the shared operations with an `httpx.AsyncClient`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Literal
+
+import httpx
+from httpx_sse import aconnect_sse
+
+from morphserve.client.errors import MorphserveError, _raise_for, _unreachable
+from morphserve.client.events import READ_TIMEOUT_S, Event, Follower
+from morphserve.client.ops import _base_url, _edit_body, _headers, _insert_body, _model_body, _Ops, _replace_body
+from morphserve.client.wire import BundleFile, InferResult, Progress, T, WeightsSource, _if_match, _Op, _p, _Req
+
+
+# -- the asyncio client -------------------------------------------------------------------------------------
+class AsyncClient(_Ops):
+    """The asyncio twin of `Client`: same methods, same arguments, same exceptions, each a coroutine.
+
+    Use `async with AsyncClient(...) as c:` (or `await c.aclose()`). `transport` accepts e.g.
+    `httpx.ASGITransport(app)` to talk to an in-process app.
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0, *,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:  # fmt: skip
+        super().__init__()
+        self.base_url = _base_url(url)
+        self._http = httpx.AsyncClient(base_url=self.base_url, headers=_headers(token), timeout=timeout,
+                                       transport=transport)  # fmt: skip
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _run(self, op: _Op[T]) -> T:
+        try:
+            req = next(op)
+            while True:
+                try:
+                    resp = await self._send(req)
+                except MorphserveError as e:
+                    req = op.throw(e)
+                else:
+                    req = op.send(resp)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    async def _send(self, req: _Req) -> httpx.Response:
+        content: Any = req.upload.achunks() if req.upload is not None else req.content
+        try:
+            resp = await self._http.request(req.method, req.path, params=req.params, json=req.json, content=content,
+                                            headers=req.headers)  # fmt: skip
+        except httpx.TransportError as e:
+            raise _unreachable(self.base_url, e) from e
+        _raise_for(resp)
+        return resp
+
+    async def infer(self, model: str, inputs: Any, version: int | str | None = None) -> InferResult:
+        """See `Client.infer`."""
+        return await self._run(self._infer(model, inputs, version))
+
+    async def models(self) -> list[dict[str, Any]]:
+        """See `Client.models`."""
+        return (await self._run(self._get_json("/v1/models")))["models"]
+
+    async def model(self, model: str) -> dict[str, Any]:
+        """See `Client.model`."""
+        return await self._run(self._get_json(f"/v1/models/{_p(model)}"))
+
+    async def graph(self, model: str, version: int | None = None,
+                    format: Literal["json", "dot", "svg"] = "json") -> Any:  # fmt: skip
+        """See `Client.graph`."""
+        return await self._run(self._graph(model, version, format))
+
+    async def versions(self, model: str) -> dict[str, Any]:
+        """See `Client.versions`."""
+        return await self._run(self._get_json(f"/v1/models/{_p(model)}/versions"))
+
+    async def diff(self, model: str, a: int, b: int | None = None) -> dict[str, Any]:
+        """See `Client.diff`."""
+        return await self._run(self._diff(model, a, b))
+
+    async def add_model(self, name: str, zoo: str | None = None, spec: Mapping[str, Any] | None = None,
+                        options: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+        """See `Client.add_model`."""
+        return await self._run(self._send_json("POST", "/v1/models", _model_body(name, zoo, spec, options)))
+
+    async def create_from_bundle(self, name: str, bundle: BundleFile,
+                                 progress: Progress | None = None) -> dict[str, Any]:  # fmt: skip
+        """See `Client.create_from_bundle`."""
+        return await self._run(self._create_from_bundle(name, bundle, progress))
+
+    async def delete_model(self, name: str) -> dict[str, Any]:
+        """See `Client.delete_model`."""
+        return await self._run(self._send_json("DELETE", f"/v1/models/{_p(name)}"))
+
+    async def edit(self, model: str, ops: list[Mapping[str, Any]], if_version: int | None = None,
+                   dry_run: bool = False, allow_output_change: bool = False) -> dict[str, Any]:  # fmt: skip
+        """See `Client.edit`."""
+        body = _edit_body(ops, if_version, dry_run, allow_output_change)
+        return await self._run(self._send_json("POST", f"/v1/models/{_p(model)}/edits", body))
+
+    async def insert(self, model: str, layer: Mapping[str, Any], after: str | None = None, before: str | None = None,
+                     name: str | None = None, init: Literal["default", "identity"] = "default", seed: int = 0,
+                     if_version: int | None = None, allow_output_change: bool = False) -> dict[str, Any]:  # fmt: skip
+        """See `Client.insert`."""
+        body = _insert_body(layer, after, before, name, init, seed, if_version, allow_output_change)
+        return await self._run(self._send_json("POST", f"/v1/models/{_p(model)}/layers", body))
+
+    async def remove(self, model: str, node: str, if_version: int | None = None,
+                     allow_output_change: bool = False) -> dict[str, Any]:  # fmt: skip
+        """See `Client.remove`."""
+        return await self._run(
+            self._send_json(
+                "DELETE",
+                f"/v1/models/{_p(model)}/layers/{_p(node)}",
+                headers=_if_match(if_version),
+                params={"allow_output_change": "true"} if allow_output_change else None,
+            )
+        )
+
+    async def replace(self, model: str, node: str, layer: Mapping[str, Any], keep_weights: bool = False,
+                      seed: int = 0, if_version: int | None = None,
+                      allow_output_change: bool = False) -> dict[str, Any]:  # fmt: skip
+        """See `Client.replace`."""
+        body = _replace_body(layer, keep_weights, seed, if_version, allow_output_change)
+        return await self._run(self._send_json("PUT", f"/v1/models/{_p(model)}/layers/{_p(node)}", body))
+
+    async def set_weights(self, model: str, node: str, tensors: WeightsSource, progress: Progress | None = None,
+                          if_version: int | None = None) -> dict[str, Any]:  # fmt: skip
+        """See `Client.set_weights`."""
+        return await self._run(self._set_weights(model, node, tensors, progress, if_version))
+
+    async def rollback(self, model: str, version: int, if_version: int | None = None) -> dict[str, Any]:
+        """See `Client.rollback`."""
+        body: dict[str, Any] = {"version": version}
+        if if_version is not None:
+            body["if_version"] = if_version
+        return await self._run(self._send_json("POST", f"/v1/models/{_p(model)}/rollback", body))
+
+    async def export(self, model: str, version: int, format: Literal["zip", "onnx"] = "zip") -> bytes:
+        """See `Client.export`."""
+        return await self._run(self._export(model, version, format))
+
+    async def pin(self, model: str, version: int) -> dict[str, Any]:
+        """See `Client.pin`."""
+        return await self._run(self._send_json("POST", f"/v1/models/{_p(model)}/versions/{_p(version)}/pin"))
+
+    async def unpin(self, model: str, version: int) -> dict[str, Any]:
+        """See `Client.unpin`."""
+        return await self._run(self._send_json("DELETE", f"/v1/models/{_p(model)}/versions/{_p(version)}/pin"))
+
+    async def gc(self, model: str, keep: int) -> dict[str, Any]:
+        """See `Client.gc`."""
+        return await self._run(self._send_json("POST", f"/v1/models/{_p(model)}/gc", {"keep": keep}))
+
+    async def events(self, model: str | None = None, since: int | None = None,
+                     reconnect: bool = True) -> AsyncIterator[Event]:  # fmt: skip
+        """See `Client.events` (an async iterator: `async for event in c.events("digits")`)."""
+        f = Follower(model, since, reconnect)
+        while not f.done:
+            path, params, headers = f.request()
+            try:
+                async with aconnect_sse(self._http, "GET", path, params=params, headers=headers,
+                                        timeout=httpx.Timeout(30.0, read=READ_TIMEOUT_S)) as source:  # fmt: skip
+                    if source.response.status_code != 200:
+                        await source.response.aread()
+                        _raise_for(source.response)
+                    async for sse in source.aiter_sse():
+                        if (event := f.feed(sse)) is not None:
+                            yield event
+                        if f.done:
+                            return
+            except httpx.TransportError as e:
+                if not reconnect:
+                    raise _unreachable(self.base_url, e) from e
+            await asyncio.sleep(f.retry_s)

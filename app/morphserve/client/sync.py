@@ -1,0 +1,204 @@
+"""The blocking client: drives the shared operations with an `httpx.Client`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
+
+import httpx
+from httpx_sse import connect_sse
+
+from morphserve.client.errors import MorphserveError, _raise_for, _unreachable
+from morphserve.client.events import READ_TIMEOUT_S, Event, Follower
+from morphserve.client.ops import _base_url, _edit_body, _headers, _insert_body, _model_body, _Ops, _replace_body
+from morphserve.client.wire import BundleFile, InferResult, Progress, T, WeightsSource, _if_match, _Op, _p, _Req
+
+
+# -- the blocking client ------------------------------------------------------------------------------------
+class Client(_Ops):
+    """Blocking client. Use as a context manager (or call `close()`) to release the connection pool.
+
+    `url` defaults to `$MORPHSERVE_URL`, then http://127.0.0.1:8000; `token` (the admin bearer token, needed for
+    edits and model management) defaults to `$MORPHSERVE_TOKEN`. `transport` is passed to httpx (for example an
+    `httpx.MockTransport` in tests).
+    """
+
+    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0, *,
+                 transport: httpx.BaseTransport | None = None) -> None:  # fmt: skip
+        super().__init__()
+        self.base_url = _base_url(url)
+        self._http = httpx.Client(base_url=self.base_url, headers=_headers(token), timeout=timeout,
+                                  transport=transport)  # fmt: skip
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, op: _Op[T]) -> T:
+        """Drive an operation: send what it yields, feed back the response; errors are raised into it."""
+        try:
+            req = next(op)
+            while True:
+                try:
+                    resp = self._send(req)
+                except MorphserveError as e:
+                    req = op.throw(e)
+                else:
+                    req = op.send(resp)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    def _send(self, req: _Req) -> httpx.Response:
+        content: Any = req.upload.chunks() if req.upload is not None else req.content
+        try:
+            resp = self._http.request(req.method, req.path, params=req.params, json=req.json, content=content,
+                                      headers=req.headers)  # fmt: skip
+        except httpx.TransportError as e:
+            raise _unreachable(self.base_url, e) from e
+        _raise_for(resp)
+        return resp
+
+    # inference
+    def infer(self, model: str, inputs: Any, version: int | str | None = None) -> InferResult:
+        """Run inference. `inputs` is a numpy array or torch tensor (single-input models) or a dict of them by
+        input name; nested lists work too. Arrays are cast to the model's declared dtype when only precision
+        changes (float64 -> float32). `version` pins an older version (404 when it is no longer resident)."""
+        return self._run(self._infer(model, inputs, version))
+
+    # models and graphs
+    def models(self) -> list[dict[str, Any]]:
+        """Every served model: name, current version, signature, parameter count, device, queue depth."""
+        return self._run(self._get_json("/v1/models"))["models"]
+
+    def model(self, model: str) -> dict[str, Any]:
+        """One model's information (as in `models()`), including its input signature."""
+        return self._run(self._get_json(f"/v1/models/{_p(model)}"))
+
+    def graph(self, model: str, version: int | None = None,
+              format: Literal["json", "dot", "svg"] = "json") -> Any:  # fmt: skip
+        """The computation graph: a dict for `json` (nodes, edges, totals), DOT text for `dot`, SVG bytes for
+        `svg` (rendered by the server, which needs graphviz; 503 otherwise)."""
+        return self._run(self._graph(model, version, format))
+
+    def versions(self, model: str) -> dict[str, Any]:
+        """The version history: `{"model", "current", "versions": [{version, parent, ops, resident, pinned}]}`."""
+        return self._run(self._get_json(f"/v1/models/{_p(model)}/versions"))
+
+    def diff(self, model: str, a: int, b: int | None = None) -> dict[str, Any]:
+        """What changed from version `a` to `b` (default: the current version): added/removed/changed nodes."""
+        return self._run(self._diff(model, a, b))
+
+    def add_model(self, name: str, zoo: str | None = None, spec: Mapping[str, Any] | None = None,
+                  options: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+        """Serve a new model from the built-in zoo (with `options`) or from an architecture spec; admin only."""
+        return self._run(self._send_json("POST", "/v1/models", _model_body(name, zoo, spec, options)))
+
+    def create_from_bundle(self, name: str, bundle: BundleFile, progress: Progress | None = None) -> dict[str, Any]:
+        """Serve a new model from a bundle zip (spec.json + weights.safetensors, as `morphserve import` or
+        `export` writes it), a path or its bytes; admin only. The file is streamed in 1 MiB chunks, never read
+        whole; `progress(bytes_sent, total)` follows the upload. Returns the model's information (as `model()`)."""
+        return self._run(self._create_from_bundle(name, bundle, progress))
+
+    def delete_model(self, name: str) -> dict[str, Any]:
+        """Stop serving a model (its queued requests fail with 503); admin only."""
+        return self._run(self._send_json("DELETE", f"/v1/models/{_p(name)}"))
+
+    # edits (admin)
+    def edit(self, model: str, ops: list[Mapping[str, Any]], if_version: int | None = None, dry_run: bool = False,
+             allow_output_change: bool = False) -> dict[str, Any]:  # fmt: skip
+        """Apply edit ops atomically (all or none). Returns `{"model", "version", "previous_version", "diff",
+        "timings_ms"}`; once it returns, every later inference request sees this version or a newer one.
+        `if_version` makes it a compare-and-swap (`Conflict` when the model moved on); `dry_run` validates
+        and returns the would-be graph without committing; edits that change the outputs' shape need
+        `allow_output_change`."""
+        body = _edit_body(ops, if_version, dry_run, allow_output_change)
+        return self._run(self._send_json("POST", f"/v1/models/{_p(model)}/edits", body))
+
+    def insert(self, model: str, layer: Mapping[str, Any], after: str | None = None, before: str | None = None,
+               name: str | None = None, init: Literal["default", "identity"] = "default", seed: int = 0,
+               if_version: int | None = None, allow_output_change: bool = False) -> dict[str, Any]:  # fmt: skip
+        """Insert a layer (a catalogue spec such as `{"type": "Linear", "in_features": 128, "out_features": 128}`)
+        after or before a node. `init="identity"` makes it function-preserving, so outputs do not change."""
+        body = _insert_body(layer, after, before, name, init, seed, if_version, allow_output_change)
+        return self._run(self._send_json("POST", f"/v1/models/{_p(model)}/layers", body))
+
+    def remove(self, model: str, node: str, if_version: int | None = None,
+               allow_output_change: bool = False) -> dict[str, Any]:  # fmt: skip
+        """Remove a node, wiring its input to its consumers (shapes must still fit)."""
+        return self._run(
+            self._send_json(
+                "DELETE",
+                f"/v1/models/{_p(model)}/layers/{_p(node)}",
+                headers=_if_match(if_version),
+                params={"allow_output_change": "true"} if allow_output_change else None,
+            )
+        )
+
+    def replace(self, model: str, node: str, layer: Mapping[str, Any], keep_weights: bool = False, seed: int = 0,
+                if_version: int | None = None, allow_output_change: bool = False) -> dict[str, Any]:  # fmt: skip
+        """Replace a node's layer (e.g. swap a classification head); `keep_weights` copies same-shaped weights."""
+        body = _replace_body(layer, keep_weights, seed, if_version, allow_output_change)
+        return self._run(self._send_json("PUT", f"/v1/models/{_p(model)}/layers/{_p(node)}", body))
+
+    def set_weights(self, model: str, node: str, tensors: WeightsSource, progress: Progress | None = None,
+                    if_version: int | None = None) -> dict[str, Any]:  # fmt: skip
+        """Overwrite a layer's parameters. `tensors` is a dict name -> array/tensor (names as in the layer's
+        state dict: `weight`, `bias`; dtypes must match the layer's), a path to a safetensors file, or its
+        bytes. The body is streamed in 1 MiB chunks with Content-Length set, so a file is never read into
+        memory whole and `progress(bytes_sent, total)` can drive a progress bar."""
+        return self._run(self._set_weights(model, node, tensors, progress, if_version))
+
+    def rollback(self, model: str, version: int, if_version: int | None = None) -> dict[str, Any]:
+        """Make an earlier version current again (as a new version whose content equals `version`)."""
+        body: dict[str, Any] = {"version": version}
+        if if_version is not None:
+            body["if_version"] = if_version
+        return self._run(self._send_json("POST", f"/v1/models/{_p(model)}/rollback", body))
+
+    # durability
+    def export(self, model: str, version: int, format: Literal["zip", "onnx"] = "zip") -> bytes:
+        """One version as a file: a zip of `spec.json` + `weights.safetensors`, or an ONNX model."""
+        return self._run(self._export(model, version, format))
+
+    def pin(self, model: str, version: int) -> dict[str, Any]:
+        """Protect a version from `gc`; admin only."""
+        return self._run(self._send_json("POST", f"/v1/models/{_p(model)}/versions/{_p(version)}/pin"))
+
+    def unpin(self, model: str, version: int) -> dict[str, Any]:
+        """Let `gc` remove a version again; admin only."""
+        return self._run(self._send_json("DELETE", f"/v1/models/{_p(model)}/versions/{_p(version)}/pin"))
+
+    def gc(self, model: str, keep: int) -> dict[str, Any]:
+        """Delete old versions, keeping the newest `keep` (plus the current and pinned ones); admin only."""
+        return self._run(self._send_json("POST", f"/v1/models/{_p(model)}/gc", {"keep": keep}))
+
+    # live events
+    def events(self, model: str | None = None, since: int | None = None, reconnect: bool = True) -> Iterator[Event]:
+        """Follow `model` as it is edited: one `Event` per committed version (`.version`, `.data["parent"]`,
+        `.data["ops"]`), as it goes live; `since` replays the versions after it first. With `model=None`: models
+        created and deleted (and every model's versions). Ends when the model is deleted. A dropped connection is
+        reopened and the server replays what was missed (`reconnect=False`: `Unreachable` is raised instead)."""
+        f = Follower(model, since, reconnect)
+        while not f.done:
+            path, params, headers = f.request()
+            try:
+                with connect_sse(self._http, "GET", path, params=params, headers=headers,
+                                 timeout=httpx.Timeout(30.0, read=READ_TIMEOUT_S)) as source:  # fmt: skip
+                    if source.response.status_code != 200:
+                        source.response.read()
+                        _raise_for(source.response)
+                    for sse in source.iter_sse():
+                        if (event := f.feed(sse)) is not None:
+                            yield event
+                        if f.done:
+                            return
+            except httpx.TransportError as e:
+                if not reconnect:
+                    raise _unreachable(self.base_url, e) from e
+            time.sleep(f.retry_s)

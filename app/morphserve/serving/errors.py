@@ -1,0 +1,42 @@
+"""Errors of the serving layer. The graph library's and the store's errors pass through unchanged; the HTTP layer
+maps all of them to statuses in one table (app/morphserve/api/errors.py)."""
+
+from __future__ import annotations
+
+from morphserve.graph.errors import GraphError, NotFoundError
+
+
+class BadInputError(GraphError):
+    """An inference input does not match the model's signature, or the model cannot compute on it."""
+
+
+class QueueFullError(GraphError):
+    """The model's queue is full: the client should retry later (503 + Retry-After)."""
+
+    retry_after_s = 1
+
+
+class NotResidentError(NotFoundError):
+    """The version exists but is not loaded on the device."""
+
+
+class ModelExistsError(GraphError):
+    """A model of that name is already served."""
+
+
+class UnavailableError(GraphError):
+    """The model is shutting down or its worker has stopped."""
+
+
+class InferenceTimeoutError(GraphError):
+    """The request waited longer than the configured request timeout."""
+
+
+class ModelTooLargeError(GraphError):
+    """A model or an edit would need more parameter memory than --max-model-bytes allows."""
+
+
+class VersionBehindError(GraphError):
+    """`?min_version=` asks for a version this replica has not applied within --min-version-wait-ms."""
+
+    retry_after_s = 1

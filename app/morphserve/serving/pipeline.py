@@ -1,0 +1,204 @@
+"""The edit pipeline: from proposed ops to a version that is durable and live, or to an error that changed nothing.
+
+Per edit, under the model's edit lock: size it against the memory budget (before allocating), validate and build
+it (graph library), place it on the device and warm it up, make it durable (store), publish it to the history,
+swap it in between two batches (worker), then apply retention. The order is the guarantee: nothing is journalled
+that failed to run, and nothing serves that is not durable (docs/ARCHITECTURE.md, "Commit order").
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_safetensors
+
+from morphserve.graph import GraphDiff, ModelVersion, SetWeightsOp, diff, parse_ops
+from morphserve.graph.edits import Op
+from morphserve.store import Store
+
+from .budget import MemoryBudget
+from .errors import BadInputError
+from .metrics import Metrics
+from .placement import warm_up
+from .priority import SwitchIntervalBoost
+from .served import ServedModel
+
+log = logging.getLogger("morphserve.edits")
+
+
+@dataclass(frozen=True)
+class EditOutcome:
+    model: str
+    version: ModelVersion
+    previous: ModelVersion
+    diff: GraphDiff
+    timings_ms: dict[str, float]
+    dry_run: bool
+    live_at: float | None = None  # time.time() once the worker swapped it in (edit-to-live, measured from outside)
+
+
+class EditPipeline:
+    def __init__(self, store: Store, metrics: Metrics, budget: MemoryBudget, device: torch.device,
+                 keep_versions: int | None, on_commit: Callable[[ServedModel, ModelVersion], None] | None = None,
+                 priority: SwitchIntervalBoost | None = None) -> None:  # fmt: skip
+        self.store = store
+        self.metrics = metrics
+        self.budget = budget
+        self.device = device
+        self.keep_versions = keep_versions
+        self.on_commit = on_commit
+        self.priority = priority or SwitchIntervalBoost(None)
+        self._blob_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edit-blobs")
+
+    def close(self) -> None:
+        """Let a blob write in flight finish and end the writer's thread (one per registry, else one idle thread
+        per closed registry stays behind for the life of the process)."""
+        self._blob_writer.shutdown(wait=True)
+
+    def edit(self, served: ServedModel, ops: list[Op] | list[dict[str, Any]], *, if_version: int | None = None,
+             dry_run: bool = False, allow_output_change: bool = False) -> EditOutcome:  # fmt: skip
+        def propose() -> ModelVersion:
+            parsed = parse_ops(ops)
+            self.budget.check_edit(served.live.current, parsed)
+            return served.live.propose(parsed, if_version=if_version, allow_output_change=allow_output_change)
+
+        return self._run(served, propose, dry_run=dry_run)
+
+    def rollback(self, served: ServedModel, to: int, *, if_version: int | None = None) -> EditOutcome:
+        return self._run(served, lambda: served.live.propose_rollback(to, if_version=if_version), dry_run=False)
+
+    def _run(self, served: ServedModel, propose: Callable[[], ModelVersion], *, dry_run: bool) -> EditOutcome:
+        # This process's lock, then the journal's (every replica's): the editor catches up to the head, validates,
+        # persists and commits while no other replica can commit a version of this model.
+        with served.edit_lock, self.store.edit_lock(served.name), self.priority.boosted():
+            served.check_alive()  # a delete that won the lock meanwhile: nothing may be journalled for it
+            t0 = time.perf_counter()
+            self._catch_up(served)
+            previous = served.live.current
+            try:
+                candidate = propose()
+                t1 = time.perf_counter()
+                if dry_run:
+                    candidate.graph_module  # noqa: B018 - a dry run builds too: it reports what would serve
+                    t2 = time.perf_counter()
+                    return EditOutcome(served.name, candidate, previous, diff(previous, candidate),
+                                       _ms(validate=t1 - t0, build=t2 - t1, persist=0.0, swap=0.0, total=t2 - t0),
+                                       True)  # fmt: skip
+                # The new blobs are hashed, written and fsynced beside the build and warm-up (file I/O and
+                # hashing release the GIL); the journal row, which makes the version exist, waits for both.
+                blobs = self._blob_writer.submit(self.store.write_blobs, candidate)
+                try:
+                    candidate.graph_module  # noqa: B018 - build (fx codegen) off the hot path
+                    runnable = served.placement.place(candidate)
+                    warm_up(candidate, runnable, self.device)
+                finally:
+                    wait([blobs])  # never leave a write running behind a failed edit
+                t2 = time.perf_counter()
+                blobs.result()
+                self.store.commit(candidate)  # durable before it serves and before we answer
+            except Exception:
+                self.metrics.edits.labels(served.name, "rejected").inc()
+                raise
+            t3 = time.perf_counter()
+            live_at = self._go_live(served, candidate, runnable, commit=True)
+            t4 = time.perf_counter()
+        self.metrics.edits.labels(served.name, "committed").inc()
+        self.metrics.edit_latency.labels(served.name).observe(t4 - t0)
+        log.info("model %s: version %d live (from %d, %.1f ms)", served.name, candidate.version, previous.version,
+                 (t4 - t0) * 1000)  # fmt: skip
+        if self.on_commit is not None:
+            self.on_commit(served, candidate)
+        return EditOutcome(served.name, candidate, previous, diff(previous, candidate),
+                           _ms(validate=t1 - t0, build=t2 - t1, persist=t3 - t2, swap=t4 - t3, total=t4 - t0),
+                           False, live_at)  # fmt: skip
+
+    def _go_live(self, served: ServedModel, v: ModelVersion, runnable: Any, *, commit: bool) -> float:
+        """Swap `v` in; the wall-clock time it went live."""
+        # Publish to the history first, so that any version a response reports is already known to it.
+        if commit:
+            served.live.commit(v)
+        else:
+            served.live.advance(v)
+        served.worker.swap(v.version, runnable).result()
+        live_at = time.time()
+        self.retain(served)
+        served.went_live(v.version)
+        return live_at
+
+    def _catch_up(self, served: ServedModel) -> None:
+        """Under the journal's edit lock: apply what other replicas committed since this one last looked."""
+        head = self.store.heads().get(served.name)
+        if head is not None and head.version > served.live.current.version:
+            self._apply_locked(served, head.version)
+
+    def apply(self, served: ServedModel, version: int) -> bool:
+        """Bring `served` to `version`, committed elsewhere (the follower's step); False when there was nothing to do.
+        Loaded, built and warmed up off the hot path, then swapped in between two batches, like a local edit."""
+        with served.edit_lock, self.priority.boosted():
+            return self._apply_locked(served, version)
+
+    def _apply_locked(self, served: ServedModel, version: int) -> bool:
+        current = served.live.current
+        if served.deleted or version <= current.version:
+            return False
+        v = self.store.load(served.name, version, previous=current)
+        runnable = served.placement.place(v)
+        warm_up(v, runnable, self.device)
+        self._go_live(served, v, runnable, commit=False)
+        log.info("model %s: version %d applied from the journal (was %d)", served.name, version, current.version)
+        if self.on_commit is not None:
+            self.on_commit(served, v)
+        return True
+
+    def gc(self, served: ServedModel, keep: int) -> Any:
+        with served.edit_lock:
+            served.check_alive()
+            result = self.store.gc(served.name, keep, {served.live.current.version})
+            self.forget(served, result.removed_versions)
+        return result
+
+    def retain(self, served: ServedModel) -> None:
+        """After a commit: auto-gc (`--keep-versions`), then keep in memory only what the device holds (the store
+        has the rest and the loader brings it back)."""
+        if self.keep_versions is not None:
+            try:
+                result = self.store.gc(served.name, self.keep_versions, {served.live.current.version})
+            except Exception as e:  # noqa: BLE001 - the edit is durable and live; retention can wait for the next
+                log.warning("model %s: retention after the edit failed: %s", served.name, e)
+            else:
+                self.forget(served, result.removed_versions)
+        resident = set(served.worker.resident_versions())
+        for v in [v.version for v in served.live.versions() if v.version not in resident]:
+            served.live.forget(v)
+        served.placement.retain(v for v in served.live.versions() if v.version in resident)
+
+    @staticmethod
+    def forget(served: ServedModel, versions: list[int]) -> None:
+        for v in versions:
+            served.live.forget(v)
+            with served.cache_lock:
+                served.reloaded.pop(v, None)
+        if versions:
+            served.worker.drop(set(versions)).result()
+
+
+def weights_op(node: str, data: bytes) -> SetWeightsOp:
+    """The set_weights op of an uploaded safetensors file; BadInputError when it is not one."""
+    try:
+        tensors = load_safetensors(data)
+    except Exception as e:  # noqa: BLE001 - any parse failure is the client's file
+        raise BadInputError(f"the body is not a valid safetensors file: {str(e)[:200]}") from None
+    if not tensors:
+        raise BadInputError("the safetensors file holds no tensors")
+    prefix = node + "."
+    return SetWeightsOp.from_tensors(node, {k.removeprefix(prefix): v for k, v in tensors.items()})
+
+
+def _ms(**seconds: float) -> dict[str, float]:
+    return {k: round(v * 1000, 3) for k, v in seconds.items()}

@@ -1,0 +1,206 @@
+"""This process as one replica among many that share a journal: following it, read-your-writes, the replica view.
+
+The follower (follower.py) calls `follow(heads)` with the journal's heads; this module turns each difference into
+one step on the registry: serve a model created elsewhere, drop one deleted elsewhere (or re-created: a new
+incarnation), apply a newer version. `wait_for` gives `?min_version=` its meaning (wait a bounded time for a version
+this replica has not applied yet, else 503 naming the one it has); `wait_replicas` gives an edit's `?wait=all|N`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from morphserve.graph import GraphError, NotFoundError
+from morphserve.store import Head, StoreError
+
+from .errors import ModelExistsError, VersionBehindError
+from .follower import HEARTBEAT_S, Follower
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+log = logging.getLogger("morphserve.replication")
+#: A replica whose heartbeat is older than this is not counted as alive (three missed beats and some slack).
+ALIVE_S = 3 * HEARTBEAT_S + 2.0
+
+
+class ModelLag(BaseModel):
+    versions: int
+    seconds: float
+
+
+class ReplicaInfo(BaseModel):
+    id: str
+    address: str
+    alive: bool
+    this: bool
+    started_at: float
+    last_seen: float
+    versions: dict[str, int]
+    lag: dict[str, ModelLag]
+
+
+class JournalState(BaseModel):
+    backend: str
+    up: bool
+    error: str | None = None
+
+
+class ReplicasView(BaseModel):
+    """`GET /v1/replicas`: every replica following this journal, what it serves, how far behind the heads it is."""
+
+    self: str
+    journal: JournalState
+    heads: dict[str, int]
+    replicas: list[ReplicaInfo]
+
+
+class ReplicaWait(BaseModel):
+    """How an edit's `?wait=` ended: which replicas have the version live."""
+
+    version: int
+    wanted: str
+    complete: bool
+    live: list[str]
+    pending: list[str]
+
+
+class Replication:
+    def __init__(self, registry: Registry, *, interval_s: float, wait_s: float, address: str) -> None:
+        self.registry = registry
+        self.wait_s = wait_s
+        self.follower = Follower(registry.store, registry.metrics, follow=self.follow, applied=self.applied,
+                                 interval_s=interval_s, address=address)  # fmt: skip
+        self._heads: dict[str, Head] = {}
+
+    def start(self) -> None:
+        self.follower.start()
+
+    def stop(self) -> None:
+        self.follower.stop()
+
+    # -- following (the follower thread) -------------------------------------------------------------------
+    def follow(self, heads: dict[str, Head]) -> bool:
+        """Make this replica's models match `heads`; True when anything changed."""
+        reg, changed = self.registry, False
+        self._heads = heads
+        for name, head in heads.items():
+            served = reg.local(name)
+            try:
+                if served is None:
+                    if name in reg.failed or reg.deleting(name):
+                        continue
+                    reg.adopt(name, head.incarnation)
+                elif served.incarnation is not None and served.incarnation != head.incarnation:
+                    reg.drop_local(name)
+                    reg.adopt(name, head.incarnation)
+                elif not reg.pipeline.apply(served, head.version):
+                    continue
+                changed = True
+            except ModelExistsError:
+                continue  # created by this very process meanwhile
+            except (StoreError, GraphError, ValueError, RuntimeError) as e:
+                log.error("model %s: cannot follow the journal to version %d: %s", name, head.version, e)
+        for name in reg.names():
+            served = reg.local(name)
+            if served is not None and served.incarnation is not None and name not in heads and not reg.deleting(name):
+                reg.drop_local(name)  # deleted by another replica
+                changed = True
+        self._lag(heads)
+        return changed
+
+    def _lag(self, heads: dict[str, Head]) -> None:
+        now = time.time()
+        for name, head in heads.items():
+            served = self.registry.local(name)
+            if served is None:
+                continue
+            behind = max(0, head.version - served.serving_version())
+            self.registry.metrics.lag_versions.labels(name).set(behind)
+            self.registry.metrics.lag_seconds.labels(name).set(max(0.0, now - head.committed_at) if behind else 0.0)
+
+    def applied(self) -> dict[str, int]:
+        return {n: s.serving_version() for n in self.registry.names() if (s := self.registry.local(n))}
+
+    # -- read-your-writes --------------------------------------------------------------------------------------
+    async def wait_for(self, name: str, min_version: int) -> None:
+        """Return once `min_version` of `name` is live here; VersionBehindError (503) after `--min-version-wait-ms`."""
+        deadline = time.monotonic() + self.wait_s
+        served = self.registry.local(name)
+        if served is not None and served.serving_version() >= min_version:
+            return
+        self.follower.kick()
+        while served is None:  # created elsewhere, not followed yet
+            if time.monotonic() >= deadline:
+                raise NotFoundError(f"model {name!r} does not exist on this replica", model=name)
+            await asyncio.sleep(0.005)
+            served = self.registry.local(name)
+        if not await served.reached(min_version, max(0.0, deadline - time.monotonic())):
+            have = served.serving_version()
+            raise VersionBehindError(
+                f"this replica has version {have} of {name!r}, not yet {min_version}; retry shortly",
+                version=have, min_version=min_version,
+            )  # fmt: skip
+
+    # -- the replica view and edits that wait for it ---------------------------------------------------------
+    def view(self) -> ReplicasView:
+        """Blocking (reads the journal): call it off the event loop."""
+        f = self.follower
+        kind = self.registry.settings.journal.split(":", 1)[0]
+        journal = JournalState(backend="postgresql" if kind.startswith("postgres") else kind, up=f.journal_up,
+                               error=f.last_error)  # fmt: skip
+        try:
+            rows = self.registry.store.replicas()
+            heads = self.registry.store.heads()
+            journal.up = True
+        except StoreError as e:
+            journal.up, journal.error = False, str(e)
+            rows, heads = [], self._heads
+        now = time.time()
+        replicas = []
+        seen_self = False
+        for r in rows:
+            seen_self |= r.id == f.id
+            versions = self.applied() if r.id == f.id else r.applied
+            replicas.append(self._info(r.id, r.address, r.started_at, r.last_seen, versions, heads, now, f.id))
+        if not seen_self:  # not beaten yet, or the journal is down: this replica still knows itself
+            replicas.insert(0, self._info(f.id, f.address, f.started_at, now, self.applied(), heads, now, f.id))
+        return ReplicasView(self=f.id, journal=journal, heads={m: h.version for m, h in heads.items()},
+                            replicas=replicas)  # fmt: skip
+
+    @staticmethod
+    def _info(rid: str, address: str, started: float, seen: float, versions: dict[str, int], heads: dict[str, Head],
+              now: float, me: str) -> ReplicaInfo:  # fmt: skip
+        lag = {}
+        for m, h in heads.items():
+            behind = max(0, h.version - versions.get(m, 0))
+            lag[m] = ModelLag(versions=behind, seconds=round(max(0.0, now - h.committed_at), 3) if behind else 0.0)
+        return ReplicaInfo(id=rid, address=address, alive=rid == me or now - seen < ALIVE_S, this=rid == me,
+                           started_at=started, last_seen=seen, versions=versions, lag=lag)  # fmt: skip
+
+    async def wait_replicas(self, name: str, version: int, wanted: str, timeout: float) -> ReplicaWait:
+        """After an edit: wait until all alive replicas (`all`) or `N` of them have `version` live, or `timeout`."""
+        self.follower.beat()  # this replica's row shows the new version at once
+        deadline = time.monotonic() + timeout
+        while True:
+            view = await asyncio.to_thread(self.view)
+            alive = [r for r in view.replicas if r.alive]
+            live = [r.id for r in alive if r.versions.get(name, 0) >= version]
+            pending = [r.id for r in alive if r.versions.get(name, 0) < version]
+            need = len(alive) if wanted == "all" else min(int(wanted), len(alive) or int(wanted))
+            done = len(live) >= need
+            if done or time.monotonic() >= deadline:
+                return ReplicaWait(version=version, wanted=wanted, complete=done, live=live, pending=pending)
+            await asyncio.sleep(0.02)
+
+
+def advertised_address(host: str, port: int) -> str:
+    import socket
+
+    shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+    return f"http://{shown}:{port}" if ":" not in shown else f"http://[{shown}]:{port}"

@@ -1,0 +1,351 @@
+"""The device worker: one thread per model that owns the model on its device.
+
+It is the only consumer of the model's queue. Each loop iteration either applies one control command (a
+version swap) or forms one batch (requests with equal trailing shapes and dtypes, up to `max_batch_size` rows
+or `max_batch_delay`) and runs it with the version that is current at that moment. Because swaps are
+applied by this same thread between batches, no batch can mix versions, and every request queued after a
+swap completed runs on the new version (or a later one).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from morphserve.graph.errors import short_message
+
+from .devices import ops_for
+from .errors import BadInputError, NotResidentError, QueueFullError, UnavailableError
+from .metrics import Metrics
+
+log = logging.getLogger("morphserve.worker")
+
+Runnable = Callable[..., Sequence[torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class InferResult:
+    version: int
+    outputs: tuple[np.ndarray, ...]
+    #: Output names in order (filled in by the inference path from the version the request was checked against).
+    names: tuple[str, ...] = ()
+
+
+@dataclass(eq=False)
+class InferItem:
+    """One queued inference request: its inputs in signature order, rows in dimension 0, where to deliver."""
+
+    inputs: tuple[torch.Tensor, ...]
+    version: int | None
+    deliver: Callable[[InferResult | BaseException], None]
+    rows: int = 0
+    key: tuple[Any, ...] = ()
+    cancelled: bool = False
+    #: For an explicit version: its runnable, taken when the request is accepted, so that an edit evicting the
+    #: version from the resident set meanwhile cannot fail a request already queued for it.
+    runnable: Runnable | None = None
+
+    def __post_init__(self) -> None:
+        self.rows = int(self.inputs[0].shape[0])
+        self.key = (self.version, tuple((tuple(t.shape[1:]), t.dtype) for t in self.inputs))
+
+
+@dataclass(eq=False)
+class _Swap:
+    """Control command: make `version` resident (and current, unless it is an old version brought back)."""
+
+    version: int
+    runnable: Runnable
+    make_current: bool = True
+    done: Future[None] = field(default_factory=Future)
+
+
+@dataclass(eq=False)
+class _Drop:
+    """Control command: forget resident versions (deleted by gc); the current one is never dropped."""
+
+    versions: frozenset[int]
+    done: Future[None] = field(default_factory=Future)
+
+
+class DeviceWorker:
+    """Owns one model's resident versions on one device and runs its batches."""
+
+    def __init__(
+        self,
+        model: str,
+        device: torch.device,
+        *,
+        max_batch_size: int,
+        max_batch_delay_s: float,
+        max_queue: int,
+        resident_limit: int,
+        metrics: Metrics,
+        batch_wait: str = "adaptive",
+    ) -> None:
+        self.model = model
+        self.device = device
+        self._ops = ops_for(device)
+        self.max_batch_size = max_batch_size
+        self.max_batch_delay_s = max_batch_delay_s
+        self.max_queue = max_queue
+        self.batch_wait = batch_wait
+        self.resident_limit = resident_limit
+        self._metrics = metrics
+        self._queue: collections.deque[InferItem | _Swap | _Drop] = collections.deque()
+        self._waiting = 0  # inference items in the queue (swaps never count against max_queue)
+        self._cond = threading.Condition()
+        self._resident: collections.OrderedDict[int, Runnable] = collections.OrderedDict()
+        self._current: int | None = None
+        self._stopping = False
+        # For the batching policy (`_worth_waiting`): requests that arrived while a batch ran, and the smoothed rate
+        # of such arrivals (requests/s) over recent batches.
+        self._busy = False
+        self._arrived_busy = 0
+        self._busy_rate = 0.0
+        self._thread = threading.Thread(target=self._loop, name=f"worker-{model}", daemon=True)
+
+    # -- called from other threads -------------------------------------------------------------------------
+    def start(self, version: int, runnable: Runnable) -> None:
+        self._resident[version] = runnable
+        self._current = version
+        self._metrics.version.labels(self.model).set(version)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after failing whatever is still queued (the model is going away)."""
+        with self._cond:
+            self._stopping = True
+            pending = list(self._queue)
+            self._queue.clear()
+            self._waiting = 0
+            self._cond.notify_all()
+        for item in pending:
+            if isinstance(item, _Swap | _Drop):
+                item.done.set_exception(UnavailableError(f"model {self.model!r} is shutting down"))
+            else:
+                item.deliver(UnavailableError(f"model {self.model!r} is shutting down"))
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def resident_versions(self) -> list[int]:
+        return list(self._resident)
+
+    def current_version(self) -> int | None:
+        """The version a batch that names none runs now: swapped in, not merely published to the history."""
+        return self._current
+
+    def queue_depth(self) -> int:
+        return self._waiting
+
+    def submit(self, item: InferItem) -> None:
+        """Queue a request; QueueFullError when `max_queue` requests are already waiting."""
+        with self._cond:
+            if self._stopping:
+                raise UnavailableError(f"model {self.model!r} is shutting down")
+            if self._waiting >= self.max_queue:
+                raise QueueFullError(f"model {self.model!r} has {self._waiting} requests queued; retry shortly")
+            if item.version is not None and item.runnable is None:
+                item.runnable = self._resident.get(item.version)
+                if item.runnable is None:
+                    raise NotResidentError(
+                        f"version {item.version} of {self.model!r} is no longer resident on the device "
+                        f"(resident: {', '.join(map(str, self._resident))})",
+                        version=item.version,
+                    )
+            self._queue.append(item)
+            self._waiting += 1
+            if self._busy:
+                self._arrived_busy += 1
+            self._metrics.queue_depth.labels(self.model).set(self._waiting)
+            self._cond.notify()
+
+    def cancel(self, item: InferItem) -> None:
+        """Give back a queued request's slot (its client went away); the worker will skip it."""
+        with self._cond:
+            if not item.cancelled:
+                item.cancelled = True
+                try:
+                    self._queue.remove(item)
+                except ValueError:
+                    return  # already taken into a batch
+                self._waiting -= 1
+                self._metrics.queue_depth.labels(self.model).set(self._waiting)
+
+    def swap(self, version: int, runnable: Runnable, *, make_current: bool = True) -> Future[None]:
+        """Make `version` current (or just resident) between two batches; the future resolves once it is live."""
+        cmd = _Swap(version, runnable, make_current)
+        with self._cond:
+            if self._stopping:
+                raise UnavailableError(f"model {self.model!r} is shutting down")
+            # Ahead of queued inference (behind earlier commands): the swap waits for the batch in flight only, not
+            # for everything queued. Still safe: requests sent after the edit's response are queued after the swap.
+            ahead = 0
+            while ahead < len(self._queue) and not isinstance(self._queue[ahead], InferItem):
+                ahead += 1
+            self._queue.insert(ahead, cmd)
+            self._cond.notify()
+        return cmd.done
+
+    def drop(self, versions: set[int]) -> Future[None]:
+        """Forget resident versions between two batches (never the current one)."""
+        cmd = _Drop(frozenset(versions))
+        with self._cond:
+            if self._stopping:
+                raise UnavailableError(f"model {self.model!r} is shutting down")
+            self._queue.append(cmd)
+            self._cond.notify()
+        return cmd.done
+
+    # -- the worker thread --------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                first = self._queue.popleft()
+                if isinstance(first, _Swap):
+                    self._apply_swap(first)
+                    continue
+                if isinstance(first, _Drop):
+                    for v in first.versions - {self._current}:
+                        self._resident.pop(v, None)
+                    first.done.set_result(None)
+                    continue
+                self._waiting -= 1
+                batch = [first]
+                self._fill(batch)
+                self._metrics.queue_depth.labels(self.model).set(self._waiting)
+                self._busy, self._arrived_busy = True, 0
+            started = time.monotonic()
+            try:
+                self._execute(batch)
+            except BaseException as e:  # noqa: BLE001 - never let one batch kill the worker
+                log.exception("model %s: batch failed unexpectedly", self.model)
+                for item in batch:
+                    item.deliver(e)
+            with self._cond:
+                rate = self._arrived_busy / max(time.monotonic() - started, 1e-6)
+                self._busy_rate = 0.5 * (self._busy_rate + rate)
+                self._busy = False
+
+    def _fill(self, batch: list[InferItem]) -> None:
+        """Add compatible queued requests (same key) until the batch is full or a swap is next; then wait for more
+        only while waiting can pay (`_worth_waiting`), and never longer than `max_batch_delay`."""
+        key, rows = batch[0].key, batch[0].rows
+        deadline: float | None = None
+        while rows < self.max_batch_size:
+            kept: collections.deque[InferItem | _Swap | _Drop] = collections.deque()
+            blocked = False
+            while self._queue:
+                item = self._queue.popleft()
+                if not isinstance(item, InferItem) or blocked:
+                    blocked = True  # nothing queued after a swap may run before it
+                    kept.append(item)
+                elif item.key == key and rows + item.rows <= self.max_batch_size:
+                    batch.append(item)
+                    rows += item.rows
+                    self._waiting -= 1
+                else:
+                    kept.append(item)
+            self._queue = kept
+            if blocked or rows >= self.max_batch_size:
+                return
+            now = time.monotonic()
+            if deadline is None:
+                if not self._worth_waiting(rows, len(batch)):
+                    return
+                deadline = now + self.max_batch_delay_s
+            remaining = deadline - now
+            if remaining <= 0:
+                return
+            self._cond.wait(remaining)
+            if self._stopping:
+                return
+
+    def _worth_waiting(self, rows: int, requests: int) -> bool:
+        """Whether the requests still missing from a full batch are expected within `max_batch_delay`.
+
+        The rate that counts is that of requests arriving *while a batch runs*: clients that wait for their answer
+        (one client at a time, or every client already in this batch) send nothing meanwhile, so for them waiting
+        only adds latency; an open stream of requests keeps arriving, and then a batch that would fill within the
+        delay waits for it. An idle worker with a lone request therefore runs it at once, and what arrives while it
+        computes forms the next batch (as Triton's dynamic batcher does without a queue delay).
+        """
+        if self.max_batch_delay_s <= 0:
+            return False
+        if self.batch_wait == "full":  # the operator asked for fixed-delay batching: fill, or wait out the delay
+            return True
+        if self._busy_rate <= 0:
+            return False
+        missing_requests = (self.max_batch_size - rows) / (rows / requests)
+        return missing_requests / self._busy_rate <= self.max_batch_delay_s
+
+    def _apply_swap(self, cmd: _Swap) -> None:
+        self._resident[cmd.version] = cmd.runnable
+        self._resident.move_to_end(cmd.version)
+        if cmd.make_current:
+            self._current = cmd.version
+        while len(self._resident) > self.resident_limit:
+            oldest = next(v for v in self._resident if v != self._current)
+            del self._resident[oldest]
+        self._metrics.version.labels(self.model).set(self._current or 0)
+        cmd.done.set_result(None)
+
+    def _execute(self, batch: list[InferItem]) -> None:
+        version = batch[0].version if batch[0].version is not None else self._current
+        assert version is not None
+        runnable = batch[0].runnable or self._resident.get(version)
+        if runnable is None:
+            err = NotResidentError(
+                f"version {version} of {self.model!r} is no longer resident on the device "
+                f"(resident: {', '.join(map(str, self._resident))})",
+                version=version,
+            )
+            for item in batch:
+                item.deliver(err)
+            return
+        try:
+            outputs = self._forward(runnable, [item.inputs for item in batch])
+        except Exception as e:  # noqa: BLE001 - find which request the model cannot compute on
+            if len(batch) == 1:
+                batch[0].deliver(
+                    BadInputError(f"model {self.model!r} cannot compute on this input: {short_message(e)}")
+                )
+                return
+            for item in batch:
+                self._execute([item])
+            return
+        self._metrics.batch_size.labels(self.model).observe(sum(i.rows for i in batch))
+        self._metrics.inferences.labels(self.model).inc(len(batch))
+        offset = 0
+        for item in batch:
+            end = offset + item.rows
+            item.deliver(InferResult(version, tuple(o[offset:end] for o in outputs)))
+            offset = end
+
+    def _forward(self, runnable: Runnable, inputs: list[tuple[torch.Tensor, ...]]) -> list[np.ndarray]:
+        n = len(inputs[0])
+        args = list(inputs[0]) if len(inputs) == 1 else [torch.cat([x[i] for x in inputs]) for i in range(n)]
+        rows = args[0].shape[0]
+        args = self._ops.to_device(args)
+        with torch.inference_mode():
+            outs = runnable(*args)
+        result = []
+        for o in outs:
+            if o.shape[0] != rows:
+                raise RuntimeError(f"output has {o.shape[0]} rows for {rows} input rows")
+            result.append(o.detach().cpu().numpy())
+        return result
