@@ -75,9 +75,25 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = state_dir.parent / "server.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115
-        cmd = [sys.executable, "-m", "morphserve", "serve", "--port", str(self.port), "--model", MODEL,
-               "--state-dir", str(state_dir), "--admin-token", token, "--resident-versions", str(resident),
-               "--log-level", "warning", *extra]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "morphserve",
+            "serve",
+            "--port",
+            str(self.port),
+            "--model",
+            MODEL,
+            "--state-dir",
+            str(state_dir),
+            "--admin-token",
+            token,
+            "--resident-versions",
+            str(resident),
+            "--log-level",
+            "warning",
+            *extra,
+        ]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
@@ -135,8 +151,9 @@ async def one_request(http: httpx.AsyncClient, binary: AsyncClient, stats: Stats
             res = await binary.infer(MODEL, x)
             version, out = res.version, res.output
         elif kind == "oip_json":
-            body = {"inputs": [{"name": "input", "shape": [rows, 64], "datatype": "FP32",
-                                "data": x.reshape(-1).tolist()}]}  # fmt: skip
+            body = {
+                "inputs": [{"name": "input", "shape": [rows, 64], "datatype": "FP32", "data": x.reshape(-1).tolist()}]
+            }
             r = await http.post(f"/v2/models/{MODEL}/infer", json=body)
             if r.status_code != 200:
                 raise MorphserveError(r.status_code, r.text[:200])
@@ -185,8 +202,9 @@ async def editor(http: httpx.AsyncClient, stats: Stats, every: float, end: float
         current = graph["version"]
         if k % 10 == 0 and current > 1:
             what = "rollback"
-            r = await http.post(f"/v1/models/{MODEL}/rollback",
-                                json={"version": rng.randint(max(1, current - 3), current - 1)})  # fmt: skip
+            r = await http.post(
+                f"/v1/models/{MODEL}/rollback", json={"version": rng.randint(max(1, current - 3), current - 1)}
+            )
         elif k % 3 == 0:
             what = "set_weights"
             bias = [round(rng.uniform(-0.5, 0.5), 4) for _ in range(10)]
@@ -200,8 +218,16 @@ async def editor(http: httpx.AsyncClient, stats: Stats, every: float, end: float
             inserted += 1
             layer = rng.choice([{"type": "Identity"}, {"type": "Linear", "in_features": 64, "out_features": 64}])
             anchor = rng.choice(["relu2", "fc2"]) if layer["type"] == "Linear" else rng.choice(["relu1", "fc1", "fc3"])
-            r = await http.post(f"/v1/models/{MODEL}/layers", json={"after": anchor, "layer": layer, "init": "identity",
-                                                                    "name": f"soak{inserted}", "if_version": current})
+            r = await http.post(
+                f"/v1/models/{MODEL}/layers",
+                json={
+                    "after": anchor,
+                    "layer": layer,
+                    "init": "identity",
+                    "name": f"soak{inserted}",
+                    "if_version": current,
+                },
+            )
         now = time.monotonic()
         ok = r.status_code == 200
         version = r.json().get("version", current) if ok else current
@@ -225,10 +251,11 @@ async def sampler(pid: int, http: httpx.AsyncClient, stats: Stats, end: float, e
 async def run(server: Server, token: str, args: argparse.Namespace) -> tuple[Stats, dict[str, Any]]:
     limits = httpx.Limits(max_connections=args.concurrency + 4)
     async with (
-        httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits,
-                          headers={"Authorization": f"Bearer {token}"}) as http,
+        httpx.AsyncClient(
+            base_url=server.url, timeout=60, limits=limits, headers={"Authorization": f"Bearer {token}"}
+        ) as http,
         AsyncClient(server.url, token=token, timeout=60) as binary,
-    ):  # fmt: skip
+    ):
         for i in range(30):  # warm-up, not measured
             await one_request(http, binary, Stats(time.monotonic()), i)
         stats = Stats(time.monotonic())
@@ -257,13 +284,20 @@ def summarise(stats: Stats, info: dict[str, Any], args: argparse.Namespace, rss_
         lat = [r[1] * 1000 for r in reqs]
         eds = [e for e in stats.edits if lo <= e[0] < hi]
         rss = [s for s in stats.rss if s[0] < hi]
-        per_minute.append({
-            "minute": m + 1, "requests": len(reqs), "errors": sum(1 for r in reqs if not r[3]),
-            "p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2), "max_ms": round(max(lat, default=0), 2),
-            "edits": len(eds), "edit_errors": sum(1 for e in eds if not e[3]),
-            "version": max((e[4] for e in stats.edits if e[0] < hi), default=1),
-            "rss_mib": round(rss[-1][1] / 2**20, 1) if rss else None,
-        })  # fmt: skip
+        per_minute.append(
+            {
+                "minute": m + 1,
+                "requests": len(reqs),
+                "errors": sum(1 for r in reqs if not r[3]),
+                "p50_ms": round(pct(lat, 50), 2),
+                "p99_ms": round(pct(lat, 99), 2),
+                "max_ms": round(max(lat, default=0), 2),
+                "edits": len(eds),
+                "edit_errors": sum(1 for e in eds if not e[3]),
+                "version": max((e[4] for e in stats.edits if e[0] < hi), default=1),
+                "rss_mib": round(rss[-1][1] / 2**20, 1) if rss else None,
+            }
+        )
     resident_limit = args.resident_versions
     # Baseline: the first sample once more versions exist than stay resident (the resident set is full).
     full = [s for s in stats.rss if s[2] > resident_limit + 1]
@@ -275,20 +309,31 @@ def summarise(stats: Stats, info: dict[str, Any], args: argparse.Namespace, rss_
     versions = max((e[4] for e in stats.edits), default=1)
     memory_ok = growth is not None and allowance is not None and growth <= allowance
     return {
-        "minutes": args.minutes, "concurrency": args.concurrency, "edit_every_s": args.edit_every,
-        "resident_versions": resident_limit, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "minutes": args.minutes,
+        "concurrency": args.concurrency,
+        "edit_every_s": args.edit_every,
+        "resident_versions": resident_limit,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "python": platform.python_version(),
-        "requests": len(stats.requests), "errors": len(stats.errors), "error_examples": stats.errors[:10],
+        "requests": len(stats.requests),
+        "errors": len(stats.errors),
+        "error_examples": stats.errors[:10],
         "requests_per_s": round(len(stats.requests) / (args.minutes * 60), 1),
-        "p50_ms": round(pct(lat_all, 50), 2), "p99_ms": round(pct(lat_all, 99), 2),
+        "p50_ms": round(pct(lat_all, 50), 2),
+        "p99_ms": round(pct(lat_all, 99), 2),
         "max_ms": round(max(lat_all, default=0), 2),
         "by_kind": {k: sum(1 for r in stats.requests if r[2] == k) for k in KINDS},
-        "edits": len(stats.edits), "edit_errors": len(stats.edit_errors), "edit_error_examples": stats.edit_errors[:10],
-        "edits_by_kind": {w: sum(1 for e in stats.edits if e[2] == w)
-                          for w in ("identity insert", "remove", "set_weights", "rollback")},
+        "edits": len(stats.edits),
+        "edit_errors": len(stats.edit_errors),
+        "edit_error_examples": stats.edit_errors[:10],
+        "edits_by_kind": {
+            w: sum(1 for e in stats.edits if e[2] == w)
+            for w in ("identity insert", "remove", "set_weights", "rollback")
+        },
         "edit_p50_ms": round(pct([e[1] * 1000 for e in stats.edits], 50), 2),
         "edit_p99_ms": round(pct([e[1] * 1000 for e in stats.edits], 99), 2),
-        "versions_created": versions, "final_version": info.get("version"),
+        "versions_created": versions,
+        "final_version": info.get("version"),
         "resident_at_end": info.get("resident_versions"),
         "rss_mib": {
             "ready": round(rss_ready / 2**20, 1) if rss_ready else None,
@@ -305,7 +350,7 @@ def summarise(stats: Stats, info: dict[str, Any], args: argparse.Namespace, rss_
         "resident_ok": len(info.get("resident_versions", [])) <= resident_limit,
         "per_minute": per_minute,
         "rss_samples": [(round(t, 1), round(b / 2**20, 1), v) for t, b, v in stats.rss],
-    }  # fmt: skip
+    }
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -318,8 +363,21 @@ def markdown(report: dict[str, Any]) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in report["per_minute"]:
-        cells = [m[k] for k in ("minute", "requests", "errors", "p50_ms", "p99_ms", "max_ms", "edits", "edit_errors",
-                                "version", "rss_mib")]  # fmt: skip
+        cells = [
+            m[k]
+            for k in (
+                "minute",
+                "requests",
+                "errors",
+                "p50_ms",
+                "p99_ms",
+                "max_ms",
+                "edits",
+                "edit_errors",
+                "version",
+                "rss_mib",
+            )
+        ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines += [
         "",
@@ -332,7 +390,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{rss['baseline_versions']} versions existed (t={rss['baseline_at_s']} s), {rss['end']} MiB at the end "
         f"(max {rss['max']}): growth {rss['growth_after_baseline']} MiB, allowance {rss['allowance']} MiB -> "
         f"{'OK' if report['memory_ok'] else 'GREW'}",
-    ]  # fmt: skip
+    ]
     return "\n".join(lines)
 
 
@@ -342,8 +400,12 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=8, help="concurrent inference clients (default 8)")
     p.add_argument("--edit-every", type=float, default=3.0, help="seconds between edits (default 3)")
     p.add_argument("--resident-versions", type=int, default=4, help="the server's --resident-versions (default 4)")
-    p.add_argument("--rss-allowance-mib", type=float, default=64.0,
-                   help="RSS growth allowed after the baseline: max(this, 15%% of the baseline) (default 64)")
+    p.add_argument(
+        "--rss-allowance-mib",
+        type=float,
+        default=64.0,
+        help="RSS growth allowed after the baseline: max(this, 15%% of the baseline) (default 64)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "soak.json", help="JSON report path")
     p.add_argument("--server-arg", action="append", default=[], help="extra `serve` argument (repeatable)")
@@ -356,8 +418,11 @@ def main() -> int:
             t = time.monotonic()
             server.wait_ready()
             rss_ready = rss_bytes(server.proc.pid)
-            print(f"server {server.url} ready in {time.monotonic() - t:.1f} s (pid {server.proc.pid}); "
-                  f"running {args.minutes} min...", flush=True)  # fmt: skip
+            print(
+                f"server {server.url} ready in {time.monotonic() - t:.1f} s (pid {server.proc.pid}); "
+                f"running {args.minutes} min...",
+                flush=True,
+            )
             stats, info = asyncio.run(run(server, token, args))
             alive = server.proc.poll() is None
         finally:
@@ -370,11 +435,33 @@ def main() -> int:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(report))
     print(f"\nJSON: {args.out}")
-    ok = (report["errors"] == 0 and report["edit_errors"] == 0 and report["memory_ok"] and report["resident_ok"]
-          and alive and report["server_log_errors"] == 0)  # fmt: skip
+    ok = (
+        report["errors"] == 0
+        and report["edit_errors"] == 0
+        and report["memory_ok"]
+        and report["resident_ok"]
+        and alive
+        and report["server_log_errors"] == 0
+    )
     if not ok:
-        print("SOAK FAILED:", json.dumps({k: report[k] for k in ("errors", "error_examples", "edit_errors",
-              "edit_error_examples", "memory_ok", "resident_ok", "server_log_errors")}, indent=2))  # fmt: skip
+        print(
+            "SOAK FAILED:",
+            json.dumps(
+                {
+                    k: report[k]
+                    for k in (
+                        "errors",
+                        "error_examples",
+                        "edit_errors",
+                        "edit_error_examples",
+                        "memory_ok",
+                        "resident_ok",
+                        "server_log_errors",
+                    )
+                },
+                indent=2,
+            ),
+        )
     return 0 if ok else 1
 
 

@@ -1,7 +1,8 @@
 """Train the built-in `digits` model on scikit-learn's bundled 8x8 digits and write its weights.
 
 Run: `.venv/bin/python scripts/train_digits.py` (needs the dev extra for scikit-learn; a few seconds on CPU).
-Writes app/morphserve/graph/weights/digits.safetensors and prints the held-out test accuracy (recorded in docs/BENCHMARKS.md).
+Writes app/morphserve/graph/weights/digits.safetensors and prints the held-out test accuracy (recorded in
+docs/BENCHMARKS.md).
 Inputs are the raw pixel values (0..16) divided by 16, the same scaling clients must use.
 """
 
@@ -16,9 +17,9 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from morphserve.graph.bundle import build_modules  # noqa: E402
-from morphserve.graph.spec import build_graph_module, parse_spec  # noqa: E402
-from morphserve.graph.zoo import WEIGHTS_DIR, digits_spec  # noqa: E402
+from morphserve.graph.bundle import build_modules
+from morphserve.graph.spec import build_graph_module, parse_spec
+from morphserve.graph.zoo import WEIGHTS_DIR, digits_spec
 
 
 def main() -> None:

@@ -106,9 +106,15 @@ def free_port() -> int:
 class ServerProcess:
     """A real `morphserve serve` subprocess on a free loopback port."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, log: Path | None = None,
-                 prefix: list[str] | None = None, port: int | None = None, mounts: PrivateTmpfs | None = None
-                 ) -> None:  # fmt: skip
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+        prefix: list[str] | None = None,
+        port: int | None = None,
+        mounts: PrivateTmpfs | None = None,
+    ) -> None:
         """`prefix`: a command that runs the server. `mounts`: run it in that tmpfs's mount namespace (forked and
         entered with setns where we can, else under its `nsenter` prefix)."""
         self.port = port or free_port()
@@ -127,8 +133,13 @@ class ServerProcess:
             self.proc = forks.spawn(argv, full_env, ROOT, log, mount_ns=namespace)
             return
         self._log = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen([*(prefix or []), sys.executable, "-m", "morphserve", *argv], cwd=ROOT, env=full_env,
-                                     stdout=self._log, stderr=subprocess.STDOUT)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [*(prefix or []), sys.executable, "-m", "morphserve", *argv],
+            cwd=ROOT,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
 
     def wait_ready(self, timeout: float = 60.0) -> ServerProcess:
         deadline = time.monotonic() + timeout
@@ -161,8 +172,10 @@ class ServerProcess:
 def serve_module(tmp_path_factory: pytest.TempPathFactory, *args: str) -> Iterator[ServerProcess]:
     """Body of a module-scoped server fixture: `yield from serve_module(tmp_path_factory, "--model", "digits")`.
     The server gets the admin token TOKEN and a private state dir."""
-    s = ServerProcess([*args, "--admin-token", TOKEN, "--state-dir", str(tmp_path_factory.mktemp("state"))],
-                      log=tmp_path_factory.mktemp("log") / "server.log")  # fmt: skip
+    s = ServerProcess(
+        [*args, "--admin-token", TOKEN, "--state-dir", str(tmp_path_factory.mktemp("state"))],
+        log=tmp_path_factory.mktemp("log") / "server.log",
+    )
     try:
         yield s.wait_ready()
     finally:

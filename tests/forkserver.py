@@ -2,15 +2,15 @@
 `morphserve serve` for each server a test starts. A server is then ready in about a second instead of six (torch's
 import alone takes 2.5 s on CI's 2 cores, and the crash-recovery test starts fifty servers).
 
-Why this is still a real server: the child is a process of its own (its own pid, memory, files and signals; a SIGKILL
-is a SIGKILL), running the same `morphserve.cli.main` as `python -m morphserve serve` with its own argv, environment, working
-directory and log. What it shares with a fresh interpreter is only what the imports did, and the zygote runs no torch
-op and starts no thread beyond the one OpenBLAS starts on import, which its fork handlers re-create in the child (the
-zygote checks that, and refuses to serve otherwise), so nothing a fork could break exists yet. `ServerProcess`
-(tests/conftest.py) still runs a real `python -m morphserve serve` for a server under a prefix command, for one given
-a variable the zygote's imports read (`forks_for`: PYTHON*, TORCH*, OMP_*, ...), and for every server when
-MORPHSERVE_TEST_FORKSERVER=0. A server in a tmpfs's mount namespace enters it with setns(2) in the child (as root;
-else under nsenter). `run_cli` forks the tests' other `morphserve` commands the same way, with their own stdio.
+Why this is still a real server: the child is a process of its own (its own pid, memory, files and signals; a SIGKILL is
+a SIGKILL), running the same `morphserve.cli.main` as `python -m morphserve serve` with its own argv, environment,
+working directory and log. What it shares with a fresh interpreter is only what the imports did, and the zygote runs no
+torch op and starts no thread beyond the one OpenBLAS starts on import, which its fork handlers re-create in the child
+(the zygote checks that, and refuses to serve otherwise), so nothing a fork could break exists yet. `ServerProcess`
+(tests/conftest.py) still runs a real `python -m morphserve serve` for a server under a prefix command, for one given a
+variable the zygote's imports read (`forks_for`: PYTHON*, TORCH*, OMP_*, ...), and for every server when
+MORPHSERVE_TEST_FORKSERVER=0. A server in a tmpfs's mount namespace enters it with setns(2) in the child (as root; else
+under nsenter). `run_cli` forks the tests' other `morphserve` commands the same way, with their own stdio.
 
 Protocol: JSON lines. The client writes `{"argv", "env", "cwd", "log"}`; the zygote answers `{"spawned": pid}`, and
 later `{"exited": pid, "returncode": rc}` (rc as Popen has it: -N for a signal) once it has reaped the child.
@@ -37,14 +37,15 @@ HELLO_TIMEOUT_S = 120.0  # the zygote's imports take ~6 s on CI's 2 cores; this 
 
 # -- the zygote (`python -m tests.forkserver`) ----------------------------------------------------------------------
 def _preload() -> None:
-    """What `python -m morphserve serve` imports by the time it is ready; FakeTensorMode pulls in torch._dynamo (2.5 s)."""
-    import uvicorn.lifespan.on  # noqa: F401
-    import uvicorn.loops.auto  # noqa: F401
+    """What `python -m morphserve serve` imports by the time it is ready; FakeTensorMode pulls in torch._dynamo
+    (2.5 s)."""
+    import uvicorn.lifespan.on
+    import uvicorn.loops.auto
     import uvicorn.protocols.http.auto  # noqa: F401
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    import morphserve.cli  # noqa: F401
-    import morphserve.main  # noqa: F401
+    import morphserve.cli
+    import morphserve.main
     import morphserve.serving.registry  # noqa: F401
 
     FakeTensorMode(allow_non_fake_inputs=True)
@@ -195,8 +196,13 @@ class ForkedProcess:
 class ForkServer:
     def __init__(self) -> None:
         self._stderr = tempfile.NamedTemporaryFile(prefix="morphserve-forkserver-", suffix=".log", delete=False)  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.forkserver"], cwd=ROOT, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._stderr)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.forkserver"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+        )
         self.ready = False
         self.started = False  # the zygote's hello has been read (it imports in the background until then)
         self.reason = ""
@@ -245,14 +251,26 @@ class ForkServer:
             self.ready = False
             self._cond.notify_all()
 
-    def spawn(self, argv: list[str], env: dict[str, str], cwd: Path, log: Path | None,
-              stdio: tuple[Path, Path, Path] | None = None, mount_ns: Path | None = None) -> ForkedProcess:  # fmt: skip
+    def spawn(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        log: Path | None,
+        stdio: tuple[Path, Path, Path] | None = None,
+        mount_ns: Path | None = None,
+    ) -> ForkedProcess:
         """Fork `morphserve <argv>`; its stdout and stderr go to `log` or, with `stdio`, to (stdin, stdout, stderr);
         with `mount_ns` (a /proc/PID/ns/mnt), it runs in that mount namespace."""
         assert self.proc.stdin is not None
         with self._lock:
-            req: dict[str, Any] = {"argv": argv, "env": env, "cwd": str(cwd), "log": str(log) if log else None,
-                                   "mount_ns": str(mount_ns) if mount_ns else None}  # fmt: skip
+            req: dict[str, Any] = {
+                "argv": argv,
+                "env": env,
+                "cwd": str(cwd),
+                "log": str(log) if log else None,
+                "mount_ns": str(mount_ns) if mount_ns else None,
+            }
             if stdio is not None:
                 req.update(zip(("stdin", "stdout", "stderr"), map(str, stdio), strict=True))
             self.proc.stdin.write(json.dumps(req).encode() + b"\n")
@@ -313,16 +331,28 @@ def forks_for(env: dict[str, str]) -> ForkServer | None:
     return None if any(k.startswith(_IMPORT_TIME_ENV) for k in changed) else fork_server()
 
 
-def run_cli(args: list[str], env: dict[str, str] | None = None, *, input: str | None = None,  # noqa: A002
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def run_cli(
+    args: list[str],
+    env: dict[str, str] | None = None,
+    *,
+    input: str | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
     """`python -m morphserve <args>` as `subprocess.run(..., capture_output=True, text=True)` has it, forked from the
     zygote (torch and the app imported already) where it can be: a CLI test then waits for the command, not for
     torch's import. The child runs `morphserve.cli.main` with its own argv, environment, stdio and exit status."""
     full_env = {**os.environ, **(env or {})}
     forks = forks_for(full_env)
     if forks is None:
-        return subprocess.run([sys.executable, "-m", "morphserve", *args], cwd=ROOT, env=full_env, input=input,
-                              capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "morphserve", *args],
+            cwd=ROOT,
+            env=full_env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     with tempfile.TemporaryDirectory(prefix="morphserve-cli-") as tmp:
         stdio = (Path(tmp) / "stdin", Path(tmp) / "stdout", Path(tmp) / "stderr")
         stdio[0].write_text(input or "")

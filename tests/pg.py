@@ -50,8 +50,9 @@ def bin_dir() -> Path:
         return Path(found).parent
     versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
     if not versions:
-        raise RuntimeError("PostgreSQL is not installed (no initdb): apt-get install postgresql, or run "
-                           "scripts/_env.sh dev as root")  # fmt: skip
+        raise RuntimeError(
+            "PostgreSQL is not installed (no initdb): apt-get install postgresql, or run scripts/_env.sh dev as root"
+        )
     return Path(versions[-1]).parent
 
 
@@ -73,8 +74,18 @@ class PgCluster:
         self._ns = self._namespace()
         if self.as_root:
             shutil.chown(self.dir, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--no-sync",
-                  "--locale=C.UTF-8")  # fmt: skip
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--locale=C.UTF-8",
+        )
         with open(self.data / "postgresql.conf", "a") as f:
             f.write(_CONF.format(port=self.port, dir=self.dir))
         self.start()

@@ -156,8 +156,15 @@ def models(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         return _print_json(listing)
     table = Table("model", "version", "inputs", "outputs", "params", "device", "queue")
     for m in listing:
-        table.add_row(m["name"], f"{m['version']} (of {m['versions']})", _tensors(m["inputs"]), _tensors(m["outputs"]),
-                      f"{m['params']:,}", m["device"], str(m["queue_depth"]))  # fmt: skip
+        table.add_row(
+            m["name"],
+            f"{m['version']} (of {m['versions']})",
+            _tensors(m["inputs"]),
+            _tensors(m["outputs"]),
+            f"{m['params']:,}",
+            m["device"],
+            str(m["queue_depth"]),
+        )
     _console().print(table)
 
 
@@ -252,8 +259,13 @@ def graph(
     title = f"{data['model']} v{data['version']}: {totals['nodes']} nodes, {totals['params']:,} params"
     table = Table("id", "kind", "layer / function", "shape", "params", title=title)
     for n in data["nodes"]:
-        table.add_row(n["id"], n["kind"], _what(n), f"{n['datatype']} {_shape(n['shape'])}",
-                      f"{n['params']:,}" if n["params"] else "")  # fmt: skip
+        table.add_row(
+            n["id"],
+            n["kind"],
+            _what(n),
+            f"{n['datatype']} {_shape(n['shape'])}",
+            f"{n['params']:,}" if n["params"] else "",
+        )
     if output:
         import io
 
@@ -282,8 +294,9 @@ def _op_summary(op: dict[str, Any]) -> str:
 
 
 @cli.command()
-def versions(ctx: typer.Context, model: Annotated[str, typer.Argument(help="model name")],
-             as_json: JsonFlag = False) -> None:  # fmt: skip
+def versions(
+    ctx: typer.Context, model: Annotated[str, typer.Argument(help="model name")], as_json: JsonFlag = False
+) -> None:
     """List a model's versions: parent, what changed, whether resident on the device, pinned."""
     from rich.table import Table
 
@@ -295,10 +308,14 @@ def versions(ctx: typer.Context, model: Annotated[str, typer.Argument(help="mode
     table = Table("version", "parent", "created", "ops", "resident", "pinned", title=title)
     for v in data["versions"]:
         mark = " *" if v["version"] == data["current"] else ""
-        table.add_row(f"{v['version']}{mark}", str(v["parent"] or ""),
-                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v["created_at"])),
-                      "; ".join(_op_summary(o) for o in v["ops"]), "yes" if v["resident"] else "",
-                      "yes" if v.get("pinned") else "")  # fmt: skip
+        table.add_row(
+            f"{v['version']}{mark}",
+            str(v["parent"] or ""),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v["created_at"])),
+            "; ".join(_op_summary(o) for o in v["ops"]),
+            "yes" if v["resident"] else "",
+            "yes" if v.get("pinned") else "",
+        )
     _console().print(table)
 
 
@@ -372,9 +389,12 @@ def export(
 
 
 @cli.command()
-def gc(ctx: typer.Context, model: Annotated[str, typer.Argument(help="model name")],
-       keep: Annotated[int, typer.Option(min=1, help="newest versions to keep (current and pinned always stay)")],
-       as_json: JsonFlag = False) -> None:  # fmt: skip
+def gc(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="model name")],
+    keep: Annotated[int, typer.Option(min=1, help="newest versions to keep (current and pinned always stay)")],
+    as_json: JsonFlag = False,
+) -> None:
     """Delete a model's old versions and the weight blobs only they used."""
     with _client(ctx) as c:
         r = c.gc(model, keep)
@@ -385,8 +405,11 @@ def gc(ctx: typer.Context, model: Annotated[str, typer.Argument(help="model name
 
 
 @cli.command()
-def pin(ctx: typer.Context, model: Annotated[str, typer.Argument(help="model name")],
-        version: Annotated[int, typer.Argument(help="version to keep through gc")]) -> None:  # fmt: skip
+def pin(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="model name")],
+    version: Annotated[int, typer.Argument(help="version to keep through gc")],
+) -> None:
     """Protect a version from gc."""
     with _client(ctx) as c:
         c.pin(model, version)
@@ -394,8 +417,11 @@ def pin(ctx: typer.Context, model: Annotated[str, typer.Argument(help="model nam
 
 
 @cli.command()
-def unpin(ctx: typer.Context, model: Annotated[str, typer.Argument(help="model name")],
-          version: Annotated[int, typer.Argument(help="version gc may remove again")]) -> None:  # fmt: skip
+def unpin(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="model name")],
+    version: Annotated[int, typer.Argument(help="version gc may remove again")],
+) -> None:
     """Let gc remove a version again."""
     with _client(ctx) as c:
         c.unpin(model, version)

@@ -23,8 +23,9 @@ from morphserve.cli import (
     _read_json,
 )
 
-edit_cli = typer.Typer(help="Edit a served model live: insert, remove, replace, weights, rollback, apply.",
-                       no_args_is_help=True)  # fmt: skip
+edit_cli = typer.Typer(
+    help="Edit a served model live: insert, remove, replace, weights, rollback, apply.", no_args_is_help=True
+)
 
 
 # -- edits -------------------------------------------------------------------------------------------------------
@@ -33,13 +34,17 @@ def _edit_done(r: dict[str, Any], as_json: bool) -> None:
     if as_json:
         return _print_json(r)
     d = r["diff"]
-    parts = [f"added {', '.join(d['added'])}" if d["added"] else "",
-             f"removed {', '.join(d['removed'])}" if d["removed"] else "",
-             f"changed {', '.join(ch['id'] for ch in d['changed'])}" if d["changed"] else ""]  # fmt: skip
+    parts = [
+        f"added {', '.join(d['added'])}" if d["added"] else "",
+        f"removed {', '.join(d['removed'])}" if d["removed"] else "",
+        f"changed {', '.join(ch['id'] for ch in d['changed'])}" if d["changed"] else "",
+    ]
     what = "; ".join(p for p in parts if p) or "no graph change"
     dry = "dry run, nothing committed: " if r.get("dry_run") else ""
-    _print(f"{r['model']}: version {r['previous_version']} -> {r['version']} ({dry}{what}) "
-           f"in {r['timings_ms']['total']:.1f} ms")  # fmt: skip
+    _print(
+        f"{r['model']}: version {r['previous_version']} -> {r['version']} ({dry}{what}) "
+        f"in {r['timings_ms']['total']:.1f} ms"
+    )
 
 
 def _layer(text: str) -> dict[str, Any]:
@@ -49,9 +54,13 @@ def _layer(text: str) -> dict[str, Any]:
     return layer
 
 
-LayerOpt = Annotated[str, typer.Option(
-    "--layer", help='layer spec as JSON (or a JSON file), e.g. \'{"type": "Linear", "in_features": 64, '
-                    '"out_features": 64}\'')]  # fmt: skip
+LayerOpt = Annotated[
+    str,
+    typer.Option(
+        "--layer",
+        help='layer spec as JSON (or a JSON file), e.g. \'{"type": "Linear", "in_features": 64, "out_features": 64}\'',
+    ),
+]
 
 
 @edit_cli.command("insert")
@@ -75,8 +84,17 @@ def edit_insert(
     if (after is None) == (before is None):
         _fail("give exactly one of --after NODE or --before NODE")
     with _client(ctx) as c:
-        r = c.insert(model, _layer(layer), after=after, before=before, name=name, init=init, seed=seed,
-                     if_version=if_version, allow_output_change=allow_output_change)  # fmt: skip
+        r = c.insert(
+            model,
+            _layer(layer),
+            after=after,
+            before=before,
+            name=name,
+            init=init,
+            seed=seed,
+            if_version=if_version,
+            allow_output_change=allow_output_change,
+        )
     _edit_done(r, as_json)
 
 
@@ -109,8 +127,15 @@ def edit_replace(
 ) -> None:
     """Replace a node's layer (e.g. a new head)."""
     with _client(ctx) as c:
-        r = c.replace(model, node, _layer(layer), keep_weights=keep_weights, seed=seed, if_version=if_version,
-                      allow_output_change=allow_output_change)  # fmt: skip
+        r = c.replace(
+            model,
+            node,
+            _layer(layer),
+            keep_weights=keep_weights,
+            seed=seed,
+            if_version=if_version,
+            allow_output_change=allow_output_change,
+        )
     _edit_done(r, as_json)
 
 
@@ -124,19 +149,29 @@ def edit_weights(
         typer.Argument(
             help="safetensors file; tensor names as the layer's parameters", exists=True, dir_okay=False, readable=True
         ),
-    ],  # fmt: skip
+    ],
     if_version: IfVersion = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Upload a layer's weights from a safetensors file (with a progress bar)."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-    columns = (TextColumn(f"{node} weights"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-               TimeRemainingColumn())  # fmt: skip
+    columns = (
+        TextColumn(f"{node} weights"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
     with _client(ctx) as c, Progress(*columns, console=_console(stderr=True), transient=True) as bar:
         task = bar.add_task("upload", total=file.stat().st_size)
-        r = c.set_weights(model, node, file, progress=lambda sent, total: bar.update(task, completed=sent, total=total),
-                          if_version=if_version)  # fmt: skip
+        r = c.set_weights(
+            model,
+            node,
+            file,
+            progress=lambda sent, total: bar.update(task, completed=sent, total=total),
+            if_version=if_version,
+        )
     _edit_done(r, as_json)
 
 

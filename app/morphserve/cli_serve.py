@@ -49,8 +49,11 @@ def _parameters() -> list[inspect.Parameter]:
             option = typer.Option(_BOOL_FLAGS.get(name, f"--{name.replace('_', '-')}"), help=help_, show_default=False)
         else:
             option = typer.Option(_FLAG.get(name, f"--{name.replace('_', '-')}"), help=help_, show_default=False)
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                        annotation=Annotated[kind | None, option]))  # fmt: skip
+        params.append(
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
+            )
+        )
     return params
 
 

@@ -50,8 +50,9 @@ def _build_routes(routes: list[Any]) -> None:
                 _build_routes([r for r in build() if hasattr(r, "effective_candidates")])
 
 
-def create_app(settings: Settings | None = None, registry: Registry | None = None, *,
-               admin_token: str | None = _UNSET) -> FastAPI:  # fmt: skip
+def create_app(
+    settings: Settings | None = None, registry: Registry | None = None, *, admin_token: str | None = _UNSET
+) -> FastAPI:
     """`admin_token`: the one the caller resolved already (the serve command, which may have generated and logged
     it); by default resolved here from `settings`."""
     settings = settings or Settings()
@@ -88,10 +89,20 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         app.include_router(module.router)
     app.add_middleware(InferenceFastPath, fastapi=app)  # innermost: inside CORS, the body limit and the metrics
     if settings.cors_origins:  # browsers' preflights for the pages allowed to call the API (origins.py)
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
-                           allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Match",
-                                          "Inference-Header-Content-Length", "Last-Event-ID"],
-                           expose_headers=["ETag", "Inference-Header-Content-Length", "X-Request-Id"])  # fmt: skip
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "If-Match",
+                "If-None-Match",
+                "Inference-Header-Content-Length",
+                "Last-Event-ID",
+            ],
+            expose_headers=["ETag", "Inference-Header-Content-Length", "X-Request-Id"],
+        )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, streamed=[models.upload_body(settings)])
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

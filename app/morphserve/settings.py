@@ -11,8 +11,16 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-_DTYPE_ALIASES = {"fp32": "FP32", "float32": "FP32", "float": "FP32", "fp16": "FP16", "float16": "FP16",
-                  "half": "FP16", "bf16": "BF16", "bfloat16": "BF16"}  # fmt: skip
+_DTYPE_ALIASES = {
+    "fp32": "FP32",
+    "float32": "FP32",
+    "float": "FP32",
+    "fp16": "FP16",
+    "float16": "FP16",
+    "half": "FP16",
+    "bf16": "BF16",
+    "bfloat16": "BF16",
+}
 
 
 def worker_index() -> int | None:
@@ -49,10 +57,12 @@ class Settings(BaseSettings):
     )
     max_batch_size: int = Field(32, ge=1, le=4096)
     max_batch_delay_ms: float = Field(
-        2.0, ge=0, le=10_000,
+        2.0,
+        ge=0,
+        le=10_000,
         description="the longest a batch waits to fill; it waits only when requests keep arriving while batches run "
         "(a lone request never waits)",
-    )  # fmt: skip
+    )
     batch_wait: Literal["adaptive", "full"] = Field(
         "adaptive",
         description="adaptive: a batch waits only when arrivals predict it fills within the delay; full: every batch "
@@ -74,9 +84,10 @@ class Settings(BaseSettings):
         "`postgresql://user[:password]@host[:port]/database` (shared by replicas)",
     )
     blob_dir: Path | None = Field(
-        None, description="weight blobs in this directory (e.g. a shared filesystem) instead of the state dir, or of "
+        None,
+        description="weight blobs in this directory (e.g. a shared filesystem) instead of the state dir, or of "
         "the database with a PostgreSQL journal",
-    )  # fmt: skip
+    )
     fresh: bool = Field(False, description="start with an empty state dir (deletes its journal and blobs)")
     fsync: bool = Field(True, description="fsync blobs and the journal before acknowledging an edit")
     keep_versions: int | None = Field(None, ge=1, description="after each edit keep only the last N versions")
@@ -87,9 +98,11 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(30.0, gt=0, description="longest an inference waits for its result (504)")
     resident_versions: int = Field(4, ge=1, description="versions kept on the device per model")
     follow_interval_ms: float = Field(
-        250.0, gt=0, le=1000,
+        250.0,
+        gt=0,
+        le=1000,
         description="how often a replica reads the journal's heads (besides every notification): bounds the lag",
-    )  # fmt: skip
+    )
     min_version_wait_ms: float = Field(
         2000.0, ge=0, le=60_000, description="how long ?min_version= waits for this replica to apply a version"
     )
@@ -98,14 +111,19 @@ class Settings(BaseSettings):
     )
     workers: int = Field(1, ge=1, le=64, description="server processes behind the one port, each a replica")
     torch_threads: int | None = Field(
-        None, ge=1, le=256, description="torch intra-op threads per worker (default: the cores divided among the "
+        None,
+        ge=1,
+        le=256,
+        description="torch intra-op threads per worker (default: the cores divided among the "
         "workers, one kept for HTTP when each worker gets four or more)",
-    )  # fmt: skip
+    )
     edit_switch_interval_us: float = Field(
-        20.0, ge=0, le=5000,
+        20.0,
+        ge=0,
+        le=5000,
         description="the interpreter's GIL switch interval while an edit is built, in microseconds (0: leave it at "
         "Python's 5 ms); short lets the edit take the GIL back from a loaded event loop at once",
-    )  # fmt: skip
+    )
     log_level: str = Field("info")
 
     @field_validator("dtype", mode="before")
@@ -128,16 +146,19 @@ class Settings(BaseSettings):
         url = urlsplit(v)
         if url.scheme in ("postgresql", "postgres") and (url.hostname or "host=" in url.query) and url.path.strip("/"):
             return v
-        raise ValueError("journal must be `sqlite`, `memory` or a PostgreSQL URL "
-                         "postgresql://user[:password]@host[:port]/database")  # fmt: skip
+        raise ValueError(
+            "journal must be `sqlite`, `memory` or a PostgreSQL URL postgresql://user[:password]@host[:port]/database"
+        )
 
     @model_validator(mode="after")
     def _blob_dir_needs_a_journal(self) -> Settings:
         if self.blob_dir is not None and self.journal == "memory":
             raise ValueError("blob_dir needs a journal that keeps versions (sqlite or a PostgreSQL URL), not memory")
         if self.workers > 1 and self.journal == "memory":
-            raise ValueError("workers > 1 need a journal they share (sqlite or a PostgreSQL URL), not memory: each "
-                             "worker would keep versions of its own")  # fmt: skip
+            raise ValueError(
+                "workers > 1 need a journal they share (sqlite or a PostgreSQL URL), not memory: each "
+                "worker would keep versions of its own"
+            )
         return self
 
     @property

@@ -75,8 +75,12 @@ def run(settings: Settings, admin_token: str | None) -> int:
     stopping = False
 
     def start(i: int) -> None:
-        children[i] = subprocess.Popen([sys.executable, "-m", "morphserve", "serve"], env={**base, WORKER_INDEX: str(i)},
-                                       pass_fds=[sock.fileno()], cwd=Path.cwd())  # fmt: skip
+        children[i] = subprocess.Popen(
+            [sys.executable, "-m", "morphserve", "serve"],
+            env={**base, WORKER_INDEX: str(i)},
+            pass_fds=[sock.fileno()],
+            cwd=Path.cwd(),
+        )
         log.info("worker %d started (pid %d)", i, children[i].pid)
 
     def stop(signum: int, _frame: object) -> None:

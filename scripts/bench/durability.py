@@ -41,9 +41,18 @@ def run(name: str, spec: dict | None, anchor: str, width: int, fsync: bool, reps
             reg.add(name, SpecSource(spec))
         loop = asyncio.new_event_loop()  # Registry.edit is a coroutine (the HTTP layer awaits it)
         totals, persist = [], []
-        ops = [[{"op": "insert", "after": anchor, "name": "bench_id", "init": "identity",
-                 "layer": {"type": "Linear", "in_features": width, "out_features": width}}],
-               [{"op": "remove", "node": "bench_id"}]]  # fmt: skip
+        ops = [
+            [
+                {
+                    "op": "insert",
+                    "after": anchor,
+                    "name": "bench_id",
+                    "init": "identity",
+                    "layer": {"type": "Linear", "in_features": width, "out_features": width},
+                }
+            ],
+            [{"op": "remove", "node": "bench_id"}],
+        ]
         for i in range(reps + 2):
             t = time.perf_counter()
             out = loop.run_until_complete(reg.edit(name, ops[i % 2]))
@@ -52,8 +61,11 @@ def run(name: str, spec: dict | None, anchor: str, width: int, fsync: bool, reps
                 persist.append(out.timings_ms["persist"])
         reg.close()
         loop.close()
-    return {"median_ms": statistics.median(totals), "p90_ms": sorted(totals)[int(0.9 * len(totals)) - 1],
-            "persist_median_ms": statistics.median(persist)}  # fmt: skip
+    return {
+        "median_ms": statistics.median(totals),
+        "p90_ms": sorted(totals)[int(0.9 * len(totals)) - 1],
+        "persist_median_ms": statistics.median(persist),
+    }
 
 
 def main() -> None:
@@ -67,7 +79,9 @@ def main() -> None:
         results[label] = {"fsync": [], "no_fsync": []}
         for _ in range(args.rounds):
             for fsync in (True, False):
-                results[label]["fsync" if fsync else "no_fsync"].append(run(name, spec, anchor, width, fsync, args.reps))
+                results[label]["fsync" if fsync else "no_fsync"].append(
+                    run(name, spec, anchor, width, fsync, args.reps)
+                )
     rows = ["| model | durability | edit median ms | edit p90 ms | persist median ms |", "|---|---|---|---|---|"]
     summary = {}
     for label, modes in results.items():
@@ -76,13 +90,16 @@ def main() -> None:
             p90 = statistics.median(r["p90_ms"] for r in runs)
             per = statistics.median(r["persist_median_ms"] for r in runs)
             summary[f"{label}/{mode}"] = {"median_ms": med, "p90_ms": p90, "persist_median_ms": per}
-            rows.append(f"| {label} | {'fsync on' if mode == 'fsync' else 'fsync off'} | {med:.1f} | {p90:.1f} | {per:.2f} |")
+            rows.append(
+                f"| {label} | {'fsync on' if mode == 'fsync' else 'fsync off'} | {med:.1f} | {p90:.1f} | {per:.2f} |"
+            )
         on, off = summary[f"{label}/fsync"]["median_ms"], summary[f"{label}/no_fsync"]["median_ms"]
         rows.append(f"| {label} | on / off | {on / off:.2f}x | | |")
     print("\n".join(rows))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"reps": args.reps, "rounds": args.rounds, "runs": results, "summary": summary},
-                                   indent=2))  # fmt: skip
+    args.out.write_text(
+        json.dumps({"reps": args.reps, "rounds": args.rounds, "runs": results, "summary": summary}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -127,12 +127,17 @@ def _fmt_bytes(n: float) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| Linear layers | graph nodes | median ms | p90 ms | propose ms | fx build ms | target | "
-            "new bytes / version | model bytes | share |")  # fmt: skip
+    head = (
+        "| Linear layers | graph nodes | median ms | p90 ms | propose ms | fx build ms | target | "
+        "new bytes / version | model bytes | share |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        target = f"<= {r['target_ms']:.0f} ms {'ok' if r['median_ms'] <= r['target_ms'] else 'MISSED'}" \
-            if r["target_ms"] else "-"  # fmt: skip
+        target = (
+            f"<= {r['target_ms']:.0f} ms {'ok' if r['median_ms'] <= r['target_ms'] else 'MISSED'}"
+            if r["target_ms"]
+            else "-"
+        )
         lines.append(
             f"| {r['layers']} | {r['nodes']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | "
             f"{r['propose_median_ms']:.1f} | {r['fx_build_median_ms']:.1f} | {target} | "
@@ -162,8 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chain {depth:>5}: median {r['median_ms']:.1f} ms, p90 {r['p90_ms']:.1f} ms", file=sys.stderr)
 
     print(table(rows))
-    print(f"\n{reps} timed edits per size; 1-minute load average {load_before[0]:.2f} before, "
-          f"{os.getloadavg()[0]:.2f} after, on {os.cpu_count()} CPUs")  # fmt: skip
+    print(
+        f"\n{reps} timed edits per size; 1-minute load average {load_before[0]:.2f} before, "
+        f"{os.getloadavg()[0]:.2f} after, on {os.cpu_count()} CPUs"
+    )
     result = {
         "benchmark": "edit_cost",
         "description": "LiveModel.propose of an identity Linear insert in the middle of a chain + .graph_module; "

@@ -50,8 +50,14 @@ def torch_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, st
     unused by a plain forward. OPENBLAS_* variables of this machine are left as they are (torch does not use them).
     """
     env = dict(os.environ)
-    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1",
-                "TOKENIZERS_PARALLELISM": "false"})  # fmt: skip
+    env.update(
+        {
+            "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads),
+            "PYTHONUNBUFFERED": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *(p for p in [env.get("PYTHONPATH")] if p)])
     env.update(extra or {})
     return env
@@ -72,8 +78,11 @@ def ensure_wrk() -> str:
     if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
         print("wrk not found: installing it with apt-get", file=sys.stderr)
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (["apt-get", "install", "-y", "-q", "wrk"], ["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", "wrk"]):  # fmt: skip
+        for cmd in (
+            ["apt-get", "install", "-y", "-q", "wrk"],
+            ["apt-get", "update", "-q"],
+            ["apt-get", "install", "-y", "-q", "wrk"],
+        ):
             r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
             if cmd[1] == "install" and r.returncode == 0:
                 break
@@ -177,23 +186,58 @@ class Server:
         if c.kind == "naive":
             return [PY, str(PEERS / "naive_server.py"), *common, "--dtype", c.dtype]
         if c.kind == "litserve":
-            return [PY, str(PEERS / "litserve_server.py"), *common, "--max-batch-size", str(c.max_batch_size),
-                    "--batch-timeout-ms", str(c.max_batch_delay_ms)]  # fmt: skip
+            return [
+                PY,
+                str(PEERS / "litserve_server.py"),
+                *common,
+                "--max-batch-size",
+                str(c.max_batch_size),
+                "--batch-timeout-ms",
+                str(c.max_batch_delay_ms),
+            ]
         if c.kind in HEAVY_PEERS:
             from peer_envs import PEER_ENVS
 
-            argv = [str(PEER_ENVS[c.kind].python), str(PEERS / f"{c.kind}_server.py"), *common, "--max-batch-size",
-                    str(c.max_batch_size), "--batch-delay-ms", str(c.max_batch_delay_ms)]  # fmt: skip
+            argv = [
+                str(PEER_ENVS[c.kind].python),
+                str(PEERS / f"{c.kind}_server.py"),
+                *common,
+                "--max-batch-size",
+                str(c.max_batch_size),
+                "--batch-delay-ms",
+                str(c.max_batch_delay_ms),
+            ]
             if c.kind == "torchserve":
                 argv += ["--workers", str(c.peer_workers), "--management-port", str(self.management_port)]
             return argv
         if c.kind == "morphserve":
             self._state_dir = tempfile.TemporaryDirectory(prefix="morphserve-bench-state-")
             source = f"{c.model}={c.bundle}" if c.bundle else c.model
-            return [PY, "-m", "morphserve", "serve", "--host", "127.0.0.1", "--port", str(self.port), "--model", source,
-                    "--device", c.device, "--max-batch-size", str(c.max_batch_size),
-                    "--max-batch-delay-ms", str(c.max_batch_delay_ms), "--admin-token", TOKEN,
-                    "--state-dir", self._state_dir.name, "--log-level", "warning", *c.extra_args]  # fmt: skip
+            return [
+                PY,
+                "-m",
+                "morphserve",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--model",
+                source,
+                "--device",
+                c.device,
+                "--max-batch-size",
+                str(c.max_batch_size),
+                "--max-batch-delay-ms",
+                str(c.max_batch_delay_ms),
+                "--admin-token",
+                TOKEN,
+                "--state-dir",
+                self._state_dir.name,
+                "--log-level",
+                "warning",
+                *c.extra_args,
+            ]
         raise ValueError(f"unknown server kind {c.kind!r}")
 
     def ready(self) -> bool:
@@ -208,8 +252,10 @@ class Server:
             workers = doc.get("workers", [])
             if not workers or any(w.get("status") != "READY" for w in workers) or len(workers) < doc["minWorkers"]:
                 return False
-            self.info = {k: doc.get(k) for k in ("modelVersion", "batchSize", "maxBatchDelay", "minWorkers",
-                                                 "maxWorkers", "responseTimeout")}  # fmt: skip
+            self.info = {
+                k: doc.get(k)
+                for k in ("modelVersion", "batchSize", "maxBatchDelay", "minWorkers", "maxWorkers", "responseTimeout")
+            }
             self.info["workers_ready"] = len(workers)
             return True
         if kind == "ray":
@@ -224,15 +270,23 @@ class Server:
         t0 = time.perf_counter()
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self._log = log
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=torch_env(self.cfg.threads), stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=torch_env(self.cfg.threads),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 flags = f" (started with {' '.join(self.cfg.extra_args)})" if self.cfg.extra_args else ""
-                raise BenchError(f"{self.cfg.key} server{flags} exited with code {self.proc.returncode} during "
-                                 f"start-up:\n{self.log_tail()}")  # fmt: skip
+                raise BenchError(
+                    f"{self.cfg.key} server{flags} exited with code {self.proc.returncode} during "
+                    f"start-up:\n{self.log_tail()}"
+                )
             try:
                 if self.ready():
                     self.start_s = time.perf_counter() - t0
@@ -260,8 +314,10 @@ class Server:
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                print(f"warning: {self.cfg.kind} did not stop within {timeout:.0f} s of SIGINT; killing it",
-                      file=sys.stderr)  # fmt: skip
+                print(
+                    f"warning: {self.cfg.kind} did not stop within {timeout:.0f} s of SIGINT; killing it",
+                    file=sys.stderr,
+                )
                 proc.kill()
                 proc.wait(10)
         # Whatever the server spawned must have gone with it; give stragglers a moment, then kill the group.
@@ -271,8 +327,10 @@ class Server:
             time.sleep(0.1)
         else:
             self.orphans_killed = 1
-            print(f"warning: {self.cfg.kind} left processes behind after it stopped; killing its process group",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"warning: {self.cfg.kind} left processes behind after it stopped; killing its process group",
+                file=sys.stderr,
+            )
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)
         self.proc = None
@@ -300,8 +358,14 @@ def _group_alive(pgid: int) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- HTTP helpers
-def request(url: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-            timeout: float = 30) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+def request(
+    url: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> tuple[int, dict[str, str], bytes]:
     host, port = url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
@@ -369,16 +433,24 @@ def write_payloads(x: np.ndarray, directory: Path, input_name: str = "input") ->
     directory.mkdir(parents=True, exist_ok=True)
     shape = list(x.shape)
     v1 = json.dumps({"inputs": x.tolist()}).encode()
-    oip = json.dumps({"inputs": [{"name": input_name, "datatype": "FP32", "shape": shape,
-                                  "data": x.reshape(-1).tolist()}]}).encode()  # fmt: skip
+    oip = json.dumps(
+        {"inputs": [{"name": input_name, "datatype": "FP32", "shape": shape, "data": x.reshape(-1).tolist()}]}
+    ).encode()
     raw = np.ascontiguousarray(x, dtype="<f4").tobytes()
-    header = json.dumps({"inputs": [{"name": input_name, "datatype": "FP32", "shape": shape,
-                                     "parameters": {"binary_data_size": len(raw)}}],
-                         "parameters": {"binary_data_output": True}}).encode()  # fmt: skip
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": input_name, "datatype": "FP32", "shape": shape, "parameters": {"binary_data_size": len(raw)}}
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
     out = {}
-    for name, body, ctype, hlen in (("v1_json", v1, "application/json", None),
-                                    ("oip_json", oip, "application/json", None),
-                                    ("oip_binary", header + raw, "application/octet-stream", len(header))):  # fmt: skip
+    for name, body, ctype, hlen in (
+        ("v1_json", v1, "application/json", None),
+        ("oip_json", oip, "application/json", None),
+        ("oip_binary", header + raw, "application/octet-stream", len(header)),
+    ):
         path = directory / f"{name}.body"
         path.write_bytes(body)
         out[name] = Payload(name, path, ctype, hlen, len(body))
@@ -408,15 +480,16 @@ def decode_output(target: Target, status: int, headers: dict[str, str], body: by
     if "data" in o:
         arr = np.asarray(o["data"], dtype=np.float32)
     else:
-        arr = np.frombuffer(body[int(hlen):], dtype="<f4", count=math.prod(o["shape"])).astype(np.float32)  # fmt: skip
+        arr = np.frombuffer(body[int(hlen) :], dtype="<f4", count=math.prod(o["shape"])).astype(np.float32)
     return int(doc["model_version"]), arr.reshape(o["shape"])
 
 
 def check_target(server: Server, target: Target, payload: Payload, reference: np.ndarray) -> float:
     """Send the body once and check the answer equals the in-process forward on the CPU (same model, same weights;
     a looser tolerance on CUDA, where convolutions may run in TF32)."""
-    status, headers, body = request(server.url, "POST", target.path(server.cfg.model), payload.path.read_bytes(),
-                                    payload_headers(payload))  # fmt: skip
+    status, headers, body = request(
+        server.url, "POST", target.path(server.cfg.model), payload.path.read_bytes(), payload_headers(payload)
+    )
     _, out = decode_output(target, status, headers, body)
     if out.shape != reference.shape:
         raise BenchError(f"{target.label}: output shape {out.shape}, expected {reference.shape}")
@@ -429,9 +502,11 @@ def check_target(server: Server, target: Target, payload: Payload, reference: np
     return err
 
 
-_DTYPE_ALIASES = {"float32": {"float32", "fp32", "torch.float32", "float"},
-                  "float16": {"float16", "fp16", "torch.float16", "half"},
-                  "bfloat16": {"bfloat16", "bf16", "torch.bfloat16"}}  # fmt: skip
+_DTYPE_ALIASES = {
+    "float32": {"float32", "fp32", "torch.float32", "float"},
+    "float16": {"float16", "fp16", "torch.float16", "half"},
+    "bfloat16": {"bfloat16", "bf16", "torch.bfloat16"},
+}
 
 
 def _compute_dtypes(doc: Any, found: list[str]) -> list[str]:
@@ -462,8 +537,10 @@ def check_compute_dtype(server: Server) -> str:
             if status == 200:
                 _compute_dtypes(json.loads(body), seen)
     if not seen:
-        raise BenchError(f"morphserve started with --dtype {want}, but neither GET /v1/models/{model} nor "
-                         f"/v2/models/{model} shows a compute dtype: cannot confirm it serves {want}")  # fmt: skip
+        raise BenchError(
+            f"morphserve started with --dtype {want}, but neither GET /v1/models/{model} nor "
+            f"/v2/models/{model} shows a compute dtype: cannot confirm it serves {want}"
+        )
     wrong = [d for d in seen if d.lower() not in _DTYPE_ALIASES[want]]
     if wrong:
         raise BenchError(f"morphserve was asked for --dtype {want} but reports compute dtype {wrong[0]!r}")
@@ -487,17 +564,30 @@ def settle(url: str, path: str, payload: Payload, max_s: float = 15.0) -> list[f
 
 
 # ---------------------------------------------------------------------------------------------- wrk
-def run_wrk(wrk: str, url: str, payload: Payload, connections: int, duration_s: int,
-            threads: int = 1) -> dict[str, Any]:  # fmt: skip
+def run_wrk(
+    wrk: str, url: str, payload: Payload, connections: int, duration_s: int, threads: int = 1
+) -> dict[str, Any]:
     """One closed-loop wrk run: `connections` connections each sending the body back to back for `duration_s`.
 
     Returns requests/s, latency percentiles in ms (wrk's HdrHistogram-style stats, per request), the count of
     HTTP responses >= 400 (wrk's `errors.status`, the non-2xx count: no route here answers 1xx or 3xx), and
     socket errors (connect/read/write/timeout).
     """
-    cmd = [wrk, f"-t{max(1, min(threads, connections))}", f"-c{connections}", f"-d{duration_s}s", "--timeout", "10s",
-           "-s", str(LUA), url, "--", str(payload.path), payload.content_type,
-           str(payload.header_length) if payload.header_length is not None else "-"]  # fmt: skip
+    cmd = [
+        wrk,
+        f"-t{max(1, min(threads, connections))}",
+        f"-c{connections}",
+        f"-d{duration_s}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        url,
+        "--",
+        str(payload.path),
+        payload.content_type,
+        str(payload.header_length) if payload.header_length is not None else "-",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 120)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
     if r.returncode != 0 or line is None:
@@ -563,8 +653,15 @@ def identity_ops(n: int, after: str = "fc1", width: int = 512, name: str = "benc
     """The n-th edit of the alternation: even n inserts an identity Linear(width, width) after `after`, odd n
     removes it."""
     if n % 2 == 0:
-        return [{"op": "insert", "after": after, "name": name, "init": "identity",
-                 "layer": {"type": "Linear", "in_features": width, "out_features": width}}]  # fmt: skip
+        return [
+            {
+                "op": "insert",
+                "after": after,
+                "name": name,
+                "init": "identity",
+                "layer": {"type": "Linear", "in_features": width, "out_features": width},
+            }
+        ]
     return [{"op": "remove", "node": name}]
 
 
@@ -585,10 +682,17 @@ class Editor(threading.Thread):
         status, _, data = request(self.url, "POST", f"/v1/models/{self.model}/edits", body, headers, timeout=60)
         t_done = time.perf_counter()
         doc = json.loads(data) if data else {}
-        return {"n": n, "op": "insert" if n % 2 == 0 else "remove", "t_send": t_send, "t_done": t_done,
-                "status": status, "version": doc.get("version"), "timings_ms": doc.get("timings_ms"),
-                "live_ms": round((doc["live_at"] - wall_send) * 1e3, 2) if doc.get("live_at") else None,
-                "error": None if status == 200 else data[:300].decode(errors="replace")}  # fmt: skip
+        return {
+            "n": n,
+            "op": "insert" if n % 2 == 0 else "remove",
+            "t_send": t_send,
+            "t_done": t_done,
+            "status": status,
+            "version": doc.get("version"),
+            "timings_ms": doc.get("timings_ms"),
+            "live_ms": round((doc["live_at"] - wall_send) * 1e3, 2) if doc.get("live_at") else None,
+            "error": None if status == 200 else data[:300].decode(errors="replace"),
+        }
 
     def run(self) -> None:
         k = 0

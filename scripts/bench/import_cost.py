@@ -73,8 +73,15 @@ def forward_speed(reps: int, tmp: Path) -> list[dict[str, Any]]:
         for batch in (1, 32):
             x = make(batch)
             eager_ms, rebuilt_ms = _interleaved(module, gm, x, reps if batch == 1 else max(5, reps // 4))
-            rows.append({"model": name, "batch": batch, "eager_ms": round(eager_ms, 3),
-                         "rebuilt_ms": round(rebuilt_ms, 3), "ratio": round(rebuilt_ms / eager_ms, 3)})  # fmt: skip
+            rows.append(
+                {
+                    "model": name,
+                    "batch": batch,
+                    "eager_ms": round(eager_ms, 3),
+                    "rebuilt_ms": round(rebuilt_ms, 3),
+                    "ratio": round(rebuilt_ms / eager_ms, 3),
+                }
+            )
     return rows
 
 
@@ -119,12 +126,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         result = {
-            "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                        "threads": torch.get_num_threads(), "cpus": os.cpu_count()},
+            "machine": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "cpus": os.cpu_count(),
+            },
             "forward": forward_speed(reps, tmp),
             "resnet50": resnet50_costs(max(3, reps // 5), tmp),
             "targets": {"forward_ratio_max": 1.05, "import_s_max": 30, "load_s_max": 5, "edit_ms_max": 100},
-        }  # fmt: skip
+        }
     text = json.dumps(result, indent=2)
     print(text)
     if args.out is not None:

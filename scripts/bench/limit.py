@@ -55,8 +55,15 @@ def measure(model: torch.nn.Module, x: torch.Tensor, seconds: float, cuda: bool)
     }
 
 
-def limits(models: list[str], options: dict[str, dict], batch_sizes: list[int], seconds: float, device: str,
-           threads: int | None = None, dtype: str = "float32") -> list[dict]:  # fmt: skip
+def limits(
+    models: list[str],
+    options: dict[str, dict],
+    batch_sizes: list[int],
+    seconds: float,
+    device: str,
+    threads: int | None = None,
+    dtype: str = "float32",
+) -> list[dict]:
     """One result per model: rows/s and batch latency at each batch size. `threads` sets torch's intra-op thread
     count (default: as OMP_NUM_THREADS made it); `dtype` casts the module and its inputs (float16, bfloat16)."""
     cuda = device.startswith("cuda")
@@ -73,12 +80,19 @@ def limits(models: list[str], options: dict[str, dict], batch_sizes: list[int], 
             for b in batch_sizes:
                 x = torch.randn(b, *shape, generator=torch.Generator().manual_seed(0)).to(device, getattr(torch, dtype))
                 results.append(measure(model, x, seconds, cuda))
-            out.append({
-                "model": name, "options": opts, "device": device, "dtype": dtype,
-                "device_name": torch.cuda.get_device_name(device) if cuda else "cpu",
-                "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "results": results,
-            })  # fmt: skip
+            out.append(
+                {
+                    "model": name,
+                    "options": opts,
+                    "device": device,
+                    "dtype": dtype,
+                    "device_name": torch.cuda.get_device_name(device) if cuda else "cpu",
+                    "torch": torch.__version__,
+                    "torch_threads": torch.get_num_threads(),
+                    "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                    "results": results,
+                }
+            )
     return out
 
 
@@ -95,9 +109,14 @@ def main() -> int:
     if cuda and not torch.cuda.is_available():
         print(f"error: --device {args.device} but CUDA is not available (torch {torch.__version__})", file=sys.stderr)
         return 2
-    for doc in limits([m.strip() for m in args.models.split(",") if m.strip()],
-                      json.loads(args.options) if args.options else {}, [int(b) for b in args.batch_sizes.split(",")],
-                      args.seconds, args.device, dtype=args.dtype):  # fmt: skip
+    for doc in limits(
+        [m.strip() for m in args.models.split(",") if m.strip()],
+        json.loads(args.options) if args.options else {},
+        [int(b) for b in args.batch_sizes.split(",")],
+        args.seconds,
+        args.device,
+        dtype=args.dtype,
+    ):
         print(json.dumps(doc), flush=True)
     return 0
 

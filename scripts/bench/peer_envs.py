@@ -8,7 +8,8 @@ resolves the install with `pip install --dry-run --report` and refuses it if any
 `nvidia-*` package would come in.
 
 Besides the peer itself, each venv gets what `morphserve.graph` imports (torch, numpy, pydantic, safetensors, graphviz):
-the peers serve the very modules morphserve serves, built by `morphserve.graph.load_zoo` (scripts/bench/peers/_model.py).
+the peers serve the very modules morphserve serves, built by `morphserve.graph.load_zoo`
+(scripts/bench/peers/_model.py).
 
     python scripts/bench/peer_envs.py [torchserve ray]     # set up (or check) the venvs, print their versions
 """
@@ -88,8 +89,16 @@ class PeerEnv:
             except PeerSetupError as e:
                 log.write(f"\nFAILED: {e}\n")
                 raise PeerSetupError(f"the {self.name} peer could not be set up: {e} (full log: {self.log})") from e
-        self._marker.write_text(json.dumps({"requirements": self.all_requirements(), "versions": versions,
-                                            "setup_s": round(time.perf_counter() - t0, 1)}, indent=1))  # fmt: skip
+        self._marker.write_text(
+            json.dumps(
+                {
+                    "requirements": self.all_requirements(),
+                    "versions": versions,
+                    "setup_s": round(time.perf_counter() - t0, 1),
+                },
+                indent=1,
+            )
+        )
         if not quiet:
             print(f"{self.name} peer ready in {time.perf_counter() - t0:.0f} s: {versions}", file=sys.stderr)
         return versions
@@ -104,8 +113,9 @@ class PeerEnv:
         log.write(f"$ {' '.join(map(str, cmd))}\n")
         log.flush()
         try:
-            r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout,
-                               stdin=subprocess.DEVNULL)  # fmt: skip
+            r = subprocess.run(
+                [str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            )
         except (OSError, subprocess.TimeoutExpired) as e:
             raise PeerSetupError(f"{cmd[0]} {cmd[1] if len(cmd) > 1 else ''}: {e}") from e
         log.write(r.stdout + r.stderr + "\n")
@@ -125,18 +135,23 @@ class PeerEnv:
         pip = [self.python, "-m", "pip", "install", "--disable-pip-version-check", "-c", constraints]
         report = self._run([*pip, "--dry-run", "--quiet", "--report", "-", *self.all_requirements()], log)
         try:
-            planned = {i["metadata"]["name"].lower(): i["metadata"]["version"]
-                       for i in json.loads(report.stdout)["install"]}  # fmt: skip
+            planned = {
+                i["metadata"]["name"].lower(): i["metadata"]["version"] for i in json.loads(report.stdout)["install"]
+            }
         except (ValueError, KeyError) as e:
             raise PeerSetupError(f"could not read pip's dry-run report: {e}") from e
         bad = sorted(n for n in planned if n.startswith("nvidia-") or n in ("triton", "cuda-toolkit"))
         torch_v = planned.get("torch")  # None: the venv has a torch that satisfies the pin already
         if bad or (torch_v is not None and not torch_v.startswith("2.13.0")):
-            raise PeerSetupError(f"pip would install torch {torch_v} and {bad or 'no CUDA package'}; refusing "
-                                 "(only the local torch 2.13.0 CPU wheel may go into a peer venv)")  # fmt: skip
+            raise PeerSetupError(
+                f"pip would install torch {torch_v} and {bad or 'no CUDA package'}; refusing "
+                "(only the local torch 2.13.0 CPU wheel may go into a peer venv)"
+            )
         self._run([*pip, "--quiet", *self.all_requirements()], log)
-        code = ("import importlib.metadata as m, json; "
-                f"print(json.dumps({{d: m.version(d) for d in {list(self.dists) + ['torch']!r}}}))")  # fmt: skip
+        code = (
+            "import importlib.metadata as m, json; "
+            f"print(json.dumps({{d: m.version(d) for d in {list(self.dists) + ['torch']!r}}}))"
+        )
         versions = json.loads(self._run([self.python, "-c", code], log, timeout=120).stdout.strip().splitlines()[-1])
         if not versions["torch"].startswith("2.13.0"):
             raise PeerSetupError(f"the venv has torch {versions['torch']}, not 2.13.0")
@@ -146,11 +161,14 @@ class PeerEnv:
 PEER_ENVS: dict[str, PeerEnv] = {
     # 0.12.0 is TorchServe's latest release (2024-09); the issue measured 0.12. Java 17 runs its frontend.
     # pyyaml: imported by TorchServe's Python backend (ts/utils/util.py) but not declared by the wheel.
-    "torchserve": PeerEnv("torchserve", ("torchserve==0.12.0", "torch-model-archiver==0.12.0", "pyyaml>=6"),
-                          ("torchserve", "torch-model-archiver")),
+    "torchserve": PeerEnv(
+        "torchserve",
+        ("torchserve==0.12.0", "torch-model-archiver==0.12.0", "pyyaml>=6"),
+        ("torchserve", "torch-model-archiver"),
+    ),
     # 2.60.0: the version the issue measured; it installs beside torch 2.13.0 on Python 3.11.
     "ray": PeerEnv("ray", ("ray[serve]==2.60.0",), ("ray",)),
-}  # fmt: skip
+}
 
 
 def java_version() -> str | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import harness as h  # noqa: E402
+import harness as h
 
 _FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
@@ -43,8 +43,19 @@ def _short(frame: str) -> str:
     return f"{m['fn']} ({file})"
 
 
-_NOTABLE = ("app/", "json", "orjson", "numpy", "uuid", "anyio", "pydantic", "prometheus", "solve_dependencies",
-            "_match", "torch/nn")
+_NOTABLE = (
+    "app/",
+    "json",
+    "orjson",
+    "numpy",
+    "uuid",
+    "anyio",
+    "pydantic",
+    "prometheus",
+    "solve_dependencies",
+    "_match",
+    "torch/nn",
+)
 
 
 def summarise(collapsed: Path, top: int = 20) -> str:
@@ -68,13 +79,18 @@ def summarise(collapsed: Path, top: int = 20) -> str:
         for f in set(funcs):
             incl_c[f] += int(n)
     total = total or 1
-    out = [f"{total} non-idle samples; by thread: " +
-           ", ".join(f"{t} {100 * c / total:.0f}%" for t, c in threads.most_common())]  # fmt: skip
+    out = [
+        f"{total} non-idle samples; by thread: "
+        + ", ".join(f"{t} {100 * c / total:.0f}%" for t, c in threads.most_common())
+    ]
     out.append("\ntop inclusive (share of all non-idle samples; framework plumbing left out):")
     shown = 0
     for f, c in incl_c.most_common():
-        if any(k in f for k in _NOTABLE) and not f.endswith(("(app/morphserve/cli.py)", "(app/morphserve/__main__.py)")) and \
-                "Middleware" not in f:  # fmt: skip
+        if (
+            any(k in f for k in _NOTABLE)
+            and not f.endswith(("(app/morphserve/cli.py)", "(app/morphserve/__main__.py)"))
+            and "Middleware" not in f
+        ):
             out.append(f"  {100 * c / total:5.1f}%  {f}")
             shown += 1
             if shown >= top:
@@ -93,8 +109,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=15)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (OMP_NUM_THREADS)")
     ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
-    ap.add_argument("--native", action="store_true",
-                    help="py-spy --native: C/C++ frames too (pauses the server at each sample)")
+    ap.add_argument(
+        "--native", action="store_true", help="py-spy --native: C/C++ frames too (pauses the server at each sample)"
+    )
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "morphserve-profile")
     args = ap.parse_args()
     pyspy = shutil.which("py-spy") or str(Path(h.PY).parent / "py-spy")
@@ -113,8 +130,9 @@ def main() -> int:
     x = h.sample_input([1, *version.inputs[0].shape[1:]])
     ref = version.run(torch.from_numpy(x))[0].numpy()
     payloads = h.write_payloads(x, work / "bodies", version.inputs[0].name)
-    target = h.TARGETS[{"v1": "morphserve_v1", "oip_json": "morphserve_oip_json",
-                        "oip_binary": "morphserve_oip_binary"}[args.route]]  # fmt: skip
+    target = h.TARGETS[
+        {"v1": "morphserve_v1", "oip_json": "morphserve_oip_json", "oip_binary": "morphserve_oip_binary"}[args.route]
+    ]
     p = payloads[target.payload]
     cfg = h.ServerConfig("morphserve", args.model, threads=args.threads)
     stem = args.out / f"profile-{args.model}-{args.route}-c{args.concurrency}"
@@ -123,27 +141,44 @@ def main() -> int:
         url = s.url + target.path(args.model)
         h.run_wrk(wrk, url, p, args.concurrency, 2)  # warm-up
         result: dict[str, object] = {}
-        load = threading.Thread(target=lambda: result.update(
-            h.run_wrk(wrk, url, p, args.concurrency, args.seconds + 2)), daemon=True)
+        load = threading.Thread(
+            target=lambda: result.update(h.run_wrk(wrk, url, p, args.concurrency, args.seconds + 2)), daemon=True
+        )
         load.start()
         time.sleep(1)
-        base = [pyspy, "record", "--pid", str(s.proc.pid), "--duration", str(args.seconds), "--rate", str(args.rate),
-                "--threads", *(["--native"] if args.native else ["--nonblocking"])]  # --native must pause it
+        base = [
+            pyspy,
+            "record",
+            "--pid",
+            str(s.proc.pid),
+            "--duration",
+            str(args.seconds),
+            "--rate",
+            str(args.rate),
+            "--threads",
+            *(["--native"] if args.native else ["--nonblocking"]),
+        ]  # --native must pause it
         rec = subprocess.run([*base, "--format", "raw", "-o", f"{stem}.txt"], capture_output=True, text=True)
         if rec.returncode != 0:
             raise SystemExit(f"py-spy failed (exit {rec.returncode}): {rec.stderr.strip()[-1000:]}")
         load.join()
         # A second recording for the flamegraph (py-spy writes one format per run).
-        load = threading.Thread(target=lambda: h.run_wrk(wrk, url, p, args.concurrency, min(args.seconds, 8) + 2),
-                                daemon=True)  # fmt: skip
+        load = threading.Thread(
+            target=lambda: h.run_wrk(wrk, url, p, args.concurrency, min(args.seconds, 8) + 2), daemon=True
+        )
         load.start()
         time.sleep(1)
-        subprocess.run([*base[:5], str(min(args.seconds, 8)), *base[6:], "--format", "flamegraph", "-o",
-                        f"{stem}.svg"], check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [*base[:5], str(min(args.seconds, 8)), *base[6:], "--format", "flamegraph", "-o", f"{stem}.svg"],
+            check=True,
+            capture_output=True,
+        )
         load.join()
     text = summarise(Path(f"{stem}.txt"))
-    header = (f"morphserve {args.model} {args.route} at concurrency {args.concurrency}: {result.get('rps')} req/s, "
-              f"p50 {result.get('p50_ms')} ms, p99 {result.get('p99_ms')} ms (under py-spy)")  # fmt: skip
+    header = (
+        f"morphserve {args.model} {args.route} at concurrency {args.concurrency}: {result.get('rps')} req/s, "
+        f"p50 {result.get('p50_ms')} ms, p99 {result.get('p99_ms')} ms (under py-spy)"
+    )
     Path(f"{stem}.summary.txt").write_text(header + "\n" + text + "\n")
     print(header)
     print(text)

@@ -59,8 +59,10 @@ def tag_ops(model: str, tag: float) -> list[dict[str, Any]]:
 def servers(tmp: Path, n: int, *args: str) -> Iterator[list[ServerProcess]]:
     common = ["--admin-token", TOKEN, "--min-version-wait-ms", "10000"]
     tmp.mkdir(parents=True, exist_ok=True)
-    procs = [ServerProcess([*args, *common, "--state-dir", str(tmp / f"state-{i}")], log=tmp / f"server-{i}.log")
-             for i in range(n)]  # fmt: skip
+    procs = [
+        ServerProcess([*args, *common, "--state-dir", str(tmp / f"state-{i}")], log=tmp / f"server-{i}.log")
+        for i in range(n)
+    ]
     try:
         yield [p.wait_ready(120) for p in procs]
     finally:
@@ -72,8 +74,9 @@ def committed_at(cluster_url: str, model: str, version: int) -> float:
     import psycopg
 
     with psycopg.connect(cluster_url, autocommit=True) as conn:
-        row = conn.execute("SELECT committed_at FROM versions WHERE model = %s AND version = %s",
-                           (model, version)).fetchone()  # fmt: skip
+        row = conn.execute(
+            "SELECT committed_at FROM versions WHERE model = %s AND version = %s", (model, version)
+        ).fetchone()
     assert row is not None, (model, version)
     return float(row[0])
 
@@ -98,8 +101,11 @@ def lags(urls: list[str], journal: str, model: str, edits: int, rng: random.Rand
             waiters = [threading.Thread(target=wait, args=(i,)) for i in range(len(urls))]
             for t in waiters:
                 t.start()
-            r = c.post(f"{rng.choice(urls)}/v1/models/{model}/edits", headers=AUTH,
-                       json={"if_version": cur, "ops": tag_ops(model, float(k))})  # fmt: skip
+            r = c.post(
+                f"{rng.choice(urls)}/v1/models/{model}/edits",
+                headers=AUTH,
+                json={"if_version": cur, "ops": tag_ops(model, float(k))},
+            )
             assert r.status_code == 200, r.text
             for t in waiters:
                 t.join(60)
@@ -123,9 +129,12 @@ def wrk_over(urls: list[str], model: str, tmp: Path, duration: int, connections:
         t.start()
     for t in ts:
         t.join(duration + 180)
-    return {"rps": round(sum(r["rps"] for r in results), 1), "p99_ms": max(r["p99_ms"] for r in results),
-            "p50_ms": max(r["p50_ms"] for r in results),
-            "errors": sum(r["non_2xx"] + r["socket_errors"] for r in results)}  # fmt: skip
+    return {
+        "rps": round(sum(r["rps"] for r in results), 1),
+        "p99_ms": max(r["p99_ms"] for r in results),
+        "p50_ms": max(r["p50_ms"] for r in results),
+        "errors": sum(r["non_2xx"] + r["socket_errors"] for r in results),
+    }
 
 
 def edit_every_second(urls: list[str], model: str, stop: threading.Event, done: list[float]) -> None:
@@ -133,8 +142,11 @@ def edit_every_second(urls: list[str], model: str, stop: threading.Event, done: 
     with httpx.Client(timeout=60) as c:
         while not stop.wait(1.0):
             t0 = time.perf_counter()
-            r = c.post(f"{rng.choice(urls)}/v1/models/{model}/edits", headers=AUTH,
-                       json={"ops": tag_ops(model, float(len(done)))})  # fmt: skip
+            r = c.post(
+                f"{rng.choice(urls)}/v1/models/{model}/edits",
+                headers=AUTH,
+                json={"ops": tag_ops(model, float(len(done)))},
+            )
             if r.status_code == 200:
                 done.append(time.perf_counter() - t0)
 
@@ -175,8 +187,7 @@ def main() -> None:
                 urls = [s.url for s in rs]
                 res["lag_idle"] = stats_ms(lags(urls, journal, args.model, args.edits, rng))
                 box: dict[str, Any] = {}
-                loader = threading.Thread(target=lambda: box.update(wrk_over(urls, args.model, tmp,
-                                                                             args.duration + 5)))  # fmt: skip
+                loader = threading.Thread(target=lambda: box.update(wrk_over(urls, args.model, tmp, args.duration + 5)))
                 loader.start()
                 time.sleep(2)
                 res["lag_load_c64"] = stats_ms(lags(urls, journal, args.model, max(5, args.edits // 2), rng))
@@ -209,15 +220,21 @@ def main() -> None:
 def report(r: dict[str, Any]) -> None:
     rows = ["| measure | value |", "|---|---|"]
     for key in ("lag_idle", "lag_load_c64"):
-        rows.append(f"| lag commit → 3 replicas serving, {key.removeprefix('lag_')} | median {r[key]['median_ms']} ms, "
-                    f"max {r[key]['max_ms']} ms ({r[key]['n']} edits) |")  # fmt: skip
+        rows.append(
+            f"| lag commit → 3 replicas serving, {key.removeprefix('lag_')} | median {r[key]['median_ms']} ms, "
+            f"max {r[key]['max_ms']} ms ({r[key]['n']} edits) |"
+        )
     a, b = r["p99_no_edits"], r["p99_edit_per_s"]
-    rows.append(f"| p99 c=64, no edits / an edit per second | {a['p99_ms']:.1f} ms / {b['p99_ms']:.1f} ms "
-                f"(x{b['p99_ms'] / a['p99_ms']:.2f}; {a['rps']} / {b['rps']} req/s; {b['edits']} edits; errors "
-                f"{a['errors']} / {b['errors']}) |")  # fmt: skip
+    rows.append(
+        f"| p99 c=64, no edits / an edit per second | {a['p99_ms']:.1f} ms / {b['p99_ms']:.1f} ms "
+        f"(x{b['p99_ms'] / a['p99_ms']:.2f}; {a['rps']} / {b['rps']} req/s; {b['edits']} edits; errors "
+        f"{a['errors']} / {b['errors']}) |"
+    )
     pg, sq = r["edit_latency_postgresql"], r["edit_latency_sqlite"]
-    rows.append(f"| edit latency PostgreSQL / SQLite (median) | {pg['median_ms']} ms / {sq['median_ms']} ms "
-                f"(x{pg['median_ms'] / sq['median_ms']:.2f}) |")  # fmt: skip
+    rows.append(
+        f"| edit latency PostgreSQL / SQLite (median) | {pg['median_ms']} ms / {sq['median_ms']} ms "
+        f"(x{pg['median_ms'] / sq['median_ms']:.2f}) |"
+    )
     if "workers_1" in r:
         w1, w2 = r["workers_1"]["rps"], r["workers_2"]["rps"]
         rows.append(f"| /v1 mlp c=64, --workers 1 / 2 | {w1} / {w2} req/s (x{w2 / w1:.2f}) |")

@@ -16,7 +16,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import median, percentile, ratio  # noqa: E402
+from harness import median, percentile, ratio
 
 LABELS = {
     "naive": "naive FastAPI",
@@ -127,9 +127,17 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
             if peers and ours:
                 bp = max(peers, key=lambda t: rps[t] or 0)
                 bm = max(ours, key=lambda t: rps[t] or 0)
-                best[str(c)] = {"peer": bp, "peer_rps": rps[bp], "peer_p50_ms": p50[bp], "peer_p99_ms": p99[bp],
-                                "morphserve": bm, "rps": rps[bm], "p50_ms": p50[bm], "p99_ms": p99[bm],
-                                "naive_rps": rps.get("naive")}  # fmt: skip
+                best[str(c)] = {
+                    "peer": bp,
+                    "peer_rps": rps[bp],
+                    "peer_p50_ms": p50[bp],
+                    "peer_p99_ms": p99[bp],
+                    "morphserve": bm,
+                    "rps": rps[bm],
+                    "p50_ms": p50[bm],
+                    "p99_ms": p99[bm],
+                    "naive_rps": rps.get("naive"),
+                }
         s["w1_ratios"] = ratios
         s["w1_best"] = best
 
@@ -152,13 +160,21 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                         "rps oip_binary/litserve": ratio(rps["morphserve_oip_binary"], rps["litserve"]),
                         "rps v1_json/naive": ratio(rps["morphserve_v1"], rps["naive"]),
                         "rps v1_json/litserve": ratio(rps["morphserve_v1"], rps["litserve"]),
-                        **{f"rps oip_binary/limit(batch {b})": ratio(rps["morphserve_oip_binary"], lim(model, b))
-                           for b in sorted({32, max_batch})},
+                        **{
+                            f"rps oip_binary/limit(batch {b})": ratio(rps["morphserve_oip_binary"], lim(model, b))
+                            for b in sorted({32, max_batch})
+                        },
                         "rps oip_binary/limit(batch 1)": ratio(rps["morphserve_oip_binary"], lim(model, 1)),
-                        **({f"rps v1_json/limit(batch {b})": ratio(rps["morphserve_v1"], lim(model, b))
-                            for b in sorted({32, max_batch})} if key == "gpu" else {}),
+                        **(
+                            {
+                                f"rps v1_json/limit(batch {b})": ratio(rps["morphserve_v1"], lim(model, b))
+                                for b in sorted({32, max_batch})
+                            }
+                            if key == "gpu"
+                            else {}
+                        ),
                     },
-                }  # fmt: skip
+                }
             block[model] = per_c
         s["w2" if key == "2" else "gpu"] = block
 
@@ -174,8 +190,9 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
             cell["probe_non_2xx"] = sum(r["probe"]["non_2xx"] for r in rows)
             cell["probe_failures"] = sum(r["probe"]["failures"] for r in rows)
             cell["probe_p99_ms"] = median([r["probe"]["p99_ms"] for r in rows])
-            cell["failed_requests"] = sum(r["non_2xx"] + r["socket_errors"] + r["probe"]["non_2xx"] +
-                                          r["probe"]["failures"] for r in rows)  # fmt: skip
+            cell["failed_requests"] = sum(
+                r["non_2xx"] + r["socket_errors"] + r["probe"]["non_2xx"] + r["probe"]["failures"] for r in rows
+            )
             if flag:
                 live = [x for r in rows for x in r["edits"]["edit_to_live_ms"]]
                 seen = [x for r in rows for x in r["edits"].get("edit_to_seen_ms", [])]
@@ -187,14 +204,22 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                             timings[k].append(v)
                 cell["edits"] = sum(r["edits"]["count"] for r in rows)
                 cell["edits_failed"] = sum(r["edits"]["failed"] for r in rows)
-                cell["edit_to_live_ms"] = {"median": median(live), "p90": percentile(live, 90),
-                                           "p99": percentile(live, 99),
-                                           "max": max((x for x in live if x is not None), default=None),
-                                           "missing": sum(1 for x in live if x is None), "n": len(live)}  # fmt: skip
-                cell["edit_to_seen_ms"] = {"median": median(seen), "p90": percentile(seen, 90),
-                                           "p99": percentile(seen, 99),
-                                           "max": max((x for x in seen if x is not None), default=None),
-                                           "missing": sum(1 for x in seen if x is None), "n": len(seen)}  # fmt: skip
+                cell["edit_to_live_ms"] = {
+                    "median": median(live),
+                    "p90": percentile(live, 90),
+                    "p99": percentile(live, 99),
+                    "max": max((x for x in live if x is not None), default=None),
+                    "missing": sum(1 for x in live if x is None),
+                    "n": len(live),
+                }
+                cell["edit_to_seen_ms"] = {
+                    "median": median(seen),
+                    "p90": percentile(seen, 90),
+                    "p99": percentile(seen, 99),
+                    "max": max((x for x in seen if x is not None), default=None),
+                    "missing": sum(1 for x in seen if x is None),
+                    "n": len(seen),
+                }
                 cell["edit_round_trip_ms"] = {"median": median(rtt), "p90": percentile(rtt, 90)}
                 cell["edit_server_ms"] = {k: median(v) for k, v in timings.items()}
             w3[label] = cell
@@ -220,25 +245,38 @@ def _targets_issue14(s: dict[str, Any], results: dict[str, Any]) -> list[dict[st
     base = ((results["meta"].get("baseline") or {}).get("w1") or {}).get("morphserve_v1", {})
     base_src = (results["meta"].get("baseline") or {}).get("date") or "baseline"
     gpu = results["meta"]["mode"] == "gpu"
-    for c in ([] if gpu else ["1", "16", "64"]):
+    for c in [] if gpu else ["1", "16", "64"]:
         b = best.get(c)
         who = f"{label(b['morphserve'])} vs best peer {label(b['peer'])}" if b else "morphserve vs best peer"
         if c == "1":
             add(f"W1 c=1 req/s, {who}", ratio(b["rps"], b["peer_rps"]) if b else None, ">= 0.9x", lambda v: v >= 0.9)
-            add(f"W1 c=1 p50, {who}", ratio(b["p50_ms"], b["peer_p50_ms"]) if b else None, "<= 1.1x",
-                lambda v: v <= 1.1)  # fmt: skip
+            add(
+                f"W1 c=1 p50, {who}", ratio(b["p50_ms"], b["peer_p50_ms"]) if b else None, "<= 1.1x", lambda v: v <= 1.1
+            )
             continue
         add(f"W1 c={c} req/s, {who}", ratio(b["rps"], b["peer_rps"]) if b else None, ">= 1.5x", lambda v: v >= 1.5)
-        add(f"W1 c={c} req/s, {label(b['morphserve']) if b else 'morphserve'} vs naive FastAPI",
-            ratio(b["rps"], b["naive_rps"]) if b else None, ">= 2x", lambda v: v >= 2.0)  # fmt: skip
+        add(
+            f"W1 c={c} req/s, {label(b['morphserve']) if b else 'morphserve'} vs naive FastAPI",
+            ratio(b["rps"], b["naive_rps"]) if b else None,
+            ">= 2x",
+            lambda v: v >= 2.0,
+        )
         prev = (base.get(c) or {}).get("p99_ms")
-        add(f"W1 c={c} p99, {label(b['morphserve']) if b else 'morphserve'} vs morphserve /v1 before ({base_src}: "
-            f"{prev if prev is not None else '-'} ms)", ratio(b["p99_ms"], prev) if b else None, "<= 1x (no worse)",
-            lambda v: v <= 1.0)  # fmt: skip
+        add(
+            f"W1 c={c} p99, {label(b['morphserve']) if b else 'morphserve'} vs morphserve /v1 before ({base_src}: "
+            f"{prev if prev is not None else '-'} ms)",
+            ratio(b["p99_ms"], prev) if b else None,
+            "<= 1x (no worse)",
+            lambda v: v <= 1.0,
+        )
     mlp = s.get("w2", {}).get("mlp", {})
     for c, block in mlp.items():
-        add(f"W2 mlp c={c} req/s, OIP binary vs OIP JSON", block["ratios"].get("rps oip_binary/oip_json"), ">= 2x",
-            lambda v: v >= 2.0)  # fmt: skip
+        add(
+            f"W2 mlp c={c} req/s, OIP binary vs OIP JSON",
+            block["ratios"].get("rps oip_binary/oip_json"),
+            ">= 2x",
+            lambda v: v >= 2.0,
+        )
     if not gpu and not mlp:
         add("W2 mlp c=64 req/s, OIP binary vs OIP JSON", None, ">= 2x", None)
     w3 = s.get("w3", {}).get("with")
@@ -265,8 +303,10 @@ def _targets(s: dict[str, Any]) -> list[dict[str, Any]]:
 
     r64 = s.get("w1_ratios", {}).get("64")
     if r64:
-        for key, goal, need in (("rps morphserve_v1/naive", ">= 2", 2.0),
-                                ("rps morphserve_v1/litserve", ">= 1.5", 1.5)):  # fmt: skip
+        for key, goal, need in (
+            ("rps morphserve_v1/naive", ">= 2", 2.0),
+            ("rps morphserve_v1/litserve", ">= 1.5", 1.5),
+        ):
             v = r64.get(key)
             add(f"W1 c=64 {key}", v, goal, None if v is None else v >= need)
         for key in ("p99 morphserve_v1/naive", "p99 morphserve_v1/litserve"):
@@ -284,8 +324,12 @@ def _targets(s: dict[str, Any]) -> list[dict[str, Any]]:
         v = w3["p99_with/without"]
         add("W3 p99 with edits / without", v, "<= 1.25", None if v is None else v <= 1.25)
     if "with" in w3:
-        errors = w3["with"]["non_2xx"] + w3["with"]["socket_errors"] + w3["with"]["probe_non_2xx"] + \
-            w3["with"]["edits_failed"]  # fmt: skip
+        errors = (
+            w3["with"]["non_2xx"]
+            + w3["with"]["socket_errors"]
+            + w3["with"]["probe_non_2xx"]
+            + w3["with"]["edits_failed"]
+        )
         add("W3 non-2xx + socket errors + failed edits during edits", errors, "= 0", errors == 0)
         v = w3["with"].get("edit_to_live_ms", {}).get("median")
         add("W3 edit-to-live median (ms)", v, "<= 50", None if v is None else v <= 50)
@@ -332,15 +376,23 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
         made.append(path)
 
     if "w1" in s:
-        sweep(s["w1"], s["limit_rows_per_s"].get("mlp", {}), "mlp, one sample per JSON request",
-              out / "throughput_vs_concurrency.png")  # fmt: skip
+        sweep(
+            s["w1"],
+            s["limit_rows_per_s"].get("mlp", {}),
+            "mlp, one sample per JSON request",
+            out / "throughput_vs_concurrency.png",
+        )
     for model, per_c in s.get("gpu", {}).items():
         cells: dict[str, dict[str, Any]] = defaultdict(dict)
         for c, block in per_c.items():
             for t, cell in block["cells"].items():
                 cells[t][c] = cell
-        sweep(dict(cells), s["limit_rows_per_s"].get(model, {}), f"GPU: {model}, one image per request",
-              out / f"{prefix}throughput_{model}.png")  # fmt: skip
+        sweep(
+            dict(cells),
+            s["limit_rows_per_s"].get(model, {}),
+            f"GPU: {model}, one image per request",
+            out / f"{prefix}throughput_{model}.png",
+        )
 
     if "w2" in s:
         models = list(s["w2"])
@@ -351,8 +403,7 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
                 vals = [block["cells"][t]["rps"] for t in ts]
                 bars = ax.bar(range(len(ts)), vals, color=[f"C{ORDER.index(t) if t in ORDER else 9}" for t in ts])
                 ax.bar_label(bars, fmt="%.0f", fontsize=8)
-                ax.set_xticks(range(len(ts)), [label(t).replace("morphserve ", "morphserve\n") for t in ts],
-                              fontsize=8)  # fmt: skip
+                ax.set_xticks(range(len(ts)), [label(t).replace("morphserve ", "morphserve\n") for t in ts], fontsize=8)
                 shape = "784 floats" if model == "mlp" else "3x32x32"
                 ax.set_title(f"{model} {shape}, one sample per request, c={c}")
             lim = s["limit_rows_per_s"].get(model, {}).get("1")
@@ -370,16 +421,29 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
 
     series = results.get("series", {})
     if series:
-        fig, axes = plt.subplots(len(series), 1, figsize=(12, 3.2 * len(series)), sharex=True, sharey=True,
-                                 squeeze=False)  # fmt: skip
+        fig, axes = plt.subplots(
+            len(series), 1, figsize=(12, 3.2 * len(series)), sharex=True, sharey=True, squeeze=False
+        )
         for ax, run in zip(axes[:, 0], [k for k in ("without", "with") if k in series], strict=False):
             ser = series[run]
             pts = ser["probe"]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], ".", markersize=2, color="C0",
-                    label="probe request latency (one client beside the load)")  # fmt: skip
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                ".",
+                markersize=2,
+                color="C0",
+                label="probe request latency (one client beside the load)",
+            )
             for i, (t, op, rtt, _v) in enumerate(ser["edits"]):
-                ax.axvspan(t, t + rtt / 1e3, color="C2" if op == "insert" else "C3", alpha=0.3, linewidth=0,
-                           label=(f"{op} request in flight" if i < 2 else None))  # fmt: skip
+                ax.axvspan(
+                    t,
+                    t + rtt / 1e3,
+                    color="C2" if op == "insert" else "C3",
+                    alpha=0.3,
+                    linewidth=0,
+                    label=(f"{op} request in flight" if i < 2 else None),
+                )
             ax.set_yscale("log")
             ax.set_ylabel("latency, ms")
             ax.set_title(f"mlp at concurrency {results['meta']['settings']['edit_concurrency']}: {run} edits")
@@ -414,16 +478,23 @@ def _peer_settings(results: dict[str, Any]) -> str:
     kinds = {s["kind"] for s in results.get("servers", [])}
     bits = []
     if "litserve" in kinds:
-        bits.append(f"LitServe max_batch_size={st['max_batch_size']}, batch_timeout={st['max_batch_delay_ms']} ms, "
-                    "1 inference worker")  # fmt: skip
-    ts = next((s["reported"] for s in results.get("servers", []) if s["kind"] == "torchserve" and s.get("reported")),
-              None)  # fmt: skip
+        bits.append(
+            f"LitServe max_batch_size={st['max_batch_size']}, batch_timeout={st['max_batch_delay_ms']} ms, "
+            "1 inference worker"
+        )
+    ts = next(
+        (s["reported"] for s in results.get("servers", []) if s["kind"] == "torchserve" and s.get("reported")), None
+    )
     if ts:
-        bits.append(f"TorchServe batchSize={ts['batchSize']}, maxBatchDelay={ts['maxBatchDelay']} ms, "
-                    f"{ts['workers_ready']} worker(s) (read back from its management API)")  # fmt: skip
+        bits.append(
+            f"TorchServe batchSize={ts['batchSize']}, maxBatchDelay={ts['maxBatchDelay']} ms, "
+            f"{ts['workers_ready']} worker(s) (read back from its management API)"
+        )
     if "ray" in kinds:
-        bits.append(f"Ray Serve @serve.batch(max_batch_size={st['max_batch_size']}, batch_wait_timeout_s="
-                    f"{st['max_batch_delay_ms'] / 1000:g}), 1 replica, max_ongoing_requests=256")  # fmt: skip
+        bits.append(
+            f"Ray Serve @serve.batch(max_batch_size={st['max_batch_size']}, batch_wait_timeout_s="
+            f"{st['max_batch_delay_ms'] / 1000:g}), 1 replica, max_ongoing_requests=256"
+        )
     return "; ".join(bits)
 
 
@@ -443,46 +514,69 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
         add(f"**The run did not complete: {meta['status']}.** Tables below hold what was measured.")
         add("")
     add(f"- **Command:** `{meta['command']}` ({meta['wall_s']:.0f} s)")
-    add(f"- **Machine:** {m.get('cpu_model')} ({', '.join(m.get('cpu_flags_simd', [])) or 'no AVX2'}), "
-        f"nproc {m.get('nproc')}, kernel {m.get('kernel', '?')}")  # fmt: skip
+    add(
+        f"- **Machine:** {m.get('cpu_model')} ({', '.join(m.get('cpu_flags_simd', [])) or 'no AVX2'}), "
+        f"nproc {m.get('nproc')}, kernel {m.get('kernel', '?')}"
+    )
     if meta.get("loadavg"):
-        add(f"- **Load average (1/5/15 min)** at the start: {meta['loadavg']['start']}, at the end: "
+        add(
+            f"- **Load average (1/5/15 min)** at the start: {meta['loadavg']['start']}, at the end: "
             f"{meta['loadavg']['end']} (above ~0.5 at the start, something else was running: read ratios, "
-            "not absolute numbers)")  # fmt: skip
+            "not absolute numbers)"
+        )
     mem = [ln for ln in str(m.get("free", "")).splitlines() if ln.startswith("Mem:")]
     if mem:
         add(f"- **Memory (free -h):** `{' '.join(mem[0].split())}`")
     if gpu and results.get("limits"):
         add(f"- **GPU:** {results['limits'][0].get('device_name')}")
     if gpu or meta.get("dtype", "float32") != "float32":
-        ms = next((x["reported"].get("compute_dtype") for x in results.get("servers", [])
-                   if x["kind"] == "morphserve" and x.get("reported", {}).get("compute_dtype")), None)  # fmt: skip
-        add(f"- **Compute dtype:** {meta.get('dtype', 'float32')} (morphserve, the naive peer and the limit)"
-            + (f"; morphserve reports compute dtype `{ms}`" if ms else ""))  # fmt: skip
-    add(f"- **Software:** Python {v['python']}, torch {v['torch']}, numpy {v['numpy']}, FastAPI {v['fastapi']}, "
+        ms = next(
+            (
+                x["reported"].get("compute_dtype")
+                for x in results.get("servers", [])
+                if x["kind"] == "morphserve" and x.get("reported", {}).get("compute_dtype")
+            ),
+            None,
+        )
+        add(
+            f"- **Compute dtype:** {meta.get('dtype', 'float32')} (morphserve, the naive peer and the limit)"
+            + (f"; morphserve reports compute dtype `{ms}`" if ms else "")
+        )
+    add(
+        f"- **Software:** Python {v['python']}, torch {v['torch']}, numpy {v['numpy']}, FastAPI {v['fastapi']}, "
         f"uvicorn {v['uvicorn']}, LitServe {v['litserve']}, {v['wrk']}"
         + (f", TorchServe {v['torchserve']} ({v.get('java', 'java ?')})" if "torchserve" in v else "")
-        + (f", Ray Serve {v['ray']}" if "ray" in v else "") + "; TorchServe and Ray Serve run from their own venvs "
-        "(`.venv-peers/`, torch 2.13.0 CPU)")  # fmt: skip
+        + (f", Ray Serve {v['ray']}" if "ray" in v else "")
+        + "; TorchServe and Ray Serve run from their own venvs "
+        "(`.venv-peers/`, torch 2.13.0 CPU)"
+    )
     peers = _peer_settings(results)
     if peers:
         add(f"- **Peers' batching:** {peers}")
     if meta.get("unavailable_peers"):
-        add("- **Left out (could not be set up):** " + "; ".join(f"{k}: {why}" for k, why in
-                                                                  meta["unavailable_peers"].items()))  # fmt: skip
+        add(
+            "- **Left out (could not be set up):** "
+            + "; ".join(f"{k}: {why}" for k, why in meta["unavailable_peers"].items())
+        )
     if st.get("morphserve_args") or st.get("workers"):
-        add(f"- **morphserve flags:** `{' '.join(st.get('morphserve_args') or []) or '(none)'}` for every start"
-            + (f"; plus a `--workers {st['workers']}` variant at c={st['workers_at']}" if st.get("workers") else ""))
-    add(f"- **Settings:** torch threads {st['threads']} (OMP_NUM_THREADS, every server and the limit), "
+        add(
+            f"- **morphserve flags:** `{' '.join(st.get('morphserve_args') or []) or '(none)'}` for every start"
+            + (f"; plus a `--workers {st['workers']}` variant at c={st['workers_at']}" if st.get("workers") else "")
+        )
+    add(
+        f"- **Settings:** torch threads {st['threads']} (OMP_NUM_THREADS, every server and the limit), "
         f"max batch {st['max_batch_size']}, batch delay {st['max_batch_delay_ms']} ms (morphserve and the batching "
         "peers), "
         f"wrk {st['wrk_threads']} thread(s), closed loop, keep-alive; {st['duration']} s per run after a "
         f"{st['warmup']} s warm-up; **{reps} repetition(s) per cell, medians**; servers alternate within each "
-        f"repetition, each repetition starts fresh servers")  # fmt: skip
+        f"repetition, each repetition starts fresh servers"
+    )
     sizes = meta.get("payload_bytes", {})
     if sizes:
-        add("- **Bodies (one sample):** " + "; ".join(
-            f"{mod}: " + ", ".join(f"{k} {b:,} B" for k, b in d.items()) for mod, d in sizes.items()))
+        add(
+            "- **Bodies (one sample):** "
+            + "; ".join(f"{mod}: " + ", ".join(f"{k} {b:,} B" for k, b in d.items()) for mod, d in sizes.items())
+        )
     add("")
 
     lim = s.get("limit_rows_per_s", {})
@@ -497,8 +591,12 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
             row = []
             for c in cs:
                 cell = cells.get(str(c), {})
-                row += [_f(cell.get("rps"), 0), _f(cell.get("p50_ms"), 2), _f(cell.get("p99_ms"), 2),
-                        _f(cell.get("non_2xx"))]  # fmt: skip
+                row += [
+                    _f(cell.get("rps"), 0),
+                    _f(cell.get("p50_ms"), 2),
+                    _f(cell.get("p99_ms"), 2),
+                    _f(cell.get("non_2xx")),
+                ]
             add(f"| {label(t)} | " + " | ".join(row) + " |")
         add("")
         keys = list(dict.fromkeys(k for r in s["w1_ratios"].values() for k in r))
@@ -509,13 +607,21 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
                 add(f"| {k} | " + " | ".join(_x(s["w1_ratios"][str(c)].get(k)) for c in cs) + " |")
             add("")
         if s.get("w1_best"):
-            add("Best peer and best morphserve /v1 configuration per concurrency (what the issue-14 targets compare): "
-                + "; ".join(f"c={c}: {label(b['peer'])} {_f(b['peer_rps'], 0)} req/s vs {label(b['morphserve'])} "
-                            f"{_f(b['rps'], 0)} req/s" for c, b in s["w1_best"].items()) + ".")  # fmt: skip
+            add(
+                "Best peer and best morphserve /v1 configuration per concurrency (what the issue-14 targets compare): "
+                + "; ".join(
+                    f"c={c}: {label(b['peer'])} {_f(b['peer_rps'], 0)} req/s vs {label(b['morphserve'])} "
+                    f"{_f(b['rps'], 0)} req/s"
+                    for c, b in s["w1_best"].items()
+                )
+                + "."
+            )
             add("")
 
-    for key, heading in (("w2", "Workload 2: binary vs JSON bodies, one sample per request (mlp; images 3x32x32)"),
-                         ("gpu", "GPU: one image per request")):  # fmt: skip
+    for key, heading in (
+        ("w2", "Workload 2: binary vs JSON bodies, one sample per request (mlp; images 3x32x32)"),
+        ("gpu", "GPU: one image per request"),
+    ):
         if key not in s:
             continue
         add(f"### {heading}")
@@ -525,8 +631,10 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
         for model, per_c in s[key].items():
             for c, block in per_c.items():
                 for t, cell in block["cells"].items():
-                    add(f"| {model} | {c} | {label(t)} | {_f(cell['rps'], 0)} | {_f(cell['p50_ms'], 2)} | "
-                        f"{_f(cell['p99_ms'], 2)} | {_f(cell['non_2xx'])} |")  # fmt: skip
+                    add(
+                        f"| {model} | {c} | {label(t)} | {_f(cell['rps'], 0)} | {_f(cell['p50_ms'], 2)} | "
+                        f"{_f(cell['p99_ms'], 2)} | {_f(cell['non_2xx'])} |"
+                    )
         add("")
         rkeys = list(dict.fromkeys(k for per_c in s[key].values() for b in per_c.values() for k in b["ratios"]))
         add("| model | c | " + " | ".join(rkeys) + " |")
@@ -538,39 +646,53 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
 
     if "w3" in s:
         w3 = s["w3"]
-        add(f"### Workload 3: edits under load (`mlp`, concurrency {st['edit_concurrency']}, "
-            f"{st['edit_duration']} s, one edit per second alternating identity insert / remove)")  # fmt: skip
+        add(
+            f"### Workload 3: edits under load (`mlp`, concurrency {st['edit_concurrency']}, "
+            f"{st['edit_duration']} s, one edit per second alternating identity insert / remove)"
+        )
         add("")
         add("| run | req/s | p50 ms | p99 ms | non-2xx | socket errors | probe p99 ms | probe non-2xx |")
         add("|---|---:|---:|---:|---:|---:|---:|---:|")
         for run in ("without", "with"):
             if run in w3:
                 c = w3[run]
-                add(f"| {run} edits | {_f(c['rps'], 0)} | {_f(c['p50_ms'], 2)} | {_f(c['p99_ms'], 2)} | "
+                add(
+                    f"| {run} edits | {_f(c['rps'], 0)} | {_f(c['p50_ms'], 2)} | {_f(c['p99_ms'], 2)} | "
                     f"{c['non_2xx']} | {c['socket_errors']} | {_f(c['probe_p99_ms'], 2)} | "
-                    f"{c['probe_non_2xx']} |")  # fmt: skip
+                    f"{c['probe_non_2xx']} |"
+                )
         add("")
         if "with" in w3:
             c = w3["with"]
             e2l = c["edit_to_live_ms"]
-            add(f"- p99 with / without edits: **{_x(w3.get('p99_with/without'))}**; "
-                f"requests/s with / without: {_x(w3.get('rps_with/without'))}")  # fmt: skip
-            add(f"- edits: {c['edits']} sent, {c['edits_failed']} failed; **edit-to-live** (edit sent -> the "
+            add(
+                f"- p99 with / without edits: **{_x(w3.get('p99_with/without'))}**; "
+                f"requests/s with / without: {_x(w3.get('rps_with/without'))}"
+            )
+            add(
+                f"- edits: {c['edits']} sent, {c['edits_failed']} failed; **edit-to-live** (edit sent -> the "
                 f"server swapped the new version in, its `live_at`): median **{_f(e2l['median'], 1)} ms**, p90 "
                 f"{_f(e2l['p90'], 1)} ms, p99 **{_f(e2l.get('p99'), 1)} ms**, max {_f(e2l['max'], 1)} ms "
                 f"({e2l['missing']} without a time); failed requests during edits (non-2xx, socket errors, probe "
-                f"failures): {c.get('failed_requests', '-')}")  # fmt: skip
+                f"failures): {c.get('failed_requests', '-')}"
+            )
             seen = c.get("edit_to_seen_ms")
             if seen:
-                add(f"- edit-to-seen (edit sent -> the probe's first response from the new version; edit-to-live "
+                add(
+                    f"- edit-to-seen (edit sent -> the probe's first response from the new version; edit-to-live "
                     f"plus one or two probe round trips): median {_f(seen['median'], 1)} ms, p90 "
                     f"{_f(seen['p90'], 1)} ms, p99 {_f(seen.get('p99'), 1)} ms, max {_f(seen['max'], 1)} ms "
-                    f"({seen['missing']} never seen by the probe)")  # fmt: skip
-            add(f"- edit request round trip: median {_f(c['edit_round_trip_ms']['median'], 1)} ms, p90 "
-                f"{_f(c['edit_round_trip_ms']['p90'], 1)} ms; server-side split (median ms): " +
-                ", ".join(f"{k} {_f(x, 2)}" for k, x in c["edit_server_ms"].items()))  # fmt: skip
-            add("- the probe is one extra client beside wrk's connections, inferring back to back on the /v1 route "
-                "in both runs; it checks that every edit goes live and that no request fails")
+                    f"({seen['missing']} never seen by the probe)"
+                )
+            add(
+                f"- edit request round trip: median {_f(c['edit_round_trip_ms']['median'], 1)} ms, p90 "
+                f"{_f(c['edit_round_trip_ms']['p90'], 1)} ms; server-side split (median ms): "
+                + ", ".join(f"{k} {_f(x, 2)}" for k, x in c["edit_server_ms"].items())
+            )
+            add(
+                "- the probe is one extra client beside wrk's connections, inferring back to back on the /v1 route "
+                "in both runs; it checks that every edit goes live and that no request fails"
+            )
         add("")
 
     if lim:
@@ -601,17 +723,21 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
         add("### Targets (issue 14: fast at every load)")
         add("")
         base = meta.get("baseline")
-        add("Best peer = the peer with the most requests/s at that concurrency in this run; morphserve = its best /v1 "
+        add(
+            "Best peer = the peer with the most requests/s at that concurrency in this run; morphserve = its best /v1 "
             "JSON configuration in this run (`--workers N` counts). p99 is compared to "
-            + (f"`{base['source']}` ({base['date']}, `{base['command']}`)." if base else "no baseline (none given)."))
+            + (f"`{base['source']}` ({base['date']}, `{base['command']}`)." if base else "no baseline (none given).")
+        )
         add("")
         add("| target | measured | goal | met |")
         add("|---|---:|---|---|")
         for t in s["targets_issue14"]:
             val = t["value"]
             shown = "not measured" if val is None else (f"{val:.3f}" if isinstance(val, float) else _f(val))
-            add(f"| {t['target']} | {shown} | {t['goal']} | "
-                f"{'yes' if t['met'] else '-' if t['met'] is None else '**no**'} |")  # fmt: skip
+            add(
+                f"| {t['target']} | {shown} | {t['goal']} | "
+                f"{'yes' if t['met'] else '-' if t['met'] is None else '**no**'} |"
+            )
         add("")
 
     if s.get("targets"):
@@ -622,8 +748,10 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
         for t in s["targets"]:
             val = t["value"]
             shown = _f(val, 3) if isinstance(val, float) else _f(val)
-            add(f"| {t['target']} | {shown} | {t['goal']} | "
-                f"{'yes' if t['met'] else '-' if t['met'] is None else '**no**'} |")  # fmt: skip
+            add(
+                f"| {t['target']} | {shown} | {t['goal']} | "
+                f"{'yes' if t['met'] else '-' if t['met'] is None else '**no**'} |"
+            )
         add("")
 
     if plots:
@@ -635,9 +763,11 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
     if not gpu:
         add("### GPU")
         add("")
-        add("Not measured here: this machine has no GPU. `python scripts/bench/run.py --gpu` runs morphserve vs "
+        add(
+            "Not measured here: this machine has no GPU. `python scripts/bench/run.py --gpu` runs morphserve vs "
             "naive vs the limit on CUDA (convnet width 1 and resnet, batch sizes up to 64) and writes "
-            "GPU_RESULTS.md.")  # fmt: skip
+            "GPU_RESULTS.md."
+        )
         add("")
     return "\n".join(lines)
 

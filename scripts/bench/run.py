@@ -43,22 +43,62 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: `app`
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness, limit, report
 
-import harness as h  # noqa: E402
+import harness as h
 
 MODES: dict[str, dict[str, Any]] = {
-    "full": {"reps": 3, "duration": 5, "warmup": 1, "concurrency": [1, 16, 64], "image_models": ["convnet", "resnet"],
-             "image_concurrency": 32, "mlp_binary_concurrency": 64, "edit_duration": 30, "edit_concurrency": 64,
-             "limit_seconds": 1.5, "edit_cost": True},
-    "quick": {"reps": 1, "duration": 2, "warmup": 1, "concurrency": [1, 16, 64], "image_models": ["convnet"],
-              "image_concurrency": 32, "mlp_binary_concurrency": 64, "edit_duration": 5, "edit_concurrency": 64,
-              "limit_seconds": 0.3, "edit_cost": True},
-    "smoke": {"reps": 1, "duration": 1, "warmup": 0, "concurrency": [16], "image_models": ["convnet"],
-              "image_concurrency": 16, "mlp_binary_concurrency": 16, "edit_duration": 3, "edit_concurrency": 16,
-              "limit_seconds": 0.2, "edit_cost": False},
-    "gpu": {"reps": 2, "duration": 3, "warmup": 1, "concurrency": [1, 16, 32, 64],
-            "image_models": ["convnet", "resnet"], "image_concurrency": 64, "mlp_binary_concurrency": 0,
-            "edit_duration": 10, "edit_concurrency": 64, "limit_seconds": 1.0, "edit_cost": False},
-}  # fmt: skip
+    "full": {
+        "reps": 3,
+        "duration": 5,
+        "warmup": 1,
+        "concurrency": [1, 16, 64],
+        "image_models": ["convnet", "resnet"],
+        "image_concurrency": 32,
+        "mlp_binary_concurrency": 64,
+        "edit_duration": 30,
+        "edit_concurrency": 64,
+        "limit_seconds": 1.5,
+        "edit_cost": True,
+    },
+    "quick": {
+        "reps": 1,
+        "duration": 2,
+        "warmup": 1,
+        "concurrency": [1, 16, 64],
+        "image_models": ["convnet"],
+        "image_concurrency": 32,
+        "mlp_binary_concurrency": 64,
+        "edit_duration": 5,
+        "edit_concurrency": 64,
+        "limit_seconds": 0.3,
+        "edit_cost": True,
+    },
+    "smoke": {
+        "reps": 1,
+        "duration": 1,
+        "warmup": 0,
+        "concurrency": [16],
+        "image_models": ["convnet"],
+        "image_concurrency": 16,
+        "mlp_binary_concurrency": 16,
+        "edit_duration": 3,
+        "edit_concurrency": 16,
+        "limit_seconds": 0.2,
+        "edit_cost": False,
+    },
+    "gpu": {
+        "reps": 2,
+        "duration": 3,
+        "warmup": 1,
+        "concurrency": [1, 16, 32, 64],
+        "image_models": ["convnet", "resnet"],
+        "image_concurrency": 64,
+        "mlp_binary_concurrency": 0,
+        "edit_duration": 10,
+        "edit_concurrency": 64,
+        "limit_seconds": 1.0,
+        "edit_cost": False,
+    },
+}
 LIMIT_BATCHES = [1, 16, 32, 64]
 W1_TARGETS = ["naive", "litserve", "torchserve", "ray", "morphserve_v1", "morphserve_oip_json"]
 W2_TARGETS = ["naive", "litserve", "morphserve_v1", "morphserve_oip_json", "morphserve_oip_binary"]
@@ -73,37 +113,67 @@ EXTERNAL = {"edit_cost.py": ["--quick", "--reps", "3"], "durability.py": ["--rep
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="\n".join(__doc__.splitlines()[2:]),
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="\n".join(__doc__.splitlines()[2:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="1 repetition, short runs (< 2 min)")
     mode.add_argument("--smoke", action="store_true", help="the least that exercises every server (< 1 min)")
     mode.add_argument("--gpu", action="store_true", help="CUDA: morphserve vs naive vs limit, convnet width 1 + resnet")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="output directory (default: docs/bench for full and --gpu runs, a new temp dir otherwise)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default: docs/bench for full and --gpu runs, a new temp dir otherwise)",
+    )
     ap.add_argument("--reps", type=int, help="repetitions per cell (mode default)")
     ap.add_argument("--duration", type=int, help="seconds per measured wrk run in workloads 1, 2 (mode default)")
     ap.add_argument("--edit-duration", type=int, help="seconds of each workload-3 run (mode default; issue: 30)")
     ap.add_argument("--workloads", default=None, help="comma list of 1,2,3,4,5 (default: all of the mode)")
-    ap.add_argument("--servers", default=None,
-                    help=f"comma list of {','.join(h.SERVER_KINDS)} (default: all; --smoke: all but "
-                         f"{' and '.join(h.HEAVY_PEERS)}, which need their own venvs)")  # fmt: skip
-    ap.add_argument("--morphserve-args", default="",
-                    help="more flags for every `morphserve serve` of the run, e.g. '--workers 2' (shell-quoted)")
-    ap.add_argument("--workers", type=int, default=None,
-                    help="also measure morphserve /v1 started with `--workers N` in workload 1, at --workers-at")
+    ap.add_argument(
+        "--servers",
+        default=None,
+        help=f"comma list of {','.join(h.SERVER_KINDS)} (default: all; --smoke: all but "
+        f"{' and '.join(h.HEAVY_PEERS)}, which need their own venvs)",
+    )
+    ap.add_argument(
+        "--morphserve-args",
+        default="",
+        help="more flags for every `morphserve serve` of the run, e.g. '--workers 2' (shell-quoted)",
+    )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="also measure morphserve /v1 started with `--workers N` in workload 1, at --workers-at",
+    )
     ap.add_argument("--workers-at", default="16,64", help="concurrencies of the --workers variant (default 16,64)")
     ap.add_argument("--torchserve-workers", type=int, default=1, help="TorchServe worker processes (default 1)")
-    ap.add_argument("--skip-unavailable-peers", action="store_true",
-                    help="leave out (and report) a peer whose venv cannot be set up, instead of stopping")
-    ap.add_argument("--baseline", type=Path, default=BASELINE,
-                    help="results.json whose W1 morphserve p99 the targets compare to "
-                         "(default docs/bench/baseline.json)")
-    ap.add_argument("--device", default=None,
-                    help="torch device of the servers and the limit (default: cuda with --gpu, else cpu; "
-                         "--gpu --device cpu runs the GPU mode's steps on the CPU, to check them)")  # fmt: skip
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
-                    help="compute dtype of morphserve, the naive peer and the limit (--gpu; morphserve gets --dtype)")
+    ap.add_argument(
+        "--skip-unavailable-peers",
+        action="store_true",
+        help="leave out (and report) a peer whose venv cannot be set up, instead of stopping",
+    )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=BASELINE,
+        help="results.json whose W1 morphserve p99 the targets compare to (default docs/bench/baseline.json)",
+    )
+    ap.add_argument(
+        "--device",
+        default=None,
+        help="torch device of the servers and the limit (default: cuda with --gpu, else cpu; "
+        "--gpu --device cpu runs the GPU mode's steps on the CPU, to check them)",
+    )
+    ap.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float16", "bfloat16"],
+        help="compute dtype of morphserve, the naive peer and the limit (--gpu; morphserve gets --dtype)",
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads of every server and the limit (default 1)")
     ap.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (default 1: leave the cores to servers)")
     ap.add_argument("--max-batch-size", type=int, default=None, help="morphserve and LitServe (default 32; gpu 64)")
@@ -204,10 +274,18 @@ class Bench:
 
     def server(self, key: str, model: str) -> h.Server:
         kind, overrides = self.variants[key]
-        cfg = h.ServerConfig(kind, model, options=self.options(model), device=self.args.device,
-                             threads=self.args.threads, max_batch_size=self.args.max_batch_size,
-                             max_batch_delay_ms=self.args.max_batch_delay_ms, dtype=self.args.dtype,
-                             bundle=self.bundle(model) if kind == "morphserve" else None, **overrides)  # fmt: skip
+        cfg = h.ServerConfig(
+            kind,
+            model,
+            options=self.options(model),
+            device=self.args.device,
+            threads=self.args.threads,
+            max_batch_size=self.args.max_batch_size,
+            max_batch_delay_ms=self.args.max_batch_delay_ms,
+            dtype=self.args.dtype,
+            bundle=self.bundle(model) if kind == "morphserve" else None,
+            **overrides,
+        )
         return h.Server(cfg, self.log_dir)
 
     def order(self, keys: list[str], rep: int) -> list[str]:
@@ -228,8 +306,10 @@ class Bench:
                 s.start()
             except h.BenchError as e:
                 if s.cfg.kind == "morphserve" and s.cfg.dtype != "float32":
-                    raise h.BenchError(f"morphserve refused to serve {model} in {s.cfg.dtype} (`morphserve serve "
-                                       f"... {DTYPE_FLAG} {s.cfg.dtype}`): {e}") from e  # fmt: skip
+                    raise h.BenchError(
+                        f"morphserve refused to serve {model} in {s.cfg.dtype} (`morphserve serve "
+                        f"... {DTYPE_FLAG} {s.cfg.dtype}`): {e}"
+                    ) from e
                 raise
             if s.cfg.kind == "morphserve" and s.cfg.dtype != "float32":
                 s.info["compute_dtype"] = h.check_compute_dtype(s)
@@ -242,10 +322,20 @@ class Bench:
 
     def _stop(self, s: h.Server, workload: str, rep: int) -> None:
         s.stop()
-        self.servers.append({"workload": workload, "kind": s.cfg.kind, "server": s.cfg.key, "model": s.cfg.model,
-                             "rep": rep, "start_s": round(s.start_s, 2), "stop_s": round(s.stop_s, 2),
-                             "orphans_killed": s.orphans_killed, "extra_args": list(s.cfg.extra_args),
-                             "reported": s.info})  # fmt: skip
+        self.servers.append(
+            {
+                "workload": workload,
+                "kind": s.cfg.kind,
+                "server": s.cfg.key,
+                "model": s.cfg.model,
+                "rep": rep,
+                "start_s": round(s.start_s, 2),
+                "stop_s": round(s.stop_s, 2),
+                "orphans_killed": s.orphans_killed,
+                "extra_args": list(s.cfg.extra_args),
+                "reported": s.info,
+            }
+        )
 
     def join_stops(self) -> None:
         while self._stops:
@@ -271,14 +361,26 @@ class Bench:
                             h.settle(s.url, t.path(model), p)
                         for c in cs:
                             r = h.run_wrk(self.wrk, url, p, c, self.cfg["duration"], self.args.wrk_threads)
-                            r.update(workload=workload, model=model, target=t.label, kind=kind, server=key,
-                                     route=t.route, dtype=self.args.dtype,
-                                     payload=t.payload, body_bytes=p.size, rep=rep, max_abs_err=err)  # fmt: skip
+                            r.update(
+                                workload=workload,
+                                model=model,
+                                target=t.label,
+                                kind=kind,
+                                server=key,
+                                route=t.route,
+                                dtype=self.args.dtype,
+                                payload=t.payload,
+                                body_bytes=p.size,
+                                rep=rep,
+                                max_abs_err=err,
+                            )
                             self.runs.append(r)
                             wl = f"w{workload}" if workload.isdigit() else workload
-                            print(f"  {wl} {model:8s} rep {rep} {t.label:22s} c={c:<3d} {r['rps']:9.1f} req/s "
-                                  f"p50 {r['p50_ms']:7.2f} ms p99 {r['p99_ms']:7.2f} ms non-2xx {r['non_2xx']}",
-                                  file=sys.stderr)  # fmt: skip
+                            print(
+                                f"  {wl} {model:8s} rep {rep} {t.label:22s} c={c:<3d} {r['rps']:9.1f} req/s "
+                                f"p50 {r['p50_ms']:7.2f} ms p99 {r['p99_ms']:7.2f} ms non-2xx {r['non_2xx']}",
+                                file=sys.stderr,
+                            )
 
     # -- workloads ----------------------------------------------------------------------------------------
     def w1(self) -> None:
@@ -307,11 +409,12 @@ class Bench:
                 url = s.url + target.path(model)
                 if self.cfg["warmup"]:
                     h.run_wrk(self.wrk, url, p, conc, self.cfg["warmup"], self.args.wrk_threads)
-                for with_edits in ([False, True] if rep % 2 == 0 else [True, False]):
+                for with_edits in [False, True] if rep % 2 == 0 else [True, False]:
                     self.edits.append(self._edit_window(s, target, p, conc, dur, with_edits, rep))
 
-    def _edit_window(self, s: h.Server, target: h.Target, p: h.Payload, conc: int, dur: int, with_edits: bool,
-                     rep: int) -> dict[str, Any]:  # fmt: skip
+    def _edit_window(
+        self, s: h.Server, target: h.Target, p: h.Payload, conc: int, dur: int, with_edits: bool, rep: int
+    ) -> dict[str, Any]:
         model = s.cfg.model
         probe = h.Probe(s.url, target.path(model), p.path.read_bytes(), h.payload_headers(p))
         t0 = time.perf_counter()
@@ -332,29 +435,46 @@ class Bench:
         seen = h.edit_to_seen(edits, recs)
         timings = [e["timings_ms"] for e in edits if e.get("timings_ms")]
         row: dict[str, Any] = {
-            "workload": "3", "model": model, "target": target.label, "rep": rep, "with_edits": with_edits, **r,
-            "probe": {"requests": len(recs), "non_2xx": sum(1 for *_, st, _v in recs if st != 200),
-                      "failures": probe.failures, "p50_ms": h.percentile(lat, 50), "p99_ms": h.percentile(lat, 99),
-                      "max_ms": max(lat) if lat else None},
-            "edits": {"count": len(edits), "failed": sum(1 for e in edits if e["status"] != 200),
-                      "errors": [e["error"] for e in edits if e["error"]][:5],
-                      "edit_to_live_ms": live,
-                      "edit_to_seen_ms": seen,
-                      "round_trip_ms": [round((e["t_done"] - e["t_send"]) * 1e3, 2) for e in edits],
-                      "server_timings_ms": {k: h.median([t[k] for t in timings]) for k in
-                                            (timings[0] if timings else {})}},
-        }  # fmt: skip
+            "workload": "3",
+            "model": model,
+            "target": target.label,
+            "rep": rep,
+            "with_edits": with_edits,
+            **r,
+            "probe": {
+                "requests": len(recs),
+                "non_2xx": sum(1 for *_, st, _v in recs if st != 200),
+                "failures": probe.failures,
+                "p50_ms": h.percentile(lat, 50),
+                "p99_ms": h.percentile(lat, 99),
+                "max_ms": max(lat) if lat else None,
+            },
+            "edits": {
+                "count": len(edits),
+                "failed": sum(1 for e in edits if e["status"] != 200),
+                "errors": [e["error"] for e in edits if e["error"]][:5],
+                "edit_to_live_ms": live,
+                "edit_to_seen_ms": seen,
+                "round_trip_ms": [round((e["t_done"] - e["t_send"]) * 1e3, 2) for e in edits],
+                "server_timings_ms": {k: h.median([t[k] for t in timings]) for k in (timings[0] if timings else {})},
+            },
+        }
         label = "with" if with_edits else "without"
-        print(f"  w3 mlp      rep {rep} edits={label:7s} c={conc:<3d} {r['rps']:9.1f} req/s p50 {r['p50_ms']:7.2f} ms "
-              f"p99 {r['p99_ms']:7.2f} ms non-2xx {r['non_2xx']} edits {len(edits)} "
-              f"edit-to-live median {h.median(live)} ms", file=sys.stderr)  # fmt: skip
+        print(
+            f"  w3 mlp      rep {rep} edits={label:7s} c={conc:<3d} {r['rps']:9.1f} req/s p50 {r['p50_ms']:7.2f} ms "
+            f"p99 {r['p99_ms']:7.2f} ms non-2xx {r['non_2xx']} edits {len(edits)} "
+            f"edit-to-live median {h.median(live)} ms",
+            file=sys.stderr,
+        )
         if rep == 0:
             self.series[label] = {
                 "probe": [[round(t1 - t0, 4), round((t1 - a) * 1e3, 3), v] for a, t1, _, v in recs],
-                "edits": [[round(e["t_send"] - t0, 4), e["op"], round((e["t_done"] - e["t_send"]) * 1e3, 2),
-                           e["version"]] for e in edits],
+                "edits": [
+                    [round(e["t_send"] - t0, 4), e["op"], round((e["t_done"] - e["t_send"]) * 1e3, 2), e["version"]]
+                    for e in edits
+                ],
                 "duration_s": dur,
-            }  # fmt: skip
+            }
         return row
 
     def w4(self) -> None:
@@ -365,15 +485,32 @@ class Bench:
         models = ["mlp", *self.cfg["image_models"]] if not self.args.gpu else list(self.cfg["image_models"])
         options = {m: self.options(m) for m in models if self.options(m)}
         for rep in range(self.cfg["reps"]):
-            for doc in limit.limits(models, options, LIMIT_BATCHES, self.cfg["limit_seconds"], self.args.device,
-                                    threads=self.args.threads, dtype=self.args.dtype):  # fmt: skip
+            for doc in limit.limits(
+                models,
+                options,
+                LIMIT_BATCHES,
+                self.cfg["limit_seconds"],
+                self.args.device,
+                threads=self.args.threads,
+                dtype=self.args.dtype,
+            ):
                 for row in doc["results"]:
-                    self.limits.append({"model": doc["model"], "rep": rep, "device": doc["device"],
-                                        "device_name": doc["device_name"], "torch_threads": doc["torch_threads"],
-                                        **row})  # fmt: skip
+                    self.limits.append(
+                        {
+                            "model": doc["model"],
+                            "rep": rep,
+                            "device": doc["device"],
+                            "device_name": doc["device_name"],
+                            "torch_threads": doc["torch_threads"],
+                            **row,
+                        }
+                    )
                 best = max(doc["results"], key=lambda x: x["rows_per_s"])
-                print(f"  w4 {doc['model']:8s} rep {rep} limit up to {best['rows_per_s']:.0f} rows/s "
-                      f"(batch {best['batch_size']})", file=sys.stderr)  # fmt: skip
+                print(
+                    f"  w4 {doc['model']:8s} rep {rep} limit up to {best['rows_per_s']:.0f} rows/s "
+                    f"(batch {best['batch_size']})",
+                    file=sys.stderr,
+                )
 
     def w5(self) -> dict[str, Any]:
         """Other engineers' in-process benchmarks, called as they are when present (never written here)."""
@@ -389,13 +526,18 @@ class Bench:
         out.parent.mkdir(parents=True, exist_ok=True)
         cmd = [h.PY, str(script), "--out", str(out), *quick_flags]
         t0 = time.perf_counter()
-        r = subprocess.run(cmd, env=h.torch_env(self.args.threads), capture_output=True, text=True, timeout=1800,
-                           cwd=h.ROOT)  # fmt: skip
-        res: dict[str, Any] = {"command": "python " + " ".join(shlex.quote(str(Path(c).relative_to(h.ROOT))
-                                                                          if c.startswith(str(h.ROOT)) else c)
-                                                                for c in cmd[1:]),
-                               "exit_code": r.returncode, "seconds": round(time.perf_counter() - t0, 1),
-                               "table": r.stdout.strip()}  # fmt: skip
+        r = subprocess.run(
+            cmd, env=h.torch_env(self.args.threads), capture_output=True, text=True, timeout=1800, cwd=h.ROOT
+        )
+        res: dict[str, Any] = {
+            "command": "python "
+            + " ".join(
+                shlex.quote(str(Path(c).relative_to(h.ROOT)) if c.startswith(str(h.ROOT)) else c) for c in cmd[1:]
+            ),
+            "exit_code": r.returncode,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "table": r.stdout.strip(),
+        }
         if r.returncode != 0:
             res["error"] = r.stderr.strip()[-2000:]
             print(f"warning: {name} failed (exit {r.returncode}); its numbers are left out", file=sys.stderr)
@@ -413,10 +555,15 @@ def load_baseline(path: Path | None) -> dict[str, Any] | None:
         return None
     doc = json.loads(path.read_text())
     w1 = (doc.get("summary") or {}).get("w1", {})
-    return {"source": str(path.relative_to(h.ROOT)) if path.is_relative_to(h.ROOT) else str(path),
-            "date": doc.get("meta", {}).get("date"), "command": doc.get("meta", {}).get("command"),
-            "w1": {t: {c: {k: cell.get(k) for k in ("rps", "p50_ms", "p99_ms")} for c, cell in cs.items()}
-                   for t, cs in w1.items()}}  # fmt: skip
+    return {
+        "source": str(path.relative_to(h.ROOT)) if path.is_relative_to(h.ROOT) else str(path),
+        "date": doc.get("meta", {}).get("date"),
+        "command": doc.get("meta", {}).get("command"),
+        "w1": {
+            t: {c: {k: cell.get(k) for k in ("rps", "p50_ms", "p99_ms")} for c, cell in cs.items()}
+            for t, cs in w1.items()
+        },
+    }
 
 
 def setup_peers(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, str]]:
@@ -432,8 +579,10 @@ def setup_peers(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, str
             if kind == "torchserve":
                 java = java_version()
                 if java is None:
-                    raise PeerSetupError("TorchServe needs Java 11+ and there is no `java` on the PATH "
-                                         "(apt-get install -y openjdk-17-jre-headless)")  # fmt: skip
+                    raise PeerSetupError(
+                        "TorchServe needs Java 11+ and there is no `java` on the PATH "
+                        "(apt-get install -y openjdk-17-jre-headless)"
+                    )
                 found["java"] = java
             for dist, v in env.ensure().items():
                 found[dist if dist != "torch" else f"torch ({kind} venv)"] = v
@@ -448,8 +597,12 @@ def versions(wrk: str) -> dict[str, str]:
     import numpy
     import torch
 
-    v = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-         "wrk": h.wrk_version(wrk)}  # fmt: skip
+    v = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "wrk": h.wrk_version(wrk),
+    }
     for mod in ("litserve", "fastapi", "uvicorn", "orjson", "uvloop", "httptools"):
         try:
             v[mod] = __import__(mod).__version__
@@ -466,23 +619,29 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         if not torch.cuda.is_available():
-            print(f"error: --gpu needs a CUDA device, but torch {torch.__version__} reports none "
-                  "(torch.cuda.is_available() is False). Run it on a GPU machine with a CUDA build of torch.",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"error: --gpu needs a CUDA device, but torch {torch.__version__} reports none "
+                "(torch.cuda.is_available() is False). Run it on a GPU machine with a CUDA build of torch.",
+                file=sys.stderr,
+            )
             return 2
     if "litserve" in args.server_set:
         try:
             import litserve  # noqa: F401
         except ImportError:
-            print("error: the LitServe peer needs `pip install litserve` (into this venv), or pass "
-                  "--servers naive,morphserve", file=sys.stderr)  # fmt: skip
+            print(
+                "error: the LitServe peer needs `pip install litserve` (into this venv), or pass "
+                "--servers naive,morphserve",
+                file=sys.stderr,
+            )
             return h.DEP_MISSING
     if not args.no_plots:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            print("error: the plots need `pip install matplotlib` (into this venv), or pass --no-plots",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                "error: the plots need `pip install matplotlib` (into this venv), or pass --no-plots", file=sys.stderr
+            )
             return h.DEP_MISSING
     try:
         wrk = h.ensure_wrk()
@@ -493,20 +652,26 @@ def main(argv: list[str] | None = None) -> int:
     for why in unavailable.values():
         print(f"error: {why}", file=sys.stderr)
     if unavailable and not args.skip_unavailable_peers:
-        print("(pass --skip-unavailable-peers to measure the other servers without them, or --servers to choose)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "(pass --skip-unavailable-peers to measure the other servers without them, or --servers to choose)",
+            file=sys.stderr,
+        )
         return h.DEP_MISSING
     args.server_set -= set(unavailable)
     baseline = load_baseline(args.baseline)
 
     if args.out is None:
-        args.out = (h.ROOT / "docs" / "bench") if args.mode in ("full", "gpu") else \
-            Path(tempfile.mkdtemp(prefix=f"morphserve-bench-{args.mode}-"))  # fmt: skip
+        args.out = (
+            (h.ROOT / "docs" / "bench")
+            if args.mode in ("full", "gpu")
+            else Path(tempfile.mkdtemp(prefix=f"morphserve-bench-{args.mode}-"))
+        )
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="morphserve-bench-work-"))
-    command = "python scripts/bench/run.py" + ("".join(f" {shlex.quote(a)}" for a in (argv if argv is not None
-                                                                                      else sys.argv[1:])))  # fmt: skip
+    command = "python scripts/bench/run.py" + (
+        "".join(f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:]))
+    )
     print(f"morphserve bench ({args.mode}): {command}; output -> {out}; logs -> {work / 'logs'}", file=sys.stderr)
 
     bench = Bench(args, wrk, out, work)
@@ -514,14 +679,18 @@ def main(argv: list[str] | None = None) -> int:
     external: dict[str, Any] | None = None
     status = "ok"
     try:
-        steps = [("1", "workload 1 (mlp JSON, concurrency sweep)", bench.w1),
-                 ("2", "workload 2 (images: binary vs JSON)", bench.w2),
-                 ("3", "workload 3 (edits under load)", bench.w3),
-                 ("4", "workload 4 (the in-process limit)", bench.w4)]  # fmt: skip
+        steps = [
+            ("1", "workload 1 (mlp JSON, concurrency sweep)", bench.w1),
+            ("2", "workload 2 (images: binary vs JSON)", bench.w2),
+            ("3", "workload 3 (edits under load)", bench.w3),
+            ("4", "workload 4 (the in-process limit)", bench.w4),
+        ]
         if args.gpu:
-            steps = [("1", "gpu: convnet width 1 and resnet, concurrency sweep", bench.gpu),
-                     ("3", "gpu: edits under load (mlp on the device: edit-to-live, swap time)", bench.w3),
-                     ("4", "gpu: the in-process limit", bench.w4)]  # fmt: skip
+            steps = [
+                ("1", "gpu: convnet width 1 and resnet, concurrency sweep", bench.gpu),
+                ("3", "gpu: edits under load (mlp on the device: edit-to-live, swap time)", bench.w3),
+                ("4", "gpu: the in-process limit", bench.w4),
+            ]
         for key, label, fn in steps:
             if key in args.workload_set:
                 with h.timed(label, phases):
@@ -542,23 +711,43 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, Any] = {
         "meta": {
-            "mode": args.mode, "status": status, "command": command,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "wall_s": round(time.perf_counter() - t_start, 1),
-            "machine": h.machine(), "versions": {**versions(wrk), **peer_versions}, "device": args.device,
-            "unavailable_peers": unavailable, "baseline": baseline, "dtype": args.dtype,
+            "mode": args.mode,
+            "status": status,
+            "command": command,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            "wall_s": round(time.perf_counter() - t_start, 1),
+            "machine": h.machine(),
+            "versions": {**versions(wrk), **peer_versions},
+            "device": args.device,
+            "unavailable_peers": unavailable,
+            "baseline": baseline,
+            "dtype": args.dtype,
             "loadavg": {"start": load_start, "end": h.loadavg()},
-            "settings": {**args.cfg, "threads": args.threads, "wrk_threads": args.wrk_threads,
-                         "max_batch_size": args.max_batch_size, "max_batch_delay_ms": args.max_batch_delay_ms,
-                         "morphserve_args": list(args.morphserve_extra), "workers": args.workers,
-                         "workers_at": args.workers_at if args.workers else None,
-                         "torchserve_workers": args.torchserve_workers,
-                         "servers": sorted(args.server_set), "workloads": sorted(args.workload_set),
-                         "limit_batches": LIMIT_BATCHES},
-            "payload_bytes": bench.payload_sizes, "phases": phases, "logs": str(work / "logs"),
+            "settings": {
+                **args.cfg,
+                "threads": args.threads,
+                "wrk_threads": args.wrk_threads,
+                "max_batch_size": args.max_batch_size,
+                "max_batch_delay_ms": args.max_batch_delay_ms,
+                "morphserve_args": list(args.morphserve_extra),
+                "workers": args.workers,
+                "workers_at": args.workers_at if args.workers else None,
+                "torchserve_workers": args.torchserve_workers,
+                "servers": sorted(args.server_set),
+                "workloads": sorted(args.workload_set),
+                "limit_batches": LIMIT_BATCHES,
+            },
+            "payload_bytes": bench.payload_sizes,
+            "phases": phases,
+            "logs": str(work / "logs"),
         },
-        "runs": bench.runs, "edits": bench.edits, "limits": bench.limits, "servers": bench.servers,
-        "external": external, "series": bench.series,
-    }  # fmt: skip
+        "runs": bench.runs,
+        "edits": bench.edits,
+        "limits": bench.limits,
+        "servers": bench.servers,
+        "external": external,
+        "series": bench.series,
+    }
     results["summary"] = report.summarise(results)
     name = "gpu_results.json" if args.gpu else "results.json"
     (out / name).write_text(json.dumps(results, indent=1) + "\n")
@@ -566,9 +755,11 @@ def main(argv: list[str] | None = None) -> int:
     md = report.markdown(results, plots)
     (out / ("GPU_RESULTS.md" if args.gpu else "RESULTS.md")).write_text(md)
     print(md)
-    print(f"\nwrote {out / name}, {out / ('GPU_RESULTS.md' if args.gpu else 'RESULTS.md')}"
-          f"{', ' + ', '.join(p.name for p in plots) if plots else ''} in {time.perf_counter() - t_start:.0f} s",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"\nwrote {out / name}, {out / ('GPU_RESULTS.md' if args.gpu else 'RESULTS.md')}"
+        f"{', ' + ', '.join(p.name for p in plots) if plots else ''} in {time.perf_counter() - t_start:.0f} s",
+        file=sys.stderr,
+    )
     return 0 if status == "ok" else 1
 
 

@@ -56,10 +56,13 @@ def _bundle() -> dict[str, Any]:
         data = (STATIC / name).read_bytes()
         sizes[name] = {"bytes": len(data), "gzip": len(gzip.compress(data, 6))}
     page = [n for n in sizes if not n.startswith("assets/elk-worker")]
-    return {"files": sizes, "page_bytes": sum(sizes[n]["bytes"] for n in page),
-            "page_gzip": sum(sizes[n]["gzip"] for n in page),
-            "total_bytes": sum(s["bytes"] for s in sizes.values()),
-            "total_gzip": sum(s["gzip"] for s in sizes.values())}  # fmt: skip
+    return {
+        "files": sizes,
+        "page_bytes": sum(sizes[n]["bytes"] for n in page),
+        "page_gzip": sum(sizes[n]["gzip"] for n in page),
+        "total_bytes": sum(s["bytes"] for s in sizes.values()),
+        "total_gzip": sum(s["gzip"] for s in sizes.values()),
+    }
 
 
 def _measure(page: Page, url: str, model: str, nodes: int) -> dict[str, Any]:
@@ -83,9 +86,15 @@ def _measure(page: Page, url: str, model: str, nodes: int) -> dict[str, Any]:
         page.mouse.wheel(0, -40 if (i // 25) % 2 == 0 else 40)
         page.wait_for_timeout(16)
     intervals = sorted(frames.json_value())
-    return {"model": model, "nodes": nodes, "drawn_s": round(drawn, 2), "layout_first_ms": round(first),
-            "layout_warm_ms": round(warm), "frame_ms_p50": round(statistics.median(intervals), 1),
-            "frame_ms_p95": round(intervals[int(0.95 * (len(intervals) - 1))], 1)}  # fmt: skip
+    return {
+        "model": model,
+        "nodes": nodes,
+        "drawn_s": round(drawn, 2),
+        "layout_first_ms": round(first),
+        "layout_warm_ms": round(warm),
+        "frame_ms_p50": round(statistics.median(intervals), 1),
+        "frame_ms_p95": round(intervals[int(0.95 * (len(intervals) - 1))], 1),
+    }
 
 
 def main() -> None:
@@ -116,8 +125,13 @@ def main() -> None:
             server.stop()
     bundle = _bundle()
     load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-    doc = {"when": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
-           "load_average_1min_before_after": load, "rows": rows, "bundle": bundle}  # fmt: skip
+    doc = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "load_average_1min_before_after": load,
+        "rows": rows,
+        "bundle": bundle,
+    }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(doc, indent=2) + "\n")
     print("\n| graph | nodes | drawn (s) | first layout (ms) | warm layout (ms) | frame p50 / p95 while zooming (ms) |")

@@ -57,8 +57,20 @@ class Server:
     def __init__(self, state: Path, *models: str) -> None:
         self.port = _port()
         self.url = f"http://127.0.0.1:{self.port}"
-        args = [sys.executable, "-m", "morphserve", "serve", "--port", str(self.port), "--state-dir", str(state),
-                "--admin-token", TOKEN, "--log-level", "warning"]  # fmt: skip
+        args = [
+            sys.executable,
+            "-m",
+            "morphserve",
+            "serve",
+            "--port",
+            str(self.port),
+            "--state-dir",
+            str(state),
+            "--admin-token",
+            TOKEN,
+            "--log-level",
+            "warning",
+        ]
         for m in models:
             args += ["--model", m]
         self.t0 = time.perf_counter()
@@ -106,8 +118,14 @@ def upload_memory(bundle: Path, tmp: Path, reps: int) -> dict[str, Any]:
             Client(server.url, token=TOKEN, timeout=600).create_from_bundle("resnet50", bundle)
             upload_s = time.perf_counter() - t0
             after = _status(server.proc.pid)
-            rows.append({"rss_before": before["VmRSS"], "rss_after": after["VmRSS"], "peak": after["VmHWM"],
-                         "upload_s": upload_s})  # fmt: skip
+            rows.append(
+                {
+                    "rss_before": before["VmRSS"],
+                    "rss_after": after["VmRSS"],
+                    "peak": after["VmHWM"],
+                    "upload_s": upload_s,
+                }
+            )
         finally:
             server.stop()
         if i == 0:
@@ -140,9 +158,13 @@ def start_up(bundle: Path, tmp: Path, reps: int, state: Path) -> dict[str, Any]:
         s.stop()
         assert ok, "the uploaded model did not come back after a restart"
     b, w, r = (statistics.median(x) for x in (base, withb, restart))
-    return {"digits_only_ready_s": round(b, 2), "with_bundle_ready_s": round(w, 2),
-            "bundle_load_s": round(w - b, 2), "restart_from_journal_ready_s": round(r, 2),
-            "restart_extra_s": round(r - b, 2)}  # fmt: skip
+    return {
+        "digits_only_ready_s": round(b, 2),
+        "with_bundle_ready_s": round(w, 2),
+        "bundle_load_s": round(w - b, 2),
+        "restart_from_journal_ready_s": round(r, 2),
+        "restart_extra_s": round(r - b, 2),
+    }
 
 
 def main() -> None:

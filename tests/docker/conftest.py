@@ -29,8 +29,9 @@ def _engine_and_image() -> None:
     if info.returncode != 0:
         pytest.fail(f"no Docker engine reachable ({info.stderr.strip()}): run scripts/docker-test.sh", pytrace=False)
     if docker("image", "inspect", IMAGE, check=False).returncode != 0:
-        pytest.fail(f"image {IMAGE} not built: run scripts/docker-test.sh (or set MORPHSERVE_TEST_IMAGE)",
-                    pytrace=False)  # fmt: skip
+        pytest.fail(
+            f"image {IMAGE} not built: run scripts/docker-test.sh (or set MORPHSERVE_TEST_IMAGE)", pytrace=False
+        )
 
 
 @pytest.fixture

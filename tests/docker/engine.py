@@ -86,8 +86,9 @@ class Engine:
         self.volumes.append(name)
         return name
 
-    def run(self, *args: str, volume: str | None = None, token: str | None = TOKEN,
-            env: dict[str, str] | None = None) -> Container:  # fmt: skip
+    def run(
+        self, *args: str, volume: str | None = None, token: str | None = TOKEN, env: dict[str, str] | None = None
+    ) -> Container:
         """`docker run -d IMAGE *args` (args go to `morphserve serve`), published on 127.0.0.1:<free port>."""
         name = f"{self.prefix}-{len(self.containers)}"
         port = free_port()

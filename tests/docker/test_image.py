@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -150,7 +151,7 @@ def test_sigterm_stops_in_under_10_s_and_loses_no_acknowledged_edit(engine: Engi
                 const += 1.0
                 try:
                     r = http.post("/v1/models/digits/edits", json={"ops": head_ops(const)}, headers=AUTH, timeout=10)
-                except Exception:  # the connection drops while the server shuts down
+                except httpx.HTTPError:  # the connection drops while the server shuts down
                     return
                 if r.status_code != 200:
                     return
@@ -183,17 +184,24 @@ def test_sigterm_stops_in_under_10_s_and_loses_no_acknowledged_edit(engine: Engi
 
 
 def test_cpu_image_has_the_cpu_torch_and_records_its_size() -> None:
-    probe = ("import importlib.metadata as m, json, torch; print(json.dumps({'torch': torch.__version__, "
-             "'cuda': torch.version.cuda, 'nvidia': sorted(d.metadata['Name'] for d in m.distributions() "
-             "if d.metadata['Name'].startswith('nvidia'))}))")  # fmt: skip
+    probe = (
+        "import importlib.metadata as m, json, torch; print(json.dumps({'torch': torch.__version__, "
+        "'cuda': torch.version.cuda, 'nvidia': sorted(d.metadata['Name'] for d in m.distributions() "
+        "if d.metadata['Name'].startswith('nvidia'))}))"
+    )
     found = json.loads(docker("run", "--rm", "--entrypoint", "python", IMAGE, "-c", probe).stdout)
     assert found == {"torch": "2.13.0+cpu", "cuda": None, "nvidia": []}, found
 
     image = inspect("image", IMAGE)
     assert image["Config"]["Labels"]["io.morphserve.torch-variant"] == "cpu"
     size = int(image["Size"])
-    record = {"image": IMAGE, "size_bytes": size, "size_gb": round(size / 1e9, 3),
-              "layers": len(image["RootFS"]["Layers"]), "torch": found["torch"]}  # fmt: skip
+    record = {
+        "image": IMAGE,
+        "size_bytes": size,
+        "size_gb": round(size / 1e9, 3),
+        "layers": len(image["RootFS"]["Layers"]),
+        "torch": found["torch"],
+    }
     print(f"image size: {json.dumps(record)}")
     report = os.environ.get("MORPHSERVE_DOCKER_REPORT")
     if report:  # scripts/docker-test.sh adds its timings to the same file

@@ -61,9 +61,14 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     port, password = free_port(), secrets.token_hex(16)
-    env = {"MORPHSERVE_ADMIN_TOKEN": TOKEN, "POSTGRES_PASSWORD": password, "MORPHSERVE_IMAGE": IMAGE,
-           "MORPHSERVE_BIND": "127.0.0.1", "MORPHSERVE_PORT_HOST": str(port),
-           "MORPHSERVE_REPLICAS": str(REPLICAS)}  # fmt: skip
+    env = {
+        "MORPHSERVE_ADMIN_TOKEN": TOKEN,
+        "POSTGRES_PASSWORD": password,
+        "MORPHSERVE_IMAGE": IMAGE,
+        "MORPHSERVE_BIND": "127.0.0.1",
+        "MORPHSERVE_PORT_HOST": str(port),
+        "MORPHSERVE_REPLICAS": str(REPLICAS),
+    }
     compose = Compose(COMPOSE_FILE, env)
     try:
         compose("up", "-d", "--no-build", "--scale", f"replica={REPLICAS}", timeout=600)
@@ -92,8 +97,11 @@ def test_balancer_spreads_over_the_replicas_and_postgres_keeps_its_data(stack: S
     # Every replica answers through the balancer: the upstream addresses nginx logged are those of the replicas.
     for _ in range(60):
         assert httpx.get(f"{stack.url}/v2/health/ready", timeout=10).status_code == 200
-    replica_ips = {ip["IPAddress"] for name in stack.replicas()
-                   for ip in inspect("container", name)["NetworkSettings"]["Networks"].values()}  # fmt: skip
+    replica_ips = {
+        ip["IPAddress"]
+        for name in stack.replicas()
+        for ip in inspect("container", name)["NetworkSettings"]["Networks"].values()
+    }
     balancer = stack.compose.containers("balancer")[0]
     logged = docker("logs", balancer).stdout
     upstreams = set(re.findall(r"upstream=([\d.]+):8000", logged))
@@ -101,8 +109,12 @@ def test_balancer_spreads_over_the_replicas_and_postgres_keeps_its_data(stack: S
     assert docker("exec", balancer, "nginx", "-t", check=False).returncode == 0
 
     # The balancer's own errors have the server's shape; bodies up to the server's limit pass.
-    too_big = httpx.post(f"{stack.url}/v1/models/digits/infer", content=b" " * (64 * 2**20 + 1024),
-                         headers={"content-type": "application/json"}, timeout=60)  # fmt: skip
+    too_big = httpx.post(
+        f"{stack.url}/v1/models/digits/infer",
+        content=b" " * (64 * 2**20 + 1024),
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
     assert too_big.status_code == 413 and "error" in too_big.json(), too_big.text[:300]
     ok = httpx.post(f"{stack.url}/v1/models/digits/infer", json={"inputs": X.tolist()}, timeout=30)
     assert ok.status_code == 200 and len(ok.json()["outputs"]) == len(X), ok.text[:300]

@@ -19,15 +19,20 @@ class PrivateTmpfs:
         self.dir = Path(tempfile.mkdtemp(prefix="morphserve-tmpfs-"))
         user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
         script = f"mount -t tmpfs -o size={size} tmpfs {self.dir} && echo mounted && exec sleep infinity"
-        self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", *user, "sh", "-c", script],
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        self.holder = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", *user, "sh", "-c", script],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert self.holder.stdout is not None
         line = self.holder.stdout.readline().strip()
         if line != "mounted":
             err = self.holder.stderr.read() if self.holder.stderr else ""
             raise RuntimeError(f"could not mount a tmpfs in a private namespace (unshare/mount): {line} {err}")
         self._enter = ["nsenter", f"--target={self.holder.pid}", "--mount"] + (
-            [] if os.geteuid() == 0 else ["--user", "--preserve-credentials"])  # fmt: skip
+            [] if os.geteuid() == 0 else ["--user", "--preserve-credentials"]
+        )
 
     @property
     def namespace(self) -> Path | None:

@@ -41,14 +41,24 @@ def _number(x: object) -> bool:
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("bench")
-    proc = subprocess.run([sys.executable, str(RUN), "--smoke", "--out", str(out)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=420, stdin=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=420,
+        stdin=subprocess.DEVNULL,
+    )
     if proc.returncode == WRK_MISSING:
-        pytest.fail("the benchmark harness needs wrk, which is not installed and could not be installed "
-                    f"(apt-get install -y wrk, as root):\n{proc.stderr[-2000:]}")  # fmt: skip
+        pytest.fail(
+            "the benchmark harness needs wrk, which is not installed and could not be installed "
+            f"(apt-get install -y wrk, as root):\n{proc.stderr[-2000:]}"
+        )
     if proc.returncode == DEP_MISSING:
-        pytest.fail(f"the benchmark harness is missing a Python package (pip install litserve matplotlib):\n"
-                    f"{proc.stderr[-2000:]}")  # fmt: skip
+        pytest.fail(
+            f"the benchmark harness is missing a Python package (pip install litserve matplotlib):\n"
+            f"{proc.stderr[-2000:]}"
+        )
     assert proc.returncode == 0, f"run.py --smoke failed (exit {proc.returncode}):\n{proc.stderr[-6000:]}"
     return out, json.loads((out / "results.json").read_text())
 
@@ -106,8 +116,11 @@ def test_edits_under_load_measured(smoke: tuple[Path, dict]) -> None:
     assert edits["count"] >= 1
     assert any(_number(x) for x in edits["edit_to_live_ms"]), edits
     # live (the server's swap instant) comes before the probe sees the new version, for every edit seen
-    pairs = [(live, seen) for live, seen in zip(edits["edit_to_live_ms"], edits["edit_to_seen_ms"], strict=True)
-             if live is not None and seen is not None]  # fmt: skip
+    pairs = [
+        (live, seen)
+        for live, seen in zip(edits["edit_to_live_ms"], edits["edit_to_seen_ms"], strict=True)
+        if live is not None and seen is not None
+    ]
     assert pairs and all(0 < live <= seen for live, seen in pairs), pairs
     w3 = results["summary"]["w3"]
     assert _number(w3["p99_with/without"])
@@ -170,20 +183,41 @@ def test_workers_variant_and_morphserve_args_reach_morphserve_serve(tmp_path: Pa
 
 
 def _row(target: str, c: int, rps: float, p50: float, p99: float) -> dict:
-    return {"workload": "1", "model": "mlp", "target": target, "connections": c, "rps": rps, "p50_ms": p50,
-            "p99_ms": p99, "non_2xx": 0, "socket_errors": 0, "requests": int(rps)}  # fmt: skip
+    return {
+        "workload": "1",
+        "model": "mlp",
+        "target": target,
+        "connections": c,
+        "rps": rps,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "non_2xx": 0,
+        "socket_errors": 0,
+        "requests": int(rps),
+    }
 
 
 def test_issue14_target_arithmetic_on_made_up_results() -> None:
     _, report = _bench_modules()
-    runs = [_row("naive", 1, 1000, 1.0, 2.0), _row("torchserve", 1, 200, 5.0, 9.0),
-            _row("morphserve_v1", 1, 950, 1.05, 3.0),  # 0.95x the best peer (naive), p50 1.05x: both met
-            _row("naive", 64, 600, 100, 300), _row("torchserve", 64, 1400, 45, 80),
-            _row("morphserve_v1", 64, 1500, 40, 50),  # 1.07x TorchServe: not met
-            _row("morphserve_v1_w2", 64, 2200, 28, 45)]  # fmt: skip  # --workers 2: 1.57x TorchServe, 3.67x naive
-    results = {"meta": {"mode": "quick", "settings": {"max_batch_size": 32, "edit_concurrency": 64},
-                        "baseline": {"date": "before", "w1": {"morphserve_v1": {"64": {"p99_ms": 57.9}}}}},
-               "runs": runs, "limits": [], "edits": []}  # fmt: skip
+    runs = [
+        _row("naive", 1, 1000, 1.0, 2.0),
+        _row("torchserve", 1, 200, 5.0, 9.0),
+        _row("morphserve_v1", 1, 950, 1.05, 3.0),  # 0.95x the best peer (naive), p50 1.05x: both met
+        _row("naive", 64, 600, 100, 300),
+        _row("torchserve", 64, 1400, 45, 80),
+        _row("morphserve_v1", 64, 1500, 40, 50),  # 1.07x TorchServe: not met
+        _row("morphserve_v1_w2", 64, 2200, 28, 45),
+    ]  # --workers 2: 1.57x TorchServe, 3.67x naive
+    results = {
+        "meta": {
+            "mode": "quick",
+            "settings": {"max_batch_size": 32, "edit_concurrency": 64},
+            "baseline": {"date": "before", "w1": {"morphserve_v1": {"64": {"p99_ms": 57.9}}}},
+        },
+        "runs": runs,
+        "limits": [],
+        "edits": [],
+    }
     s = report.summarise(results)
     t = {x["target"]: x for x in s["targets_issue14"]}
     c1 = next(x for k, x in t.items() if k.startswith("W1 c=1 req/s"))

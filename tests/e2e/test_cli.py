@@ -94,8 +94,11 @@ def test_infer_from_file_stdin_and_dict(run: Run, api: Client, tmp_path: Path) -
     want = api.infer("digits", np.asarray(X, np.float32)).output
     f = tmp_path / "x.json"
     f.write_text(json.dumps(X))
-    for result in (run("infer", "digits", str(f)), run("infer", "digits", "-", input=json.dumps(X)),
-                   run("infer", "digits", input=json.dumps({"input": X}))):  # fmt: skip
+    for result in (
+        run("infer", "digits", str(f)),
+        run("infer", "digits", "-", input=json.dumps(X)),
+        run("infer", "digits", input=json.dumps({"input": X})),
+    ):
         doc = json.loads(result.stdout)
         assert doc["model"] == "digits" and doc["model_version"] >= 1
         np.testing.assert_allclose(np.asarray(doc["outputs"]), want, rtol=1e-5, atol=1e-5)
@@ -113,12 +116,20 @@ def test_infer_random(run: Run) -> None:
 
 def test_infer_random_integer_inputs(run: Run, api: Client) -> None:
     name = f"emb_{next(_names)}"
-    api.add_model(name, spec={
-        "inputs": [{"name": "tokens", "datatype": "INT64", "shape": [-1, 5]}],
-        "outputs": [{"name": "vectors", "node": "emb"}],
-        "nodes": [{"id": "emb", "layer": {"type": "Embedding", "num_embeddings": 3, "embedding_dim": 2},
-                   "inputs": ["tokens"]}],
-    })  # fmt: skip
+    api.add_model(
+        name,
+        spec={
+            "inputs": [{"name": "tokens", "datatype": "INT64", "shape": [-1, 5]}],
+            "outputs": [{"name": "vectors", "node": "emb"}],
+            "nodes": [
+                {
+                    "id": "emb",
+                    "layer": {"type": "Embedding", "num_embeddings": 3, "embedding_dim": 2},
+                    "inputs": ["tokens"],
+                }
+            ],
+        },
+    )
     try:
         doc = json.loads(run("infer", name, "--random", "--batch", "2").stdout)
         assert np.asarray(doc["outputs"]).shape == (2, 5, 2)
@@ -165,8 +176,9 @@ def test_graph_into_a_missing_directory_is_one_line(run: Run, tmp_path: Path, fm
 def test_edit_commands_versions_and_diff(run: Run, api: Client, fresh: str) -> None:
     x = np.asarray(X, np.float32)
     before = api.infer(fresh, x).output
-    out = run("edit", "insert", fresh, "--after", "fc1", "--layer", LINEAR_128, "--init", "identity",
-              "--name", "extra").stdout  # fmt: skip
+    out = run(
+        "edit", "insert", fresh, "--after", "fc1", "--layer", LINEAR_128, "--init", "identity", "--name", "extra"
+    ).stdout
     assert f"{fresh}: version 1 -> 2 (added extra" in out
     np.testing.assert_allclose(api.infer(fresh, x).output, before, atol=1e-5)
 
@@ -178,12 +190,27 @@ def test_edit_commands_versions_and_diff(run: Run, api: Client, fresh: str) -> N
     assert "insert Linear as extra after fc1" in versions and "2 *" in versions
     assert json.loads(run("versions", fresh, "--json").stdout)["current"] == 2
 
-    out = run("edit", "replace", fresh, "fc3", "--layer", '{"type": "Linear", "in_features": 64, "out_features": 10}',
-              "--keep-weights").stdout  # fmt: skip
+    out = run(
+        "edit",
+        "replace",
+        fresh,
+        "fc3",
+        "--layer",
+        '{"type": "Linear", "in_features": 64, "out_features": 10}',
+        "--keep-weights",
+    ).stdout
     assert "version 2 -> 3 (changed fc3)" in out
     np.testing.assert_allclose(api.infer(fresh, x).output, before, atol=1e-5)
-    out = run("edit", "replace", fresh, "fc3", "--layer", '{"type": "Linear", "in_features": 64, "out_features": 4}',
-              "--allow-output-change", "--json").stdout  # fmt: skip
+    out = run(
+        "edit",
+        "replace",
+        fresh,
+        "fc3",
+        "--layer",
+        '{"type": "Linear", "in_features": 64, "out_features": 4}',
+        "--allow-output-change",
+        "--json",
+    ).stdout
     assert json.loads(out)["diff"]["outputs_changed"] is True
 
     assert "version 4 -> 5 (removed extra" in run("edit", "remove", fresh, "extra", "--if-version", "4").stdout
@@ -197,14 +224,25 @@ def test_edit_commands_versions_and_diff(run: Run, api: Client, fresh: str) -> N
 
 
 def test_edit_errors(run: Run, fresh: str) -> None:
-    line = one_error_line(run("edit", "insert", fresh, "--after", "nope", "--layer", LINEAR_128, ok=False),
-                          "node 'nope' does not exist")  # fmt: skip
+    line = one_error_line(
+        run("edit", "insert", fresh, "--after", "nope", "--layer", LINEAR_128, ok=False), "node 'nope' does not exist"
+    )
     assert line.startswith("error: op 0: insert Linear")
     bad_json = run("edit", "insert", fresh, "--after", "fc1", "--layer", "{bad", ok=False)
     one_error_line(bad_json, "--layer is not valid JSON")
     one_error_line(run("edit", "insert", fresh, "--layer", LINEAR_128, ok=False), "exactly one of --after")
-    one_error_line(run("edit", "replace", fresh, "fc3", "--layer", '{"type": "Linear", "in_features": 64, '
-                       '"out_features": 5}', ok=False), "set allow_output_change")  # fmt: skip
+    one_error_line(
+        run(
+            "edit",
+            "replace",
+            fresh,
+            "fc3",
+            "--layer",
+            '{"type": "Linear", "in_features": 64, "out_features": 5}',
+            ok=False,
+        ),
+        "set allow_output_change",
+    )
     one_error_line(run("edit", "remove", fresh, "relu1", "--if-version", "9", ok=False), "is at version 1, not 9")
     one_error_line(run("edit", "rollback", fresh, "1", token=None, ok=False), "needs 'Authorization: Bearer")
     one_error_line(run("edit", "rollback", fresh, "1", token="wrong", ok=False), "not valid for this server")
@@ -236,18 +274,32 @@ def test_url_option_overrides_the_environment(run: Run, server: ServerProcess) -
 
 
 def test_token_option(run: Run, server: ServerProcess, fresh: str) -> None:
-    result = run.runner.invoke(cli, ["--url", server.url, "--token", TOKEN, "edit", "remove", fresh, "relu1"],
-                               env={"MORPHSERVE_TOKEN": ""})  # fmt: skip
+    result = run.runner.invoke(
+        cli, ["--url", server.url, "--token", TOKEN, "edit", "remove", fresh, "relu1"], env={"MORPHSERVE_TOKEN": ""}
+    )
     assert result.exit_code == 0 and "version 1 -> 2" in result.stdout
 
 
 def test_real_entry_point(server: ServerProcess) -> None:
     env = {"MORPHSERVE_URL": server.url, "PATH": "/usr/bin:/bin"}
-    ok = subprocess.run([sys.executable, "-m", "morphserve", "infer", "digits", "-"], input=json.dumps(X), cwd=ROOT,
-                        env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    ok = subprocess.run(
+        [sys.executable, "-m", "morphserve", "infer", "digits", "-"],
+        input=json.dumps(X),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ok.returncode == 0 and json.loads(ok.stdout)["model"] == "digits"
-    bad = subprocess.run([sys.executable, "-m", "morphserve", "graph", "no_such_model"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    bad = subprocess.run(
+        [sys.executable, "-m", "morphserve", "graph", "no_such_model"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 1 and bad.stdout == ""
     assert bad.stderr.strip() == "error: model 'no_such_model' does not exist"
 

@@ -1,5 +1,6 @@
-"""`morphserve serve` misconfigured (app/morphserve/cli_serve.py): an unknown model, a bad or missing device, a bad number, a
-port in use. Each is one clear `error:` line on stderr and exit status 1, before any model is loaded or journalled.
+"""`morphserve serve` misconfigured (app/morphserve/cli_serve.py): an unknown model, a bad or missing device, a bad
+number, a port in use. Each is one clear `error:` line on stderr and exit status 1, before any model is loaded or
+journalled.
 
 Real `python -m morphserve serve` processes, because the contract is about what a person sees from the shell (logging
 set-up, uvicorn's bind, the exit status), which an in-process runner would not show.
@@ -45,10 +46,13 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
     """Every case's process, run at once (each is seconds of importing torch, and they are independent): the file
     takes about as long as one of them."""
     with socket.create_server(("127.0.0.1", 0)) as taken, ThreadPoolExecutor(len(CASES) + 1) as pool:
-        futures = {name: pool.submit(_serve, args, tmp_path_factory.mktemp("state") / "state", free_port())
-                   for name, (args, _) in CASES.items()}  # fmt: skip
-        futures[PORT_IN_USE] = pool.submit(_serve, [], tmp_path_factory.mktemp("state") / "state",
-                                           taken.getsockname()[1])  # fmt: skip
+        futures = {
+            name: pool.submit(_serve, args, tmp_path_factory.mktemp("state") / "state", free_port())
+            for name, (args, _) in CASES.items()
+        }
+        futures[PORT_IN_USE] = pool.submit(
+            _serve, [], tmp_path_factory.mktemp("state") / "state", taken.getsockname()[1]
+        )
         return {name: f.result() for name, f in futures.items()}
 
 

@@ -186,8 +186,9 @@ def test_edit_flow_insert_diff_versions_replace_remove_rollback(client: Client, 
     r = client.replace(fresh, "fc3", {"type": "Linear", "in_features": 64, "out_features": 10}, keep_weights=True)
     assert r["version"] == 3
     np.testing.assert_allclose(client.infer(fresh, x).output, before.output, atol=1e-5)  # same weights kept
-    r = client.replace(fresh, "fc3", {"type": "Linear", "in_features": 64, "out_features": 3},
-                       allow_output_change=True, seed=7)  # fmt: skip
+    r = client.replace(
+        fresh, "fc3", {"type": "Linear", "in_features": 64, "out_features": 3}, allow_output_change=True, seed=7
+    )
     assert client.infer(fresh, x).output.shape == (4, 3) and r["diff"]["outputs_changed"]
 
     r = client.remove(fresh, "extra", if_version=4)
@@ -289,8 +290,9 @@ def test_a_server_that_never_answers_times_out() -> None:
 
 
 # -- weights -------------------------------------------------------------------------------------------------------
-def test_set_weights_from_arrays_tensors_and_a_file(client: Client, fresh: str, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_set_weights_from_arrays_tensors_and_a_file(
+    client: Client, fresh: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     x = np.random.default_rng(2).random((3, 64), dtype=np.float32)
     # zero weights and bias k: the output is exactly k everywhere, whatever the input
     r = client.set_weights(fresh, "fc3", {"weight": np.zeros((10, 64), np.float32), "bias": np.full(10, 2, np.float32)})

@@ -16,8 +16,18 @@ from tests.integration.test_consistency import CLIENTS, Race, check_race, run_ra
 
 
 def test_consistency_real_server(start_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
-    server = start_server("--model", "digits", "--admin-token", TOKEN, "--state-dir", str(tmp_path / "state"),
-                          "--max-batch-delay-ms", "2", "--resident-versions", "4")  # fmt: skip
+    server = start_server(
+        "--model",
+        "digits",
+        "--admin-token",
+        TOKEN,
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--max-batch-delay-ms",
+        "2",
+        "--resident-versions",
+        "4",
+    )
 
     async def main() -> Race:
         limits = httpx.Limits(max_connections=CLIENTS + 2)

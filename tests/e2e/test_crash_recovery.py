@@ -23,8 +23,9 @@ KILLS = 24
 X = [[0.25] * 64]
 
 
-def _edit_stream(url: str, acked: list[int], outputs: dict[int, list[float]], stop: threading.Event,
-                 first_ack: threading.Event) -> None:  # fmt: skip
+def _edit_stream(
+    url: str, acked: list[int], outputs: dict[int, list[float]], stop: threading.Event, first_ack: threading.Event
+) -> None:
     """Edit until the server dies: each acknowledged version is recorded with the output it served."""
     # Generous timeouts: on a loaded machine the first edit after a restart pays torch's start-up costs (seconds).
     with httpx.Client(base_url=url, headers=AUTH, timeout=60) as c:
@@ -32,10 +33,22 @@ def _edit_stream(url: str, acked: list[int], outputs: dict[int, list[float]], st
             try:
                 cur = c.get("/v1/models/digits").json()["version"]
                 nxt = cur + 1
-                r = c.post("/v1/models/digits/edits", json={"if_version": cur, "ops": [
-                    {"op": "set_weights", "node": "fc3", "tensors": {
-                        "weight": {"shape": [10, 64], "data": [0.0] * 640},
-                        "bias": {"shape": [10], "data": [float(nxt)] * 10}}}]})
+                r = c.post(
+                    "/v1/models/digits/edits",
+                    json={
+                        "if_version": cur,
+                        "ops": [
+                            {
+                                "op": "set_weights",
+                                "node": "fc3",
+                                "tensors": {
+                                    "weight": {"shape": [10, 64], "data": [0.0] * 640},
+                                    "bias": {"shape": [10], "data": [float(nxt)] * 10},
+                                },
+                            }
+                        ],
+                    },
+                )
                 if r.status_code != 200:
                     continue
                 acked.append(r.json()["version"])
@@ -104,9 +117,21 @@ def test_old_versions_reload_after_restart(tmp_path: Path, version_offset: int) 
     try:
         with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as c:
             for v in range(2, 8):
-                r = c.post("/v1/models/digits/edits", json={"ops": [{"op": "set_weights", "node": "fc3", "tensors": {
-                    "weight": {"shape": [10, 64], "data": [0.0] * 640},
-                    "bias": {"shape": [10], "data": [float(v)] * 10}}}]})
+                r = c.post(
+                    "/v1/models/digits/edits",
+                    json={
+                        "ops": [
+                            {
+                                "op": "set_weights",
+                                "node": "fc3",
+                                "tensors": {
+                                    "weight": {"shape": [10, 64], "data": [0.0] * 640},
+                                    "bias": {"shape": [10], "data": [float(v)] * 10},
+                                },
+                            }
+                        ]
+                    },
+                )
                 assert r.status_code == 200, r.text
     finally:
         server.stop()

@@ -219,7 +219,9 @@ def test_dockerfile_structure() -> None:
 
     # The torch pin follows constraints.txt; GPU by default, from the PyTorch index for the chosen variant.
     args = {k: v for ins in builder if ins.name == "ARG" for k, v in key_values(ins.args).items()}
-    assert args.get("TORCH_VERSION") == torch_pin(), "Dockerfile's TORCH_VERSION differs from constraints.txt's torch pin"
+    assert args.get("TORCH_VERSION") == torch_pin(), (
+        "Dockerfile's TORCH_VERSION differs from constraints.txt's torch pin"
+    )
     assert re.fullmatch(r"cu\d{3}", args.get("TORCH_VARIANT", "")), "default build should be a CUDA variant"
     assert args.get("TORCH_INDEX_URL") == TORCH_INDEX, "by default torch comes from the PyTorch index of the variant"
     torch_at = next(n for n, i in enumerate(builder) if i.name == "RUN" and "torch==${TORCH_VERSION}" in i.args)
@@ -256,13 +258,30 @@ def test_dockerfile_structure() -> None:
 
 def test_dockerignore_keeps_the_context_small_and_complete() -> None:
     rules = dockerignore_rules()
-    for path in (".venv/bin/python", ".git/HEAD", ".morphserve/journal.jsonl", "tests/conftest.py",
-                 ".pytest_cache/v/x", "app/__pycache__/main.cpython-311.pyc", "docs/BENCHMARKS.md",
-                 "scripts/bench/raw.json", "Dockerfile", "docker-compose.yml", "deploy/nginx/nginx.conf",
-                 "build/docker-test/build.log"):  # fmt: skip
+    for path in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        ".morphserve/journal.jsonl",
+        "tests/conftest.py",
+        ".pytest_cache/v/x",
+        "app/__pycache__/main.cpython-311.pyc",
+        "docs/BENCHMARKS.md",
+        "scripts/bench/raw.json",
+        "Dockerfile",
+        "docker-compose.yml",
+        "deploy/nginx/nginx.conf",
+        "build/docker-test/build.log",
+    ):
         assert not in_context(path, rules), f"{path} should not be sent to the Docker daemon"
-    for path in ("pyproject.toml", "constraints.txt", "README.md", "app/morphserve/__init__.py", "app/morphserve/graph/weights/digits.safetensors",
-                 "wheels/README.md", "wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"):  # fmt: skip
+    for path in (
+        "pyproject.toml",
+        "constraints.txt",
+        "README.md",
+        "app/morphserve/__init__.py",
+        "app/morphserve/graph/weights/digits.safetensors",
+        "wheels/README.md",
+        "wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl",
+    ):
         assert in_context(path, rules), f"{path} is needed by the build but .dockerignore drops it"
 
 
@@ -291,12 +310,15 @@ def compose_command() -> list[str] | None:
     return None
 
 
-def run_compose_config(tmp_path: Path, *extra: str, token: str | None, file: Path = COMPOSE,
-                       password: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def run_compose_config(
+    tmp_path: Path, *extra: str, token: str | None, file: Path = COMPOSE, password: str | None = None
+) -> subprocess.CompletedProcess[str]:
     cmd = compose_command()
     if cmd is None:
-        pytest.skip("no Compose implementation to validate with: `apt-get install docker-compose` (Debian) "
-                    "or install the docker compose plugin")  # fmt: skip
+        pytest.skip(
+            "no Compose implementation to validate with: `apt-get install docker-compose` (Debian) "
+            "or install the docker compose plugin"
+        )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MORPHSERVE_", "COMPOSE_", "POSTGRES_"))}
     if token is not None:
         env["MORPHSERVE_ADMIN_TOKEN"] = token
@@ -304,8 +326,14 @@ def run_compose_config(tmp_path: Path, *extra: str, token: str | None, file: Pat
         env["POSTGRES_PASSWORD"] = password
     empty_env_file = tmp_path / "empty.env"  # hermetic: ignore any .env beside the compose file
     empty_env_file.write_text("")
-    return subprocess.run([*cmd, "-f", str(file), "--env-file", str(empty_env_file), *extra, "config"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [*cmd, "-f", str(file), "--env-file", str(empty_env_file), *extra, "config"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize("variant", [[], ["--profile", "cpu"]], ids=["gpu", "cpu-profile"])
@@ -329,8 +357,12 @@ def test_compose_structure() -> None:
     gpu, cpu = services["morphserve"], services["morphserve-cpu"]
 
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
-    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) and
-               (d.get("count") in (1, "all") or d.get("device_ids")) for d in devices), devices  # fmt: skip
+    assert any(
+        d.get("driver") == "nvidia"
+        and "gpu" in d.get("capabilities", [])
+        and (d.get("count") in (1, "all") or d.get("device_ids"))
+        for d in devices
+    ), devices
     assert gpu["build"]["args"]["TORCH_VARIANT"].startswith("cu")
     assert gpu.get("image") and "profiles" not in gpu, "the GPU service is the default one"
 
@@ -380,8 +412,10 @@ def test_replicas_compose_structure() -> None:
     assert any(v.startswith("pgdata:") for v in postgres["volumes"]), "the database lives in a named volume"
 
     env = replica["environment"]
-    assert re.fullmatch(r"postgresql://\$\{POSTGRES_USER[^}]*\}:\$\{POSTGRES_PASSWORD:\?[^}]*\}@postgres:5432/\S+",
-                        env["MORPHSERVE_JOURNAL"]), env["MORPHSERVE_JOURNAL"]  # fmt: skip
+    assert re.fullmatch(
+        r"postgresql://\$\{POSTGRES_USER[^}]*\}:\$\{POSTGRES_PASSWORD:\?[^}]*\}@postgres:5432/\S+",
+        env["MORPHSERVE_JOURNAL"],
+    ), env["MORPHSERVE_JOURNAL"]
     assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert "/v2/health/ready" in " ".join(replica["healthcheck"]["test"])
     assert replica["build"]["context"] == "." and replica["deploy"]["replicas"]
@@ -479,8 +513,9 @@ def run_builder_stage(tmp_path: Path, context: Path, venv: Path, variant: str = 
         elif ins.name == "RUN":
             cmd = mapped(ins.args)
             ran.append(cmd)
-            r = subprocess.run(["/bin/sh", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True,
-                               timeout=240)  # fmt: skip
+            r = subprocess.run(
+                ["/bin/sh", "-c", cmd], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+            )
             assert r.returncode == 0, f"builder step failed: {cmd}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
         elif ins.name in ("LABEL", "WORKDIR", "SHELL", "USER"):
             raise AssertionError(f"teach this test the builder's {ins.name}: {ins.args}")
@@ -503,9 +538,19 @@ def test_image_install_and_start_steps_outside_docker(tmp_path: Path) -> None:
     assert any("venv" in c for c in ran) and any("torch==" in c for c in ran) and any(" install " in c for c in ran)
 
     # The install is a real, non-editable one: the package imports from the venv, not from the work tree.
-    out = subprocess.run([str(venv / "bin/python"), "-c", "import morphserve, torch; print(morphserve.__file__); "
-                          "print(torch.__version__)"], cwd=tmp_path, env=clean_env(), capture_output=True,
-                         text=True, timeout=120, check=True).stdout.split()  # fmt: skip
+    out = subprocess.run(
+        [
+            str(venv / "bin/python"),
+            "-c",
+            "import morphserve, torch; print(morphserve.__file__); print(torch.__version__)",
+        ],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.split()
     assert Path(out[0]).is_relative_to(venv), f"morphserve imported from {out[0]}, not from the fresh venv"
     assert out[1].split("+")[0] == torch_pin()
 
@@ -521,8 +566,14 @@ def test_image_install_and_start_steps_outside_docker(tmp_path: Path) -> None:
     env = clean_env()
     for k, v in final_stage_env().items():
         env[k] = expand(v.replace("/opt/venv", str(venv)), env)
-    env.update({"MORPHSERVE_STATE_DIR": str(state), "MORPHSERVE_PORT": str(port),
-                "MORPHSERVE_ADMIN_TOKEN": "deploy-test-token", "MORPHSERVE_DEVICE": "cpu"})  # fmt: skip
+    env.update(
+        {
+            "MORPHSERVE_STATE_DIR": str(state),
+            "MORPHSERVE_PORT": str(port),
+            "MORPHSERVE_ADMIN_TOKEN": "deploy-test-token",
+            "MORPHSERVE_DEVICE": "cpu",
+        }
+    )
     log = tmp_path / "server.log"
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=log_file, stderr=subprocess.STDOUT)
@@ -543,15 +594,21 @@ def test_image_install_and_start_steps_outside_docker(tmp_path: Path) -> None:
             # The image's HEALTHCHECK command, run with the venv's python, passes against the live server ...
             health = next(i for i in reversed(final) if i.name == "HEALTHCHECK").exec_form()
             assert health and health[0] == "python"
-            r = subprocess.run([str(venv / "bin/python"), *health[1:]], env=env, capture_output=True, text=True,
-                               timeout=30)  # fmt: skip
+            r = subprocess.run(
+                [str(venv / "bin/python"), *health[1:]], env=env, capture_output=True, text=True, timeout=30
+            )
             assert r.returncode == 0, f"HEALTHCHECK command failed: {r.stderr}"
             # ... and so does compose's (its port is the container's 8000; here the free one).
             yaml = pytest.importorskip("yaml")
             test = yaml.safe_load(COMPOSE.read_text())["services"]["morphserve"]["healthcheck"]["test"]
             assert test[:2] == ["CMD", "python"]
-            r = subprocess.run([str(venv / "bin/python"), *(a.replace(":8000/", f":{port}/") for a in test[2:])],
-                               env=env, capture_output=True, text=True, timeout=30)  # fmt: skip
+            r = subprocess.run(
+                [str(venv / "bin/python"), *(a.replace(":8000/", f":{port}/") for a in test[2:])],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             assert r.returncode == 0, f"compose healthcheck command failed: {r.stderr}"
             assert (state).is_dir(), "the server should create its state dir"
         finally:

@@ -31,9 +31,17 @@ def model(server: ServerProcess) -> Iterator[str]:
 
 
 def _insert(server: ServerProcess, model: str, name: str, after: str = "fc2") -> httpx.Response:
-    return httpx.post(f"{server.url}/v1/models/{model}/layers", headers=AUTH, timeout=60, json={
-        "after": after, "name": name, "init": "identity", "layer": {"type": "Linear", "in_features": 64,
-                                                                     "out_features": 64}})  # fmt: skip
+    return httpx.post(
+        f"{server.url}/v1/models/{model}/layers",
+        headers=AUTH,
+        timeout=60,
+        json={
+            "after": after,
+            "name": name,
+            "init": "identity",
+            "layer": {"type": "Linear", "in_features": 64, "out_features": 64},
+        },
+    )
 
 
 def test_stream_headers_and_preamble(server: ServerProcess, model: str) -> None:
@@ -160,8 +168,7 @@ def test_reading_needs_no_token(server: ServerProcess) -> None:
 
 def test_a_stream_never_reflects_a_token(server: ServerProcess) -> None:
     wrong = "wr0ng-token-8f2c1e"
-    for url in (f"{server.url}/v1/models/digits/events?token={wrong}",
-                f"{server.url}/v1/events?access_token={wrong}"):  # fmt: skip
+    for url in (f"{server.url}/v1/models/digits/events?token={wrong}", f"{server.url}/v1/events?access_token={wrong}"):
         with SSEStream(url, headers={"Authorization": f"Bearer {wrong}"}) as s:
             assert s.response is not None and s.response.status_code == 200
             assert wrong not in "".join(f"{k}:{v}" for k, v in s.response.headers.multi_items())

@@ -162,14 +162,18 @@ def check_restored(c: Client, name: str, fam: Family, rec: Imported) -> None:
 def _selected(session: pytest.Session) -> list[str]:
     """The families whose restart test this run selected (the quick run's, or all): only those are imported. A run
     that selected none of them (one other test of this module) imports the cheapest, for the fixture's checks."""
-    chosen = {item.callspec.params["name"] for item in session.items
-              if isinstance(item, pytest.Function) and item.originalname == "test_imported_model_survives_a_restart"}
+    chosen = {
+        item.callspec.params["name"]
+        for item in session.items
+        if isinstance(item, pytest.Function) and item.originalname == "test_imported_model_survives_a_restart"
+    }
     return [name for name in FAST if name in chosen] or ["two_inputs"]
 
 
 @pytest.fixture(scope="module")
-def imported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[tuple[Restartable, dict[str, Imported]]]:  # fmt: skip
+def imported(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Restartable, dict[str, Imported]]]:
     tmp = tmp_path_factory.mktemp("import-serve")
     server = Restartable(tmp, "--model", "digits")
     records: dict[str, Imported] = {}

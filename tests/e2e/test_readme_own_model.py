@@ -15,12 +15,18 @@ from tests.e2e.test_readme_tour import readme_block
 
 
 def test_readme_own_model(start_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
-    """"Serve your own model" as written: import the example on the client, upload, infer, edit, roll back."""
+    """ "Serve your own model" as written: import the example on the client, upload, infer, edit, roll back."""
     server = start_server("--state-dir", str(tmp_path / "state"))
     script = readme_block("own").replace(".venv/bin/morphserve", str(ROOT / ".venv" / "bin" / "morphserve"))
     script = script.replace("examples/my_model.py", str(ROOT / "examples" / "my_model.py"))
-    done = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=240,
-                          env={"PATH": "/usr/bin:/bin", "MORPHSERVE_URL": server.url})  # fmt: skip
+    done = subprocess.run(
+        ["bash", "-e", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={"PATH": "/usr/bin:/bin", "MORPHSERVE_URL": server.url},
+    )
     assert done.returncode == 0, done.stderr + done.stdout
     assert (tmp_path / "tinycnn.zip").stat().st_size > 10_000  # spec + 3,834 float32 weights
     infers = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"model":"tinycnn"')]

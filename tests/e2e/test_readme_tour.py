@@ -20,8 +20,14 @@ def test_readmereadme_block(start_server: Callable[..., ServerProcess], tmp_path
     server = start_server("--state-dir", str(tmp_path / "state"))
     script = readme_block().replace("localhost:8000", server.url.removeprefix("http://"))
     script = script.replace(".venv/bin/morphserve", str(ROOT / ".venv" / "bin" / "morphserve"))
-    done = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "MORPHSERVE_URL": server.url})  # fmt: skip
+    done = subprocess.run(
+        ["bash", "-e", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "MORPHSERVE_URL": server.url},
+    )
     assert done.returncode == 0, done.stderr + done.stdout
     out = done.stdout
     infers = [json.loads(line) for line in out.splitlines() if line.startswith('{"model":"digits","model_version"')]

@@ -30,8 +30,16 @@ X = [[0.25] * 64]
 
 
 def tag_ops(tag: float) -> list[dict[str, Any]]:
-    return [{"op": "set_weights", "node": "fc3", "tensors": {
-        "weight": {"shape": [10, 64], "data": [0.0] * 640}, "bias": {"shape": [10], "data": [tag] * 10}}}]  # fmt: skip
+    return [
+        {
+            "op": "set_weights",
+            "node": "fc3",
+            "tensors": {
+                "weight": {"shape": [10, 64], "data": [0.0] * 640},
+                "bias": {"shape": [10], "data": [tag] * 10},
+            },
+        }
+    ]
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -62,9 +70,23 @@ class Replicas:
 
     def _spawn(self, i: int, port: int | None = None) -> ServerProcess:
         self.starts += 1
-        return ServerProcess(["--journal", self.journal, "--state-dir", str(self.tmp / f"state-{i}"),
-                              "--admin-token", TOKEN, "--model", "digits", "--min-version-wait-ms", "3000",
-                              *self.extra], log=self.tmp / f"replica-{i}-{self.starts}.log", port=port)  # fmt: skip
+        return ServerProcess(
+            [
+                "--journal",
+                self.journal,
+                "--state-dir",
+                str(self.tmp / f"state-{i}"),
+                "--admin-token",
+                TOKEN,
+                "--model",
+                "digits",
+                "--min-version-wait-ms",
+                "3000",
+                *self.extra,
+            ],
+            log=self.tmp / f"replica-{i}-{self.starts}.log",
+            port=port,
+        )
 
     def restart(self, i: int) -> None:
         self.servers[i] = self._spawn(i, self.servers[i].port).wait_ready(120)
@@ -401,8 +423,16 @@ def test_model_create_and_delete_propagate(replicas: Callable[..., Replicas]) ->
         for url in rs.urls:
             meta = c.get(f"{url}/v2/models/m2").json()
             shape = [1, *meta["inputs"][0]["shape"][1:]]
-            body = {"inputs": [{"name": meta["inputs"][0]["name"], "shape": shape, "datatype": "FP32",
-                                "data": [0.5] * (shape[1] if len(shape) == 2 else 1)}]}  # fmt: skip
+            body = {
+                "inputs": [
+                    {
+                        "name": meta["inputs"][0]["name"],
+                        "shape": shape,
+                        "datatype": "FP32",
+                        "data": [0.5] * (shape[1] if len(shape) == 2 else 1),
+                    }
+                ]
+            }
             got = c.post(f"{url}/v2/models/m2/infer", json=body)
             assert got.status_code == 200, got.text
             outs.append(got.json()["outputs"][0]["data"])
@@ -469,12 +499,20 @@ def test_replicas_view_and_wait_all(replicas: Callable[..., Replicas]) -> None:
 
 
 def test_workers_share_one_port_with_sqlite(tmp_path: Path) -> None:
-    server = ServerProcess(["--workers", "2", "--state-dir", str(tmp_path / "state"), "--admin-token", TOKEN,
-                            "--model", "digits"], log=tmp_path / "workers.log")  # fmt: skip
+    server = ServerProcess(
+        ["--workers", "2", "--state-dir", str(tmp_path / "state"), "--admin-token", TOKEN, "--model", "digits"],
+        log=tmp_path / "workers.log",
+    )
     try:
         server.wait_ready(90)
-        wait_until(lambda: len([r for r in httpx.get(f"{server.url}/v1/replicas", timeout=10).json()["replicas"]
-                                if r["alive"]]) == 2, 30, "both workers beating")  # fmt: skip
+        wait_until(
+            lambda: (
+                len([r for r in httpx.get(f"{server.url}/v1/replicas", timeout=10).json()["replicas"] if r["alive"]])
+                == 2
+            ),
+            30,
+            "both workers beating",
+        )
         seen_workers: set[str] = set()
         for k in range(10):
             with httpx.Client(base_url=server.url, timeout=30) as c:  # one connection: one worker

@@ -29,8 +29,9 @@ def tmpfs() -> Iterator[PrivateTmpfs]:
 
 
 def _serve(fs: PrivateTmpfs, log: Path, port: int | None = None) -> ServerProcess:
-    return ServerProcess(["--model", "mlp", "--state-dir", str(fs.dir / "state"), "--admin-token", TOKEN],
-                         log=log, mounts=fs, port=port).wait_ready()  # fmt: skip
+    return ServerProcess(
+        ["--model", "mlp", "--state-dir", str(fs.dir / "state"), "--admin-token", TOKEN], log=log, mounts=fs, port=port
+    ).wait_ready()
 
 
 def _replace_fc2(url: str, seed: int) -> httpx.Response:
@@ -108,8 +109,9 @@ def test_a_read_only_state_dir_refuses_edits_and_still_serves(tmpfs: PrivateTmpf
         server.stop()
 
 
-def test_a_server_started_on_a_read_only_state_dir_serves_and_refuses_edits(tmpfs: PrivateTmpfs,
-                                                                            tmp_path: Path) -> None:  # fmt: skip
+def test_a_server_started_on_a_read_only_state_dir_serves_and_refuses_edits(
+    tmpfs: PrivateTmpfs, tmp_path: Path
+) -> None:
     tmpfs.path("state").mkdir()
     tmpfs.remount(read_only=True)
     server = _serve(tmpfs, tmp_path / "server.log")

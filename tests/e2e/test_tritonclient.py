@@ -21,8 +21,9 @@ def triton(server) -> httpclient.InferenceServerClient:  # type: ignore[no-untyp
     return httpclient.InferenceServerClient(url=server.url.removeprefix("http://"))
 
 
-def _infer(client: httpclient.InferenceServerClient, model: str, x: np.ndarray, binary: bool,
-           version: str = "") -> httpclient.InferResult:  # fmt: skip
+def _infer(
+    client: httpclient.InferenceServerClient, model: str, x: np.ndarray, binary: bool, version: str = ""
+) -> httpclient.InferResult:
     inp = httpclient.InferInput("input", list(x.shape), "FP32")
     inp.set_data_from_numpy(x, binary_data=binary)
     out = httpclient.InferRequestedOutput("output", binary_data=binary)
@@ -73,8 +74,11 @@ def test_version_reported_and_old_version_served(server, triton: httpclient.Infe
     x = np.random.default_rng(2).random((2, 64), dtype=np.float32)
     before = _infer(triton, "digits", x, True)
     v_before = int(before.get_response()["model_version"])
-    r = httpx.post(f"{server.url}/v1/models/digits/layers", headers=AUTH, json={
-        "after": "fc1", "layer": {"type": "Linear", "in_features": 128, "out_features": 128}, "init": "identity"})
+    r = httpx.post(
+        f"{server.url}/v1/models/digits/layers",
+        headers=AUTH,
+        json={"after": "fc1", "layer": {"type": "Linear", "in_features": 128, "out_features": 128}, "init": "identity"},
+    )
     assert r.status_code == 200, r.text
     after = _infer(triton, "digits", x, True)
     assert int(after.get_response()["model_version"]) == v_before + 1

@@ -37,8 +37,10 @@ def _raw(port: int, head: bytes, body: bytes = b"", *, close_after: bool = False
 
 
 def _head(name: str, length: int) -> bytes:
-    return (f"POST /v1/models?name={name} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {AUTH['Authorization']}\r\n"
-            f"Content-Type: application/zip\r\nContent-Length: {length}\r\n\r\n").encode()  # fmt: skip
+    return (
+        f"POST /v1/models?name={name} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {AUTH['Authorization']}\r\n"
+        f"Content-Type: application/zip\r\nContent-Length: {length}\r\n\r\n"
+    ).encode()
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +82,11 @@ def test_a_client_that_disconnects_mid_upload_leaves_nothing(small_server: Resta
 
 def test_a_full_disk_during_an_upload_is_507_and_leaves_nothing(tmp_path: Path) -> None:
     fs = PrivateTmpfs("4m")
-    server = ServerProcess(["--model", "digits", "--state-dir", str(fs.dir / "state"), "--admin-token", TOKEN],
-                           log=tmp_path / "server.log", mounts=fs)  # fmt: skip
+    server = ServerProcess(
+        ["--model", "digits", "--state-dir", str(fs.dir / "state"), "--admin-token", TOKEN],
+        log=tmp_path / "server.log",
+        mounts=fs,
+    )
     try:
         server.wait_ready()
         with Client(server.url, TOKEN) as c:

@@ -37,9 +37,17 @@ def model(server: ServerProcess) -> str:
 
 
 def _edit(server: ServerProcess, model: str, node: str, after: str) -> int:
-    r = httpx.post(f"{server.url}/v1/models/{model}/layers", headers=AUTH, timeout=60, json={
-        "after": after, "name": node, "init": "identity",
-        "layer": {"type": "Linear", "in_features": 64, "out_features": 64}})  # fmt: skip
+    r = httpx.post(
+        f"{server.url}/v1/models/{model}/layers",
+        headers=AUTH,
+        timeout=60,
+        json={
+            "after": after,
+            "name": node,
+            "init": "identity",
+            "layer": {"type": "Linear", "in_features": 64, "out_features": 64},
+        },
+    )
     assert r.status_code == 200, r.text
     return int(r.json()["version"])
 
@@ -183,8 +191,9 @@ def test_server_events_from_the_client(server: ServerProcess) -> None:
             if not reader.is_alive():
                 break
             made.append(f"{base}-{i}")
-            r = httpx.post(f"{server.url}/v1/models", headers=AUTH, json={"name": made[-1], "zoo": "digits"},
-                           timeout=60)  # fmt: skip
+            r = httpx.post(
+                f"{server.url}/v1/models", headers=AUTH, json={"name": made[-1], "zoo": "digits"}, timeout=60
+            )
             assert r.status_code == 201
             reader.join(3)
         e = seen.get(timeout=60)
@@ -193,8 +202,13 @@ def test_server_events_from_the_client(server: ServerProcess) -> None:
 
 
 def _watch(server: ServerProcess, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "morphserve", "--url", server.url, "watch", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "morphserve", "--url", server.url, "watch", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _lines(proc: subprocess.Popen[str]) -> queue.Queue[str]:

@@ -46,10 +46,16 @@ def assert_error(resp: httpx.Response, status: int, *words: str) -> dict[str, An
 
 def head_ops(const: float) -> list[dict[str, Any]]:
     """set_weights on digits' fc3: weight zero, bias `const` -> every logit of every row equals `const`."""
-    return [{"op": "set_weights", "node": "fc3", "tensors": {
-        "weight": {"shape": [10, 64], "data": [0.0] * 640},
-        "bias": {"shape": [10], "data": [float(const)] * 10},
-    }}]  # fmt: skip
+    return [
+        {
+            "op": "set_weights",
+            "node": "fc3",
+            "tensors": {
+                "weight": {"shape": [10, 64], "data": [0.0] * 640},
+                "bias": {"shape": [10], "data": [float(const)] * 10},
+            },
+        }
+    ]
 
 
 def v1_body(x: np.ndarray = X) -> dict[str, Any]:
@@ -83,10 +89,11 @@ async def served_with_binary(
     app = create_app(settings, registry)
     try:
         async with (
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", headers=AUTH,
-                              timeout=60) as client,
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://test", headers=AUTH, timeout=60
+            ) as client,
             AsyncClient("http://test", token=TOKEN, timeout=60, transport=httpx.ASGITransport(app=app)) as binary,
-        ):  # fmt: skip
+        ):
             yield client, binary, registry
     finally:
         registry.close()
@@ -174,8 +181,15 @@ def threaded_server(tmp_path: Path, **overrides: Any) -> Iterator[tuple[str, Reg
     registry = Registry(settings, Metrics())
     registry.load_from_settings()
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(_NoLifespan(create_app(settings, registry)), host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))  # fmt: skip
+    server = uvicorn.Server(
+        uvicorn.Config(
+            _NoLifespan(create_app(settings, registry)),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+    )
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     try:

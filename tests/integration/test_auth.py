@@ -29,23 +29,30 @@ FC3_WEIGHTS = save_safetensors({"weight": torch.zeros(10, 64), "bias": torch.ful
 #: One request per mutating route that the token-holder gets a 2xx for (after `_setup`), so that "does nothing
 #: without the token" is about a request that would have done something. Keyed by (method, route template).
 REQUESTS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
-    ("POST", "/v1/models"): ("/v1/models", {"json": {"name": "intruder", "zoo": "mlp",
-                                                     "options": {"hidden": 8, "depth": 1, "in_features": 4}}}),
+    ("POST", "/v1/models"): (
+        "/v1/models",
+        {"json": {"name": "intruder", "zoo": "mlp", "options": {"hidden": 8, "depth": 1, "in_features": 4}}},
+    ),
     ("DELETE", "/v1/models/{model}"): ("/v1/models/digits", {}),
     ("POST", "/v1/models/{model}/versions/{version}/pin"): ("/v1/models/digits/versions/2/pin", {}),
     ("DELETE", "/v1/models/{model}/versions/{version}/pin"): ("/v1/models/digits/versions/1/pin", {}),
     ("POST", "/v1/models/{model}/gc"): ("/v1/models/digits/gc", {"json": {"keep": 1}}),
     ("POST", "/v1/models/{model}/edits"): ("/v1/models/digits/edits", {"json": {"ops": [identity_insert("relu2")]}}),
-    ("POST", "/v1/models/{model}/layers"): ("/v1/models/digits/layers",
-                                            {"json": {"after": "relu2", "layer": {"type": "Identity"}}}),
-    ("PUT", "/v1/models/{model}/layers/{node}"): ("/v1/models/digits/layers/fc3", {"json": {
-        "layer": {"type": "Linear", "in_features": 64, "out_features": 10}, "allow_output_change": True}}),
+    ("POST", "/v1/models/{model}/layers"): (
+        "/v1/models/digits/layers",
+        {"json": {"after": "relu2", "layer": {"type": "Identity"}}},
+    ),
+    ("PUT", "/v1/models/{model}/layers/{node}"): (
+        "/v1/models/digits/layers/fc3",
+        {"json": {"layer": {"type": "Linear", "in_features": 64, "out_features": 10}, "allow_output_change": True}},
+    ),
     ("DELETE", "/v1/models/{model}/layers/{node}"): ("/v1/models/digits/layers/spare", {}),
     ("PUT", "/v1/models/{model}/layers/{node}/weights"): (
         "/v1/models/digits/layers/fc3/weights",
-        {"content": FC3_WEIGHTS, "headers": {"Content-Type": "application/octet-stream"}}),
+        {"content": FC3_WEIGHTS, "headers": {"Content-Type": "application/octet-stream"}},
+    ),
     ("POST", "/v1/models/{model}/rollback"): ("/v1/models/digits/rollback", {"json": {"version": 1}}),
-}  # fmt: skip
+}
 
 
 def _walk(routes: list[Any], prefix: str = "", *, in_schema: bool = True) -> list[tuple[str, str]]:
@@ -92,9 +99,11 @@ def _state(client: TestClient) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for m in client.get("/v1/models").json()["models"]:
         name = m["name"]
-        out[name] = {"info": {k: v for k, v in m.items() if k != "queue_depth"},
-                     "versions": client.get(f"/v1/models/{name}/versions").json(),
-                     "graph": client.get(f"/v1/models/{name}/graph").json()}  # fmt: skip
+        out[name] = {
+            "info": {k: v for k, v in m.items() if k != "queue_depth"},
+            "versions": client.get(f"/v1/models/{name}/versions").json(),
+            "graph": client.get(f"/v1/models/{name}/graph").json(),
+        }
     out["outputs"] = client.post("/v1/models/digits/infer", json={"inputs": X.tolist()}).json()
     return out
 
@@ -169,15 +178,18 @@ class _Spy:
         return self.real(a, b) if self.verdict is None else self.verdict
 
 
-def test_tokens_are_compared_with_hmac_compare_digest(make_client: Callable[..., TestClient],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_tokens_are_compared_with_hmac_compare_digest(
+    make_client: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
     client = make_client()
     spy = _Spy()
     monkeypatch.setattr(hmac, "compare_digest", spy)
     edit = {"ops": [identity_insert()], "dry_run": True}
     for given in ("wrong-token", "x", TOKEN + "-and-more", TOKEN[:-1], "é" * 5):
-        assert_error(client.post("/v1/models/digits/edits", json=edit,
-                                 headers={"Authorization": f"Bearer {given}".encode()}), 403)  # fmt: skip
+        assert_error(
+            client.post("/v1/models/digits/edits", json=edit, headers={"Authorization": f"Bearer {given}".encode()}),
+            403,
+        )
     assert client.post("/v1/models/digits/edits", json=edit, headers=AUTH).status_code == 200
     # every check, whatever the length of the guess, went through compare_digest, with bytes on both sides
     assert len(spy.calls) == 6, spy.calls
@@ -186,14 +198,18 @@ def test_tokens_are_compared_with_hmac_compare_digest(make_client: Callable[...,
 
 
 @pytest.mark.parametrize("verdict", [True, False])
-def test_compare_digest_alone_decides(make_client: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch,
-                                      verdict: bool) -> None:  # fmt: skip
+def test_compare_digest_alone_decides(
+    make_client: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch, verdict: bool
+) -> None:
     """No other comparison (==, a length check) stands beside it: what compare_digest says, goes."""
     client = make_client()
     monkeypatch.setattr(hmac, "compare_digest", _Spy(verdict))
     edit = {"ops": [identity_insert()], "dry_run": True}
-    r = client.post("/v1/models/digits/edits", json=edit,
-                    headers={"Authorization": "Bearer wrong" if verdict else f"Bearer {TOKEN}"})  # fmt: skip
+    r = client.post(
+        "/v1/models/digits/edits",
+        json=edit,
+        headers={"Authorization": "Bearer wrong" if verdict else f"Bearer {TOKEN}"},
+    )
     assert r.status_code == (200 if verdict else 403), r.text
 
 
@@ -216,21 +232,35 @@ def test_no_route_reflects_a_token(make_client: Callable[..., TestClient], caplo
         for token in (secret, wrong):
             assert token.encode() not in blob, (r.request.method, r.request.url, r.status_code, r.text[:300])
 
-    bodies = {"/v1/models": {"json": {"name": "x", "zoo": "nope"}},
-              "/v1/models/{model}/gc": {"json": {"keep": 1}},
-              "/v1/models/{model}/rollback": {"json": {"version": 99}},
-              "/v1/models/{model}/edits": {"json": {"ops": [{"op": "remove", "node": "nope"}]}},
-              "/v1/models/{model}/infer": {"json": {"inputs": X.tolist()}}}  # fmt: skip
+    bodies = {
+        "/v1/models": {"json": {"name": "x", "zoo": "nope"}},
+        "/v1/models/{model}/gc": {"json": {"keep": 1}},
+        "/v1/models/{model}/rollback": {"json": {"version": 99}},
+        "/v1/models/{model}/edits": {"json": {"ops": [{"op": "remove", "node": "nope"}]}},
+        "/v1/models/{model}/infer": {"json": {"inputs": X.tolist()}},
+    }
     # The event streams never end, which an in-process client cannot read incrementally: the unknown model's
     # 404 is checked here, and a live stream opened with a token in tests/e2e/test_events.py.
-    paths = [(m, _concrete(p).replace("digits/events", "nope/events"), bodies.get(p, {"json": {}}))
-             for m, p in _routes(client.app) if p != "/v1/events"]  # fmt: skip
+    paths = [
+        (m, _concrete(p).replace("digits/events", "nope/events"), bodies.get(p, {"json": {}}))
+        for m, p in _routes(client.app)
+        if p != "/v1/events"
+    ]
     json_ct, octet = {"Content-Type": "application/json"}, {"Content-Type": "application/octet-stream"}
-    paths += [("GET", "/nope", {}), ("DELETE", "/v2", {}), ("GET", "/v1/models/nope/graph", {}),
-              ("POST", "/v1/models/digits/edits", {"content": b"{not json", "headers": json_ct}),
-              ("PUT", "/v1/models/digits/layers/fc3/weights", {"content": b"junk", "headers": octet})]  # fmt: skip
-    auths = [{"Authorization": f"Bearer {wrong}"}, {"Authorization": f"Basic {wrong}"}, {"Authorization": wrong},
-             {"Authorization": f"Bearer {secret}"}, {"X-Api-Key": wrong}]  # fmt: skip
+    paths += [
+        ("GET", "/nope", {}),
+        ("DELETE", "/v2", {}),
+        ("GET", "/v1/models/nope/graph", {}),
+        ("POST", "/v1/models/digits/edits", {"content": b"{not json", "headers": json_ct}),
+        ("PUT", "/v1/models/digits/layers/fc3/weights", {"content": b"junk", "headers": octet}),
+    ]
+    auths = [
+        {"Authorization": f"Bearer {wrong}"},
+        {"Authorization": f"Basic {wrong}"},
+        {"Authorization": wrong},
+        {"Authorization": f"Bearer {secret}"},
+        {"X-Api-Key": wrong},
+    ]
     for method, path, kw in paths:
         if method == "DELETE" and path == "/v1/models/digits":
             continue  # with the right token it would remove the model the other requests need; tried last
@@ -238,8 +268,9 @@ def test_no_route_reflects_a_token(make_client: Callable[..., TestClient], caplo
             extra = dict(kw)
             headers = {**extra.pop("headers", {}), **auth}
             check(client.request(method, path, headers=headers, **extra))
-            check(client.request(method, path, params={"token": wrong, "access_token": wrong}, headers=headers,
-                                 **extra))  # fmt: skip
+            check(
+                client.request(method, path, params={"token": wrong, "access_token": wrong}, headers=headers, **extra)
+            )
     for auth in auths:
         check(client.delete("/v1/models/digits", headers=auth))
     check(client.get("/metrics"))
@@ -253,8 +284,9 @@ def test_no_route_reflects_a_token(make_client: Callable[..., TestClient], caplo
 
 # -- no token configured: generated off loopback, none needed on loopback -------------------------------------------
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "server.example.com"])
-def test_non_loopback_without_a_token_generates_one_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFixture,
-                                                                host: str) -> None:  # fmt: skip
+def test_non_loopback_without_a_token_generates_one_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, host: str
+) -> None:
     caplog.set_level(logging.DEBUG)
     app = create_app(Settings(host=host, admin_token=None, state_dir=tmp_path / "state"))
     token = app.state.admin_token
@@ -285,8 +317,11 @@ def test_loopback_without_a_token_needs_none(tmp_path: Path, caplog: pytest.LogC
     with TestClient(app, base_url="http://127.0.0.1:8000") as c:  # a loopback Host, as local clients send
         r = c.post("/v1/models/digits/edits", json={"ops": [identity_insert()]})
         assert r.status_code == 200, r.text
-        r = c.put("/v1/models/digits/layers/fc3/weights", content=FC3_WEIGHTS,
-                  headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+        r = c.put(
+            "/v1/models/digits/layers/fc3/weights",
+            content=FC3_WEIGHTS,
+            headers={"Content-Type": "application/octet-stream"},
+        )
         assert r.status_code == 200, r.text
         assert c.get("/v1/models/digits").json()["version"] == 3
     assert not [rec for rec in caplog.records if "token" in rec.getMessage().lower()]

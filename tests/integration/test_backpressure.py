@@ -51,8 +51,9 @@ def _until_sync(cond: Callable[[], bool], what: str) -> None:
         time.sleep(0.005)
 
 
-async def _queue(client: httpx.AsyncClient, worker: DeviceWorker, rows: list[int]
-                 ) -> list[asyncio.Task[httpx.Response]]:  # fmt: skip
+async def _queue(
+    client: httpx.AsyncClient, worker: DeviceWorker, rows: list[int]
+) -> list[asyncio.Task[httpx.Response]]:
     """Requests that wait in the queue behind the held batch (each checked to be queued before the next); all for
     explicit version 1, so that they form batches together (an explicit version batches apart from the current)."""
     start, offset, tasks = worker.queue_depth(), 0, []
@@ -87,9 +88,11 @@ def test_full_queue_answers_503_with_retry_after_at_once(tmp_path: Path) -> None
                         await binary.infer("digits", XS[:1])
                     assert e.value.status == 503 and "queued" in e.value.message
                 else:
-                    path, body = {"v1": (V1, {"inputs": XS[:1].tolist()}),
-                                  "oip": ("/v2/models/digits/infer", _oip(1)),
-                                  "oip version": ("/v2/models/digits/versions/1/infer", _oip(1))}[how]  # fmt: skip
+                    path, body = {
+                        "v1": (V1, {"inputs": XS[:1].tolist()}),
+                        "oip": ("/v2/models/digits/infer", _oip(1)),
+                        "oip version": ("/v2/models/digits/versions/1/infer", _oip(1)),
+                    }[how]
                     r = await client.post(path, json=body)
                     assert_error(r, 503, "queued")
                     assert int(r.headers["retry-after"]) >= 1, r.headers
@@ -147,7 +150,10 @@ def test_cancelled_requests_do_not_leak_queue_slots(tmp_path: Path, how: str) ->
     async def main() -> None:
         timeout = 1.0 if how == "timed out" else 30.0
         async with served(tmp_path, max_queue=max_queue, max_batch_size=64, request_timeout_s=timeout) as (
-                client, _, registry):  # fmt: skip
+            client,
+            _,
+            registry,
+        ):
             worker = registry.get("digits").worker
             gate = hold(registry)
             held = asyncio.create_task(client.post(V1, json={"inputs": XS[:1].tolist()}))
@@ -186,8 +192,10 @@ def test_cancelled_requests_do_not_leak_queue_slots(tmp_path: Path, how: str) ->
 # -- slow clients (real server) ----------------------------------------------------------------------------------
 def _raw_request(port: int, path: str, body: bytes) -> tuple[socket.socket, bytes]:
     s = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
-    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
     return s, head
 
 
@@ -270,8 +278,10 @@ def test_disconnected_clients_do_not_leak_queue_slots(tmp_path: Path) -> None:
     max_queue = 3
     rows = [22, 21, 21]  # 64 rows: one full batch once the holder has run
     starts = [0, 22, 43]
-    with threaded_server(tmp_path, max_queue=max_queue, max_batch_size=64) as (url, registry), \
-            httpx.Client(base_url=url, timeout=WAIT) as c:  # fmt: skip
+    with (
+        threaded_server(tmp_path, max_queue=max_queue, max_batch_size=64) as (url, registry),
+        httpx.Client(base_url=url, timeout=WAIT) as c,
+    ):
         worker = registry.get("digits").worker
         port = int(url.rsplit(":", 1)[1])
         for round_ in ("disconnect", "again"):
@@ -290,9 +300,17 @@ def test_disconnected_clients_do_not_leak_queue_slots(tmp_path: Path) -> None:
                     s.sendall(head + payload)
                     socks.append(s)
                 else:
-                    t = threading.Thread(target=lambda k=k, p=payload, a=answers: a.__setitem__(k, httpx.post(
-                        f"{url}/v2/models/digits/infer", content=p, timeout=WAIT,
-                        headers={"Content-Type": "application/json"})))  # fmt: skip
+                    t = threading.Thread(
+                        target=lambda k=k, p=payload, a=answers: a.__setitem__(
+                            k,
+                            httpx.post(
+                                f"{url}/v2/models/digits/infer",
+                                content=p,
+                                timeout=WAIT,
+                                headers={"Content-Type": "application/json"},
+                            ),
+                        )
+                    )
                     t.start()
                     threads.append(t)
                 _until_sync(lambda k=k: worker.queue_depth() == k + 1, f"request {k + 1} is queued")  # type: ignore[misc]

@@ -84,8 +84,12 @@ async def _one_inference(http: httpx.AsyncClient, binary: AsyncClient, race: Rac
             if kind == "oip_version":  # an explicit version: the newest acknowledged or one of the few before it
                 want = max(1, floor - rng.randrange(4))
                 path = f"/v2/models/digits/versions/{want}/infer"
-            oip = {"id": f"r{i}", "inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
-                                               "data": x.reshape(-1).tolist()}]}  # fmt: skip
+            oip = {
+                "id": f"r{i}",
+                "inputs": [
+                    {"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.reshape(-1).tolist()}
+                ],
+            }
             r = await http.post(path, json=oip)
             if r.status_code != 200:
                 race.failures.append(f"{kind} (version {want}): {r.status_code} {r.text[:300]}")
@@ -130,12 +134,14 @@ async def _editor(http: httpx.AsyncClient, race: Race, served: Callable[[], int]
             race.rollbacks += 1
         elif k % 3 == 1:
             headers = {"Content-Type": "application/octet-stream", "If-Match": f'"{current}"'}
-            r = await http.put("/v1/models/digits/layers/fc3/weights", content=_bias_safetensors(float(nxt)),
-                               headers=headers)
+            r = await http.put(
+                "/v1/models/digits/layers/fc3/weights", content=_bias_safetensors(float(nxt)), headers=headers
+            )
             const = float(nxt)
         else:
-            ops = [{"op": "set_weights", "node": "fc3",
-                    "tensors": {"bias": {"shape": [10], "data": [float(nxt)] * 10}}}]  # fmt: skip
+            ops = [
+                {"op": "set_weights", "node": "fc3", "tensors": {"bias": {"shape": [10], "data": [float(nxt)] * 10}}}
+            ]
             r = await http.post("/v1/models/digits/edits", json={"ops": ops, "if_version": current})
             const = float(nxt)
         assert r.status_code == 200, (k, r.status_code, r.text)
@@ -178,9 +184,11 @@ def check_race(race: Race, where: str, seconds: float) -> None:
     by_kind = {k: sum(1 for r in race.results if r[0] == k) for k in KINDS}
     assert len(seen) >= EDITS // 2, f"the traffic saw only versions {sorted(seen)}: the edits did not race it"
     assert all(n >= MIN_INFERENCES // 10 for n in by_kind.values()), by_kind
-    print(f"\n[consistency/{where}] inferences checked: {len(race.results)} ({by_kind}); "
-          f"edits raced: {race.edits} ({race.rollbacks} rollbacks); distinct versions served: {len(seen)}; "
-          f"failures: 0; {seconds:.1f} s")
+    print(
+        f"\n[consistency/{where}] inferences checked: {len(race.results)} ({by_kind}); "
+        f"edits raced: {race.edits} ({race.rollbacks} rollbacks); distinct versions served: {len(seen)}; "
+        f"failures: 0; {seconds:.1f} s"
+    )
 
 
 def test_consistency_in_process(tmp_path: Path) -> None:
@@ -195,8 +203,9 @@ def test_consistency_in_process(tmp_path: Path) -> None:
 
 # -- the window between "is this version resident?" and "queue it" ------------------------------------------------
 @pytest.mark.parametrize("resident_at_check", [False, True])
-def test_an_old_version_evicted_before_it_is_queued_is_still_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                   resident_at_check: bool) -> None:  # fmt: skip
+def test_an_old_version_evicted_before_it_is_queued_is_still_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resident_at_check: bool
+) -> None:
     """Regression: a request for an explicit old version used to get a 404 ("no longer resident") when another
     request's version (or an edit) evicted it between the registry's residency check and the queueing; the race
     above hit it about once per 250 explicit-version requests against a real server. Here the eviction is forced
@@ -205,8 +214,13 @@ def test_an_old_version_evicted_before_it_is_queued_is_still_served(tmp_path: Pa
     async def main() -> None:
         async with served(tmp_path, resident_versions=2) as (client, registry):
             for const in (2.0, 3.0, 4.0):  # versions 2, 3, 4 output their constants; 4 is current
-                ops = head_ops(const) if const == 2.0 else [{"op": "set_weights", "node": "fc3", "tensors": {
-                    "bias": {"shape": [10], "data": [const] * 10}}}]  # fmt: skip
+                ops = (
+                    head_ops(const)
+                    if const == 2.0
+                    else [
+                        {"op": "set_weights", "node": "fc3", "tensors": {"bias": {"shape": [10], "data": [const] * 10}}}
+                    ]
+                )
                 assert (await client.post("/v1/models/digits/edits", json={"ops": ops})).status_code == 200
             worker = registry.get("digits").worker
             if resident_at_check:  # version 1 is resident when the request arrives, evicted just after the check

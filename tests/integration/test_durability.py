@@ -61,8 +61,9 @@ def test_an_edit_fsyncs_its_blob_and_the_directory_before_the_row(
     written = events[: events.index(("append", ""))]
     tmp = [p for what, p in written if what == "fsync" and Path(p).parent == blob.parent and ".tmp-" in p]
     assert tmp, f"the blob was not fsynced before its rename: {events}"
-    assert ("fsync", str(blob.parent)) in written[[p for _, p in written].index(tmp[0]) :], \
-        f"the blob's directory was not fsynced after the rename: {events}"  # fmt: skip
+    assert ("fsync", str(blob.parent)) in written[[p for _, p in written].index(tmp[0]) :], (
+        f"the blob's directory was not fsynced after the rename: {events}"
+    )
 
 
 def test_the_journal_runs_synchronous_full(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,8 +116,13 @@ _DIES_BEFORE_THE_ROW = textwrap.dedent("""
 
 def test_a_crash_between_the_blob_and_the_row_leaves_no_version(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    proc = subprocess.run([sys.executable, "-c", _DIES_BEFORE_THE_ROW, str(state), TOKEN], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", _DIES_BEFORE_THE_ROW, str(state), TOKEN],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 17, (proc.returncode, proc.stdout, proc.stderr[-3000:])
     orphans = proc.stdout.split("orphan", 1)[1].split()
     assert len(orphans) == 1, proc.stdout  # fc3's new weights reached the disk

@@ -70,8 +70,12 @@ def test_dry_run_never_goes_live(client: TestClient) -> None:
 
 
 def test_insert_identity_linear_keeps_outputs(client: TestClient) -> None:
-    op = {"op": "insert", "after": "fc2", "layer": {"type": "Linear", "in_features": 64, "out_features": 64},
-          "init": "identity"}  # fmt: skip
+    op = {
+        "op": "insert",
+        "after": "fc2",
+        "layer": {"type": "Linear", "in_features": 64, "out_features": 64},
+        "init": "identity",
+    }
     client.post(EDITS, json={"ops": [op]}, headers=AUTH).raise_for_status()
     version, out = _outputs(client)
     assert version == 2
@@ -102,26 +106,52 @@ def test_dry_run_changes_nothing(client: TestClient) -> None:
     assert client.post(EDITS, json={"ops": [identity_insert(name="ident")]}, headers=AUTH).json()["version"] == 2
 
 
-@pytest.mark.parametrize("ops,op_index,words", [
-    ([{"op": "insert", "after": "relu1", "layer": {"type": "Linear", "in_features": 7, "out_features": 128}}],
-     0, ["insert", "relu1"]),
-    ([identity_insert(name="ok"), {"op": "replace", "node": "fc2",
-                                   "layer": {"type": "Linear", "in_features": 128, "out_features": 32}}],
-     1, ["replace", "fc2"]),
-    ([{"op": "remove", "node": "fc3"}], None, ["allow_output_change"]),
-    ([{"op": "explode", "node": "fc1"}], 0, ["explode"]),
-    ([{"op": "insert", "layer": {"type": "Identity"}}], 0, ["after", "before"]),
-    ([{"op": "insert", "after": "fc1", "layer": {"type": "Warp"}}], 0, ["Warp"]),
-    ([identity_insert(name="fc2")], 0, ["already exists"]),
-    ([{"op": "set_weights", "node": "fc3", "tensors": {"bias": {"shape": [11], "data": [0.0] * 11}}}],
-     0, ["bias", "[10]", "[11]"]),
-    ([{"op": "set_weights", "node": "fc3", "tensors": {"gamma": {"shape": [10], "data": [0.0] * 10}}}],
-     0, ["gamma"]),
-    ([{"op": "set_weights", "node": "fc3", "tensors": {"bias": {"shape": [10], "data": [1e39] * 10}}}],
-     0, ["fc3"]),
-    ([{"op": "replace", "node": "fc1", "layer": {"type": "Linear", "in_features": 64, "out_features": 64},
-       "keep_weights": True}], 0, ["keep_weights"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "ops,op_index,words",
+    [
+        (
+            [{"op": "insert", "after": "relu1", "layer": {"type": "Linear", "in_features": 7, "out_features": 128}}],
+            0,
+            ["insert", "relu1"],
+        ),
+        (
+            [
+                identity_insert(name="ok"),
+                {"op": "replace", "node": "fc2", "layer": {"type": "Linear", "in_features": 128, "out_features": 32}},
+            ],
+            1,
+            ["replace", "fc2"],
+        ),
+        ([{"op": "remove", "node": "fc3"}], None, ["allow_output_change"]),
+        ([{"op": "explode", "node": "fc1"}], 0, ["explode"]),
+        ([{"op": "insert", "layer": {"type": "Identity"}}], 0, ["after", "before"]),
+        ([{"op": "insert", "after": "fc1", "layer": {"type": "Warp"}}], 0, ["Warp"]),
+        ([identity_insert(name="fc2")], 0, ["already exists"]),
+        (
+            [{"op": "set_weights", "node": "fc3", "tensors": {"bias": {"shape": [11], "data": [0.0] * 11}}}],
+            0,
+            ["bias", "[10]", "[11]"],
+        ),
+        (
+            [{"op": "set_weights", "node": "fc3", "tensors": {"gamma": {"shape": [10], "data": [0.0] * 10}}}],
+            0,
+            ["gamma"],
+        ),
+        ([{"op": "set_weights", "node": "fc3", "tensors": {"bias": {"shape": [10], "data": [1e39] * 10}}}], 0, ["fc3"]),
+        (
+            [
+                {
+                    "op": "replace",
+                    "node": "fc1",
+                    "layer": {"type": "Linear", "in_features": 64, "out_features": 64},
+                    "keep_weights": True,
+                }
+            ],
+            0,
+            ["keep_weights"],
+        ),
+    ],
+)
 def test_invalid_edit_422_names_op_and_reason_and_changes_nothing(
     client: TestClient, ops: list[dict[str, Any]], op_index: int | None, words: list[str]
 ) -> None:
@@ -138,19 +168,30 @@ def test_set_weights_wrong_shape_names_expected_and_got(client: TestClient) -> N
     assert body["node"] == "fc3" and body["expected"] == [10] and body["got"] == [11]
 
 
-@pytest.mark.parametrize("body", [{"ops": []}, {"ops": "insert"}, {}, {"ops": [identity_insert()], "colour": 1},
-                                  {"ops": [identity_insert()], "if_version": "x"}])  # fmt: skip
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"ops": []},
+        {"ops": "insert"},
+        {},
+        {"ops": [identity_insert()], "colour": 1},
+        {"ops": [identity_insert()], "if_version": "x"},
+    ],
+)
 def test_malformed_edit_body_422(client: TestClient, body: dict[str, Any]) -> None:
     assert_error(client.post(EDITS, json=body, headers=AUTH), 422)
     assert client.get("/v1/models/digits").json()["version"] == 1
 
 
-@pytest.mark.parametrize("op", [
-    {"op": "remove", "node": "nope"},
-    {"op": "replace", "node": "nope", "layer": {"type": "Identity"}},
-    {"op": "insert", "after": "nope", "layer": {"type": "Identity"}},
-    {"op": "set_weights", "node": "nope", "tensors": {"bias": {"shape": [1], "data": [0.0]}}},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "op",
+    [
+        {"op": "remove", "node": "nope"},
+        {"op": "replace", "node": "nope", "layer": {"type": "Identity"}},
+        {"op": "insert", "after": "nope", "layer": {"type": "Identity"}},
+        {"op": "set_weights", "node": "nope", "tensors": {"bias": {"shape": [1], "data": [0.0]}}},
+    ],
+)
 def test_unknown_node_404(client: TestClient, op: dict[str, Any]) -> None:
     body = assert_error(client.post(EDITS, json={"ops": [op]}, headers=AUTH), 404, "nope")
     assert body["node"] == "nope" and body["op"] == 0
@@ -176,8 +217,9 @@ def test_allow_output_change(client: TestClient) -> None:
 def test_if_version_conflict_409(client: TestClient) -> None:
     assert client.post(EDITS, json={"ops": [identity_insert()], "if_version": 1}, headers=AUTH).status_code == 200
     before = _state(client)
-    body = assert_error(client.post(EDITS, json={"ops": [identity_insert()], "if_version": 1}, headers=AUTH), 409,
-                        "version 2")  # fmt: skip
+    body = assert_error(
+        client.post(EDITS, json={"ops": [identity_insert()], "if_version": 1}, headers=AUTH), 409, "version 2"
+    )
     assert body["expected"] == 1 and body["got"] == 2
     _assert_unchanged(client, before)
 
@@ -196,10 +238,14 @@ def test_if_match_conflict_409(client: TestClient) -> None:
 
 
 def test_if_match_bad_or_disagreeing_400(client: TestClient) -> None:
-    assert_error(client.post(EDITS, json={"ops": [identity_insert()]}, headers={**AUTH, "If-Match": "abc"}), 400,
-                 "If-Match")  # fmt: skip
-    assert_error(client.post(EDITS, json={"ops": [identity_insert()], "if_version": 2},
-                             headers={**AUTH, "If-Match": '"1"'}), 400, "disagree")  # fmt: skip
+    assert_error(
+        client.post(EDITS, json={"ops": [identity_insert()]}, headers={**AUTH, "If-Match": "abc"}), 400, "If-Match"
+    )
+    assert_error(
+        client.post(EDITS, json={"ops": [identity_insert()], "if_version": 2}, headers={**AUTH, "If-Match": '"1"'}),
+        400,
+        "disagree",
+    )
     assert client.get("/v1/models/digits").json()["version"] == 1
 
 
@@ -207,12 +253,20 @@ def test_if_match_on_sugar_routes_409(client: TestClient) -> None:
     client.post(EDITS, json={"ops": head_ops(1.0)}, headers=AUTH).raise_for_status()
     stale = {**AUTH, "If-Match": '"1"'}
     before = _state(client)
-    assert_error(client.post("/v1/models/digits/layers", json={"after": "fc1", "layer": {"type": "Identity"}},
-                             headers=stale), 409)  # fmt: skip
+    assert_error(
+        client.post("/v1/models/digits/layers", json={"after": "fc1", "layer": {"type": "Identity"}}, headers=stale),
+        409,
+    )
     assert_error(client.put("/v1/models/digits/layers/relu1", json={"layer": {"type": "Tanh"}}, headers=stale), 409)
     assert_error(client.delete("/v1/models/digits/layers/relu1", headers=stale), 409)
-    assert_error(client.put("/v1/models/digits/layers/fc3/weights", content=_safetensors({"bias": torch.zeros(10)}),
-                            headers={**stale, "Content-Type": "application/octet-stream"}), 409)  # fmt: skip
+    assert_error(
+        client.put(
+            "/v1/models/digits/layers/fc3/weights",
+            content=_safetensors({"bias": torch.zeros(10)}),
+            headers={**stale, "Content-Type": "application/octet-stream"},
+        ),
+        409,
+    )
     assert_error(client.post("/v1/models/digits/rollback", json={"version": 1}, headers=stale), 409)
     assert_error(client.post("/v1/models/digits/rollback", json={"version": 1, "if_version": 1}, headers=AUTH), 409)
     _assert_unchanged(client, before)
@@ -220,8 +274,11 @@ def test_if_match_on_sugar_routes_409(client: TestClient) -> None:
 
 # -- layer sugar -------------------------------------------------------------------------------------------------
 def test_post_layers_inserts(client: TestClient) -> None:
-    r = client.post("/v1/models/digits/layers", json={"after": "fc1", "name": "ident", "layer": {"type": "Identity"},
-                                                      "if_version": 1}, headers=AUTH)  # fmt: skip
+    r = client.post(
+        "/v1/models/digits/layers",
+        json={"after": "fc1", "name": "ident", "layer": {"type": "Identity"}, "if_version": 1},
+        headers=AUTH,
+    )
     assert r.status_code == 200, r.text
     assert r.json()["version"] == 2 and r.json()["diff"]["added"] == ["ident"]
     g = client.get("/v1/models/digits/graph").json()
@@ -232,11 +289,15 @@ def test_post_layers_inserts(client: TestClient) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["diff"]["added"] == ["linear_1"]
     np.testing.assert_allclose(_outputs(client)[1], reference(), rtol=1e-4, atol=1e-4)
-    assert_error(client.post("/v1/models/digits/layers", json={"after": "zzz", "layer": {"type": "Identity"}},
-                             headers=AUTH), 404, "zzz")  # fmt: skip
+    assert_error(
+        client.post("/v1/models/digits/layers", json={"after": "zzz", "layer": {"type": "Identity"}}, headers=AUTH),
+        404,
+        "zzz",
+    )
     assert_error(client.post("/v1/models/digits/layers", json={"layer": {"type": "Identity"}}, headers=AUTH), 422)
-    assert_error(client.post("/v1/models/digits/layers", json={"after": "fc1", "layer": {"type": "Nope"}},
-                             headers=AUTH), 422)  # fmt: skip
+    assert_error(
+        client.post("/v1/models/digits/layers", json={"after": "fc1", "layer": {"type": "Nope"}}, headers=AUTH), 422
+    )
 
 
 def test_put_layer_replaces(client: TestClient) -> None:
@@ -249,8 +310,11 @@ def test_put_layer_replaces(client: TestClient) -> None:
     r = client.put("/v1/models/digits/layers/relu1", json={"layer": {"type": "ReLU"}}, headers=AUTH)
     assert r.status_code == 200, r.text
     np.testing.assert_allclose(_outputs(client)[1], reference(), rtol=1e-5, atol=1e-5)
-    r = client.put("/v1/models/digits/layers/fc2", headers=AUTH, json={
-        "layer": {"type": "Linear", "in_features": 128, "out_features": 64}, "keep_weights": True})  # fmt: skip
+    r = client.put(
+        "/v1/models/digits/layers/fc2",
+        headers=AUTH,
+        json={"layer": {"type": "Linear", "in_features": 128, "out_features": 64}, "keep_weights": True},
+    )
     assert r.status_code == 200, r.text
     np.testing.assert_allclose(_outputs(client)[1], reference(), rtol=1e-5, atol=1e-5)
     # the head changes shape only with allow_output_change
@@ -276,15 +340,21 @@ def test_delete_layer_removes(client: TestClient) -> None:
 def test_put_weights_safetensors(client: TestClient) -> None:
     w = torch.zeros(10, 64)
     b = torch.arange(10, dtype=torch.float32)
-    r = client.put("/v1/models/digits/layers/fc3/weights", content=_safetensors({"weight": w, "bias": b}),
-                   headers={**AUTH, "Content-Type": "application/octet-stream"})  # fmt: skip
+    r = client.put(
+        "/v1/models/digits/layers/fc3/weights",
+        content=_safetensors({"weight": w, "bias": b}),
+        headers={**AUTH, "Content-Type": "application/octet-stream"},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["version"] == 2
     assert [c["changes"] for c in r.json()["diff"]["changed"]] == [["weights"]]
     np.testing.assert_allclose(_outputs(client)[1], np.tile(np.arange(10, dtype=np.float32), (3, 1)))
     # names may carry the node prefix, as in a model's state dict
-    r = client.put("/v1/models/digits/layers/fc3/weights", content=_safetensors({"fc3.bias": b + 1}),
-                   headers={**AUTH, "Content-Type": "application/octet-stream", "If-Match": '"2"'})  # fmt: skip
+    r = client.put(
+        "/v1/models/digits/layers/fc3/weights",
+        content=_safetensors({"fc3.bias": b + 1}),
+        headers={**AUTH, "Content-Type": "application/octet-stream", "If-Match": '"2"'},
+    )
     assert r.status_code == 200, r.text
     np.testing.assert_allclose(_outputs(client)[1], np.tile(np.arange(10, dtype=np.float32) + 1, (3, 1)))
 
@@ -293,20 +363,38 @@ def test_put_weights_errors(client: TestClient) -> None:
     before = _state(client)
     octet = {**AUTH, "Content-Type": "application/octet-stream"}
     url = "/v1/models/digits/layers/fc3/weights"
-    assert_error(client.put(url, content=_safetensors({"bias": torch.zeros(10)}),
-                            headers={**AUTH, "Content-Type": "application/json"}), 415, "octet-stream")  # fmt: skip
+    assert_error(
+        client.put(
+            url, content=_safetensors({"bias": torch.zeros(10)}), headers={**AUTH, "Content-Type": "application/json"}
+        ),
+        415,
+        "octet-stream",
+    )
     assert_error(client.put(url, content=b"not safetensors", headers=octet), 400, "safetensors")
     assert_error(client.put(url, content=b"", headers=octet), 400)
     body = assert_error(client.put(url, content=_safetensors({"bias": torch.zeros(11)}), headers=octet), 422, "bias")
     assert body["expected"] == [10] and body["got"] == [11]
-    body = assert_error(client.put(url, content=_safetensors({"bias": torch.zeros(10, dtype=torch.float64)}),
-                                   headers=octet), 422, "FP64")  # fmt: skip
+    body = assert_error(
+        client.put(url, content=_safetensors({"bias": torch.zeros(10, dtype=torch.float64)}), headers=octet),
+        422,
+        "FP64",
+    )
     assert body["expected"] == "FP32" and body["got"] == "FP64"
     assert_error(client.put(url, content=_safetensors({"gamma": torch.zeros(10)}), headers=octet), 422, "gamma")
-    assert_error(client.put("/v1/models/digits/layers/nope/weights", content=_safetensors({"bias": torch.zeros(10)}),
-                            headers=octet), 404, "nope")  # fmt: skip
-    assert_error(client.put("/v1/models/nope/layers/fc3/weights", content=_safetensors({"bias": torch.zeros(10)}),
-                            headers=octet), 404, "nope")  # fmt: skip
+    assert_error(
+        client.put(
+            "/v1/models/digits/layers/nope/weights", content=_safetensors({"bias": torch.zeros(10)}), headers=octet
+        ),
+        404,
+        "nope",
+    )
+    assert_error(
+        client.put(
+            "/v1/models/nope/layers/fc3/weights", content=_safetensors({"bias": torch.zeros(10)}), headers=octet
+        ),
+        404,
+        "nope",
+    )
     _assert_unchanged(client, before)
 
 
@@ -346,13 +434,16 @@ MUTATING: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/v1/models/digits/layers", {"json": {"after": "fc1", "layer": {"type": "Identity"}}}),
     ("PUT", "/v1/models/digits/layers/relu1", {"json": {"layer": {"type": "Tanh"}}}),
     ("DELETE", "/v1/models/digits/layers/relu1", {}),
-    ("PUT", "/v1/models/digits/layers/fc3/weights",
-     {"content": _safetensors({"bias": torch.zeros(10)}), "headers": {"Content-Type": "application/octet-stream"}}),
+    (
+        "PUT",
+        "/v1/models/digits/layers/fc3/weights",
+        {"content": _safetensors({"bias": torch.zeros(10)}), "headers": {"Content-Type": "application/octet-stream"}},
+    ),
     ("POST", "/v1/models/digits/rollback", {"json": {"version": 1}}),
     ("POST", "/v1/models/digits/versions/1/pin", {}),
     ("DELETE", "/v1/models/digits/versions/1/pin", {}),
     ("POST", "/v1/models/digits/gc", {"json": {"keep": 1}}),
-]  # fmt: skip
+]
 IDS = [f"{m} {p}" for m, p, _ in MUTATING]
 
 
@@ -377,17 +468,27 @@ def test_mutating_routes_need_the_token(client: TestClient, method: str, path: s
     assert r.status_code in (200, 201), r.text
 
 
-@pytest.mark.parametrize("method,path", [("GET", "/v1/models"), ("GET", "/v1/models/digits"),
-                                         ("GET", "/v1/models/digits/graph"), ("GET", "/v1/models/digits/versions"),
-                                         ("GET", "/v1/models/digits/diff?from=1"), ("GET", "/v2/models/digits"),
-                                         ("GET", "/metrics"), ("GET", "/v2/health/ready")])  # fmt: skip
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/digits"),
+        ("GET", "/v1/models/digits/graph"),
+        ("GET", "/v1/models/digits/versions"),
+        ("GET", "/v1/models/digits/diff?from=1"),
+        ("GET", "/v2/models/digits"),
+        ("GET", "/metrics"),
+        ("GET", "/v2/health/ready"),
+    ],
+)
 def test_read_routes_are_open(client: TestClient, method: str, path: str) -> None:
     assert client.request(method, path).status_code == 200
 
 
 @pytest.mark.parametrize("interval_us", [300.0, 0.0])
-def test_an_edit_runs_with_the_configured_switch_interval(make_client: Any, monkeypatch: pytest.MonkeyPatch,
-                                                          interval_us: float) -> None:  # fmt: skip
+def test_an_edit_runs_with_the_configured_switch_interval(
+    make_client: Any, monkeypatch: pytest.MonkeyPatch, interval_us: float
+) -> None:
     """`--edit-switch-interval-us`: in force while the edit is built and warmed up, Python's own before and after."""
     c = make_client(edit_switch_interval_us=interval_us)
     placement = c.app.state.registry.get("digits").placement  # type: ignore[attr-defined]

@@ -61,12 +61,12 @@ def test_no_loop_callback_takes_50_ms_of_the_loop(tmp_path: Path, monkeypatch: p
                 for v in (1, 2, 3, 1, 2, 3):
                     assert (await client.get("/v1/models/chain/graph", params={"version": v})).status_code == 200
                     assert (await client.get("/v1/models/chain/diff", params={"from": v, "to": 5})).status_code == 200
-                    body = {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32",
-                                        "data": ROWS[0]}]}  # fmt: skip
+                    body = {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": ROWS[0]}]}
                     r = await client.post(f"/v2/models/chain/versions/{v}/infer", json=body)
                     assert r.status_code == 200, r.text
-                    assert (await client.get("/v1/models/chain/graph", params={"format": "svg", "version": v})
-                            ).status_code == 200  # fmt: skip
+                    assert (
+                        await client.get("/v1/models/chain/graph", params={"format": "svg", "version": v})
+                    ).status_code == 200
 
             async def edits() -> None:
                 for c in (5.0, 6.0, 7.0):

@@ -15,12 +15,18 @@ from morphserve.api import fastpath
 from tests.integration.helpers import X
 
 RAW = np.ascontiguousarray(X[:2], dtype="<f4").tobytes()
-HEADER = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 64],
-                                 "parameters": {"binary_data_size": len(RAW)}}],
-                     "parameters": {"binary_data_output": True}}).encode()  # fmt: skip
+HEADER = json.dumps(
+    {
+        "inputs": [
+            {"name": "input", "datatype": "FP32", "shape": [2, 64], "parameters": {"binary_data_size": len(RAW)}}
+        ],
+        "parameters": {"binary_data_output": True},
+    }
+).encode()
 JSON = {"content-type": "application/json"}
-OIP_JSON = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 64],
-                                   "data": X[:2].reshape(-1).tolist()}]}).encode()  # fmt: skip
+OIP_JSON = json.dumps(
+    {"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 64], "data": X[:2].reshape(-1).tolist()}]}
+).encode()
 
 CASES: list[tuple[str, str, bytes, dict[str, str]]] = [
     ("v1 ok", "/v1/models/digits/infer", json.dumps({"inputs": X[:2].tolist()}).encode(), JSON),
@@ -37,14 +43,30 @@ CASES: list[tuple[str, str, bytes, dict[str, str]]] = [
     ("v1 nan", "/v1/models/digits/infer", b'{"inputs": [[NaN]]}', JSON),
     ("v1 unknown model", "/v1/models/nope/infer", b'{"inputs": [[1.0]]}', JSON),
     ("oip json", "/v2/models/digits/infer", OIP_JSON, JSON),
-    ("oip binary", "/v2/models/digits/infer", HEADER + RAW,
-     {"content-type": "application/octet-stream", "inference-header-content-length": str(len(HEADER))}),
-    ("oip short binary", "/v2/models/digits/infer", HEADER + RAW[:-4],
-     {"content-type": "application/octet-stream", "inference-header-content-length": str(len(HEADER))}),
-    ("oip bad header length", "/v2/models/digits/infer", HEADER + RAW,
-     {"content-type": "application/octet-stream", "inference-header-content-length": "x"}),
-    ("oip binary without header length", "/v2/models/digits/infer", HEADER + RAW,
-     {"content-type": "application/octet-stream"}),
+    (
+        "oip binary",
+        "/v2/models/digits/infer",
+        HEADER + RAW,
+        {"content-type": "application/octet-stream", "inference-header-content-length": str(len(HEADER))},
+    ),
+    (
+        "oip short binary",
+        "/v2/models/digits/infer",
+        HEADER + RAW[:-4],
+        {"content-type": "application/octet-stream", "inference-header-content-length": str(len(HEADER))},
+    ),
+    (
+        "oip bad header length",
+        "/v2/models/digits/infer",
+        HEADER + RAW,
+        {"content-type": "application/octet-stream", "inference-header-content-length": "x"},
+    ),
+    (
+        "oip binary without header length",
+        "/v2/models/digits/infer",
+        HEADER + RAW,
+        {"content-type": "application/octet-stream"},
+    ),
     ("oip unknown input", "/v2/models/digits/infer", OIP_JSON.replace(b'"input"', b'"other"'), JSON),
     ("oip not json", "/v2/models/digits/infer", b"{", JSON),
     ("oip unknown model", "/v2/models/nope/infer", OIP_JSON, JSON),
@@ -76,8 +98,14 @@ def counted(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
 
 
 @pytest.mark.parametrize(("path", "body", "headers"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_fast_path_answers_as_the_router(client: TestClient, counted: dict[str, int], path: str, body: bytes,
-                                         headers: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_fast_path_answers_as_the_router(
+    client: TestClient,
+    counted: dict[str, int],
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     fast = _answer(client, path, body, headers)
     assert sum(counted.values()) == 1  # it took the fast path
     monkeypatch.setattr(fastpath.InferenceFastPath, "__call__", lambda self, *args: self.app(*args))
@@ -104,12 +132,15 @@ def test_metrics_label_fast_requests_by_their_route(client: TestClient) -> None:
     assert 'path="/v1/models/{model}/infer"' in metrics or 'route="/v1/models/{model}/infer"' in metrics, metrics[:500]
 
 
-def test_a_page_allowed_by_cors_reads_fast_answers(make_client: Callable[..., TestClient],
-                                                   counted: dict[str, int]) -> None:  # fmt: skip
+def test_a_page_allowed_by_cors_reads_fast_answers(
+    make_client: Callable[..., TestClient], counted: dict[str, int]
+) -> None:
     """CORS wraps the fast path: a page named by --cors-origins gets its Access-Control-Allow-Origin."""
     client = make_client(cors_origins=["https://dash.example"])
-    for path, body in (("/v1/models/digits/infer", json.dumps({"inputs": X[:1].tolist()}).encode()),
-                       ("/v2/models/digits/infer", OIP_JSON)):  # fmt: skip
+    for path, body in (
+        ("/v1/models/digits/infer", json.dumps({"inputs": X[:1].tolist()}).encode()),
+        ("/v2/models/digits/infer", OIP_JSON),
+    ):
         r = client.post(path, content=body, headers={**JSON, "Origin": "https://dash.example"})
         assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://dash.example"
     assert counted == {"v1": 1, "oip": 1}

@@ -81,8 +81,13 @@ def no_server_error(ctx: Any, response: Any, case: Any) -> bool | None:
     return not_a_server_error(ctx, response, case)
 
 
-CHECKS = [no_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance]  # fmt: skip
+CHECKS = [
+    no_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
 MODEL = "digits"
 EXTRA_MODELS = ["fz0", "fz1"]  # what the fuzz may create (POST /v1/models), so at most two more workers
 NODES = ["fc1", "relu1", "fc2", "relu2", "fc3", "x", "output"]
@@ -93,15 +98,27 @@ COVERAGE_CAP = 150
 COVERAGE_STRIDE = 40
 #: Health checks that do not apply: realistic bodies are large by design (whole input rows, weight files), and
 #: generating a case of a ~20-way union of layer specs is slow by design. The others stay on.
-SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
-              HealthCheck.filter_too_much]  # fmt: skip
+SUPPRESSED = [
+    HealthCheck.too_slow,
+    HealthCheck.data_too_large,
+    HealthCheck.large_base_example,
+    HealthCheck.filter_too_much,
+]
 
 
 def _settings(state_dir: Path) -> Settings:
     # keep_versions bounds what a long run of accepted edits accumulates; fsync off keeps edits fast.
     # min_version_wait_ms: a fuzzed ?min_version= beyond the live version waits this long before its 503.
-    return Settings(models=[MODEL], admin_token=TOKEN, state_dir=state_dir, fsync=False, keep_versions=8,
-                    max_body_mb=1.0, request_timeout_s=10.0, min_version_wait_ms=20.0)  # fmt: skip
+    return Settings(
+        models=[MODEL],
+        admin_token=TOKEN,
+        state_dir=state_dir,
+        fsync=False,
+        keep_versions=8,
+        max_body_mb=1.0,
+        request_timeout_s=10.0,
+        min_version_wait_ms=20.0,
+    )
 
 
 def _with_links(doc: dict[str, Any]) -> dict[str, Any]:
@@ -127,12 +144,11 @@ def _with_links(doc: dict[str, Any]) -> dict[str, Any]:
         },
         ("post", "/v1/models/{model}/edits", "200"): {
             "InferVersion": (op_id("post", "/v2/models/{model}/versions/{version}/infer"), version),
-            "Graph": (op_id("get", "/v1/models/{model}/graph"),
-                      {**made, "query.version": "$response.body#/version"}),
+            "Graph": (op_id("get", "/v1/models/{model}/graph"), {**made, "query.version": "$response.body#/version"}),
             "Rollback": (op_id("post", "/v1/models/{model}/rollback"), made),
             "EditAgain": (op_id("post", "/v1/models/{model}/edits"), made),
         },
-    }  # fmt: skip
+    }
     for (method, path, status), targets in links.items():
         doc["paths"][path][method]["responses"][status]["links"] = {
             name: {"operationId": target, "parameters": params} for name, (target, params) in targets.items()
@@ -145,8 +161,12 @@ _SCHEMA_APP = create_app(_settings(Path("/nonexistent-morphserve-fuzz")))
 #: The server-sent event streams never end, so an in-process call would wait forever on them: they are tested
 #: against a real server instead (tests/e2e/test_events.py: headers, 404s, resumption, bad Last-Event-IDs).
 STREAMS = r"/events$"
-OPERATIONS = {f"{m.upper()} {p}": op for p, ops in _SCHEMA_APP.openapi()["paths"].items() for m, op in ops.items()
-              if not re.search(STREAMS, p)}  # fmt: skip
+OPERATIONS = {
+    f"{m.upper()} {p}": op
+    for p, ops in _SCHEMA_APP.openapi()["paths"].items()
+    for m, op in ops.items()
+    if not re.search(STREAMS, p)
+}
 schema = schemathesis.openapi.from_dict(_with_links(_SCHEMA_APP.openapi())).exclude(path_regex=STREAMS)
 schema.config.seed = FUZZ_SEED  # each operation's run derives its own seed from it
 # The stateful run follows the links declared above only (no links inferred from response schemas), so that its
@@ -195,19 +215,29 @@ def _latest() -> int:
 # sizes, values, nodes and flags, so that accepted edits, inference on edited versions and binary outputs
 # are fuzzed too (and checked against the schema like the rest).
 FLOAT = st.floats(-8, 8, allow_nan=False, width=32)
-ROWS = st.integers(1, 3).flatmap(lambda n: st.lists(st.lists(FLOAT, min_size=64, max_size=64), min_size=n,
-                                                    max_size=n))  # fmt: skip
-LAYER = st.sampled_from([{"type": "Identity"}, {"type": "ReLU"}, {"type": "Tanh"}, {"type": "Dropout", "p": 0.0},
-                         {"type": "Linear", "in_features": 64, "out_features": 64},
-                         {"type": "Linear", "in_features": 64, "out_features": 10},
-                         {"type": "Linear", "in_features": 128, "out_features": 128}])  # fmt: skip
+ROWS = st.integers(1, 3).flatmap(lambda n: st.lists(st.lists(FLOAT, min_size=64, max_size=64), min_size=n, max_size=n))
+LAYER = st.sampled_from(
+    [
+        {"type": "Identity"},
+        {"type": "ReLU"},
+        {"type": "Tanh"},
+        {"type": "Dropout", "p": 0.0},
+        {"type": "Linear", "in_features": 64, "out_features": 64},
+        {"type": "Linear", "in_features": 64, "out_features": 10},
+        {"type": "Linear", "in_features": 128, "out_features": 128},
+    ]
+)
 NODE = st.sampled_from(NODES)
 
 
 def _oip_body(rows: list[list[float]], datatype: str, binary: bool, rid: str) -> dict[str, Any]:
-    return {"id": rid, "parameters": {"binary_data_output": binary},
-            "inputs": [{"name": "input", "shape": [len(rows), 64], "datatype": datatype,
-                        "data": [v for r in rows for v in r]}]}  # fmt: skip
+    return {
+        "id": rid,
+        "parameters": {"binary_data_output": binary},
+        "inputs": [
+            {"name": "input", "shape": [len(rows), 64], "datatype": datatype, "data": [v for r in rows for v in r]}
+        ],
+    }
 
 
 def _weights(shapes: dict[str, tuple[int, ...]], dtype: Any) -> bytes:
@@ -222,16 +252,30 @@ def _realistic(label: str) -> st.SearchStrategy[tuple[Any, str, str | None]] | N
 
     json_ = "application/json"
     op = st.one_of(
-        st.sampled_from([{"op": "insert", "after": "relu1", "layer": {"type": "Identity"}},  # ops that fit digits
-                         {"op": "remove", "node": "relu2"},
-                         {"op": "replace", "node": "relu2", "layer": {"type": "Tanh"}}]),
-        st.fixed_dictionaries({"op": st.just("insert"), "after": NODE, "layer": LAYER,
-                               "init": st.sampled_from(["identity", "default"])}),
+        st.sampled_from(
+            [
+                {"op": "insert", "after": "relu1", "layer": {"type": "Identity"}},  # ops that fit digits
+                {"op": "remove", "node": "relu2"},
+                {"op": "replace", "node": "relu2", "layer": {"type": "Tanh"}},
+            ]
+        ),
+        st.fixed_dictionaries(
+            {"op": st.just("insert"), "after": NODE, "layer": LAYER, "init": st.sampled_from(["identity", "default"])}
+        ),
         st.fixed_dictionaries({"op": st.just("remove"), "node": NODE}),
         st.fixed_dictionaries({"op": st.just("replace"), "node": NODE, "layer": LAYER}),
-        st.builds(lambda c: {"op": "set_weights", "node": "fc3", "tensors": {
-            "weight": {"shape": [10, 64], "data": [0.0] * 640}, "bias": {"shape": [10], "data": [c] * 10}}}, FLOAT),
-    )  # fmt: skip
+        st.builds(
+            lambda c: {
+                "op": "set_weights",
+                "node": "fc3",
+                "tensors": {
+                    "weight": {"shape": [10, 64], "data": [0.0] * 640},
+                    "bias": {"shape": [10], "data": [c] * 10},
+                },
+            },
+            FLOAT,
+        ),
+    )
     flag = st.booleans()
     bodies: dict[str, st.SearchStrategy[Any]] = {
         "POST /v1/models/{model}/infer": st.builds(lambda x: {"inputs": x}, ROWS),
@@ -239,39 +283,68 @@ def _realistic(label: str) -> st.SearchStrategy[tuple[Any, str, str | None]] | N
         # datatype (a 400, tested in tests/integration/test_oip.py) then left the route with one success
         "POST /v2/models/{model}/infer": st.builds(_oip_body, ROWS, st.just("FP32"), flag, st.text(max_size=8)),
         "POST /v1/models/{model}/edits": st.fixed_dictionaries(
-            {"ops": st.lists(op, min_size=1, max_size=2), "dry_run": flag, "allow_output_change": flag}),
-        "POST /v1/models/{model}/layers": st.one_of(st.sampled_from([  # layers that fit where they go, or anything
-            {"after": "relu1", "layer": {"type": "Identity"}, "init": "default"},
-            {"after": "relu2", "layer": {"type": "Linear", "in_features": 64, "out_features": 64}, "init": "identity"},
-            {"after": "fc3", "layer": {"type": "ReLU"}, "init": "default", "allow_output_change": True}]),
+            {"ops": st.lists(op, min_size=1, max_size=2), "dry_run": flag, "allow_output_change": flag}
+        ),
+        "POST /v1/models/{model}/layers": st.one_of(
+            st.sampled_from(
+                [  # layers that fit where they go, or anything
+                    {"after": "relu1", "layer": {"type": "Identity"}, "init": "default"},
+                    {
+                        "after": "relu2",
+                        "layer": {"type": "Linear", "in_features": 64, "out_features": 64},
+                        "init": "identity",
+                    },
+                    {"after": "fc3", "layer": {"type": "ReLU"}, "init": "default", "allow_output_change": True},
+                ]
+            ),
             st.fixed_dictionaries(
-            {"after": NODE, "layer": LAYER, "init": st.sampled_from(["identity", "default"]),
-             "allow_output_change": flag})),
+                {
+                    "after": NODE,
+                    "layer": LAYER,
+                    "init": st.sampled_from(["identity", "default"]),
+                    "allow_output_change": flag,
+                }
+            ),
+        ),
         # (node, body): a layer that fits the node it replaces half of the time, anything from LAYER otherwise
         "PUT /v1/models/{model}/layers/{node}": st.one_of(
-            st.sampled_from([("relu1", {"layer": {"type": "Identity"}}), ("relu2", {"layer": {"type": "Tanh"}}),
-                             ("fc3", {"layer": {"type": "Linear", "in_features": 64, "out_features": 10},
-                                      "keep_weights": True})]),
-            st.tuples(NODE, st.fixed_dictionaries({"layer": LAYER, "keep_weights": flag,
-                                                   "allow_output_change": flag}))),
+            st.sampled_from(
+                [
+                    ("relu1", {"layer": {"type": "Identity"}}),
+                    ("relu2", {"layer": {"type": "Tanh"}}),
+                    ("fc3", {"layer": {"type": "Linear", "in_features": 64, "out_features": 10}, "keep_weights": True}),
+                ]
+            ),
+            st.tuples(NODE, st.fixed_dictionaries({"layer": LAYER, "keep_weights": flag, "allow_output_change": flag})),
+        ),
         # the live version (always there: a rollback to it is a no-op version), its parent (unless gc took it), any
-        "POST /v1/models/{model}/rollback": st.fixed_dictionaries({"version": st.one_of(
-            st.builds(lambda: _latest()), st.builds(lambda: max(1, _latest() - 1)), st.integers(1, 12))}),
+        "POST /v1/models/{model}/rollback": st.fixed_dictionaries(
+            {
+                "version": st.one_of(
+                    st.builds(lambda: _latest()), st.builds(lambda: max(1, _latest() - 1)), st.integers(1, 12)
+                )
+            }
+        ),
         # digits half of the time: the stateful run follows links from a created model to inference and edits that
         # fit it (the realistic bodies are for digits). Not `chain`: 100 layers take seconds to create.
         "POST /v1/models": st.fixed_dictionaries(
-            {"name": st.sampled_from(["fz0", "fz1", MODEL]),
-             "zoo": st.sampled_from(["digits", "digits", "mlp", "nope"])}),
-    }  # fmt: skip
+            {
+                "name": st.sampled_from(["fz0", "fz1", MODEL]),
+                "zoo": st.sampled_from(["digits", "digits", "mlp", "nope"]),
+            }
+        ),
+    }
     bodies["POST /v2/models/{model}/versions/{version}/infer"] = bodies["POST /v2/models/{model}/infer"]
     if label == "DELETE /v1/models/{model}/layers/{node}":  # no body: a node whose removal keeps digits valid
         return st.sampled_from(["relu1", "relu2"]).map(lambda n: (NOT_SET, "", n))
     if label == "PUT /v1/models/{model}/layers/{node}/weights":
-        files = [("fc3", _weights({"weight": (10, 64), "bias": (10,)}, torch.float32)),  # right for fc3
-                 ("fc2", _weights({"weight": (64, 128), "bias": (64,)}, torch.float32)),  # right for fc2
-                 (None, _weights({"weight": (10, 64), "bias": (11,)}, torch.float32)),  # wrong shape
-                 (None, _weights({"weight": (10, 64), "bias": (10,)}, torch.float64)),  # wrong dtype
-                 (None, _weights({"gamma": (10,)}, torch.float32))]  # wrong name  # fmt: skip
+        files = [
+            ("fc3", _weights({"weight": (10, 64), "bias": (10,)}, torch.float32)),  # right for fc3
+            ("fc2", _weights({"weight": (64, 128), "bias": (64,)}, torch.float32)),  # right for fc2
+            (None, _weights({"weight": (10, 64), "bias": (11,)}, torch.float32)),  # wrong shape
+            (None, _weights({"weight": (10, 64), "bias": (10,)}, torch.float64)),  # wrong dtype
+            (None, _weights({"gamma": (10,)}, torch.float32)),
+        ]  # wrong name
         return st.sampled_from(files).map(lambda nb: (nb[1], "application/octet-stream", nb[0]))
     body = bodies.get(label)
     if body is None:
@@ -379,14 +452,16 @@ def fuzz(served: tuple[Any, Registry]) -> FuzzRun:
         run.statuses[label][response.status_code] += 1
         _restore(registry)
 
-    test = settings(max_examples=MAX_EXAMPLES, database=None, deadline=None, print_blob=True,
-                    suppress_health_check=SUPPRESSED)(send)  # fmt: skip
+    test = settings(
+        max_examples=MAX_EXAMPLES, database=None, deadline=None, print_blob=True, suppress_health_check=SUPPRESSED
+    )(send)
     load_all_checks()
     for result in schema.get_all_operations():
         operation = result.ok()
         _reset(app, registry)
-        hypothesis_test = build_operation_test(config=schema.config, operation=operation, test_func=test,
-                                               given_kwargs={}, feedback=FeedbackSources())  # fmt: skip
+        hypothesis_test = build_operation_test(
+            config=schema.config, operation=operation, test_func=test, given_kwargs={}, feedback=FeedbackSources()
+        )
         try:
             hypothesis_test()
         except Exception as e:  # noqa: BLE001 - reported by test_fuzz[<operation>]
@@ -413,15 +488,20 @@ def test_fuzz_counts(fuzz: FuzzRun, capsys: pytest.CaptureFixture[str]) -> None:
     least once. Prints the counts per operation for the closing note."""
     total = sum(fuzz.sent.values())
     with capsys.disabled():
-        print(f"\nschemathesis fuzz (seed {FUZZ_SEED}): {total} requests sent over {len(OPERATIONS)} operations "
-              f"({sum(fuzz.generated.values())} cases generated)")  # fmt: skip
+        print(
+            f"\nschemathesis fuzz (seed {FUZZ_SEED}): {total} requests sent over {len(OPERATIONS)} operations "
+            f"({sum(fuzz.generated.values())} cases generated)"
+        )
         print("   fuzzing  coverage(sent/generated)  operation  [status x count]")
         for label in sorted(OPERATIONS):
             statuses = " ".join(f"{s}x{n}" for s, n in sorted(fuzz.statuses[label].items()))
             sent, generated = fuzz.sent[(label, "coverage")], fuzz.generated[(label, "coverage")]
             print(f"  {fuzz.sent[(label, 'fuzzing')]:8d}  {sent:6d}/{generated:<6d}            {label}  [{statuses}]")
-    few = {label: fuzz.sent[(label, "fuzzing")] for label, op in OPERATIONS.items()
-           if fuzz.sent[(label, "fuzzing")] < (MIN_TRIED if _has_inputs(op) else 1)}  # fmt: skip
+    few = {
+        label: fuzz.sent[(label, "fuzzing")]
+        for label, op in OPERATIONS.items()
+        if fuzz.sent[(label, "fuzzing")] < (MIN_TRIED if _has_inputs(op) else 1)
+    }
     assert not few, f"operations fuzzed fewer than {MIN_TRIED} times (seed {FUZZ_SEED}): {few}"
     never = sorted(label for label in OPERATIONS if not any(s < 300 for s in fuzz.statuses[label]))
     assert not never, f"operations that never succeeded (seed {FUZZ_SEED}): {never}"
@@ -432,8 +512,9 @@ STATEFUL_SCENARIOS = 30
 STATEFUL_STEPS = 12
 
 
-def test_stateful_links_from_create_to_infer_and_edit(served: tuple[Any, Registry],
-                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_stateful_links_from_create_to_infer_and_edit(
+    served: tuple[Any, Registry], capsys: pytest.CaptureFixture[str]
+) -> None:
     """Sequences of calls where each step may feed the previous response into the next through an OpenAPI link
     (create -> infer / edit / layers / info / delete, edit -> infer on its version / graph / rollback / edit): no
     5xx and schema-conformant responses all along, and the links really led to accepted inference and edits on
@@ -468,9 +549,16 @@ def test_stateful_links_from_create_to_infer_and_edit(served: tuple[Any, Registr
 
     per_operation, REALISTIC_WEIGHT[0] = REALISTIC_WEIGHT[0], 3
     try:
-        Workflow.run(settings=settings(max_examples=STATEFUL_SCENARIOS, stateful_step_count=STATEFUL_STEPS,
-                                       database=None, deadline=None, print_blob=True,
-                                       suppress_health_check=SUPPRESSED))  # fmt: skip
+        Workflow.run(
+            settings=settings(
+                max_examples=STATEFUL_SCENARIOS,
+                stateful_step_count=STATEFUL_STEPS,
+                database=None,
+                deadline=None,
+                print_blob=True,
+                suppress_health_check=SUPPRESSED,
+            )
+        )
     except Exception as e:
         raise AssertionError(f"stateful run failed (replay: MORPHSERVE_FUZZ_SEED={FUZZ_SEED}): {e}") from e
     finally:

@@ -54,8 +54,12 @@ async def _infer(client: httpx.AsyncClient, i: int, version: int | None = None) 
         r = await client.post(V1, json={"inputs": _rows(i)})
     assert r.status_code == 200, (r.status_code, r.text)
     body = r.json()
-    if "outputs" in body and isinstance(body["outputs"], list) and body["outputs"] and isinstance(
-            body["outputs"][0], dict):  # fmt: skip
+    if (
+        "outputs" in body
+        and isinstance(body["outputs"], list)
+        and body["outputs"]
+        and isinstance(body["outputs"][0], dict)
+    ):
         out = np.array(body["outputs"][0]["data"], dtype=np.float32).reshape(body["outputs"][0]["shape"])
         v = body["model_version"]
         assert isinstance(v, str), body  # OIP: the version as a string
@@ -72,8 +76,13 @@ def _expected(version: int, rows: int) -> np.ndarray:
 
 
 def _check(version: int, out: np.ndarray) -> None:
-    np.testing.assert_allclose(out, _expected(version, out.shape[0]), rtol=1e-5, atol=1e-5,
-                               err_msg=f"response says version {version} but another version computed it")  # fmt: skip
+    np.testing.assert_allclose(
+        out,
+        _expected(version, out.shape[0]),
+        rtol=1e-5,
+        atol=1e-5,
+        err_msg=f"response says version {version} but another version computed it",
+    )
 
 
 async def _edit_to_own_constant(client: httpx.AsyncClient, registry: Registry, **extra: Any) -> int:
@@ -194,16 +203,23 @@ STRUCTURAL: list[list[dict[str, Any]]] = [
     [identity_insert(name="ident")],
     [{"op": "replace", "node": "relu1", "layer": {"type": "Tanh"}}],
     [{"op": "remove", "node": "ident"}],
-    [{"op": "insert", "before": "fc3", "layer": {"type": "Linear", "in_features": 64, "out_features": 64},
-      "init": "identity", "name": "lin"}],
+    [
+        {
+            "op": "insert",
+            "before": "fc3",
+            "layer": {"type": "Linear", "in_features": 64, "out_features": 64},
+            "init": "identity",
+            "name": "lin",
+        }
+    ],
     [{"op": "replace", "node": "relu1", "layer": {"type": "ReLU"}}],
     [{"op": "remove", "node": "lin"}],
-]  # fmt: skip
+]
 INVALID: list[list[dict[str, Any]]] = [
     [{"op": "insert", "after": "relu1", "layer": {"type": "Linear", "in_features": 3, "out_features": 3}}],
     [{"op": "remove", "node": "fc3"}],
     [{"op": "set_weights", "node": "fc1", "tensors": {"bias": {"shape": [2], "data": [0.0, 0.0]}}}],
-]  # fmt: skip
+]
 
 
 def test_3_inference_never_fails_during_edits(tmp_path: Path) -> None:
@@ -307,16 +323,30 @@ async def _snapshot(client: httpx.AsyncClient) -> tuple[Any, ...]:
     meta = await client.get("/v2/models/digits")
     info = (await client.get("/v1/models/digits")).json()
     out = await client.post(V1, json={"inputs": X.tolist()})
-    return (graph.text, graph.headers["etag"], hist.json(), meta.json(), info["version"], info["params"],
-            out.json())  # fmt: skip
+    return (graph.text, graph.headers["etag"], hist.json(), meta.json(), info["version"], info["params"], out.json())
 
 
-@pytest.mark.parametrize("ops,status", [
-    (INVALID[0], 422), (INVALID[1], 422), (INVALID[2], 422),
-    ([identity_insert(name="ok"), {"op": "remove", "node": "ghost"}], 404),
-    ([{"op": "insert", "after": "fc1", "layer": {"type": "Linear", "in_features": 128, "out_features": 128},
-       "init": "identity"}, {"op": "remove", "node": "fc3"}], 422),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "ops,status",
+    [
+        (INVALID[0], 422),
+        (INVALID[1], 422),
+        (INVALID[2], 422),
+        ([identity_insert(name="ok"), {"op": "remove", "node": "ghost"}], 404),
+        (
+            [
+                {
+                    "op": "insert",
+                    "after": "fc1",
+                    "layer": {"type": "Linear", "in_features": 128, "out_features": 128},
+                    "init": "identity",
+                },
+                {"op": "remove", "node": "fc3"},
+            ],
+            422,
+        ),
+    ],
+)
 def test_3_a_failed_edit_changes_nothing(tmp_path: Path, ops: list[dict[str, Any]], status: int) -> None:
     async def main() -> None:
         async with served(tmp_path) as (client, registry):
@@ -429,8 +459,9 @@ def test_4_concurrent_edits_with_the_same_base_one_wins(make_client: Callable[..
 def test_4_concurrent_edits_without_a_base_are_serialised(tmp_path: Path) -> None:
     async def main() -> None:
         async with served(tmp_path) as (client, registry):
-            rs = await asyncio.gather(*(client.post(EDITS, json={"ops": [identity_insert(name=f"id{k}")]})
-                                        for k in range(6)))  # fmt: skip
+            rs = await asyncio.gather(
+                *(client.post(EDITS, json={"ops": [identity_insert(name=f"id{k}")]}) for k in range(6))
+            )
             assert all(r.status_code == 200 for r in rs), [r.text for r in rs]
             pairs = sorted((r.json()["previous_version"], r.json()["version"]) for r in rs)
             assert pairs == [(v, v + 1) for v in range(1, 7)]  # one chain, no two edits on the same base
@@ -470,8 +501,7 @@ def test_5_full_queue_answers_503_with_retry_after(make_client: Callable[..., Te
     queued.start()
     wait_for(lambda: worker.queue_depth() == 1, "the second request never queued")
 
-    for r in (client.post(V1, json={"inputs": X[:1].tolist()}),
-              client.post("/v2/models/digits/infer", json=_oip(0))):  # fmt: skip
+    for r in (client.post(V1, json={"inputs": X[:1].tolist()}), client.post("/v2/models/digits/infer", json=_oip(0))):
         body = assert_error(r, 503, "queued")
         assert int(r.headers["retry-after"]) >= 1, r.headers
         assert body["error"]

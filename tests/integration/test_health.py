@@ -44,14 +44,17 @@ def test_an_empty_server_is_ready(make_client: Callable[..., TestClient]) -> Non
     c = make_client(models=[])
     assert c.get("/v2/health/live").status_code == 200
     assert c.get("/v2/health/ready").json() == {"ready": True}
-    assert c.post("/v1/models", json={"name": "m", "zoo": "mlp", "options": {"hidden": 8}}, headers=AUTH
-                  ).status_code == 201  # fmt: skip
+    assert (
+        c.post("/v1/models", json={"name": "m", "zoo": "mlp", "options": {"hidden": 8}}, headers=AUTH).status_code
+        == 201
+    )
     assert c.delete("/v1/models/m", headers=AUTH).status_code == 200
     assert c.get("/v2/health/ready").json() == {"ready": True}
 
 
-def test_not_ready_while_a_model_it_was_asked_to_serve_failed(make_client: Callable[..., TestClient],
-                                                               tmp_path: Path) -> None:  # fmt: skip
+def test_not_ready_while_a_model_it_was_asked_to_serve_failed(
+    make_client: Callable[..., TestClient], tmp_path: Path
+) -> None:
     state = tmp_path / "state"
     make_client(models=["mlp"], state_dir=state).__exit__(None, None, None)
     for blob in (state / "blobs").glob("*/*.safetensors"):
@@ -76,13 +79,12 @@ def test_metrics_exposes_requests_batches_queue_version_and_edits(client: TestCl
     s = _samples(r.text)
 
     # request counts by route template and status (templates, not raw paths: bounded labels)
-    assert _value(s, "morphserve_requests_total", method="POST", route="/v1/models/{model}/infer",
-                  status="200") == 3  # fmt: skip
-    assert _value(s, "morphserve_requests_total", method="POST", route="/v1/models/{model}/infer",
-                  status="404") == 1  # fmt: skip
+    assert _value(s, "morphserve_requests_total", method="POST", route="/v1/models/{model}/infer", status="200") == 3
+    assert _value(s, "morphserve_requests_total", method="POST", route="/v1/models/{model}/infer", status="404") == 1
     assert not any("nope" in str(ls) for _, ls, _ in s)
-    assert (_value(s, "morphserve_request_duration_seconds_count", method="POST",
-                   route="/v1/models/{model}/infer") or 0) >= 4  # fmt: skip
+    assert (
+        _value(s, "morphserve_request_duration_seconds_count", method="POST", route="/v1/models/{model}/infer") or 0
+    ) >= 4
     # batch-size histogram: three batches of X's rows
     assert _value(s, "morphserve_batch_size_count", model="digits") == 3
     assert _value(s, "morphserve_batch_size_sum", model="digits") == 3 * len(X)

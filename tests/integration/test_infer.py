@@ -21,9 +21,11 @@ TWO_INPUTS = {
         {"name": "b", "datatype": "FP32", "shape": [-1, 4]},
     ],
     "outputs": [{"name": "total", "node": "plus"}, {"name": "diff", "node": "minus"}],
-    "nodes": [{"id": "plus", "function": "add", "inputs": ["a", "b"]},
-              {"id": "minus", "function": "sub", "inputs": ["a", "b"]}],
-}  # fmt: skip
+    "nodes": [
+        {"id": "plus", "function": "add", "inputs": ["a", "b"]},
+        {"id": "minus", "function": "sub", "inputs": ["a", "b"]},
+    ],
+}
 
 
 @pytest.fixture
@@ -96,10 +98,14 @@ def test_infer_unknown_input_name_400(client: TestClient) -> None:
 def test_infer_wrong_dtype_400_names_expected_and_got(make_client: Callable[..., TestClient]) -> None:
     """An INT64 input fed through /v1: values that are not integers are refused, naming the datatype."""
     c = make_client()
-    spec = {"name": "emb", "inputs": [{"name": "ids", "datatype": "INT64", "shape": [-1, 3]}],
-            "outputs": [{"name": "vec", "node": "e"}],
-            "nodes": [{"id": "e", "layer": {"type": "Embedding", "num_embeddings": 10, "embedding_dim": 2},
-                       "inputs": ["ids"]}]}  # fmt: skip
+    spec = {
+        "name": "emb",
+        "inputs": [{"name": "ids", "datatype": "INT64", "shape": [-1, 3]}],
+        "outputs": [{"name": "vec", "node": "e"}],
+        "nodes": [
+            {"id": "e", "layer": {"type": "Embedding", "num_embeddings": 10, "embedding_dim": 2}, "inputs": ["ids"]}
+        ],
+    }
     assert c.post("/v1/models", json={"name": "emb", "spec": spec}, headers=AUTH).status_code == 201
     ok = c.post("/v1/models/emb/infer", json={"inputs": [[1, 2, 3]]})
     assert ok.status_code == 200, ok.text
@@ -118,14 +124,17 @@ def test_infer_strings_into_float_input_400(client: TestClient) -> None:
     assert body["got"] == "booleans"
 
 
-@pytest.mark.parametrize("body", [
-    {"inputs": [[1.0, 2.0], [3.0]]},  # ragged
-    {"inputs": [["x"] * 64]},
-    {"inputs": 3},
-    {"inputs": [[0.0] * 64], "extra": 1},
-    {},
-    {"inputs": {"input": "x"}},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"inputs": [[1.0, 2.0], [3.0]]},  # ragged
+        {"inputs": [["x"] * 64]},
+        {"inputs": 3},
+        {"inputs": [[0.0] * 64], "extra": 1},
+        {},
+        {"inputs": {"input": "x"}},
+    ],
+)
 def test_infer_malformed_bodies_are_4xx_json(client: TestClient, body: Any) -> None:
     r = client.post(INFER, json=body)
     assert r.status_code in (400, 422), r.text
@@ -138,7 +147,10 @@ def test_infer_invalid_json_400(client: TestClient) -> None:
 
 
 def test_infer_out_of_range_number_400(client: TestClient) -> None:
-    r = client.post(INFER, content=b'{"inputs": [[' + b",".join([b"1e400"] * 64) + b"]]}",
-                    headers={"Content-Type": "application/json"})  # fmt: skip
+    r = client.post(
+        INFER,
+        content=b'{"inputs": [[' + b",".join([b"1e400"] * 64) + b"]]}",
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 400, r.text
     assert_error(r, 400)

@@ -34,16 +34,27 @@ def _big_infer() -> dict[str, Any]:
     return {"inputs": [[0.123456789] * 64] * 40}  # ~50 KB of JSON
 
 
-@pytest.mark.parametrize("method,path,kw", [
-    ("POST", "/v1/models/digits/infer", {"json": _big_infer()}),
-    ("POST", "/v2/models/digits/infer", {"content": b"{" + b" " * (LIMIT + 1) + b"}",
-                                         "headers": {"Content-Type": "application/json"}}),
-    ("POST", "/v1/models/digits/edits", {"json": {"ops": [identity_insert()] * 200}, "headers": AUTH}),
-    ("PUT", "/v1/models/digits/layers/fc3/weights",
-     {"content": save_safetensors({"weight": torch.zeros(10, 64), "bias": torch.zeros(10)}) + b"\0" * LIMIT,
-      "headers": {**AUTH, "Content-Type": "application/octet-stream"}}),
-    ("POST", "/v1/models", {"json": {"name": "x", "spec": {"pad": "x" * LIMIT}}, "headers": AUTH}),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "method,path,kw",
+    [
+        ("POST", "/v1/models/digits/infer", {"json": _big_infer()}),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            {"content": b"{" + b" " * (LIMIT + 1) + b"}", "headers": {"Content-Type": "application/json"}},
+        ),
+        ("POST", "/v1/models/digits/edits", {"json": {"ops": [identity_insert()] * 200}, "headers": AUTH}),
+        (
+            "PUT",
+            "/v1/models/digits/layers/fc3/weights",
+            {
+                "content": save_safetensors({"weight": torch.zeros(10, 64), "bias": torch.zeros(10)}) + b"\0" * LIMIT,
+                "headers": {**AUTH, "Content-Type": "application/octet-stream"},
+            },
+        ),
+        ("POST", "/v1/models", {"json": {"name": "x", "spec": {"pad": "x" * LIMIT}}, "headers": AUTH}),
+    ],
+)
 def test_body_over_the_limit_413(small: TestClient, method: str, path: str, kw: dict[str, Any]) -> None:
     body = assert_error(small.request(method, path, **kw), 413, "limit", str(LIMIT))
     assert body["error"]
@@ -80,8 +91,9 @@ def test_body_under_the_limit_is_served(small: TestClient) -> None:
 
 
 def test_invalid_content_length_400(small: TestClient) -> None:
-    r = small.post("/v1/models/digits/infer", content=b"{}",
-                   headers={"Content-Length": "abc", "Content-Type": "application/json"})  # fmt: skip
+    r = small.post(
+        "/v1/models/digits/infer", content=b"{}", headers={"Content-Length": "abc", "Content-Type": "application/json"}
+    )
     assert_error(r, 400, "Content-Length")
 
 
@@ -103,8 +115,7 @@ def test_other_loopback_hosts_need_no_token(tmp_path: Path, host: str) -> None:
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "example.com"])
-def test_non_loopback_without_token_generates_one(tmp_path: Path, host: str, caplog: pytest.LogCaptureFixture
-                                                  ) -> None:  # fmt: skip
+def test_non_loopback_without_token_generates_one(tmp_path: Path, host: str, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="morphserve"):
         app = create_app(Settings(models=["digits"], admin_token=None, host=host, state_dir=tmp_path / "s"))
     token = app.state.admin_token
@@ -112,11 +123,18 @@ def test_non_loopback_without_token_generates_one(tmp_path: Path, host: str, cap
     assert sum(token in rec.getMessage() for rec in caplog.records) == 1  # logged once
     with TestClient(app) as c:
         assert_error(c.post("/v1/models/digits/edits", json={"ops": [identity_insert()]}), 401)
-        assert_error(c.post("/v1/models/digits/edits", json={"ops": [identity_insert()]},
-                            headers={"Authorization": "Bearer guessed"}), 403)  # fmt: skip
+        assert_error(
+            c.post(
+                "/v1/models/digits/edits",
+                json={"ops": [identity_insert()]},
+                headers={"Authorization": "Bearer guessed"},
+            ),
+            403,
+        )
         assert c.post("/v1/models/digits/infer", json={"inputs": X.tolist()}).status_code == 200  # inference open
-        r = c.post("/v1/models/digits/edits", json={"ops": [identity_insert()]},
-                   headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        r = c.post(
+            "/v1/models/digits/edits", json={"ops": [identity_insert()]}, headers={"Authorization": f"Bearer {token}"}
+        )
         assert r.status_code == 200, r.text
     other = create_app(Settings(models=["digits"], admin_token=None, host=host, state_dir=tmp_path / "s2"))
     assert other.state.admin_token != token  # fresh per start
@@ -139,10 +157,16 @@ def test_inference_timeout_is_a_json_504(make_client: Callable[..., TestClient])
 
 
 # -- one error shape, never a 500 -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("method,path,status", [
-    ("GET", "/nope", 404), ("GET", "/v1/models/digits/nothing", 404), ("DELETE", "/v2", 405),
-    ("GET", "/v1/models/digits/edits", 405), ("PATCH", "/v1/models/digits", 405),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "method,path,status",
+    [
+        ("GET", "/nope", 404),
+        ("GET", "/v1/models/digits/nothing", 404),
+        ("DELETE", "/v2", 405),
+        ("GET", "/v1/models/digits/edits", 405),
+        ("PATCH", "/v1/models/digits", 405),
+    ],
+)
 def test_routing_errors_are_json(client: TestClient, method: str, path: str, status: int) -> None:
     assert_error(client.request(method, path), status)
 
@@ -155,8 +179,14 @@ _json = st.recursive(
     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=6), kids, max_size=4),
     max_leaves=12,
 )
-_PATHS = ["/v1/models/digits/infer", "/v2/models/digits/infer", "/v1/models/digits/edits", "/v1/models",
-          "/v1/models/digits/layers", "/v1/models/digits/rollback"]  # fmt: skip
+_PATHS = [
+    "/v1/models/digits/infer",
+    "/v2/models/digits/infer",
+    "/v1/models/digits/edits",
+    "/v1/models",
+    "/v1/models/digits/layers",
+    "/v1/models/digits/rollback",
+]
 
 
 def test_arbitrary_json_never_500(client: TestClient) -> None:
@@ -166,8 +196,10 @@ def test_arbitrary_json_never_500(client: TestClient) -> None:
     seen: dict[str, collections.Counter[int]] = collections.defaultdict(collections.Counter)
 
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-    @given(path=st.sampled_from(_PATHS), body=_json | st.fixed_dictionaries(
-        {"inputs": _json}, optional={"ops": _json, "id": _json, "outputs": _json}))  # fmt: skip
+    @given(
+        path=st.sampled_from(_PATHS),
+        body=_json | st.fixed_dictionaries({"inputs": _json}, optional={"ops": _json, "id": _json, "outputs": _json}),
+    )
     def check(path: str, body: Any) -> None:
         r = client.post(path, json=body, headers=AUTH)
         seen[path][r.status_code] += 1
@@ -228,8 +260,12 @@ def test_the_budget_counts_what_an_edit_removes_and_replaces(make_client: Callab
     c = make_client(max_model_bytes=120_000)
     same = {"op": "replace", "node": "fc3", "layer": {"type": "Linear", "in_features": 64, "out_features": 10}}
     assert c.post("/v1/models/digits/edits", headers=AUTH, json={"ops": [same]}).status_code == 200
-    grow = {"op": "replace", "node": "fc1", "layer": {"type": "Linear", "in_features": 64, "out_features": 512},
-            "keep_weights": False}  # fmt: skip
+    grow = {
+        "op": "replace",
+        "node": "fc1",
+        "layer": {"type": "Linear", "in_features": 64, "out_features": 512},
+        "keep_weights": False,
+    }
     assert_error(c.post("/v1/models/digits/edits", headers=AUTH, json={"ops": [grow]}), 422, "120,000")
 
 

@@ -91,8 +91,10 @@ def test_create_errors(client: TestClient) -> None:
     assert_error(client.post("/v1/models", json={"name": "bad name!", "zoo": "mlp"}, headers=AUTH), 422, "name")
     bad_spec = {**SPEC, "outputs": [{"name": "y", "node": "missing"}]}
     assert_error(client.post("/v1/models", json={"name": "a", "spec": bad_spec}, headers=AUTH), 422, "missing")
-    shapes = {**SPEC, "nodes": [{"id": "lin", "layer": {"type": "Linear", "in_features": 5, "out_features": 2},
-                                 "inputs": ["x"]}]}  # fmt: skip
+    shapes = {
+        **SPEC,
+        "nodes": [{"id": "lin", "layer": {"type": "Linear", "in_features": 5, "out_features": 2}, "inputs": ["x"]}],
+    }
     assert_error(client.post("/v1/models", json={"name": "a", "spec": shapes}, headers=AUTH), 422)
     assert_error(client.post("/v1/models", json={"name": "a", "spec": "nope"}, headers=AUTH), 422)
     assert [m["name"] for m in client.get("/v1/models").json()["models"]] == ["digits"]
@@ -148,8 +150,9 @@ def test_graph_dot_and_svg(client: TestClient) -> None:
     assert "<svg" in r.text and "fc3" in r.text
 
 
-@pytest.mark.parametrize("query,status", [("format=png", 422), ("version=0", 422), ("version=x", 422),
-                                          ("version=9", 404)])  # fmt: skip
+@pytest.mark.parametrize(
+    "query,status", [("format=png", 422), ("version=0", 422), ("version=x", 422), ("version=9", 404)]
+)
 def test_graph_bad_query(client: TestClient, query: str, status: int) -> None:
     assert_error(client.get(f"/v1/models/digits/graph?{query}"), status)
 
@@ -159,8 +162,9 @@ def test_graph_unknown_model_404(client: TestClient) -> None:
     assert_error(client.get("/v1/models/nope/graph?format=svg"), 404, "nope")
 
 
-def test_svg_without_graphviz_is_a_permanent_501(client: TestClient, monkeypatch: pytest.MonkeyPatch,
-                                                  tmp_path: Path) -> None:  # fmt: skip
+def test_svg_without_graphviz_is_a_permanent_501(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """Not 503: retrying cannot help until graphviz is installed (like ONNX export without its extra)."""
     monkeypatch.setenv("PATH", str(tmp_path))  # no `dot` on it
     r = client.get("/v1/models/digits/graph?format=svg")
@@ -209,8 +213,9 @@ def test_diff(client: TestClient) -> None:
     assert same["added"] == same["removed"] == same["changed"] == []
 
 
-@pytest.mark.parametrize("query,status", [("", 422), ("from=0", 422), ("from=1&to=9", 404), ("from=9", 404),
-                                          ("from=a", 422)])  # fmt: skip
+@pytest.mark.parametrize(
+    "query,status", [("", 422), ("from=0", 422), ("from=1&to=9", 404), ("from=9", 404), ("from=a", 422)]
+)
 def test_diff_errors(client: TestClient, query: str, status: int) -> None:
     assert_error(client.get(f"/v1/models/digits/diff?{query}"), status)
     assert_error(client.get("/v1/models/nope/diff?from=1"), 404)
@@ -233,8 +238,10 @@ def test_a_model_created_in_bf16_serves_fp32_on_the_wire_and_comes_back_so(make_
     assert info["outputs"][0]["datatype"] == "FP32"
     full = c.post("/v1/models/digits/infer", json={"inputs": X.tolist()}).json()["outputs"]
     half = c.post("/v1/models/d16/infer", json={"inputs": X.tolist()}).json()["outputs"]
-    assert full != half and max(abs(a - b) for ra, rb in zip(full, half, strict=True)
-                                for a, b in zip(ra, rb, strict=True)) < 0.5  # fmt: skip
+    assert (
+        full != half
+        and max(abs(a - b) for ra, rb in zip(full, half, strict=True) for a, b in zip(ra, rb, strict=True)) < 0.5
+    )
     assert c.get("/v1/models/d16/graph").json()["compute_datatype"] == "BF16"
     r = c.post("/v1/models/digits/edits", headers=AUTH, json={"ops": [{"op": "cast", "datatype": "BF16"}]})
     assert r.status_code == 200 and c.get("/v1/models/digits").json()["compute_datatype"] == "BF16"

@@ -32,8 +32,9 @@ def _check(summary: dict, ref: dict[str, np.ndarray], node: str) -> None:
     for t in summary["tensors"]:
         a = ref[f"{node}.{t['name']}"].astype(np.float64)
         assert t["shape"] == list(a.shape) and t["numel"] == a.size
-        np.testing.assert_allclose([t["mean"], t["std"], t["min"], t["max"]], [a.mean(), a.std(), a.min(), a.max()],
-                                   rtol=1e-9, atol=1e-12)  # fmt: skip
+        np.testing.assert_allclose(
+            [t["mean"], t["std"], t["min"], t["max"]], [a.mean(), a.std(), a.min(), a.max()], rtol=1e-9, atol=1e-12
+        )
 
 
 def test_weights_summary_matches_numpy_at_each_version(client: TestClient) -> None:
@@ -44,8 +45,19 @@ def test_weights_summary_matches_numpy_at_each_version(client: TestClient) -> No
         ("weight", "parameter", "FP32"),
         ("bias", "parameter", "FP32"),
     ]
-    r = client.post("/v1/models/digits/edits", headers=AUTH, json={"ops": [{"op": "set_weights", "node": "fc3",
-                    "tensors": {"bias": {"shape": [10], "data": [float(i) for i in range(10)]}}}]})  # fmt: skip
+    r = client.post(
+        "/v1/models/digits/edits",
+        headers=AUTH,
+        json={
+            "ops": [
+                {
+                    "op": "set_weights",
+                    "node": "fc3",
+                    "tensors": {"bias": {"shape": [10], "data": [float(i) for i in range(10)]}},
+                }
+            ]
+        },
+    )
     assert r.status_code == 200, r.text
     v2 = client.get("/v1/models/digits/nodes/fc3/weights").json()
     assert v2["version"] == 2
@@ -78,8 +90,17 @@ def test_node_versions_from_the_journal(client: TestClient) -> None:
         assert r.status_code == 200, r.text
         return int(r.json()["version"])
 
-    post([{"op": "insert", "after": "fc2", "name": "extra", "init": "identity",
-           "layer": {"type": "Linear", "in_features": 64, "out_features": 64}}])  # fmt: skip
+    post(
+        [
+            {
+                "op": "insert",
+                "after": "fc2",
+                "name": "extra",
+                "init": "identity",
+                "layer": {"type": "Linear", "in_features": 64, "out_features": 64},
+            }
+        ]
+    )
     post([{"op": "set_weights", "node": "fc3", "tensors": {"bias": {"shape": [10], "data": [1.0] * 10}}}])
     post([{"op": "remove", "node": "extra"}])
     r = client.post("/v1/models/digits/rollback", headers=AUTH, json={"version": 2})
@@ -93,8 +114,11 @@ def test_node_versions_from_the_journal(client: TestClient) -> None:
     ]
     assert extra["versions"][0]["ops"][0]["op"] == "insert"
     fc3 = client.get("/v1/models/digits/nodes/fc3/versions").json()["versions"]
-    assert [(v["version"], v["change"], v["what"]) for v in fc3] == [(1, "added", []), (3, "changed", ["weights"]),
-                                                                     (5, "changed", ["weights"])]  # fmt: skip
+    assert [(v["version"], v["change"], v["what"]) for v in fc3] == [
+        (1, "added", []),
+        (3, "changed", ["weights"]),
+        (5, "changed", ["weights"]),
+    ]
     relu2 = client.get("/v1/models/digits/nodes/relu2/versions").json()["versions"]
     assert [(v["version"], v["what"]) for v in relu2] == [(1, []), (2, ["inputs"]), (4, ["inputs"]), (5, ["inputs"])]
     assert_error(client.get("/v1/models/digits/nodes/never/versions"), 404, "never")

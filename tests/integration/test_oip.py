@@ -24,14 +24,24 @@ def _req(x: np.ndarray = X, nested: bool = False, datatype: str = "FP32", **extr
 
 def _binary_request(x: np.ndarray, binary_output: bool) -> tuple[bytes, dict[str, str]]:
     raw = x.astype("<f4").tobytes()
-    header = orjson.dumps({
-        "id": "bin-1",
-        "inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
-                    "parameters": {"binary_data_size": len(raw)}}],
-        "outputs": [{"name": "output", "parameters": {"binary_data": binary_output}}],
-    })  # fmt: skip
-    return header + raw, {"Inference-Header-Content-Length": str(len(header)),
-                          "Content-Type": "application/octet-stream"}  # fmt: skip
+    header = orjson.dumps(
+        {
+            "id": "bin-1",
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": list(x.shape),
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ],
+            "outputs": [{"name": "output", "parameters": {"binary_data": binary_output}}],
+        }
+    )
+    return header + raw, {
+        "Inference-Header-Content-Length": str(len(header)),
+        "Content-Type": "application/octet-stream",
+    }
 
 
 def _edit(client: TestClient, ops: list[dict[str, Any]]) -> int:
@@ -62,9 +72,17 @@ def test_version_metadata_and_ready(client: TestClient) -> None:
     assert client.get("/v2/models/digits/ready").json() == {"name": "digits", "ready": True}
 
 
-@pytest.mark.parametrize("path", ["/v2/models/nope", "/v2/models/nope/ready", "/v2/models/nope/versions/1",
-                                  "/v2/models/nope/versions/1/ready", "/v2/models/digits/versions/9",
-                                  "/v2/models/digits/versions/9/ready"])  # fmt: skip
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/models/nope",
+        "/v2/models/nope/ready",
+        "/v2/models/nope/versions/1",
+        "/v2/models/nope/versions/1/ready",
+        "/v2/models/digits/versions/9",
+        "/v2/models/digits/versions/9/ready",
+    ],
+)
 def test_metadata_unknown_model_or_version_404(client: TestClient, path: str) -> None:
     body = assert_error(client.get(path), 404)
     assert "nope" in body["error"] or "9" in body["error"]
@@ -87,8 +105,9 @@ def test_infer_json(client: TestClient, nested: bool) -> None:
     assert body["id"] == "abc-123"
     (out,) = body["outputs"]
     assert out["name"] == "output" and out["datatype"] == "FP32" and out["shape"] == [3, 10]
-    np.testing.assert_allclose(np.array(out["data"], dtype=np.float32).reshape(3, 10), reference(), rtol=1e-5,
-                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        np.array(out["data"], dtype=np.float32).reshape(3, 10), reference(), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_infer_without_id_has_no_id(client: TestClient) -> None:
@@ -122,8 +141,9 @@ def test_infer_binary_in_json_out(client: TestClient) -> None:
     assert r.status_code == 200, r.text
     assert "inference-header-content-length" not in r.headers
     out = r.json()["outputs"][0]
-    np.testing.assert_allclose(np.array(out["data"], dtype=np.float32).reshape(3, 10), reference(), rtol=1e-5,
-                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        np.array(out["data"], dtype=np.float32).reshape(3, 10), reference(), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_infer_json_in_binary_out(client: TestClient) -> None:
@@ -144,8 +164,9 @@ def test_infer_binary_truncated_400(client: TestClient) -> None:
 BIG = np.random.default_rng(5).random((1024, 64), dtype=np.float32)  # 256 KiB of tensor bytes
 
 
-@pytest.mark.parametrize("delta", [-4, 4, -128 * 1024, 1 << 20], ids=["4 bytes short", "4 bytes over", "half",
-                                                                  "a MiB over"])  # fmt: skip
+@pytest.mark.parametrize(
+    "delta", [-4, 4, -128 * 1024, 1 << 20], ids=["4 bytes short", "4 bytes over", "half", "a MiB over"]
+)
 def test_a_wrong_binary_data_size_on_a_large_body_is_400(client: TestClient, delta: int) -> None:
     """The declared size of a large binary tensor disagrees with its shape and with the bytes sent: a 400 naming
     `binary_data_size`, whichever way it is wrong; the same body with the right size computes every row."""
@@ -172,8 +193,9 @@ def test_infer_on_older_version_while_resident(client: TestClient) -> None:
     old = client.post("/v2/models/digits/versions/1/infer", json=_req())
     assert old.status_code == 200, old.text
     assert old.json()["model_version"] == "1"
-    np.testing.assert_allclose(np.array(old.json()["outputs"][0]["data"]).reshape(3, 10), reference(), rtol=1e-5,
-                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        np.array(old.json()["outputs"][0]["data"]).reshape(3, 10), reference(), rtol=1e-5, atol=1e-5
+    )
     new = client.post(f"/v2/models/digits/versions/{v2}/infer", json=_req()).json()
     assert new["model_version"] == str(v2)
 
@@ -229,15 +251,18 @@ def test_infer_wrong_input_name_400(client: TestClient) -> None:
     assert body["expected"] == ["input"] and body["got"] == ["image"]
 
 
-@pytest.mark.parametrize("req,words", [
-    ({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 63}]}, ["64", "63"]),
-    ({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP99", "data": [0.0] * 64}]}, ["FP99"]),
-    ({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": ["a"] * 64}]}, ["string"]),
-    ({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32"}]}, ["data"]),
-    ({"inputs": "x"}, ["inputs"]),
-    ({}, ["inputs"]),
-    ([1, 2], ["object"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "req,words",
+    [
+        ({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": [0.0] * 63}]}, ["64", "63"]),
+        ({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP99", "data": [0.0] * 64}]}, ["FP99"]),
+        ({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": ["a"] * 64}]}, ["string"]),
+        ({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32"}]}, ["data"]),
+        ({"inputs": "x"}, ["inputs"]),
+        ({}, ["inputs"]),
+        ([1, 2], ["object"]),
+    ],
+)
 def test_infer_malformed_json_400(client: TestClient, req: Any, words: list[str]) -> None:
     assert_error(client.post(INFER, json=req), 400, *words)
 

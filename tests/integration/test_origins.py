@@ -24,8 +24,9 @@ def _request(client: TestClient, key: tuple[str, str], headers: dict[str, str]) 
 
 
 @pytest.mark.parametrize("key", sorted(REQUESTS), ids=[f"{m} {p}" for m, p in sorted(REQUESTS)])
-def test_a_rebound_host_changes_nothing_on_a_tokenless_server(make_client: Callable[..., TestClient],
-                                                              key: tuple[str, str]) -> None:  # fmt: skip
+def test_a_rebound_host_changes_nothing_on_a_tokenless_server(
+    make_client: Callable[..., TestClient], key: tuple[str, str]
+) -> None:
     client = make_client(admin_token=None, host="127.0.0.1")
     _setup(client)
     before = _state(client)
@@ -52,8 +53,9 @@ def test_reads_and_inference_stay_open_for_any_host(make_client: Callable[..., T
 
 
 @pytest.mark.parametrize("token", [None, "t0ken"])
-def test_a_cross_origin_browser_request_changes_nothing(make_client: Callable[..., TestClient],
-                                                        token: str | None) -> None:  # fmt: skip
+def test_a_cross_origin_browser_request_changes_nothing(
+    make_client: Callable[..., TestClient], token: str | None
+) -> None:
     client = make_client(admin_token=token, host="127.0.0.1")
     auth = {"Authorization": f"Bearer {token}"} if token else {}
     before = _state(client)
@@ -67,14 +69,22 @@ def test_a_cross_origin_browser_request_changes_nothing(make_client: Callable[..
 
 def test_cors_origins_allow_a_named_page(make_client: Callable[..., TestClient]) -> None:
     client = make_client(cors_origins=["https://dash.example"])
-    pre = client.options("/v1/models/digits/versions/1/pin", headers={
-        "Origin": "https://dash.example", "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization"})  # fmt: skip
+    pre = client.options(
+        "/v1/models/digits/versions/1/pin",
+        headers={
+            "Origin": "https://dash.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
     assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "https://dash.example"
     r = client.post("/v1/models/digits/versions/1/pin", headers={**AUTH, "Origin": "https://dash.example"})
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://dash.example"
-    assert_error(client.post("/v1/models/digits/versions/1/pin", headers={**AUTH, "Origin": "https://x.example"}),
-                 403, "cross-origin")  # fmt: skip
+    assert_error(
+        client.post("/v1/models/digits/versions/1/pin", headers={**AUTH, "Origin": "https://x.example"}),
+        403,
+        "cross-origin",
+    )
 
 
 def test_the_outside_run_rebinding_attack_on_a_real_server(start_server: Callable[..., ServerProcess]) -> None:

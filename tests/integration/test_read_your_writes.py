@@ -28,7 +28,8 @@ def test_a_version_published_but_not_swapped_in_is_not_reached(tmp_path: Path) -
 
             model.worker.swap = held_swap  # type: ignore[method-assign]
             edit = asyncio.create_task(
-                client.post("/v1/models/digits/edits", json={"ops": [identity_insert(name="ident")]}, headers=AUTH))
+                client.post("/v1/models/digits/edits", json={"ops": [identity_insert(name="ident")]}, headers=AUTH)
+            )
             assert await asyncio.to_thread(in_swap.wait, 10)
             assert model.live.current.version == 2 and model.serving_version() == 1  # published, not swapped in
             assert not await model.reached(2, 0.02)

@@ -27,8 +27,10 @@ from tests.integration.helpers import served_with_binary as served
 #: Distinct rows, wide enough apart that any two requests' outputs differ.
 XS = np.random.default_rng(11).normal(0.0, 2.0, (64, 64)).astype(np.float32)
 SIZES = [3, 1, 5, 2, 4, 1, 6]  # rows per queued request: 22 in all
-TANH = [{"op": "replace", "node": "relu1", "layer": {"type": "Tanh"}},
-        {"op": "replace", "node": "relu2", "layer": {"type": "Tanh"}}]  # fmt: skip
+TANH = [
+    {"op": "replace", "node": "relu1", "layer": {"type": "Tanh"}},
+    {"op": "replace", "node": "relu2", "layer": {"type": "Tanh"}},
+]
 
 
 def _body(x: np.ndarray, route: str) -> dict[str, Any]:
@@ -54,8 +56,9 @@ async def _computes(registry: Registry, version: int, x: np.ndarray) -> np.ndarr
 PATHS = {"v1": "/v1/models/digits/infer", "oip": "/v2/models/digits/infer"}
 
 
-async def _queue_behind(client: httpx.AsyncClient, registry: Registry, plan: list[tuple[str, np.ndarray]]
-                        ) -> list[asyncio.Task[httpx.Response]]:  # fmt: skip
+async def _queue_behind(
+    client: httpx.AsyncClient, registry: Registry, plan: list[tuple[str, np.ndarray]]
+) -> list[asyncio.Task[httpx.Response]]:
     """Send each (path, rows) of `plan` in order, each waiting in the queue before the next is sent."""
     worker = registry.get("digits").worker
     start, tasks = worker.queue_depth(), []
@@ -94,8 +97,13 @@ def test_each_request_of_a_batch_gets_its_own_rows(tmp_path: Path) -> None:
                 for r, x, route in zip(answers, [XS[:1], *xs], ["v1", *routes], strict=True):
                     assert r.status_code == 200 and int(r.json()["model_version"]) == version, r.text
                     want = await _computes(registry, version, x)
-                    np.testing.assert_allclose(_outputs(r, route), want, rtol=1e-5, atol=1e-5,
-                                               err_msg=f"a request of {len(x)} rows got rows not its own")  # fmt: skip
+                    np.testing.assert_allclose(
+                        _outputs(r, route),
+                        want,
+                        rtol=1e-5,
+                        atol=1e-5,
+                        err_msg=f"a request of {len(x)} rows got rows not its own",
+                    )
             # the edit changed what the model computes on these rows: an answer from the wrong version would show
             assert not np.allclose(await _computes(registry, 1, XS), await _computes(registry, 2, XS), atol=1e-3)
 

@@ -50,8 +50,13 @@ class Node:
     kind: str  # fc (the original Linears) | relu | act (another activation) | identity | linear_id
 
 
-DIGITS = (Node("fc1", 128, "fc"), Node("relu1", 128, "relu"), Node("fc2", 64, "fc"), Node("relu2", 64, "relu"),
-          Node("fc3", 10, "fc"))  # fmt: skip
+DIGITS = (
+    Node("fc1", 128, "fc"),
+    Node("relu1", 128, "relu"),
+    Node("fc2", 64, "fc"),
+    Node("relu2", 64, "relu"),
+    Node("fc3", 10, "fc"),
+)
 REMOVABLE = ("relu", "act", "identity", "linear_id")
 ACTIVATIONS = ("ReLU", "Tanh", "Sigmoid", "SiLU")
 BAD_LAYERS: list[tuple[str, dict[str, Any]]] = [
@@ -85,8 +90,9 @@ class EditMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self._tmp = tempfile.TemporaryDirectory(prefix="morphserve-sm-")
-        app = create_app(Settings(models=["digits"], admin_token=TOKEN, state_dir=Path(self._tmp.name) / "state",
-                                  fsync=False))  # fmt: skip
+        app = create_app(
+            Settings(models=["digits"], admin_token=TOKEN, state_dir=Path(self._tmp.name) / "state", fsync=False)
+        )
         self.c = TestClient(app, headers=AUTH)
         self.c.__enter__()
         self.version = 1
@@ -136,12 +142,14 @@ class EditMachine(RuleBasedStateMachine):
         if method == "DELETE":
             return self.c.request("DELETE", path, headers=headers)
         if isinstance(body, bytes):
-            return self.c.request(method, path, content=body,
-                                  headers={"Content-Type": "application/octet-stream", **(headers or {})})  # fmt: skip
+            return self.c.request(
+                method, path, content=body, headers={"Content-Type": "application/octet-stream", **(headers or {})}
+            )
         return self.c.request(method, path, json=body, headers=headers)
 
-    def reject(self, what: str, status: int, method: str, path: str, body: Any = None,
-               headers: dict[str, str] | None = None) -> None:  # fmt: skip
+    def reject(
+        self, what: str, status: int, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
         r = self._send(method, path, body, headers)
         assert_error(r, status)
         after = self._snapshot()
@@ -153,9 +161,18 @@ class EditMachine(RuleBasedStateMachine):
         STATS[f"rejected {what}"] += 1
         STATS["steps"] += 1
 
-    def accept(self, what: str, method: str, path: str, body: Any, chain: tuple[Node, ...], *,
-               preserves: bool = False, rollback_to: int | None = None,
-               headers: dict[str, str] | None = None) -> None:  # fmt: skip
+    def accept(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        body: Any,
+        chain: tuple[Node, ...],
+        *,
+        preserves: bool = False,
+        rollback_to: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         r = self._send(method, path, body, headers)
         assert r.status_code == 200, (what, body, r.status_code, r.text[:500])
         assert (r.json()["previous_version"], r.json()["version"]) == (self.version, self.version + 1), r.json()
@@ -191,14 +208,17 @@ class EditMachine(RuleBasedStateMachine):
             pos = 0 if anchor == "input" else self.ids().index(anchor) + 1
             anchor_node = self.chain[pos - 1] if pos else None
         width = anchor_node.width if anchor_node else 64
-        kinds = ["Identity", "Dropout", "Linear", "BatchNorm1d"] + (["ReLU"] if anchor_node and anchor_node.kind ==
-                                                                     "relu" else [])  # fmt: skip
+        kinds = ["Identity", "Dropout", "Linear", "BatchNorm1d"] + (
+            ["ReLU"] if anchor_node and anchor_node.kind == "relu" else []
+        )
         kind = data.draw(st.sampled_from(kinds), label="layer")
         layer: dict[str, Any] = {
-            "Identity": {"type": "Identity"}, "Dropout": {"type": "Dropout", "p": 0.5}, "ReLU": {"type": "ReLU"},
+            "Identity": {"type": "Identity"},
+            "Dropout": {"type": "Dropout", "p": 0.5},
+            "ReLU": {"type": "ReLU"},
             "Linear": {"type": "Linear", "in_features": width, "out_features": width},
             "BatchNorm1d": {"type": "BatchNorm1d", "num_features": width},
-        }[kind]  # fmt: skip
+        }[kind]
         name = self.fresh()
         node = Node(name, width, {"ReLU": "relu", "Linear": "linear_id"}.get(kind, "identity"))
         op: dict[str, Any] = {"layer": layer, "name": name, "init": "identity"}
@@ -219,22 +239,30 @@ class EditMachine(RuleBasedStateMachine):
         if data.draw(st.booleans(), label="sugar route"):
             self.accept("remove", "DELETE", f"{M}/layers/{node.id}", None, chain, preserves=preserves)
         else:
-            self.accept("remove", "POST", EDITS, {"ops": [{"op": "remove", "node": node.id}]}, chain,
-                        preserves=preserves)  # fmt: skip
+            self.accept(
+                "remove", "POST", EDITS, {"ops": [{"op": "remove", "node": node.id}]}, chain, preserves=preserves
+            )
 
     def replace(self, data: st.DataObject) -> None:
         acts = [n for n in self.chain if n.kind in ("relu", "act")]
         if acts and data.draw(st.booleans(), label="activation"):
             node = data.draw(st.sampled_from(acts), label="node")
             new = data.draw(st.sampled_from(ACTIVATIONS), label="activation type")
-            chain = tuple(Node(n.id, n.width, "relu" if new == "ReLU" else "act") if n.id == node.id else n
-                          for n in self.chain)  # fmt: skip
+            chain = tuple(
+                Node(n.id, n.width, "relu" if new == "ReLU" else "act") if n.id == node.id else n for n in self.chain
+            )
             self.accept("replace activation", "PUT", f"{M}/layers/{node.id}", {"layer": {"type": new}}, chain)
         else:  # a Linear by the same Linear, keeping its weights: same function
             node = data.draw(st.sampled_from([n for n in self.chain if n.kind == "fc"]), label="node")
             fan_in = {"fc1": 64, "fc2": 128, "fc3": 64}[node.id]
-            ops = [{"op": "replace", "node": node.id, "keep_weights": True,
-                    "layer": {"type": "Linear", "in_features": fan_in, "out_features": node.width}}]  # fmt: skip
+            ops = [
+                {
+                    "op": "replace",
+                    "node": node.id,
+                    "keep_weights": True,
+                    "layer": {"type": "Linear", "in_features": fan_in, "out_features": node.width},
+                }
+            ]
             self.accept("replace keep_weights", "POST", EDITS, {"ops": ops}, self.chain, preserves=True)
 
     def set_weights(self, data: st.DataObject) -> None:
@@ -252,8 +280,9 @@ class EditMachine(RuleBasedStateMachine):
     def dry_run(self, data: st.DataObject) -> None:
         """A valid edit as a dry run: 200 with the would-be graph, and nothing changes."""
         anchor = data.draw(st.sampled_from(self.ids()), label="after")
-        r = self.c.post(EDITS, json={"ops": [{"op": "insert", "after": anchor, "layer": {"type": "Identity"}}],
-                                     "dry_run": True})  # fmt: skip
+        r = self.c.post(
+            EDITS, json={"ops": [{"op": "insert", "after": anchor, "layer": {"type": "Identity"}}], "dry_run": True}
+        )
         assert r.status_code == 200 and r.json()["dry_run"] is True and r.json()["graph"], r.text
         after = self._snapshot()
         assert after[:3] == self.snap[:3] and np.array_equal(after[3], self.snap[3]), "a dry run changed the model"
@@ -263,8 +292,12 @@ class EditMachine(RuleBasedStateMachine):
     # -- invalid edits -----------------------------------------------------------------------------------------
     def unknown_node(self, data: st.DataObject) -> None:
         ghost = f"ghost{data.draw(st.integers(0, 9), label='ghost')}"
-        how = data.draw(st.sampled_from(["remove", "remove sugar", "insert after", "insert before", "replace",
-                                         "set_weights", "weights sugar"]), label="how")  # fmt: skip
+        how = data.draw(
+            st.sampled_from(
+                ["remove", "remove sugar", "insert after", "insert before", "replace", "set_weights", "weights sugar"]
+            ),
+            label="how",
+        )
         ident = {"type": "Identity"}
         bias = {"bias": {"shape": [10], "data": [0.0] * 10}}
         if how == "remove sugar":
@@ -272,13 +305,20 @@ class EditMachine(RuleBasedStateMachine):
         elif how == "replace":
             self.reject("unknown node", 404, "PUT", f"{M}/layers/{ghost}", {"layer": ident})
         elif how == "weights sugar":
-            self.reject("unknown node", 404, "PUT", f"{M}/layers/{ghost}/weights",
-                        save_safetensors({"bias": np.zeros(10, np.float32)}))  # fmt: skip
+            self.reject(
+                "unknown node",
+                404,
+                "PUT",
+                f"{M}/layers/{ghost}/weights",
+                save_safetensors({"bias": np.zeros(10, np.float32)}),
+            )
         else:
-            op = {"remove": {"op": "remove", "node": ghost},
-                  "insert after": {"op": "insert", "after": ghost, "layer": ident},
-                  "insert before": {"op": "insert", "before": ghost, "layer": ident},
-                  "set_weights": {"op": "set_weights", "node": ghost, "tensors": bias}}[how]  # fmt: skip
+            op = {
+                "remove": {"op": "remove", "node": ghost},
+                "insert after": {"op": "insert", "after": ghost, "layer": ident},
+                "insert before": {"op": "insert", "before": ghost, "layer": ident},
+                "set_weights": {"op": "set_weights", "node": ghost, "tensors": bias},
+            }[how]
             self.reject("unknown node", 404, "POST", EDITS, {"ops": [op]})
 
     def shape_mismatch(self, data: st.DataObject) -> None:
@@ -287,28 +327,45 @@ class EditMachine(RuleBasedStateMachine):
             anchor = data.draw(st.sampled_from(self.ids()), label="after")
             w = self.width_of(anchor)
             wrong = data.draw(st.sampled_from([w + 1, max(1, w // 2), 3]), label="width")
-            layer = data.draw(st.sampled_from([{"type": "Linear", "in_features": wrong, "out_features": wrong},
-                                               {"type": "Linear", "in_features": w, "out_features": wrong + w}]))
-            self.reject("shape mismatch", 422, "POST", EDITS, {"ops": [{"op": "insert", "after": anchor,
-                                                                        "layer": layer}]})  # fmt: skip
+            layer = data.draw(
+                st.sampled_from(
+                    [
+                        {"type": "Linear", "in_features": wrong, "out_features": wrong},
+                        {"type": "Linear", "in_features": w, "out_features": wrong + w},
+                    ]
+                )
+            )
+            self.reject(
+                "shape mismatch", 422, "POST", EDITS, {"ops": [{"op": "insert", "after": anchor, "layer": layer}]}
+            )
         elif how == "remove fc":  # fc1 / fc2 change the width their reader gets
             node = data.draw(st.sampled_from(["fc1", "fc2"]), label="node")
             self.reject("shape mismatch", 422, "POST", EDITS, {"ops": [{"op": "remove", "node": node}]})
         else:
-            self.reject("shape mismatch", 422, "PUT", f"{M}/layers/fc2",
-                        {"layer": {"type": "Linear", "in_features": 128, "out_features": 32}})  # fmt: skip
+            self.reject(
+                "shape mismatch",
+                422,
+                "PUT",
+                f"{M}/layers/fc2",
+                {"layer": {"type": "Linear", "in_features": 128, "out_features": 32}},
+            )
 
     def bad_weights(self, data: st.DataObject) -> None:
         """Wrong shapes, too few values, a tensor the layer does not have, the wrong dtype."""
         node = data.draw(st.sampled_from(["fc1", "fc2", "fc3"]), label="node")
         w = self.width_of(node)
-        bad = data.draw(st.sampled_from([
-            {"bias": {"shape": [w + 1], "data": [0.0] * (w + 1)}},
-            {"weight": {"shape": [2, 2], "data": [[0.0, 1.0], [1.0, 0.0]]}},
-            {"bias": {"shape": [w], "data": [0.0] * 3}},
-            {"gamma": {"shape": [w], "data": [0.0] * w}},
-            {"bias": {"shape": [w], "data": [0.0] * w, "datatype": "FP64"}},
-        ]), label="tensors")  # fmt: skip
+        bad = data.draw(
+            st.sampled_from(
+                [
+                    {"bias": {"shape": [w + 1], "data": [0.0] * (w + 1)}},
+                    {"weight": {"shape": [2, 2], "data": [[0.0, 1.0], [1.0, 0.0]]}},
+                    {"bias": {"shape": [w], "data": [0.0] * 3}},
+                    {"gamma": {"shape": [w], "data": [0.0] * w}},
+                    {"bias": {"shape": [w], "data": [0.0] * w, "datatype": "FP64"}},
+                ]
+            ),
+            label="tensors",
+        )
         self.reject("bad weights", 422, "POST", EDITS, {"ops": [{"op": "set_weights", "node": node, "tensors": bad}]})
 
     def bad_layer_args(self, data: st.DataObject) -> None:
@@ -316,11 +373,13 @@ class EditMachine(RuleBasedStateMachine):
         anchor = data.draw(st.sampled_from(self.ids()), label="node")
         route = data.draw(st.sampled_from(["edits insert", "edits replace", "layers", "layers put"]), label="route")
         if route == "edits insert":
-            self.reject("bad layer args", 422, "POST", EDITS, {"ops": [{"op": "insert", "after": anchor,
-                                                                        "layer": bad[1]}]})  # fmt: skip
+            self.reject(
+                "bad layer args", 422, "POST", EDITS, {"ops": [{"op": "insert", "after": anchor, "layer": bad[1]}]}
+            )
         elif route == "edits replace":
-            self.reject("bad layer args", 422, "POST", EDITS, {"ops": [{"op": "replace", "node": anchor,
-                                                                        "layer": bad[1]}]})  # fmt: skip
+            self.reject(
+                "bad layer args", 422, "POST", EDITS, {"ops": [{"op": "replace", "node": anchor, "layer": bad[1]}]}
+            )
         elif route == "layers":
             self.reject("bad layer args", 422, "POST", f"{M}/layers", {"after": anchor, "layer": bad[1]})
         else:
@@ -335,10 +394,18 @@ class EditMachine(RuleBasedStateMachine):
         else:
             anchor = data.draw(st.sampled_from(["input", *self.ids()]), label="after")
             w = self.width_of(anchor)
-            layer = ({"type": "Linear", "in_features": w, "out_features": w + 1} if how == "linear" else
-                     {"type": "BatchNorm1d", "num_features": w, "track_running_stats": False})  # fmt: skip
-        self.reject("impossible identity", 422, "POST", EDITS, {"ops": [{"op": "insert", "after": anchor,
-                                                                         "layer": layer, "init": "identity"}]})
+            layer = (
+                {"type": "Linear", "in_features": w, "out_features": w + 1}
+                if how == "linear"
+                else {"type": "BatchNorm1d", "num_features": w, "track_running_stats": False}
+            )
+        self.reject(
+            "impossible identity",
+            422,
+            "POST",
+            EDITS,
+            {"ops": [{"op": "insert", "after": anchor, "layer": layer, "init": "identity"}]},
+        )
 
     def output_change_without_flag(self, data: st.DataObject) -> None:
         last = self.chain[-1]
@@ -348,8 +415,13 @@ class EditMachine(RuleBasedStateMachine):
         elif how == "remove head":
             ops = [{"op": "remove", "node": "fc3"}]
         else:  # a Linear after the last node that widens the output
-            ops = [{"op": "insert", "after": last.id, "layer": {"type": "Linear", "in_features": last.width,
-                                                                "out_features": last.width + 2}}]  # fmt: skip
+            ops = [
+                {
+                    "op": "insert",
+                    "after": last.id,
+                    "layer": {"type": "Linear", "in_features": last.width, "out_features": last.width + 2},
+                }
+            ]
         self.reject("output change without the flag", 422, "POST", EDITS, {"ops": ops})
 
     def stale_base(self, data: st.DataObject) -> None:
@@ -362,8 +434,13 @@ class EditMachine(RuleBasedStateMachine):
 
     def duplicate_name(self, data: st.DataObject) -> None:
         name = data.draw(st.sampled_from(["input", *self.ids()]), label="name")
-        self.reject("duplicate name", 422, "POST", EDITS, {"ops": [{"op": "insert", "after": self.ids()[-1],
-                                                                    "name": name, "layer": {"type": "Identity"}}]})
+        self.reject(
+            "duplicate name",
+            422,
+            "POST",
+            EDITS,
+            {"ops": [{"op": "insert", "after": self.ids()[-1], "name": name, "layer": {"type": "Identity"}}]},
+        )
 
     def rollback_to_nowhere(self, data: st.DataObject) -> None:
         to = data.draw(st.integers(self.version + 1, self.version + 50), label="to")
@@ -376,12 +453,31 @@ class EditMachine(RuleBasedStateMachine):
             anchor = data.draw(st.sampled_from(self.ids()), label="after")
             ops.append({"op": "insert", "after": anchor, "layer": {"type": "Identity"}, "init": "identity"})
         ops.append({"op": "set_weights", "node": "fc3", "tensors": {"bias": {"shape": [10], "data": [9.0] * 10}}})
-        last, status = data.draw(st.sampled_from([
-            ({"op": "remove", "node": "ghost"}, 404),
-            ({"op": "insert", "after": "fc1", "layer": {"type": "Linear", "in_features": 3, "out_features": 3}}, 422),
-            ({"op": "replace", "node": "fc3", "layer": {"type": "Linear", "in_features": 64, "out_features": 4}}, 422),
-            ({"op": "frobnicate"}, 422),
-        ]), label="invalid op")  # fmt: skip
+        last, status = data.draw(
+            st.sampled_from(
+                [
+                    ({"op": "remove", "node": "ghost"}, 404),
+                    (
+                        {
+                            "op": "insert",
+                            "after": "fc1",
+                            "layer": {"type": "Linear", "in_features": 3, "out_features": 3},
+                        },
+                        422,
+                    ),
+                    (
+                        {
+                            "op": "replace",
+                            "node": "fc3",
+                            "layer": {"type": "Linear", "in_features": 64, "out_features": 4},
+                        },
+                        422,
+                    ),
+                    ({"op": "frobnicate"}, 422),
+                ]
+            ),
+            label="invalid op",
+        )
         self.reject("valid ops then an invalid one", status, "POST", EDITS, {"ops": [*ops, last]})
 
     # -- the rules: one valid edit, one invalid edit, or a dry run (each draws its kind) ----------------------------
@@ -407,20 +503,38 @@ class EditMachine(RuleBasedStateMachine):
 def test_invalid_edits_leave_nothing_behind() -> None:
     STATS.clear()
     t0 = time.monotonic()
-    run_state_machine_as_test(EditMachine, settings=settings(
-        max_examples=25, stateful_step_count=25, derandomize=True, database=None, deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    ))  # fmt: skip
+    run_state_machine_as_test(
+        EditMachine,
+        settings=settings(
+            max_examples=25,
+            stateful_step_count=25,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )
     seconds = time.monotonic() - t0
     accepted = sum(n for k, n in STATS.items() if k.startswith("accepted"))
     rejected = sum(n for k, n in STATS.items() if k.startswith("rejected"))
     detail = ", ".join(f"{k}: {n}" for k, n in sorted(STATS.items()) if k not in ("steps", "examples"))
-    print(f"\n[state machine] examples: {STATS['examples']}, steps: {STATS['steps']} ({accepted} accepted edits, "
-          f"{rejected} rejected); {seconds:.1f} s\n  {detail}")  # fmt: skip
+    print(
+        f"\n[state machine] examples: {STATS['examples']}, steps: {STATS['steps']} ({accepted} accepted edits, "
+        f"{rejected} rejected); {seconds:.1f} s\n  {detail}"
+    )
     # every kind of refusal and every kind of valid edit was really tried (derandomized: the same run every time)
-    kinds = ["unknown node", "shape mismatch", "bad weights", "bad layer args", "impossible identity",
-             "output change without the flag", "stale version", "duplicate name", "rollback to a missing version",
-             "valid ops then an invalid one"]  # fmt: skip
+    kinds = [
+        "unknown node",
+        "shape mismatch",
+        "bad weights",
+        "bad layer args",
+        "impossible identity",
+        "output change without the flag",
+        "stale version",
+        "duplicate name",
+        "rollback to a missing version",
+        "valid ops then an invalid one",
+    ]
     assert all(STATS[f"rejected {k}"] > 0 for k in kinds), STATS
     for k in ["identity insert", "remove", "replace activation", "replace keep_weights", "set_weights", "rollback"]:
         assert STATS[f"accepted {k}"] > 0, (k, STATS)

@@ -93,8 +93,12 @@ def test_a_taken_name_is_409_whatever_the_body(up: TestClient, spools: Path) -> 
 
 def test_over_the_upload_limit_is_413_declared_or_chunked(up: TestClient, spools: Path) -> None:
     big = DIGITS + b"\0" * int(UPLOAD_MB * 1024 * 1024)
-    assert_error(up.post("/v1/models?name=big", content=big, headers=ZIP), 413, "--max-upload-mb",
-                 str(int(UPLOAD_MB * 1024 * 1024)))  # fmt: skip
+    assert_error(
+        up.post("/v1/models?name=big", content=big, headers=ZIP),
+        413,
+        "--max-upload-mb",
+        str(int(UPLOAD_MB * 1024 * 1024)),
+    )
 
     def pieces() -> Iterator[bytes]:
         for i in range(0, len(big), 65536):
@@ -121,27 +125,49 @@ _WEIGHTS = weights_bytes(load_zoo("digits"))
 _UNKNOWN_LAYER = _digits_spec()
 _UNKNOWN_LAYER["nodes"][2]["layer"] = {"type": "Exec", "code": "import os"}
 _UNKNOWN_FUNCTION = _digits_spec()
-_UNKNOWN_FUNCTION["nodes"][1] = {"id": _UNKNOWN_FUNCTION["nodes"][1]["id"], "function": "eval",
-                                 "inputs": _UNKNOWN_FUNCTION["nodes"][1]["inputs"]}  # fmt: skip
+_UNKNOWN_FUNCTION["nodes"][1] = {
+    "id": _UNKNOWN_FUNCTION["nodes"][1]["id"],
+    "function": "eval",
+    "inputs": _UNKNOWN_FUNCTION["nodes"][1]["inputs"],
+}
 
 
-@pytest.mark.parametrize("body,words", [
-    (b"definitely not a zip", ["not a zip"]),
-    (b"PK\x03\x04" + b"\0" * 100, ["not a zip"]),
-    (_zip({"weights.safetensors": _WEIGHTS}), ["mine.zip", "no spec.json"]),
-    (_zip({"spec.json": "{not json", "weights.safetensors": _WEIGHTS}), ["spec.json is not JSON"]),
-    (_zip({"spec.json": "[1, 2]", "weights.safetensors": _WEIGHTS}), ["spec.json must hold a JSON object"]),
-    (_zip({"spec.json": json.dumps(_digits_spec()), "weights.safetensors": b"\x08" + b"\0" * 20}),
-     ["weights.safetensors is not a safetensors file"]),
-    (_zip({"spec.json": json.dumps(_digits_spec()), "weights.safetensors": _bad_weights()}),
-     ["weights do not match", "fc3.bias"]),
-    (_zip({"spec.json": json.dumps(_UNKNOWN_LAYER), "weights.safetensors": _WEIGHTS}), ["Exec"]),
-    (_zip({"spec.json": json.dumps(_UNKNOWN_FUNCTION), "weights.safetensors": _WEIGHTS}), ["eval"]),
-    (_zip({"spec.json": json.dumps(_digits_spec(format=99)), "weights.safetensors": _WEIGHTS}), ["format"]),
-], ids=["garbage", "zip-magic-only", "no-spec", "spec-not-json", "spec-not-object", "bad-safetensors",
-        "weights-mismatch", "unknown-layer", "unknown-function", "spec-format"])  # fmt: skip
-def test_an_invalid_bundle_is_422_naming_what_is_wrong(up: TestClient, spools: Path, body: bytes,
-                                                        words: list[str]) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "body,words",
+    [
+        (b"definitely not a zip", ["not a zip"]),
+        (b"PK\x03\x04" + b"\0" * 100, ["not a zip"]),
+        (_zip({"weights.safetensors": _WEIGHTS}), ["mine.zip", "no spec.json"]),
+        (_zip({"spec.json": "{not json", "weights.safetensors": _WEIGHTS}), ["spec.json is not JSON"]),
+        (_zip({"spec.json": "[1, 2]", "weights.safetensors": _WEIGHTS}), ["spec.json must hold a JSON object"]),
+        (
+            _zip({"spec.json": json.dumps(_digits_spec()), "weights.safetensors": b"\x08" + b"\0" * 20}),
+            ["weights.safetensors is not a safetensors file"],
+        ),
+        (
+            _zip({"spec.json": json.dumps(_digits_spec()), "weights.safetensors": _bad_weights()}),
+            ["weights do not match", "fc3.bias"],
+        ),
+        (_zip({"spec.json": json.dumps(_UNKNOWN_LAYER), "weights.safetensors": _WEIGHTS}), ["Exec"]),
+        (_zip({"spec.json": json.dumps(_UNKNOWN_FUNCTION), "weights.safetensors": _WEIGHTS}), ["eval"]),
+        (_zip({"spec.json": json.dumps(_digits_spec(format=99)), "weights.safetensors": _WEIGHTS}), ["format"]),
+    ],
+    ids=[
+        "garbage",
+        "zip-magic-only",
+        "no-spec",
+        "spec-not-json",
+        "spec-not-object",
+        "bad-safetensors",
+        "weights-mismatch",
+        "unknown-layer",
+        "unknown-function",
+        "spec-format",
+    ],
+)
+def test_an_invalid_bundle_is_422_naming_what_is_wrong(
+    up: TestClient, spools: Path, body: bytes, words: list[str]
+) -> None:
     assert_error(up.post("/v1/models?name=mine", content=body, headers=ZIP), 422, *words)
     assert _models(up) == ["digits"]
     assert up.get("/v1/models/mine").status_code == 404
@@ -162,10 +188,13 @@ def test_a_model_over_the_memory_budget_is_422(make_client: Callable[..., TestCl
     assert list((tmp_path / "state" / "uploads").iterdir()) == []
 
 
-@pytest.mark.parametrize("query,words", [("", ["?name="]), ("?name=..", ["name"]), ("?name=a%2Fb", ["name"]),
-                                         ("?name=" + "x" * 65, ["name"])])  # fmt: skip
-def test_a_missing_or_bad_name_is_422_before_anything_is_spooled(up: TestClient, spools: Path, query: str,
-                                                                  words: list[str]) -> None:  # fmt: skip
+@pytest.mark.parametrize(
+    "query,words",
+    [("", ["?name="]), ("?name=..", ["name"]), ("?name=a%2Fb", ["name"]), ("?name=" + "x" * 65, ["name"])],
+)
+def test_a_missing_or_bad_name_is_422_before_anything_is_spooled(
+    up: TestClient, spools: Path, query: str, words: list[str]
+) -> None:
     assert_error(up.post(f"/v1/models{query}", content=DIGITS, headers=ZIP), 422, *words)
     assert not spools.exists()
 
@@ -216,8 +245,9 @@ def test_an_upload_is_never_unpickled(up: TestClient, spools: Path, monkeypatch:
     assert r.status_code == 201, r.text
 
 
-def test_an_unusable_state_dir_refuses_the_upload_before_reading_it(make_client: Callable[..., TestClient],
-                                                                    tmp_path: Path) -> None:  # fmt: skip
+def test_an_unusable_state_dir_refuses_the_upload_before_reading_it(
+    make_client: Callable[..., TestClient], tmp_path: Path
+) -> None:
     not_a_dir = tmp_path / "state-file"
     not_a_dir.write_text("x")
     c = make_client(state_dir=not_a_dir)

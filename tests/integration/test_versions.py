@@ -24,8 +24,13 @@ X = [[0.5] * 64]
 
 
 def _bias_edit(client: TestClient, value: float) -> int:
-    r = client.post("/v1/models/digits/edits", headers=AUTH, json={"ops": [{"op": "set_weights", "node": "fc3",
-                    "tensors": {"bias": {"shape": [10], "data": [value] * 10}}}]})  # fmt: skip
+    r = client.post(
+        "/v1/models/digits/edits",
+        headers=AUTH,
+        json={
+            "ops": [{"op": "set_weights", "node": "fc3", "tensors": {"bias": {"shape": [10], "data": [value] * 10}}}]
+        },
+    )
     assert r.status_code == 200, r.text
     return int(r.json()["version"])
 
@@ -91,9 +96,15 @@ def test_pin_and_gc(make_client: Callable[..., TestClient]) -> None:
 
 def test_export_round_trip_is_bit_identical(make_client: Callable[..., TestClient], tmp_path: Path) -> None:
     c = make_client()
-    c.post("/v1/models/digits/layers", headers=AUTH, json={
-        "after": "relu1", "layer": {"type": "Residual", "body": [{"type": "Linear", "in_features": 128,
-                                                                  "out_features": 128}]}, "seed": 3})  # fmt: skip
+    c.post(
+        "/v1/models/digits/layers",
+        headers=AUTH,
+        json={
+            "after": "relu1",
+            "layer": {"type": "Residual", "body": [{"type": "Linear", "in_features": 128, "out_features": 128}]},
+            "seed": 3,
+        },
+    )
     r = c.get("/v1/models/digits/versions/2/export")
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
     z = zipfile.ZipFile(io.BytesIO(r.content))
@@ -154,7 +165,8 @@ def test_corrupt_blob_at_start_is_reported_and_other_models_serve(tmp_path: Path
 
 
 def test_unreadable_journal_serves_models_in_memory_refuses_edits_and_is_left_alone(
-        make_client: Callable[..., TestClient], tmp_path: Path) -> None:  # fmt: skip
+    make_client: Callable[..., TestClient], tmp_path: Path
+) -> None:
     state = tmp_path / "s"
     state.mkdir()
     journal = state / "journal.sqlite3"

@@ -10,16 +10,21 @@ from torch import nn
 class ViT(nn.Module):
     """Patch conv, class token, position embedding, pre-norm encoder layers, a head on the class token."""
 
-    def __init__(self, image: int = 32, patch: int = 8, dim: int = 32, depth: int = 2, heads: int = 4,
-                 classes: int = 10) -> None:  # fmt: skip
+    def __init__(
+        self, image: int = 32, patch: int = 8, dim: int = 32, depth: int = 2, heads: int = 4, classes: int = 10
+    ) -> None:
         super().__init__()
         self.patch_embed = nn.Conv2d(3, dim, patch, patch)
         n = (image // patch) ** 2
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.pos_embed = nn.Parameter(torch.randn(1, n + 1, dim) * 0.02)
         self.encoder = nn.TransformerEncoder(
-            nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.1, activation="gelu", batch_first=True,
-                                       norm_first=True), depth, enable_nested_tensor=False)  # fmt: skip
+            nn.TransformerEncoderLayer(
+                dim, heads, 2 * dim, dropout=0.1, activation="gelu", batch_first=True, norm_first=True
+            ),
+            depth,
+            enable_nested_tensor=False,
+        )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, classes)
 
@@ -84,8 +89,15 @@ class TwoTower(nn.Module):
 def hf_bert() -> nn.Module:
     from transformers import BertConfig, BertForSequenceClassification
 
-    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=64, num_labels=3)  # fmt: skip
+    cfg = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=3,
+    )
     torch.manual_seed(0)
     return BertForSequenceClassification(cfg).eval()
 
@@ -93,7 +105,15 @@ def hf_bert() -> nn.Module:
 def hf_vit() -> nn.Module:
     from transformers import ViTConfig, ViTForImageClassification
 
-    cfg = ViTConfig(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
-                    num_attention_heads=4, intermediate_size=64, num_labels=5)  # fmt: skip
+    cfg = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        num_channels=3,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=5,
+    )
     torch.manual_seed(0)
     return ViTForImageClassification(cfg).eval()

@@ -142,8 +142,9 @@ class MobileNetV2(nn.Module):
     def __init__(self, classes: int = 10) -> None:
         super().__init__()
         cfg = [(1, 8, 1, 1), (6, 12, 2, 2), (6, 16, 2, 2), (6, 24, 2, 2), (6, 32, 1, 1)]
-        layers: list[nn.Module] = [nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8),
-                                                 nn.ReLU6(inplace=True))]  # fmt: skip
+        layers: list[nn.Module] = [
+            nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU6(inplace=True))
+        ]
         cin = 8
         for t, c, n, s in cfg:
             for i in range(n):
@@ -159,8 +160,9 @@ class MobileNetV2(nn.Module):
 
 
 class SqueezeExcitation(nn.Module):
-    def __init__(self, c: int, squeeze: int, act: type[nn.Module] = nn.ReLU,
-                 gate: type[nn.Module] = nn.Hardsigmoid) -> None:  # fmt: skip
+    def __init__(
+        self, c: int, squeeze: int, act: type[nn.Module] = nn.ReLU, gate: type[nn.Module] = nn.Hardsigmoid
+    ) -> None:
         super().__init__()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc1 = nn.Conv2d(c, squeeze, 1)
@@ -203,8 +205,9 @@ class MobileNetV3Small(nn.Module):
             (20, 5, 60, 20, True, True, 1),
             (20, 5, 72, 24, True, True, 1),
         ]
-        layers: list[nn.Module] = [nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8),
-                                                 nn.Hardswish())]  # fmt: skip
+        layers: list[nn.Module] = [
+            nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.Hardswish())
+        ]
         layers += [V3Block(*c) for c in cfg]
         layers.append(nn.Sequential(nn.Conv2d(24, 72, 1, bias=False), nn.BatchNorm2d(72), nn.Hardswish()))
         self.features = nn.Sequential(*layers)
@@ -219,10 +222,14 @@ class MBConv(nn.Module):
     def __init__(self, cin: int, cout: int, k: int, stride: int, expand: int) -> None:
         super().__init__()
         hidden = cin * expand
-        self.expand = nn.Sequential(nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.SiLU()) \
-            if expand != 1 else nn.Identity()  # fmt: skip
-        self.depthwise = nn.Sequential(nn.Conv2d(hidden, hidden, k, stride, k // 2, groups=hidden, bias=False),
-                                       nn.BatchNorm2d(hidden), nn.SiLU())  # fmt: skip
+        self.expand = (
+            nn.Sequential(nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.SiLU())
+            if expand != 1
+            else nn.Identity()
+        )
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(hidden, hidden, k, stride, k // 2, groups=hidden, bias=False), nn.BatchNorm2d(hidden), nn.SiLU()
+        )
         self.se = SqueezeExcitation(hidden, max(1, cin // 4), nn.SiLU, nn.Sigmoid)
         self.project = nn.Sequential(nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout))
         self.use_res = stride == 1 and cin == cout
@@ -276,8 +283,9 @@ class DenseNet(nn.Module):
             self.blocks.append(layers)
             c += n * growth
             if i < len(blocks) - 1:
-                self.transitions.append(nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c // 2, 1, bias=False),
-                                                      nn.AvgPool2d(2, 2)))  # fmt: skip
+                self.transitions.append(
+                    nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c // 2, 1, bias=False), nn.AvgPool2d(2, 2))
+                )
                 c //= 2
         self.norm = nn.BatchNorm2d(c)
         self.classifier = nn.Linear(c, classes)

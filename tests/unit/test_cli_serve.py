@@ -29,12 +29,15 @@ def test_every_setting_is_a_flag_of_the_one_serve_command() -> None:
         assert field.default is None or options[name].default is None  # unset flags leave Settings' defaults
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--batch-wait", "sometimes"], "sometimes"),
-    (["--workers", "2", "--journal", "memory"], "workers > 1 need a journal they share"),
-    (["--journal", "mysql://u@h/db"], "--journal: "),
-    (["--port", "70000"], "--port: "),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-wait", "sometimes"], "sometimes"),
+        (["--workers", "2", "--journal", "memory"], "workers > 1 need a journal they share"),
+        (["--journal", "mysql://u@h/db"], "--journal: "),
+        (["--port", "70000"], "--port: "),
+    ],
+)
 def test_a_bad_value_is_one_line_and_exit_1(args: list[str], message: str) -> None:
     r = CliRunner().invoke(cli, ["serve", *args])
     assert r.exit_code in (1, 2) and message in r.output, r.output

@@ -56,9 +56,13 @@ def _violations(files: list[Path], allowed: tuple[str, ...]) -> list[str]:
 
 
 def test_only_main_and_api_import_api() -> None:
-    bad = [f"{f.relative_to(APP.parent)} imports {m}" for f in _files()
-           if f != APP / "main.py" and APP / "api" not in f.parents
-           for m in _imports(f) if m == "morphserve.api" or m.startswith("morphserve.api.")]  # fmt: skip
+    bad = [
+        f"{f.relative_to(APP.parent)} imports {m}"
+        for f in _files()
+        if f != APP / "main.py" and APP / "api" not in f.parents
+        for m in _imports(f)
+        if m == "morphserve.api" or m.startswith("morphserve.api.")
+    ]
     assert bad == []
 
 
@@ -71,14 +75,28 @@ def test_store_imports_only_graph_and_settings() -> None:
 
 
 def test_serving_imports_neither_api_nor_wire() -> None:
-    assert _violations(_files("serving"), ("morphserve.serving", "morphserve.store", "morphserve.graph", "morphserve.settings")) == []
+    assert (
+        _violations(
+            _files("serving"), ("morphserve.serving", "morphserve.store", "morphserve.graph", "morphserve.settings")
+        )
+        == []
+    )
 
 
 def test_wire_uses_only_the_torch_free_parts_of_graph() -> None:
-    assert _violations(_files("wire"), ("morphserve.wire", "morphserve.graph.datatypes", "morphserve.graph.arrays", "morphserve.graph")) == []
+    assert (
+        _violations(
+            _files("wire"),
+            ("morphserve.wire", "morphserve.graph.datatypes", "morphserve.graph.arrays", "morphserve.graph"),
+        )
+        == []
+    )
     for f in _files("wire"):
-        assert all(m in ("morphserve.graph", "morphserve.graph.datatypes", "morphserve.graph.arrays") or m.startswith(
-            ("morphserve.wire", "morphserve.graph.datatypes.", "morphserve.graph.arrays.")) for m in _imports(f)), f  # fmt: skip
+        assert all(
+            m in ("morphserve.graph", "morphserve.graph.datatypes", "morphserve.graph.arrays")
+            or m.startswith(("morphserve.wire", "morphserve.graph.datatypes.", "morphserve.graph.arrays."))
+            for m in _imports(f)
+        ), f
 
 
 def test_the_client_and_the_wire_codec_do_not_load_torch() -> None:

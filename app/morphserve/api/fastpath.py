@@ -78,7 +78,7 @@ class InferenceFastPath:
         request = ORJSONRequest(scope, receive)
         try:
             response = await _HANDLERS[kind](request, match[1])  # type: ignore[index]
-        except Exception as exc:  # noqa: BLE001 - answered by the app's own handler for it, as the router would
+        except Exception as exc:
             handler = self._handler(exc)
             if handler is None:
                 raise

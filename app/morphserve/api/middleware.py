@@ -20,8 +20,13 @@ log = logging.getLogger("morphserve.http")
 
 async def _send_error(send: Send, status: int, message: str) -> None:
     body = orjson.dumps({"error": message})
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -135,5 +140,12 @@ class MetricsMiddleware:
             self.metrics.requests.labels(method, template, str(status)).inc()
             self.metrics.latency.labels(method, template).observe(elapsed)
             if log.isEnabledFor(logging.DEBUG) or status >= 400:
-                log.log(logging.INFO if status < 500 else logging.ERROR, "request_id=%s %s %s -> %d (%.1f ms)",
-                        request_id, method, scope["path"], status, elapsed * 1000)  # fmt: skip
+                log.log(
+                    logging.INFO if status < 500 else logging.ERROR,
+                    "request_id=%s %s %s -> %d (%.1f ms)",
+                    request_id,
+                    method,
+                    scope["path"],
+                    status,
+                    elapsed * 1000,
+                )

@@ -17,9 +17,16 @@ NestedList = list[Any]
 MAX_VERSION = 2**63 - 1
 VersionNo = Annotated[int, Field(ge=1, le=MAX_VERSION)]
 #: `?min_version=N` on every inference route: read-your-writes across replicas.
-MinVersion = Annotated[int | None, Query(ge=1, le=MAX_VERSION, description="wait (bounded by --min-version-wait-ms) "
-                                         "until this replica serves at least this version; 503 naming the one it has "
-                                         "after that")]  # fmt: skip
+MinVersion = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=MAX_VERSION,
+        description="wait (bounded by --min-version-wait-ms) "
+        "until this replica serves at least this version; 503 naming the one it has "
+        "after that",
+    ),
+]
 IfVersion = Annotated[
     int | None,
     Field(ge=0, le=MAX_VERSION, description="the version the edit is based on (409 if the model has moved on)"),
@@ -70,15 +77,30 @@ OIP_REQUEST_SCHEMA: dict[str, Any] = {
     "properties": {
         "id": {"type": "string"},
         "parameters": {"type": "object"},
-        "inputs": {"type": "array", "items": {
-            "type": "object", "required": ["name", "shape", "datatype"],
-            "properties": {"name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
-                           "datatype": {"type": "string"}, "parameters": {"type": "object"},
-                           "data": {"type": "array"}}}},
-        "outputs": {"type": "array", "items": {"type": "object", "required": ["name"],
-                    "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}}}},
+        "inputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name", "shape", "datatype"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "shape": {"type": "array", "items": {"type": "integer"}},
+                    "datatype": {"type": "string"},
+                    "parameters": {"type": "object"},
+                    "data": {"type": "array"},
+                },
+            },
+        },
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+            },
+        },
     },
-}  # fmt: skip
+}
 
 
 class OIPOutput(BaseModel):
@@ -215,8 +237,9 @@ class EditResponse(BaseModel):
     diff: GraphDiff
     timings_ms: Timings
     live_at: float | None = Field(
-        None, description="when this replica began serving the version: UNIX time in seconds (null for dry runs); "
+        None,
+        description="when this replica began serving the version: UNIX time in seconds (null for dry runs); "
         "the next batch after it runs the new version",
-    )  # fmt: skip
+    )
     graph: GraphDescription | None = Field(None, description="the would-be graph, for dry runs")
     replicas: ReplicaWait | None = Field(None, description="with ?wait=: which replicas have the version live")

@@ -13,10 +13,14 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "capture": "morphserve.capture.api", "example_inputs": "morphserve.capture.api", "parse_input": "morphserve.capture.api",
-    "CaptureError": "morphserve.capture.refusals", "load_module": "morphserve.capture.source",
-    "bundle_bytes": "morphserve.graph.bundle", "write_bundle": "morphserve.graph.bundle",
-}  # fmt: skip
+    "capture": "morphserve.capture.api",
+    "example_inputs": "morphserve.capture.api",
+    "parse_input": "morphserve.capture.api",
+    "CaptureError": "morphserve.capture.refusals",
+    "load_module": "morphserve.capture.source",
+    "bundle_bytes": "morphserve.graph.bundle",
+    "write_bundle": "morphserve.graph.bundle",
+}
 __all__ = sorted(_EXPORTS)
 
 

@@ -38,8 +38,14 @@ from .walk import Walker
 
 EXAMPLE_BATCH = 2
 EXAMPLE_SIZE = 32  # what a -1 dimension other than the batch is during capture (the shape probes use 32 too)
-_QUIET = ("torch._export", "torch.export", "torch.fx.experimental.symbolic_shapes", "torch._dynamo",
-          "torch._subclasses.fake_tensor", "torch.fx._symbolic_trace")  # fmt: skip
+_QUIET = (
+    "torch._export",
+    "torch.export",
+    "torch.fx.experimental.symbolic_shapes",
+    "torch._dynamo",
+    "torch._subclasses.fake_tensor",
+    "torch.fx._symbolic_trace",
+)
 
 
 def parse_input(text: str | TensorSpec | dict[str, Any]) -> TensorSpec:
@@ -99,8 +105,10 @@ def _no_custom_autograd() -> Iterator[None]:
             import sys
 
             f = sys._getframe(1)
-            raise CaptureError(f"custom autograd Function {cls.__name__} at {f.f_code.co_filename}:{f.f_lineno}: "
-                               "write its forward as plain torch operations to import it")  # fmt: skip
+            raise CaptureError(
+                f"custom autograd Function {cls.__name__} at {f.f_code.co_filename}:{f.f_lineno}: "
+                "write its forward as plain torch operations to import it"
+            )
         return original.__func__(cls, *args, **kwargs)  # type: ignore[attr-defined]
 
     torch.autograd.Function.apply = classmethod(apply)  # type: ignore[assignment, method-assign]
@@ -110,8 +118,9 @@ def _no_custom_autograd() -> Iterator[None]:
         torch.autograd.Function.apply = original  # type: ignore[method-assign]
 
 
-def capture(module: nn.Module, inputs: Sequence[str | TensorSpec | dict[str, Any]], *, name: str = "model",
-            check: bool = True) -> ModelVersion:  # fmt: skip
+def capture(
+    module: nn.Module, inputs: Sequence[str | TensorSpec | dict[str, Any]], *, name: str = "model", check: bool = True
+) -> ModelVersion:
     """Version 1 of `module` as an editable graph, in eval mode. `inputs`: one per forward argument, in order.
 
     With `check`, the captured graph is run on the example inputs and must reproduce the module's outputs.
@@ -151,14 +160,18 @@ def _check(version: ModelVersion, expected: Any, examples: tuple[torch.Tensor, .
         raise CaptureError(f"the captured graph returns {len(got)} tensors, the model {len(want)}")
     for o, w, g in zip(version.outputs, want, got, strict=True):
         if w.shape != g.shape or w.dtype != g.dtype:
-            raise CaptureError(f"output {o.name!r}: the captured graph gives {g.dtype} {list(g.shape)}, the model "
-                               f"{w.dtype} {list(w.shape)}")  # fmt: skip
+            raise CaptureError(
+                f"output {o.name!r}: the captured graph gives {g.dtype} {list(g.shape)}, the model "
+                f"{w.dtype} {list(w.shape)}"
+            )
         if w.is_floating_point():
             tol = 1e-4 * max(1.0, float(w.abs().max()) if w.numel() else 1.0)
             diff = float((w - g).abs().max()) if w.numel() else 0.0
             if not diff <= tol:
-                raise CaptureError(f"output {o.name!r}: the captured graph differs from the model by {diff:.3g} "
-                                   "(a capture bug: please report it with the model)")  # fmt: skip
+                raise CaptureError(
+                    f"output {o.name!r}: the captured graph differs from the model by {diff:.3g} "
+                    "(a capture bug: please report it with the model)"
+                )
         elif not torch.equal(w, g):
             raise CaptureError(f"output {o.name!r}: the captured graph gives other values than the model")
 

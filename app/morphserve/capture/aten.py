@@ -318,11 +318,24 @@ def _binary(name: str, alpha: bool = False, mode: bool = False) -> Converter:
     return conv
 
 
-for _name, _alpha, _mode in [("add", True, False), ("sub", True, False), ("mul", False, False), ("div", False, True),
-                             ("pow", False, False), ("remainder", False, False), ("eq", False, False),
-                             ("ne", False, False), ("lt", False, False), ("le", False, False), ("gt", False, False),
-                             ("ge", False, False), ("maximum", False, False), ("minimum", False, False),
-                             ("logical_and", False, False), ("logical_or", False, False)]:  # fmt: skip
+for _name, _alpha, _mode in [
+    ("add", True, False),
+    ("sub", True, False),
+    ("mul", False, False),
+    ("div", False, True),
+    ("pow", False, False),
+    ("remainder", False, False),
+    ("eq", False, False),
+    ("ne", False, False),
+    ("lt", False, False),
+    ("le", False, False),
+    ("gt", False, False),
+    ("ge", False, False),
+    ("maximum", False, False),
+    ("minimum", False, False),
+    ("logical_and", False, False),
+    ("logical_or", False, False),
+]:
     CONVERTERS[_name] = _binary(_name, _alpha, _mode)
 CONVERTERS["true_divide"] = CONVERTERS["div"]
 CONVERTERS["multiply"] = CONVERTERS["mul"]
@@ -340,8 +353,27 @@ def _rsub(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
     return Emit("rsub", [x], args)
 
 
-_UNARY = ("relu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "mish", "exp", "log", "sqrt", "rsqrt",
-          "neg", "abs", "erf", "reciprocal", "sin", "cos", "logical_not", "sign")  # fmt: skip
+_UNARY = (
+    "relu",
+    "silu",
+    "sigmoid",
+    "tanh",
+    "hardswish",
+    "hardsigmoid",
+    "mish",
+    "exp",
+    "log",
+    "sqrt",
+    "rsqrt",
+    "neg",
+    "abs",
+    "erf",
+    "reciprocal",
+    "sin",
+    "cos",
+    "logical_not",
+    "sign",
+)
 for _name in _UNARY:
     CONVERTERS[_name] = lambda a, s, n, _f=_name: Emit(_f, [a["self"]])
 

@@ -86,8 +86,12 @@ def _einsum(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
 @converts("conv1d", "conv2d")
 def _conv(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
     pad = a["padding"]
-    args = {"stride": ints(a["stride"], "stride"), "padding": pad if isinstance(pad, str) else ints(pad, "padding"),
-            "dilation": ints(a["dilation"], "dilation"), "groups": a["groups"]}  # fmt: skip
+    args = {
+        "stride": ints(a["stride"], "stride"),
+        "padding": pad if isinstance(pad, str) else ints(pad, "padding"),
+        "dilation": ints(a["dilation"], "dilation"),
+        "groups": a["groups"],
+    }
     ins = [a["input"], a["weight"]] + ([a["bias"]] if a["bias"] is not None else [])
     return Emit(op_name(n), ins, args)
 
@@ -157,34 +161,55 @@ def _where(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
 @converts("max_pool1d", "max_pool2d", "max_pool2d_with_indices", "max_pool1d_with_indices")
 def _max_pool(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
     name = op_name(n).replace("_with_indices", "")
-    args = {"kernel_size": ints(a["kernel_size"], "kernel"), "stride": ints(a["stride"], "stride") or None,
-            "padding": ints(a["padding"], "padding"), "dilation": ints(a["dilation"], "dilation"),
-            "ceil_mode": bool(a["ceil_mode"])}  # fmt: skip
-    return Emit(name, [a["self"]], {k: v for k, v in args.items() if v is not None},
-                first_of_tuple=op_name(n).endswith("with_indices"))  # fmt: skip
+    args = {
+        "kernel_size": ints(a["kernel_size"], "kernel"),
+        "stride": ints(a["stride"], "stride") or None,
+        "padding": ints(a["padding"], "padding"),
+        "dilation": ints(a["dilation"], "dilation"),
+        "ceil_mode": bool(a["ceil_mode"]),
+    }
+    return Emit(
+        name,
+        [a["self"]],
+        {k: v for k, v in args.items() if v is not None},
+        first_of_tuple=op_name(n).endswith("with_indices"),
+    )
 
 
 @converts("avg_pool1d", "avg_pool2d")
 def _avg_pool(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
     if a.get("divisor_override") is not None:
         raise Refused("avg_pool with divisor_override")
-    args = {"kernel_size": ints(a["kernel_size"], "kernel"), "stride": ints(a["stride"], "stride") or None,
-            "padding": ints(a["padding"], "padding"), "ceil_mode": bool(a["ceil_mode"]),
-            "count_include_pad": bool(a["count_include_pad"])}  # fmt: skip
+    args = {
+        "kernel_size": ints(a["kernel_size"], "kernel"),
+        "stride": ints(a["stride"], "stride") or None,
+        "padding": ints(a["padding"], "padding"),
+        "ceil_mode": bool(a["ceil_mode"]),
+        "count_include_pad": bool(a["count_include_pad"]),
+    }
     return Emit(op_name(n), [a["self"]], {k: v for k, v in args.items() if v is not None})
 
 
 @converts("adaptive_avg_pool1d", "adaptive_avg_pool2d", "_adaptive_avg_pool2d", "adaptive_max_pool2d")
 def _adaptive(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
     name = op_name(n).lstrip("_")
-    return Emit(name, [a["self"]], {"output_size": ints(a["output_size"], "output size")},
-                first_of_tuple=name == "adaptive_max_pool2d")  # fmt: skip
+    return Emit(
+        name,
+        [a["self"]],
+        {"output_size": ints(a["output_size"], "output size")},
+        first_of_tuple=name == "adaptive_max_pool2d",
+    )
 
 
-_MODES = {"upsample_nearest1d": "nearest", "upsample_nearest2d": "nearest",
-          "_upsample_nearest_exact1d": "nearest-exact", "_upsample_nearest_exact2d": "nearest-exact",
-          "upsample_linear1d": "linear", "upsample_bilinear2d": "bilinear",
-          "upsample_bicubic2d": "bicubic"}  # fmt: skip
+_MODES = {
+    "upsample_nearest1d": "nearest",
+    "upsample_nearest2d": "nearest",
+    "_upsample_nearest_exact1d": "nearest-exact",
+    "_upsample_nearest_exact2d": "nearest-exact",
+    "upsample_linear1d": "linear",
+    "upsample_bilinear2d": "bilinear",
+    "upsample_bicubic2d": "bicubic",
+}
 
 
 def _upsample(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
@@ -221,8 +246,9 @@ for _name, _mode in [
     ("circular_pad1d", "circular"),
     ("circular_pad2d", "circular"),
 ]:
-    CONVERTERS[_name] = lambda a, s, n, _m=_mode: Emit("pad", [a["self"]], {"pad": ints(a["padding"], "padding"),
-                                                                          "mode": _m})  # fmt: skip
+    CONVERTERS[_name] = lambda a, s, n, _m=_mode: Emit(
+        "pad", [a["self"]], {"pad": ints(a["padding"], "padding"), "mode": _m}
+    )
 
 
 @converts("pixel_shuffle")
@@ -249,8 +275,15 @@ def _fill_of(n: fx.Node, a: dict[str, Any]) -> Any:
 def _full(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
     if "empty" in op_name(n):
         raise Refused("an uninitialised tensor (torch.empty) whose values are used")
-    return Emit("full", [], {"size": s.shape(a["size"], [], infer=False), "fill_value": _fill_of(n, a),
-                             "datatype": dtype_name(val(n).dtype)})  # fmt: skip
+    return Emit(
+        "full",
+        [],
+        {
+            "size": s.shape(a["size"], [], infer=False),
+            "fill_value": _fill_of(n, a),
+            "datatype": dtype_name(val(n).dtype),
+        },
+    )
 
 
 @converts("zeros_like", "ones_like", "full_like")

@@ -63,8 +63,10 @@ def import_model(
     except OSError as e:
         _fail(f"cannot write {output}: {e}")
     layers = sum(1 for n in version.spec.nodes if n.layer is not None)
-    typer.echo(f"wrote {output}: model {model_name!r}, {len(version.spec.nodes)} nodes ({layers} layers), "
-               f"{version.total_params():,} parameters")  # fmt: skip
+    typer.echo(
+        f"wrote {output}: model {model_name!r}, {len(version.spec.nodes)} nodes ({layers} layers), "
+        f"{version.total_params():,} parameters"
+    )
     if upload is not None:
         from morphserve.cli_models import served_line, upload_bundle
 

@@ -89,8 +89,7 @@ def _result_like(module: nn.Module, xs: list[torch.Tensor]) -> Any:
     s = tup(module.stride if module.stride is not None else module.kernel_size)
     d = tup(getattr(module, "dilation", 1))
     lead, spatial = x.shape[: x.dim() - nd], x.shape[x.dim() - nd :]
-    return x.new_empty((*lead, *(_pool_len(n, *a) for n, a in zip(spatial, zip(k, s, p, d, strict=True),
-                                                                     strict=True))))  # fmt: skip
+    return x.new_empty((*lead, *(_pool_len(n, *a) for n, a in zip(spatial, zip(k, s, p, d, strict=True), strict=True))))
 
 
 def _opaque_ok(module: nn.Module) -> bool:
@@ -193,10 +192,10 @@ def marked(root: nn.Module) -> Iterator[dict[tuple[str, int], Call]]:
             module.forward = _opaque_forward(path, module)  # type: ignore[method-assign]
             opaque_paths.append(path)
         if path and type(module) in MODULE_TYPES:
-            handles.append(module.register_forward_pre_hook(
-                lambda m, a, k, p=path: pre(p, m, a, k), with_kwargs=True))  # fmt: skip
-            handles.append(module.register_forward_hook(
-                lambda m, a, k, o, p=path: post(p, m, a, k, o), with_kwargs=True))  # fmt: skip
+            handles.append(module.register_forward_pre_hook(lambda m, a, k, p=path: pre(p, m, a, k), with_kwargs=True))
+            handles.append(
+                module.register_forward_hook(lambda m, a, k, o, p=path: post(p, m, a, k, o), with_kwargs=True)
+            )
     try:
         yield calls
     finally:

@@ -53,8 +53,9 @@ class RunTimeSizes:
         out = []
         for i, v in enumerate(values):
             j = i - offset
-            same = j >= 0 and is_symbolic(v) and isinstance(src[j], torch.SymInt) and \
-                src[j].node.expr == val(v).node.expr  # fmt: skip
+            same = (
+                j >= 0 and is_symbolic(v) and isinstance(src[j], torch.SymInt) and src[j].node.expr == val(v).node.expr
+            )
             out.append(-1 if same else self.ref(v, data))
         return out
 

@@ -31,9 +31,33 @@ from .marks import MARK, Call
 from .refusals import CaptureError, at, where_trace
 from .sizes import RunTimeSizes as _Sizes
 
-_VIEWS = {"view", "reshape", "_unsafe_view", "transpose", "permute", "t", "select", "slice", "expand", "unsqueeze",
-          "squeeze", "alias", "unflatten", "flatten", "split", "chunk", "unbind", "diagonal", "as_strided", "narrow",
-          "detach", "swapaxes", "expand_as", "view_as", "unfold"}  # fmt: skip
+_VIEWS = {
+    "view",
+    "reshape",
+    "_unsafe_view",
+    "transpose",
+    "permute",
+    "t",
+    "select",
+    "slice",
+    "expand",
+    "unsqueeze",
+    "squeeze",
+    "alias",
+    "unflatten",
+    "flatten",
+    "split",
+    "chunk",
+    "unbind",
+    "diagonal",
+    "as_strided",
+    "narrow",
+    "detach",
+    "swapaxes",
+    "expand_as",
+    "view_as",
+    "unfold",
+}
 _ASSIGNMENTS = {"copy_", "fill_", "zero_", "index_put_", "masked_scatter_", "scatter_", "index_copy_"}
 
 
@@ -61,8 +85,14 @@ class _Interval:
 class Walker:
     """One walk over one exported program; `run()` returns the spec (as JSON) and the module table."""
 
-    def __init__(self, ep: ExportedProgram, root: nn.Module, calls: dict[tuple[str, int], Call],
-                 inputs: list[TensorSpec], name: str) -> None:  # fmt: skip
+    def __init__(
+        self,
+        ep: ExportedProgram,
+        root: nn.Module,
+        calls: dict[tuple[str, int], Call],
+        inputs: list[TensorSpec],
+        name: str,
+    ) -> None:
         self.ep, self.root, self.calls, self.inputs, self.name = ep, root, calls, inputs, name
         self.graph = ep.graph
         self.nodes: list[fx.Node] = list(self.graph.nodes)
@@ -111,8 +141,7 @@ class Walker:
             return node_id
         if kind == "tuple":
             raise CaptureError(f"a tuple of tensors is used as one tensor{self.loc(consumer)}")
-        raise CaptureError(f"{consumer.target} reads {n.name}, which the capture could not express"
-                           f"{self.loc(consumer)}")  # fmt: skip
+        raise CaptureError(f"{consumer.target} reads {n.name}, which the capture could not express{self.loc(consumer)}")
 
     def parameter(self, fqn: str) -> str:
         if fqn not in self.params:
@@ -167,8 +196,12 @@ class Walker:
             elif n.op == "output":
                 outputs = self.outputs(n, out_names)
             i += 1
-        spec = {"name": self.name, "inputs": [t.model_dump(mode="json") for t in self.inputs],
-                "outputs": outputs, "nodes": self.spec_nodes}  # fmt: skip
+        spec = {
+            "name": self.name,
+            "inputs": [t.model_dump(mode="json") for t in self.inputs],
+            "outputs": outputs,
+            "nodes": self.spec_nodes,
+        }
         return spec, self.modules
 
     def output_names(self) -> list[str]:
@@ -260,8 +293,11 @@ class Walker:
             self.layer_seen[path] = k
             base = f"{base}_{k}"
         node_id = self.fresh(base)
-        marks = {(n.args[3], n.args[4]): n for n in self.nodes[iv.start: iv.end + 1] if n.target is MARK
-                 and (n.args[1], n.args[2]) == (path, call.number)}  # fmt: skip
+        marks = {
+            (n.args[3], n.args[4]): n
+            for n in self.nodes[iv.start : iv.end + 1]
+            if n.target is MARK and (n.args[1], n.args[2]) == (path, call.number)
+        }
         sources = [marks[(i, False)].args[0] for i in iv.inputs]
         inputs = [self.use(s, marks[(i, False)]) for s, i in zip(sources, iv.inputs, strict=True)]
         layer = parse_layer(iv.layer.to_json())
@@ -368,16 +404,21 @@ class Walker:
     def check_in_place(self, n: fx.Node, name: str) -> None:
         target = n.args[0]
         if name in _ASSIGNMENTS:
-            raise CaptureError(f"in-place assignment (aten.{name}){self.loc(n)}: write it out of place "
-                               "(e.g. torch.where or torch.cat)")  # fmt: skip
+            raise CaptureError(
+                f"in-place assignment (aten.{name}){self.loc(n)}: write it out of place (e.g. torch.where or torch.cat)"
+            )
         if isinstance(target, fx.Node) and target.op == "placeholder":
             what = self.placeholder_fqn.get(target.name)
             thing = f"its input {target.name!r}" if what is None else f"{what[1]!r}"
-            raise CaptureError(f"forward mutates {thing} in place (aten.{name}){self.loc(n)}; "
-                               "write `x = x + ...` instead of `x += ...`")  # fmt: skip
+            raise CaptureError(
+                f"forward mutates {thing} in place (aten.{name}){self.loc(n)}; "
+                "write `x = x + ...` instead of `x += ...`"
+            )
         if isinstance(target, fx.Node):
             later = [u for u in target.users if u is not n and self.pos[u] > self.pos[n]]
             view = target.op == "call_function" and aten.op_name(target) in _VIEWS
             if later or view:
-                raise CaptureError(f"in-place op aten.{name} on a tensor that is {'a view' if view else 'read later'}"
-                                   f"{self.loc(n)}; write it out of place")  # fmt: skip
+                raise CaptureError(
+                    f"in-place op aten.{name} on a tensor that is {'a view' if view else 'read later'}"
+                    f"{self.loc(n)}; write it out of place"
+                )

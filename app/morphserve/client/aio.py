@@ -23,12 +23,19 @@ class AsyncClient(_Ops):
     `httpx.ASGITransport(app)` to talk to an in-process app.
     """
 
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0, *,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         super().__init__()
         self.base_url = _base_url(url)
-        self._http = httpx.AsyncClient(base_url=self.base_url, headers=_headers(token), timeout=timeout,
-                                       transport=transport)  # fmt: skip
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=_headers(token), timeout=timeout, transport=transport
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -55,8 +62,9 @@ class AsyncClient(_Ops):
     async def _send(self, req: _Req) -> httpx.Response:
         content: Any = req.upload.achunks() if req.upload is not None else req.content
         try:
-            resp = await self._http.request(req.method, req.path, params=req.params, json=req.json, content=content,
-                                            headers=req.headers)  # fmt: skip
+            resp = await self._http.request(
+                req.method, req.path, params=req.params, json=req.json, content=content, headers=req.headers
+            )
         except httpx.TransportError as e:
             raise _unreachable(self.base_url, e) from e
         _raise_for(resp)
@@ -74,8 +82,9 @@ class AsyncClient(_Ops):
         """See `Client.model`."""
         return await self._run(self._get_json(f"/v1/models/{_p(model)}"))
 
-    async def graph(self, model: str, version: int | None = None,
-                    format: Literal["json", "dot", "svg"] = "json") -> Any:  # fmt: skip
+    async def graph(
+        self, model: str, version: int | None = None, format: Literal["json", "dot", "svg"] = "json"
+    ) -> Any:
         """See `Client.graph`."""
         return await self._run(self._graph(model, version, format))
 
@@ -87,13 +96,19 @@ class AsyncClient(_Ops):
         """See `Client.diff`."""
         return await self._run(self._diff(model, a, b))
 
-    async def add_model(self, name: str, zoo: str | None = None, spec: Mapping[str, Any] | None = None,
-                        options: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    async def add_model(
+        self,
+        name: str,
+        zoo: str | None = None,
+        spec: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """See `Client.add_model`."""
         return await self._run(self._send_json("POST", "/v1/models", _model_body(name, zoo, spec, options)))
 
-    async def create_from_bundle(self, name: str, bundle: BundleFile,
-                                 progress: Progress | None = None) -> dict[str, Any]:  # fmt: skip
+    async def create_from_bundle(
+        self, name: str, bundle: BundleFile, progress: Progress | None = None
+    ) -> dict[str, Any]:
         """See `Client.create_from_bundle`."""
         return await self._run(self._create_from_bundle(name, bundle, progress))
 
@@ -101,21 +116,37 @@ class AsyncClient(_Ops):
         """See `Client.delete_model`."""
         return await self._run(self._send_json("DELETE", f"/v1/models/{_p(name)}"))
 
-    async def edit(self, model: str, ops: list[Mapping[str, Any]], if_version: int | None = None,
-                   dry_run: bool = False, allow_output_change: bool = False) -> dict[str, Any]:  # fmt: skip
+    async def edit(
+        self,
+        model: str,
+        ops: list[Mapping[str, Any]],
+        if_version: int | None = None,
+        dry_run: bool = False,
+        allow_output_change: bool = False,
+    ) -> dict[str, Any]:
         """See `Client.edit`."""
         body = _edit_body(ops, if_version, dry_run, allow_output_change)
         return await self._run(self._send_json("POST", f"/v1/models/{_p(model)}/edits", body))
 
-    async def insert(self, model: str, layer: Mapping[str, Any], after: str | None = None, before: str | None = None,
-                     name: str | None = None, init: Literal["default", "identity"] = "default", seed: int = 0,
-                     if_version: int | None = None, allow_output_change: bool = False) -> dict[str, Any]:  # fmt: skip
+    async def insert(
+        self,
+        model: str,
+        layer: Mapping[str, Any],
+        after: str | None = None,
+        before: str | None = None,
+        name: str | None = None,
+        init: Literal["default", "identity"] = "default",
+        seed: int = 0,
+        if_version: int | None = None,
+        allow_output_change: bool = False,
+    ) -> dict[str, Any]:
         """See `Client.insert`."""
         body = _insert_body(layer, after, before, name, init, seed, if_version, allow_output_change)
         return await self._run(self._send_json("POST", f"/v1/models/{_p(model)}/layers", body))
 
-    async def remove(self, model: str, node: str, if_version: int | None = None,
-                     allow_output_change: bool = False) -> dict[str, Any]:  # fmt: skip
+    async def remove(
+        self, model: str, node: str, if_version: int | None = None, allow_output_change: bool = False
+    ) -> dict[str, Any]:
         """See `Client.remove`."""
         return await self._run(
             self._send_json(
@@ -126,15 +157,28 @@ class AsyncClient(_Ops):
             )
         )
 
-    async def replace(self, model: str, node: str, layer: Mapping[str, Any], keep_weights: bool = False,
-                      seed: int = 0, if_version: int | None = None,
-                      allow_output_change: bool = False) -> dict[str, Any]:  # fmt: skip
+    async def replace(
+        self,
+        model: str,
+        node: str,
+        layer: Mapping[str, Any],
+        keep_weights: bool = False,
+        seed: int = 0,
+        if_version: int | None = None,
+        allow_output_change: bool = False,
+    ) -> dict[str, Any]:
         """See `Client.replace`."""
         body = _replace_body(layer, keep_weights, seed, if_version, allow_output_change)
         return await self._run(self._send_json("PUT", f"/v1/models/{_p(model)}/layers/{_p(node)}", body))
 
-    async def set_weights(self, model: str, node: str, tensors: WeightsSource, progress: Progress | None = None,
-                          if_version: int | None = None) -> dict[str, Any]:  # fmt: skip
+    async def set_weights(
+        self,
+        model: str,
+        node: str,
+        tensors: WeightsSource,
+        progress: Progress | None = None,
+        if_version: int | None = None,
+    ) -> dict[str, Any]:
         """See `Client.set_weights`."""
         return await self._run(self._set_weights(model, node, tensors, progress, if_version))
 
@@ -161,15 +205,22 @@ class AsyncClient(_Ops):
         """See `Client.gc`."""
         return await self._run(self._send_json("POST", f"/v1/models/{_p(model)}/gc", {"keep": keep}))
 
-    async def events(self, model: str | None = None, since: int | None = None,
-                     reconnect: bool = True) -> AsyncIterator[Event]:  # fmt: skip
+    async def events(
+        self, model: str | None = None, since: int | None = None, reconnect: bool = True
+    ) -> AsyncIterator[Event]:
         """See `Client.events` (an async iterator: `async for event in c.events("digits")`)."""
         f = Follower(model, since, reconnect)
         while not f.done:
             path, params, headers = f.request()
             try:
-                async with aconnect_sse(self._http, "GET", path, params=params, headers=headers,
-                                        timeout=httpx.Timeout(30.0, read=READ_TIMEOUT_S)) as source:  # fmt: skip
+                async with aconnect_sse(
+                    self._http,
+                    "GET",
+                    path,
+                    params=params,
+                    headers=headers,
+                    timeout=httpx.Timeout(30.0, read=READ_TIMEOUT_S),
+                ) as source:
                     if source.response.status_code != 200:
                         await source.response.aread()
                         _raise_for(source.response)

@@ -56,9 +56,17 @@ class Unreachable(MorphserveError):
 
 
 _BY_STATUS: dict[int, type[MorphserveError]] = {
-    400: InvalidRequest, 401: Unauthorized, 403: Unauthorized, 404: NotFound, 409: Conflict,
-    413: InvalidRequest, 415: InvalidRequest, 422: InvalidRequest, 503: Unavailable, 504: Unavailable,
-}  # fmt: skip
+    400: InvalidRequest,
+    401: Unauthorized,
+    403: Unauthorized,
+    404: NotFound,
+    409: Conflict,
+    413: InvalidRequest,
+    415: InvalidRequest,
+    422: InvalidRequest,
+    503: Unavailable,
+    504: Unavailable,
+}
 
 
 def _raise_for(resp: httpx.Response) -> None:

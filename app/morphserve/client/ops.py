@@ -54,8 +54,9 @@ class _Ops:
             arrays = {sig[0]["name"]: _to_numpy(inputs)}
         else:
             names = [s["name"] for s in sig]
-            raise InvalidRequest(0, f"model {model!r} has inputs {names}: pass a dict of arrays by name",
-                                 {"expected": names})  # fmt: skip
+            raise InvalidRequest(
+                0, f"model {model!r} has inputs {names}: pass a dict of arrays by name", {"expected": names}
+            )
         # Cast to the declared dtype when no information is lost in kind (float64 -> float32, int -> float):
         # numpy's default float64 would otherwise be refused by an FP32 model. Other mismatches go to the
         # server unchanged, so its error names the expected and the given datatype.
@@ -98,21 +99,31 @@ class _Ops:
             params["to"] = b
         return (yield from self._get_json(f"/v1/models/{_p(model)}/diff", params))
 
-    def _send_json(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
-                   params: dict[str, Any] | None = None) -> _Op[dict[str, Any]]:  # fmt: skip
+    def _send_json(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> _Op[dict[str, Any]]:
         resp = yield _Req(method, path, json=body, headers=headers or {}, params=params)
         return resp.json()
 
     # edits
-    def _set_weights(self, model: str, node: str, tensors: Any, progress: Progress | None,
-                     if_version: int | None) -> _Op[dict[str, Any]]:  # fmt: skip
+    def _set_weights(
+        self, model: str, node: str, tensors: Any, progress: Progress | None, if_version: int | None
+    ) -> _Op[dict[str, Any]]:
         if isinstance(tensors, str | os.PathLike | bytes | bytearray | memoryview):
             upload = _Upload.of(tensors, progress)
         else:
             data = _safetensors_bytes(tensors)
             upload = _Upload(total=len(data), data=data, progress=progress)
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(upload.total),
-                   **_if_match(if_version)}  # fmt: skip
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(upload.total),
+            **_if_match(if_version),
+        }
         resp = yield _Req("PUT", f"/v1/models/{_p(model)}/layers/{_p(node)}/weights", upload=upload, headers=headers)
         return resp.json()
 
@@ -136,36 +147,58 @@ def _headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def _insert_body(layer: Mapping[str, Any], after: str | None, before: str | None, name: str | None, init: str,
-                 seed: int, if_version: int | None, allow_output_change: bool) -> dict[str, Any]:  # fmt: skip
-    body: dict[str, Any] = {"layer": dict(layer), "init": init, "seed": seed,
-                            "allow_output_change": allow_output_change}  # fmt: skip
+def _insert_body(
+    layer: Mapping[str, Any],
+    after: str | None,
+    before: str | None,
+    name: str | None,
+    init: str,
+    seed: int,
+    if_version: int | None,
+    allow_output_change: bool,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "layer": dict(layer),
+        "init": init,
+        "seed": seed,
+        "allow_output_change": allow_output_change,
+    }
     for k, v in (("after", after), ("before", before), ("name", name), ("if_version", if_version)):
         if v is not None:
             body[k] = v
     return body
 
 
-def _replace_body(layer: Mapping[str, Any], keep_weights: bool, seed: int, if_version: int | None,
-                  allow_output_change: bool) -> dict[str, Any]:  # fmt: skip
-    body: dict[str, Any] = {"layer": dict(layer), "keep_weights": keep_weights, "seed": seed,
-                            "allow_output_change": allow_output_change}  # fmt: skip
+def _replace_body(
+    layer: Mapping[str, Any], keep_weights: bool, seed: int, if_version: int | None, allow_output_change: bool
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "layer": dict(layer),
+        "keep_weights": keep_weights,
+        "seed": seed,
+        "allow_output_change": allow_output_change,
+    }
     if if_version is not None:
         body["if_version"] = if_version
     return body
 
 
-def _edit_body(ops: list[Mapping[str, Any]], if_version: int | None, dry_run: bool,
-               allow_output_change: bool) -> dict[str, Any]:  # fmt: skip
-    body: dict[str, Any] = {"ops": [dict(o) for o in ops], "dry_run": dry_run,
-                            "allow_output_change": allow_output_change}  # fmt: skip
+def _edit_body(
+    ops: list[Mapping[str, Any]], if_version: int | None, dry_run: bool, allow_output_change: bool
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "ops": [dict(o) for o in ops],
+        "dry_run": dry_run,
+        "allow_output_change": allow_output_change,
+    }
     if if_version is not None:
         body["if_version"] = if_version
     return body
 
 
-def _model_body(name: str, zoo: str | None, spec: Mapping[str, Any] | None,
-                options: Mapping[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+def _model_body(
+    name: str, zoo: str | None, spec: Mapping[str, Any] | None, options: Mapping[str, Any] | None
+) -> dict[str, Any]:
     body: dict[str, Any] = {"name": name}
     if zoo is not None:
         body["zoo"] = zoo

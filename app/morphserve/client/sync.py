@@ -24,12 +24,17 @@ class Client(_Ops):
     `httpx.MockTransport` in tests).
     """
 
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30.0, *,
-                 transport: httpx.BaseTransport | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         super().__init__()
         self.base_url = _base_url(url)
-        self._http = httpx.Client(base_url=self.base_url, headers=_headers(token), timeout=timeout,
-                                  transport=transport)  # fmt: skip
+        self._http = httpx.Client(base_url=self.base_url, headers=_headers(token), timeout=timeout, transport=transport)
 
     def close(self) -> None:
         self._http.close()
@@ -57,8 +62,9 @@ class Client(_Ops):
     def _send(self, req: _Req) -> httpx.Response:
         content: Any = req.upload.chunks() if req.upload is not None else req.content
         try:
-            resp = self._http.request(req.method, req.path, params=req.params, json=req.json, content=content,
-                                      headers=req.headers)  # fmt: skip
+            resp = self._http.request(
+                req.method, req.path, params=req.params, json=req.json, content=content, headers=req.headers
+            )
         except httpx.TransportError as e:
             raise _unreachable(self.base_url, e) from e
         _raise_for(resp)
@@ -80,8 +86,7 @@ class Client(_Ops):
         """One model's information (as in `models()`), including its input signature."""
         return self._run(self._get_json(f"/v1/models/{_p(model)}"))
 
-    def graph(self, model: str, version: int | None = None,
-              format: Literal["json", "dot", "svg"] = "json") -> Any:  # fmt: skip
+    def graph(self, model: str, version: int | None = None, format: Literal["json", "dot", "svg"] = "json") -> Any:
         """The computation graph: a dict for `json` (nodes, edges, totals), DOT text for `dot`, SVG bytes for
         `svg` (rendered by the server, which needs graphviz; 503 otherwise)."""
         return self._run(self._graph(model, version, format))
@@ -94,8 +99,13 @@ class Client(_Ops):
         """What changed from version `a` to `b` (default: the current version): added/removed/changed nodes."""
         return self._run(self._diff(model, a, b))
 
-    def add_model(self, name: str, zoo: str | None = None, spec: Mapping[str, Any] | None = None,
-                  options: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    def add_model(
+        self,
+        name: str,
+        zoo: str | None = None,
+        spec: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Serve a new model from the built-in zoo (with `options`) or from an architecture spec; admin only."""
         return self._run(self._send_json("POST", "/v1/models", _model_body(name, zoo, spec, options)))
 
@@ -110,8 +120,14 @@ class Client(_Ops):
         return self._run(self._send_json("DELETE", f"/v1/models/{_p(name)}"))
 
     # edits (admin)
-    def edit(self, model: str, ops: list[Mapping[str, Any]], if_version: int | None = None, dry_run: bool = False,
-             allow_output_change: bool = False) -> dict[str, Any]:  # fmt: skip
+    def edit(
+        self,
+        model: str,
+        ops: list[Mapping[str, Any]],
+        if_version: int | None = None,
+        dry_run: bool = False,
+        allow_output_change: bool = False,
+    ) -> dict[str, Any]:
         """Apply edit ops atomically (all or none). Returns `{"model", "version", "previous_version", "diff",
         "timings_ms"}`; once it returns, every later inference request sees this version or a newer one.
         `if_version` makes it a compare-and-swap (`Conflict` when the model moved on); `dry_run` validates
@@ -120,16 +136,26 @@ class Client(_Ops):
         body = _edit_body(ops, if_version, dry_run, allow_output_change)
         return self._run(self._send_json("POST", f"/v1/models/{_p(model)}/edits", body))
 
-    def insert(self, model: str, layer: Mapping[str, Any], after: str | None = None, before: str | None = None,
-               name: str | None = None, init: Literal["default", "identity"] = "default", seed: int = 0,
-               if_version: int | None = None, allow_output_change: bool = False) -> dict[str, Any]:  # fmt: skip
+    def insert(
+        self,
+        model: str,
+        layer: Mapping[str, Any],
+        after: str | None = None,
+        before: str | None = None,
+        name: str | None = None,
+        init: Literal["default", "identity"] = "default",
+        seed: int = 0,
+        if_version: int | None = None,
+        allow_output_change: bool = False,
+    ) -> dict[str, Any]:
         """Insert a layer (a catalogue spec such as `{"type": "Linear", "in_features": 128, "out_features": 128}`)
         after or before a node. `init="identity"` makes it function-preserving, so outputs do not change."""
         body = _insert_body(layer, after, before, name, init, seed, if_version, allow_output_change)
         return self._run(self._send_json("POST", f"/v1/models/{_p(model)}/layers", body))
 
-    def remove(self, model: str, node: str, if_version: int | None = None,
-               allow_output_change: bool = False) -> dict[str, Any]:  # fmt: skip
+    def remove(
+        self, model: str, node: str, if_version: int | None = None, allow_output_change: bool = False
+    ) -> dict[str, Any]:
         """Remove a node, wiring its input to its consumers (shapes must still fit)."""
         return self._run(
             self._send_json(
@@ -140,14 +166,28 @@ class Client(_Ops):
             )
         )
 
-    def replace(self, model: str, node: str, layer: Mapping[str, Any], keep_weights: bool = False, seed: int = 0,
-                if_version: int | None = None, allow_output_change: bool = False) -> dict[str, Any]:  # fmt: skip
+    def replace(
+        self,
+        model: str,
+        node: str,
+        layer: Mapping[str, Any],
+        keep_weights: bool = False,
+        seed: int = 0,
+        if_version: int | None = None,
+        allow_output_change: bool = False,
+    ) -> dict[str, Any]:
         """Replace a node's layer (e.g. swap a classification head); `keep_weights` copies same-shaped weights."""
         body = _replace_body(layer, keep_weights, seed, if_version, allow_output_change)
         return self._run(self._send_json("PUT", f"/v1/models/{_p(model)}/layers/{_p(node)}", body))
 
-    def set_weights(self, model: str, node: str, tensors: WeightsSource, progress: Progress | None = None,
-                    if_version: int | None = None) -> dict[str, Any]:  # fmt: skip
+    def set_weights(
+        self,
+        model: str,
+        node: str,
+        tensors: WeightsSource,
+        progress: Progress | None = None,
+        if_version: int | None = None,
+    ) -> dict[str, Any]:
         """Overwrite a layer's parameters. `tensors` is a dict name -> array/tensor (names as in the layer's
         state dict: `weight`, `bias`; dtypes must match the layer's), a path to a safetensors file, or its
         bytes. The body is streamed in 1 MiB chunks with Content-Length set, so a file is never read into
@@ -188,8 +228,14 @@ class Client(_Ops):
         while not f.done:
             path, params, headers = f.request()
             try:
-                with connect_sse(self._http, "GET", path, params=params, headers=headers,
-                                 timeout=httpx.Timeout(30.0, read=READ_TIMEOUT_S)) as source:  # fmt: skip
+                with connect_sse(
+                    self._http,
+                    "GET",
+                    path,
+                    params=params,
+                    headers=headers,
+                    timeout=httpx.Timeout(30.0, read=READ_TIMEOUT_S),
+                ) as source:
                     if source.response.status_code != 200:
                         source.response.read()
                         _raise_for(source.response)

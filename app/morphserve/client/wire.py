@@ -45,8 +45,9 @@ class InferResult:
     def output(self) -> np.ndarray:
         """The only output, for the common single-output model (raises ValueError otherwise)."""
         if len(self.outputs) != 1:
-            raise ValueError(f"model {self.model!r} has {len(self.outputs)} outputs ({', '.join(self.outputs)}); "
-                             f"use .outputs[name]")  # fmt: skip
+            raise ValueError(
+                f"model {self.model!r} has {len(self.outputs)} outputs ({', '.join(self.outputs)}); use .outputs[name]"
+            )
         return next(iter(self.outputs.values()))
 
 
@@ -138,11 +139,20 @@ def _encode_infer(arrays: Mapping[str, np.ndarray]) -> tuple[bytes, int]:
     for name, arr in arrays.items():
         dt = NUMPY_TO_OIP.get(arr.dtype.newbyteorder("="))
         if dt is None:
-            raise InvalidRequest(0, f"input {name!r}: dtype {arr.dtype} has no Open Inference Protocol datatype",
-                                 {"input": name, "got": str(arr.dtype)})  # fmt: skip
+            raise InvalidRequest(
+                0,
+                f"input {name!r}: dtype {arr.dtype} has no Open Inference Protocol datatype",
+                {"input": name, "got": str(arr.dtype)},
+            )
         raw = np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-        specs.append({"name": name, "shape": [int(d) for d in arr.shape], "datatype": dt,
-                      "parameters": {"binary_data_size": len(raw)}})  # fmt: skip
+        specs.append(
+            {
+                "name": name,
+                "shape": [int(d) for d in arr.shape],
+                "datatype": dt,
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        )
         chunks.append(raw)
     header = orjson.dumps({"inputs": specs, "parameters": {"binary_data_output": True}})
     return b"".join([header, *chunks]), len(header)
@@ -173,8 +183,9 @@ def _decode_infer(model: str, resp: httpx.Response) -> InferResult:
                 data = [np.nan if v is None else v for v in data]
             arr = np.asarray(data, dtype=dtype)
         outputs[o["name"]] = arr.reshape(shape)
-    return InferResult(model=doc.get("model_name", model), version=int(doc["model_version"]), outputs=outputs,
-                       id=doc.get("id"))  # fmt: skip
+    return InferResult(
+        model=doc.get("model_name", model), version=int(doc["model_version"]), outputs=outputs, id=doc.get("id")
+    )
 
 
 def _safetensors_bytes(tensors: Mapping[str, Any]) -> bytes:
@@ -183,8 +194,12 @@ def _safetensors_bytes(tensors: Mapping[str, Any]) -> bytes:
         import torch
         from safetensors.torch import save as save_torch
 
-        return save_torch({k: (v if _is_torch(v) else torch.from_numpy(np.asarray(v))).detach().cpu().contiguous()
-                           for k, v in tensors.items()})  # fmt: skip
+        return save_torch(
+            {
+                k: (v if _is_torch(v) else torch.from_numpy(np.asarray(v))).detach().cpu().contiguous()
+                for k, v in tensors.items()
+            }
+        )
     from safetensors.numpy import save as save_numpy
 
     return save_numpy({k: np.ascontiguousarray(v) for k, v in tensors.items()})

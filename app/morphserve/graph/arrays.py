@@ -20,10 +20,24 @@ from .datatypes import OIP_TO_NUMPY, wire_problem
 MAX_ELEMENTS = 1 << 27
 MAX_NDIM = 32  # numpy 1.x caps arrays at 32 dimensions (2.x at 64)
 
-_JSON_NAMES: dict[type, str] = {type(None): "null", bool: "boolean", int: "integer", float: "number", str: "string",
-                                list: "array", dict: "object"}  # fmt: skip
-_PLURAL = {"null": "nulls", "boolean": "booleans", "integer": "integers", "number": "numbers", "string": "strings",
-           "array": "arrays", "object": "objects"}  # fmt: skip
+_JSON_NAMES: dict[type, str] = {
+    type(None): "null",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+}
+_PLURAL = {
+    "null": "nulls",
+    "boolean": "booleans",
+    "integer": "integers",
+    "number": "numbers",
+    "string": "strings",
+    "array": "arrays",
+    "object": "objects",
+}
 _ALLOWED = {"b": {bool}, "i": {int}, "u": {int}, "f": {int, float}}
 _WANT = {"b": "booleans", "i": "integers", "u": "integers", "f": "numbers"}
 
@@ -53,8 +67,9 @@ def nested_shape(data: Any) -> list[int]:
     return shape
 
 
-def from_json(data: Any, datatype: str, *, what: str, shape: Sequence[int] | None = None,
-              max_elements: int = MAX_ELEMENTS) -> np.ndarray:  # fmt: skip
+def from_json(
+    data: Any, datatype: str, *, what: str, shape: Sequence[int] | None = None, max_elements: int = MAX_ELEMENTS
+) -> np.ndarray:
     """`data` (flat, or nested exactly like `shape`) as an array of `datatype`; `shape` None takes the nesting's."""
     problem = wire_problem(datatype)
     if problem is not None:
@@ -89,16 +104,20 @@ def from_json(data: Any, datatype: str, *, what: str, shape: Sequence[int] | Non
         lo, hi = min(flat), max(flat)
         if lo < info.min or hi > info.max:
             v = lo if lo < info.min else hi
-            raise ArrayError(f"{what}: value {v} out of range for {datatype} [{info.min}, {info.max}]",
-                             expected=datatype)  # fmt: skip
+            raise ArrayError(
+                f"{what}: value {v} out of range for {datatype} [{info.min}, {info.max}]", expected=datatype
+            )
     try:
         with np.errstate(over="ignore", invalid="ignore"):
             arr = np.asarray(flat, dtype=dtype)
     except (OverflowError, ValueError, TypeError) as e:  # e.g. an integer too large for a float
         raise ArrayError(f"{what}: {datatype} data could not be converted: {e}") from None
     if kind == "f" and not np.isfinite(arr).all():
-        raise ArrayError(f"{what}: value out of range for {datatype} (values must be finite numbers: no NaN, no "
-                         f"infinity, none beyond {float(np.finfo(dtype).max):.4g})", expected=datatype)  # fmt: skip
+        raise ArrayError(
+            f"{what}: value out of range for {datatype} (values must be finite numbers: no NaN, no "
+            f"infinity, none beyond {float(np.finfo(dtype).max):.4g})",
+            expected=datatype,
+        )
     return arr.reshape(shape)
 
 
@@ -109,11 +128,15 @@ def _flatten(data: list[Any], what: str, shape: list[int], count: int) -> list[A
             nxt: list[Any] = []
             for item in level:
                 if not isinstance(item, list):
-                    raise ArrayError(f"{what}: nested data at depth {depth} has a {json_type(item)} where shape "
-                                     f"{shape} needs an array of {dim}")  # fmt: skip
+                    raise ArrayError(
+                        f"{what}: nested data at depth {depth} has a {json_type(item)} where shape "
+                        f"{shape} needs an array of {dim}"
+                    )
                 if len(item) != dim:
-                    raise ArrayError(f"{what}: nested data at depth {depth} has {len(item)} entries, shape {shape} "
-                                     f"needs {dim} (the rows must all have the same length)")  # fmt: skip
+                    raise ArrayError(
+                        f"{what}: nested data at depth {depth} has {len(item)} entries, shape {shape} "
+                        f"needs {dim} (the rows must all have the same length)"
+                    )
                 nxt.extend(item)
             level = nxt
         data = level

@@ -53,11 +53,14 @@ def load_weights(
     with torch.no_grad():
         for nid, m in modules.items():
             prefix = nid + "."
-            m.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, assign=assign)
+            m.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}, assign=assign)
 
 
 def from_spec(
-    spec: ModelSpec | dict[str, Any], tensors: Mapping[str, torch.Tensor] | None = None, *, name: str | None = None,
+    spec: ModelSpec | dict[str, Any],
+    tensors: Mapping[str, torch.Tensor] | None = None,
+    *,
+    name: str | None = None,
     seed: int = 0,
 ) -> ModelVersion:
     """Version 1 of a model from a spec and optional weights (else a seeded initialisation)."""

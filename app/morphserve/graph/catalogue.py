@@ -84,17 +84,80 @@ from .layers_seq import GRU, LSTM, RNN, MultiheadAttention, TransformerEncoderLa
 _Layer = Layer  # the name the rest of the package has used for the base class
 
 __all__ = [
-    "CELU", "ELU", "GELU", "GLU", "GRU", "LAYER_TYPES", "LSTM", "MAX_LAYER_ELEMENTS", "RNN", "SELU",
-    "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AlphaDropout", "AvgPool1d",
-    "AvgPool2d", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d",
-    "ConvTranspose2d", "Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "Embedding", "Flatten", "GroupNorm",
-    "Hardsigmoid", "Hardswish", "Hardtanh", "Identity", "InstanceNorm1d", "InstanceNorm2d", "IntOrPair", "Layer",
-    "LayerNorm", "LayerSpec", "LeakyReLU", "Linear", "LogSigmoid", "LogSoftmax", "MaxPool1d", "MaxPool2d", "Mish",
-    "MultiheadAttention", "PReLU", "PixelShuffle", "PixelUnshuffle", "RMSNorm", "ReLU", "ReLU6", "Residual",
-    "ResidualBlock", "Sequential", "SiLU", "Sigmoid", "Size", "Softmax", "Softmax2d", "Softplus", "Softsign", "Tanh",
-    "TransformerEncoderLayer", "Unflatten", "Upsample", "format_validation_error", "layer_from_module",
+    "CELU",
+    "ELU",
+    "GELU",
+    "GLU",
+    "GRU",
+    "LAYER_TYPES",
+    "LSTM",
+    "MAX_LAYER_ELEMENTS",
+    "RNN",
+    "SELU",
+    "AdaptiveAvgPool1d",
+    "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool1d",
+    "AdaptiveMaxPool2d",
+    "AlphaDropout",
+    "AvgPool1d",
+    "AvgPool2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "Dropout",
+    "Dropout1d",
+    "Dropout2d",
+    "Dropout3d",
+    "Embedding",
+    "Flatten",
+    "GroupNorm",
+    "Hardsigmoid",
+    "Hardswish",
+    "Hardtanh",
+    "Identity",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "IntOrPair",
+    "Layer",
+    "LayerNorm",
+    "LayerSpec",
+    "LeakyReLU",
+    "Linear",
+    "LogSigmoid",
+    "LogSoftmax",
+    "MaxPool1d",
+    "MaxPool2d",
+    "Mish",
+    "MultiheadAttention",
+    "PReLU",
+    "PixelShuffle",
+    "PixelUnshuffle",
+    "RMSNorm",
+    "ReLU",
+    "ReLU6",
+    "Residual",
+    "ResidualBlock",
+    "Sequential",
+    "SiLU",
+    "Sigmoid",
+    "Size",
+    "Softmax",
+    "Softmax2d",
+    "Softplus",
+    "Softsign",
+    "Tanh",
+    "TransformerEncoderLayer",
+    "Unflatten",
+    "Upsample",
+    "format_validation_error",
+    "layer_from_module",
     "parse_layer",
-]  # fmt: skip
+]
 
 
 class Residual(Layer):
@@ -133,18 +196,71 @@ class ResidualBlock(nn.Module):
 
 
 LayerSpec = Annotated[
-    Linear | Conv1d | Conv2d | Conv3d | ConvTranspose1d | ConvTranspose2d
-    | BatchNorm1d | BatchNorm2d | BatchNorm3d | InstanceNorm1d | InstanceNorm2d | LayerNorm | RMSNorm | GroupNorm
-    | Dropout | Dropout1d | Dropout2d | Dropout3d | AlphaDropout
-    | ReLU | ReLU6 | LeakyReLU | PReLU | ELU | CELU | SELU | GELU | SiLU | Mish | Hardswish | Hardsigmoid | Hardtanh
-    | Softplus | Softsign | Tanh | Sigmoid | LogSigmoid | GLU | Softmax | LogSoftmax | Softmax2d | Identity
-    | Flatten | Unflatten
-    | MaxPool1d | MaxPool2d | AvgPool1d | AvgPool2d | AdaptiveAvgPool1d | AdaptiveAvgPool2d | AdaptiveMaxPool1d
-    | AdaptiveMaxPool2d | Upsample | PixelShuffle | PixelUnshuffle
-    | Embedding | LSTM | GRU | RNN | MultiheadAttention | TransformerEncoderLayer
-    | Sequential | Residual,
+    Linear
+    | Conv1d
+    | Conv2d
+    | Conv3d
+    | ConvTranspose1d
+    | ConvTranspose2d
+    | BatchNorm1d
+    | BatchNorm2d
+    | BatchNorm3d
+    | InstanceNorm1d
+    | InstanceNorm2d
+    | LayerNorm
+    | RMSNorm
+    | GroupNorm
+    | Dropout
+    | Dropout1d
+    | Dropout2d
+    | Dropout3d
+    | AlphaDropout
+    | ReLU
+    | ReLU6
+    | LeakyReLU
+    | PReLU
+    | ELU
+    | CELU
+    | SELU
+    | GELU
+    | SiLU
+    | Mish
+    | Hardswish
+    | Hardsigmoid
+    | Hardtanh
+    | Softplus
+    | Softsign
+    | Tanh
+    | Sigmoid
+    | LogSigmoid
+    | GLU
+    | Softmax
+    | LogSoftmax
+    | Softmax2d
+    | Identity
+    | Flatten
+    | Unflatten
+    | MaxPool1d
+    | MaxPool2d
+    | AvgPool1d
+    | AvgPool2d
+    | AdaptiveAvgPool1d
+    | AdaptiveAvgPool2d
+    | AdaptiveMaxPool1d
+    | AdaptiveMaxPool2d
+    | Upsample
+    | PixelShuffle
+    | PixelUnshuffle
+    | Embedding
+    | LSTM
+    | GRU
+    | RNN
+    | MultiheadAttention
+    | TransformerEncoderLayer
+    | Sequential
+    | Residual,
     Field(discriminator="type"),
-]  # fmt: skip
+]
 Residual.model_rebuild()
 Sequential.model_rebuild()
 

@@ -93,10 +93,15 @@ class SetWeightsOp(_Op):
         return op
 
     def summary(self) -> dict[str, Any]:
-        names = {**{k: (v.shape, v.datatype) for k, v in self.tensors.items()},
-                 **{k: (list(v.shape), TORCH_TO_OIP.get(v.dtype)) for k, v in self._decoded.items()}}  # fmt: skip
-        return {"op": "set_weights", "node": self.node,
-                "tensors": {k: {"shape": list(s), "datatype": d} for k, (s, d) in names.items()}}  # fmt: skip
+        names = {
+            **{k: (v.shape, v.datatype) for k, v in self.tensors.items()},
+            **{k: (list(v.shape), TORCH_TO_OIP.get(v.dtype)) for k, v in self._decoded.items()},
+        }
+        return {
+            "op": "set_weights",
+            "node": self.node,
+            "tensors": {k: {"shape": list(s), "datatype": d} for k, (s, d) in names.items()},
+        }
 
 
 class CastOp(_Op):
@@ -175,8 +180,13 @@ class _Draft:
         return n.layer if n is not None else None
 
     def spec(self, name: str) -> ModelSpec:
-        return ModelSpec(name=name, inputs=self.inputs, outputs=tuple(self.outputs), nodes=tuple(self.nodes),
-                         compute_datatype=self.compute)  # fmt: skip
+        return ModelSpec(
+            name=name,
+            inputs=self.inputs,
+            outputs=tuple(self.outputs),
+            nodes=tuple(self.nodes),
+            compute_datatype=self.compute,
+        )
 
 
 def _build(layer: c.LayerSpec, seed: int) -> nn.Module:
@@ -202,8 +212,11 @@ def _apply_insert(draft: _Draft, op: InsertOp) -> None:
         raise EditError(f"a node named {name!r} already exists", node=name)
     lo, hi = op.layer.input_range()
     if not lo <= 1 <= hi:
-        raise EditError(f"insert places a layer that reads one node, but {op.layer.type} reads {lo}..{hi} inputs; "
-                        "wire it with a spec instead", node=name)  # fmt: skip
+        raise EditError(
+            f"insert places a layer that reads one node, but {op.layer.type} reads {lo}..{hi} inputs; "
+            "wire it with a spec instead",
+            node=name,
+        )
     module = _build(op.layer, op.seed)
     if op.after is not None:
         if anchor in {t.name for t in draft.inputs}:
@@ -239,9 +252,7 @@ def _apply_remove(draft: _Draft, op: RemoveOp) -> None:
     pos = draft.index(op.node)
     node = draft.nodes[pos]
     if len(node.inputs) != 1:
-        raise EditError(
-            f"only a node with one input can be removed; {op.node!r} has {len(node.inputs)}", node=op.node
-        )
+        raise EditError(f"only a node with one input can be removed; {op.node!r} has {len(node.inputs)}", node=op.node)
     del draft.nodes[pos]
     draft.modules.pop(op.node, None)
     draft.rewire(op.node, node.inputs[0], skip="")
@@ -251,18 +262,25 @@ def _apply_replace(draft: _Draft, op: ReplaceOp) -> None:
     pos = draft.index(op.node)
     node = draft.nodes[pos]
     if node.layer is None:
-        what = f"a {node.function} function" if node.function is not None else \
-            "a parameter (set its value with set_weights)"  # fmt: skip
+        what = (
+            f"a {node.function} function"
+            if node.function is not None
+            else "a parameter (set its value with set_weights)"
+        )
         raise EditError(f"{op.node!r} is {what}, not a layer; only layers can be replaced", node=op.node)
     module = _build(op.layer, op.seed)
     if op.keep_weights:
         old, new = draft.modules[op.node].state_dict(), module.state_dict()
-        diffs = [f"{k}: {list(v.shape)} vs {list(new[k].shape) if k in new else 'missing'}"
-                 for k, v in old.items() if k not in new or new[k].shape != v.shape]  # fmt: skip
+        diffs = [
+            f"{k}: {list(v.shape)} vs {list(new[k].shape) if k in new else 'missing'}"
+            for k, v in old.items()
+            if k not in new or new[k].shape != v.shape
+        ]
         diffs += [f"{k}: missing vs {list(v.shape)}" for k, v in new.items() if k not in old]
         if diffs:
-            raise EditError(f"keep_weights needs tensors of the same shapes; old vs new: {'; '.join(diffs)}",
-                            node=op.node)  # fmt: skip
+            raise EditError(
+                f"keep_weights needs tensors of the same shapes; old vs new: {'; '.join(diffs)}", node=op.node
+            )
         with torch.no_grad():
             module.load_state_dict(old)
     draft.nodes[pos] = node.model_copy(update={"layer": op.layer})
@@ -291,20 +309,32 @@ def _apply_set_weights(draft: _Draft, op: SetWeightsOp) -> None:
         raise EditError("set_weights needs at least one tensor", node=op.node)
     for k in [*op.tensors, *op._decoded]:
         if k not in current:
-            raise EditError(f"{op.node!r} has no tensor {k!r}; it has {sorted(current)}", node=op.node,
-                            expected=sorted(current), got=k)  # fmt: skip
+            raise EditError(
+                f"{op.node!r} has no tensor {k!r}; it has {sorted(current)}",
+                node=op.node,
+                expected=sorted(current),
+                got=k,
+            )
     given = dict(op._decoded)
     given.update({k: _tensor_from_json(k, t, current[k]) for k, t in op.tensors.items()})
     given = {k: like(v, current[k], draft.compute) for k, v in given.items()}  # FP32 weights into a BF16 model
     for k, v in given.items():
         ref = current[k]
         if tuple(v.shape) != tuple(ref.shape):
-            raise EditError(f"tensor {k!r} of {op.node!r} has shape {list(ref.shape)}, got {list(v.shape)}",
-                            node=op.node, expected=list(ref.shape), got=list(v.shape))  # fmt: skip
+            raise EditError(
+                f"tensor {k!r} of {op.node!r} has shape {list(ref.shape)}, got {list(v.shape)}",
+                node=op.node,
+                expected=list(ref.shape),
+                got=list(v.shape),
+            )
         if v.dtype != ref.dtype:
-            raise EditError(f"tensor {k!r} of {op.node!r} is {TORCH_TO_OIP.get(ref.dtype)}, got "
-                            f"{TORCH_TO_OIP.get(v.dtype, str(v.dtype))}", node=op.node,
-                            expected=TORCH_TO_OIP.get(ref.dtype), got=TORCH_TO_OIP.get(v.dtype, str(v.dtype)))  # fmt: skip
+            raise EditError(
+                f"tensor {k!r} of {op.node!r} is {TORCH_TO_OIP.get(ref.dtype)}, got "
+                f"{TORCH_TO_OIP.get(v.dtype, str(v.dtype))}",
+                node=op.node,
+                expected=TORCH_TO_OIP.get(ref.dtype),
+                got=TORCH_TO_OIP.get(v.dtype, str(v.dtype)),
+            )
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise EditError(f"tensor {k!r} of {op.node!r} contains NaN or infinity", node=op.node)
     module = copy.deepcopy(old)
@@ -320,7 +350,9 @@ def _apply_cast(draft: _Draft, op: CastOp) -> None:
     draft.modules = cast_modules(draft.modules, op.datatype)
     for i, n in enumerate(draft.nodes):  # parameter nodes declare their datatype
         if n.parameter is not None and n.parameter.datatype in COMPUTE:
-            draft.nodes[i] = n.model_copy(update={"parameter": n.parameter.model_copy(update={"datatype": op.datatype})})
+            draft.nodes[i] = n.model_copy(
+                update={"parameter": n.parameter.model_copy(update={"datatype": op.datatype})}
+            )
     draft.compute = target
 
 
@@ -331,12 +363,18 @@ def recast(v: ModelVersion, datatype: str) -> ModelVersion:
         return v
     draft = _Draft(v)
     _apply_cast(draft, CastOp(datatype=datatype))  # type: ignore[arg-type]
-    return make_version(v.model, v.version, v.parent, draft.spec(v.spec.name), draft.modules, ops=v.ops,
-                        created_at=v.created_at)  # fmt: skip
+    return make_version(
+        v.model, v.version, v.parent, draft.spec(v.spec.name), draft.modules, ops=v.ops, created_at=v.created_at
+    )
 
 
-_APPLY = {"insert": _apply_insert, "remove": _apply_remove, "replace": _apply_replace,
-          "set_weights": _apply_set_weights, "cast": _apply_cast}  # fmt: skip
+_APPLY = {
+    "insert": _apply_insert,
+    "remove": _apply_remove,
+    "replace": _apply_replace,
+    "set_weights": _apply_set_weights,
+    "cast": _apply_cast,
+}
 
 
 def _describe_op(op: Op) -> str:
@@ -375,9 +413,15 @@ def apply_edit(
             created[i] = op.name or draft.last_inserted
     try:
         candidate = make_version(
-            base.model, version, base.version, draft.spec(base.spec.name), draft.modules,
-            previous=base, ops=tuple(op_json(o) for o in parsed), check_outputs=False,
-        )  # fmt: skip
+            base.model,
+            version,
+            base.version,
+            draft.spec(base.spec.name),
+            draft.modules,
+            previous=base,
+            ops=tuple(op_json(o) for o in parsed),
+            check_outputs=False,
+        )
     except GraphError as e:
         node = e.fields.get("node")
         idx = _op_of_node(parsed, node, created)
@@ -389,8 +433,10 @@ def apply_edit(
                 raise EditError(
                     f"the edit changes output {old.name!r} from {old.datatype} {list(old.shape or [])} to "
                     f"{new.datatype} {list(new.shape or [])}; set allow_output_change to accept that",
-                    node=old.node, expected=list(old.shape or []), got=list(new.shape or []),
-                )  # fmt: skip
+                    node=old.node,
+                    expected=list(old.shape or []),
+                    got=list(new.shape or []),
+                )
     return candidate
 
 

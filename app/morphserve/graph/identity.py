@@ -75,9 +75,15 @@ def _identity(layer: c.LayerSpec, module: nn.Module, prev: c.LayerSpec | None) -
             domain, got = _identity_domain(layer), _output_range(prev)
             assert domain is not None
             if got is None or not domain[0] <= got[0] <= got[1] <= domain[1]:
-                after = f"after {prev.type}, which outputs any value" if prev is not None and got is None else (
-                    f"after {prev.type}, whose outputs span {list(got)}" if prev is not None and got is not None
-                    else "at an input, which may hold any value")  # fmt: skip
+                after = (
+                    f"after {prev.type}, which outputs any value"
+                    if prev is not None and got is None
+                    else (
+                        f"after {prev.type}, whose outputs span {list(got)}"
+                        if prev is not None and got is not None
+                        else "at an input, which may hold any value"
+                    )
+                )
                 raise IdentityError(
                     f"{layer.type} is an identity only on inputs within {list(domain)}, not {after}: "
                     f"place it right after a layer bounded to that range (e.g. a ReLU)"
@@ -94,11 +100,16 @@ def _identity(layer: c.LayerSpec, module: nn.Module, prev: c.LayerSpec | None) -
         case c.ConvTranspose1d() | c.ConvTranspose2d():
             _conv_transpose_identity(layer, module)
         case c.MaxPool1d() | c.MaxPool2d() | c.AvgPool1d() | c.AvgPool2d():
-            if _ones(layer.kernel_size) and _ones(layer.stride if layer.stride is not None else 1) and \
-                    not _any(layer.padding):  # fmt: skip
+            if (
+                _ones(layer.kernel_size)
+                and _ones(layer.stride if layer.stride is not None else 1)
+                and not _any(layer.padding)
+            ):
                 return
-            raise IdentityError(f"{layer.type} pools windows of {layer.kernel_size}; only kernel 1, stride 1 and "
-                                "no padding pass the input through")  # fmt: skip
+            raise IdentityError(
+                f"{layer.type} pools windows of {layer.kernel_size}; only kernel 1, stride 1 and "
+                "no padding pass the input through"
+            )
         case c.Upsample():
             if layer.scale_factor is not None and _ones(layer.scale_factor):
                 return
@@ -106,8 +117,9 @@ def _identity(layer: c.LayerSpec, module: nn.Module, prev: c.LayerSpec | None) -
         case c.PixelShuffle() | c.PixelUnshuffle():
             factor = layer.upscale_factor if isinstance(layer, c.PixelShuffle) else layer.downscale_factor
             if factor != 1:
-                raise IdentityError(f"{layer.type} with factor {factor} rearranges the shape; only factor 1 is an "
-                                    "identity")  # fmt: skip
+                raise IdentityError(
+                    f"{layer.type} with factor {factor} rearranges the shape; only factor 1 is an identity"
+                )
         case c.TransformerEncoderLayer():
             if not layer.norm_first:
                 raise IdentityError(
@@ -121,8 +133,9 @@ def _identity(layer: c.LayerSpec, module: nn.Module, prev: c.LayerSpec | None) -
                 if lin.bias is not None:
                     nn.init.zeros_(lin.bias)
         case c.LSTM() | c.GRU() | c.RNN() | c.MultiheadAttention():
-            raise IdentityError(f"{layer.type} mixes positions through gates or attention; no weights make it an "
-                                "identity")  # fmt: skip
+            raise IdentityError(
+                f"{layer.type} mixes positions through gates or attention; no weights make it an identity"
+            )
         case c.Residual():
             assert isinstance(module, c.ResidualBlock)
             last_spec, last = layer.body[-1], list(module.body)[-1]

@@ -49,11 +49,17 @@ class _NoArgs(Layer):
 
 def _no_args(name: str) -> type[_NoArgs]:
     """A catalogue entry for an argument-free nn module (its `inplace` flag, if any, is dropped)."""
-    cls = type(name, (_NoArgs,), {
-        "__annotations__": {"type": f'Literal["{name}"]'},
-        "type": name, "modules": (getattr(nn, name),), "__module__": __name__,
-        "__doc__": f"`nn.{name}()`",
-    })  # fmt: skip
+    cls = type(
+        name,
+        (_NoArgs,),
+        {
+            "__annotations__": {"type": f'Literal["{name}"]'},
+            "type": name,
+            "modules": (getattr(nn, name),),
+            "__module__": __name__,
+            "__doc__": f"`nn.{name}()`",
+        },
+    )
     return cls  # type: ignore[return-value]
 
 

@@ -23,8 +23,12 @@ Layers = Annotated[int, Field(ge=1, le=64)]
 class LSTMLayer(nn.LSTM):
     """nn.LSTM with a flat call: `(x[, h0, c0]) -> (output, h_n, c_n)`."""
 
-    def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None,  # type: ignore[override]
-                c0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    def forward(
+        self,
+        x: torch.Tensor,
+        h0: torch.Tensor | None = None,  # type: ignore[override]
+        c0: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if (h0 is None) != (c0 is None):
             raise ValueError("an LSTM takes both h0 and c0, or neither")
         out, (h, c) = super().forward(x, None if h0 is None else (h0, c0))
@@ -34,16 +38,22 @@ class LSTMLayer(nn.LSTM):
 class GRULayer(nn.GRU):
     """nn.GRU with a flat call: `(x[, h0]) -> (output, h_n)`."""
 
-    def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None  # type: ignore[override]
-                ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def forward(
+        self,
+        x: torch.Tensor,
+        h0: torch.Tensor | None = None,  # type: ignore[override]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return super().forward(x, h0)
 
 
 class RNNLayer(nn.RNN):
     """nn.RNN with a flat call: `(x[, h0]) -> (output, h_n)`."""
 
-    def forward(self, x: torch.Tensor, h0: torch.Tensor | None = None  # type: ignore[override]
-                ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def forward(
+        self,
+        x: torch.Tensor,
+        h0: torch.Tensor | None = None,  # type: ignore[override]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         return super().forward(x, h0)
 
 
@@ -109,16 +119,22 @@ class RNN(_Recurrent):
 class MultiheadAttentionLayer(nn.MultiheadAttention):
     """nn.MultiheadAttention called as `(query, key, value)`; returns the output, or (output, weights)."""
 
-    def __init__(self, *args: Any, need_weights: bool = False, average_attn_weights: bool = True,
-                 **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self, *args: Any, need_weights: bool = False, average_attn_weights: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.need_weights = need_weights
         self.average_attn_weights = average_attn_weights
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor  # type: ignore[override]
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-        out, weights = super().forward(query, key, value, need_weights=self.need_weights,
-                                       average_attn_weights=self.average_attn_weights)  # fmt: skip
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,  # type: ignore[override]
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        out, weights = super().forward(
+            query, key, value, need_weights=self.need_weights, average_attn_weights=self.average_attn_weights
+        )
         return (out, weights) if self.need_weights else out  # type: ignore[return-value]
 
 
@@ -161,14 +177,18 @@ class MultiheadAttention(Layer):
     def read_module(cls, module: nn.Module) -> dict[str, Any]:
         assert isinstance(module, nn.MultiheadAttention)
         return {
-            "embed_dim": module.embed_dim, "num_heads": module.num_heads, "dropout": module.dropout,
-            "bias": module.in_proj_bias is not None, "add_bias_kv": module.bias_k is not None,
-            "add_zero_attn": module.add_zero_attn, "batch_first": module.batch_first,
+            "embed_dim": module.embed_dim,
+            "num_heads": module.num_heads,
+            "dropout": module.dropout,
+            "bias": module.in_proj_bias is not None,
+            "add_bias_kv": module.bias_k is not None,
+            "add_zero_attn": module.add_zero_attn,
+            "batch_first": module.batch_first,
             "kdim": None if module.kdim == module.embed_dim else module.kdim,
             "vdim": None if module.vdim == module.embed_dim else module.vdim,
             "need_weights": getattr(module, "need_weights", False),
             "average_attn_weights": getattr(module, "average_attn_weights", True),
-        }  # fmt: skip
+        }
 
 
 class TransformerEncoderLayer(Layer):
@@ -204,11 +224,17 @@ class TransformerEncoderLayer(Layer):
         elif act is F.gelu or (isinstance(act, nn.GELU) and act.approximate == "none"):
             activation = "gelu"
         else:
-            raise SpecError(f"TransformerEncoderLayer with activation {act!r} is not in the layer catalogue "
-                            "(only relu and gelu)")  # fmt: skip
+            raise SpecError(
+                f"TransformerEncoderLayer with activation {act!r} is not in the layer catalogue (only relu and gelu)"
+            )
         return {
-            "d_model": module.self_attn.embed_dim, "nhead": module.self_attn.num_heads,
-            "dim_feedforward": module.linear1.out_features, "dropout": module.dropout.p, "activation": activation,
-            "layer_norm_eps": module.norm1.eps, "batch_first": module.self_attn.batch_first,
-            "norm_first": module.norm_first, "bias": module.linear1.bias is not None,
-        }  # fmt: skip
+            "d_model": module.self_attn.embed_dim,
+            "nhead": module.self_attn.num_heads,
+            "dim_feedforward": module.linear1.out_features,
+            "dropout": module.dropout.p,
+            "activation": activation,
+            "layer_norm_eps": module.norm1.eps,
+            "batch_first": module.self_attn.batch_first,
+            "norm_first": module.norm_first,
+            "bias": module.linear1.bias is not None,
+        }

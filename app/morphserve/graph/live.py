@@ -39,8 +39,9 @@ class LiveModel:
         if v is None and self._loader is not None and 1 <= version <= self._latest:
             return self._loader(version)
         if v is None:
-            raise NotFoundError(f"model {self.name!r} has no version {version} (latest is {self._latest})",
-                                version=version)  # fmt: skip
+            raise NotFoundError(
+                f"model {self.name!r} has no version {version} (latest is {self._latest})", version=version
+            )
         return v
 
     def cached(self, version: int) -> ModelVersion | None:
@@ -55,11 +56,13 @@ class LiveModel:
         if if_version is not None and if_version != self._latest:
             raise ConflictError(
                 f"model {self.name!r} is at version {self._latest}, not {if_version}",
-                expected=if_version, got=self._latest,
-            )  # fmt: skip
+                expected=if_version,
+                got=self._latest,
+            )
 
-    def propose(self, ops: list[Op] | list[dict[str, Any]], *, if_version: int | None = None,
-                allow_output_change: bool = False) -> ModelVersion:  # fmt: skip
+    def propose(
+        self, ops: list[Op] | list[dict[str, Any]], *, if_version: int | None = None, allow_output_change: bool = False
+    ) -> ModelVersion:
         """The next version that `ops` would make of the current one (not committed)."""
         self.check_base(if_version)
         return apply_edit(self.current, ops, version=self._latest + 1, allow_output_change=allow_output_change)
@@ -70,14 +73,20 @@ class LiveModel:
         target = self.get(to)
         cur = self.current
         return make_version(
-            self.name, self._latest + 1, cur.version, target.spec, target.modules,
-            previous=target, ops=({"op": "rollback", "to": to},),
-        )  # fmt: skip
+            self.name,
+            self._latest + 1,
+            cur.version,
+            target.spec,
+            target.modules,
+            previous=target,
+            ops=({"op": "rollback", "to": to},),
+        )
 
     def commit(self, version: ModelVersion) -> None:
         if version.version != self._latest + 1 or version.model != self.name:
-            raise ConflictError(f"cannot commit version {version.version} of {version.model!r}: "
-                                f"{self.name!r} is at {self._latest}")  # fmt: skip
+            raise ConflictError(
+                f"cannot commit version {version.version} of {version.model!r}: {self.name!r} is at {self._latest}"
+            )
         self._versions[version.version] = version
         self._latest = version.version
 
@@ -85,8 +94,9 @@ class LiveModel:
         """Publish a version committed elsewhere (by another replica): any number past the latest, skipping those
         between (a follower may jump straight to the newest)."""
         if version.version <= self._latest or version.model != self.name:
-            raise ConflictError(f"cannot advance {self.name!r} from {self._latest} to {version.version} of "
-                                f"{version.model!r}")  # fmt: skip
+            raise ConflictError(
+                f"cannot advance {self.name!r} from {self._latest} to {version.version} of {version.model!r}"
+            )
         self._versions[version.version] = version
         self._latest = version.version
 

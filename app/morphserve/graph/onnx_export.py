@@ -24,7 +24,9 @@ def to_onnx(v: ModelVersion) -> bytes:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as e:
-        raise OnnxUnavailable(f"ONNX export needs the optional extra: pip install 'morphserve[onnx]' ({e.name})") from None
+        raise OnnxUnavailable(
+            f"ONNX export needs the optional extra: pip install 'morphserve[onnx]' ({e.name})"
+        ) from None
     args = tuple(
         torch.zeros([2 if i == 0 else (32 if d == -1 else d) for i, d in enumerate(t.shape)], dtype=t.dtype)
         for t in v.inputs
@@ -37,12 +39,16 @@ def to_onnx(v: ModelVersion) -> bytes:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
-                v.graph_module, args, dynamo=True, dynamic_shapes=shapes,
-                input_names=[t.name for t in v.inputs], output_names=[o.name for o in v.outputs], verbose=False,
-            )  # fmt: skip
+                v.graph_module,
+                args,
+                dynamo=True,
+                dynamic_shapes=shapes,
+                input_names=[t.name for t in v.inputs],
+                output_names=[o.name for o in v.outputs],
+                verbose=False,
+            )
             assert program is not None
             program.save(buf)  # type: ignore[union-attr]
     except Exception as e:  # noqa: BLE001 - the exporter raises many types; all mean "not expressible"
-        raise SpecError(f"torch.onnx cannot export version {v.version} of {v.model!r}: {short_message(e)}") \
-            from None  # fmt: skip
+        raise SpecError(f"torch.onnx cannot export version {v.version} of {v.model!r}: {short_message(e)}") from None
     return buf.getvalue()

@@ -155,8 +155,13 @@ def _by_rule(module: nn.Module | None, ins: list[NodeShape]) -> tuple[Any, Any] 
         return (a, dtype), (b, dtype)
     if kind is nn.Linear:
         w, bias = module.weight, module.bias
-        if (w.dtype != OIP_TO_TORCH[datatype] or (bias is not None and bias.dtype != w.dtype) or not a
-                or a[-1] != module.in_features or b[-1] != module.in_features):  # fmt: skip
+        if (
+            w.dtype != OIP_TO_TORCH[datatype]
+            or (bias is not None and bias.dtype != w.dtype)
+            or not a
+            or a[-1] != module.in_features
+            or b[-1] != module.in_features
+        ):
             return None
         return (a[:-1] + (module.out_features,), w.dtype), (b[:-1] + (module.out_features,), w.dtype)
     return None

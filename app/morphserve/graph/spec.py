@@ -30,9 +30,11 @@ _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # Attribute names a submodule of a GraphModule must not shadow: class attributes and also the instance
 # attributes nn.Module/GraphModule set in __init__ (`_modules`, `_graph`, `meta`, ...), which would break the build.
 _RESERVED = (
-    frozenset(dir(fx.GraphModule)) | frozenset(dir(fx.GraphModule(nn.Module(), fx.Graph())))
-    | frozenset(keyword.kwlist) | {"self"}
-)  # fmt: skip
+    frozenset(dir(fx.GraphModule))
+    | frozenset(dir(fx.GraphModule(nn.Module(), fx.Graph())))
+    | frozenset(keyword.kwlist)
+    | {"self"}
+)
 
 Dim = Annotated[int, Field(ge=-1, le=1 << 20)]
 

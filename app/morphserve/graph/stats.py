@@ -63,10 +63,17 @@ def tensor_stats(name: str, kind: Literal["parameter", "buffer"], t: torch.Tenso
             part = part[torch.isfinite(part)]
             total_sq += float(((part - mean) ** 2).sum())
     return TensorStats(
-        name=name, kind=kind, shape=list(t.shape), dtype=TORCH_TO_OIP.get(t.dtype, str(t.dtype)), numel=t.numel(),
-        mean=mean, std=(total_sq / count) ** 0.5 if count else None, min=lo if count else None,
-        max=hi if count else None, nonfinite=nonfinite,
-    )  # fmt: skip
+        name=name,
+        kind=kind,
+        shape=list(t.shape),
+        dtype=TORCH_TO_OIP.get(t.dtype, str(t.dtype)),
+        numel=t.numel(),
+        mean=mean,
+        std=(total_sq / count) ** 0.5 if count else None,
+        min=lo if count else None,
+        max=hi if count else None,
+        nonfinite=nonfinite,
+    )
 
 
 def node_weights(v: ModelVersion, node: str) -> NodeWeights:
@@ -108,14 +115,20 @@ def spec_fingerprints(spec: Mapping[str, Any], blobs: Mapping[str, str]) -> dict
     """Node fingerprints of a journal row: its spec JSON and its layers' blob digests."""
     out: dict[str, Fingerprint] = {}
     for n in spec.get("nodes", []):
-        out[n["id"]] = {"layer": n.get("layer"), "function": (n.get("function"), n.get("args")),
-                        "inputs": list(n.get("inputs", [])), "weights": blobs.get(n["id"])}  # fmt: skip
+        out[n["id"]] = {
+            "layer": n.get("layer"),
+            "function": (n.get("function"), n.get("args")),
+            "inputs": list(n.get("inputs", [])),
+            "weights": blobs.get(n["id"]),
+        }
     return out
 
 
-def node_history(model: str, node: str,
-                 versions: Iterable[tuple[int, int | None, float, Sequence[dict[str, Any]], Mapping[str, Fingerprint]]]
-                 ) -> NodeHistory:  # fmt: skip
+def node_history(
+    model: str,
+    node: str,
+    versions: Iterable[tuple[int, int | None, float, Sequence[dict[str, Any]], Mapping[str, Fingerprint]]],
+) -> NodeHistory:
     """The versions in which `node` was added, changed or removed, each compared with its parent.
 
     `versions` are (version, parent, created_at, ops, fingerprints) in any order; a parent that is no longer
@@ -139,8 +152,9 @@ def node_history(model: str, node: str,
             if not what:
                 continue
             change = "changed"
-        out.append(NodeVersion(version=number, parent=parent, created_at=created_at, change=change, what=what,
-                               ops=list(ops)))  # fmt: skip
+        out.append(
+            NodeVersion(version=number, parent=parent, created_at=created_at, change=change, what=what, ops=list(ops))
+        )
     if not out:
         raise NotFoundError(f"model {model!r} has no node {node!r} in any known version", node=node)
     return NodeHistory(model=model, node=node, versions=out)

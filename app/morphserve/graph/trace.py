@@ -33,7 +33,9 @@ class _Tracer(fx.Tracer):
         return isinstance(m, ResidualBlock) or type(m) in MODULE_TYPES
 
 
-def from_module(module: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], name: str = "model") -> ModelVersion:
+def from_module(
+    module: nn.Module, example: torch.Tensor | tuple[torch.Tensor, ...], name: str = "model"
+) -> ModelVersion:
     """Version 1 of a model traced from `module`; `example` fixes the input signature (dim 0 = batch)."""
     examples = example if isinstance(example, tuple) else (example,)
     module = copy.deepcopy(module).eval()

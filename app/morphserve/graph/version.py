@@ -102,8 +102,11 @@ def make_version(
     for o in spec.outputs:
         s = shapes[o.node]
         if s.elements:
-            raise SpecError(f"output {o.name!r} comes from {o.node!r}, a tuple of {len(s.elements)} tensors; "
-                            "select one with a getitem node", node=o.node)  # fmt: skip
+            raise SpecError(
+                f"output {o.name!r} comes from {o.node!r}, a tuple of {len(s.elements)} tensors; "
+                "select one with a getitem node",
+                node=o.node,
+            )
         # Dimension 0 must be the batch itself (a Flatten(start_dim=0) also varies with it, as batch*k).
         batch_ok = all(p[:1] == (b,) for p, (b, _) in zip(s.probe, _PROBE_SIZES, strict=True))
         if not s.shape or s.shape[0] != -1 or not batch_ok:
@@ -114,14 +117,18 @@ def make_version(
         if check_outputs and o.shape is not None and tuple(o.shape) != s.shape:
             raise SpecError(
                 f"output {o.name!r} is declared {list(o.shape)} but node {o.node!r} produces {list(s.shape)}",
-                node=o.node, expected=list(o.shape), got=list(s.shape),
-            )  # fmt: skip
+                node=o.node,
+                expected=list(o.shape),
+                got=list(s.shape),
+            )
         wire = _wire_datatype(s.datatype, spec.compute_datatype)
         if check_outputs and o.datatype is not None and o.datatype != wire:
             raise SpecError(
                 f"output {o.name!r} is declared {o.datatype} but node {o.node!r} produces {wire}",
-                node=o.node, expected=o.datatype, got=wire,
-            )  # fmt: skip
+                node=o.node,
+                expected=o.datatype,
+                got=wire,
+            )
         outputs.append(OutputSpec(name=o.name, node=o.node, datatype=wire, shape=s.shape))  # type: ignore[arg-type]
     spec = spec.model_copy(update={"outputs": tuple(outputs)})
     return ModelVersion(

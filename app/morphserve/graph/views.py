@@ -24,11 +24,14 @@ class NodeDescription(BaseModel):
     args: dict[str, Any] | None = None
     parameter: dict[str, Any] | None = Field(default=None, description="shape and datatype, for parameter nodes")
     inputs: list[str] = Field(default_factory=list)
-    shape: list[int] = Field(description="output shape; -1 marks the batch and other variable dimensions "
-                                         "(for a tuple-valued node, its first element's)")  # fmt: skip
+    shape: list[int] = Field(
+        description="output shape; -1 marks the batch and other variable dimensions "
+        "(for a tuple-valued node, its first element's)"
+    )
     datatype: str
     elements: list[ElementDescription] | None = Field(
-        default=None, description="for a node whose result is a tuple (read through getitem): each element")
+        default=None, description="for a node whose result is a tuple (read through getitem): each element"
+    )
     params: int = 0
 
 
@@ -84,16 +87,24 @@ def describe(v: ModelVersion) -> GraphDescription:
     outputs = [TensorSpec(name=o.name, datatype=o.datatype or "FP32", shape=o.shape or (-1,)) for o in v.outputs]
     for o in v.outputs:
         nodes.append(
-            NodeDescription(id=o.name, kind="output", inputs=[o.node], shape=list(o.shape or ()),
-                            datatype=o.datatype or "FP32")  # fmt: skip
+            NodeDescription(
+                id=o.name, kind="output", inputs=[o.node], shape=list(o.shape or ()), datatype=o.datatype or "FP32"
+            )
         )
         edges.append(Edge(source=o.node, target=o.name))
     return GraphDescription(
-        model=v.model, version=v.version, parent=v.parent, created_at=v.created_at, ops=list(v.ops),
-        inputs=list(v.spec.inputs), outputs=outputs, nodes=nodes, edges=edges,
+        model=v.model,
+        version=v.version,
+        parent=v.parent,
+        created_at=v.created_at,
+        ops=list(v.ops),
+        inputs=list(v.spec.inputs),
+        outputs=outputs,
+        nodes=nodes,
+        edges=edges,
         totals=Totals(nodes=len(nodes), params=v.total_params()),
         compute_datatype=v.spec.compute_datatype or "FP32",
-    )  # fmt: skip
+    )
 
 
 _STYLE = {
@@ -174,17 +185,28 @@ def diff(a: ModelVersion, b: ModelVersion) -> GraphDiff:
         if what:
             changed.append(
                 NodeChange(
-                    id=nid, changes=what,
-                    before={"layer": x.layer.to_json() if x.layer else None, "inputs": list(x.inputs),
-                            "shape": list(a.shapes[nid].shape)},
-                    after={"layer": y.layer.to_json() if y.layer else None, "inputs": list(y.inputs),
-                           "shape": list(b.shapes[nid].shape)},
-                )  # fmt: skip
+                    id=nid,
+                    changes=what,
+                    before={
+                        "layer": x.layer.to_json() if x.layer else None,
+                        "inputs": list(x.inputs),
+                        "shape": list(a.shapes[nid].shape),
+                    },
+                    after={
+                        "layer": y.layer.to_json() if y.layer else None,
+                        "inputs": list(y.inputs),
+                        "shape": list(b.shapes[nid].shape),
+                    },
+                )
             )
     order = {n.id: i for i, n in enumerate(b.spec.nodes)}
     changed.sort(key=lambda c: order.get(c.id, 0))
     return GraphDiff(
-        model=b.model, from_version=a.version, to_version=b.version,
-        added=[n for n in nb if n not in na], removed=[n for n in na if n not in nb], changed=changed,
+        model=b.model,
+        from_version=a.version,
+        to_version=b.version,
+        added=[n for n in nb if n not in na],
+        removed=[n for n in na if n not in nb],
+        changed=changed,
         outputs_changed=[(o.shape, o.datatype) for o in a.outputs] != [(o.shape, o.datatype) for o in b.outputs],
-    )  # fmt: skip
+    )

@@ -19,23 +19,34 @@ def _lin(i: int, o: int) -> dict[str, Any]:
     return {"type": "Linear", "in_features": i, "out_features": o}
 
 
-def _chain(name: str, input_shape: list[int], layers: list[tuple[str, dict[str, Any]]],
-           datatype: str = "FP32") -> dict[str, Any]:  # fmt: skip
+def _chain(
+    name: str, input_shape: list[int], layers: list[tuple[str, dict[str, Any]]], datatype: str = "FP32"
+) -> dict[str, Any]:
     nodes, prev = [], "input"
     for nid, layer in layers:
         nodes.append({"id": nid, "layer": layer, "inputs": [prev]})
         prev = nid
-    return {"name": name, "inputs": [{"name": "input", "datatype": datatype, "shape": input_shape}],
-            "outputs": [{"name": "output", "node": prev}], "nodes": nodes}  # fmt: skip
+    return {
+        "name": name,
+        "inputs": [{"name": "input", "datatype": datatype, "shape": input_shape}],
+        "outputs": [{"name": "output", "node": prev}],
+        "nodes": nodes,
+    }
 
 
 def digits_spec() -> dict[str, Any]:
     """MLP for scikit-learn's 8x8 digits: 64 -> 128 -> 64 -> 10 logits (weights trained by scripts/train_digits.py)."""
-    return _chain("digits", [-1, 64], [
-        ("fc1", _lin(64, 128)), ("relu1", {"type": "ReLU"}),
-        ("fc2", _lin(128, 64)), ("relu2", {"type": "ReLU"}),
-        ("fc3", _lin(64, 10)),
-    ])  # fmt: skip
+    return _chain(
+        "digits",
+        [-1, 64],
+        [
+            ("fc1", _lin(64, 128)),
+            ("relu1", {"type": "ReLU"}),
+            ("fc2", _lin(128, 64)),
+            ("relu2", {"type": "ReLU"}),
+            ("fc3", _lin(64, 10)),
+        ],
+    )
 
 
 def mlp_spec(hidden: int = 512, depth: int = 2, in_features: int = 784, classes: int = 10) -> dict[str, Any]:
@@ -58,8 +69,9 @@ def chain_spec(depth: int = 100, width: int = 64) -> dict[str, Any]:
     return _chain("chain", [-1, width], layers)
 
 
-def convnet_spec(width: float = 0.25, image: int = 32, classes: int = 10, convs: tuple[int, ...] = (2, 2, 3, 3)
-                 ) -> dict[str, Any]:  # fmt: skip
+def convnet_spec(
+    width: float = 0.25, image: int = 32, classes: int = 10, convs: tuple[int, ...] = (2, 2, 3, 3)
+) -> dict[str, Any]:
     """VGG-style: stages of Conv2d(3x3, padding=1)+ReLU, widths doubling (64·width upwards), max-pooled between
     stages, then global average pooling and a Linear classifier. (The article's stack as written fed a 3-channel
     image into a 64-channel conv and never pooled before the classifier; this version runs.)"""
@@ -67,18 +79,27 @@ def convnet_spec(width: float = 0.25, image: int = 32, classes: int = 10, convs:
     cin, c = 3, max(1, round(64 * width))
     for s, n in enumerate(convs, start=1):
         for j in range(1, n + 1):
-            layers.append((f"conv{s}_{j}", {"type": "Conv2d", "in_channels": cin, "out_channels": c,
-                                            "kernel_size": 3, "padding": 1}))  # fmt: skip
+            layers.append(
+                (
+                    f"conv{s}_{j}",
+                    {"type": "Conv2d", "in_channels": cin, "out_channels": c, "kernel_size": 3, "padding": 1},
+                )
+            )
             layers.append((f"relu{s}_{j}", {"type": "ReLU"}))
             cin = c
         layers.append((f"pool{s}", {"type": "MaxPool2d", "kernel_size": 2}))
         c *= 2
-    layers += [("gap", {"type": "AdaptiveAvgPool2d", "output_size": 1}), ("flatten", {"type": "Flatten"}),
-               ("fc", _lin(cin, classes))]  # fmt: skip
+    layers += [
+        ("gap", {"type": "AdaptiveAvgPool2d", "output_size": 1}),
+        ("flatten", {"type": "Flatten"}),
+        ("fc", _lin(cin, classes)),
+    ]
     return _chain("convnet", [-1, 3, image, image], layers)
 
 
-def resnet_spec(width: int = 16, blocks: tuple[int, ...] = (2, 2), image: int = 32, classes: int = 10) -> dict[str, Any]:
+def resnet_spec(
+    width: int = 16, blocks: tuple[int, ...] = (2, 2), image: int = 32, classes: int = 10
+) -> dict[str, Any]:
     """A small residual CNN: a real DAG, with skip connections joined by `add` nodes."""
     nodes: list[dict[str, Any]] = []
 
@@ -87,8 +108,19 @@ def resnet_spec(width: int = 16, blocks: tuple[int, ...] = (2, 2), image: int = 
         return nid
 
     def conv(nid: str, cin: int, cout: int, src: str, k: int = 3, stride: int = 1) -> str:
-        return layer(nid, {"type": "Conv2d", "in_channels": cin, "out_channels": cout, "kernel_size": k,
-                           "stride": stride, "padding": k // 2, "bias": False}, src)  # fmt: skip
+        return layer(
+            nid,
+            {
+                "type": "Conv2d",
+                "in_channels": cin,
+                "out_channels": cout,
+                "kernel_size": k,
+                "stride": stride,
+                "padding": k // 2,
+                "bias": False,
+            },
+            src,
+        )
 
     x = conv("stem", 3, width, "input")
     x = layer("stem_bn", {"type": "BatchNorm2d", "num_features": width}, x)
@@ -112,8 +144,12 @@ def resnet_spec(width: int = 16, blocks: tuple[int, ...] = (2, 2), image: int = 
     x = layer("gap", {"type": "AdaptiveAvgPool2d", "output_size": 1}, x)
     x = layer("flatten", {"type": "Flatten"}, x)
     x = layer("fc", _lin(cin, classes), x)
-    return {"name": "resnet", "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 3, image, image]}],
-            "outputs": [{"name": "output", "node": x}], "nodes": nodes}  # fmt: skip
+    return {
+        "name": "resnet",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 3, image, image]}],
+        "outputs": [{"name": "output", "node": x}],
+        "nodes": nodes,
+    }
 
 
 ZOO: dict[str, Callable[..., dict[str, Any]]] = {

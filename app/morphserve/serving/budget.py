@@ -49,8 +49,10 @@ class MemoryBudget:
         if needed > self.limit:
             raise ModelTooLargeError(
                 f"{what} needs {needed:,} bytes of parameters, over the limit of {self.limit:,} bytes "
-                f"(--max-model-bytes)", needed_bytes=needed, limit_bytes=self.limit,
-            )  # fmt: skip
+                f"(--max-model-bytes)",
+                needed_bytes=needed,
+                limit_bytes=self.limit,
+            )
 
     def check_spec(self, spec: ModelSpec, what: str = "the model") -> None:
         self._check(sum(node_bytes(n) for n in spec.nodes), what)

@@ -197,8 +197,9 @@ class EventHub:
         return [e for e in recent if e.seq > seq]
 
 
-def version_data(model: str, version: int, parent: int | None, ops: Sequence[dict[str, Any]],
-                 created_at: float) -> dict[str, Any]:  # fmt: skip
+def version_data(
+    model: str, version: int, parent: int | None, ops: Sequence[dict[str, Any]], created_at: float
+) -> dict[str, Any]:
     """The JSON of a `version` event (live and replayed alike)."""
     return {"model": model, "version": version, "parent": parent, "ops": list(ops), "created_at": created_at}
 
@@ -238,8 +239,11 @@ async def _model_stream(source: Source, sub: Subscription, *, since: int | None)
             records = await source.history(model)
         except NotFoundError:
             return None
-        return [Event("version", version_data(model, r.version, r.parent, r.ops, r.created_at), str(r.version))
-                for r in sorted(records, key=lambda r: r.version) if after < r.version <= upto]  # fmt: skip
+        return [
+            Event("version", version_data(model, r.version, r.parent, r.ops, r.created_at), str(r.version))
+            for r in sorted(records, key=lambda r: r.version)
+            if after < r.version <= upto
+        ]
 
     try:
         if since is not None and replay_upto is not None and since > replay_upto:

@@ -38,9 +38,17 @@ def replica_id() -> str:
 
 
 class Follower:
-    def __init__(self, store: Store, metrics: Metrics, *, follow: Callable[[dict[str, Head]], bool],
-                 applied: Callable[[], dict[str, int]], interval_s: float, address: str,
-                 rid: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        *,
+        follow: Callable[[dict[str, Head]], bool],
+        applied: Callable[[], dict[str, int]],
+        interval_s: float,
+        address: str,
+        rid: str | None = None,
+    ) -> None:
         """`follow(heads)` brings this process's models to the journal's heads (True when anything changed);
         `applied()` is what this replica has live, for its heartbeat."""
         self.store = store
@@ -137,8 +145,7 @@ class Follower:
 
     def beat(self) -> None:
         try:
-            self.store.heartbeat(ReplicaRecord(self.id, self.address, self._applied(), self.started_at,
-                                               time.time()))  # fmt: skip
+            self.store.heartbeat(ReplicaRecord(self.id, self.address, self._applied(), self.started_at, time.time()))
             self._last_beat = time.time()
         except StoreError as e:
             self._down(e)

@@ -26,8 +26,9 @@ def prepare_inputs(model: str, arrays: Mapping[str, np.ndarray], version: ModelV
     names = [t.name for t in sig]
     unknown = [k for k in arrays if k not in names]
     if unknown:
-        raise BadInputError(f"model {model!r} has no input {unknown[0]!r}; its inputs are {names}",
-                            expected=names, got=list(arrays))  # fmt: skip
+        raise BadInputError(
+            f"model {model!r} has no input {unknown[0]!r}; its inputs are {names}", expected=names, got=list(arrays)
+        )
     tensors = []
     rows: int | None = None
     for t in sig:
@@ -36,12 +37,18 @@ def prepare_inputs(model: str, arrays: Mapping[str, np.ndarray], version: ModelV
         a = arrays[t.name]
         want = OIP_TO_NUMPY.get(t.datatype)
         if a.dtype != want:
-            raise BadInputError(f"input {t.name!r}: expected datatype {t.datatype}, got {a.dtype.name}",
-                                expected=t.datatype, got=a.dtype.name)  # fmt: skip
+            raise BadInputError(
+                f"input {t.name!r}: expected datatype {t.datatype}, got {a.dtype.name}",
+                expected=t.datatype,
+                got=a.dtype.name,
+            )
         ok = a.ndim == len(t.shape) and all(d == -1 or d == s for d, s in zip(t.shape, a.shape, strict=False))
         if not ok or a.shape[0] == 0 or 0 in a.shape:
-            raise BadInputError(f"input {t.name!r}: expected shape {list(t.shape)}, got {list(a.shape)}",
-                                expected=list(t.shape), got=list(a.shape))  # fmt: skip
+            raise BadInputError(
+                f"input {t.name!r}: expected shape {list(t.shape)}, got {list(a.shape)}",
+                expected=list(t.shape),
+                got=list(a.shape),
+            )
         if rows is not None and a.shape[0] != rows:
             raise BadInputError(f"inputs disagree on the batch size: {rows} vs {a.shape[0]}")
         rows = a.shape[0]
@@ -54,8 +61,9 @@ class Inference:
         self.device = device
         self.timeout_s = timeout_s
 
-    async def infer(self, served: ServedModel, arrays: Mapping[str, np.ndarray], version: int | None = None
-                    ) -> InferResult:  # fmt: skip
+    async def infer(
+        self, served: ServedModel, arrays: Mapping[str, np.ndarray], version: int | None = None
+    ) -> InferResult:
         runnable = None
         if version is not None:
             # An evicted version is reloaded from the store off the loop (404 for one that never existed).

@@ -12,27 +12,55 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("morphserve_requests", "HTTP requests by route template and status",
-                                ["method", "route", "status"], registry=r)  # fmt: skip
-        self.latency = Histogram("morphserve_request_duration_seconds", "HTTP request latency by route template",
-                                 ["method", "route"], buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
-        self.batch_size = Histogram("morphserve_batch_size", "rows per executed batch", ["model"],
-                                    buckets=_BATCH_BUCKETS, registry=r)  # fmt: skip
+        self.requests = Counter(
+            "morphserve_requests",
+            "HTTP requests by route template and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "morphserve_request_duration_seconds",
+            "HTTP request latency by route template",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "morphserve_batch_size", "rows per executed batch", ["model"], buckets=_BATCH_BUCKETS, registry=r
+        )
         self.queue_depth = Gauge("morphserve_queue_depth", "inference requests waiting", ["model"], registry=r)
         self.version = Gauge("morphserve_model_version", "version currently serving", ["model"], registry=r)
         self.edits = Counter("morphserve_edits", "edits by outcome", ["model", "outcome"], registry=r)
-        self.edit_latency = Histogram("morphserve_edit_duration_seconds", "edit latency, request to live",
-                                      ["model"], buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
-        self.inference_latency = Histogram("morphserve_inference_duration_seconds",
-                                           "inference latency per model, from the registry taking the request to "
-                                           "its result (queueing and batching included)", ["model"],
-                                           buckets=_LATENCY_BUCKETS, registry=r)  # fmt: skip
-        self.lag_versions = Gauge("morphserve_replica_lag_versions", "versions committed to the journal that this "
-                                  "replica has not applied yet", ["model"], registry=r)  # fmt: skip
-        self.lag_seconds = Gauge("morphserve_replica_lag_seconds", "seconds since the journal's newest version "
-                                 "committed, while this replica has not applied it (0 when caught up)", ["model"],
-                                 registry=r)  # fmt: skip
+        self.edit_latency = Histogram(
+            "morphserve_edit_duration_seconds",
+            "edit latency, request to live",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference_latency = Histogram(
+            "morphserve_inference_duration_seconds",
+            "inference latency per model, from the registry taking the request to "
+            "its result (queueing and batching included)",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.lag_versions = Gauge(
+            "morphserve_replica_lag_versions",
+            "versions committed to the journal that this replica has not applied yet",
+            ["model"],
+            registry=r,
+        )
+        self.lag_seconds = Gauge(
+            "morphserve_replica_lag_seconds",
+            "seconds since the journal's newest version "
+            "committed, while this replica has not applied it (0 when caught up)",
+            ["model"],
+            registry=r,
+        )
         self.journal_up = Gauge("morphserve_journal_up", "1 while the journal is reachable, else 0", registry=r)
         # Not labelled by version: versions grow without bound, Prometheus series must not.
-        self.inferences = Counter("morphserve_inferences", "inference requests served by the worker",
-                                  ["model"], registry=r)  # fmt: skip
+        self.inferences = Counter(
+            "morphserve_inferences", "inference requests served by the worker", ["model"], registry=r
+        )

@@ -44,9 +44,16 @@ class EditOutcome:
 
 
 class EditPipeline:
-    def __init__(self, store: Store, metrics: Metrics, budget: MemoryBudget, device: torch.device,
-                 keep_versions: int | None, on_commit: Callable[[ServedModel, ModelVersion], None] | None = None,
-                 priority: SwitchIntervalBoost | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: Store,
+        metrics: Metrics,
+        budget: MemoryBudget,
+        device: torch.device,
+        keep_versions: int | None,
+        on_commit: Callable[[ServedModel, ModelVersion], None] | None = None,
+        priority: SwitchIntervalBoost | None = None,
+    ) -> None:
         self.store = store
         self.metrics = metrics
         self.budget = budget
@@ -61,8 +68,15 @@ class EditPipeline:
         per closed registry stays behind for the life of the process)."""
         self._blob_writer.shutdown(wait=True)
 
-    def edit(self, served: ServedModel, ops: list[Op] | list[dict[str, Any]], *, if_version: int | None = None,
-             dry_run: bool = False, allow_output_change: bool = False) -> EditOutcome:  # fmt: skip
+    def edit(
+        self,
+        served: ServedModel,
+        ops: list[Op] | list[dict[str, Any]],
+        *,
+        if_version: int | None = None,
+        dry_run: bool = False,
+        allow_output_change: bool = False,
+    ) -> EditOutcome:
         def propose() -> ModelVersion:
             parsed = parse_ops(ops)
             self.budget.check_edit(served.live.current, parsed)
@@ -87,9 +101,14 @@ class EditPipeline:
                 if dry_run:
                     candidate.graph_module  # noqa: B018 - a dry run builds too: it reports what would serve
                     t2 = time.perf_counter()
-                    return EditOutcome(served.name, candidate, previous, diff(previous, candidate),
-                                       _ms(validate=t1 - t0, build=t2 - t1, persist=0.0, swap=0.0, total=t2 - t0),
-                                       True)  # fmt: skip
+                    return EditOutcome(
+                        served.name,
+                        candidate,
+                        previous,
+                        diff(previous, candidate),
+                        _ms(validate=t1 - t0, build=t2 - t1, persist=0.0, swap=0.0, total=t2 - t0),
+                        True,
+                    )
                 # The new blobs are hashed, written and fsynced beside the build and warm-up (file I/O and
                 # hashing release the GIL); the journal row, which makes the version exist, waits for both.
                 blobs = self._blob_writer.submit(self.store.write_blobs, candidate)
@@ -110,13 +129,24 @@ class EditPipeline:
             t4 = time.perf_counter()
         self.metrics.edits.labels(served.name, "committed").inc()
         self.metrics.edit_latency.labels(served.name).observe(t4 - t0)
-        log.info("model %s: version %d live (from %d, %.1f ms)", served.name, candidate.version, previous.version,
-                 (t4 - t0) * 1000)  # fmt: skip
+        log.info(
+            "model %s: version %d live (from %d, %.1f ms)",
+            served.name,
+            candidate.version,
+            previous.version,
+            (t4 - t0) * 1000,
+        )
         if self.on_commit is not None:
             self.on_commit(served, candidate)
-        return EditOutcome(served.name, candidate, previous, diff(previous, candidate),
-                           _ms(validate=t1 - t0, build=t2 - t1, persist=t3 - t2, swap=t4 - t3, total=t4 - t0),
-                           False, live_at)  # fmt: skip
+        return EditOutcome(
+            served.name,
+            candidate,
+            previous,
+            diff(previous, candidate),
+            _ms(validate=t1 - t0, build=t2 - t1, persist=t3 - t2, swap=t4 - t3, total=t4 - t0),
+            False,
+            live_at,
+        )
 
     def _go_live(self, served: ServedModel, v: ModelVersion, runnable: Any, *, commit: bool) -> float:
         """Swap `v` in; the wall-clock time it went live."""

@@ -30,7 +30,7 @@ from morphserve.store import (
     StoreUnavailableError,
     VersionConflictError,
     VersionRecord,
-    open_store,  # fmt: skip
+    open_store,
 )
 
 from .budget import MemoryBudget
@@ -81,9 +81,15 @@ class Registry:
         self.budget = MemoryBudget(settings.model_bytes_limit)
         self.inference = Inference(self.device, settings.request_timeout_s)
         self.events = EventHub()  # events hook: committed versions, models created and deleted (SSE)
-        self.pipeline = EditPipeline(self.store, metrics, self.budget, self.device, settings.keep_versions,
-                                     on_commit=lambda _served, v: self.events.version_committed(v),  # events hook
-                                     priority=SwitchIntervalBoost(settings.edit_switch_interval_us / 1e6 or None))
+        self.pipeline = EditPipeline(
+            self.store,
+            metrics,
+            self.budget,
+            self.device,
+            settings.keep_versions,
+            on_commit=lambda _served, v: self.events.version_committed(v),  # events hook
+            priority=SwitchIntervalBoost(settings.edit_switch_interval_us / 1e6 or None),
+        )
         self._models: dict[str, ServedModel] = {}
         self._deleting: set[str] = set()
         self._lock = threading.Lock()
@@ -91,9 +97,12 @@ class Registry:
         self.failed: dict[str, str] = {}
         #: Why the journal's list of models could not be read at start (a damaged journal), or None.
         self.unreadable: str | None = None
-        self.replication = Replication(self, interval_s=settings.follow_interval_ms / 1000,
-                                       wait_s=settings.min_version_wait_ms / 1000,
-                                       address=advertised_address(settings.host, settings.port))  # fmt: skip
+        self.replication = Replication(
+            self,
+            interval_s=settings.follow_interval_ms / 1000,
+            wait_s=settings.min_version_wait_ms / 1000,
+            address=advertised_address(settings.host, settings.port),
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def load_from_settings(self) -> None:
@@ -111,16 +120,21 @@ class Registry:
             name, source = parse_entry(entry)
             if name is not None and (name in self._models or name in self.failed):
                 if name in self._models:
-                    log.info("model %s: --model %s given, resuming from the journal at version %d instead",
-                             name, entry, self._models[name].live.current.version)  # fmt: skip
+                    log.info(
+                        "model %s: --model %s given, resuming from the journal at version %d instead",
+                        name,
+                        entry,
+                        self._models[name].live.current.version,
+                    )
                 continue
             first = source.load(name, self.budget)
             if first.model in self._models or first.model in self.failed:
                 log.info("model %s: already in the journal, resuming from it", first.model)
                 continue
             try:
-                self._serve(recast(first, self.settings.dtype) if self.settings.dtype else first, persist=True,
-                            startup=True)  # fmt: skip
+                self._serve(
+                    recast(first, self.settings.dtype) if self.settings.dtype else first, persist=True, startup=True
+                )
             except (VersionConflictError, ModelExistsError):  # a replica starting beside this one created it first
                 self._restore(first.model, self.store.heads()[first.model].incarnation)
             except StoreError as e:  # a damaged journal takes no writes, not even this
@@ -142,8 +156,9 @@ class Registry:
         log.info("model %s: restored version %d from %s", name, first.version, self.store.where)
         self._serve(first, persist=False, incarnation=incarnation)
 
-    def _serve(self, first: ModelVersion, *, persist: bool, startup: bool = False,
-               incarnation: str | None = None) -> ServedModel:  # fmt: skip
+    def _serve(
+        self, first: ModelVersion, *, persist: bool, startup: bool = False, incarnation: str | None = None
+    ) -> ServedModel:
         """Serve `first` (a model's latest version); `persist` journals it as a new model."""
         with self._lock:
             if first.model in self._models:
@@ -152,18 +167,21 @@ class Registry:
                 raise ModelExistsError(f"model {first.model!r} exists in the journal {self.store.where}")
             placement = Placement(self.device)
             worker = DeviceWorker(
-                first.model, self.device, max_batch_size=self.settings.max_batch_size,
-                max_batch_delay_s=self.settings.max_batch_delay_ms / 1000, max_queue=self.settings.max_queue,
-                resident_limit=self.settings.resident_versions, metrics=self.metrics,
+                first.model,
+                self.device,
+                max_batch_size=self.settings.max_batch_size,
+                max_batch_delay_s=self.settings.max_batch_delay_ms / 1000,
+                max_queue=self.settings.max_queue,
+                resident_limit=self.settings.resident_versions,
+                metrics=self.metrics,
                 batch_wait=self.settings.batch_wait,
-            )  # fmt: skip
+            )
             runnable = placement.place(first)
             warm_up(first, runnable, self.device)
             if persist:
                 incarnation = self.store.commit(first, startup=startup, create=True)  # a new model: its first row
             holder: list[ServedModel] = []
-            loader = caching_loader(lambda: holder[0], self._store_loader(first.model),
-                                    self.settings.resident_versions)  # fmt: skip
+            loader = caching_loader(lambda: holder[0], self._store_loader(first.model), self.settings.resident_versions)
             served = ServedModel(LiveModel(first, loader=loader), worker, placement, incarnation=incarnation)
             holder.append(served)
             worker.start(first.version, runnable)
@@ -279,11 +297,17 @@ class Registry:
         count = len(await asyncio.to_thread(self.store.version_numbers, name))
         v = served.live.current
         return ModelStatus(
-            name=name, version=v.version, versions=count, resident_versions=served.worker.resident_versions(),
-            device=str(self.device), queue_depth=served.worker.queue_depth(), inputs=list(v.inputs),
+            name=name,
+            version=v.version,
+            versions=count,
+            resident_versions=served.worker.resident_versions(),
+            device=str(self.device),
+            queue_depth=served.worker.queue_depth(),
+            inputs=list(v.inputs),
             outputs=[TensorSpec(name=o.name, datatype=o.datatype or "FP32", shape=o.shape or (-1,)) for o in v.outputs],
-            params=v.total_params(), compute_datatype=v.spec.compute_datatype or "FP32",
-        )  # fmt: skip
+            params=v.total_params(),
+            compute_datatype=v.spec.compute_datatype or "FP32",
+        )
 
     def readiness(self) -> Readiness:
         """Ready when everything the server was asked to serve is served (an empty server is ready)."""
@@ -318,8 +342,9 @@ class Registry:
         return await asyncio.to_thread(fn, *args)
 
     # -- inference and edits -----------------------------------------------------------------------------
-    async def infer(self, name: str, arrays: Mapping[str, np.ndarray], version: int | None = None, *,
-                    min_version: int | None = None) -> InferResult:  # fmt: skip
+    async def infer(
+        self, name: str, arrays: Mapping[str, np.ndarray], version: int | None = None, *, min_version: int | None = None
+    ) -> InferResult:
         """`min_version`: read-your-writes across replicas (wait, bounded, until this replica has applied it)."""
         started = time.perf_counter()  # metrics hook: per-model latency
         if min_version is not None:
@@ -334,22 +359,36 @@ class Registry:
     async def wait_replicas(self, name: str, version: int, wanted: str, timeout: float) -> ReplicaWait:
         return await self.replication.wait_replicas(name, version, wanted, timeout)
 
-    async def edit(self, name: str, ops: list[Any], *, if_version: int | None = None, dry_run: bool = False,
-                   allow_output_change: bool = False) -> EditOutcome:  # fmt: skip
+    async def edit(
+        self,
+        name: str,
+        ops: list[Any],
+        *,
+        if_version: int | None = None,
+        dry_run: bool = False,
+        allow_output_change: bool = False,
+    ) -> EditOutcome:
         served = self.get(name)
-        return await asyncio.to_thread(self.pipeline.edit, served, ops, if_version=if_version, dry_run=dry_run,
-                                       allow_output_change=allow_output_change)  # fmt: skip
+        return await asyncio.to_thread(
+            self.pipeline.edit,
+            served,
+            ops,
+            if_version=if_version,
+            dry_run=dry_run,
+            allow_output_change=allow_output_change,
+        )
 
-    async def set_weights(self, name: str, node: str, tensors: dict[str, torch.Tensor], *,
-                          if_version: int | None = None) -> EditOutcome:  # fmt: skip
+    async def set_weights(
+        self, name: str, node: str, tensors: dict[str, torch.Tensor], *, if_version: int | None = None
+    ) -> EditOutcome:
         return await self.edit(name, [SetWeightsOp.from_tensors(node, tensors)], if_version=if_version)
 
-    async def upload_weights(self, name: str, node: str, data: bytes, *, if_version: int | None = None
-                             ) -> EditOutcome:  # fmt: skip
+    async def upload_weights(self, name: str, node: str, data: bytes, *, if_version: int | None = None) -> EditOutcome:
         """`set_weights` from a safetensors file (keys `<tensor>` or `<node>.<tensor>`), parsed off the loop."""
         served = self.get(name)
-        return await asyncio.to_thread(lambda: self.pipeline.edit(served, [weights_op(node, data)],
-                                                                  if_version=if_version))  # fmt: skip
+        return await asyncio.to_thread(
+            lambda: self.pipeline.edit(served, [weights_op(node, data)], if_version=if_version)
+        )
 
     async def rollback(self, name: str, to: int, *, if_version: int | None = None) -> EditOutcome:
         served = self.get(name)

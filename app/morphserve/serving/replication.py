@@ -74,8 +74,14 @@ class Replication:
     def __init__(self, registry: Registry, *, interval_s: float, wait_s: float, address: str) -> None:
         self.registry = registry
         self.wait_s = wait_s
-        self.follower = Follower(registry.store, registry.metrics, follow=self.follow, applied=self.applied,
-                                 interval_s=interval_s, address=address)  # fmt: skip
+        self.follower = Follower(
+            registry.store,
+            registry.metrics,
+            follow=self.follow,
+            applied=self.applied,
+            interval_s=interval_s,
+            address=address,
+        )
         self._heads: dict[str, Head] = {}
 
     def start(self) -> None:
@@ -144,16 +150,18 @@ class Replication:
             have = served.serving_version()
             raise VersionBehindError(
                 f"this replica has version {have} of {name!r}, not yet {min_version}; retry shortly",
-                version=have, min_version=min_version,
-            )  # fmt: skip
+                version=have,
+                min_version=min_version,
+            )
 
     # -- the replica view and edits that wait for it ---------------------------------------------------------
     def view(self) -> ReplicasView:
         """Blocking (reads the journal): call it off the event loop."""
         f = self.follower
         kind = self.registry.settings.journal.split(":", 1)[0]
-        journal = JournalState(backend="postgresql" if kind.startswith("postgres") else kind, up=f.journal_up,
-                               error=f.last_error)  # fmt: skip
+        journal = JournalState(
+            backend="postgresql" if kind.startswith("postgres") else kind, up=f.journal_up, error=f.last_error
+        )
         try:
             rows = self.registry.store.replicas()
             heads = self.registry.store.heads()
@@ -170,18 +178,35 @@ class Replication:
             replicas.append(self._info(r.id, r.address, r.started_at, r.last_seen, versions, heads, now, f.id))
         if not seen_self:  # not beaten yet, or the journal is down: this replica still knows itself
             replicas.insert(0, self._info(f.id, f.address, f.started_at, now, self.applied(), heads, now, f.id))
-        return ReplicasView(self=f.id, journal=journal, heads={m: h.version for m, h in heads.items()},
-                            replicas=replicas)  # fmt: skip
+        return ReplicasView(
+            self=f.id, journal=journal, heads={m: h.version for m, h in heads.items()}, replicas=replicas
+        )
 
     @staticmethod
-    def _info(rid: str, address: str, started: float, seen: float, versions: dict[str, int], heads: dict[str, Head],
-              now: float, me: str) -> ReplicaInfo:  # fmt: skip
+    def _info(
+        rid: str,
+        address: str,
+        started: float,
+        seen: float,
+        versions: dict[str, int],
+        heads: dict[str, Head],
+        now: float,
+        me: str,
+    ) -> ReplicaInfo:
         lag = {}
         for m, h in heads.items():
             behind = max(0, h.version - versions.get(m, 0))
             lag[m] = ModelLag(versions=behind, seconds=round(max(0.0, now - h.committed_at), 3) if behind else 0.0)
-        return ReplicaInfo(id=rid, address=address, alive=rid == me or now - seen < ALIVE_S, this=rid == me,
-                           started_at=started, last_seen=seen, versions=versions, lag=lag)  # fmt: skip
+        return ReplicaInfo(
+            id=rid,
+            address=address,
+            alive=rid == me or now - seen < ALIVE_S,
+            this=rid == me,
+            started_at=started,
+            last_seen=seen,
+            versions=versions,
+            lag=lag,
+        )
 
     async def wait_replicas(self, name: str, version: int, wanted: str, timeout: float) -> ReplicaWait:
         """After an edit: wait until all alive replicas (`all`) or `N` of them have `version` live, or `timeout`."""

@@ -77,8 +77,9 @@ class ServedModel:
             loop.call_soon_threadsafe(lambda f=fut: f.done() or f.set_result(None))
 
 
-def caching_loader(served: Callable[[], ServedModel], load: Callable[[int], ModelVersion], keep: int
-                   ) -> Callable[[int], ModelVersion]:  # fmt: skip
+def caching_loader(
+    served: Callable[[], ServedModel], load: Callable[[int], ModelVersion], keep: int
+) -> Callable[[int], ModelVersion]:
     """A LiveModel loader that keeps the last `keep` reloaded versions, so views of an old version do not reload it
     on every request. Called from worker threads only (never the event loop)."""
 

@@ -143,8 +143,10 @@ class UploadedBundle:
         if self._file is not None:
             raise RuntimeError("UploadedBundle.load before finish()")
         if not zipfile.is_zipfile(self.path):
-            raise SpecError("the upload is not a zip file: send a bundle (a zip of spec.json + weights.safetensors, "
-                            "as `morphserve import` or an export writes it)")  # fmt: skip
+            raise SpecError(
+                "the upload is not a zip file: send a bundle (a zip of spec.json + weights.safetensors, "
+                "as `morphserve import` or an export writes it)"
+            )
         return BundleSource(self.path).load(name or self.name, budget)
 
     def close(self) -> None:

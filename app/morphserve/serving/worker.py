@@ -232,7 +232,7 @@ class DeviceWorker:
             started = time.monotonic()
             try:
                 self._execute(batch)
-            except BaseException as e:  # noqa: BLE001 - never let one batch kill the worker
+            except BaseException as e:
                 log.exception("model %s: batch failed unexpectedly", self.model)
                 for item in batch:
                     item.deliver(e)

@@ -19,7 +19,21 @@ from .records import (
 from .store import Store
 
 __all__ = [
-    "BlobBackend", "BlobCorruptError", "ChangeFeed", "GcResult", "Head", "JournalBackend", "JournalError",
-    "JournalUnreachableError", "Notice", "ReplicaRecord", "StorageFullError", "Store", "StoreError",
-    "StoreUnavailableError", "VersionConflictError", "VersionRecord", "open_store",
-]  # fmt: skip
+    "BlobBackend",
+    "BlobCorruptError",
+    "ChangeFeed",
+    "GcResult",
+    "Head",
+    "JournalBackend",
+    "JournalError",
+    "JournalUnreachableError",
+    "Notice",
+    "ReplicaRecord",
+    "StorageFullError",
+    "Store",
+    "StoreError",
+    "StoreUnavailableError",
+    "VersionConflictError",
+    "VersionRecord",
+    "open_store",
+]

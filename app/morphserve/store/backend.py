@@ -19,8 +19,9 @@ class JournalBackend(Protocol):
     #: Where the journal is, for messages (a file path, a database URL without its password).
     where: str
 
-    def append(self, record: VersionRecord, before_commit: Callable[[], None] | None = None, *,
-               create: str | None = None) -> None:  # fmt: skip
+    def append(
+        self, record: VersionRecord, before_commit: Callable[[], None] | None = None, *, create: str | None = None
+    ) -> None:
         """Insert one version row and its `version_blobs` rows in one transaction, and wake followers.
 
         Version numbers are allocated optimistically by the caller; the (model, version) unique constraint

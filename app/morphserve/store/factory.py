@@ -55,8 +55,11 @@ def open_store(settings: Settings, *, wait_s: float = START_WAIT_S) -> Store:
         if settings.fresh and settings.blob_dir is not None:
             blobs.reset()
     except StoreError as e:
-        log.error("state dir %s unusable; serving from memory, edits are refused, nothing there is touched: %s",
-                  state, e.message)  # fmt: skip
+        log.error(
+            "state dir %s unusable; serving from memory, edits are refused, nothing there is touched: %s",
+            state,
+            e.message,
+        )
         return Store(MemoryJournal(), MemoryBlobs(), unavailable=f"the state dir {state} is unusable: {e.message}")
     if journal.damage is not None:
         log.error("%s; serving what can be read, edits are refused", journal.damage)
@@ -110,8 +113,10 @@ def _fresh(store: Store, journal: PostgresJournal) -> None:
     live = [r for r in journal.replicas() if now - r.last_seen < LIVE_REPLICA_S]
     if live:
         names = ", ".join(f"{r.id} ({r.address})" for r in live[:5])
-        raise StoreError(f"--fresh would empty the shared journal {journal.where}, which {len(live)} live replica(s) "
-                         f"follow: {names}; stop them first (a heartbeat older than {LIVE_REPLICA_S:g} s counts as "
-                         "stopped), or start without --fresh")  # fmt: skip
+        raise StoreError(
+            f"--fresh would empty the shared journal {journal.where}, which {len(live)} live replica(s) "
+            f"follow: {names}; stop them first (a heartbeat older than {LIVE_REPLICA_S:g} s counts as "
+            "stopped), or start without --fresh"
+        )
     store.reset()
     log.warning("--fresh: emptied the shared journal %s and its blobs", journal.where)

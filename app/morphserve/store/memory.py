@@ -25,8 +25,9 @@ class MemoryJournal:
         self._edit_locks = ModelLocks()
         self.edit_lock_timeout_s = edit_lock_timeout_s
 
-    def append(self, record: VersionRecord, before_commit: Callable[[], None] | None = None, *,
-               create: str | None = None) -> None:  # fmt: skip
+    def append(
+        self, record: VersionRecord, before_commit: Callable[[], None] | None = None, *, create: str | None = None
+    ) -> None:
         m, v = record.model, record.version
         with self._lock:
             if create is not None and m in self._models:
@@ -101,8 +102,9 @@ class MemoryJournal:
 
     def heartbeat(self, replica: ReplicaRecord) -> None:
         with self._lock:
-            self._replicas[replica.id] = ReplicaRecord(replica.id, replica.address, dict(replica.applied),
-                                                       replica.started_at, time.time())  # fmt: skip
+            self._replicas[replica.id] = ReplicaRecord(
+                replica.id, replica.address, dict(replica.applied), replica.started_at, time.time()
+            )
 
     def replicas(self) -> list[ReplicaRecord]:
         with self._lock:

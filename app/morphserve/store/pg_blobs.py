@@ -40,8 +40,10 @@ class PostgresBlobs:
         view = memoryview(data)
         try:
             with self._conn() as conn, conn.transaction():
-                cur = conn.execute(f"INSERT INTO blobs (digest, size, written_at) VALUES (%s, %s, {NOW}) "
-                                   "ON CONFLICT DO NOTHING", (digest, len(data)))  # fmt: skip
+                cur = conn.execute(
+                    f"INSERT INTO blobs (digest, size, written_at) VALUES (%s, %s, {NOW}) ON CONFLICT DO NOTHING",
+                    (digest, len(data)),
+                )
                 if cur.rowcount == 0:  # committed already (a concurrent writer's commit is waited for)
                     return
                 with cur.copy("COPY blob_chunks (digest, seq, data) FROM STDIN (FORMAT BINARY)") as copy:
@@ -49,8 +51,10 @@ class PostgresBlobs:
                     for seq, start in enumerate(range(0, max(len(data), 1), CHUNK)):
                         copy.write_row((digest, seq, view[start : start + CHUNK]))
         except StorageFullError as e:
-            raise StorageFullError(f"no space left for weight blob {self.locate(digest)}: {e.message}; {len(data)} "
-                                   "bytes were needed", len(data)) from None  # fmt: skip
+            raise StorageFullError(
+                f"no space left for weight blob {self.locate(digest)}: {e.message}; {len(data)} bytes were needed",
+                len(data),
+            ) from None
 
     def get(self, digest: str) -> bytes:
         with self._conn() as conn:

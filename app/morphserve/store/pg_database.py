@@ -159,18 +159,34 @@ class Database:
                 if self.failure is not None or time.monotonic() >= deadline:
                     raise
 
-    def pool(self, application_name: str, what: str, *, max_size: int, min_size: int = 1,
-             configure: Callable[[psycopg.Connection[Any]], None] | None = None,
-             reset: Callable[[psycopg.Connection[Any]], None] | None = None) -> ConnectionPool:  # fmt: skip
+    def pool(
+        self,
+        application_name: str,
+        what: str,
+        *,
+        max_size: int,
+        min_size: int = 1,
+        configure: Callable[[psycopg.Connection[Any]], None] | None = None,
+        reset: Callable[[psycopg.Connection[Any]], None] | None = None,
+    ) -> ConnectionPool:
         """A small pool of autocommit connections (writes use explicit transactions). Each connection is checked
         when handed out, so a database that restarted costs no failed call; a dead one is replaced in the
         background, which is how the store reconnects by itself once the database is back."""
         pool: ConnectionPool = ConnectionPool(
-            self.conninfo(application_name), connection_class=self._connection_class, min_size=min_size,
-            max_size=max_size, open=False, kwargs={"autocommit": True}, configure=configure, reset=reset,
-            check=ConnectionPool.check_connection, timeout=POOL_TIMEOUT_S, reconnect_timeout=RECONNECT_S,
-            name=application_name, num_workers=1,
-        )  # fmt: skip
+            self.conninfo(application_name),
+            connection_class=self._connection_class,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            kwargs={"autocommit": True},
+            configure=configure,
+            reset=reset,
+            check=ConnectionPool.check_connection,
+            timeout=POOL_TIMEOUT_S,
+            reconnect_timeout=RECONNECT_S,
+            name=application_name,
+            num_workers=1,
+        )
         try:
             pool.open(wait=min_size > 0, timeout=POOL_TIMEOUT_S)
         except psycopg.Error as e:

@@ -47,7 +47,6 @@ log = logging.getLogger("morphserve.store")
 CHANNEL = "morphserve"
 
 
-
 def _sync_commit_on(conn: psycopg.Connection[Any]) -> None:
     conn.execute("SET synchronous_commit TO on")
 
@@ -90,10 +89,19 @@ class PostgresJournal(VersionReads):
                 conn.execute(sql, args)
 
     # -- writing -----------------------------------------------------------------------------------------
-    def append(self, r: VersionRecord, before_commit: Callable[[], None] | None = None, *,
-               create: str | None = None) -> None:  # fmt: skip
-        row = (r.model, r.version, r.parent, json.dumps(r.ops), json.dumps(r.spec), json.dumps(r.blobs),
-               json.dumps(r.shapes), r.created_at)  # fmt: skip
+    def append(
+        self, r: VersionRecord, before_commit: Callable[[], None] | None = None, *, create: str | None = None
+    ) -> None:
+        row = (
+            r.model,
+            r.version,
+            r.parent,
+            json.dumps(r.ops),
+            json.dumps(r.spec),
+            json.dumps(r.blobs),
+            json.dumps(r.shapes),
+            r.created_at,
+        )
         try:
             with self._conn() as conn:
                 try:
@@ -103,21 +111,32 @@ class PostgresJournal(VersionReads):
                     raise self._conflict(r, e.diag.constraint_name or "") from None
         except StorageFullError:
             needed = sum(len(v) for v in row if isinstance(v, str)) + 8192  # the row and about a page of index
-            raise StorageFullError(f"no space left to journal {r.model} v{r.version} in {self.where}; about "
-                                   f"{needed} bytes were needed", needed) from None  # fmt: skip
+            raise StorageFullError(
+                f"no space left to journal {r.model} v{r.version} in {self.where}; about {needed} bytes were needed",
+                needed,
+            ) from None
 
     @staticmethod
-    def _insert(conn: psycopg.Connection[Any], r: VersionRecord, row: tuple[Any, ...], create: str | None,
-                before_commit: Callable[[], None] | None) -> None:  # fmt: skip
+    def _insert(
+        conn: psycopg.Connection[Any],
+        r: VersionRecord,
+        row: tuple[Any, ...],
+        create: str | None,
+        before_commit: Callable[[], None] | None,
+    ) -> None:
         conn.execute("SELECT pg_advisory_xact_lock_shared(%s, %s)", SWEEP_LOCK)
         if create is not None:
-            conn.execute(f"INSERT INTO models (model, incarnation, created_at) VALUES (%s, %s, {NOW})",
-                         (r.model, create))  # fmt: skip
-        conn.execute(f"INSERT INTO versions ({COLUMNS}, committed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, {NOW})",
-                     row)  # fmt: skip
+            conn.execute(
+                f"INSERT INTO models (model, incarnation, created_at) VALUES (%s, %s, {NOW})", (r.model, create)
+            )
+        conn.execute(
+            f"INSERT INTO versions ({COLUMNS}, committed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, {NOW})", row
+        )
         if r.blobs:
-            conn.cursor().executemany("INSERT INTO version_blobs VALUES (%s, %s, %s, %s)",
-                                      [(r.model, r.version, n, d) for n, d in r.blobs.items()])  # fmt: skip
+            conn.cursor().executemany(
+                "INSERT INTO version_blobs VALUES (%s, %s, %s, %s)",
+                [(r.model, r.version, n, d) for n, d in r.blobs.items()],
+            )
         if before_commit is not None:
             before_commit()
         conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps({"model": r.model, "version": r.version})))
@@ -131,13 +150,18 @@ class PostgresJournal(VersionReads):
 
     def delete_versions(self, model: str, versions: Iterable[int]) -> None:
         numbers = list(versions)
-        self._write(("DELETE FROM versions WHERE model = %s AND version = ANY(%s)", (model, numbers)),
-                    ("DELETE FROM pins WHERE model = %s AND version = ANY(%s)", (model, numbers)))  # fmt: skip
+        self._write(
+            ("DELETE FROM versions WHERE model = %s AND version = ANY(%s)", (model, numbers)),
+            ("DELETE FROM pins WHERE model = %s AND version = ANY(%s)", (model, numbers)),
+        )
 
     def delete_model(self, model: str) -> None:
         payload = json.dumps({"model": model, "version": None})
-        self._write(("DELETE FROM models WHERE model = %s", (model,)), ("DELETE FROM pins WHERE model = %s", (model,)),
-                    ("SELECT pg_notify(%s, %s)", (CHANNEL, payload)))  # fmt: skip
+        self._write(
+            ("DELETE FROM models WHERE model = %s", (model,)),
+            ("DELETE FROM pins WHERE model = %s", (model,)),
+            ("SELECT pg_notify(%s, %s)", (CHANNEL, payload)),
+        )
 
     def pin(self, model: str, version: int) -> None:
         self._write(("INSERT INTO pins VALUES (%s, %s) ON CONFLICT DO NOTHING", (model, version)))
@@ -163,8 +187,9 @@ class PostgresJournal(VersionReads):
                 conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{max(1, int(timeout * 1000))}ms",))
                 conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", key)
             except pgerr.LockNotAvailable:
-                raise JournalUnreachableError(f"another editor of {model!r} has held its edit lock in {self.where} "
-                                              f"for {timeout:g} s; try again") from None  # fmt: skip
+                raise JournalUnreachableError(
+                    f"another editor of {model!r} has held its edit lock in {self.where} for {timeout:g} s; try again"
+                ) from None
             try:
                 yield
             finally:

@@ -98,12 +98,16 @@ def migrate(conn: psycopg.Connection[Any], where: str) -> None:
         if found == SCHEMA_VERSION:
             return
         if found is not None and found > SCHEMA_VERSION:
-            raise JournalError(f"the journal {where} has schema {found}, newer than this release's {SCHEMA_VERSION}: "
-                               "upgrade morphserve")  # fmt: skip
+            raise JournalError(
+                f"the journal {where} has schema {found}, newer than this release's {SCHEMA_VERSION}: "
+                "upgrade morphserve"
+            )
         for stmt in filter(None, (s.strip() for s in _TABLES.split(";"))):
             conn.execute(stmt)  # type: ignore[call-overload]  # fixed DDL, no parameters
-        conn.execute(f"INSERT INTO {META} VALUES ('schema_version', %s) ON CONFLICT (key) DO UPDATE SET value = "
-                     "excluded.value", (str(SCHEMA_VERSION),))  # type: ignore[call-overload]  # fmt: skip
+        conn.execute(
+            f"INSERT INTO {META} VALUES ('schema_version', %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(SCHEMA_VERSION),),
+        )  # type: ignore[call-overload]
 
 
 def _version(conn: psycopg.Connection[Any]) -> int | None:

@@ -127,8 +127,10 @@ class SQLiteJournal(VersionReads):
         wal = self.path.with_name(self.path.name + "-wal")
         kept = wal.with_name(wal.name + DAMAGED_SUFFIX)
         if kept.exists():
-            return (f"a damaged write-ahead log of the journal {self.path} is kept at {kept}: recover the versions "
-                    f"it lost, then move it away to take edits again")  # fmt: skip
+            return (
+                f"a damaged write-ahead log of the journal {self.path} is kept at {kept}: recover the versions "
+                f"it lost, then move it away to take edits again"
+            )
         damage = wal_damage(wal)
         if damage is None:
             return None
@@ -148,8 +150,10 @@ class SQLiteJournal(VersionReads):
         if problems == ["ok"]:
             return None
         lines = [line for p in problems for line in p.splitlines() if line and not line.startswith("***")] or problems
-        return (f"the journal {self.path} is damaged ({lines[0]}; {len(lines)} problem(s) found): recover what it "
-                f"holds with `sqlite3 {self.path} .recover | sqlite3 NEW_FILE`")  # fmt: skip
+        return (
+            f"the journal {self.path} is damaged ({lines[0]}; {len(lines)} problem(s) found): recover what it "
+            f"holds with `sqlite3 {self.path} .recover | sqlite3 NEW_FILE`"
+        )
 
     def _migrate(self) -> None:
         """Create the schema, or bring a journal of an older release up to SCHEMA_VERSION."""
@@ -159,18 +163,23 @@ class SQLiteJournal(VersionReads):
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             found = int(row[0]) if row else 1
             if found > SCHEMA_VERSION:
-                raise JournalError(f"journal {self.path} has schema {found}, newer than this release's "
-                                   f"{SCHEMA_VERSION}: upgrade morphserve")  # fmt: skip
+                raise JournalError(
+                    f"journal {self.path} has schema {found}, newer than this release's "
+                    f"{SCHEMA_VERSION}: upgrade morphserve"
+                )
             if found < 2:  # release 1 kept blob references only inside each row's JSON
                 for model, version, blobs in self._db.execute("SELECT model, version, blobs FROM versions").fetchall():
-                    self._db.executemany("INSERT OR IGNORE INTO version_blobs VALUES (?,?,?,?)",
-                                         [(model, version, n, d) for n, d in json.loads(blobs).items()])  # fmt: skip
+                    self._db.executemany(
+                        "INSERT OR IGNORE INTO version_blobs VALUES (?,?,?,?)",
+                        [(model, version, n, d) for n, d in json.loads(blobs).items()],
+                    )
             if found < 3:  # schema 3: models (with incarnations), replicas, and when each row committed
                 if "committed_at" not in {c[1] for c in self._db.execute("PRAGMA table_info(versions)")}:
                     self._db.execute("ALTER TABLE versions ADD COLUMN committed_at REAL")
                 self._db.execute("UPDATE versions SET committed_at = created_at WHERE committed_at IS NULL")
-                for model, created in self._db.execute("SELECT model, MIN(created_at) FROM versions GROUP BY model "
-                                                       "ORDER BY model").fetchall():  # fmt: skip
+                for model, created in self._db.execute(
+                    "SELECT model, MIN(created_at) FROM versions GROUP BY model ORDER BY model"
+                ).fetchall():
                     self._db.execute("INSERT OR IGNORE INTO models VALUES (?,?,?)", (model, uuid.uuid4().hex, created))
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
@@ -204,10 +213,19 @@ class SQLiteJournal(VersionReads):
             self._db.close()
 
     # -- writing -----------------------------------------------------------------------------------------
-    def append(self, r: VersionRecord, before_commit: Callable[[], None] | None = None, *,
-               create: str | None = None) -> None:  # fmt: skip
-        row = (r.model, r.version, r.parent, json.dumps(r.ops), json.dumps(r.spec), json.dumps(r.blobs),
-               json.dumps(r.shapes), r.created_at)  # fmt: skip
+    def append(
+        self, r: VersionRecord, before_commit: Callable[[], None] | None = None, *, create: str | None = None
+    ) -> None:
+        row = (
+            r.model,
+            r.version,
+            r.parent,
+            json.dumps(r.ops),
+            json.dumps(r.spec),
+            json.dumps(r.blobs),
+            json.dumps(r.shapes),
+            r.created_at,
+        )
 
         def insert() -> None:
             exists = self._db.execute("SELECT 1 FROM models WHERE model=?", (r.model,)).fetchone() is not None
@@ -219,10 +237,12 @@ class SQLiteJournal(VersionReads):
                 self._db.execute("INSERT INTO models VALUES (?,?,?)", (r.model, create, time.time()))
             if self._db.execute("SELECT 1 FROM versions WHERE model=? AND version=?", (r.model, r.version)).fetchone():
                 raise VersionConflictError.taken(r.model, r.version, self.where)
-            self._db.execute(f"INSERT INTO versions ({COLUMNS}, committed_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                             (*row, time.time()))  # fmt: skip
-            self._db.executemany("INSERT INTO version_blobs VALUES (?,?,?,?)",
-                                 [(r.model, r.version, n, d) for n, d in r.blobs.items()])  # fmt: skip
+            self._db.execute(
+                f"INSERT INTO versions ({COLUMNS}, committed_at) VALUES (?,?,?,?,?,?,?,?,?)", (*row, time.time())
+            )
+            self._db.executemany(
+                "INSERT INTO version_blobs VALUES (?,?,?,?)", [(r.model, r.version, n, d) for n, d in r.blobs.items()]
+            )
             if before_commit is not None:
                 before_commit()
 
@@ -302,8 +322,16 @@ class SQLiteJournal(VersionReads):
         """A row as a record; a damaged row is a JournalError naming the file, the model and the version, so that
         the operator can find it (the registry reports it and serves the other models)."""
         try:
-            return VersionRecord(row[0], row[1], row[2], json.loads(row[3]), json.loads(row[4]), json.loads(row[5]),
-                                 row[7], json.loads(row[6]))  # fmt: skip
+            return VersionRecord(
+                row[0],
+                row[1],
+                row[2],
+                json.loads(row[3]),
+                json.loads(row[4]),
+                json.loads(row[5]),
+                row[7],
+                json.loads(row[6]),
+            )
         except (ValueError, TypeError) as e:
             raise JournalError(
                 f"journal {self.path}: the row of {row[0]!r} version {row[1]} is damaged ({e})"
@@ -313,7 +341,9 @@ class SQLiteJournal(VersionReads):
         return [r[0] for r in self._rows("SELECT DISTINCT model FROM versions ORDER BY model")]
 
     def heads(self) -> dict[str, Head]:
-        rows = self._rows("SELECT m.model, m.incarnation, v.version, v.committed_at FROM models m JOIN versions v "
-                          "ON v.model = m.model AND v.version = (SELECT MAX(version) FROM versions WHERE model = "
-                          "m.model)")  # fmt: skip
+        rows = self._rows(
+            "SELECT m.model, m.incarnation, v.version, v.committed_at FROM models m JOIN versions v "
+            "ON v.model = m.model AND v.version = (SELECT MAX(version) FROM versions WHERE model = "
+            "m.model)"
+        )
         return {r[0]: Head(*r) for r in rows}

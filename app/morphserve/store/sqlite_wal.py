@@ -70,8 +70,10 @@ def _damage(wal: Path, data: bytes) -> str | None:
     if not sane or _checksum(data[:24], big_endian) != (c0, c1):
         if len(data) == HEADER:
             return None
-        return (f"the write-ahead log {wal} has a damaged header: SQLite ignores all of it "
-                f"({len(data) - HEADER} bytes of frames)")  # fmt: skip
+        return (
+            f"the write-ahead log {wal} has a damaged header: SQLite ignores all of it "
+            f"({len(data) - HEADER} bytes of frames)"
+        )
     frame = FRAME_HEADER + page_size
     frames = (len(data) - HEADER) // frame
     s0, s1 = c0, c1
@@ -97,5 +99,7 @@ def _lost_after(wal: Path, data: bytes, bad: int, frames: int, frame: int, salts
     if not any(i > bad for i in commits):
         return None  # a torn last transaction
     lost = len(commits)
-    return (f"the write-ahead log {wal} is damaged at frame {bad + 1} of {frames}: SQLite ignores it and all "
-            f"after it, {lost} committed transaction(s)")  # fmt: skip
+    return (
+        f"the write-ahead log {wal} is damaged at frame {bad + 1} of {frames}: SQLite ignores it and all "
+        f"after it, {lost} committed transaction(s)"
+    )

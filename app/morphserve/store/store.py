@@ -51,8 +51,15 @@ def encode(tensors: dict[str, torch.Tensor]) -> tuple[str, bytes]:
 
 
 class Store:
-    def __init__(self, journal: JournalBackend, blobs: BlobBackend, *, unavailable: str | None = None,
-                 damaged: str | None = None, sweep_grace_s: float = SWEEP_GRACE_S) -> None:  # fmt: skip
+    def __init__(
+        self,
+        journal: JournalBackend,
+        blobs: BlobBackend,
+        *,
+        unavailable: str | None = None,
+        damaged: str | None = None,
+        sweep_grace_s: float = SWEEP_GRACE_S,
+    ) -> None:
         """`unavailable`: why this store takes no writes (the state dir could not be opened, so the store is in
         memory); reads still work. `damaged`: why `journal` itself takes no writes, not even the first version of
         a model the server was told to serve: nothing is written over a damaged journal before it is recovered."""
@@ -120,8 +127,9 @@ class Store:
             if len(self._digests) > 4096:
                 self._digests = {k: e for k, e in self._digests.items() if e[0]() is not None}
             blobs = {nid: d for nid, m in v.modules.items() if (d := self._digest(m)) is not None}
-            record = VersionRecord(v.model, v.version, v.parent, list(v.ops), spec_json(v), blobs, v.created_at,
-                                   v.recorded_shapes())  # fmt: skip
+            record = VersionRecord(
+                v.model, v.version, v.parent, list(v.ops), spec_json(v), blobs, v.created_at, v.recorded_shapes()
+            )
         # The journal serialises writers itself: a slow database must not hold up other models' commits here.
         self.journal.append(record, before_commit=self._ensure_blobs(v, blobs), create=incarnation)
         return incarnation
@@ -213,8 +221,17 @@ class Store:
                 self._loaded[key] = module
                 self._digests[id(module)] = (weakref.ref(module), digest)
             modules[node.id] = module
-        return make_version(model, r.version, r.parent, spec, modules, previous=previous, ops=tuple(r.ops),
-                            created_at=r.created_at, recorded_shapes=r.shapes)  # fmt: skip
+        return make_version(
+            model,
+            r.version,
+            r.parent,
+            spec,
+            modules,
+            previous=previous,
+            ops=tuple(r.ops),
+            created_at=r.created_at,
+            recorded_shapes=r.shapes,
+        )
 
     # -- retention -----------------------------------------------------------------------------------------
     def pin(self, model: str, version: int) -> None:

@@ -10,11 +10,11 @@ major, no padding, BOOL one byte per element). A requested output asks for binar
 ``parameters.binary_data``; the request-level ``parameters.binary_data_output`` is the default for
 outputs that do not say (``tritonclient`` sets it when it names no outputs).
 
-Pure numpy + orjson on purpose: this module sits on the request path, in the torch-free client and CLI, and in
-unit tests, so it must not pull in torch or FastAPI. Datatypes and JSON value checks come from the one table
-(morphserve.graph.datatypes) and the one converter (morphserve.graph.arrays) the whole server uses. Every client mistake raises
-:class:`OIPError` with a message that names the tensor and says what was expected and what arrived, because a bare
-"bad request" is useless to callers.
+Pure numpy + orjson on purpose: this module sits on the request path, in the torch-free client and CLI, and in unit
+tests, so it must not pull in torch or FastAPI. Datatypes and JSON value checks come from the one table
+(morphserve.graph.datatypes) and the one converter (morphserve.graph.arrays) the whole server uses. Every client mistake
+raises :class:`OIPError` with a message that names the tensor and says what was expected and what arrived, because a
+bare "bad request" is useless to callers.
 """
 
 from __future__ import annotations
@@ -108,15 +108,12 @@ def decode_request(body: bytes, header_length: int | None, *, max_elements: int 
             if isinstance(size, bool) or not isinstance(size, int):
                 raise OIPError(f"input '{name}': binary_data_size must be an integer, got {json_type(size)}")
             if size != want:
-                raise OIPError(
-                    f"input '{name}': {_oip(dtype)} shape {shape} needs binary_data_size {want}, got {size}"
-                )
+                raise OIPError(f"input '{name}': {_oip(dtype)} shape {shape} needs binary_data_size {want}, got {size}")
             if header_length is None and size:
                 raise OIPError(f"input '{name}': binary_data_size given but no {_HEADER} header was sent")
             if offset + size > len(body):
                 raise OIPError(
-                    f"input '{name}': binary data truncated, needs {size} bytes, "
-                    f"only {len(body) - offset} remain"
+                    f"input '{name}': binary data truncated, needs {size} bytes, only {len(body) - offset} remain"
                 )
             inputs[name] = _from_binary(body, offset, dtype, shape, count)
             offset += size
@@ -165,9 +162,7 @@ def _tensor_header(spec: Any, index: int, max_elements: int) -> tuple[str, np.dt
         if isinstance(dt_name, str) and dt_name in DATATYPES:  # a model datatype that cannot cross the wire
             raise OIPError(f"input '{name}': {wire_problem(dt_name)}")
         hint = " (BYTES is not supported)" if dt_name == "BYTES" else ""
-        raise OIPError(
-            f"input '{name}': unknown datatype {dt_name!r}{hint}, expected one of {', '.join(OIP_TO_NUMPY)}"
-        )
+        raise OIPError(f"input '{name}': unknown datatype {dt_name!r}{hint}, expected one of {', '.join(OIP_TO_NUMPY)}")
     shape = spec.get("shape")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
         raise OIPError(f"input '{name}': shape must be a list of non-negative integers, got {shape!r}")
@@ -246,9 +241,7 @@ def encode_response(
         selected: list[tuple[str, bool]] = []
         for ro in request.outputs:
             if ro.name not in outputs:
-                raise OIPError(
-                    f"requested output '{ro.name}' does not exist; model outputs are: {', '.join(outputs)}"
-                )
+                raise OIPError(f"requested output '{ro.name}' does not exist; model outputs are: {', '.join(outputs)}")
             selected.append((ro.name, request.binary_data_output if ro.binary is None else ro.binary))
     else:
         selected = [(n, request.binary_data_output) for n in outputs]

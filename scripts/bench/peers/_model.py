@@ -30,8 +30,9 @@ def load_model(name: str, options: str | None, device: str, dtype: str = "float3
     return version.graph_module.to(device=device, dtype=getattr(torch, dtype)).eval()
 
 
-def peer_arg_parser(description: str, batching: bool = True,
-                    delay_flag: str = "--batch-delay-ms") -> argparse.ArgumentParser:  # fmt: skip
+def peer_arg_parser(
+    description: str, batching: bool = True, delay_flag: str = "--batch-delay-ms"
+) -> argparse.ArgumentParser:
     """The flags every peer takes from the harness (where to listen, what to serve; its batching when it has any)."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--host", default="127.0.0.1")

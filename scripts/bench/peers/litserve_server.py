@@ -45,13 +45,29 @@ class ZooAPI(ls.LitAPI):
 
 def main() -> None:
     ap = peer_arg_parser(__doc__.splitlines()[0], delay_flag="--batch-timeout-ms")
-    ap.add_argument("--queue", choices=["zmq", "mp"], default="zmq",
-                    help="zmq: LitServe's fast_queue (ZeroMQ), ~15%% more req/s here than mp (multiprocessing)")
+    ap.add_argument(
+        "--queue",
+        choices=["zmq", "mp"],
+        default="zmq",
+        help="zmq: LitServe's fast_queue (ZeroMQ), ~15%% more req/s here than mp (multiprocessing)",
+    )
     args = ap.parse_args()
-    api = ZooAPI(args.model, args.options, args.device, max_batch_size=args.max_batch_size,
-                 batch_timeout=args.batch_timeout_ms / 1000, api_path=f"/v1/models/{args.model}/infer")  # fmt: skip
-    server = ls.LitServer(api, accelerator="cuda" if args.device.startswith("cuda") else "cpu", devices=1,
-                          workers_per_device=1, fast_queue=args.queue == "zmq", timeout=60)  # fmt: skip
+    api = ZooAPI(
+        args.model,
+        args.options,
+        args.device,
+        max_batch_size=args.max_batch_size,
+        batch_timeout=args.batch_timeout_ms / 1000,
+        api_path=f"/v1/models/{args.model}/infer",
+    )
+    server = ls.LitServer(
+        api,
+        accelerator="cuda" if args.device.startswith("cuda") else "cpu",
+        devices=1,
+        workers_per_device=1,
+        fast_queue=args.queue == "zmq",
+        timeout=60,
+    )
     server.run(host=args.host, port=args.port, num_api_servers=1, log_level="warning", generate_client_file=False)
 
 

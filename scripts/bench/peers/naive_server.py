@@ -47,8 +47,13 @@ def main() -> None:
     ap = peer_arg_parser(__doc__.splitlines()[0], batching=False)
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     args = ap.parse_args()
-    uvicorn.run(build_app(args.model, args.options, args.device, args.dtype), host=args.host, port=args.port,
-                log_level="warning", access_log=False)  # fmt: skip
+    uvicorn.run(
+        build_app(args.model, args.options, args.device, args.dtype),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 if __name__ == "__main__":

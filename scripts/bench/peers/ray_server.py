@@ -45,8 +45,12 @@ from ray.serve.schema import LoggingConfig  # noqa: E402
 
 
 def deployment(model: str, options: str | None, device: str, max_batch_size: int, batch_wait_s: float) -> Any:
-    @serve.deployment(num_replicas=1, max_ongoing_requests=256, ray_actor_options={"num_cpus": 1},
-                      logging_config=LoggingConfig(log_level="WARNING", enable_access_log=False))  # fmt: skip
+    @serve.deployment(
+        num_replicas=1,
+        max_ongoing_requests=256,
+        ray_actor_options={"num_cpus": 1},
+        logging_config=LoggingConfig(log_level="WARNING", enable_access_log=False),
+    )
     class Zoo:
         def __init__(self) -> None:
             import torch
@@ -59,8 +63,11 @@ def deployment(model: str, options: str | None, device: str, max_batch_size: int
                 torch.set_num_threads(threads)
             self.torch = torch
             self.model = load_model(model, options, device)
-            print(f"Zoo replica ready: {model} on {device}, torch {torch.__version__}, "
-                  f"{torch.get_num_threads()} intra-op thread(s)", flush=True)  # fmt: skip
+            print(
+                f"Zoo replica ready: {model} on {device}, torch {torch.__version__}, "
+                f"{torch.get_num_threads()} intra-op thread(s)",
+                flush=True,
+            )
 
         @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_s)
         async def infer(self, rows: list[np.ndarray]) -> list[dict[str, Any]]:
@@ -86,11 +93,20 @@ def main() -> int:
     args = ap.parse_args()
     temp = Path(tempfile.mkdtemp(prefix="ray-"))  # short: Ray's socket paths must stay under 107 bytes
     env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONPATH") if k in os.environ}
-    ray.init(num_cpus=args.num_cpus, num_gpus=1 if args.device.startswith("cuda") else 0, include_dashboard=False,
-             object_store_memory=256 * 1024**2, _temp_dir=str(temp), logging_level="warning",
-             log_to_driver=True, runtime_env={"env_vars": env})  # fmt: skip
-    serve.start(http_options=HTTPOptions(host=args.host, port=args.port),
-                logging_config=LoggingConfig(log_level="WARNING", enable_access_log=False))  # fmt: skip
+    ray.init(
+        num_cpus=args.num_cpus,
+        num_gpus=1 if args.device.startswith("cuda") else 0,
+        include_dashboard=False,
+        object_store_memory=256 * 1024**2,
+        _temp_dir=str(temp),
+        logging_level="warning",
+        log_to_driver=True,
+        runtime_env={"env_vars": env},
+    )
+    serve.start(
+        http_options=HTTPOptions(host=args.host, port=args.port),
+        logging_config=LoggingConfig(log_level="WARNING", enable_access_log=False),
+    )
     route = f"/v1/models/{args.model}/infer"
     app = deployment(args.model, args.options, args.device, args.max_batch_size, args.batch_delay_ms / 1000)
     serve.run(app, name=args.model, route_prefix=route)

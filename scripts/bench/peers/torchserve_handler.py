@@ -33,12 +33,17 @@ class ZooHandler(BaseHandler):
             torch.set_num_threads(threads)
         self.name = cfg["model"]
         self.device = torch.device(cfg.get("device", "cpu"))
-        self.model = load_model(cfg["model"], json.dumps(cfg["options"]) if cfg.get("options") else None,
-                                str(self.device))  # fmt: skip
+        self.model = load_model(
+            cfg["model"], json.dumps(cfg["options"]) if cfg.get("options") else None, str(self.device)
+        )
         self.initialized = True
         # stderr: TorchServe logs a worker's stderr at WARN (MODEL_LOG), the level its log is kept at here
-        print(f"ZooHandler ready: {self.name} on {self.device}, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} intra-op thread(s)", file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"ZooHandler ready: {self.name} on {self.device}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} intra-op thread(s)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def preprocess(self, data: list[dict[str, Any]]) -> torch.Tensor:
         rows = []

@@ -74,16 +74,34 @@ def build(args: argparse.Namespace, work: Path) -> tuple[Path, Path, Path]:
     store = work / "model-store"
     src.mkdir(parents=True)
     store.mkdir()
-    (src / "zoo.json").write_text(json.dumps({"model": args.model, "options": json.loads(args.options or "{}"),
-                                              "device": args.device, "root": str(ROOT)}))  # fmt: skip
+    (src / "zoo.json").write_text(
+        json.dumps(
+            {"model": args.model, "options": json.loads(args.options or "{}"), "device": args.device, "root": str(ROOT)}
+        )
+    )
     (src / "model-config.yaml").write_text(
         f"minWorkers: {args.workers}\nmaxWorkers: {args.workers}\nbatchSize: {args.max_batch_size}\n"
-        f"maxBatchDelay: {round(args.batch_delay_ms)}\nresponseTimeout: 120\n")  # fmt: skip
+        f"maxBatchDelay: {round(args.batch_delay_ms)}\nresponseTimeout: 120\n"
+    )
     shutil.copy(HERE / "torchserve_handler.py", src / "torchserve_handler.py")
-    subprocess.run([str(BIN / "torch-model-archiver"), "--model-name", args.model, "--version", "1.0",
-                    "--handler", str(src / "torchserve_handler.py"), "--extra-files", str(src / "zoo.json"),
-                    "--config-file", str(src / "model-config.yaml"), "--export-path", str(store)],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        [
+            str(BIN / "torch-model-archiver"),
+            "--model-name",
+            args.model,
+            "--version",
+            "1.0",
+            "--handler",
+            str(src / "torchserve_handler.py"),
+            "--extra-files",
+            str(src / "zoo.json"),
+            "--config-file",
+            str(src / "model-config.yaml"),
+            "--export-path",
+            str(store),
+        ],
+        check=True,
+    )
     log4j = work / "log4j2.xml"
     log4j.write_text(LOG4J2)
     props = {
@@ -117,8 +135,10 @@ def main() -> int:
     ap.add_argument("--work-dir", type=Path, default=None, help="default: a new temp dir, removed at exit")
     args = ap.parse_args()
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        print("error: TorchServe needs Java 11+ (`java` not found): apt-get install -y openjdk-17-jre-headless",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "error: TorchServe needs Java 11+ (`java` not found): apt-get install -y openjdk-17-jre-headless",
+            file=sys.stderr,
+        )
         return 3
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="torchserve-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -133,8 +153,19 @@ def main() -> int:
         "METRICS_LOCATION": str(work / "logs"),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    cmd = [str(BIN / "torchserve"), "--start", "--foreground", "--ncs", "--disable-token-auth", "--ts-config",
-           str(config), "--model-store", str(store), "--log-config", str(log4j)]  # fmt: skip
+    cmd = [
+        str(BIN / "torchserve"),
+        "--start",
+        "--foreground",
+        "--ncs",
+        "--disable-token-auth",
+        "--ts-config",
+        str(config),
+        "--model-store",
+        str(store),
+        "--log-config",
+        str(log4j),
+    ]
     print("$ " + " ".join(cmd), flush=True)
     print("config.properties:\n" + config.read_text(), flush=True)
     proc = subprocess.Popen(cmd, cwd=work, env=env)

@@ -20,8 +20,15 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Route
 from tests.conftest import AUTH, ServerProcess, serve_module
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 expect.set_options(timeout=30_000)  # a failure bound on a busy machine, not a speed assertion
 _names = itertools.count()
 _REFUSED = re.compile(r"^Failed to load resource: the server responded with a status of (\d+)")
@@ -135,8 +142,13 @@ def edit(server: ServerProcess, model: str, ops: list[dict]) -> int:
 
 
 def insert_op(name: str, after: str = "fc2", width: int = 64) -> dict:
-    return {"op": "insert", "after": after, "name": name, "init": "identity",
-            "layer": {"type": "Linear", "in_features": width, "out_features": width}}  # fmt: skip
+    return {
+        "op": "insert",
+        "after": after,
+        "name": name,
+        "init": "identity",
+        "layer": {"type": "Linear", "in_features": width, "out_features": width},
+    }
 
 
 def save_token(page: Page, value: str) -> None:

@@ -14,12 +14,19 @@ from typing import Any
 def chain(n: int, width: int = 16) -> dict[str, Any]:
     nodes, prev = [], "input"
     for i in range(n):
-        nid, layer = (f"fc{i // 2}", {"type": "Linear", "in_features": width, "out_features": width}) if i % 2 == 0 \
-            else (f"act{i // 2}", {"type": "ReLU"})  # fmt: skip
+        nid, layer = (
+            (f"fc{i // 2}", {"type": "Linear", "in_features": width, "out_features": width})
+            if i % 2 == 0
+            else (f"act{i // 2}", {"type": "ReLU"})
+        )
         nodes.append({"id": nid, "layer": layer, "inputs": [prev]})
         prev = nid
-    return {"name": f"chain{n}", "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, width]}],
-            "outputs": [{"name": "output", "node": prev}], "nodes": nodes}  # fmt: skip
+    return {
+        "name": f"chain{n}",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, width]}],
+        "outputs": [{"name": "output", "node": prev}],
+        "nodes": nodes,
+    }
 
 
 def resnet50(width: int = 1, image: int = 32, classes: int = 10) -> dict[str, Any]:
@@ -35,8 +42,19 @@ def resnet50(width: int = 1, image: int = 32, classes: int = 10) -> dict[str, An
         return nid
 
     def conv(nid: str, cin: int, cout: int, src: str, k: int = 1, stride: int = 1) -> str:
-        return add(nid, {"type": "Conv2d", "in_channels": cin, "out_channels": cout, "kernel_size": k,
-                         "stride": stride, "padding": k // 2, "bias": False}, src)  # fmt: skip
+        return add(
+            nid,
+            {
+                "type": "Conv2d",
+                "in_channels": cin,
+                "out_channels": cout,
+                "kernel_size": k,
+                "stride": stride,
+                "padding": k // 2,
+                "bias": False,
+            },
+            src,
+        )
 
     def bn(nid: str, c: int, src: str) -> str:
         return add(nid, {"type": "BatchNorm2d", "num_features": c}, src)
@@ -65,5 +83,9 @@ def resnet50(width: int = 1, image: int = 32, classes: int = 10) -> dict[str, An
     x = add("avgpool", {"type": "AdaptiveAvgPool2d", "output_size": 1}, x)
     x = add("flatten", {"type": "Flatten"}, x)
     x = add("fc", {"type": "Linear", "in_features": cin, "out_features": classes}, x)
-    return {"name": "resnet50", "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 3, image, image]}],
-            "outputs": [{"name": "output", "node": x}], "nodes": nodes}  # fmt: skip
+    return {
+        "name": "resnet50",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 3, image, image]}],
+        "outputs": [{"name": "output", "node": x}],
+        "nodes": nodes,
+    }

@@ -1,7 +1,8 @@
 """The page shipped inside the package is built from the current sources, and installing carries it.
 
 `npm run build` (ui/scripts/stamp.mjs) records a hash of every source file under ui/ and of every file it wrote
-into app/morphserve/api/ui_static/build-info.json. Editing a source without rebuilding, or a built file by hand, fails here.
+into app/morphserve/api/ui_static/build-info.json. Editing a source without rebuilding, or a built file by hand,
+fails here.
 """
 
 from __future__ import annotations
@@ -66,8 +67,23 @@ def test_installing_from_the_docker_context_carries_the_page(tmp_path: Path) -> 
     context = tmp_path / "context"
     copied = build_context(context)
     assert "app/morphserve/api/ui_static/index.html" in copied
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                        str(tmp_path / "dist"), str(context)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(context),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("morphserve-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

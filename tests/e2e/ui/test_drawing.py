@@ -78,8 +78,11 @@ def test_diff_view_marks_added_removed_and_changed(page: Page, server: ServerPro
     open_model(page, server, fresh, "?diff=1", version=4)
     root = page.locator('svg.graph[data-diff-from="1"]')
     expect(root).to_be_attached()
-    marks = dict(page.eval_on_selector_all("svg.graph [data-node-id][data-diff]",
-                                           "els => els.map(e => [e.dataset.nodeId, e.dataset.diff])"))  # fmt: skip
+    marks = dict(
+        page.eval_on_selector_all(
+            "svg.graph [data-node-id][data-diff]", "els => els.map(e => [e.dataset.nodeId, e.dataset.diff])"
+        )
+    )
     expected = {n: "added" for n in want["added"]} | {n: "removed" for n in want["removed"]}
     expected |= {c["id"]: "changed" for c in want["changed"]}
     assert marks == expected
@@ -92,11 +95,10 @@ def test_diff_view_marks_added_removed_and_changed(page: Page, server: ServerPro
     # From the timeline: the Δ of v2 shows what v2 changed.
     page.click('[role=tab]:has-text("versions")')
     page.click('button[aria-label="diff v1 to v2"]')
-    expect(page.locator('svg.graph[data-version="2"][data-diff-from="1"] [data-node-id="extra"][data-diff="added"]')
-           ).to_be_attached()  # fmt: skip
+    expect(
+        page.locator('svg.graph[data-version="2"][data-diff-from="1"] [data-node-id="extra"][data-diff="added"]')
+    ).to_be_attached()
     assert "diff=1" in page.url and "version=2" in page.url
-
-
 
 
 def test_groups_collapse_by_module_path(page: Page, server: ServerProcess) -> None:

@@ -52,13 +52,18 @@ def test_replace_from_the_page(page: Page, server: ServerProcess, fresh: str) ->
     page.fill("input[name=seed]", "7")
     page.click(".edit-panel button[type=submit]")
     expect(page.locator('svg.graph[data-version="2"]')).to_be_attached()
-    assert graph_of(server, fresh)["ops"][0] == {"op": "replace", "node": "fc3", "keep_weights": False, "seed": 7,
-                                               "layer": {"type": "Linear", "in_features": 64, "out_features": 10,
-                                                         "bias": True}}  # fmt: skip
+    assert graph_of(server, fresh)["ops"][0] == {
+        "op": "replace",
+        "node": "fc3",
+        "keep_weights": False,
+        "seed": 7,
+        "layer": {"type": "Linear", "in_features": 64, "out_features": 10, "bias": True},
+    }
 
 
-def test_server_errors_are_shown_next_to_the_field_they_name(page: Page, server: ServerProcess, fresh: str,
-                                                             guard: Guard) -> None:  # fmt: skip
+def test_server_errors_are_shown_next_to_the_field_they_name(
+    page: Page, server: ServerProcess, fresh: str, guard: Guard
+) -> None:
     guard.expected_statuses.add(422)
     open_model(page, server, fresh)
     save_token(page, TOKEN)
@@ -105,4 +110,3 @@ def test_a_wrong_token_shows_the_servers_403(page: Page, server: ServerProcess, 
     expect(page.locator(".edit-panel .form-error")).to_have_text("the bearer token is not valid for this server")
     expect(page.locator(".token-error")).to_have_text("the bearer token is not valid for this server")
     assert graph_of(server, fresh)["version"] == 1 and "relu1" in drawn_ids(page)
-

@@ -18,8 +18,9 @@ def _create(server: ServerProcess, name: str, spec: dict) -> dict:
     return httpx.get(f"{server.url}/v1/models/{name}/graph", timeout=60).json()
 
 
-def test_a_thousand_layer_chain_renders_every_node(page: Page, server: ServerProcess,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_a_thousand_layer_chain_renders_every_node(
+    page: Page, server: ServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
     g = _create(server, "chain1000", chain(1000))
     assert g["totals"]["nodes"] == 1002
     open_model(page, server, "chain1000")

@@ -21,10 +21,23 @@ def test_screenshot_for_the_readme(page: Page, server: ServerProcess, tmp_path: 
     name = "resnet_demo"
     r = httpx.post(f"{server.url}/v1/models", headers=AUTH, json={"name": name, "zoo": "resnet"}, timeout=120)
     assert r.status_code == 201, r.text
-    ops = [{"op": "insert", "after": "s1b2_relu1", "name": "probe", "init": "identity",
-            "layer": {"type": "Conv2d", "in_channels": 16, "out_channels": 16, "kernel_size": 3, "padding": 1,
-                      "bias": False}},
-           {"op": "replace", "node": "s1b2_bn2", "layer": {"type": "BatchNorm2d", "num_features": 16}}]  # fmt: skip
+    ops = [
+        {
+            "op": "insert",
+            "after": "s1b2_relu1",
+            "name": "probe",
+            "init": "identity",
+            "layer": {
+                "type": "Conv2d",
+                "in_channels": 16,
+                "out_channels": 16,
+                "kernel_size": 3,
+                "padding": 1,
+                "bias": False,
+            },
+        },
+        {"op": "replace", "node": "s1b2_bn2", "layer": {"type": "BatchNorm2d", "num_features": 16}},
+    ]
     r = httpx.post(f"{server.url}/v1/models/{name}/edits", headers=AUTH, json={"ops": ops}, timeout=120)
     assert r.status_code == 200, r.text
     open_model(page, server, name, "?diff=1&node=probe", version=2)

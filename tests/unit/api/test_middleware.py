@@ -46,15 +46,22 @@ class Recorder:
         await send({"type": "http.response.body", "body": b"ok"})
 
 
-def _call(mw: BodyLimitMiddleware, path: str, ctype: str, chunks: list[bytes], declared: int | None = None,
-          method: str = "POST") -> tuple[int, bytes, int]:  # fmt: skip
+def _call(
+    mw: BodyLimitMiddleware,
+    path: str,
+    ctype: str,
+    chunks: list[bytes],
+    declared: int | None = None,
+    method: str = "POST",
+) -> tuple[int, bytes, int]:
     """(status, response body, how many chunks the client had sent when the app saw the first one; -1: never)."""
     app = Recorder()
     app.client = client = Client(chunks)
     mw.app = app
     headers = [(b"content-type", ctype.encode())]
-    headers.append((b"content-length", str(declared).encode()) if declared is not None
-                   else (b"transfer-encoding", b"chunked"))  # fmt: skip
+    headers.append(
+        (b"content-length", str(declared).encode()) if declared is not None else (b"transfer-encoding", b"chunked")
+    )
     out: dict[str, Any] = {"body": b""}
 
     async def send(msg: dict[str, Any]) -> None:
@@ -94,12 +101,15 @@ def test_the_upload_has_its_own_declared_limit(mw: BodyLimitMiddleware) -> None:
     assert orjson.loads(body) == {"error": "request body exceeds the limit of 1000 bytes (--max-upload-mb)"}
 
 
-@pytest.mark.parametrize("method,path,ctype", [
-    ("POST", "/v1/models", "application/json"),  # the JSON create on the same path
-    ("PUT", "/v1/models", "application/zip"),  # another method
-    ("POST", "/v1/models/x/infer", "application/zip"),  # another path
-    ("POST", "/v1/models/", "application/zip"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "method,path,ctype",
+    [
+        ("POST", "/v1/models", "application/json"),  # the JSON create on the same path
+        ("PUT", "/v1/models", "application/zip"),  # another method
+        ("POST", "/v1/models/x/infer", "application/zip"),  # another path
+        ("POST", "/v1/models/", "application/zip"),
+    ],
+)
 def test_everything_else_keeps_the_body_limit(mw: BodyLimitMiddleware, method: str, path: str, ctype: str) -> None:
     status, body, _ = _call(mw, path, ctype, [b"x" * 60] * 2, method=method)
     assert status == 413 and b"(--max-body-mb)" in body

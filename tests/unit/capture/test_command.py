@@ -25,8 +25,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_import_writes_a_bundle_the_server_serves(tmp_path: Path, make_client: Callable[..., TestClient]) -> None:
     out = tmp_path / "vit.zip"
-    r = _cli("import", "tests.models.sequence:ViT", "--input", "input:FP32:-1,3,32,32", "-o", str(out),
-             "--name", "vit")  # fmt: skip
+    r = _cli("import", "tests.models.sequence:ViT", "--input", "input:FP32:-1,3,32,32", "-o", str(out), "--name", "vit")
     assert r.returncode == 0, r.stderr
     assert "wrote" in r.stdout and "'vit'" in r.stdout
     spec, tensors = read_bundle(out)
@@ -72,17 +71,23 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_server_side_never_imports_capture() -> None:
-    server = [*(ROOT / "app" / "morphserve").glob("graph/**/*.py"), *(ROOT / "app" / "morphserve").glob("serving/**/*.py"),
-              *(ROOT / "app" / "morphserve").glob("api/**/*.py"), *(ROOT / "app" / "morphserve").glob("store/**/*.py"),
-              ROOT / "app/morphserve/main.py"]  # fmt: skip
+    server = [
+        *(ROOT / "app" / "morphserve").glob("graph/**/*.py"),
+        *(ROOT / "app" / "morphserve").glob("serving/**/*.py"),
+        *(ROOT / "app" / "morphserve").glob("api/**/*.py"),
+        *(ROOT / "app" / "morphserve").glob("store/**/*.py"),
+        ROOT / "app/morphserve/main.py",
+    ]
     assert len(server) > 20
     for path in server:
         bad = {n for n in _imports(path) if n.startswith("morphserve.capture") or n == "<relative>.capture"}
         assert not bad, f"{path} imports {bad}"
     # and at run time: building the app loads no capture module, nor torch.export
-    code = ("import sys; from morphserve.main import create_app; from morphserve.settings import Settings; "
-            "create_app(Settings(models=['digits'], admin_token='t')); "
-            "print(sorted(m for m in sys.modules if m.startswith('morphserve.capture')))")  # fmt: skip
+    code = (
+        "import sys; from morphserve.main import create_app; from morphserve.settings import Settings; "
+        "create_app(Settings(models=['digits'], admin_token='t')); "
+        "print(sorted(m for m in sys.modules if m.startswith('morphserve.capture')))"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"

@@ -93,8 +93,9 @@ def test_graph_lists_layers_by_module_path(name: str, tmp: Path) -> None:
 def test_identity_insert_keeps_outputs(name: str, tmp: Path) -> None:
     _, _, served = captured(name, tmp)
     fam = FAMILIES[name]
-    v2 = LiveModel(served).propose([{"op": "insert", "after": fam.insert_after, "layer": fam.identity,
-                                     "init": "identity", "name": "inserted"}])  # fmt: skip
+    v2 = LiveModel(served).propose(
+        [{"op": "insert", "after": fam.insert_after, "layer": fam.identity, "init": "identity", "name": "inserted"}]
+    )
     x = example(fam, 5)
     y1, y2 = served.run(*x), v2.run(*x)
     scale = max(1.0, max(float(t.abs().max()) for t in y1))
@@ -129,7 +130,8 @@ def test_spec_json_and_safetensors_round_trip_bit_identically(name: str, tmp: Pa
     # the shape probes the journal keeps are JSON; restoring from them gives the same shape table
     recorded = json.loads(json.dumps(served.recorded_shapes()))
     restored = make_version(name, 1, None, again.spec, again.modules, recorded_shapes=recorded)
-    assert {k: (s.shape, s.datatype, s.elements) for k, s in restored.shapes.items()} == \
-        {k: (s.shape, s.datatype, s.elements) for k, s in served.shapes.items()}  # fmt: skip
+    assert {k: (s.shape, s.datatype, s.elements) for k, s in restored.shapes.items()} == {
+        k: (s.shape, s.datatype, s.elements) for k, s in served.shapes.items()
+    }
     x = example(FAMILIES[name], 3)
     assert all(torch.equal(a, b) for a, b in zip(again.run(*x), client.run(*x), strict=True))

@@ -65,9 +65,12 @@ def test_bad_sources_are_one_line_errors(source: str, needle: str) -> None:
 
 @pytest.mark.parametrize(
     ("spec", "needle"),
-    [("x:FP32", "expected NAME:DATATYPE:SHAPE"), ("x:FP99:-1,4", "expected NAME:DATATYPE:SHAPE"),
-     ("x:FP32:4,4", "dimension 0 is the batch")],
-)  # fmt: skip
+    [
+        ("x:FP32", "expected NAME:DATATYPE:SHAPE"),
+        ("x:FP99:-1,4", "expected NAME:DATATYPE:SHAPE"),
+        ("x:FP32:4,4", "dimension 0 is the batch"),
+    ],
+)
 def test_bad_input_specs(spec: str, needle: str) -> None:
     with pytest.raises(CaptureError, match=needle):
         capture(load_module(f"{USER_FILE}:good"), [spec])

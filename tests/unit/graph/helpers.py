@@ -15,30 +15,56 @@ MODELS = ("digits", "mlp", "convnet", "resnet")
 # (with a same-shaped alternative config so keep_weights applies), and a layer whose weights we set.
 ANCHORS: dict[str, dict[str, Any]] = {
     "digits": {
-        "after": "relu1", "before": "fc2", "remove": "relu1", "replace": "fc2", "weights": "fc3",
+        "after": "relu1",
+        "before": "fc2",
+        "remove": "relu1",
+        "replace": "fc2",
+        "weights": "fc3",
         "replacement": {"type": "Linear", "in_features": 128, "out_features": 64},
         "wider": {"type": "Linear", "in_features": 128, "out_features": 32},
     },
     "mlp": {
-        "after": "relu1", "before": "fc2", "remove": "relu2", "replace": "fc2", "weights": "fc3",
+        "after": "relu1",
+        "before": "fc2",
+        "remove": "relu2",
+        "replace": "fc2",
+        "weights": "fc3",
         "replacement": {"type": "Linear", "in_features": 512, "out_features": 512},
         "wider": {"type": "Linear", "in_features": 512, "out_features": 256},
     },
     "convnet": {
-        "after": "relu2_1", "before": "conv2_2", "remove": "relu2_1", "replace": "conv2_2", "weights": "fc",
-        "replacement": {"type": "Conv2d", "in_channels": 32, "out_channels": 32, "kernel_size": 3,
-                        "padding": "same"},
+        "after": "relu2_1",
+        "before": "conv2_2",
+        "remove": "relu2_1",
+        "replace": "conv2_2",
+        "weights": "fc",
+        "replacement": {"type": "Conv2d", "in_channels": 32, "out_channels": 32, "kernel_size": 3, "padding": "same"},
         "wider": {"type": "Conv2d", "in_channels": 32, "out_channels": 48, "kernel_size": 3, "padding": 1},
     },
     "resnet": {
-        "after": "s1b1_relu1", "before": "s1b1_conv2", "remove": "s1b1_relu1", "replace": "s1b1_conv2",
+        "after": "s1b1_relu1",
+        "before": "s1b1_conv2",
+        "remove": "s1b1_relu1",
+        "replace": "s1b1_conv2",
         "weights": "fc",
-        "replacement": {"type": "Conv2d", "in_channels": 16, "out_channels": 16, "kernel_size": 3,
-                        "padding": "same", "bias": False},
-        "wider": {"type": "Conv2d", "in_channels": 16, "out_channels": 24, "kernel_size": 3, "padding": 1,
-                  "bias": False},
+        "replacement": {
+            "type": "Conv2d",
+            "in_channels": 16,
+            "out_channels": 16,
+            "kernel_size": 3,
+            "padding": "same",
+            "bias": False,
+        },
+        "wider": {
+            "type": "Conv2d",
+            "in_channels": 16,
+            "out_channels": 24,
+            "kernel_size": 3,
+            "padding": 1,
+            "bias": False,
+        },
     },
-}  # fmt: skip
+}
 
 _BASES: dict[str, ModelVersion] = {}
 
@@ -121,10 +147,16 @@ class Snapshot:
         v = lm.current
         x = example(v)
         return cls(
-            live=lm, current=v, versions=list(lm.versions()), spec=v.spec,
-            spec_json=v.spec.model_dump(mode="json"), modules=dict(v.modules),
-            tensors={k: t.clone() for k, t in v.state_dict().items()}, x=x, out=run(v, x),
-        )  # fmt: skip
+            live=lm,
+            current=v,
+            versions=list(lm.versions()),
+            spec=v.spec,
+            spec_json=v.spec.model_dump(mode="json"),
+            modules=dict(v.modules),
+            tensors={k: t.clone() for k, t in v.state_dict().items()},
+            x=x,
+            out=run(v, x),
+        )
 
     def check(self) -> None:
         lm = self.live

@@ -45,14 +45,23 @@ def test_round_trip_after_edits(model: str) -> None:
     relus = [n.id for n in v1.spec.nodes if n.layer is not None and n.layer.type == "ReLU"]
     out = v1.outputs[0].node
     bn = {"type": "BatchNorm1d", "num_features": 10}
-    v2 = apply_edit(v1, [
-        {"op": "insert", "after": out, "name": "head_bn", "layer": bn},
-        {"op": "set_weights", "node": "head_bn", "tensors": {
-            "running_mean": {"shape": [10], "data": [0.1 * i for i in range(10)]},
-            "weight": {"shape": [10], "data": [1.5] * 10}}},
-        {"op": "remove", "node": relus[0]},
-        {"op": "replace", "node": relus[-1], "layer": {"type": "LeakyReLU", "negative_slope": 0.2}},
-    ], version=2)  # fmt: skip
+    v2 = apply_edit(
+        v1,
+        [
+            {"op": "insert", "after": out, "name": "head_bn", "layer": bn},
+            {
+                "op": "set_weights",
+                "node": "head_bn",
+                "tensors": {
+                    "running_mean": {"shape": [10], "data": [0.1 * i for i in range(10)]},
+                    "weight": {"shape": [10], "data": [1.5] * 10},
+                },
+            },
+            {"op": "remove", "node": relus[0]},
+            {"op": "replace", "node": relus[-1], "layer": {"type": "LeakyReLU", "negative_slope": 0.2}},
+        ],
+        version=2,
+    )
     w = _round_trip(v2)
     assert w.version == 1 and w.spec == v2.spec
     _assert_bit_identical(v2, w, example(v2, batch=4, seed=9))

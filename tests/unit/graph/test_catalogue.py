@@ -13,10 +13,30 @@ from morphserve.graph.catalogue import LAYER_CLASSES, ResidualBlock, layer_from_
 from morphserve.graph.layers_seq import GRULayer, LSTMLayer, MultiheadAttentionLayer, RNNLayer
 
 REQUIRED = {
-    "Linear", "Conv1d", "Conv2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "GroupNorm", "Dropout", "ReLU",
-    "LeakyReLU", "GELU", "SiLU", "Tanh", "Sigmoid", "Softmax", "Identity", "Flatten", "MaxPool2d", "AvgPool2d",
-    "AdaptiveAvgPool2d", "Embedding", "Sequential", "Residual",
-}  # fmt: skip
+    "Linear",
+    "Conv1d",
+    "Conv2d",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "LayerNorm",
+    "GroupNorm",
+    "Dropout",
+    "ReLU",
+    "LeakyReLU",
+    "GELU",
+    "SiLU",
+    "Tanh",
+    "Sigmoid",
+    "Softmax",
+    "Identity",
+    "Flatten",
+    "MaxPool2d",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
+    "Embedding",
+    "Sequential",
+    "Residual",
+}
 
 EXAMPLES: dict[str, tuple[dict[str, Any], type[nn.Module]]] = {
     "Linear": ({"in_features": 4, "out_features": 3}, nn.Linear),
@@ -40,42 +60,74 @@ EXAMPLES: dict[str, tuple[dict[str, Any], type[nn.Module]]] = {
     "AvgPool2d": ({"kernel_size": 2, "stride": 1}, nn.AvgPool2d),
     "AdaptiveAvgPool2d": ({"output_size": 1}, nn.AdaptiveAvgPool2d),
     "Embedding": ({"num_embeddings": 10, "embedding_dim": 4, "padding_idx": 0}, nn.Embedding),
-    "Sequential": ({"layers": [{"type": "Linear", "in_features": 4, "out_features": 4}, {"type": "ReLU"}]},
-                   nn.Sequential),
+    "Sequential": (
+        {"layers": [{"type": "Linear", "in_features": 4, "out_features": 4}, {"type": "ReLU"}]},
+        nn.Sequential,
+    ),
     "Residual": ({"body": [{"type": "Linear", "in_features": 4, "out_features": 4}]}, ResidualBlock),
-    "Conv3d": ({"in_channels": 2, "out_channels": 4, "kernel_size": 3, "padding_mode": "reflect", "padding": 1},
-               nn.Conv3d),
+    "Conv3d": (
+        {"in_channels": 2, "out_channels": 4, "kernel_size": 3, "padding_mode": "reflect", "padding": 1},
+        nn.Conv3d,
+    ),
     "ConvTranspose1d": ({"in_channels": 2, "out_channels": 4, "kernel_size": 3, "stride": 2}, nn.ConvTranspose1d),
-    "ConvTranspose2d": ({"in_channels": 4, "out_channels": 2, "kernel_size": 2, "stride": 2, "output_padding": 1},
-                        nn.ConvTranspose2d),
+    "ConvTranspose2d": (
+        {"in_channels": 4, "out_channels": 2, "kernel_size": 2, "stride": 2, "output_padding": 1},
+        nn.ConvTranspose2d,
+    ),
     "BatchNorm3d": ({"num_features": 4}, nn.BatchNorm3d),
     "InstanceNorm1d": ({"num_features": 4}, nn.InstanceNorm1d),
     "InstanceNorm2d": ({"num_features": 4, "affine": True}, nn.InstanceNorm2d),
     "RMSNorm": ({"normalized_shape": 8, "eps": 1e-6}, nn.RMSNorm),
-    "Dropout1d": ({"p": 0.1}, nn.Dropout1d), "Dropout2d": ({"p": 0.2}, nn.Dropout2d),
-    "Dropout3d": ({}, nn.Dropout3d), "AlphaDropout": ({"p": 0.1}, nn.AlphaDropout),
-    "ReLU6": ({}, nn.ReLU6), "PReLU": ({"num_parameters": 4}, nn.PReLU), "ELU": ({"alpha": 0.5}, nn.ELU),
-    "CELU": ({"alpha": 2.0}, nn.CELU), "SELU": ({}, nn.SELU), "Mish": ({}, nn.Mish), "Hardswish": ({}, nn.Hardswish),
-    "Hardsigmoid": ({}, nn.Hardsigmoid), "Hardtanh": ({"min_val": 0.0, "max_val": 6.0}, nn.Hardtanh),
-    "Softplus": ({"beta": 2.0}, nn.Softplus), "Softsign": ({}, nn.Softsign), "LogSigmoid": ({}, nn.LogSigmoid),
-    "GLU": ({"dim": 1}, nn.GLU), "LogSoftmax": ({"dim": 1}, nn.LogSoftmax), "Softmax2d": ({}, nn.Softmax2d),
+    "Dropout1d": ({"p": 0.1}, nn.Dropout1d),
+    "Dropout2d": ({"p": 0.2}, nn.Dropout2d),
+    "Dropout3d": ({}, nn.Dropout3d),
+    "AlphaDropout": ({"p": 0.1}, nn.AlphaDropout),
+    "ReLU6": ({}, nn.ReLU6),
+    "PReLU": ({"num_parameters": 4}, nn.PReLU),
+    "ELU": ({"alpha": 0.5}, nn.ELU),
+    "CELU": ({"alpha": 2.0}, nn.CELU),
+    "SELU": ({}, nn.SELU),
+    "Mish": ({}, nn.Mish),
+    "Hardswish": ({}, nn.Hardswish),
+    "Hardsigmoid": ({}, nn.Hardsigmoid),
+    "Hardtanh": ({"min_val": 0.0, "max_val": 6.0}, nn.Hardtanh),
+    "Softplus": ({"beta": 2.0}, nn.Softplus),
+    "Softsign": ({}, nn.Softsign),
+    "LogSigmoid": ({}, nn.LogSigmoid),
+    "GLU": ({"dim": 1}, nn.GLU),
+    "LogSoftmax": ({"dim": 1}, nn.LogSoftmax),
+    "Softmax2d": ({}, nn.Softmax2d),
     "Unflatten": ({"dim": 1, "unflattened_size": [2, 2]}, nn.Unflatten),
-    "MaxPool1d": ({"kernel_size": 2}, nn.MaxPool1d), "AvgPool1d": ({"kernel_size": 3, "padding": 1}, nn.AvgPool1d),
+    "MaxPool1d": ({"kernel_size": 2}, nn.MaxPool1d),
+    "AvgPool1d": ({"kernel_size": 3, "padding": 1}, nn.AvgPool1d),
     "AdaptiveAvgPool1d": ({"output_size": 4}, nn.AdaptiveAvgPool1d),
     "AdaptiveMaxPool1d": ({"output_size": 2}, nn.AdaptiveMaxPool1d),
     "AdaptiveMaxPool2d": ({"output_size": [2, 3]}, nn.AdaptiveMaxPool2d),
     "Upsample": ({"scale_factor": 2.0, "mode": "bilinear", "align_corners": False}, nn.Upsample),
-    "PixelShuffle": ({"upscale_factor": 2}, nn.PixelShuffle), "PixelUnshuffle": ({"downscale_factor": 2},
-                                                                                 nn.PixelUnshuffle),
-    "LSTM": ({"input_size": 4, "hidden_size": 8, "num_layers": 2, "bidirectional": True, "batch_first": True},
-             LSTMLayer),
+    "PixelShuffle": ({"upscale_factor": 2}, nn.PixelShuffle),
+    "PixelUnshuffle": ({"downscale_factor": 2}, nn.PixelUnshuffle),
+    "LSTM": (
+        {"input_size": 4, "hidden_size": 8, "num_layers": 2, "bidirectional": True, "batch_first": True},
+        LSTMLayer,
+    ),
     "GRU": ({"input_size": 4, "hidden_size": 8}, GRULayer),
     "RNN": ({"input_size": 4, "hidden_size": 8, "nonlinearity": "relu"}, RNNLayer),
-    "MultiheadAttention": ({"embed_dim": 8, "num_heads": 2, "batch_first": True, "kdim": 6, "vdim": 5},
-                           MultiheadAttentionLayer),
-    "TransformerEncoderLayer": ({"d_model": 8, "nhead": 2, "dim_feedforward": 16, "activation": "gelu",
-                                 "batch_first": True, "norm_first": True}, nn.TransformerEncoderLayer),
-}  # fmt: skip
+    "MultiheadAttention": (
+        {"embed_dim": 8, "num_heads": 2, "batch_first": True, "kdim": 6, "vdim": 5},
+        MultiheadAttentionLayer,
+    ),
+    "TransformerEncoderLayer": (
+        {
+            "d_model": 8,
+            "nhead": 2,
+            "dim_feedforward": 16,
+            "activation": "gelu",
+            "batch_first": True,
+            "norm_first": True,
+        },
+        nn.TransformerEncoderLayer,
+    ),
+}
 
 
 def test_catalogue_has_every_required_type() -> None:
@@ -99,13 +151,23 @@ def test_every_type_parses_builds_and_round_trips(type_: str) -> None:
         # the spec recovered from a built module builds the same module (it may spell defaults differently)
         back = layer_from_module(module)
         assert back.type == type_ and repr(back.build()) == repr(module)
-        assert {k: v.shape for k, v in back.build().state_dict().items()} == \
-            {k: v.shape for k, v in module.state_dict().items()}  # fmt: skip
+        assert {k: v.shape for k, v in back.build().state_dict().items()} == {
+            k: v.shape for k, v in module.state_dict().items()
+        }
 
 
 def test_built_modules_get_the_arguments() -> None:
-    m = parse_layer({"type": "Conv2d", "in_channels": 2, "out_channels": 4, "kernel_size": 5, "stride": 2,
-                     "padding": 2, "bias": False}).build()  # fmt: skip
+    m = parse_layer(
+        {
+            "type": "Conv2d",
+            "in_channels": 2,
+            "out_channels": 4,
+            "kernel_size": 5,
+            "stride": 2,
+            "padding": 2,
+            "bias": False,
+        }
+    ).build()
     assert (m.kernel_size, m.stride, m.padding, m.bias) == ((5, 5), (2, 2), (2, 2), None)
     lin = parse_layer({"type": "Linear", "in_features": 7, "out_features": 3, "bias": False}).build()
     assert lin.weight.shape == (3, 7) and lin.bias is None
@@ -131,12 +193,16 @@ def test_labels() -> None:
         ({"type": "Nope"}, "layer.type: unknown layer type 'Nope'"),
         ({"type": "Linear", "in_features": 0, "out_features": 3}, "layer.in_features: Input should be greater"),
         ({"type": "Linear", "in_features": 3}, "layer.out_features: Field required"),
-        ({"type": "Linear", "in_features": 3, "out_features": 3, "activation": "relu"},
-         "layer.activation: Extra inputs are not permitted"),
+        (
+            {"type": "Linear", "in_features": 3, "out_features": 3, "activation": "relu"},
+            "layer.activation: Extra inputs are not permitted",
+        ),
         ({"type": "Linear", "in_features": 1 << 15, "out_features": 1 << 15}, "exceeds the limit"),
         ({"type": "Conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 3, "groups": 2}, "divisible by groups"),
-        ({"type": "Conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 3, "stride": 2, "padding": "same"},
-         "padding='same' needs stride 1"),
+        (
+            {"type": "Conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 3, "stride": 2, "padding": "same"},
+            "padding='same' needs stride 1",
+        ),
         ({"type": "Conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 99}, "layer.kernel_size"),
         ({"type": "GroupNorm", "num_groups": 3, "num_channels": 4}, "divisible by num_groups"),
         ({"type": "Dropout", "p": -0.1}, "layer.p"),
@@ -151,19 +217,23 @@ def test_labels() -> None:
         ({"type": "MultiheadAttention", "embed_dim": 1 << 14, "num_heads": 2}, "exceed the limit"),
         ({"type": "TransformerEncoderLayer", "d_model": 8, "nhead": 3}, "divisible by nhead"),
         ({"type": "TransformerEncoderLayer", "d_model": 8, "nhead": 2, "activation": "exec"}, "layer.activation"),
-        ({"type": "ConvTranspose2d", "in_channels": 3, "out_channels": 4, "kernel_size": 2, "groups": 2},
-         "divisible by groups"),
+        (
+            {"type": "ConvTranspose2d", "in_channels": 3, "out_channels": 4, "kernel_size": 2, "groups": 2},
+            "divisible by groups",
+        ),
         ({"type": "Upsample"}, "exactly one of 'size' or 'scale_factor'"),
         ({"type": "Upsample", "scale_factor": 2.0, "align_corners": True}, "align_corners"),
         ({"type": "Upsample", "scale_factor": 1000.0}, "layer.scale_factor"),
         ({"type": "Hardtanh", "min_val": 1.0, "max_val": 0.0}, "must not exceed"),
         ({"type": "PixelShuffle", "upscale_factor": 100}, "layer.upscale_factor"),
         ({"type": "PReLU", "num_parameters": 0}, "layer.num_parameters"),
-        ({"type": "Conv2d", "in_channels": 2, "out_channels": 2, "kernel_size": 3, "padding_mode": "mirror"},
-         "layer.padding_mode"),
+        (
+            {"type": "Conv2d", "in_channels": 2, "out_channels": 2, "kernel_size": 3, "padding_mode": "mirror"},
+            "layer.padding_mode",
+        ),
         ("Linear", "layer"),
     ],
-)  # fmt: skip
+)
 def test_bad_layer_specs_name_the_field(data: Any, needle: str) -> None:
     with pytest.raises(SpecError) as ei:
         parse_layer(data)

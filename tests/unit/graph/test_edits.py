@@ -46,8 +46,14 @@ def test_insert_after_every_model(model_name: str) -> None:
     out1, out2 = run(v1, x), run(v2, x)
     assert out2[0].shape == out1[0].shape
     assert max_diff(out1, out2) > 1e-6  # a default-initialised layer really changes the function
-    assert v2.ops[0] == {"op": "insert", "after": a, "name": "new", "layer": {**v2.spec.node("new").layer.to_json()},
-                         "init": "default", "seed": 0}  # fmt: skip
+    assert v2.ops[0] == {
+        "op": "insert",
+        "after": a,
+        "name": "new",
+        "layer": {**v2.spec.node("new").layer.to_json()},
+        "init": "default",
+        "seed": 0,
+    }
     # proposing is pure: nothing is committed until commit()
     assert lm.current is v1
     lm.commit(v2)
@@ -77,8 +83,9 @@ def test_insert_before_keeps_other_readers_of_the_source() -> None:
     # resnet: stem_relu feeds both s1b1_conv1 and the skip input of s1b1_add
     v1 = base("resnet")
     assert set(users(v1, "stem_relu")) == {"s1b1_conv1", "s1b1_add"}
-    v2 = apply_edit(v1, [{"op": "insert", "before": "s1b1_conv1", "name": "pre", "layer": {"type": "Identity"}}],
-                    version=2)  # fmt: skip
+    v2 = apply_edit(
+        v1, [{"op": "insert", "before": "s1b1_conv1", "name": "pre", "layer": {"type": "Identity"}}], version=2
+    )
     assert set(users(v2, "stem_relu")) == {"pre", "s1b1_add"}
     assert v2.spec.node("s1b1_conv1").inputs == ("pre",)
     x = example(v1)
@@ -87,8 +94,9 @@ def test_insert_before_keeps_other_readers_of_the_source() -> None:
 
 def test_insert_after_a_multi_reader_node_feeds_all_readers() -> None:
     v1 = base("resnet")
-    v2 = apply_edit(v1, [{"op": "insert", "after": "stem_relu", "name": "mid", "layer": {"type": "Identity"}}],
-                    version=2)  # fmt: skip
+    v2 = apply_edit(
+        v1, [{"op": "insert", "after": "stem_relu", "name": "mid", "layer": {"type": "Identity"}}], version=2
+    )
     assert users(v2, "stem_relu") == ["mid"]
     assert set(users(v2, "mid")) == {"s1b1_conv1", "s1b1_add"}
 
@@ -99,8 +107,7 @@ def test_insert_after_input_and_after_output_node(model_name: str) -> None:
     v2 = apply_edit(v1, [{"op": "insert", "after": "input", "name": "pre", "layer": {"type": "Identity"}}], version=2)
     assert v2.spec.nodes[0].id == "pre" and v2.spec.node(first).inputs == ("pre",)
     out_node = v1.outputs[0].node
-    v3 = apply_edit(v2, [{"op": "insert", "after": out_node, "name": "post", "layer": {"type": "Identity"}}],
-                    version=3)  # fmt: skip
+    v3 = apply_edit(v2, [{"op": "insert", "after": out_node, "name": "post", "layer": {"type": "Identity"}}], version=3)
     assert v3.outputs[0].node == "post" and v3.spec.nodes[-1].id == "post"
     x = example(v1)
     assert max_diff(run(v1, x), run(v3, x)) == 0.0
@@ -109,8 +116,14 @@ def test_insert_after_input_and_after_output_node(model_name: str) -> None:
 def test_insert_generates_fresh_names_and_is_seeded() -> None:
     v1 = base("digits")
     layer = {"type": "Linear", "in_features": 128, "out_features": 128}
-    v2 = apply_edit(v1, [{"op": "insert", "after": "relu1", "layer": layer},
-                         {"op": "insert", "after": "relu1", "layer": layer, "seed": 7}], version=2)  # fmt: skip
+    v2 = apply_edit(
+        v1,
+        [
+            {"op": "insert", "after": "relu1", "layer": layer},
+            {"op": "insert", "after": "relu1", "layer": layer, "seed": 7},
+        ],
+        version=2,
+    )
     assert {"linear_1", "linear_2"} <= {n.id for n in v2.spec.nodes}
     again = apply_edit(v1, [{"op": "insert", "after": "relu1", "layer": layer}], version=2)
     assert torch.equal(again.modules["linear_1"].weight, v2.modules["linear_1"].weight)
@@ -221,8 +234,9 @@ def test_set_weights_every_model(model_name: str) -> None:
     node = ANCHORS[model_name]["weights"]
     old_bias = v1.modules[node].bias.detach().clone()
     new_bias = [float(i) / 4 for i in range(old_bias.numel())]
-    v2 = lm.propose([{"op": "set_weights", "node": node,
-                      "tensors": {"bias": {"shape": list(old_bias.shape), "data": new_bias}}}])  # fmt: skip
+    v2 = lm.propose(
+        [{"op": "set_weights", "node": node, "tensors": {"bias": {"shape": list(old_bias.shape), "data": new_bias}}}]
+    )
     assert v2.modules[node] is not v1.modules[node]
     assert torch.equal(v1.modules[node].bias, old_bias)  # the old version keeps its weights
     assert torch.equal(v2.modules[node].bias, torch.tensor(new_bias))
@@ -231,21 +245,33 @@ def test_set_weights_every_model(model_name: str) -> None:
     x = example(v1)
     out1, out2 = run(v1, x)[0], run(v2, x)[0]
     torch.testing.assert_close(out2 - out1, (torch.tensor(new_bias) - old_bias).expand_as(out1), atol=1e-5, rtol=0)
-    assert v2.ops == ({"op": "set_weights", "node": node,
-                       "tensors": {"bias": {"shape": list(old_bias.shape), "datatype": None}}},)  # fmt: skip
+    assert v2.ops == (
+        {"op": "set_weights", "node": node, "tensors": {"bias": {"shape": list(old_bias.shape), "datatype": None}}},
+    )
 
 
 def test_set_weights_nested_data_and_buffers() -> None:
     v1 = base("digits")
     w = torch.arange(640, dtype=torch.float32).reshape(10, 64) / 640
-    v2 = apply_edit(v1, [{"op": "set_weights", "node": "fc3",
-                          "tensors": {"weight": {"shape": [10, 64], "data": w.tolist(), "datatype": "FP32"}}}],
-                    version=2)  # fmt: skip
+    v2 = apply_edit(
+        v1,
+        [
+            {
+                "op": "set_weights",
+                "node": "fc3",
+                "tensors": {"weight": {"shape": [10, 64], "data": w.tolist(), "datatype": "FP32"}},
+            }
+        ],
+        version=2,
+    )
     assert torch.equal(v2.modules["fc3"].weight, w)
     r = base("resnet")
     mean = torch.full((16,), 0.5)
-    r2 = apply_edit(r, [{"op": "set_weights", "node": "stem_bn",
-                         "tensors": {"running_mean": {"shape": [16], "data": mean.tolist()}}}], version=2)  # fmt: skip
+    r2 = apply_edit(
+        r,
+        [{"op": "set_weights", "node": "stem_bn", "tensors": {"running_mean": {"shape": [16], "data": mean.tolist()}}}],
+        version=2,
+    )
     assert torch.equal(r2.modules["stem_bn"].running_mean, mean)
     assert not torch.equal(r.modules["stem_bn"].running_mean, mean)
 
@@ -266,14 +292,22 @@ def test_multi_op_edit_is_one_version(model_name: str) -> None:
     v1 = lm.current
     a = ANCHORS[model_name]
     ops: list[dict[str, Any]] = [
-        {"op": "insert", "after": a["after"], "name": "extra", "layer": square_layer(shape(v1, a["after"])),
-         "init": "identity"},
-        {"op": "set_weights", "node": "extra", "tensors": {
-            "bias": {"shape": [shape(v1, a["after"])[1]], "data": [0.0] * shape(v1, a["after"])[1]}}},
+        {
+            "op": "insert",
+            "after": a["after"],
+            "name": "extra",
+            "layer": square_layer(shape(v1, a["after"])),
+            "init": "identity",
+        },
+        {
+            "op": "set_weights",
+            "node": "extra",
+            "tensors": {"bias": {"shape": [shape(v1, a["after"])[1]], "data": [0.0] * shape(v1, a["after"])[1]}},
+        },
         {"op": "replace", "node": a["replace"], "layer": a["replacement"], "keep_weights": True},
         {"op": "remove", "node": "extra"},
         {"op": "insert", "after": a["after"], "name": "extra2", "layer": {"type": "Identity"}},
-    ]  # fmt: skip
+    ]
     v2 = lm.propose(ops)
     assert v2.version == 2 and len(v2.ops) == 5
     assert v2.spec.node("extra") is None and v2.spec.node("extra2") is not None
@@ -318,15 +352,22 @@ def test_reject_unknown_node(model: str, op: dict[str, Any]) -> None:
 
 def test_reject_unknown_node_in_later_op_is_atomic() -> None:
     lm = live("digits")
-    e = _reject(lm, [{"op": "insert", "after": "relu1", "name": "ok", "layer": {"type": "Identity"}},
-                     {"op": "remove", "node": "relu9"}])  # fmt: skip
+    e = _reject(
+        lm,
+        [
+            {"op": "insert", "after": "relu1", "name": "ok", "layer": {"type": "Identity"}},
+            {"op": "remove", "node": "relu9"},
+        ],
+    )
     assert e.message.startswith("op 1: remove 'relu9'") and e.fields["op"] == 1
     assert lm.current.spec.node("ok") is None
 
 
 def test_reject_shape_mismatch_names_op_node_and_shapes() -> None:
-    e = _reject(live("digits"), [{"op": "insert", "after": "fc1",
-                                  "layer": {"type": "Linear", "in_features": 64, "out_features": 64}}])  # fmt: skip
+    e = _reject(
+        live("digits"),
+        [{"op": "insert", "after": "fc1", "layer": {"type": "Linear", "in_features": 64, "out_features": 64}}],
+    )
     assert e.message.startswith(
         "op 0: insert Linear(in_features=64, out_features=64, bias=True) after 'fc1': "
         "'linear_1' (Linear(in_features=64, out_features=64, bias=True)) does not fit its input: "
@@ -349,8 +390,13 @@ def test_reject_shape_mismatch_downstream(model: str) -> None:
 
 def test_reject_shape_mismatch_in_second_op_names_it() -> None:
     lin = {"type": "Linear", "in_features": 64, "out_features": 64}
-    e = _reject(live("digits"), [{"op": "insert", "after": "relu1", "layer": {"type": "Identity"}},
-                                 {"op": "insert", "after": "fc1", "name": "bad", "layer": lin}])  # fmt: skip
+    e = _reject(
+        live("digits"),
+        [
+            {"op": "insert", "after": "relu1", "layer": {"type": "Identity"}},
+            {"op": "insert", "after": "fc1", "name": "bad", "layer": lin},
+        ],
+    )
     assert e.message.startswith("op 1: insert Linear(in_features=64, out_features=64, bias=True) after 'fc1'")
     assert e.fields["op"] == 1
 
@@ -358,8 +404,10 @@ def test_reject_shape_mismatch_in_second_op_names_it() -> None:
 def test_reject_shape_mismatch_of_auto_named_insert_names_its_op() -> None:
     # The failing node has a generated name ('linear_1'); the error must still point at the op that made it.
     lin = {"type": "Linear", "in_features": 64, "out_features": 64}
-    e = _reject(live("digits"), [{"op": "insert", "after": "fc1", "layer": lin},
-                                 {"op": "insert", "after": "relu2", "layer": {"type": "ReLU"}}])  # fmt: skip
+    e = _reject(
+        live("digits"),
+        [{"op": "insert", "after": "fc1", "layer": lin}, {"op": "insert", "after": "relu2", "layer": {"type": "ReLU"}}],
+    )
     assert e.fields["node"] == "linear_1"
     assert e.fields["op"] == 0 and e.message.startswith("op 0: insert Linear"), e.message
 
@@ -373,12 +421,14 @@ def test_reject_shape_mismatch_of_auto_named_insert_names_its_op() -> None:
         ({"type": "Linear", "in_features": 128}, "ops.0.layer.out_features"),
         ({"type": "Conv2d", "in_channels": 3, "out_channels": 3}, "ops.0.layer.kernel_size"),
         ({"type": "Dropout", "p": 1.5}, "ops.0.layer.p"),
-        ({"type": "Residual", "body": [{"type": "Linear", "in_features": -1, "out_features": 3}]},
-         "ops.0.layer.body.0.in_features"),
+        (
+            {"type": "Residual", "body": [{"type": "Linear", "in_features": -1, "out_features": 3}]},
+            "ops.0.layer.body.0.in_features",
+        ),
         ({"type": "Sequential", "layers": []}, "ops.0.layer.layers"),
         ({"type": "Linear", "in_features": 1 << 20, "out_features": 1 << 20}, "ops.0.layer"),
     ],
-)  # fmt: skip
+)
 def test_reject_bad_layer_args_names_field(layer: dict[str, Any], field: str) -> None:
     e = _reject(live("digits"), [{"op": "insert", "after": "relu1", "layer": layer}])
     assert e.message.startswith(field), e.message
@@ -386,9 +436,13 @@ def test_reject_bad_layer_args_names_field(layer: dict[str, Any], field: str) ->
 
 
 def test_reject_bad_layer_args_in_second_op() -> None:
-    e = _reject(live("digits"), [{"op": "insert", "after": "relu1", "layer": {"type": "ReLU"}},
-                                 {"op": "replace", "node": "fc2", "layer": {"type": "Linear", "in_features": 0,
-                                                                             "out_features": 64}}])  # fmt: skip
+    e = _reject(
+        live("digits"),
+        [
+            {"op": "insert", "after": "relu1", "layer": {"type": "ReLU"}},
+            {"op": "replace", "node": "fc2", "layer": {"type": "Linear", "in_features": 0, "out_features": 64}},
+        ],
+    )
     assert e.message.startswith("ops.1.layer.in_features") and e.fields["op"] == 1
 
 
@@ -402,8 +456,9 @@ def test_reject_unknown_layer_type(type_: str) -> None:
 
 
 def test_reject_unknown_nested_layer_type() -> None:
-    e = _reject(live("mlp"), [{"op": "insert", "after": "relu1",
-                               "layer": {"type": "Residual", "body": [{"type": "Evil"}]}}])  # fmt: skip
+    e = _reject(
+        live("mlp"), [{"op": "insert", "after": "relu1", "layer": {"type": "Residual", "body": [{"type": "Evil"}]}}]
+    )
     assert "ops.0.layer.body.0" in e.message and "'Evil'" in e.message
 
 
@@ -413,29 +468,85 @@ def test_reject_unknown_nested_layer_type() -> None:
         ("digits", "fc1", {"type": "ReLU"}, "ReLU is an identity only on inputs within [0.0, inf], not after Linear"),
         ("digits", "fc1", {"type": "Tanh"}, "Tanh is not an identity function"),
         ("digits", "fc1", {"type": "LayerNorm", "normalized_shape": 128}, "LayerNorm re-normalises its input"),
-        ("digits", "fc1", {"type": "BatchNorm1d", "num_features": 128, "track_running_stats": False},
-         "BatchNorm1d without running statistics"),
-        ("digits", "fc1", {"type": "Residual", "body": [{"type": "Linear", "in_features": 128, "out_features": 128},
-                                                         {"type": "ReLU"}]}, "ReLU has no weights to zero"),
-        ("digits", "fc1", {"type": "Residual", "body": [{"type": "Sequential", "layers": [
-            {"type": "Linear", "in_features": 128, "out_features": 128}, {"type": "Sigmoid"}]}]},
-         "Sigmoid has no weights to zero"),
-        ("digits", "fc1", {"type": "Residual", "body": [{"type": "Residual", "body": [
-            {"type": "Linear", "in_features": 128, "out_features": 128}]}]}, "its last layer is a Residual"),
-        ("digits", "relu1", {"type": "Sequential", "layers": [
-            {"type": "Linear", "in_features": 128, "out_features": 128}, {"type": "GELU"}]}, "GELU is not an identity"),
-        ("convnet", "relu1_1", {"type": "Conv2d", "in_channels": 16, "out_channels": 16, "kernel_size": 2,
-                                "padding": "same"}, "even kernel"),
-        ("convnet", "relu1_1", {"type": "Conv2d", "in_channels": 16, "out_channels": 16, "kernel_size": 3,
-                                "padding": 1, "stride": 2}, "stride [2, 2] downsamples"),
-        ("convnet", "relu1_1", {"type": "Conv2d", "in_channels": 16, "out_channels": 16, "kernel_size": 3},
-         "changes the size"),
-        ("convnet", "relu1_1", {"type": "Conv2d", "in_channels": 16, "out_channels": 16, "kernel_size": 3,
-                                "padding": 2, "dilation": 2}, "dilation 1"),
-        ("resnet", "stem_relu", {"type": "MaxPool2d", "kernel_size": 3, "stride": 1, "padding": 1},
-         "MaxPool2d pools windows of 3; only kernel 1"),
+        (
+            "digits",
+            "fc1",
+            {"type": "BatchNorm1d", "num_features": 128, "track_running_stats": False},
+            "BatchNorm1d without running statistics",
+        ),
+        (
+            "digits",
+            "fc1",
+            {
+                "type": "Residual",
+                "body": [{"type": "Linear", "in_features": 128, "out_features": 128}, {"type": "ReLU"}],
+            },
+            "ReLU has no weights to zero",
+        ),
+        (
+            "digits",
+            "fc1",
+            {
+                "type": "Residual",
+                "body": [
+                    {
+                        "type": "Sequential",
+                        "layers": [{"type": "Linear", "in_features": 128, "out_features": 128}, {"type": "Sigmoid"}],
+                    }
+                ],
+            },
+            "Sigmoid has no weights to zero",
+        ),
+        (
+            "digits",
+            "fc1",
+            {
+                "type": "Residual",
+                "body": [{"type": "Residual", "body": [{"type": "Linear", "in_features": 128, "out_features": 128}]}],
+            },
+            "its last layer is a Residual",
+        ),
+        (
+            "digits",
+            "relu1",
+            {
+                "type": "Sequential",
+                "layers": [{"type": "Linear", "in_features": 128, "out_features": 128}, {"type": "GELU"}],
+            },
+            "GELU is not an identity",
+        ),
+        (
+            "convnet",
+            "relu1_1",
+            {"type": "Conv2d", "in_channels": 16, "out_channels": 16, "kernel_size": 2, "padding": "same"},
+            "even kernel",
+        ),
+        (
+            "convnet",
+            "relu1_1",
+            {"type": "Conv2d", "in_channels": 16, "out_channels": 16, "kernel_size": 3, "padding": 1, "stride": 2},
+            "stride [2, 2] downsamples",
+        ),
+        (
+            "convnet",
+            "relu1_1",
+            {"type": "Conv2d", "in_channels": 16, "out_channels": 16, "kernel_size": 3},
+            "changes the size",
+        ),
+        (
+            "convnet",
+            "relu1_1",
+            {"type": "Conv2d", "in_channels": 16, "out_channels": 16, "kernel_size": 3, "padding": 2, "dilation": 2},
+            "dilation 1",
+        ),
+        (
+            "resnet",
+            "stem_relu",
+            {"type": "MaxPool2d", "kernel_size": 3, "stride": 1, "padding": 1},
+            "MaxPool2d pools windows of 3; only kernel 1",
+        ),
     ],
-)  # fmt: skip
+)
 def test_reject_impossible_identity_says_why(model: str, anchor: str, layer: dict[str, Any], reason: str) -> None:
     e = _reject(live(model), [{"op": "insert", "after": anchor, "layer": layer, "init": "identity"}])
     assert e.message.startswith("op 0: insert ")
@@ -445,8 +556,17 @@ def test_reject_impossible_identity_says_why(model: str, anchor: str, layer: dic
 
 def test_reject_nonsquare_linear_identity_even_when_shapes_fit() -> None:
     # a Linear 128->64 replacing fc2's role would fit downstream in no case, but the identity check comes first
-    e = _reject(live("digits"), [{"op": "insert", "before": "fc2", "init": "identity",
-                                  "layer": {"type": "Linear", "in_features": 128, "out_features": 64}}])  # fmt: skip
+    e = _reject(
+        live("digits"),
+        [
+            {
+                "op": "insert",
+                "before": "fc2",
+                "init": "identity",
+                "layer": {"type": "Linear", "in_features": 128, "out_features": 64},
+            }
+        ],
+    )
     assert "only a square Linear can be an identity" in e.message
 
 
@@ -456,16 +576,20 @@ def test_reject_output_change_without_allow(model: str) -> None:
     out = lm.current.outputs[0]
     layer = {"type": "Linear", "in_features": 10, "out_features": 3}
     e = _reject(lm, [{"op": "insert", "after": out.node, "layer": layer}])
-    assert e.message == ("the edit changes output 'output' from FP32 [-1, 10] to FP32 [-1, 3]; "
-                         "set allow_output_change to accept that")  # fmt: skip
+    assert e.message == (
+        "the edit changes output 'output' from FP32 [-1, 10] to FP32 [-1, 3]; set allow_output_change to accept that"
+    )
     assert e.fields["expected"] == [-1, 10] and e.fields["got"] == [-1, 3]
     v2 = lm.propose([{"op": "insert", "after": out.node, "layer": layer}], allow_output_change=True)
     assert v2.outputs[0].shape == (-1, 3)
 
 
 def test_reject_output_batch_dimension_lost_even_when_allowed() -> None:
-    e = _reject(live("digits"), [{"op": "insert", "after": "fc3", "layer": {"type": "Flatten", "start_dim": 0}}],
-                allow_output_change=True)  # fmt: skip
+    e = _reject(
+        live("digits"),
+        [{"op": "insert", "after": "fc3", "layer": {"type": "Flatten", "start_dim": 0}}],
+        allow_output_change=True,
+    )
     assert "dimension 0 must stay the batch" in e.message and e.fields["op"] == 0
 
 
@@ -473,11 +597,13 @@ def test_reject_output_batch_dimension_lost_even_when_allowed() -> None:
     ("layer", "diff"),
     [
         ({"type": "Linear", "in_features": 128, "out_features": 64, "bias": False}, "bias: [64] vs missing"),
-        ({"type": "Linear", "in_features": 128, "out_features": 32},
-         "weight: [64, 128] vs [32, 128]; bias: [64] vs [32]"),
+        (
+            {"type": "Linear", "in_features": 128, "out_features": 32},
+            "weight: [64, 128] vs [32, 128]; bias: [64] vs [32]",
+        ),
         ({"type": "BatchNorm1d", "num_features": 128}, "weight: [64, 128] vs [128]"),
     ],
-)  # fmt: skip
+)
 def test_reject_keep_weights_shape_mismatch(layer: dict[str, Any], diff: str) -> None:
     e = _reject(live("digits"), [{"op": "replace", "node": "fc2", "layer": layer, "keep_weights": True}])
     assert e.message.startswith("op 0: replace 'fc2' with ")
@@ -502,25 +628,36 @@ def _bias(data: list[Any], shape: list[int] | None = None, datatype: str | None 
 @pytest.mark.parametrize(
     ("tensors", "needle", "fields"),
     [
-        ({"bia": _bias([0.0] * 10)}, "'fc3' has no tensor 'bia'; it has ['bias', 'weight']",
-         {"node": "fc3", "got": "bia"}),
-        ({"bias": _bias([0.0] * 5)}, "tensor 'bias' of 'fc3' has shape [10], got [5]",
-         {"expected": [10], "got": [5]}),
-        ({"weight": _bias([0.0] * 640, [64, 10])}, "tensor 'weight' of 'fc3' has shape [10, 64], got [64, 10]",
-         {"expected": [10, 64], "got": [64, 10]}),
+        (
+            {"bia": _bias([0.0] * 10)},
+            "'fc3' has no tensor 'bia'; it has ['bias', 'weight']",
+            {"node": "fc3", "got": "bia"},
+        ),
+        ({"bias": _bias([0.0] * 5)}, "tensor 'bias' of 'fc3' has shape [10], got [5]", {"expected": [10], "got": [5]}),
+        (
+            {"weight": _bias([0.0] * 640, [64, 10])},
+            "tensor 'weight' of 'fc3' has shape [10, 64], got [64, 10]",
+            {"expected": [10, 64], "got": [64, 10]},
+        ),
         ({"bias": _bias([0.0] * 9, [10])}, "tensor 'bias': shape [10] needs 10 elements, got 9", {}),
-        ({"bias": _bias([0.0] * 10, datatype="FP64")}, "tensor 'bias' of 'fc3' is FP32, got FP64",
-         {"expected": "FP32", "got": "FP64"}),
+        (
+            {"bias": _bias([0.0] * 10, datatype="FP64")},
+            "tensor 'bias' of 'fc3' is FP32, got FP64",
+            {"expected": "FP32", "got": "FP64"},
+        ),
         ({"bias": _bias([0] * 10, datatype="INT64")}, "tensor 'bias' of 'fc3' is FP32, got INT64", {}),
         ({"bias": _bias([0.0] * 10, datatype="FP8")}, "unknown datatype 'FP8'", {}),
-        ({"bias": _bias([float("nan")] + [0.0] * 9)},
-         "tensor 'bias': value out of range for FP32 (values must be finite numbers", {}),
+        (
+            {"bias": _bias([float("nan")] + [0.0] * 9)},
+            "tensor 'bias': value out of range for FP32 (values must be finite numbers",
+            {},
+        ),
         ({"bias": _bias([float("inf")] + [0.0] * 9)}, "no infinity", {}),
         ({"bias": _bias(["a"] * 10)}, "FP32 data needs numbers, got strings", {}),
         ({"bias": _bias([True] * 10)}, "FP32 data needs numbers, got booleans", {}),
         ({}, "set_weights needs at least one tensor", {"node": "fc3"}),
     ],
-)  # fmt: skip
+)
 def test_reject_set_weights(tensors: dict[str, Any], needle: str, fields: dict[str, Any]) -> None:
     e = _reject(live("digits"), [{"op": "set_weights", "node": "fc3", "tensors": tensors}])
     assert e.message.startswith("op 0: set_weights on 'fc3': ")

@@ -28,32 +28,52 @@ CASES: dict[str, Case] = {
     "div": ([X, Y], {"rounding_mode": "floor"}, lambda x, y: torch.div(x, y, rounding_mode="floor")),
     "pow": ([X], {"other": 2}, lambda x: x**2),
     "remainder": ([X], {"other": 1.5}, lambda x: x % 1.5),
-    "eq": ([X, Y], {}, torch.eq), "ne": ([X], {"other": 0}, lambda x: x != 0), "lt": ([X, Y], {}, torch.lt),
-    "le": ([X], {"other": 0.1}, lambda x: x <= 0.1), "gt": ([X], {"other": "-inf"}, lambda x: x > -torch.inf),
-    "ge": ([X, Y], {}, torch.ge), "maximum": ([X, Y], {}, torch.maximum), "minimum": ([X, Y], {}, torch.minimum),
-    "logical_and": ([X, Y], {}, torch.logical_and), "logical_or": ([X, Y], {}, torch.logical_or),
+    "eq": ([X, Y], {}, torch.eq),
+    "ne": ([X], {"other": 0}, lambda x: x != 0),
+    "lt": ([X, Y], {}, torch.lt),
+    "le": ([X], {"other": 0.1}, lambda x: x <= 0.1),
+    "gt": ([X], {"other": "-inf"}, lambda x: x > -torch.inf),
+    "ge": ([X, Y], {}, torch.ge),
+    "maximum": ([X, Y], {}, torch.maximum),
+    "minimum": ([X, Y], {}, torch.minimum),
+    "logical_and": ([X, Y], {}, torch.logical_and),
+    "logical_or": ([X, Y], {}, torch.logical_or),
     "sum": ([X], {"dim": [1], "keepdim": True}, lambda x: x.sum(1, keepdim=True)),
     "cat": ([X, Y], {"dim": 2}, lambda x, y: torch.cat([x, y], 2)),
     "stack": ([X, Y], {"dim": 1}, lambda x, y: torch.stack([x, y], 1)),
     "flatten": ([X], {"start_dim": 1}, lambda x: x.flatten(1)),
     "rsub": ([X], {"other": 1.0}, lambda x: 1.0 - x),
-    "relu": ([X], {}, torch.relu), "gelu": ([X], {"approximate": "tanh"}, lambda x: F.gelu(x, approximate="tanh")),
-    "silu": ([X], {}, F.silu), "mish": ([X], {}, F.mish), "hardswish": ([X], {}, F.hardswish),
-    "hardsigmoid": ([X], {}, F.hardsigmoid), "sigmoid": ([X], {}, torch.sigmoid), "tanh": ([X], {}, torch.tanh),
+    "relu": ([X], {}, torch.relu),
+    "gelu": ([X], {"approximate": "tanh"}, lambda x: F.gelu(x, approximate="tanh")),
+    "silu": ([X], {}, F.silu),
+    "mish": ([X], {}, F.mish),
+    "hardswish": ([X], {}, F.hardswish),
+    "hardsigmoid": ([X], {}, F.hardsigmoid),
+    "sigmoid": ([X], {}, torch.sigmoid),
+    "tanh": ([X], {}, torch.tanh),
     "leaky_relu": ([X], {"negative_slope": 0.2}, lambda x: F.leaky_relu(x, 0.2)),
     "elu": ([X], {"alpha": 0.5}, lambda x: F.elu(x, 0.5)),
     "hardtanh": ([X], {"min_val": 0.0, "max_val": 6.0}, F.relu6),
     "softplus": ([X], {"beta": 2.0}, lambda x: F.softplus(x, 2.0)),
-    "exp": ([X], {}, torch.exp), "log": ([X], {}, torch.log), "sqrt": ([X], {}, torch.sqrt),
-    "rsqrt": ([X], {}, torch.rsqrt), "neg": ([X], {}, torch.neg), "abs": ([X], {}, torch.abs),
-    "erf": ([X], {}, torch.erf), "reciprocal": ([X], {}, torch.reciprocal), "sin": ([X], {}, torch.sin),
-    "cos": ([X], {}, torch.cos), "logical_not": ([X], {}, torch.logical_not), "sign": ([X], {}, torch.sign),
+    "exp": ([X], {}, torch.exp),
+    "log": ([X], {}, torch.log),
+    "sqrt": ([X], {}, torch.sqrt),
+    "rsqrt": ([X], {}, torch.rsqrt),
+    "neg": ([X], {}, torch.neg),
+    "abs": ([X], {}, torch.abs),
+    "erf": ([X], {}, torch.erf),
+    "reciprocal": ([X], {}, torch.reciprocal),
+    "sin": ([X], {}, torch.sin),
+    "cos": ([X], {}, torch.cos),
+    "logical_not": ([X], {}, torch.logical_not),
+    "sign": ([X], {}, torch.sign),
     "clamp": ([X], {"min": -0.5, "max": 0.5}, lambda x: x.clamp(-0.5, 0.5)),
     "softmax": ([X], {"dim": -1}, lambda x: x.softmax(-1)),
     "log_softmax": ([X], {"dim": 1}, lambda x: x.log_softmax(1)),
     "cumsum": ([X], {"dim": 2}, lambda x: x.cumsum(2)),
     "mean": ([X], {"dim": [1, 2]}, lambda x: x.mean([1, 2])),
-    "amax": ([X], {"dim": [2]}, lambda x: x.amax(2)), "amin": ([X], {"dim": [1]}, lambda x: x.amin(1)),
+    "amax": ([X], {"dim": [2]}, lambda x: x.amax(2)),
+    "amin": ([X], {"dim": [1]}, lambda x: x.amin(1)),
     "var": ([X], {"dim": [2], "correction": 0}, lambda x: x.var(2, correction=0)),
     "std": ([X], {"dim": [2]}, lambda x: x.std(2)),
     "norm": ([X], {"dim": [2], "ord": 1.0}, lambda x: torch.linalg.vector_norm(x, 1, dim=2)),
@@ -83,19 +103,28 @@ CASES: dict[str, Case] = {
     "bmm": ([X, ("y", "FP32", [-1, 6, 3])], {}, torch.bmm),
     "linear": ([X, W], {}, lambda x, w: F.linear(x, w[:1].expand(6, 6))),
     "einsum": ([X, Y], {"equation": "bij,bkj->bik"}, lambda x, y: torch.einsum("bij,bkj->bik", x, y)),
-    "conv1d": ([X, W], {"padding": [1], "groups": 1}, lambda x, w: F.conv1d(x, w[:1].reshape(1, 1, 6).expand(4, 4, 6)
-                                                                            .contiguous()[:, :, :3], padding=1)),
-    "conv2d": ([IMG, W], {"padding": "same"}, lambda x, w: F.conv2d(x, w[:1].reshape(1, 1, 6)[:, :, :1]
-                                                                     .reshape(1, 1, 1, 1).expand(4, 4, 1, 1),
-                                                                     padding="same")),
+    "conv1d": (
+        [X, W],
+        {"padding": [1], "groups": 1},
+        lambda x, w: F.conv1d(x, w[:1].reshape(1, 1, 6).expand(4, 4, 6).contiguous()[:, :, :3], padding=1),
+    ),
+    "conv2d": (
+        [IMG, W],
+        {"padding": "same"},
+        lambda x, w: F.conv2d(
+            x, w[:1].reshape(1, 1, 6)[:, :, :1].reshape(1, 1, 1, 1).expand(4, 4, 1, 1), padding="same"
+        ),
+    ),
     "embedding": ([IDS, W], {}, lambda i, w: F.embedding(i.clamp(0, 0), w[:1])),
     "layer_norm": ([X], {"normalized_shape": [6], "eps": 1e-6}, lambda x: F.layer_norm(x, (6,), eps=1e-6)),
     "group_norm": ([X], {"num_groups": 2}, lambda x: F.group_norm(x, 2)),
     "rms_norm": ([X], {"normalized_shape": [6]}, lambda x: F.rms_norm(x, (6,))),
     "normalize": ([X], {"dim": 2}, lambda x: F.normalize(x, dim=2)),
-    "scaled_dot_product_attention": ([X, Y, ("z", "FP32", [-1, 4, 6])], {"is_causal": True},
-                                     lambda q, k, v: F.scaled_dot_product_attention(
-        q, k, v, is_causal=True)),
+    "scaled_dot_product_attention": (
+        [X, Y, ("z", "FP32", [-1, 4, 6])],
+        {"is_causal": True},
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+    ),
     "prelu": ([X, W], {}, lambda x, w: F.prelu(x, w[:1, :1].reshape(1))),
     "max_pool1d": ([X], {"kernel_size": 2}, lambda x: F.max_pool1d(x, 2)),
     "max_pool2d": ([IMG], {"kernel_size": 3, "stride": 2, "padding": 1}, lambda x: F.max_pool2d(x, 3, 2, 1)),
@@ -104,22 +133,32 @@ CASES: dict[str, Case] = {
     "adaptive_avg_pool1d": ([X], {"output_size": 2}, lambda x: F.adaptive_avg_pool1d(x, 2)),
     "adaptive_avg_pool2d": ([IMG], {"output_size": [1, 2]}, lambda x: F.adaptive_avg_pool2d(x, (1, 2))),
     "adaptive_max_pool2d": ([IMG], {"output_size": 2}, lambda x: F.adaptive_max_pool2d(x, 2)),
-    "interpolate": ([IMG], {"scale_factor": [2.0, 2.0], "mode": "bilinear", "align_corners": False},
-                    lambda x: F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)),
+    "interpolate": (
+        [IMG],
+        {"scale_factor": [2.0, 2.0], "mode": "bilinear", "align_corners": False},
+        lambda x: F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False),
+    ),
     "pad": ([X], {"pad": [1, 2], "mode": "reflect"}, lambda x: F.pad(x, (1, 2), "reflect")),
     "pixel_shuffle": ([IMG], {"factor": 2}, lambda x: F.pixel_shuffle(x, 2)),
     "pixel_unshuffle": ([IMG], {"factor": 2}, lambda x: F.pixel_unshuffle(x, 2)),
-    "full": ([X], {"size": [{"input": 0, "dim": 0}, 3], "fill_value": 7, "datatype": "INT32"},
-             lambda x: torch.full((x.shape[0], 3), 7, dtype=torch.int32)),
+    "full": (
+        [X],
+        {"size": [{"input": 0, "dim": 0}, 3], "fill_value": 7, "datatype": "INT32"},
+        lambda x: torch.full((x.shape[0], 3), 7, dtype=torch.int32),
+    ),
     "full_like": ([X], {"fill_value": 1.5}, lambda x: torch.full_like(x, 1.5)),
     "arange": ([X], {"end": {"input": 0, "dim": 0}}, lambda x: torch.arange(x.shape[0])),
-}  # fmt: skip
+}
 _TUPLES = {"split", "chunk", "unbind"}
 _WEIGHTED = {"linear", "conv1d", "conv2d", "embedding", "prelu"}
 _PREP = {  # inputs that need a valid range for the function to be defined
-    "log": torch.abs, "sqrt": torch.abs, "rsqrt": lambda t: t.abs() + 0.1, "reciprocal": lambda t: t.abs() + 0.1,
-    "div": lambda t: t.abs() + 0.5, "remainder": torch.abs,
-}  # fmt: skip
+    "log": torch.abs,
+    "sqrt": torch.abs,
+    "rsqrt": lambda t: t.abs() + 0.1,
+    "reciprocal": lambda t: t.abs() + 0.1,
+    "div": lambda t: t.abs() + 0.5,
+    "remainder": torch.abs,
+}
 
 
 def test_every_function_has_a_case() -> None:
@@ -191,18 +230,32 @@ def test_weight_functions() -> None:
         ("conv1d", torch.randn(4, 4, 3), lambda x, w: F.conv1d(x, w, padding=1)),
         ("prelu", torch.tensor([0.25]), F.prelu),
     ]:
-        spec = {"name": name, "inputs": [{"name": "x", "shape": [-1, 4, 6]}],
-                "outputs": [{"name": "out", "node": "f"}],
-                "nodes": [{"id": "w", "parameter": {"shape": list(weight.shape)}},
-                          {"id": "f", "function": name, "inputs": ["x", "w"],
-                           "args": {"padding": [1]} if name == "conv1d" else {}}]}  # fmt: skip
+        spec = {
+            "name": name,
+            "inputs": [{"name": "x", "shape": [-1, 4, 6]}],
+            "outputs": [{"name": "out", "node": "f"}],
+            "nodes": [
+                {"id": "w", "parameter": {"shape": list(weight.shape)}},
+                {
+                    "id": "f",
+                    "function": name,
+                    "inputs": ["x", "w"],
+                    "args": {"padding": [1]} if name == "conv1d" else {},
+                },
+            ],
+        }
         v = from_spec(spec, {"w.value": weight})
         assert torch.allclose(v.run(x)[0], call(x, weight), atol=1e-6), name
     ids = torch.tensor([[0, 3, 5]])
-    spec = {"name": "emb", "inputs": [{"name": "ids", "datatype": "INT64", "shape": [-1, 3]}],
-            "outputs": [{"name": "out", "node": "f"}],
-            "nodes": [{"id": "table", "parameter": {"shape": [6, 6]}},
-                      {"id": "f", "function": "embedding", "inputs": ["ids", "table"]}]}  # fmt: skip
+    spec = {
+        "name": "emb",
+        "inputs": [{"name": "ids", "datatype": "INT64", "shape": [-1, 3]}],
+        "outputs": [{"name": "out", "node": "f"}],
+        "nodes": [
+            {"id": "table", "parameter": {"shape": [6, 6]}},
+            {"id": "f", "function": "embedding", "inputs": ["ids", "table"]},
+        ],
+    }
     v = from_spec(spec, {"table.value": w})
     assert torch.equal(v.run(ids)[0], F.embedding(ids, w))
     conv = {
@@ -275,9 +328,10 @@ def test_unknown_arguments_are_refused_naming_the_node(name: str) -> None:
         ("index", {"dims": [1, 1]}, ["x", "y", "y"], "strictly increasing"),
         ("index", {"dims": [1, 2]}, ["x", "y"], "2 dims need 3 inputs"),
     ],
-)  # fmt: skip
-def test_bad_arguments_are_refused_naming_the_node(name: str, args: dict[str, Any], inputs: list[str] | None,
-                                                   needle: str) -> None:  # fmt: skip
+)
+def test_bad_arguments_are_refused_naming_the_node(
+    name: str, args: dict[str, Any], inputs: list[str] | None, needle: str
+) -> None:
     assert needle in _bad(name, args, inputs).message
 
 
@@ -291,8 +345,15 @@ def test_getitem_on_a_tensor_and_a_tuple_as_a_tensor_are_shape_errors() -> None:
     with pytest.raises(SpecError, match="getitem reads 'x', which is not a tuple"):
         from_spec({**base, "nodes": [{"id": "g", "function": "getitem", "inputs": ["x"], "args": {"index": 0}}]})
     with pytest.raises(SpecError, match="'s' is a tuple of 2 tensors; read it through getitem"):
-        from_spec({**base, "nodes": [{"id": "s", "function": "chunk", "inputs": ["x"], "args": {"chunks": 2}},
-                                     {"id": "g", "function": "relu", "inputs": ["s"]}]})  # fmt: skip
+        from_spec(
+            {
+                **base,
+                "nodes": [
+                    {"id": "s", "function": "chunk", "inputs": ["x"], "args": {"chunks": 2}},
+                    {"id": "g", "function": "relu", "inputs": ["s"]},
+                ],
+            }
+        )
     with pytest.raises(SpecError, match="a tuple of 2 tensors; select one with a getitem"):
         from_spec(
             {

@@ -34,12 +34,16 @@ def identity_layers(s: tuple[int, ...], after_relu: bool) -> dict[str, dict[str,
             "BatchNorm": {"type": "BatchNorm1d", "num_features": c},
             "BatchNorm_noaffine": {"type": "BatchNorm1d", "num_features": c, "affine": False},
             "Residual": {"type": "Residual", "body": [_lin(c), {"type": "ReLU"}, _lin(c)]},
-            "Residual_nested_seq": {"type": "Residual", "body": [
-                _lin(c), {"type": "GELU"}, {"type": "Sequential", "layers": [{"type": "Dropout"}, _lin(c)]}]},
+            "Residual_nested_seq": {
+                "type": "Residual",
+                "body": [_lin(c), {"type": "GELU"}, {"type": "Sequential", "layers": [{"type": "Dropout"}, _lin(c)]}],
+            },
             "Residual_layernorm": {"type": "Residual", "body": [{"type": "LayerNorm", "normalized_shape": c}]},
-            "Sequential": {"type": "Sequential", "layers": [_lin(c), {"type": "Dropout", "p": 0.2},
-                                                           {"type": "BatchNorm1d", "num_features": c}]},
-        }  # fmt: skip
+            "Sequential": {
+                "type": "Sequential",
+                "layers": [_lin(c), {"type": "Dropout", "p": 0.2}, {"type": "BatchNorm1d", "num_features": c}],
+            },
+        }
     else:
         layers = {
             "Conv2d_3x3": _conv(c),
@@ -47,13 +51,19 @@ def identity_layers(s: tuple[int, ...], after_relu: bool) -> dict[str, dict[str,
             "Conv2d_5x5_same": {**_conv(c, 5), "padding": "same"},
             **({"Conv2d_grouped": _conv(c, 3, groups=2, bias=False)} if c % 2 == 0 else {}),
             "BatchNorm": {"type": "BatchNorm2d", "num_features": c},
-            "Residual": {"type": "Residual", "body": [_conv(c), {"type": "ReLU"}, _conv(c),
-                                                      {"type": "BatchNorm2d", "num_features": c}]},
-            "Residual_groupnorm": {"type": "Residual", "body": [{"type": "GroupNorm", "num_groups": 1,
-                                                                 "num_channels": c}]},
-            "Sequential": {"type": "Sequential", "layers": [_conv(c), {"type": "BatchNorm2d", "num_features": c},
-                                                           _conv(c, 1)]},
-        }  # fmt: skip
+            "Residual": {
+                "type": "Residual",
+                "body": [_conv(c), {"type": "ReLU"}, _conv(c), {"type": "BatchNorm2d", "num_features": c}],
+            },
+            "Residual_groupnorm": {
+                "type": "Residual",
+                "body": [{"type": "GroupNorm", "num_groups": 1, "num_channels": c}],
+            },
+            "Sequential": {
+                "type": "Sequential",
+                "layers": [_conv(c), {"type": "BatchNorm2d", "num_features": c}, _conv(c, 1)],
+            },
+        }
     layers["Dropout"] = {"type": "Dropout", "p": 0.9}
     layers["Identity"] = {"type": "Identity"}
     if after_relu:
@@ -114,19 +124,32 @@ def test_identity_insert_before(model: str) -> None:
     s = shape(v1, src)
     layer = _lin(s[1]) if len(s) == 2 else _conv(s[1])
     x = example(v1)
-    v2 = apply_edit(v1, [{"op": "insert", "before": target, "layer": {"type": "ReLU"}, "init": "identity"},
-                         {"op": "insert", "before": target, "layer": layer, "init": "identity"}],
-                    version=2)  # fmt: skip
+    v2 = apply_edit(
+        v1,
+        [
+            {"op": "insert", "before": target, "layer": {"type": "ReLU"}, "init": "identity"},
+            {"op": "insert", "before": target, "layer": layer, "init": "identity"},
+        ],
+        version=2,
+    )
     new_ids = [n.id for n in v2.spec.nodes if v1.spec.node(n.id) is None]
     assert len(new_ids) == 2 and v2.spec.node(target).inputs == (new_ids[1],)
     assert max_diff(run(v1, x), run(v2, x)) <= TOL
 
 
 def test_identity_conv1d() -> None:
-    spec = {"name": "seq", "inputs": [{"name": "input", "shape": [-1, 4, 16]}],
-            "outputs": [{"name": "output", "node": "c1"}],
-            "nodes": [{"id": "c1", "layer": {"type": "Conv1d", "in_channels": 4, "out_channels": 6, "kernel_size": 3,
-                                             "padding": 1}, "inputs": ["input"]}]}  # fmt: skip
+    spec = {
+        "name": "seq",
+        "inputs": [{"name": "input", "shape": [-1, 4, 16]}],
+        "outputs": [{"name": "output", "node": "c1"}],
+        "nodes": [
+            {
+                "id": "c1",
+                "layer": {"type": "Conv1d", "in_channels": 4, "out_channels": 6, "kernel_size": 3, "padding": 1},
+                "inputs": ["input"],
+            }
+        ],
+    }
     v1 = from_spec(spec)
     x = (torch.randn(3, 4, 16),)
     conv = {"type": "Conv1d", "in_channels": 6, "out_channels": 6, "kernel_size": 5, "padding": 2}
@@ -139,9 +162,19 @@ def test_identity_stacked_many_times_on_digits_keeps_accuracy_outputs() -> None:
     x = (torch.rand(16, 64),)
     ref = run(lm.current, x)
     for i in range(6):
-        lm.commit(lm.propose([{"op": "insert", "after": "relu2", "layer": _lin(64), "init": "identity", "seed": i},
-                              {"op": "insert", "before": "fc2", "layer": {"type": "BatchNorm1d", "num_features": 128},
-                               "init": "identity"}]))  # fmt: skip
+        lm.commit(
+            lm.propose(
+                [
+                    {"op": "insert", "after": "relu2", "layer": _lin(64), "init": "identity", "seed": i},
+                    {
+                        "op": "insert",
+                        "before": "fc2",
+                        "layer": {"type": "BatchNorm1d", "num_features": 128},
+                        "init": "identity",
+                    },
+                ]
+            )
+        )
     assert len(lm.current.spec.nodes) == 5 + 12
     assert max_diff(ref, run(lm.current, x)) <= TOL
 

@@ -12,9 +12,17 @@ from morphserve.graph import EditError, LiveModel, from_spec
 
 def _model(shape: list[int], first: dict[str, Any]) -> LiveModel:
     """input -> `first` (what the inserted layer reads) -> output."""
-    return LiveModel(from_spec({"name": "m", "inputs": [{"name": "x", "shape": shape}],
-                                "outputs": [{"name": "out", "node": "a"}],
-                                "nodes": [{"id": "a", "layer": first, "inputs": ["x"]}]}, seed=3))  # fmt: skip
+    return LiveModel(
+        from_spec(
+            {
+                "name": "m",
+                "inputs": [{"name": "x", "shape": shape}],
+                "outputs": [{"name": "out", "node": "a"}],
+                "nodes": [{"id": "a", "layer": first, "inputs": ["x"]}],
+            },
+            seed=3,
+        )
+    )
 
 
 def _x(shape: list[int]) -> torch.Tensor:
@@ -32,8 +40,18 @@ EXACT = [
     (IMG, RELU, {"type": "ELU"}),
     (IMG, RELU, {"type": "CELU", "alpha": 2.0}),
     (IMG, TANH, {"type": "PReLU", "num_parameters": 4}),
-    (IMG, TANH, {"type": "Conv2d", "in_channels": 4, "out_channels": 4, "kernel_size": 3, "padding": 1,
-                 "padding_mode": "reflect"}),
+    (
+        IMG,
+        TANH,
+        {
+            "type": "Conv2d",
+            "in_channels": 4,
+            "out_channels": 4,
+            "kernel_size": 3,
+            "padding": 1,
+            "padding_mode": "reflect",
+        },
+    ),
     (IMG, TANH, {"type": "ConvTranspose2d", "in_channels": 4, "out_channels": 4, "kernel_size": 3, "padding": 1}),
     (IMG, TANH, {"type": "InstanceNorm2d", "num_features": 4, "track_running_stats": True, "affine": True}),
     (IMG, TANH, {"type": "Dropout2d"}),
@@ -44,9 +62,19 @@ EXACT = [
     ([-1, 4, 2, 4, 4], TANH, {"type": "Conv3d", "in_channels": 4, "out_channels": 4, "kernel_size": 3, "padding": 1}),
     ([-1, 4, 2, 4, 4], TANH, {"type": "BatchNorm3d", "num_features": 4}),
     ([-1, 4, 8], TANH, {"type": "ConvTranspose1d", "in_channels": 4, "out_channels": 4, "kernel_size": 1}),
-    (SEQ, TANH, {"type": "TransformerEncoderLayer", "d_model": 8, "nhead": 2, "dim_feedforward": 16,
-                 "batch_first": True, "norm_first": True}),
-]  # fmt: skip
+    (
+        SEQ,
+        TANH,
+        {
+            "type": "TransformerEncoderLayer",
+            "d_model": 8,
+            "nhead": 2,
+            "dim_feedforward": 16,
+            "batch_first": True,
+            "norm_first": True,
+        },
+    ),
+]
 
 
 @pytest.mark.parametrize(
@@ -72,16 +100,21 @@ REFUSED = [
     (IMG, TANH, {"type": "Upsample", "scale_factor": 2.0}, "only scale_factor 1"),
     (IMG, TANH, {"type": "InstanceNorm2d", "num_features": 4}, "without running statistics"),
     (IMG, TANH, {"type": "PixelShuffle", "upscale_factor": 2}, "rearranges the shape"),
-    (IMG, TANH, {"type": "ConvTranspose2d", "in_channels": 4, "out_channels": 4, "kernel_size": 2, "stride": 2},
-     "odd kernel, stride 1"),
+    (
+        IMG,
+        TANH,
+        {"type": "ConvTranspose2d", "in_channels": 4, "out_channels": 4, "kernel_size": 2, "stride": 2},
+        "odd kernel, stride 1",
+    ),
     (IMG, TANH, {"type": "RMSNorm", "normalized_shape": 8}, "re-normalises"),
     (IMG, TANH, {"type": "Mish"}, "not an identity function"),
     (IMG, TANH, {"type": "MaxPool2d", "kernel_size": 2}, "pools windows of 2"),
-]  # fmt: skip
+]
 
 
-@pytest.mark.parametrize(("shape", "first", "layer", "reason"), REFUSED,
-                         ids=lambda v: v.get("type") if isinstance(v, dict) else None)  # fmt: skip
+@pytest.mark.parametrize(
+    ("shape", "first", "layer", "reason"), REFUSED, ids=lambda v: v.get("type") if isinstance(v, dict) else None
+)
 def test_identity_refusals_say_why(shape: list[int], first: dict[str, Any], layer: dict[str, Any], reason: str) -> None:
     lm = _model(shape, first)
     with pytest.raises(EditError) as ei:
@@ -93,5 +126,6 @@ def test_identity_refusals_say_why(shape: list[int], first: dict[str, Any], laye
 def test_multi_input_layers_cannot_be_inserted_on_one_edge() -> None:
     lm = _model(SEQ, TANH)
     with pytest.raises(EditError, match="MultiheadAttention reads 3..3 inputs"):
-        lm.propose([{"op": "insert", "after": "a", "layer": {"type": "MultiheadAttention", "embed_dim": 8,
-                                                              "num_heads": 2}}])  # fmt: skip
+        lm.propose(
+            [{"op": "insert", "after": "a", "layer": {"type": "MultiheadAttention", "embed_dim": 8, "num_heads": 2}}]
+        )

@@ -55,8 +55,11 @@ def test_rollback_is_a_new_version_equal_to_the_target() -> None:
     v1 = lm.current
     x = example(v1)
     lm.commit(lm.propose([{"op": "insert", "after": "relu1", "name": "extra", "layer": _lin(128)}]))
-    lm.commit(lm.propose([{"op": "replace", "node": "fc3", "layer": {"type": "Linear", "in_features": 64,
-                                                                       "out_features": 10}}]))  # fmt: skip
+    lm.commit(
+        lm.propose(
+            [{"op": "replace", "node": "fc3", "layer": {"type": "Linear", "in_features": 64, "out_features": 10}}]
+        )
+    )
     v3 = lm.current
     assert max_diff(run(v1, x), run(v3, x)) > 1e-3
     rb = lm.propose_rollback(1, if_version=3)
@@ -130,8 +133,9 @@ def test_memory_per_edit_is_the_size_of_what_changed() -> None:
     v2 = apply_edit(v1, [{"op": "replace", "node": "fc2", "layer": _lin(512), "keep_weights": True}], version=2)
     assert new_bytes(v1, v2) == (512 * 512 + 512) * 4
     # set_weights on fc3 copies only fc3
-    v3 = apply_edit(v2, [{"op": "set_weights", "node": "fc3",
-                          "tensors": {"bias": {"shape": [10], "data": [0.0] * 10}}}], version=3)  # fmt: skip
+    v3 = apply_edit(
+        v2, [{"op": "set_weights", "node": "fc3", "tensors": {"bias": {"shape": [10], "data": [0.0] * 10}}}], version=3
+    )
     assert new_bytes(v2, v3) == (10 * 512 + 10) * 4
     # remove adds nothing; a rollback adds nothing
     v4 = apply_edit(v3, [{"op": "remove", "node": "relu1"}], version=4)

@@ -12,10 +12,11 @@ from morphserve.graph import EditError, LiveModel, SpecError, describe, from_spe
 from morphserve.graph.version import make_version
 
 SCALED = {
-    "name": "scaled", "inputs": [{"name": "x", "shape": [-1, 3]}], "outputs": [{"name": "out", "node": "mul"}],
-    "nodes": [{"id": "gamma", "parameter": {"shape": [3]}},
-              {"id": "mul", "function": "mul", "inputs": ["x", "gamma"]}],
-}  # fmt: skip
+    "name": "scaled",
+    "inputs": [{"name": "x", "shape": [-1, 3]}],
+    "outputs": [{"name": "out", "node": "mul"}],
+    "nodes": [{"id": "gamma", "parameter": {"shape": [3]}}, {"id": "mul", "function": "mul", "inputs": ["x", "gamma"]}],
+}
 
 
 def test_parameter_node_value_is_keyed_node_dot_value_and_set_weights_replaces_it() -> None:
@@ -53,30 +54,43 @@ def test_parameter_node_refusals() -> None:
 
 
 LSTM = {
-    "name": "tagger", "inputs": [{"name": "x", "shape": [-1, -1, 4]}],
+    "name": "tagger",
+    "inputs": [{"name": "x", "shape": [-1, -1, 4]}],
     "outputs": [{"name": "seq", "node": "seq"}, {"name": "last", "node": "last"}],
-    "nodes": [{"id": "rnn", "layer": {"type": "LSTM", "input_size": 4, "hidden_size": 6, "batch_first": True},
-               "inputs": ["x"]},
-              {"id": "seq", "function": "getitem", "inputs": ["rnn"], "args": {"index": 0}},
-              {"id": "h", "function": "getitem", "inputs": ["rnn"], "args": {"index": 1}},
-              {"id": "last", "function": "select", "inputs": ["h"], "args": {"dim": 0, "index": -1}}],
-}  # fmt: skip
+    "nodes": [
+        {
+            "id": "rnn",
+            "layer": {"type": "LSTM", "input_size": 4, "hidden_size": 6, "batch_first": True},
+            "inputs": ["x"],
+        },
+        {"id": "seq", "function": "getitem", "inputs": ["rnn"], "args": {"index": 0}},
+        {"id": "h", "function": "getitem", "inputs": ["rnn"], "args": {"index": 1}},
+        {"id": "last", "function": "select", "inputs": ["h"], "args": {"dim": 0, "index": -1}},
+    ],
+}
 
 
 def test_tuple_valued_layer_has_element_shapes_and_round_trips_through_recorded_shapes() -> None:
     v = from_spec(LSTM)
     s = v.shapes["rnn"]
-    assert [(e.shape, e.datatype) for e in s.elements] == [((-1, -1, 6), "FP32"), ((1, -1, 6), "FP32"),
-                                                           ((1, -1, 6), "FP32")]  # fmt: skip
+    assert [(e.shape, e.datatype) for e in s.elements] == [
+        ((-1, -1, 6), "FP32"),
+        ((1, -1, 6), "FP32"),
+        ((1, -1, 6), "FP32"),
+    ]
     d = {n.id: n for n in describe(v).nodes}
-    assert d["rnn"].shape == [-1, -1, 6] and [e.shape for e in d["rnn"].elements] == [[-1, -1, 6], [1, -1, 6],
-                                                                                        [1, -1, 6]]  # fmt: skip
+    assert d["rnn"].shape == [-1, -1, 6] and [e.shape for e in d["rnn"].elements] == [
+        [-1, -1, 6],
+        [1, -1, 6],
+        [1, -1, 6],
+    ]
     assert d["seq"].elements is None
     recorded = json.loads(json.dumps(v.recorded_shapes()))  # the journal stores JSON
     assert "elements" in recorded["rnn"]
     again = make_version("tagger", 1, None, v.spec, v.modules, recorded_shapes=recorded)
-    assert {k: (x.shape, x.elements) for k, x in again.shapes.items()} == \
-        {k: (x.shape, x.elements) for k, x in v.shapes.items()}  # fmt: skip
+    assert {k: (x.shape, x.elements) for k, x in again.shapes.items()} == {
+        k: (x.shape, x.elements) for k, x in v.shapes.items()
+    }
     x = torch.randn(2, 7, 4)
     seq, last = v.run(x)
     assert seq.shape == (2, 7, 6) and last.shape == (2, 6)
@@ -88,11 +102,23 @@ def test_edits_around_tuple_nodes_fail_cleanly() -> None:
         lm.propose([{"op": "insert", "after": "rnn", "layer": {"type": "ReLU"}}])
     with pytest.raises(EditError, match="output 'seq' comes from 'rnn', a tuple of 3 tensors"):
         lm.propose([{"op": "remove", "node": "seq"}])
-    v2 = lm.propose([{"op": "replace", "node": "rnn", "layer": {"type": "LSTM", "input_size": 4, "hidden_size": 6,
-                                                                  "batch_first": True, "bidirectional": True}}],
-                    allow_output_change=True)  # fmt: skip
+    v2 = lm.propose(
+        [
+            {
+                "op": "replace",
+                "node": "rnn",
+                "layer": {
+                    "type": "LSTM",
+                    "input_size": 4,
+                    "hidden_size": 6,
+                    "batch_first": True,
+                    "bidirectional": True,
+                },
+            }
+        ],
+        allow_output_change=True,
+    )
     assert v2.shapes["seq"].shape == (-1, -1, 12)
     with pytest.raises(EditError, match="getitem reads 'rnn', which is not a tuple"):
-        lm.propose([{"op": "replace", "node": "rnn", "layer": {"type": "Linear", "in_features": 4,
-                                                                 "out_features": 6}}])  # fmt: skip
+        lm.propose([{"op": "replace", "node": "rnn", "layer": {"type": "Linear", "in_features": 4, "out_features": 6}}])
     assert lm.current.version == 1

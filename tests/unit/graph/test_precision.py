@@ -14,8 +14,12 @@ from morphserve.store import Store
 from morphserve.store.memory import MemoryBlobs, MemoryJournal
 
 X = torch.rand(5, 64, generator=torch.Generator().manual_seed(0))
-IDENTITY = {"op": "insert", "after": "fc1", "init": "identity",
-            "layer": {"type": "Linear", "in_features": 128, "out_features": 128}}  # fmt: skip
+IDENTITY = {
+    "op": "insert",
+    "after": "fc1",
+    "init": "identity",
+    "layer": {"type": "Linear", "in_features": 128, "out_features": 128},
+}
 
 
 @pytest.mark.parametrize("datatype", ["BF16", "FP16"])
@@ -41,8 +45,18 @@ def test_identity_inserts_and_weights_keep_the_models_datatype() -> None:
     live.commit(v3)
     assert v3.modules["linear_1"].weight.dtype == torch.bfloat16
     assert torch.equal(v3.run(X)[0], before)  # an identity is exact in BF16 too
-    v4 = live.propose([{"op": "set_weights", "node": "fc3", "tensors": {  # FP32 values for a BF16 layer
-        "weight": {"shape": [10, 64], "data": [0.0] * 640}, "bias": {"shape": [10], "data": [1.5] * 10}}}])
+    v4 = live.propose(
+        [
+            {
+                "op": "set_weights",
+                "node": "fc3",
+                "tensors": {  # FP32 values for a BF16 layer
+                    "weight": {"shape": [10, 64], "data": [0.0] * 640},
+                    "bias": {"shape": [10], "data": [1.5] * 10},
+                },
+            }
+        ]
+    )
     assert v4.modules["fc3"].bias.dtype == torch.bfloat16
     assert torch.equal(v4.run(X)[0], torch.full((5, 10), 1.5))
 

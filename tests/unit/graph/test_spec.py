@@ -48,8 +48,10 @@ def test_simple_spec_builds_and_runs() -> None:
 @pytest.mark.parametrize(
     ("data", "needle"),
     [
-        (_spec(nodes=[*SIMPLE["nodes"], {"id": "a", "function": "relu", "inputs": ["out"]}]),
-         "node id 'a' is used twice"),
+        (
+            _spec(nodes=[*SIMPLE["nodes"], {"id": "a", "function": "relu", "inputs": ["out"]}]),
+            "node id 'a' is used twice",
+        ),
         (_spec(nodes=[SIMPLE["nodes"][1], *SIMPLE["nodes"]]), "node 'b' reads 'a', which is not defined before it"),
         (_spec(outputs=[{"name": "output", "node": "zzz"}]), "comes from 'zzz', which does not exist"),
         (_spec(outputs=[{"name": "a", "node": "out"}]), "output name 'a' is also a node or input id"),
@@ -59,14 +61,22 @@ def test_simple_spec_builds_and_runs() -> None:
         (_spec(inputs=[{"name": "input", "datatype": "FP128", "shape": [-1, 8]}]), "spec.inputs.0.datatype"),
         (_spec(nodes=[{"id": "a", "function": "exec", "inputs": ["input"]}]), "unknown function 'exec'"),
         (_spec(nodes=[{"id": "a", "function": "add", "inputs": ["input"]}]), "with one input 'other' is required"),
-        (_spec(nodes=[{"id": "a", "function": "cat", "args": {"axis": 1}, "inputs": ["input"]}]),
-         "axis: Extra inputs are not permitted"),
-        (_spec(nodes=[{"id": "a", "function": "cat", "args": {"dim": "1"}, "inputs": ["input"]}]),
-         "dim: Input should be a valid integer"),
-        (_spec(nodes=[{"id": "a", "layer": {"type": "ReLU"}, "function": "relu", "inputs": ["input"]}]),
-         "exactly one of 'layer', 'function' or 'parameter'"),
-        (_spec(nodes=[{"id": "a", "layer": {"type": "ReLU"}, "inputs": ["input", "input"]}]),
-         "a ReLU layer reads 1 input(s), got 2"),
+        (
+            _spec(nodes=[{"id": "a", "function": "cat", "args": {"axis": 1}, "inputs": ["input"]}]),
+            "axis: Extra inputs are not permitted",
+        ),
+        (
+            _spec(nodes=[{"id": "a", "function": "cat", "args": {"dim": "1"}, "inputs": ["input"]}]),
+            "dim: Input should be a valid integer",
+        ),
+        (
+            _spec(nodes=[{"id": "a", "layer": {"type": "ReLU"}, "function": "relu", "inputs": ["input"]}]),
+            "exactly one of 'layer', 'function' or 'parameter'",
+        ),
+        (
+            _spec(nodes=[{"id": "a", "layer": {"type": "ReLU"}, "inputs": ["input", "input"]}]),
+            "a ReLU layer reads 1 input(s), got 2",
+        ),
         (_spec(nodes=[{"id": "forward", "layer": {"type": "ReLU"}, "inputs": ["input"]}]), "reserved name"),
         (_spec(nodes=[{"id": "_modules", "layer": {"type": "ReLU"}, "inputs": ["input"]}]), "reserved name"),
         (_spec(nodes=[{"id": "_parameters", "layer": {"type": "ReLU"}, "inputs": ["input"]}]), "reserved name"),
@@ -75,7 +85,7 @@ def test_simple_spec_builds_and_runs() -> None:
         (_spec(nodes=[{"id": "a", "layer": {"type": "Rm"}, "inputs": ["input"]}]), "spec.nodes.0.layer"),
         (_spec(extra=1), "spec.extra"),
     ],
-)  # fmt: skip
+)
 def test_bad_specs_are_spec_errors(data: dict[str, Any], needle: str) -> None:
     with pytest.raises(SpecError) as ei:
         from_spec(data)
@@ -83,8 +93,10 @@ def test_bad_specs_are_spec_errors(data: dict[str, Any], needle: str) -> None:
 
 
 def test_shape_errors_name_node_and_shapes() -> None:
-    bad = _spec(nodes=[{"id": "a", "layer": {"type": "Linear", "in_features": 5, "out_features": 8},
-                        "inputs": ["input"]}], outputs=[{"name": "output", "node": "a"}])  # fmt: skip
+    bad = _spec(
+        nodes=[{"id": "a", "layer": {"type": "Linear", "in_features": 5, "out_features": 8}, "inputs": ["input"]}],
+        outputs=[{"name": "output", "node": "a"}],
+    )
     with pytest.raises(SpecError) as ei:
         from_spec(bad)
     expected = "'a' (Linear(in_features=5, out_features=8, bias=True)) does not fit its input: 'input' produces [-1, 8]"
@@ -96,18 +108,30 @@ def test_reserved_instance_attribute_ids_would_break_the_graph_module() -> None:
     # Regression: ids like '_modules' or 'meta' passed validation and produced versions whose fx GraphModule
     # could not be built. Every id that validates must build and run.
     for nid in ("training_", "mod", "data", "weight", "torch", "getattr", "inf"):
-        spec = _spec(nodes=[{"id": nid, "layer": {"type": "ReLU"}, "inputs": ["input"]}],
-                     outputs=[{"name": "output", "node": nid}])  # fmt: skip
+        spec = _spec(
+            nodes=[{"id": nid, "layer": {"type": "ReLU"}, "inputs": ["input"]}],
+            outputs=[{"name": "output", "node": nid}],
+        )
         v = from_spec(spec)
         x = torch.randn(2, 8)
         assert torch.equal(v.run(x)[0], torch.relu(x))
 
 
 def test_shapes_mark_variable_dims() -> None:
-    spec = parse_spec({"name": "seq", "inputs": [{"name": "tokens", "datatype": "INT64", "shape": [-1, -1]}],
-                       "outputs": [{"name": "output", "node": "emb"}],
-                       "nodes": [{"id": "emb", "layer": {"type": "Embedding", "num_embeddings": 50, "embedding_dim": 6},
-                                  "inputs": ["tokens"]}]})  # fmt: skip
+    spec = parse_spec(
+        {
+            "name": "seq",
+            "inputs": [{"name": "tokens", "datatype": "INT64", "shape": [-1, -1]}],
+            "outputs": [{"name": "output", "node": "emb"}],
+            "nodes": [
+                {
+                    "id": "emb",
+                    "layer": {"type": "Embedding", "num_embeddings": 50, "embedding_dim": 6},
+                    "inputs": ["tokens"],
+                }
+            ],
+        }
+    )
     v = from_spec(spec)
     assert v.shapes["emb"].shape == (-1, -1, 6) and v.shapes["emb"].datatype == "FP32"
     assert v.run(torch.randint(0, 50, (3, 7)))[0].shape == (3, 7, 6)

@@ -48,8 +48,9 @@ def test_tensor_stats_in_chunks_agree_with_one_pass(monkeypatch: pytest.MonkeyPa
     whole = tensor_stats("w", "parameter", t)
     monkeypatch.setattr(stats_module, "_CHUNK", 97)
     chunked = tensor_stats("w", "parameter", t)
-    np.testing.assert_allclose([chunked.mean, chunked.std, chunked.min, chunked.max],
-                               [whole.mean, whole.std, whole.min, whole.max], rtol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        [chunked.mean, chunked.std, chunked.min, chunked.max], [whole.mean, whole.std, whole.min, whole.max], rtol=1e-12
+    )
 
 
 def test_node_weights_of_a_layer_parameters_then_buffers() -> None:
@@ -57,8 +58,13 @@ def test_node_weights_of_a_layer_parameters_then_buffers() -> None:
     w = node_weights(v, "stem_bn")
     assert (w.model, w.version, w.node) == ("resnet", 1, "stem_bn")
     names = [(t.name, t.kind) for t in w.tensors]
-    assert names == [("weight", "parameter"), ("bias", "parameter"), ("running_mean", "buffer"),
-                     ("running_var", "buffer"), ("num_batches_tracked", "buffer")]  # fmt: skip
+    assert names == [
+        ("weight", "parameter"),
+        ("bias", "parameter"),
+        ("running_mean", "buffer"),
+        ("running_var", "buffer"),
+        ("num_batches_tracked", "buffer"),
+    ]
     bn = v.modules["stem_bn"]
     for t in w.tensors:
         ref = _numpy_stats(getattr(bn, t.name).detach().to(torch.float64).numpy())
@@ -78,29 +84,49 @@ def test_node_weights_of_functions_and_io_are_empty_and_unknown_nodes_404() -> N
 def _history(live: LiveModel, node: str):  # type: ignore[no-untyped-def]
     """As the journal rows would say it: each version's spec, and a digest per layer (here: the module's identity,
     which changes exactly when the tensors do, since unchanged layers are shared between versions)."""
-    rows = [(v.version, v.parent, v.created_at, v.ops,
-             spec_fingerprints(spec_json(v), {n: str(id(m)) for n, m in v.modules.items()}))
-            for v in live.versions()]  # fmt: skip
+    rows = [
+        (
+            v.version,
+            v.parent,
+            v.created_at,
+            v.ops,
+            spec_fingerprints(spec_json(v), {n: str(id(m)) for n, m in v.modules.items()}),
+        )
+        for v in live.versions()
+    ]
     return node_history(live.name, node, rows)
 
 
 def test_node_history_across_edits() -> None:
     live = LiveModel(base("digits"))
     for ops in (
-        [{"op": "insert", "after": "fc2", "name": "extra", "init": "identity",
-          "layer": {"type": "Linear", "in_features": 64, "out_features": 64}}],
+        [
+            {
+                "op": "insert",
+                "after": "fc2",
+                "name": "extra",
+                "init": "identity",
+                "layer": {"type": "Linear", "in_features": 64, "out_features": 64},
+            }
+        ],
         [{"op": "set_weights", "node": "fc3", "tensors": {"bias": {"shape": [10], "data": [0.0] * 10}}}],
         [{"op": "replace", "node": "extra", "layer": {"type": "Linear", "in_features": 64, "out_features": 64}}],
         [{"op": "remove", "node": "extra"}],
-    ):  # fmt: skip
+    ):
         live.commit(live.propose(ops))
     extra = _history(live, "extra").versions
-    assert [(v.version, v.change, v.what) for v in extra] == [(2, "added", []), (4, "changed", ["weights"]),
-                                                              (5, "removed", [])]  # fmt: skip
+    assert [(v.version, v.change, v.what) for v in extra] == [
+        (2, "added", []),
+        (4, "changed", ["weights"]),
+        (5, "removed", []),
+    ]
     assert extra[0].ops[0]["name"] == "extra" and extra[0].parent == 1
     relu2 = _history(live, "relu2").versions  # its input was rewired twice
-    assert [(v.version, v.change, v.what) for v in relu2] == [(1, "added", []), (2, "changed", ["inputs"]),
-                                                              (5, "changed", ["inputs"])]  # fmt: skip
+    assert [(v.version, v.change, v.what) for v in relu2] == [
+        (1, "added", []),
+        (2, "changed", ["inputs"]),
+        (5, "changed", ["inputs"]),
+    ]
     assert [(v.version, v.what) for v in _history(live, "fc3").versions] == [(1, []), (3, ["weights"])]
     live.commit(live.propose_rollback(1))
     assert [v.version for v in _history(live, "fc3").versions] == [1, 3, 6]  # rolling back restores old weights
@@ -109,8 +135,12 @@ def test_node_history_across_edits() -> None:
 
 
 def test_node_history_from_journal_rows_uses_specs_and_blob_digests() -> None:
-    spec = {"nodes": [{"id": "a", "layer": {"type": "Linear"}, "inputs": ["x"]},
-                      {"id": "b", "function": "relu", "args": {}, "inputs": ["a"]}]}  # fmt: skip
+    spec = {
+        "nodes": [
+            {"id": "a", "layer": {"type": "Linear"}, "inputs": ["x"]},
+            {"id": "b", "function": "relu", "args": {}, "inputs": ["a"]},
+        ]
+    }
     same = spec_fingerprints(spec, {"a": "d1"})
     reweighted = spec_fingerprints(spec, {"a": "d2"})
     rows = [(1, None, 1.0, [], same), (2, 1, 2.0, [{"op": "set_weights"}], reweighted), (3, 2, 3.0, [], reweighted)]

@@ -53,9 +53,18 @@ def test_traced_model_is_editable_and_exportable() -> None:
     x = torch.randn(4, 12)
     v = from_module(m, x)
     relu = next(n.id for n in v.spec.nodes if n.layer is not None and n.layer.type == "ReLU")
-    v2 = apply_edit(v, [{"op": "insert", "after": relu, "layer": {"type": "Linear", "in_features": 16,
-                                                                  "out_features": 16}, "init": "identity"}],
-                    version=2)  # fmt: skip
+    v2 = apply_edit(
+        v,
+        [
+            {
+                "op": "insert",
+                "after": relu,
+                "layer": {"type": "Linear", "in_features": 16, "out_features": 16},
+                "init": "identity",
+            }
+        ],
+        version=2,
+    )
     assert max_diff(v.run(x), v2.run(x)) <= 1e-6
     w = from_spec(spec_json(v2), st_load(weights_bytes(v2)))
     assert torch.equal(w.run(x)[0], v2.run(x)[0])

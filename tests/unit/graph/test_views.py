@@ -31,8 +31,14 @@ def test_describe_digits_shape() -> None:
     assert by_id["output"]["inputs"] == ["fc3"] and by_id["output"]["shape"] == [-1, 10]
     assert j["totals"] == {"nodes": 7, "params": 8320 + 8256 + 650}
     edges = [(e["source"], e["target"]) for e in j["edges"]]
-    assert edges == [("input", "fc1"), ("fc1", "relu1"), ("relu1", "fc2"), ("fc2", "relu2"), ("relu2", "fc3"),
-                     ("fc3", "output")]  # fmt: skip
+    assert edges == [
+        ("input", "fc1"),
+        ("fc1", "relu1"),
+        ("relu1", "fc2"),
+        ("fc2", "relu2"),
+        ("relu2", "fc3"),
+        ("fc3", "output"),
+    ]
 
 
 def test_describe_function_nodes_and_dag_edges() -> None:
@@ -61,8 +67,14 @@ def test_describe_every_model(model: str) -> None:
 def test_node_ids_are_stable_across_edits(model: str) -> None:
     v1 = base(model)
     layer_nodes = [n.id for n in v1.spec.nodes if n.layer is not None and n.layer.type == "ReLU"]
-    v2 = apply_edit(v1, [{"op": "insert", "after": layer_nodes[0], "layer": {"type": "Identity"}},
-                         {"op": "remove", "node": layer_nodes[-1]}], version=2)  # fmt: skip
+    v2 = apply_edit(
+        v1,
+        [
+            {"op": "insert", "after": layer_nodes[0], "layer": {"type": "Identity"}},
+            {"op": "remove", "node": layer_nodes[-1]},
+        ],
+        version=2,
+    )
     ids1 = [n.id for n in describe(v1).nodes]
     ids2 = [n.id for n in describe(v2).nodes]
     assert [i for i in ids2 if i in ids1] == [i for i in ids1 if i != layer_nodes[-1]]
@@ -107,14 +119,25 @@ def test_dot_resnet_functions_and_highlight() -> None:
 
 def test_diff_added_removed_changed() -> None:
     v1 = base("digits")
-    v2 = apply_edit(v1, [
-        {"op": "insert", "after": "relu1", "name": "extra", "layer": {"type": "Linear", "in_features": 128,
-                                                                      "out_features": 128}},
-        {"op": "remove", "node": "relu2"},
-        {"op": "replace", "node": "fc1", "layer": {"type": "Linear", "in_features": 64, "out_features": 128,
-                                                   "bias": False}},
-        {"op": "set_weights", "node": "fc3", "tensors": {"bias": {"shape": [10], "data": [0.0] * 10}}},
-    ], version=2)  # fmt: skip
+    v2 = apply_edit(
+        v1,
+        [
+            {
+                "op": "insert",
+                "after": "relu1",
+                "name": "extra",
+                "layer": {"type": "Linear", "in_features": 128, "out_features": 128},
+            },
+            {"op": "remove", "node": "relu2"},
+            {
+                "op": "replace",
+                "node": "fc1",
+                "layer": {"type": "Linear", "in_features": 64, "out_features": 128, "bias": False},
+            },
+            {"op": "set_weights", "node": "fc3", "tensors": {"bias": {"shape": [10], "data": [0.0] * 10}}},
+        ],
+        version=2,
+    )
     d = diff(v1, v2)
     assert (d.model, d.from_version, d.to_version) == ("digits", 1, 2)
     assert d.added == ["extra"]
@@ -132,11 +155,15 @@ def test_diff_added_removed_changed() -> None:
 
 def test_diff_shape_change_and_outputs_changed() -> None:
     v1 = base("digits")
-    v2 = apply_edit(v1, [{"op": "replace", "node": "fc2", "layer": {"type": "Linear", "in_features": 128,
-                                                                     "out_features": 32}},
-                         {"op": "replace", "node": "fc3", "layer": {"type": "Linear", "in_features": 32,
-                                                                     "out_features": 5}}],
-                    version=2, allow_output_change=True)  # fmt: skip
+    v2 = apply_edit(
+        v1,
+        [
+            {"op": "replace", "node": "fc2", "layer": {"type": "Linear", "in_features": 128, "out_features": 32}},
+            {"op": "replace", "node": "fc3", "layer": {"type": "Linear", "in_features": 32, "out_features": 5}},
+        ],
+        version=2,
+        allow_output_change=True,
+    )
     d = diff(v1, v2)
     changes = {c.id: c.changes for c in d.changed}
     assert changes == {"fc2": ["layer", "shape"], "relu2": ["shape"], "fc3": ["layer", "shape"]}

@@ -91,8 +91,11 @@ def test_disk_errors_are_the_store_errors(tmp_path: Path, monkeypatch: pytest.Mo
 def test_stale_spools_of_dead_processes_are_swept(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)  # that process has exited
-    old, recent, mine = (tmp_path / f".upload-{dead_pid}-a", tmp_path / f".upload-{dead_pid}-b",
-                         tmp_path / f".upload-{os.getpid()}-c")  # fmt: skip
+    old, recent, mine = (
+        tmp_path / f".upload-{dead_pid}-a",
+        tmp_path / f".upload-{dead_pid}-b",
+        tmp_path / f".upload-{os.getpid()}-c",
+    )
     for d in (old, recent, mine):
         d.mkdir()
         (d / "m.zip").write_bytes(b"x")

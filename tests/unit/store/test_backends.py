@@ -15,8 +15,16 @@ from .conftest import SHARED
 
 
 def _rec(model: str, version: int, blobs: dict[str, str] | None = None) -> VersionRecord:
-    return VersionRecord(model, version, version - 1 or None, [{"op": "x", "i": version}], {"name": model},
-                         blobs or {}, 1000.0 + version, {"n": [[2], [3], "FP32"]})  # fmt: skip
+    return VersionRecord(
+        model,
+        version,
+        version - 1 or None,
+        [{"op": "x", "i": version}],
+        {"name": model},
+        blobs or {},
+        1000.0 + version,
+        {"n": [[2], [3], "FP32"]},
+    )
 
 
 def test_append_get_latest_versions_models(make_store) -> None:  # type: ignore[no-untyped-def]

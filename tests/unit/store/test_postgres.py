@@ -69,8 +69,16 @@ def test_schema_is_created_on_an_empty_database_and_reused_on_the_next_open(pg_c
     assert pg_cluster.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", db) == [(0,)]
     j = PostgresJournal(pg_url)
     tables = {r[0] for r in pg_cluster.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", db)}
-    assert tables == {"morphserve_meta", "models", "versions", "pins", "version_blobs", "replicas", "blobs",
-                      "blob_chunks"}  # fmt: skip
+    assert tables == {
+        "morphserve_meta",
+        "models",
+        "versions",
+        "pins",
+        "version_blobs",
+        "replicas",
+        "blobs",
+        "blob_chunks",
+    }
     assert pg_cluster.execute("SELECT value FROM morphserve_meta WHERE key = 'schema_version'", db) == [("3",)]
     j.append(_rec("m", 1), create="i1")
     j.close()
@@ -151,8 +159,11 @@ def test_an_edit_lock_dies_with_its_connection(pg_cluster: PgCluster, pg_url: st
     with a.edit_lock("m"):
         with pytest.raises(JournalUnreachableError, match="edit lock"), b.edit_lock("m", timeout_s=0.2):
             pass
-        pg_cluster.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
-                           "'morphserve-lock' AND datname = current_database()", _db(pg_url))  # fmt: skip
+        pg_cluster.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = "
+            "'morphserve-lock' AND datname = current_database()",
+            _db(pg_url),
+        )
         with b.edit_lock("m", timeout_s=5):  # the server released the dead session's lock
             pass
     # a's block ended without an error although its connection was gone; its next lock works on a new one
@@ -170,8 +181,13 @@ def test_concurrent_appends_of_one_version_exactly_one_wins(pg_url: str) -> None
         barrier = threading.Barrier(2)
         results: dict[str, str] = {}
 
-        def race(name: str, j: PostgresJournal, version: int = version, barrier: threading.Barrier = barrier,
-                 results: dict[str, str] = results) -> None:  # fmt: skip
+        def race(
+            name: str,
+            j: PostgresJournal,
+            version: int = version,
+            barrier: threading.Barrier = barrier,
+            results: dict[str, str] = results,
+        ) -> None:
             try:
                 barrier.wait(5)
                 # Both rows are inserted before either commits: the second waits on the first's key, then loses.
@@ -235,8 +251,9 @@ def test_blobs_are_chunked_deduplicated_and_survive_concurrent_puts(pg_cluster: 
     for t in threads:
         t.join(10)
     assert b.get(digest) == data
-    rows = pg_cluster.execute(f"SELECT count(*), sum(length(data)) FROM blob_chunks WHERE digest = '{digest}'",
-                              _db(pg_url))  # fmt: skip
+    rows = pg_cluster.execute(
+        f"SELECT count(*), sum(length(data)) FROM blob_chunks WHERE digest = '{digest}'", _db(pg_url)
+    )
     assert rows == [(4, len(data))]  # one copy, four chunks
     a.put("e" * 64, b"")
     assert a.get("e" * 64) == b""
@@ -353,8 +370,9 @@ def test_open_store_puts_blobs_in_the_database_or_the_blob_dir_with_a_local_cach
     assert isinstance(shared.blobs, CachedBlobs) and isinstance(shared.blobs.remote, DirBlobs)
     shared.blobs.put(digest, data)
     assert (tmp_path / "shared").glob("*/*.safetensors") and shared.blobs.remote.present([digest]) == {digest}
-    assert torch.equal(open_store(Settings(journal=pg_url, state_dir=tmp_path / "c")).tensors(digest)["w"],
-                       torch.arange(4.0))  # fmt: skip
+    assert torch.equal(
+        open_store(Settings(journal=pg_url, state_dir=tmp_path / "c")).tensors(digest)["w"], torch.arange(4.0)
+    )
     assert (tmp_path / "c" / "blob-cache").glob("*/*.safetensors")
 
 

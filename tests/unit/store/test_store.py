@@ -29,8 +29,12 @@ from morphserve.store.memory import MemoryBlobs, MemoryJournal
 from morphserve.store.sqlite_journal import SQLiteJournal
 from morphserve.store.store import encode
 
-IDENTITY_INSERT = {"op": "insert", "after": "fc1", "init": "identity",
-                   "layer": {"type": "Linear", "in_features": 128, "out_features": 128}}  # fmt: skip
+IDENTITY_INSERT = {
+    "op": "insert",
+    "after": "fc1",
+    "init": "identity",
+    "layer": {"type": "Linear", "in_features": 128, "out_features": 128},
+}
 
 
 def _bias(i: float) -> list[dict[str, object]]:
@@ -187,8 +191,12 @@ def test_an_unavailable_store_refuses_writes_and_still_reads() -> None:
     live = LiveModel(load_zoo("digits"))
     store.commit(live.current, startup=True, create=True)  # what the server was told to serve is still recorded
     assert store.load("digits").version == 1
-    for write in (lambda: store.commit(live.propose(_bias(1.0))), lambda: store.pin("digits", 1),
-                  lambda: store.gc("digits", 1), lambda: store.delete_model("digits")):  # fmt: skip
+    for write in (
+        lambda: store.commit(live.propose(_bias(1.0))),
+        lambda: store.pin("digits", 1),
+        lambda: store.gc("digits", 1),
+        lambda: store.delete_model("digits"),
+    ):
         with pytest.raises(StoreUnavailableError, match="read-only"):
             write()
     assert store.version_numbers("digits") == [1]
@@ -224,9 +232,11 @@ def test_a_release_1_journal_is_migrated_with_its_blob_references(tmp_path: Path
     """Release 1 had no meta or version_blobs table; gc must still know which blobs the old rows reference."""
     path = tmp_path / "journal.sqlite3"
     with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE versions (model TEXT NOT NULL, version INTEGER NOT NULL, parent INTEGER, ops TEXT "
-                   "NOT NULL, spec TEXT NOT NULL, blobs TEXT NOT NULL, shapes TEXT NOT NULL, created_at REAL NOT NULL, "
-                   "PRIMARY KEY (model, version))")  # fmt: skip
+        db.execute(
+            "CREATE TABLE versions (model TEXT NOT NULL, version INTEGER NOT NULL, parent INTEGER, ops TEXT "
+            "NOT NULL, spec TEXT NOT NULL, blobs TEXT NOT NULL, shapes TEXT NOT NULL, created_at REAL NOT NULL, "
+            "PRIMARY KEY (model, version))"
+        )
         db.execute("CREATE TABLE pins (model TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY (model, version))")
         db.execute("INSERT INTO versions VALUES ('m', 1, NULL, '[]', '{}', '{\"fc\": \"d1\"}', '{}', 0.0)")
     j = SQLiteJournal(path)
@@ -278,8 +288,13 @@ def test_sqlite_edit_lock_excludes_another_process_and_dies_with_it(tmp_path: Pa
     mine = SQLiteJournal(path)
 
     def child(model: str) -> subprocess.Popen[str]:
-        p = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path), model], cwd=root, text=True,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+        p = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_LOCK, str(path), model],
+            cwd=root,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         assert p.stdout is not None and p.stdout.readline().strip() == "held"
         return p
 

@@ -81,12 +81,8 @@ def err(doc: dict | bytes, *chunks: bytes, header_length: Any = "auto", **kw: An
     return str(ei.value)
 
 
-def make_request(
-    outputs: list[RequestedOutput] | None = None, binary_data_output: bool = False
-) -> InferRequest:
-    return InferRequest(
-        id=None, inputs={}, outputs=outputs or [], binary_data_output=binary_data_output, parameters={}
-    )
+def make_request(outputs: list[RequestedOutput] | None = None, binary_data_output: bool = False) -> InferRequest:
+    return InferRequest(id=None, inputs={}, outputs=outputs or [], binary_data_output=binary_data_output, parameters={})
 
 
 def parse_response(body: bytes, headers: dict[str, str]) -> tuple[dict, bytes]:
@@ -225,15 +221,9 @@ def test_zero_size_binary_input_and_header_equal_to_body() -> None:
 def test_error_invalid_json_and_non_object() -> None:
     assert "not valid JSON" in err(b"{not json")
     assert "not valid JSON" in err(b"")
-    assert "not valid JSON" in err(
-        b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [NaN]}]}'
-    )
-    assert "not valid JSON" in err(
-        b'{"inputs": [{"name":"x","datatype":"FP32","shape":[1],"data":[Infinity]}]}'
-    )
-    assert "not valid JSON" in err(
-        b'{"inputs": [{"name": "x", "datatype": "FP64", "shape": [1], "data": [1e400]}]}'
-    )
+    assert "not valid JSON" in err(b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [NaN]}]}')
+    assert "not valid JSON" in err(b'{"inputs": [{"name":"x","datatype":"FP32","shape":[1],"data":[Infinity]}]}')
+    assert "not valid JSON" in err(b'{"inputs": [{"name": "x", "datatype": "FP64", "shape": [1], "data": [1e400]}]}')
     assert "must be a JSON object, got array" in err(b"[1, 2]")
 
 
@@ -355,18 +345,14 @@ def test_error_float_out_of_range(dt: str, value: float) -> None:
 
 def test_error_binary_size_mismatch() -> None:
     spec = {"name": "x", "datatype": "FP32", "shape": [2, 2], "parameters": {"binary_data_size": 12}}
-    assert "input 'x': FP32 shape [2, 2] needs binary_data_size 16, got 12" in err(
-        {"inputs": [spec]}, b"\0" * 12
-    )
+    assert "input 'x': FP32 shape [2, 2] needs binary_data_size 16, got 12" in err({"inputs": [spec]}, b"\0" * 12)
     spec["parameters"] = {"binary_data_size": "16"}
     assert "binary_data_size must be an integer, got string" in err({"inputs": [spec]}, b"\0" * 16)
 
 
 def test_error_binary_truncated_and_trailing() -> None:
     spec = {"name": "x", "datatype": "FP32", "shape": [4], "parameters": {"binary_data_size": 16}}
-    assert "input 'x': binary data truncated, needs 16 bytes, only 15 remain" in err(
-        {"inputs": [spec]}, b"\0" * 15
-    )
+    assert "input 'x': binary data truncated, needs 16 bytes, only 15 remain" in err({"inputs": [spec]}, b"\0" * 15)
     assert "1 trailing bytes" in err({"inputs": [spec]}, b"\0" * 17)
     # JSON-only request with junk after the header
     body = orjson.dumps({"inputs": [json_input("y", "FP32", [1], [1.0])]})
@@ -448,9 +434,7 @@ def test_encode_plain_json() -> None:
 
 
 def test_encode_omits_id_when_none() -> None:
-    body, _ = encode_response(
-        model_name="m", model_version="1", request_id=None, outputs=OUTS, request=make_request()
-    )
+    body, _ = encode_response(model_name="m", model_version="1", request_id=None, outputs=OUTS, request=make_request())
     assert "id" not in orjson.loads(body)
 
 
@@ -477,9 +461,7 @@ def test_encode_fp16_as_floats_and_non_contiguous() -> None:
 
 def test_encode_binary_per_output_flags() -> None:
     request = make_request([RequestedOutput("label", False), RequestedOutput("probs", True)])
-    body, headers = encode_response(
-        model_name="m", model_version="1", request_id=None, outputs=OUTS, request=request
-    )
+    body, headers = encode_response(model_name="m", model_version="1", request_id=None, outputs=OUTS, request=request)
     doc, tail = parse_response(body, headers)
     assert [o["name"] for o in doc["outputs"]] == ["label", "probs"]  # requested order, "mask" left out
     label, probs = doc["outputs"]
@@ -489,12 +471,8 @@ def test_encode_binary_per_output_flags() -> None:
 
 
 def test_encode_binary_request_level_flag_and_override() -> None:
-    request = make_request(
-        [RequestedOutput("mask", None), RequestedOutput("label", False)], binary_data_output=True
-    )
-    body, headers = encode_response(
-        model_name="m", model_version="1", request_id=None, outputs=OUTS, request=request
-    )
+    request = make_request([RequestedOutput("mask", None), RequestedOutput("label", False)], binary_data_output=True)
+    body, headers = encode_response(model_name="m", model_version="1", request_id=None, outputs=OUTS, request=request)
     doc, tail = parse_response(body, headers)
     mask, label = doc["outputs"]
     assert mask["parameters"] == {"binary_data_size": 2} and label["data"] == [1]
@@ -540,17 +518,23 @@ def test_encode_nan_becomes_null_in_json() -> None:
 def test_encode_unknown_requested_output() -> None:
     with pytest.raises(OIPError, match="requested output 'nope' does not exist; model outputs are: probs"):
         encode_response(
-            model_name="m", model_version="1", request_id=None, outputs=OUTS,
+            model_name="m",
+            model_version="1",
+            request_id=None,
+            outputs=OUTS,
             request=make_request([RequestedOutput("nope", None)]),
-        )  # fmt: skip
+        )
 
 
 def test_encode_unsupported_dtype_is_server_error() -> None:
     with pytest.raises(TypeError, match="no Open Inference Protocol datatype"):
         encode_response(
-            model_name="m", model_version="1", request_id=None,
-            outputs={"y": np.array(["a"])}, request=make_request(),
-        )  # fmt: skip
+            model_name="m",
+            model_version="1",
+            request_id=None,
+            outputs={"y": np.array(["a"])},
+            request=make_request(),
+        )
 
 
 # ------------------------------------------------------------------------------------- properties
@@ -579,14 +563,15 @@ def test_property_round_trip(data: st.DataObject, dtype: np.dtype, binary: bool)
     np.testing.assert_array_equal(got, arr)
 
     body, headers = encode_response(
-        model_name="m", model_version="1", request_id=None, outputs={"y": got},
+        model_name="m",
+        model_version="1",
+        request_id=None,
+        outputs={"y": got},
         request=make_request(binary_data_output=binary),
-    )  # fmt: skip
+    )
     doc, tail = parse_response(body, headers)
     (out,) = doc["outputs"]
-    back = (np.frombuffer(tail, dtype=dtype) if binary else np.array(out["data"], dtype=dtype)).reshape(
-        out["shape"]
-    )
+    back = (np.frombuffer(tail, dtype=dtype) if binary else np.array(out["data"], dtype=dtype)).reshape(out["shape"])
     np.testing.assert_array_equal(back, arr)
 
 
@@ -601,12 +586,8 @@ def _triton_input(name: str, arr: np.ndarray, binary: bool) -> Any:
     return inp
 
 
-def _round_trip(
-    inputs: list, outputs: list | None, model_outputs: dict[str, np.ndarray]
-) -> tuple[InferRequest, Any]:
-    body, json_size = httpclient.InferenceServerClient.generate_request_body(
-        inputs, outputs=outputs, request_id="r1"
-    )
+def _round_trip(inputs: list, outputs: list | None, model_outputs: dict[str, np.ndarray]) -> tuple[InferRequest, Any]:
+    body, json_size = httpclient.InferenceServerClient.generate_request_body(inputs, outputs=outputs, request_id="r1")
     req = decode_request(body, json_size)
     resp, headers = encode_response(
         model_name="m", model_version="1", request_id=req.id, outputs=model_outputs, request=req

@@ -33,9 +33,13 @@ class Wait:
 
 
 async def _wait(
-    wait: Annotated[str | None, Query(pattern=r"^(all|[1-9][0-9]{0,3})$",
-                                      description="answer once all alive replicas, or this many, serve the version")]
-    = None,  # fmt: skip
+    wait: Annotated[
+        str | None,
+        Query(
+            pattern=r"^(all|[1-9][0-9]{0,3})$",
+            description="answer once all alive replicas, or this many, serve the version",
+        ),
+    ] = None,
     wait_timeout_s: Annotated[float, Query(gt=0, le=120, description="the longest ?wait= waits")] = 10.0,
 ) -> Wait:
     return Wait(wait, wait_timeout_s)
@@ -61,66 +65,127 @@ async def _response(registry: Registry, o: EditOutcome, wait: Wait) -> EditRespo
     if wait.wanted is not None and not o.dry_run:
         replicas = await registry.wait_replicas(o.model, o.version.version, wait.wanted, wait.timeout_s)
     return EditResponse(
-        model=o.model, version=o.version.version, previous_version=o.previous.version, dry_run=o.dry_run,
-        diff=o.diff, timings_ms=Timings(**o.timings_ms), live_at=o.live_at, graph=graph, replicas=replicas,
-    )  # fmt: skip
+        model=o.model,
+        version=o.version.version,
+        previous_version=o.previous.version,
+        dry_run=o.dry_run,
+        diff=o.diff,
+        timings_ms=Timings(**o.timings_ms),
+        live_at=o.live_at,
+        graph=graph,
+        replicas=replicas,
+    )
 
 
-async def _edit(registry: Registry, model: str, ops: list[dict[str, Any]], wait: Wait, *, if_version: int | None,
-                dry_run: bool = False, allow_output_change: bool = False) -> EditResponse:  # fmt: skip
-    outcome = await registry.edit(model, ops, if_version=if_version, dry_run=dry_run,
-                                  allow_output_change=allow_output_change)  # fmt: skip
+async def _edit(
+    registry: Registry,
+    model: str,
+    ops: list[dict[str, Any]],
+    wait: Wait,
+    *,
+    if_version: int | None,
+    dry_run: bool = False,
+    allow_output_change: bool = False,
+) -> EditResponse:
+    outcome = await registry.edit(
+        model, ops, if_version=if_version, dry_run=dry_run, allow_output_change=allow_output_change
+    )
     return await _response(registry, outcome, wait)
 
 
 @router.post("/{model}/edits", response_model=EditResponse)
-async def edit(model: str, body: EditRequest, registry: RegistryDep, wait: WaitDep,
-               if_match: IfMatch = None) -> EditResponse:  # fmt: skip
-    return await _edit(registry, model, body.ops, wait, if_version=_if_version(body.if_version, if_match),
-                       dry_run=body.dry_run, allow_output_change=body.allow_output_change)  # fmt: skip
+async def edit(
+    model: str, body: EditRequest, registry: RegistryDep, wait: WaitDep, if_match: IfMatch = None
+) -> EditResponse:
+    return await _edit(
+        registry,
+        model,
+        body.ops,
+        wait,
+        if_version=_if_version(body.if_version, if_match),
+        dry_run=body.dry_run,
+        allow_output_change=body.allow_output_change,
+    )
 
 
 @router.post("/{model}/layers", response_model=EditResponse)
-async def insert_layer(model: str, body: InsertLayer, registry: RegistryDep, wait: WaitDep,
-                       if_match: IfMatch = None) -> EditResponse:  # fmt: skip
-    op = {"op": "insert", **body.model_dump(mode="json", exclude={"if_version", "allow_output_change"},
-                                            exclude_none=True)}  # fmt: skip
-    return await _edit(registry, model, [op], wait, if_version=_if_version(body.if_version, if_match),
-                       allow_output_change=body.allow_output_change)  # fmt: skip
+async def insert_layer(
+    model: str, body: InsertLayer, registry: RegistryDep, wait: WaitDep, if_match: IfMatch = None
+) -> EditResponse:
+    op = {
+        "op": "insert",
+        **body.model_dump(mode="json", exclude={"if_version", "allow_output_change"}, exclude_none=True),
+    }
+    return await _edit(
+        registry,
+        model,
+        [op],
+        wait,
+        if_version=_if_version(body.if_version, if_match),
+        allow_output_change=body.allow_output_change,
+    )
 
 
 @router.put("/{model}/layers/{node}", response_model=EditResponse)
-async def replace_layer(model: str, node: str, body: ReplaceLayer, registry: RegistryDep, wait: WaitDep,
-                        if_match: IfMatch = None) -> EditResponse:  # fmt: skip
+async def replace_layer(
+    model: str, node: str, body: ReplaceLayer, registry: RegistryDep, wait: WaitDep, if_match: IfMatch = None
+) -> EditResponse:
     op = {"op": "replace", "node": node, **body.model_dump(mode="json", exclude={"if_version", "allow_output_change"})}
-    return await _edit(registry, model, [op], wait, if_version=_if_version(body.if_version, if_match),
-                       allow_output_change=body.allow_output_change)  # fmt: skip
+    return await _edit(
+        registry,
+        model,
+        [op],
+        wait,
+        if_version=_if_version(body.if_version, if_match),
+        allow_output_change=body.allow_output_change,
+    )
 
 
 @router.delete("/{model}/layers/{node}", response_model=EditResponse)
-async def remove_layer(model: str, node: str, registry: RegistryDep, wait: WaitDep, if_match: IfMatch = None,
-                       allow_output_change: bool = False) -> EditResponse:  # fmt: skip
-    return await _edit(registry, model, [{"op": "remove", "node": node}], wait,
-                       if_version=_if_version(None, if_match), allow_output_change=allow_output_change)  # fmt: skip
+async def remove_layer(
+    model: str,
+    node: str,
+    registry: RegistryDep,
+    wait: WaitDep,
+    if_match: IfMatch = None,
+    allow_output_change: bool = False,
+) -> EditResponse:
+    return await _edit(
+        registry,
+        model,
+        [{"op": "remove", "node": node}],
+        wait,
+        if_version=_if_version(None, if_match),
+        allow_output_change=allow_output_change,
+    )
 
 
-_WEIGHTS_DOC = {"requestBody": {"required": True, "content": {"application/octet-stream": {
-    "schema": {"type": "string", "format": "binary"}}}}}  # fmt: skip
+_WEIGHTS_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
 
 @router.put("/{model}/layers/{node}/weights", response_model=EditResponse, openapi_extra=_WEIGHTS_DOC)
-async def upload_weights(model: str, node: str, request: Request, registry: RegistryDep, wait: WaitDep,
-                         if_match: IfMatch = None) -> EditResponse:  # fmt: skip
+async def upload_weights(
+    model: str, node: str, request: Request, registry: RegistryDep, wait: WaitDep, if_match: IfMatch = None
+) -> EditResponse:
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("application/octet-stream"):
-        raise ApiError(415, f"send the weights as a safetensors file with Content-Type application/octet-stream, "
-                            f"got {ctype or 'none'!r}")  # fmt: skip
+        raise ApiError(
+            415,
+            f"send the weights as a safetensors file with Content-Type application/octet-stream, "
+            f"got {ctype or 'none'!r}",
+        )
     outcome = await registry.upload_weights(model, node, await request.body(), if_version=_if_version(None, if_match))
     return await _response(registry, outcome, wait)
 
 
 @router.post("/{model}/rollback", response_model=EditResponse)
-async def rollback(model: str, body: Rollback, registry: RegistryDep, wait: WaitDep,
-                   if_match: IfMatch = None) -> EditResponse:  # fmt: skip
+async def rollback(
+    model: str, body: Rollback, registry: RegistryDep, wait: WaitDep, if_match: IfMatch = None
+) -> EditResponse:
     outcome = await registry.rollback(model, body.version, if_version=_if_version(body.if_version, if_match))
     return await _response(registry, outcome, wait)

@@ -62,8 +62,9 @@ async def model_events(
 
 
 @router.get("/v1/events", response_class=EventSourceResponse, responses=_SSE_DOC)
-async def server_events(registry: RegistryDep, heartbeat: Heartbeat = 15.0,
-                        last_event_id: LastEventId = None) -> EventSourceResponse:  # fmt: skip
+async def server_events(
+    registry: RegistryDep, heartbeat: Heartbeat = 15.0, last_event_id: LastEventId = None
+) -> EventSourceResponse:
     """`model_created` (model, version), `model_deleted` (model) and every model's `version` events, with ids
     `<epoch>-<n>`; `reset` when a reconnecting client missed more than the server kept (reload the list)."""
     return _response(open_global_stream(registry.events, last_id=last_event_id), heartbeat)

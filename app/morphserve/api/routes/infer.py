@@ -29,6 +29,7 @@ async def infer(model: str, body: V1InferRequest, registry: RegistryDep, min_ver
     result = await registry.infer(model, arrays, min_version=min_version)
     names = result.names
     outputs: Any = result.outputs[0] if len(names) == 1 else dict(zip(names, result.outputs, strict=True))
-    content = orjson.dumps({"model": model, "model_version": result.version, "outputs": outputs},
-                           option=orjson.OPT_SERIALIZE_NUMPY)  # fmt: skip
+    content = orjson.dumps(
+        {"model": model, "model_version": result.version, "outputs": outputs}, option=orjson.OPT_SERIALIZE_NUMPY
+    )
     return Response(content, media_type="application/json")

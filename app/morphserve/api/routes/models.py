@@ -85,16 +85,30 @@ async def upload_model(
         return _info(await registry.create(name, spool))
 
 
-router.add_api_route("", upload_model, methods=["POST"], response_model=ModelInfo, status_code=201,
-                     dependencies=[AdminDep], include_in_schema=False, route_class_override=_ZipRoute)  # fmt: skip
+router.add_api_route(
+    "",
+    upload_model,
+    methods=["POST"],
+    response_model=ModelInfo,
+    status_code=201,
+    dependencies=[AdminDep],
+    include_in_schema=False,
+    route_class_override=_ZipRoute,
+)
 
 #: The upload shares the JSON route's operation in the OpenAPI schema (one path, one method, two media types).
 _CREATE_DOC: dict[str, Any] = {
-    "parameters": [{"name": "name", "in": "query", "required": False,
-                    "schema": {"type": "string", "pattern": NAME.pattern},
-                    "description": "the new model's name; required with an application/zip body"}],
+    "parameters": [
+        {
+            "name": "name",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "pattern": NAME.pattern},
+            "description": "the new model's name; required with an application/zip body",
+        }
+    ],
     "requestBody": {"content": {ZIP: {"schema": {"type": "string", "format": "binary"}}}},
-}  # fmt: skip
+}
 
 
 @router.post("", response_model=ModelInfo, status_code=201, dependencies=[AdminDep], openapi_extra=_CREATE_DOC)
@@ -116,17 +130,23 @@ async def delete_model(model: str, registry: RegistryDep) -> Deleted:
     return Deleted(deleted=model)
 
 
-_GRAPH_DOC = {200: {"content": {"application/json": {}, "text/vnd.graphviz": {}, "image/svg+xml": {}},
-                    "description": "the graph as JSON, DOT or SVG"}, 304: {"description": "not modified"},
-              501: {"model": ErrorResponse, "description": "format=svg on a server without graphviz"}}  # fmt: skip
+_GRAPH_DOC = {
+    200: {
+        "content": {"application/json": {}, "text/vnd.graphviz": {}, "image/svg+xml": {}},
+        "description": "the graph as JSON, DOT or SVG",
+    },
+    304: {"description": "not modified"},
+    501: {"model": ErrorResponse, "description": "format=svg on a server without graphviz"},
+}
 
 
 def _svg(dot: str) -> str:
     try:
         return to_svg(dot)
     except graphviz.ExecutableNotFound:
-        raise ApiError(501, "SVG needs graphviz's 'dot' program, which is not installed on the server; "
-                            "use format=dot") from None  # fmt: skip
+        raise ApiError(
+            501, "SVG needs graphviz's 'dot' program, which is not installed on the server; use format=dot"
+        ) from None
 
 
 @router.get("/{model}/graph", response_model=GraphDescription, responses=_GRAPH_DOC)
@@ -157,11 +177,20 @@ async def versions(model: str, registry: RegistryDep) -> VersionList:
     current = registry.current(model).version
     pins = await registry.pins(model)
     return VersionList(
-        model=model, current=current,
-        versions=[VersionInfo(version=r.version, parent=r.parent, created_at=r.created_at, ops=r.ops,
-                              resident=r.version in resident, pinned=r.version in pins)
-                  for r in await registry.history(model)],
-    )  # fmt: skip
+        model=model,
+        current=current,
+        versions=[
+            VersionInfo(
+                version=r.version,
+                parent=r.parent,
+                created_at=r.created_at,
+                ops=r.ops,
+                resident=r.version in resident,
+                pinned=r.version in pins,
+            )
+            for r in await registry.history(model)
+        ],
+    )
 
 
 @router.get("/{model}/diff", response_model=GraphDiff)

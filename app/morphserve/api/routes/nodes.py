@@ -16,8 +16,9 @@ router = APIRouter(prefix="/v1/models", tags=["models and graphs"], responses=ER
 
 
 @router.get("/{model}/nodes/{node}/weights", response_model=NodeWeights)
-async def weights(model: str, node: str, registry: RegistryDep,
-                  version: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None) -> NodeWeights:  # fmt: skip
+async def weights(
+    model: str, node: str, registry: RegistryDep, version: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None
+) -> NodeWeights:
     """Per tensor of the node (parameters, then buffers): shape, dtype, numel, mean, std, min, max."""
     v = await registry.version(model, version)
     return await registry.run(node_weights, v, node)  # type: ignore[no-any-return]

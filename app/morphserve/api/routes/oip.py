@@ -42,7 +42,7 @@ async def _metadata(registry: Registry, model: str, version: int | None) -> Mode
         inputs=[OIPTensorMetadata(name=t.name, datatype=t.datatype, shape=list(t.shape)) for t in v.inputs],
         outputs=[
             OIPTensorMetadata(name=o.name, datatype=o.datatype or "FP32", shape=list(o.shape or ())) for o in v.outputs
-        ],  # fmt: skip
+        ],
     )
 
 
@@ -73,8 +73,9 @@ async def model_version_ready(model: str, version: str, registry: RegistryDep) -
     return await _ready(registry, model, _version(version))
 
 
-async def _infer(request: Request, registry: Registry, model: str, version: int | None,
-                 min_version: int | None) -> Response:  # fmt: skip
+async def _infer(
+    request: Request, registry: Registry, model: str, version: int | None, min_version: int | None
+) -> Response:
     raw_len = request.headers.get(_HEADER)
     header_length: int | None = None
     if raw_len is not None:
@@ -88,26 +89,37 @@ async def _infer(request: Request, registry: Registry, model: str, version: int 
     req = decode_request(body, header_length)
     result = await registry.infer(model, req.inputs, version, min_version=min_version)
     outputs = dict(zip(result.names, result.outputs, strict=True))
-    content, headers = encode_response(model_name=model, model_version=str(result.version), request_id=req.id,
-                                       outputs=outputs, request=req)  # fmt: skip
+    content, headers = encode_response(
+        model_name=model, model_version=str(result.version), request_id=req.id, outputs=outputs, request=req
+    )
     media = "application/octet-stream" if headers else "application/json"
     return Response(content, media_type=media, headers=headers)
 
 
 _INFER_DOC = {
-    "requestBody": {"required": True, "content": {"application/json": {"schema": OIP_REQUEST_SCHEMA},
-                                                  "application/octet-stream": {"schema": {"type": "string",
-                                                                                          "format": "binary"}}}},
-}  # fmt: skip
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": OIP_REQUEST_SCHEMA},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+}
 
 
 #: With binary outputs asked for (`binary_data_output` / `binary_data`), the body is the JSON header and the raw
 #: tensor bytes after it, as application/octet-stream with Inference-Header-Content-Length.
-_BINARY_200: dict[int | str, dict[str, Any]] = {200: {
-    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-    "headers": {"Inference-Header-Content-Length": {"schema": {"type": "integer"},
-                                                    "description": "length of the JSON header (binary outputs)"}},
-}}  # fmt: skip
+_BINARY_200: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        "headers": {
+            "Inference-Header-Content-Length": {
+                "schema": {"type": "integer"},
+                "description": "length of the JSON header (binary outputs)",
+            }
+        },
+    }
+}
 
 
 @router.post("/{model}/infer", response_model=OIPInferResponse, openapi_extra=_INFER_DOC, responses=_BINARY_200)
@@ -119,6 +131,7 @@ _VERSION_INFER = "/{model}/versions/{version}/infer"
 
 
 @router.post(_VERSION_INFER, response_model=OIPInferResponse, openapi_extra=_INFER_DOC, responses=_BINARY_200)
-async def infer_version(model: str, version: str, request: Request, registry: RegistryDep,
-                        min_version: MinVersion = None) -> Response:  # fmt: skip
+async def infer_version(
+    model: str, version: str, request: Request, registry: RegistryDep, min_version: MinVersion = None
+) -> Response:
     return await _infer(request, registry, model, _version(version), min_version)

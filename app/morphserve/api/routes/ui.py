@@ -23,10 +23,16 @@ from fastapi.responses import RedirectResponse
 from morphserve.api.errors import ApiError
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "ui_static"
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-       "worker-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")  # fmt: skip
-_SECURITY = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-             "Cross-Origin-Opener-Policy": "same-origin"}  # fmt: skip
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "worker-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+_SECURITY = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
 _IMMUTABLE = "public, max-age=31536000, immutable"
 _COMPRESSIBLE = (".js", ".css", ".html", ".svg", ".json", ".map", ".txt")
 _DEEP_LINK = re.compile(r"^models/[A-Za-z0-9][A-Za-z0-9_.-]{0,63}/?$")
@@ -65,8 +71,12 @@ def _load(name: str) -> _File:
 
 def _serve(name: str, request: Request) -> Response:
     if name not in _FILES:
-        raise ApiError(404, "the web page is not built into this installation (npm run build in ui/)"
-                       if name == "index.html" else f"no such file: /ui/{name}")  # fmt: skip
+        raise ApiError(
+            404,
+            "the web page is not built into this installation (npm run build in ui/)"
+            if name == "index.html"
+            else f"no such file: /ui/{name}",
+        )
     f = _load(name)
     headers = {**_SECURITY, "Cache-Control": f.cache, "ETag": f.etag, "Vary": "Accept-Encoding"}
     if f.etag in request.headers.get("if-none-match", ""):

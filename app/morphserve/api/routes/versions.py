@@ -36,23 +36,32 @@ async def gc(model: str, body: GcRequest, registry: RegistryDep) -> GcResponse:
 
 
 _EXPORT_DOC: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/zip": {}, "application/octet-stream": {}},
-          "description": "zip (spec.json + weights.safetensors) or an ONNX file"},
+    200: {
+        "content": {"application/zip": {}, "application/octet-stream": {}},
+        "description": "zip (spec.json + weights.safetensors) or an ONNX file",
+    },
     501: {"model": ErrorResponse, "description": "format=onnx on a server without the onnx extra"},
-}  # fmt: skip
+}
 
 
 @router.get("/{model}/versions/{version}/export", response_class=Response, responses=_EXPORT_DOC)
-async def export(model: str, version: VersionPath, registry: RegistryDep,
-                 format: Annotated[Literal["zip", "onnx"], Query()] = "zip") -> Response:  # fmt: skip
+async def export(
+    model: str, version: VersionPath, registry: RegistryDep, format: Annotated[Literal["zip", "onnx"], Query()] = "zip"
+) -> Response:
     v = await registry.version(model, version)
     if format == "zip":
         data = await registry.run(bundle_bytes, v)
-        return Response(data, media_type="application/zip",
-                        headers={"Content-Disposition": f'attachment; filename="{model}-v{version}.zip"'})  # fmt: skip
+        return Response(
+            data,
+            media_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="{model}-v{version}.zip"'},
+        )
     try:
         data = await registry.run(to_onnx, v)
     except OnnxUnavailable as e:
         raise ApiError(501, str(e)) from None
-    return Response(data, media_type="application/octet-stream",
-                    headers={"Content-Disposition": f'attachment; filename="{model}-v{version}.onnx"'})  # fmt: skip
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{model}-v{version}.onnx"'},
+    )

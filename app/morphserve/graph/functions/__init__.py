@@ -11,7 +11,7 @@ comes after the function's data inputs (e.g. `expand` of a class token to the ba
 result is a tuple (`split`, `chunk`, `unbind`) is read through `getitem` nodes.
 """
 
-from . import elementwise, nn, tensors  # noqa: E402, F401  (registers the functions, in this order)
+from . import elementwise, nn, tensors  # noqa: F401  (registers the functions, in this order)
 from .base import FUNCTIONS, Args, Function, NoArgs, SizeRef, number, refs, register, substitute
 
 __all__ = ["FUNCTIONS", "Args", "Function", "NoArgs", "SizeRef", "number", "refs", "register", "substitute"]

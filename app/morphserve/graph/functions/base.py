@@ -113,8 +113,10 @@ class Function:
                 raise ValueError(f"function {self.name}: a size names input {r}, but the node has {n} input(s)")
         extra = set(range(hi, n)) - used
         if extra:
-            raise ValueError(f"function {self.name} takes {_count(lo, hi)} input(s); input(s) {sorted(extra)} "
-                             "are not used by any size")  # fmt: skip
+            raise ValueError(
+                f"function {self.name} takes {_count(lo, hi)} input(s); input(s) {sorted(extra)} "
+                "are not used by any size"
+            )
         return parsed
 
     def data_inputs(self, inputs: Sequence[Any]) -> list[Any]:
@@ -198,8 +200,9 @@ def _dtype(name: str | None) -> torch.dtype | None:
     return OIP_TO_TORCH[name] if name is not None else None
 
 
-def _with_other(op: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor | None, other: Any,
-                **kw: Any) -> torch.Tensor:  # fmt: skip
+def _with_other(
+    op: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor | None, other: Any, **kw: Any
+) -> torch.Tensor:
     if (y is None) == (other is None):
         raise ValueError("give either a second input or 'other', not both")
     return op(x, y if y is not None else number(other), **kw)
@@ -210,8 +213,13 @@ def _check_binary(parsed: Args, n: int) -> None:
         raise ValueError("with one input 'other' is required; with two inputs it must be left out")
 
 
-def _binary(name: str, op: Callable[..., torch.Tensor], schema: type[BinaryArgs] = BinaryArgs,
-            python: tuple[Callable[..., Any], ...] = (), methods: tuple[str, ...] = ()) -> Function:  # fmt: skip
+def _binary(
+    name: str,
+    op: Callable[..., torch.Tensor],
+    schema: type[BinaryArgs] = BinaryArgs,
+    python: tuple[Callable[..., Any], ...] = (),
+    methods: tuple[str, ...] = (),
+) -> Function:
     def impl(x: torch.Tensor, y: torch.Tensor | None = None, *, other: Any = None, **kw: Any) -> torch.Tensor:
         return _with_other(op, x, y, other, **kw)
 
@@ -235,7 +243,12 @@ class _Checked(Function):
         return parsed
 
 
-def _unary(name: str, op: Callable[..., torch.Tensor], schema: type[Args] = NoArgs,
-           python: tuple[Callable[..., Any], ...] = (), methods: tuple[str, ...] = (),
-           doc: str = "") -> Function:  # fmt: skip
+def _unary(
+    name: str,
+    op: Callable[..., torch.Tensor],
+    schema: type[Args] = NoArgs,
+    python: tuple[Callable[..., Any], ...] = (),
+    methods: tuple[str, ...] = (),
+    doc: str = "",
+) -> Function:
     return Function(name, op, (1, 1), schema, python, methods, doc or f"elementwise {name}")

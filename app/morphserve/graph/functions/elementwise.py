@@ -35,11 +35,15 @@ from .base import (
 )
 
 
-def _sum(*xs: torch.Tensor, dim: tuple[int, ...] | None = None, keepdim: StrictBool = False,
-         datatype: str | None = None) -> torch.Tensor:  # fmt: skip
+def _sum(
+    *xs: torch.Tensor, dim: tuple[int, ...] | None = None, keepdim: StrictBool = False, datatype: str | None = None
+) -> torch.Tensor:
     if len(xs) == 1:
-        return torch.sum(xs[0], dim=dim, keepdim=keepdim, dtype=_dtype(datatype)) if dim is not None else \
-            torch.sum(xs[0], dtype=_dtype(datatype)).reshape([1] * xs[0].dim() if keepdim else [])  # fmt: skip
+        return (
+            torch.sum(xs[0], dim=dim, keepdim=keepdim, dtype=_dtype(datatype))
+            if dim is not None
+            else torch.sum(xs[0], dtype=_dtype(datatype)).reshape([1] * xs[0].dim() if keepdim else [])
+        )
     out = xs[0]
     for x in xs[1:]:
         out = out + x
@@ -66,16 +70,28 @@ register(
     _binary("div", torch.div, DivArgs, (operator.truediv, torch.div), ("div",)),
     _binary("pow", torch.pow, BinaryArgs, (operator.pow, torch.pow), ("pow",)),
     _binary("remainder", torch.remainder, BinaryArgs, (operator.mod,)),
-    _binary("eq", torch.eq), _binary("ne", torch.ne), _binary("lt", torch.lt), _binary("le", torch.le),
-    _binary("gt", torch.gt), _binary("ge", torch.ge),
-    _binary("maximum", torch.maximum), _binary("minimum", torch.minimum),
-    _binary("logical_and", torch.logical_and), _binary("logical_or", torch.logical_or),
-    _Checked("sum", _sum, (1, MAX_INPUTS), SumArgs, doc="several inputs: their elementwise sum; one input: the "
-             "sum over `dim` (all dims when left out)", rule=_check_sum),
+    _binary("eq", torch.eq),
+    _binary("ne", torch.ne),
+    _binary("lt", torch.lt),
+    _binary("le", torch.le),
+    _binary("gt", torch.gt),
+    _binary("ge", torch.ge),
+    _binary("maximum", torch.maximum),
+    _binary("minimum", torch.minimum),
+    _binary("logical_and", torch.logical_and),
+    _binary("logical_or", torch.logical_or),
+    _Checked(
+        "sum",
+        _sum,
+        (1, MAX_INPUTS),
+        SumArgs,
+        doc="several inputs: their elementwise sum; one input: the sum over `dim` (all dims when left out)",
+        rule=_check_sum,
+    ),
     Function("cat", _cat, (1, MAX_INPUTS), CatArgs, (torch.cat,), doc="concatenate the inputs along `dim`"),
     Function("stack", _stack, (1, MAX_INPUTS), CatArgs, (torch.stack,), doc="stack the inputs along a new `dim`"),
     Function("flatten", torch.flatten, (1, 1), FlattenArgs, (torch.flatten,), ("flatten",)),
-)  # fmt: skip
+)
 
 
 class RsubArgs(Args):
@@ -146,15 +162,23 @@ register(
     _unary("elu", F.elu, EluArgs),
     _unary("hardtanh", F.hardtanh, HardtanhArgs),
     _unary("softplus", F.softplus, SoftplusArgs),
-    _unary("exp", torch.exp), _unary("log", torch.log), _unary("sqrt", torch.sqrt), _unary("rsqrt", torch.rsqrt),
-    _unary("neg", torch.neg, python=(operator.neg,)), _unary("abs", torch.abs), _unary("erf", torch.erf),
-    _unary("reciprocal", torch.reciprocal), _unary("sin", torch.sin), _unary("cos", torch.cos),
-    _unary("logical_not", torch.logical_not), _unary("sign", torch.sign),
+    _unary("exp", torch.exp),
+    _unary("log", torch.log),
+    _unary("sqrt", torch.sqrt),
+    _unary("rsqrt", torch.rsqrt),
+    _unary("neg", torch.neg, python=(operator.neg,)),
+    _unary("abs", torch.abs),
+    _unary("erf", torch.erf),
+    _unary("reciprocal", torch.reciprocal),
+    _unary("sin", torch.sin),
+    _unary("cos", torch.cos),
+    _unary("logical_not", torch.logical_not),
+    _unary("sign", torch.sign),
     _unary("clamp", _clamp, ClampArgs, doc="clamp to [min, max] (either may be left out)"),
     _unary("softmax", _softmax, SoftmaxArgs, doc="softmax over `dim` (in `datatype` if given)"),
     _unary("log_softmax", _log_softmax, SoftmaxArgs, doc="log-softmax over `dim`"),
     _unary("cumsum", torch.cumsum, DimArgs, doc="cumulative sum along `dim`"),
-)  # fmt: skip
+)
 
 
 # -- reductions -----------------------------------------------------------------------------------------------
@@ -189,15 +213,22 @@ def _amin(x: torch.Tensor, *, dim: tuple[int, ...] | None = None, keepdim: Stric
     return torch.amin(x, dim=dim if dim is not None else (), keepdim=keepdim)
 
 
-def _norm(x: torch.Tensor, *, ord: float = 2.0, dim: tuple[int, ...] | None = None,  # noqa: A002
-          keepdim: StrictBool = False) -> torch.Tensor:  # fmt: skip
+def _norm(
+    x: torch.Tensor,
+    *,
+    ord: float = 2.0,
+    dim: tuple[int, ...] | None = None,
+    keepdim: StrictBool = False,
+) -> torch.Tensor:
     return torch.linalg.vector_norm(x, ord, dim=dim, keepdim=keepdim)
 
 
 register(
     Function("mean", _reduce(torch.mean), (1, 1), ReduceArgs, doc="mean over `dim` (all dims when left out)"),
-    Function("amax", _amax, (1, 1), ReduceArgs), Function("amin", _amin, (1, 1), ReduceArgs),
-    Function("var", _reduce(torch.var), (1, 1), VarArgs), Function("std", _reduce(torch.std), (1, 1), VarArgs),
+    Function("amax", _amax, (1, 1), ReduceArgs),
+    Function("amin", _amin, (1, 1), ReduceArgs),
+    Function("var", _reduce(torch.var), (1, 1), VarArgs),
+    Function("std", _reduce(torch.std), (1, 1), VarArgs),
     Function("norm", _norm, (1, 1), NormArgs, doc="vector norm of order `ord` over `dim`"),
     Function("argmax", torch.argmax, (1, 1), ArgmaxArgs),
-)  # fmt: skip
+)

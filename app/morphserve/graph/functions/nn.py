@@ -86,23 +86,43 @@ def _embedding(ids: torch.Tensor, weight: torch.Tensor, *, padding_idx: int | No
     return F.embedding(ids, weight, padding_idx)
 
 
-def _layer_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, *,
-                normalized_shape: tuple[int, ...], eps: float = 1e-5) -> torch.Tensor:  # fmt: skip
+def _layer_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    *,
+    normalized_shape: tuple[int, ...],
+    eps: float = 1e-5,
+) -> torch.Tensor:
     return F.layer_norm(x, normalized_shape, weight, bias, eps)
 
 
-def _group_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, *,
-                num_groups: int, eps: float = 1e-5) -> torch.Tensor:  # fmt: skip
+def _group_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    *,
+    num_groups: int,
+    eps: float = 1e-5,
+) -> torch.Tensor:
     return F.group_norm(x, num_groups, weight, bias, eps)
 
 
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor | None = None, *, normalized_shape: tuple[int, ...],
-              eps: float | None = None) -> torch.Tensor:  # fmt: skip
+def _rms_norm(
+    x: torch.Tensor, weight: torch.Tensor | None = None, *, normalized_shape: tuple[int, ...], eps: float | None = None
+) -> torch.Tensor:
     return F.rms_norm(x, normalized_shape, weight, eps)
 
 
-def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
-          is_causal: StrictBool = False, scale: float | None = None) -> torch.Tensor:  # fmt: skip
+def _sdpa(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    is_causal: StrictBool = False,
+    scale: float | None = None,
+) -> torch.Tensor:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=scale)
 
 
@@ -120,7 +140,7 @@ register(
     Function("normalize", F.normalize, (1, 1), NormalizeArgs, doc="x / max(norm(x, p, dim), eps)"),
     Function("scaled_dot_product_attention", _sdpa, (3, 4), SdpaArgs, doc="inputs (q, k, v[, mask]); no dropout"),
     Function("prelu", F.prelu, (2, 2), doc="inputs (x, weight)"),
-)  # fmt: skip
+)
 
 
 # -- pooling, resizing, padding, creation ---------------------------------------------------------------------
@@ -209,9 +229,14 @@ class ArangeArgs(Args):
     datatype: Datatype = "INT64"
 
 
-def _interpolate(x: torch.Tensor, *, size: tuple[int, ...] | None = None,
-                 scale_factor: tuple[float, ...] | None = None, mode: str = "nearest",
-                 align_corners: StrictBool | None = None) -> torch.Tensor:  # fmt: skip
+def _interpolate(
+    x: torch.Tensor,
+    *,
+    size: tuple[int, ...] | None = None,
+    scale_factor: tuple[float, ...] | None = None,
+    mode: str = "nearest",
+    align_corners: StrictBool | None = None,
+) -> torch.Tensor:
     return F.interpolate(x, size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners)
 
 
@@ -251,8 +276,13 @@ register(
     Function("pad", _pad, (1, 1), PadArgs, doc="F.pad: (before, after) pairs from the last dimension backwards"),
     Function("pixel_shuffle", _pixel_shuffle, (1, 1), ShuffleArgs),
     Function("pixel_unshuffle", _pixel_unshuffle, (1, 1), ShuffleArgs),
-    Function("full", _full, (0, 0), FullArgs, doc="a new tensor of `size` filled with `fill_value`; its inputs only "
-             "supply sizes"),
+    Function(
+        "full",
+        _full,
+        (0, 0),
+        FullArgs,
+        doc="a new tensor of `size` filled with `fill_value`; its inputs only supply sizes",
+    ),
     Function("full_like", _full_like, (1, 1), FullLikeArgs, doc="a tensor shaped like the input, filled"),
     Function("arange", _arange, (0, 0), ArangeArgs, doc="`start, start+step, ... < end`; inputs only supply `end`"),
-)  # fmt: skip
+)

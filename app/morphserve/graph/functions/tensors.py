@@ -164,8 +164,9 @@ def _repeat(x: torch.Tensor, *, repeats: tuple[int, ...]) -> torch.Tensor:
     return x.repeat(repeats)
 
 
-def _slice(x: torch.Tensor, *, dim: int = 0, start: int | None = None, end: int | None = None,
-           step: int = 1) -> torch.Tensor:  # fmt: skip
+def _slice(
+    x: torch.Tensor, *, dim: int = 0, start: int | None = None, end: int | None = None, step: int = 1
+) -> torch.Tensor:
     index = [slice(None)] * (dim % x.dim()) + [slice(start, end, step)]
     return x[tuple(index)]
 
@@ -211,6 +212,12 @@ register(
     Function("gather", _gather, (2, 2), DimArgs, doc="inputs (x, index): x's values at index along `dim`"),
     Function("masked_fill", _masked_fill, (2, 2), MaskedFillArgs, doc="inputs (x, mask): x with `value` where mask"),
     Function("where", torch.where, (3, 3), doc="inputs (condition, x, y)"),
-    _Checked("index", _index, (2, 9), IndexArgs, doc="inputs (x, index...): `x[..., i0, ..., i1]`, integer index "
-             "tensors at `dims`", rule=_check_index),
-)  # fmt: skip
+    _Checked(
+        "index",
+        _index,
+        (2, 9),
+        IndexArgs,
+        doc="inputs (x, index...): `x[..., i0, ..., i1]`, integer index tensors at `dims`",
+        rule=_check_index,
+    ),
+)
