@@ -137,9 +137,11 @@ class Gate:
 def hold(registry: Registry, model: str = "digits", poison: float | None = None) -> Gate:
     """Route the current version of `model` through a closed Gate (release it to let batches run)."""
     served_model = registry.get(model)
-    current = served_model.live.current
-    gate = Gate(served_model.placement.place(current), poison)
-    served_model.worker.swap(current.version, gate).result(WAIT)
+    current = served_model.current()
+    runnable = served_model.residency.runnable(current.version)
+    assert runnable is not None
+    gate = Gate(runnable, poison)
+    served_model.worker.swap(current, gate).result(WAIT)
     return gate
 
 

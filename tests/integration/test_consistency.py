@@ -223,19 +223,19 @@ def test_an_old_version_evicted_before_it_is_queued_is_still_served(
                 )
                 assert (await client.post("/v1/models/digits/edits", json={"ops": ops})).status_code == 200
             worker = registry.get("digits").worker
+            residency = registry.get("digits").residency
             if resident_at_check:  # version 1 is resident when the request arrives, evicted just after the check
                 r = await client.post("/v2/models/digits/versions/1/infer", json=_oip_body(X[:2]))
                 assert r.status_code == 200, r.text
-            assert (1 in worker.resident_versions()) == resident_at_check
-            served_model = registry.get("digits")
+            assert (1 in residency.resident_versions()) == resident_at_check
             real_prepare = inference.prepare_inputs
             evicted: list[list[int]] = []
 
             def prepare_then_evict(*args: Any) -> Any:
                 out = real_prepare(*args)
                 if not evicted:  # the first time only: version 2 comes back and pushes version 1 out
-                    registry.inference.make_resident(served_model, served_model.live.get(2))
-                    evicted.append(worker.resident_versions())
+                    residency.make_resident(residency.get(2))
+                    evicted.append(residency.resident_versions())
                 return out
 
             monkeypatch.setattr(inference, "prepare_inputs", prepare_then_evict)

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-import morphserve.serving.pipeline as pipeline_module
 from morphserve.serving.metrics import Metrics
 from morphserve.serving.registry import Registry
 from morphserve.settings import Settings
@@ -34,31 +33,34 @@ async def _until(predicate: Any, what: str) -> None:
 def test_delete_waits_for_edits_and_nothing_comes_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     edit_gate, batch_gate = threading.Event(), threading.Event()
     in_warm_up, in_batch = threading.Event(), threading.Event()
-    real_warm_up = pipeline_module.warm_up
-
-    def held_warm_up(*args: Any) -> None:
-        in_warm_up.set()
-        assert edit_gate.wait(WAIT)
-        real_warm_up(*args)
 
     async def main() -> None:
         async with served(tmp_path) as (client, registry):
             worker = registry.get("digits").worker
-            model = registry.get("digits").live.current.graph_module
+            v1 = registry.get("digits").current()
+            model = v1.graph_module
 
             def held_model(*inputs: Any) -> Any:
                 in_batch.set()
                 assert batch_gate.wait(WAIT)
                 return model(*inputs)
 
-            worker.swap(1, held_model).result(WAIT)  # version 1 now runs through the gate
+            worker.swap(v1, held_model).result(WAIT)  # version 1 now runs through the gate
             infer = {"inputs": X[:1].tolist()}
             in_flight = asyncio.create_task(client.post("/v1/models/digits/infer", json=infer))
             await _until(in_batch.is_set, "a batch is in flight")
             queued = [asyncio.create_task(client.post("/v1/models/digits/infer", json=infer)) for _ in range(3)]
             await _until(lambda: worker.queue_depth() == 3, "three requests are queued")
 
-            monkeypatch.setattr(pipeline_module, "warm_up", held_warm_up)
+            residency = registry.get("digits").residency
+            real_prepare = residency.prepare
+
+            def held_prepare(version: Any) -> Any:  # placing and warming up the edit's candidate
+                in_warm_up.set()
+                assert edit_gate.wait(WAIT)
+                return real_prepare(version)
+
+            monkeypatch.setattr(residency, "prepare", held_prepare)
             first_edit = asyncio.create_task(client.post("/v1/models/digits/edits", json={"ops": head_ops(1.0)}))
             await _until(in_warm_up.is_set, "an edit holds the model")
             second_edit = asyncio.create_task(client.post("/v1/models/digits/edits", json={"ops": head_ops(2.0)}))

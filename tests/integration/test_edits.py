@@ -491,10 +491,10 @@ def test_an_edit_runs_with_the_configured_switch_interval(
 ) -> None:
     """`--edit-switch-interval-us`: in force while the edit is built and warmed up, Python's own before and after."""
     c = make_client(edit_switch_interval_us=interval_us)
-    placement = c.app.state.registry.get("digits").placement  # type: ignore[attr-defined]
+    residency = c.app.state.registry.get("digits").residency  # type: ignore[attr-defined]
     seen: list[float] = []
-    place = placement.place
-    monkeypatch.setattr(placement, "place", lambda v: (seen.append(sys.getswitchinterval()), place(v))[1])
+    prepare = residency.prepare
+    monkeypatch.setattr(residency, "prepare", lambda v: (seen.append(sys.getswitchinterval()), prepare(v))[1])
     before = sys.getswitchinterval()
     c.post(EDITS, json={"ops": [identity_insert(name="ident")]}, headers=AUTH).raise_for_status()
     expected = interval_us / 1e6 if interval_us else before

@@ -283,17 +283,19 @@ def test_3_inference_never_fails_during_edits(tmp_path: Path) -> None:
 def test_3_results_from_a_version_still_being_recorded_are_served(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The worker swaps a new version in just before the registry records it as current; a result computed in
-    between names a version the registry does not know yet. Widen that window: inference must still be 200."""
-    from morphserve.graph.live import LiveModel
+    """A new version is recorded in the model's history (its residency's `latest`) before the worker swaps it in, so
+    that a result never names a version the server does not know; once the edit pipeline let the worker swap first,
+    and a result computed in between was a 500. Widen the window around the record: inference must still be 200."""
+    from morphserve.serving.residency import Residency
 
-    record = LiveModel.commit
+    record = Residency.publish
 
-    def slow_commit(self: LiveModel, version: Any) -> None:
+    def slow_publish(self: Residency[Any], version: Any) -> None:
         time.sleep(0.05)
         record(self, version)
+        time.sleep(0.05)
 
-    monkeypatch.setattr(LiveModel, "commit", slow_commit)
+    monkeypatch.setattr(Residency, "publish", slow_publish)
 
     async def main() -> None:
         async with served(tmp_path) as (client, registry):
@@ -364,7 +366,7 @@ def test_3_a_failed_edit_changes_nothing(tmp_path: Path, ops: list[dict[str, Any
 def test_3_an_edit_failing_its_warm_up_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The last check before the swap (a forward on the device) failing leaves the old version serving,
     nothing journaled, and no version number taken."""
-    import morphserve.serving.pipeline as pipeline_module
+    import morphserve.serving.placement as placement_module
 
     async def main() -> None:
         async with served(tmp_path) as (client, registry):
@@ -373,7 +375,7 @@ def test_3_an_edit_failing_its_warm_up_changes_nothing(tmp_path: Path, monkeypat
             def failing_warm_up(*_: Any) -> None:
                 raise EditError("the new version failed its warm-up forward: simulated device error")
 
-            monkeypatch.setattr(pipeline_module, "warm_up", failing_warm_up)
+            monkeypatch.setattr(placement_module, "warm_up", failing_warm_up)
             assert_error(await client.post(EDITS, json={"ops": [identity_insert()]}), 422, "warm-up")
             monkeypatch.undo()
             assert await _snapshot(client) == before
@@ -392,7 +394,7 @@ def test_3_an_edit_failing_to_persist_changes_nothing(tmp_path: Path, monkeypatc
             await _edit_to_own_constant(client, registry)  # v2: outputs are all 2.0
             before = await _snapshot(client)
             resident = registry.resident("digits")
-            published = [v.version for v in registry.get("digits").live.versions()]
+            published = registry.get("digits").residency.latest
 
             def disk_full(*_: Any, **__: Any) -> None:
                 raise StorageFullError("no space left to journal digits v3 (injected); 4096 bytes were needed", 4096)
@@ -403,7 +405,7 @@ def test_3_an_edit_failing_to_persist_changes_nothing(tmp_path: Path, monkeypatc
                 assert body["needed_bytes"] == 4096
                 assert await _snapshot(client) == before
                 assert registry.resident("digits") == resident
-                assert [v.version for v in registry.get("digits").live.versions()] == published
+                assert registry.get("digits").residency.latest == published
             monkeypatch.undo()
             assert await _edit_to_own_constant(client, registry) == 3  # the failed edits took no number
             _, out = await _infer(client, 0)

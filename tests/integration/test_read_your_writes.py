@@ -31,7 +31,7 @@ def test_a_version_published_but_not_swapped_in_is_not_reached(tmp_path: Path) -
                 client.post("/v1/models/digits/edits", json={"ops": [identity_insert(name="ident")]}, headers=AUTH)
             )
             assert await asyncio.to_thread(in_swap.wait, 10)
-            assert model.live.current.version == 2 and model.serving_version() == 1  # published, not swapped in
+            assert model.residency.latest == 2 and model.serving_version() == 1  # published, not swapped in
             assert not await model.reached(2, 0.02)
             body = {"inputs": X.tolist()}
             behind = await client.post("/v1/models/digits/infer", params={"min_version": 2}, json=body)

@@ -2,6 +2,8 @@
 
 Proposing is pure (nothing changes until `commit`), which lets the serving layer validate and build off the
 hot path, make the version durable, and only then publish it. No locks here: the caller serialises edits.
+`check_base` and `rollback_version` are the rules themselves; the server applies them to its own record of which
+versions are in memory (serving/residency.py), and `LiveModel` is the in-memory history of tools and tests.
 """
 
 from __future__ import annotations
@@ -16,6 +18,27 @@ from .version import ModelVersion, make_version
 
 class ConflictError(GraphError):
     """The edit was based on a version that is no longer the latest."""
+
+
+def check_base(model: str, latest: int, if_version: int | None) -> None:
+    """An edit conditional on `if_version` (If-Match) applies only to that version: ConflictError otherwise."""
+    if if_version is not None and if_version != latest:
+        raise ConflictError(
+            f"model {model!r} is at version {latest}, not {if_version}", expected=if_version, got=latest
+        )
+
+
+def rollback_version(current: ModelVersion, target: ModelVersion, version: int) -> ModelVersion:
+    """Version `version`, equal to `target`: its spec and the very same modules (no copies), parent `current`."""
+    return make_version(
+        current.model,
+        version,
+        current.version,
+        target.spec,
+        target.modules,
+        previous=target,
+        ops=({"op": "rollback", "to": target.version},),
+    )
 
 
 class LiveModel:
@@ -53,12 +76,7 @@ class LiveModel:
         return (self._versions[k] for k in sorted(self._versions))
 
     def check_base(self, if_version: int | None) -> None:
-        if if_version is not None and if_version != self._latest:
-            raise ConflictError(
-                f"model {self.name!r} is at version {self._latest}, not {if_version}",
-                expected=if_version,
-                got=self._latest,
-            )
+        check_base(self.name, self._latest, if_version)
 
     def propose(
         self, ops: list[Op] | list[dict[str, Any]], *, if_version: int | None = None, allow_output_change: bool = False
@@ -70,17 +88,7 @@ class LiveModel:
     def propose_rollback(self, to: int, *, if_version: int | None = None) -> ModelVersion:
         """A new version equal to version `to`: same spec and the very same modules (no copies)."""
         self.check_base(if_version)
-        target = self.get(to)
-        cur = self.current
-        return make_version(
-            self.name,
-            self._latest + 1,
-            cur.version,
-            target.spec,
-            target.modules,
-            previous=target,
-            ops=({"op": "rollback", "to": to},),
-        )
+        return rollback_version(self.current, self.get(to), self._latest + 1)
 
     def commit(self, version: ModelVersion) -> None:
         if version.version != self._latest + 1 or version.model != self.name:

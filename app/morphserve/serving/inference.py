@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import torch
@@ -15,7 +14,6 @@ from morphserve.graph import ModelVersion
 from morphserve.graph.datatypes import OIP_TO_NUMPY
 
 from .errors import BadInputError, InferenceTimeoutError, NotResidentError
-from .placement import warm_up
 from .served import ServedModel
 from .worker import InferItem, InferResult
 
@@ -57,21 +55,21 @@ def prepare_inputs(model: str, arrays: Mapping[str, np.ndarray], version: ModelV
 
 
 class Inference:
-    def __init__(self, device: torch.device, timeout_s: float) -> None:
-        self.device = device
+    def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
 
     async def infer(
         self, served: ServedModel, arrays: Mapping[str, np.ndarray], version: int | None = None
     ) -> InferResult:
         runnable = None
+        residency = served.residency
         if version is not None:
             # An evicted version is reloaded from the store off the loop (404 for one that never existed).
-            target = served.live.cached(version) or await asyncio.to_thread(served.live.get, version)
-            if version not in served.worker.resident_versions():
-                runnable = await asyncio.to_thread(self.make_resident, served, target)
+            target: ModelVersion = residency.cached(version) or await asyncio.to_thread(residency.get, version)
+            if residency.runnable(version) is None:
+                runnable = await asyncio.to_thread(residency.make_resident, target)
         else:
-            target = served.live.current
+            target = served.current()
         delivery = _Delivery(asyncio.get_running_loop())
         item = InferItem(prepare_inputs(served.name, arrays, target), version, delivery, runnable=runnable)
         fut = delivery.future
@@ -83,7 +81,7 @@ class Inference:
                 # An edit (or another old version brought back) evicted it after the check above: load it again.
                 if version is None or attempt == 2:
                     raise
-                item.runnable = await asyncio.to_thread(self.make_resident, served, target)
+                item.runnable = await asyncio.to_thread(residency.make_resident, target)
         names = tuple(o.name for o in target.outputs)  # now: the model may be gone by the time the result is
         # A timer that fails the future, rather than asyncio.wait_for: the same bound without wait_for's machinery
         # on every request (measured on the event loop's profile under load).
@@ -94,18 +92,6 @@ class Inference:
             expiry.cancel()
             if not fut.done() or fut.cancelled() or isinstance(fut.exception(), InferenceTimeoutError):
                 served.worker.cancel(item)
-
-    def make_resident(self, served: ServedModel, version: ModelVersion) -> Any:
-        """Bring an evicted version back onto the device (it joins the resident set, not as current); returns its
-        runnable for the request that asked (which may run on it even if others evict it again meanwhile), or
-        None when it was resident already."""
-        with served.load_lock:
-            if version.version in served.worker.resident_versions():
-                return None
-            runnable = served.placement.place(version)
-            warm_up(version, runnable, self.device)
-            served.worker.swap(version.version, runnable, make_current=False).result()
-            return runnable
 
 
 class _Delivery:

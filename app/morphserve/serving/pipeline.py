@@ -15,17 +15,16 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from safetensors.torch import load as load_safetensors
 
-from morphserve.graph import GraphDiff, ModelVersion, SetWeightsOp, diff, parse_ops
+from morphserve.graph import GraphDiff, ModelVersion, SetWeightsOp, apply_edit, diff, parse_ops
 from morphserve.graph.edits import Op
-from morphserve.store import Store
+from morphserve.graph.live import check_base, rollback_version
+from morphserve.store import GcResult, Store
 
 from .budget import MemoryBudget
 from .errors import BadInputError
 from .metrics import Metrics
-from .placement import warm_up
 from .priority import SwitchIntervalBoost
 from .served import ServedModel
 
@@ -49,7 +48,6 @@ class EditPipeline:
         store: Store,
         metrics: Metrics,
         budget: MemoryBudget,
-        device: torch.device,
         keep_versions: int | None,
         on_commit: Callable[[ServedModel, ModelVersion], None] | None = None,
         priority: SwitchIntervalBoost | None = None,
@@ -57,7 +55,6 @@ class EditPipeline:
         self.store = store
         self.metrics = metrics
         self.budget = budget
-        self.device = device
         self.keep_versions = keep_versions
         self.on_commit = on_commit
         self.priority = priority or SwitchIntervalBoost(None)
@@ -79,13 +76,21 @@ class EditPipeline:
     ) -> EditOutcome:
         def propose() -> ModelVersion:
             parsed = parse_ops(ops)
-            self.budget.check_edit(served.live.current, parsed)
-            return served.live.propose(parsed, if_version=if_version, allow_output_change=allow_output_change)
+            base = served.current()
+            self.budget.check_edit(base, parsed)
+            latest = served.residency.latest
+            check_base(served.name, latest, if_version)
+            return apply_edit(base, parsed, version=latest + 1, allow_output_change=allow_output_change)
 
         return self._run(served, propose, dry_run=dry_run)
 
     def rollback(self, served: ServedModel, to: int, *, if_version: int | None = None) -> EditOutcome:
-        return self._run(served, lambda: served.live.propose_rollback(to, if_version=if_version), dry_run=False)
+        def propose() -> ModelVersion:
+            latest = served.residency.latest
+            check_base(served.name, latest, if_version)
+            return rollback_version(served.current(), served.residency.get(to), latest + 1)
+
+        return self._run(served, propose, dry_run=False)
 
     def _run(self, served: ServedModel, propose: Callable[[], ModelVersion], *, dry_run: bool) -> EditOutcome:
         # This process's lock, then the journal's (every replica's): the editor catches up to the head, validates,
@@ -94,7 +99,7 @@ class EditPipeline:
             served.check_alive()  # a delete that won the lock meanwhile: nothing may be journalled for it
             t0 = time.perf_counter()
             self._catch_up(served)
-            previous = served.live.current
+            previous = served.current()
             try:
                 candidate = propose()
                 t1 = time.perf_counter()
@@ -114,8 +119,7 @@ class EditPipeline:
                 blobs = self._blob_writer.submit(self.store.write_blobs, candidate)
                 try:
                     candidate.graph_module  # noqa: B018 - build (fx codegen) off the hot path
-                    runnable = served.placement.place(candidate)
-                    warm_up(candidate, runnable, self.device)
+                    runnable = served.residency.prepare(candidate)
                 finally:
                     wait([blobs])  # never leave a write running behind a failed edit
                 t2 = time.perf_counter()
@@ -125,7 +129,7 @@ class EditPipeline:
                 self.metrics.edits.labels(served.name, "rejected").inc()
                 raise
             t3 = time.perf_counter()
-            live_at = self._go_live(served, candidate, runnable, commit=True)
+            live_at = self._go_live(served, candidate, runnable)
             t4 = time.perf_counter()
         self.metrics.edits.labels(served.name, "committed").inc()
         self.metrics.edit_latency.labels(served.name).observe(t4 - t0)
@@ -148,14 +152,11 @@ class EditPipeline:
             live_at,
         )
 
-    def _go_live(self, served: ServedModel, v: ModelVersion, runnable: Any, *, commit: bool) -> float:
+    def _go_live(self, served: ServedModel, v: ModelVersion, runnable: Any) -> float:
         """Swap `v` in; the wall-clock time it went live."""
-        # Publish to the history first, so that any version a response reports is already known to it.
-        if commit:
-            served.live.commit(v)
-        else:
-            served.live.advance(v)
-        served.worker.swap(v.version, runnable).result()
+        # Published to the history first, so that the next edit numbers after it even if the swap fails.
+        served.residency.publish(v)
+        served.worker.swap(v, runnable).result()
         live_at = time.time()
         self.retain(served)
         served.went_live(v.version)
@@ -164,7 +165,7 @@ class EditPipeline:
     def _catch_up(self, served: ServedModel) -> None:
         """Under the journal's edit lock: apply what other replicas committed since this one last looked."""
         head = self.store.heads().get(served.name)
-        if head is not None and head.version > served.live.current.version:
+        if head is not None and head.version > served.residency.latest:
             self._apply_locked(served, head.version)
 
     def apply(self, served: ServedModel, version: int) -> bool:
@@ -174,48 +175,34 @@ class EditPipeline:
             return self._apply_locked(served, version)
 
     def _apply_locked(self, served: ServedModel, version: int) -> bool:
-        current = served.live.current
-        if served.deleted or version <= current.version:
+        current = served.current()
+        if served.deleted or version <= served.residency.latest:
             return False
         v = self.store.load(served.name, version, previous=current)
-        runnable = served.placement.place(v)
-        warm_up(v, runnable, self.device)
-        self._go_live(served, v, runnable, commit=False)
+        runnable = served.residency.prepare(v)
+        self._go_live(served, v, runnable)
         log.info("model %s: version %d applied from the journal (was %d)", served.name, version, current.version)
         if self.on_commit is not None:
             self.on_commit(served, v)
         return True
 
-    def gc(self, served: ServedModel, keep: int) -> Any:
+    def gc(self, served: ServedModel, keep: int) -> GcResult:
         with served.edit_lock:
             served.check_alive()
-            result = self.store.gc(served.name, keep, {served.live.current.version})
-            self.forget(served, result.removed_versions)
+            result = self.store.gc(served.name, keep, {served.serving_version()})
+            served.residency.evict(result.removed_versions)
         return result
 
     def retain(self, served: ServedModel) -> None:
-        """After a commit: auto-gc (`--keep-versions`), then keep in memory only what the device holds (the store
-        has the rest and the loader brings it back)."""
-        if self.keep_versions is not None:
-            try:
-                result = self.store.gc(served.name, self.keep_versions, {served.live.current.version})
-            except Exception as e:  # noqa: BLE001 - the edit is durable and live; retention can wait for the next
-                log.warning("model %s: retention after the edit failed: %s", served.name, e)
-            else:
-                self.forget(served, result.removed_versions)
-        resident = set(served.worker.resident_versions())
-        for v in [v.version for v in served.live.versions() if v.version not in resident]:
-            served.live.forget(v)
-        served.placement.retain(v for v in served.live.versions() if v.version in resident)
-
-    @staticmethod
-    def forget(served: ServedModel, versions: list[int]) -> None:
-        for v in versions:
-            served.live.forget(v)
-            with served.cache_lock:
-                served.reloaded.pop(v, None)
-        if versions:
-            served.worker.drop(set(versions)).result()
+        """After a commit: auto-gc (`--keep-versions`). What stays in memory is the residency's business."""
+        if self.keep_versions is None:
+            return
+        try:
+            result = self.store.gc(served.name, self.keep_versions, {served.serving_version()})
+        except Exception as e:  # noqa: BLE001 - the edit is durable and live; retention can wait for the next
+            log.warning("model %s: retention after the edit failed: %s", served.name, e)
+        else:
+            served.residency.evict(result.removed_versions)
 
 
 def weights_op(node: str, data: bytes) -> SetWeightsOp:

@@ -54,6 +54,12 @@ class Placement:
                 mods[nid] = hit[1]
         return build_graph_module(version.spec, mods)
 
+    def prepare(self, version: ModelVersion) -> fx.GraphModule:
+        """Place a version and run its warm-up forward: what it takes before a version may serve."""
+        runnable = self.place(version)
+        warm_up(version, runnable, self.device)
+        return runnable
+
     def retain(self, versions: Iterable[ModelVersion]) -> None:
         """Free device copies no longer used by any of `versions` (the resident ones)."""
         keep = {id(m) for v in versions for m in v.modules.values()}

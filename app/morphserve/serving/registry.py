@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from morphserve.graph import GraphError, LiveModel, ModelVersion, NotFoundError, SetWeightsOp, TensorSpec, shapes
+from morphserve.graph import GraphError, ModelVersion, NotFoundError, SetWeightsOp, TensorSpec, shapes
 from morphserve.graph.edits import recast
 from morphserve.settings import Settings, worker_index
 from morphserve.store import (
@@ -39,10 +39,11 @@ from .events import EventHub  # events hook
 from .inference import Inference
 from .metrics import Metrics
 from .pipeline import EditOutcome, EditPipeline, weights_op
-from .placement import Placement, resolve_device, warm_up
+from .placement import Placement, resolve_device
 from .priority import SwitchIntervalBoost
 from .replication import ReplicasView, Replication, ReplicaWait, advertised_address
-from .served import ServedModel, caching_loader
+from .residency import Residency
+from .served import ServedModel
 from .sources import ModelSource, UploadedBundle, parse_entry
 from .worker import DeviceWorker, InferResult
 
@@ -79,13 +80,12 @@ class Registry:
         torch.set_num_threads(settings.threads_per_worker())
         self.store = store if store is not None else open_store(settings)
         self.budget = MemoryBudget(settings.model_bytes_limit)
-        self.inference = Inference(self.device, settings.request_timeout_s)
+        self.inference = Inference(settings.request_timeout_s)
         self.events = EventHub()  # events hook: committed versions, models created and deleted (SSE)
         self.pipeline = EditPipeline(
             self.store,
             metrics,
             self.budget,
-            self.device,
             settings.keep_versions,
             on_commit=lambda _served, v: self.events.version_committed(v),  # events hook
             priority=SwitchIntervalBoost(settings.edit_switch_interval_us / 1e6 or None),
@@ -97,8 +97,13 @@ class Registry:
         self.failed: dict[str, str] = {}
         #: Why the journal's list of models could not be read at start (a damaged journal), or None.
         self.unreadable: str | None = None
+        kind = settings.journal.split(":", 1)[0]
         self.replication = Replication(
             self,
+            apply=self.pipeline.apply,
+            store=self.store,
+            metrics=metrics,
+            journal_kind="postgresql" if kind.startswith("postgres") else kind,
             interval_s=settings.follow_interval_ms / 1000,
             wait_s=settings.min_version_wait_ms / 1000,
             address=advertised_address(settings.host, settings.port),
@@ -124,7 +129,7 @@ class Registry:
                         "model %s: --model %s given, resuming from the journal at version %d instead",
                         name,
                         entry,
-                        self._models[name].live.current.version,
+                        self._models[name].serving_version(),
                     )
                 continue
             first = source.load(name, self.budget)
@@ -166,25 +171,30 @@ class Registry:
             if persist and self.store.has(first.model):
                 raise ModelExistsError(f"model {first.model!r} exists in the journal {self.store.where}")
             placement = Placement(self.device)
+            runnable = placement.prepare(first)
+            if persist:
+                incarnation = self.store.commit(first, startup=startup, create=True)  # a new model: its first row
+            name = first.model
+            residency = Residency(
+                name,
+                first,
+                runnable,
+                capacity=self.settings.resident_versions,
+                prepare=placement.prepare,
+                load=lambda n: self.store.load(name, n, previous=residency.current()),
+                on_evict=placement.retain,
+            )
             worker = DeviceWorker(
-                first.model,
+                residency,
                 self.device,
                 max_batch_size=self.settings.max_batch_size,
                 max_batch_delay_s=self.settings.max_batch_delay_ms / 1000,
                 max_queue=self.settings.max_queue,
-                resident_limit=self.settings.resident_versions,
                 metrics=self.metrics,
                 batch_wait=self.settings.batch_wait,
             )
-            runnable = placement.place(first)
-            warm_up(first, runnable, self.device)
-            if persist:
-                incarnation = self.store.commit(first, startup=startup, create=True)  # a new model: its first row
-            holder: list[ServedModel] = []
-            loader = caching_loader(lambda: holder[0], self._store_loader(first.model), self.settings.resident_versions)
-            served = ServedModel(LiveModel(first, loader=loader), worker, placement, incarnation=incarnation)
-            holder.append(served)
-            worker.start(first.version, runnable)
+            served = ServedModel(residency, worker, incarnation=incarnation)
+            worker.start()
             self._models[first.model] = served
             self.events.model_created(first.model, first.version)  # events hook
         log.info("model %s: serving version %d on %s", first.model, first.version, self.device)
@@ -196,6 +206,9 @@ class Registry:
 
     def deleting(self, name: str) -> bool:
         return name in self._deleting
+
+    def may_adopt(self, name: str) -> bool:
+        return name not in self.failed and name not in self._deleting
 
     def adopt(self, name: str, incarnation: str) -> None:
         """Serve a model another replica created."""
@@ -213,9 +226,6 @@ class Registry:
         served.worker.stop()
         self.events.model_deleted(name)  # events hook
         log.info("model %s: deleted by another replica", name)
-
-    def _store_loader(self, name: str) -> Any:
-        return lambda version: self.store.load(name, version, previous=self._models[name].live.current)
 
     def close(self) -> None:
         """Stop following and every worker (the store keeps the models for the next start)."""
@@ -281,26 +291,26 @@ class Registry:
         return served
 
     def current(self, name: str) -> ModelVersion:
-        return self.get(name).live.current
+        return self.get(name).current()
 
     async def version(self, name: str, version: int | None = None) -> ModelVersion:
-        live = self.get(name).live
+        residency = self.get(name).residency
         if version is None:
-            return live.current
-        return live.cached(version) or await asyncio.to_thread(live.get, version)
+            return residency.current()
+        return residency.cached(version) or await asyncio.to_thread(residency.get, version)
 
     def resident(self, name: str) -> list[int]:
-        return self.get(name).worker.resident_versions()
+        return self.get(name).residency.resident_versions()
 
     async def status(self, name: str) -> ModelStatus:
         served = self.get(name)
         count = len(await asyncio.to_thread(self.store.version_numbers, name))
-        v = served.live.current
+        v = served.current()
         return ModelStatus(
             name=name,
             version=v.version,
             versions=count,
-            resident_versions=served.worker.resident_versions(),
+            resident_versions=served.residency.resident_versions(),
             device=str(self.device),
             queue_depth=served.worker.queue_depth(),
             inputs=list(v.inputs),

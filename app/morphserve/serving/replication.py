@@ -1,9 +1,10 @@
 """This process as one replica among many that share a journal: following it, read-your-writes, the replica view.
 
-The follower (follower.py) calls `follow(heads)` with the journal's heads; this module turns each difference into
-one step on the registry: serve a model created elsewhere, drop one deleted elsewhere (or re-created: a new
-incarnation), apply a newer version. `wait_for` gives `?min_version=` its meaning (wait a bounded time for a version
-this replica has not applied yet, else 503 naming the one it has); `wait_replicas` gives an edit's `?wait=all|N`.
+The follower (follower.py) calls `follow(heads)` with the journal's heads; this module turns each difference into one
+step on the table of served models (`ServedModels`, which the registry implements): serve a model created elsewhere,
+drop one deleted elsewhere (or re-created: a new incarnation), apply a newer version. `wait_for` gives `?min_version=`
+its meaning (wait a bounded time for a version this replica has not applied yet, else 503 naming the one it has);
+`wait_replicas` gives an edit's `?wait=all|N`.
 """
 
 from __future__ import annotations
@@ -11,18 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 from pydantic import BaseModel
 
 from morphserve.graph import GraphError, NotFoundError
-from morphserve.store import Head, StoreError
+from morphserve.store import Head, Store, StoreError
 
 from .errors import ModelExistsError, VersionBehindError
 from .follower import HEARTBEAT_S, Follower
-
-if TYPE_CHECKING:
-    from .registry import Registry
+from .metrics import Metrics
+from .served import ServedModel
 
 log = logging.getLogger("morphserve.replication")
 #: A replica whose heartbeat is older than this is not counted as alive (three missed beats and some slack).
@@ -70,17 +71,49 @@ class ReplicaWait(BaseModel):
     pending: list[str]
 
 
+class ServedModels(Protocol):
+    """What following the journal needs of this process's table of served models. The registry is one (structurally),
+    so this module never imports it: replication reaches the table only through these calls."""
+
+    def local(self, name: str) -> ServedModel | None: ...
+
+    def names(self) -> list[str]: ...
+
+    def may_adopt(self, name: str) -> bool:
+        """False for a model this process must not bring back on its own (it failed to load here, or is being
+        deleted here)."""
+        ...
+
+    def deleting(self, name: str) -> bool: ...
+
+    def adopt(self, name: str, incarnation: str) -> None: ...
+
+    def drop_local(self, name: str) -> None: ...
+
+
 class Replication:
-    def __init__(self, registry: Registry, *, interval_s: float, wait_s: float, address: str) -> None:
-        self.registry = registry
+    def __init__(
+        self,
+        models: ServedModels,
+        *,
+        apply: Callable[[ServedModel, int], bool],
+        store: Store,
+        metrics: Metrics,
+        journal_kind: str,
+        interval_s: float,
+        wait_s: float,
+        address: str,
+    ) -> None:
+        """`apply(served, version)` brings a served model to a version committed elsewhere (the edit pipeline's
+        follower step); `journal_kind` is what `/v1/replicas` names the journal (sqlite, postgresql, memory)."""
+        self.models = models
+        self.apply = apply
+        self.store = store
+        self.metrics = metrics
+        self.journal_kind = journal_kind
         self.wait_s = wait_s
         self.follower = Follower(
-            registry.store,
-            registry.metrics,
-            follow=self.follow,
-            applied=self.applied,
-            interval_s=interval_s,
-            address=address,
+            store, metrics, follow=self.follow, applied=self.applied, interval_s=interval_s, address=address
         )
         self._heads: dict[str, Head] = {}
 
@@ -93,29 +126,30 @@ class Replication:
     # -- following (the follower thread) -------------------------------------------------------------------
     def follow(self, heads: dict[str, Head]) -> bool:
         """Make this replica's models match `heads`; True when anything changed."""
-        reg, changed = self.registry, False
+        models, changed = self.models, False
         self._heads = heads
         for name, head in heads.items():
-            served = reg.local(name)
+            served = models.local(name)
             try:
                 if served is None:
-                    if name in reg.failed or reg.deleting(name):
+                    if not models.may_adopt(name):
                         continue
-                    reg.adopt(name, head.incarnation)
+                    models.adopt(name, head.incarnation)
                 elif served.incarnation is not None and served.incarnation != head.incarnation:
-                    reg.drop_local(name)
-                    reg.adopt(name, head.incarnation)
-                elif not reg.pipeline.apply(served, head.version):
+                    models.drop_local(name)
+                    models.adopt(name, head.incarnation)
+                elif not self.apply(served, head.version):
                     continue
                 changed = True
             except ModelExistsError:
                 continue  # created by this very process meanwhile
             except (StoreError, GraphError, ValueError, RuntimeError) as e:
                 log.error("model %s: cannot follow the journal to version %d: %s", name, head.version, e)
-        for name in reg.names():
-            served = reg.local(name)
-            if served is not None and served.incarnation is not None and name not in heads and not reg.deleting(name):
-                reg.drop_local(name)  # deleted by another replica
+        for name in models.names():
+            served = models.local(name)
+            gone = served is not None and served.incarnation is not None and name not in heads
+            if gone and not models.deleting(name):
+                models.drop_local(name)  # deleted by another replica
                 changed = True
         self._lag(heads)
         return changed
@@ -123,21 +157,21 @@ class Replication:
     def _lag(self, heads: dict[str, Head]) -> None:
         now = time.time()
         for name, head in heads.items():
-            served = self.registry.local(name)
+            served = self.models.local(name)
             if served is None:
                 continue
             behind = max(0, head.version - served.serving_version())
-            self.registry.metrics.lag_versions.labels(name).set(behind)
-            self.registry.metrics.lag_seconds.labels(name).set(max(0.0, now - head.committed_at) if behind else 0.0)
+            self.metrics.lag_versions.labels(name).set(behind)
+            self.metrics.lag_seconds.labels(name).set(max(0.0, now - head.committed_at) if behind else 0.0)
 
     def applied(self) -> dict[str, int]:
-        return {n: s.serving_version() for n in self.registry.names() if (s := self.registry.local(n))}
+        return {n: s.serving_version() for n in self.models.names() if (s := self.models.local(n))}
 
     # -- read-your-writes --------------------------------------------------------------------------------------
     async def wait_for(self, name: str, min_version: int) -> None:
         """Return once `min_version` of `name` is live here; VersionBehindError (503) after `--min-version-wait-ms`."""
         deadline = time.monotonic() + self.wait_s
-        served = self.registry.local(name)
+        served = self.models.local(name)
         if served is not None and served.serving_version() >= min_version:
             return
         self.follower.kick()
@@ -145,7 +179,7 @@ class Replication:
             if time.monotonic() >= deadline:
                 raise NotFoundError(f"model {name!r} does not exist on this replica", model=name)
             await asyncio.sleep(0.005)
-            served = self.registry.local(name)
+            served = self.models.local(name)
         if not await served.reached(min_version, max(0.0, deadline - time.monotonic())):
             have = served.serving_version()
             raise VersionBehindError(
@@ -158,13 +192,10 @@ class Replication:
     def view(self) -> ReplicasView:
         """Blocking (reads the journal): call it off the event loop."""
         f = self.follower
-        kind = self.registry.settings.journal.split(":", 1)[0]
-        journal = JournalState(
-            backend="postgresql" if kind.startswith("postgres") else kind, up=f.journal_up, error=f.last_error
-        )
+        journal = JournalState(backend=self.journal_kind, up=f.journal_up, error=f.last_error)
         try:
-            rows = self.registry.store.replicas()
-            heads = self.registry.store.heads()
+            rows = self.store.replicas()
+            heads = self.store.heads()
             journal.up = True
         except StoreError as e:
             journal.up, journal.error = False, str(e)

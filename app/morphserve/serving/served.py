@@ -1,31 +1,24 @@
-"""One served model: its version history, its device worker, its placement, and the locks that order its edits."""
+"""One served model: which of its versions are in memory and which one serves (its residency), its device worker,
+and the locks that order its edits."""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from morphserve.graph import LiveModel, ModelVersion, NotFoundError
+from morphserve.graph import ModelVersion, NotFoundError
 
-from .placement import Placement
+from .residency import Residency
 from .worker import DeviceWorker
 
 
 @dataclass(eq=False)
 class ServedModel:
-    live: LiveModel
+    residency: Residency[ModelVersion]
     worker: DeviceWorker
-    placement: Placement
     #: Edits, gc and delete of this model take it, in that order of business: one at a time.
     edit_lock: threading.Lock = field(default_factory=threading.Lock)
-    #: Bringing an evicted version back onto the device.
-    load_lock: threading.Lock = field(default_factory=threading.Lock)
-    #: Versions reloaded from the store for views or old-version inference, most recent last (bounded).
-    reloaded: collections.OrderedDict[int, ModelVersion] = field(default_factory=collections.OrderedDict)
-    cache_lock: threading.Lock = field(default_factory=threading.Lock)
     #: Set under `edit_lock` by delete: an edit that was waiting for the lock must not journal a row for it.
     deleted: bool = False
     #: Which creation of this model name the journal knows it as (a model deleted and created again elsewhere is
@@ -37,18 +30,19 @@ class ServedModel:
 
     @property
     def name(self) -> str:
-        return self.live.name
+        return self.residency.model
+
+    def current(self) -> ModelVersion:
+        """The version requests that name none run on now (swapped in by the worker, not merely committed)."""
+        return self.residency.current()
 
     def check_alive(self) -> None:
         if self.deleted:
             raise NotFoundError(f"model {self.name!r} does not exist (it was deleted)", model=self.name)
 
     def serving_version(self) -> int:
-        """The version requests run on now. The history learns of a version before the worker swaps it in (so
-        that any version a response reports is known), so `live.current` may be one ahead of it for a moment:
-        read-your-writes must wait for this one."""
-        v = self.worker.current_version()
-        return self.live.current.version if v is None else v
+        """The number of the version requests run on now: read-your-writes waits for this one."""
+        return self.residency.current_version()
 
     async def reached(self, version: int, timeout: float) -> bool:
         """Wait until `version` (or a later one) is live here, at most `timeout` seconds."""
@@ -75,26 +69,3 @@ class ServedModel:
             ready = [(loop, fut) for v, loop, fut in self._gates if v <= version]
         for loop, fut in ready:
             loop.call_soon_threadsafe(lambda f=fut: f.done() or f.set_result(None))
-
-
-def caching_loader(
-    served: Callable[[], ServedModel], load: Callable[[int], ModelVersion], keep: int
-) -> Callable[[int], ModelVersion]:
-    """A LiveModel loader that keeps the last `keep` reloaded versions, so views of an old version do not reload it
-    on every request. Called from worker threads only (never the event loop)."""
-
-    def loader(version: int) -> ModelVersion:
-        s = served()
-        with s.cache_lock:
-            hit = s.reloaded.get(version)
-            if hit is not None:
-                s.reloaded.move_to_end(version)
-                return hit
-        v = load(version)
-        with s.cache_lock:
-            s.reloaded[version] = v
-            while len(s.reloaded) > keep:
-                s.reloaded.popitem(last=False)
-        return v
-
-    return loader

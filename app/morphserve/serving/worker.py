@@ -2,9 +2,10 @@
 
 It is the only consumer of the model's queue. Each loop iteration either applies one control command (a
 version swap) or forms one batch (requests with equal trailing shapes and dtypes, up to `max_batch_size` rows
-or `max_batch_delay`) and runs it with the version that is current at that moment. Because swaps are
-applied by this same thread between batches, no batch can mix versions, and every request queued after a
-swap completed runs on the new version (or a later one).
+or `max_batch_delay`) and runs it with the version that is current at that moment. Which versions are resident and
+which one is current belongs to the model's `Residency`; the swap command, run by this thread between batches, is the
+only place the current version changes. So no batch can mix versions, and every request queued after a swap
+completed runs on the new version (or a later one).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,10 +27,9 @@ from morphserve.graph.errors import short_message
 from .devices import ops_for
 from .errors import BadInputError, NotResidentError, QueueFullError, UnavailableError
 from .metrics import Metrics
+from .residency import Residency, Runnable
 
 log = logging.getLogger("morphserve.worker")
-
-Runnable = Callable[..., Sequence[torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -61,64 +61,50 @@ class InferItem:
 
 @dataclass(eq=False)
 class _Swap:
-    """Control command: make `version` resident (and current, unless it is an old version brought back)."""
+    """Control command: make `version` (placed and warmed up: `runnable`) resident and current."""
 
-    version: int
+    version: Any
     runnable: Runnable
-    make_current: bool = True
-    done: Future[None] = field(default_factory=Future)
-
-
-@dataclass(eq=False)
-class _Drop:
-    """Control command: forget resident versions (deleted by gc); the current one is never dropped."""
-
-    versions: frozenset[int]
     done: Future[None] = field(default_factory=Future)
 
 
 class DeviceWorker:
-    """Owns one model's resident versions on one device and runs its batches."""
+    """Runs one model's batches on one device, and swaps its versions between them."""
 
     def __init__(
         self,
-        model: str,
+        residency: Residency[Any],
         device: torch.device,
         *,
         max_batch_size: int,
         max_batch_delay_s: float,
         max_queue: int,
-        resident_limit: int,
         metrics: Metrics,
         batch_wait: str = "adaptive",
     ) -> None:
-        self.model = model
+        self.residency = residency
+        self.model = residency.model
         self.device = device
         self._ops = ops_for(device)
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max_batch_delay_s
         self.max_queue = max_queue
         self.batch_wait = batch_wait
-        self.resident_limit = resident_limit
         self._metrics = metrics
-        self._queue: collections.deque[InferItem | _Swap | _Drop] = collections.deque()
+        self._queue: collections.deque[InferItem | _Swap] = collections.deque()
         self._waiting = 0  # inference items in the queue (swaps never count against max_queue)
         self._cond = threading.Condition()
-        self._resident: collections.OrderedDict[int, Runnable] = collections.OrderedDict()
-        self._current: int | None = None
         self._stopping = False
         # For the batching policy (`_worth_waiting`): requests that arrived while a batch ran, and the smoothed rate
         # of such arrivals (requests/s) over recent batches.
         self._busy = False
         self._arrived_busy = 0
         self._busy_rate = 0.0
-        self._thread = threading.Thread(target=self._loop, name=f"worker-{model}", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"worker-{self.model}", daemon=True)
 
     # -- called from other threads -------------------------------------------------------------------------
-    def start(self, version: int, runnable: Runnable) -> None:
-        self._resident[version] = runnable
-        self._current = version
-        self._metrics.version.labels(self.model).set(version)
+    def start(self) -> None:
+        self._metrics.version.labels(self.model).set(self.residency.current_version())
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -130,19 +116,12 @@ class DeviceWorker:
             self._waiting = 0
             self._cond.notify_all()
         for item in pending:
-            if isinstance(item, _Swap | _Drop):
+            if isinstance(item, _Swap):
                 item.done.set_exception(UnavailableError(f"model {self.model!r} is shutting down"))
             else:
                 item.deliver(UnavailableError(f"model {self.model!r} is shutting down"))
         if self._thread.is_alive():
             self._thread.join(timeout)
-
-    def resident_versions(self) -> list[int]:
-        return list(self._resident)
-
-    def current_version(self) -> int | None:
-        """The version a batch that names none runs now: swapped in, not merely published to the history."""
-        return self._current
 
     def queue_depth(self) -> int:
         return self._waiting
@@ -155,13 +134,9 @@ class DeviceWorker:
             if self._waiting >= self.max_queue:
                 raise QueueFullError(f"model {self.model!r} has {self._waiting} requests queued; retry shortly")
             if item.version is not None and item.runnable is None:
-                item.runnable = self._resident.get(item.version)
+                item.runnable = self.residency.runnable(item.version)
                 if item.runnable is None:
-                    raise NotResidentError(
-                        f"version {item.version} of {self.model!r} is no longer resident on the device "
-                        f"(resident: {', '.join(map(str, self._resident))})",
-                        version=item.version,
-                    )
+                    raise self._not_resident(item.version)
             self._queue.append(item)
             self._waiting += 1
             if self._busy:
@@ -181,9 +156,10 @@ class DeviceWorker:
                 self._waiting -= 1
                 self._metrics.queue_depth.labels(self.model).set(self._waiting)
 
-    def swap(self, version: int, runnable: Runnable, *, make_current: bool = True) -> Future[None]:
-        """Make `version` current (or just resident) between two batches; the future resolves once it is live."""
-        cmd = _Swap(version, runnable, make_current)
+    def swap(self, version: Any, runnable: Runnable) -> Future[None]:
+        """Make `version` (placed and warmed up: `runnable`) current between two batches; the future resolves once
+        it is live."""
+        cmd = _Swap(version, runnable)
         with self._cond:
             if self._stopping:
                 raise UnavailableError(f"model {self.model!r} is shutting down")
@@ -193,16 +169,6 @@ class DeviceWorker:
             while ahead < len(self._queue) and not isinstance(self._queue[ahead], InferItem):
                 ahead += 1
             self._queue.insert(ahead, cmd)
-            self._cond.notify()
-        return cmd.done
-
-    def drop(self, versions: set[int]) -> Future[None]:
-        """Forget resident versions between two batches (never the current one)."""
-        cmd = _Drop(frozenset(versions))
-        with self._cond:
-            if self._stopping:
-                raise UnavailableError(f"model {self.model!r} is shutting down")
-            self._queue.append(cmd)
             self._cond.notify()
         return cmd.done
 
@@ -218,11 +184,6 @@ class DeviceWorker:
                 first = self._queue.popleft()
                 if isinstance(first, _Swap):
                     self._apply_swap(first)
-                    continue
-                if isinstance(first, _Drop):
-                    for v in first.versions - {self._current}:
-                        self._resident.pop(v, None)
-                    first.done.set_result(None)
                     continue
                 self._waiting -= 1
                 batch = [first]
@@ -247,7 +208,7 @@ class DeviceWorker:
         key, rows = batch[0].key, batch[0].rows
         deadline: float | None = None
         while rows < self.max_batch_size:
-            kept: collections.deque[InferItem | _Swap | _Drop] = collections.deque()
+            kept: collections.deque[InferItem | _Swap] = collections.deque()
             blocked = False
             while self._queue:
                 item = self._queue.popleft()
@@ -294,26 +255,31 @@ class DeviceWorker:
         return missing_requests / self._busy_rate <= self.max_batch_delay_s
 
     def _apply_swap(self, cmd: _Swap) -> None:
-        self._resident[cmd.version] = cmd.runnable
-        self._resident.move_to_end(cmd.version)
-        if cmd.make_current:
-            self._current = cmd.version
-        while len(self._resident) > self.resident_limit:
-            oldest = next(v for v in self._resident if v != self._current)
-            del self._resident[oldest]
-        self._metrics.version.labels(self.model).set(self._current or 0)
+        try:
+            self.residency.install(cmd.version, cmd.runnable, current=True)
+        except BaseException as e:  # noqa: BLE001 - the edit that asked learns why; the worker goes on
+            cmd.done.set_exception(e)
+            return
+        self._metrics.version.labels(self.model).set(cmd.version.version)
         cmd.done.set_result(None)
 
+    def _not_resident(self, version: int) -> NotResidentError:
+        return NotResidentError(
+            f"version {version} of {self.model!r} is no longer resident on the device "
+            f"(resident: {', '.join(map(str, self.residency.resident_versions()))})",
+            version=version,
+        )
+
     def _execute(self, batch: list[InferItem]) -> None:
-        version = batch[0].version if batch[0].version is not None else self._current
-        assert version is not None
-        runnable = batch[0].runnable or self._resident.get(version)
+        runnable: Runnable | None
+        if batch[0].version is None:
+            current, runnable = self.residency.current_entry()
+            version = current.version
+        else:
+            version = batch[0].version
+            runnable = batch[0].runnable or self.residency.runnable(version)
         if runnable is None:
-            err = NotResidentError(
-                f"version {version} of {self.model!r} is no longer resident on the device "
-                f"(resident: {', '.join(map(str, self._resident))})",
-                version=version,
-            )
+            err = self._not_resident(version)
             for item in batch:
                 item.deliver(err)
             return

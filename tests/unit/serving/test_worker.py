@@ -15,6 +15,7 @@ import torch
 
 from morphserve.serving.errors import BadInputError, QueueFullError, UnavailableError
 from morphserve.serving.metrics import Metrics
+from morphserve.serving.residency import Residency
 from morphserve.serving.worker import DeviceWorker, InferItem, InferResult
 
 WAIT = 10.0  # seconds; only reached when the worker is broken
@@ -47,6 +48,13 @@ class FakeModel:
         return (x * self.scale,)
 
 
+class V:
+    """A version as residency sees it: a number."""
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+
+
 def _item(rows: torch.Tensor, version: int | None = None) -> tuple[InferItem, Future[InferResult]]:
     fut: Future[InferResult] = Future()
 
@@ -65,10 +73,11 @@ def make_worker() -> Iterator[Callable[..., tuple[DeviceWorker, FakeModel]]]:
     models: list[FakeModel] = []
 
     def factory(model: FakeModel | None = None, **kw: float) -> tuple[DeviceWorker, FakeModel]:
-        opts = {"max_batch_size": 8, "max_batch_delay_s": 0.0, "max_queue": 64, "resident_limit": 4, **kw}
-        w = DeviceWorker("m", torch.device("cpu"), metrics=Metrics(), **opts)  # type: ignore[arg-type]
+        opts = {"max_batch_size": 8, "max_batch_delay_s": 0.0, "max_queue": 64, **kw}
         fake = model or FakeModel()
-        w.start(1, fake)
+        residency = Residency("m", V(1), fake, capacity=4, prepare=lambda v: fake, load=V)
+        w = DeviceWorker(residency, torch.device("cpu"), metrics=Metrics(), **opts)  # type: ignore[arg-type]
+        w.start()
         workers.append(w)
         models.append(fake)
         return w, fake
@@ -109,7 +118,7 @@ def test_queued_requests_form_batches_up_to_max_size_each_getting_its_own_rows(m
 
 def test_requests_batch_only_with_the_same_trailing_shape_and_version(make_worker) -> None:  # type: ignore[no-untyped-def]
     w, fake = make_worker()
-    w.swap(2, fake, make_current=False).result(WAIT)  # version 2 resident beside the current version 1
+    w.residency.install(V(2), fake)  # version 2 resident beside the current version 1
     first = _occupy(w, fake)
     a, fa = _item(_rows(0, width=4))
     b, fb = _item(_rows(100, width=6))  # another trailing shape
@@ -178,14 +187,14 @@ def test_a_swap_goes_ahead_of_queued_requests(make_worker) -> None:  # type: ign
     for item, _ in queued:
         w.submit(item)
     v2 = FakeModel(scale=2.0)
-    swapped = w.swap(2, v2)
+    swapped = w.swap(V(2), v2)
     fake.release()
     swapped.result(WAIT)
     assert first.result(WAIT).version == 1  # the batch in flight finishes on the old version
     for i, (_, fut) in enumerate(queued):
         r = fut.result(WAIT)
         assert r.version == 2 and torch.equal(torch.from_numpy(r.outputs[0]), _rows(i) * 2)
-    assert w.resident_versions() == [1, 2]
+    assert w.residency.resident_versions() == [1, 2] and w.residency.current_version() == 2
 
 
 def test_cancel_gives_the_queue_slot_back_and_the_request_never_runs(make_worker) -> None:  # type: ignore[no-untyped-def]
@@ -239,12 +248,3 @@ def test_stop_fails_what_is_queued_and_finishes_what_runs(make_worker) -> None: 
     assert first.result(WAIT).version == 1
     with pytest.raises(UnavailableError):
         w.submit(_item(_rows(2))[0])
-
-
-def test_eviction_keeps_the_current_version_and_drop_forgets(make_worker) -> None:  # type: ignore[no-untyped-def]
-    w, fake = make_worker(resident_limit=2)
-    w.swap(2, fake).result(WAIT)
-    w.swap(3, fake, make_current=False).result(WAIT)  # old version brought back: evicts 1, keeps current 2
-    assert w.resident_versions() == [2, 3]
-    w.drop({2, 3}).result(WAIT)  # the current version is never dropped
-    assert w.resident_versions() == [2]
