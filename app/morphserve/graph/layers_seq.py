@@ -15,9 +15,14 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from .errors import SpecError
+from .identity import IdentityError
 from .layer_base import MAX_LAYER_ELEMENTS, Eps, Layer, Prob, Size
 
 Layers = Annotated[int, Field(ge=1, le=64)]
+
+
+def _mixes_positions(layer: Layer) -> IdentityError:
+    return IdentityError(f"{layer.type} mixes positions through gates or attention; no weights make it an identity")
 
 
 class LSTMLayer(nn.LSTM):
@@ -80,6 +85,9 @@ class _Recurrent(Layer):
 
     def n_outputs(self) -> int:
         return 2
+
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        raise _mixes_positions(self)
 
 
 class LSTM(_Recurrent):
@@ -173,6 +181,9 @@ class MultiheadAttention(Layer):
     def build(self) -> nn.Module:
         return MultiheadAttentionLayer(**self.args())
 
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        raise _mixes_positions(self)
+
     @classmethod
     def read_module(cls, module: nn.Module) -> dict[str, Any]:
         assert isinstance(module, nn.MultiheadAttention)
@@ -214,6 +225,19 @@ class TransformerEncoderLayer(Layer):
 
     def build(self) -> nn.Module:
         return nn.TransformerEncoderLayer(**self.args())
+
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        if not self.norm_first:
+            raise IdentityError(
+                "a post-norm TransformerEncoderLayer ends in a LayerNorm, which re-normalises; only a pre-norm "
+                "one (norm_first: true) can be an identity"
+            )
+        assert isinstance(module, nn.TransformerEncoderLayer)
+        # x + attn(norm1(x)) + ff(norm2(.)): zero both residual branches' last projections.
+        for lin in (module.self_attn.out_proj, module.linear2):
+            nn.init.zeros_(lin.weight)
+            if lin.bias is not None:
+                nn.init.zeros_(lin.bias)
 
     @classmethod
     def read_module(cls, module: nn.Module) -> dict[str, Any]:

@@ -22,9 +22,11 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from .catalogue import MODULE_TYPES
 from .dtypes import OIP_TO_TORCH, TORCH_TO_OIP
 from .errors import SpecError, short_message
 from .functions import FUNCTIONS
+from .layer_base import ShapeDtype
 from .spec import ModelSpec, NodeSpec
 
 # FakeTensorMode logs every failing meta kernel at ERROR level; a shape mismatch is an expected outcome here.
@@ -135,36 +137,20 @@ def propagate(
     return table
 
 
-#: Modules whose output is their input's shape and dtype (exact types: a subclass may do anything).
-_SHAPE_KEEPING = (nn.Identity, nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Dropout, nn.LeakyReLU, nn.ELU)
+def _by_rule(module: nn.Module | None, ins: list[NodeShape]) -> tuple[ShapeDtype, ShapeDtype] | None:
+    """Both probes' (shape, dtype) by the shape rule of the module's catalogue layer (`Layer.output_shape`); None
+    where no rule applies or the input does not fit (the fake-tensor run then names the error in torch's own words).
 
-
-def _by_rule(module: nn.Module | None, ins: list[NodeShape]) -> tuple[Any, Any] | None:
-    """Both probes' (shape, dtype) of the layers that edits insert most, by their shape rule; None where no rule
-    applies or the input does not fit (the fake-tensor run then names the error in torch's own words).
-
-    Why: a fake-tensor Linear goes through torch's decompositions, ~2 ms of interpreter work per probe pair, which
-    a loaded server stretches ten-fold (docs/BENCHMARKS.md, "Edit-to-live"); the rule is a few tuple operations.
-    tests/unit/graph/test_shapes.py checks every rule against the fake-tensor result."""
+    Only exact module types have rules (a subclass may override forward), and only for one floating input."""
     if module is None or len(ins) != 1 or ins[0].elements or ins[0].datatype not in _FLOATS:
         return None
-    (a, b), datatype = ins[0].probe, ins[0].datatype
-    kind = type(module)
-    if kind in _SHAPE_KEEPING:
-        dtype = OIP_TO_TORCH[datatype]
-        return (a, dtype), (b, dtype)
-    if kind is nn.Linear:
-        w, bias = module.weight, module.bias
-        if (
-            w.dtype != OIP_TO_TORCH[datatype]
-            or (bias is not None and bias.dtype != w.dtype)
-            or not a
-            or a[-1] != module.in_features
-            or b[-1] != module.in_features
-        ):
-            return None
-        return (a[:-1] + (module.out_features,), w.dtype), (b[:-1] + (module.out_features,), w.dtype)
-    return None
+    layer = MODULE_TYPES.get(type(module))
+    if layer is None:
+        return None
+    (a, b), dtype = ins[0].probe, OIP_TO_TORCH[ins[0].datatype]
+    ra = layer.output_shape(module, a, dtype)
+    rb = layer.output_shape(module, b, dtype) if ra is not None else None
+    return (ra, rb) if ra is not None and rb is not None else None
 
 
 def _evaluate(
