@@ -38,7 +38,7 @@ _PLURAL = {
     "array": "arrays",
     "object": "objects",
 }
-_ALLOWED = {"b": {bool}, "i": {int}, "u": {int}, "f": {int, float}}
+_ALLOWED: dict[str, set[type]] = {"b": {bool}, "i": {int}, "u": {int}, "f": {int, float}}
 _WANT = {"b": "booleans", "i": "integers", "u": "integers", "f": "numbers"}
 
 

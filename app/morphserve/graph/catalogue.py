@@ -4,273 +4,134 @@ A layer spec is plain data (`{"type": "Linear", "in_features": 64, "out_features
 exactly one `torch.nn` constructor. Nothing in a spec names a Python object or runs code, so specs from the
 network are safe to build. Sizes are bounded so that one request cannot allocate an absurd tensor.
 
-The entries live in layers_nn.py (one-input layers) and layers_seq.py (recurrent and attention layers);
-`LayerSpec` is their union and `LAYER_TYPES` is read off it, so the two cannot drift apart.
+Each entry is one self-describing class (schema, module, identity rule, shape rule: layer_base.py) in
+layers_act.py (dropout, activations, reshaping), layers_nn.py (the other one-input layers), layers_seq.py
+(recurrent and attention layers) or layers_compose.py (Sequential, Residual). `LAYERS` is the one table that
+registers them: `LayerSpec`, `LAYER_TYPES` and `MODULE_TYPES` are read off it, so they cannot drift apart.
 """
 
 from __future__ import annotations
 
-import typing
-from typing import Annotated, Any, Literal
+import functools
+import operator
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
-import torch
 from pydantic import Field, TypeAdapter, ValidationError
 from torch import nn
 
+from . import layers_act as act
+from . import layers_compose as compose
+from . import layers_nn as nns
+from . import layers_seq as seq
 from .errors import SpecError
 from .layer_base import MAX_LAYER_ELEMENTS, IntOrPair, Layer, Size
-from .layers_act import (
-    CELU,
-    ELU,
-    GELU,
-    GLU,
-    SELU,
-    AlphaDropout,
-    Dropout,
-    Dropout1d,
-    Dropout2d,
-    Dropout3d,
-    Flatten,
-    Hardsigmoid,
-    Hardswish,
-    Hardtanh,
-    Identity,
-    LeakyReLU,
-    LogSigmoid,
-    LogSoftmax,
-    Mish,
-    PReLU,
-    ReLU,
-    ReLU6,
-    Sigmoid,
-    SiLU,
-    Softmax,
-    Softmax2d,
-    Softplus,
-    Softsign,
-    Tanh,
-    Unflatten,
-)
-from .layers_nn import (
-    AdaptiveAvgPool1d,
-    AdaptiveAvgPool2d,
-    AdaptiveMaxPool1d,
-    AdaptiveMaxPool2d,
-    AvgPool1d,
-    AvgPool2d,
-    BatchNorm1d,
-    BatchNorm2d,
-    BatchNorm3d,
-    Conv1d,
-    Conv2d,
-    Conv3d,
-    ConvTranspose1d,
-    ConvTranspose2d,
-    Embedding,
-    GroupNorm,
-    InstanceNorm1d,
-    InstanceNorm2d,
-    LayerNorm,
-    Linear,
-    MaxPool1d,
-    MaxPool2d,
-    PixelShuffle,
-    PixelUnshuffle,
-    RMSNorm,
-    Upsample,
-)
+from .layers_compose import Residual, ResidualBlock, Sequential
 from .layers_seq import GRU, LSTM, RNN, MultiheadAttention, TransformerEncoderLayer
 
-_Layer = Layer  # the name the rest of the package has used for the base class
-
 __all__ = [
-    "CELU",
-    "ELU",
-    "GELU",
-    "GLU",
     "GRU",
+    "LAYERS",
+    "LAYER_CLASSES",
     "LAYER_TYPES",
     "LSTM",
     "MAX_LAYER_ELEMENTS",
+    "MODULE_TYPES",
     "RNN",
-    "SELU",
-    "AdaptiveAvgPool1d",
-    "AdaptiveAvgPool2d",
-    "AdaptiveMaxPool1d",
-    "AdaptiveMaxPool2d",
-    "AlphaDropout",
-    "AvgPool1d",
-    "AvgPool2d",
-    "BatchNorm1d",
-    "BatchNorm2d",
-    "BatchNorm3d",
-    "Conv1d",
-    "Conv2d",
-    "Conv3d",
-    "ConvTranspose1d",
-    "ConvTranspose2d",
-    "Dropout",
-    "Dropout1d",
-    "Dropout2d",
-    "Dropout3d",
-    "Embedding",
-    "Flatten",
-    "GroupNorm",
-    "Hardsigmoid",
-    "Hardswish",
-    "Hardtanh",
-    "Identity",
-    "InstanceNorm1d",
-    "InstanceNorm2d",
     "IntOrPair",
     "Layer",
-    "LayerNorm",
     "LayerSpec",
-    "LeakyReLU",
-    "Linear",
-    "LogSigmoid",
-    "LogSoftmax",
-    "MaxPool1d",
-    "MaxPool2d",
-    "Mish",
     "MultiheadAttention",
-    "PReLU",
-    "PixelShuffle",
-    "PixelUnshuffle",
-    "RMSNorm",
-    "ReLU",
-    "ReLU6",
     "Residual",
     "ResidualBlock",
     "Sequential",
-    "SiLU",
-    "Sigmoid",
     "Size",
-    "Softmax",
-    "Softmax2d",
-    "Softplus",
-    "Softsign",
-    "Tanh",
     "TransformerEncoderLayer",
-    "Unflatten",
-    "Upsample",
     "format_validation_error",
     "layer_from_module",
     "parse_layer",
 ]
 
+#: Every layer users may create, in the order the catalogue lists them (in messages and in /v1/catalogue).
+LAYERS: tuple[type[Layer], ...] = (
+    nns.Linear,
+    nns.Conv1d,
+    nns.Conv2d,
+    nns.Conv3d,
+    nns.ConvTranspose1d,
+    nns.ConvTranspose2d,
+    nns.BatchNorm1d,
+    nns.BatchNorm2d,
+    nns.BatchNorm3d,
+    nns.InstanceNorm1d,
+    nns.InstanceNorm2d,
+    nns.LayerNorm,
+    nns.RMSNorm,
+    nns.GroupNorm,
+    act.Dropout,
+    act.Dropout1d,
+    act.Dropout2d,
+    act.Dropout3d,
+    act.AlphaDropout,
+    act.ReLU,
+    act.ReLU6,
+    act.LeakyReLU,
+    act.PReLU,
+    act.ELU,
+    act.CELU,
+    act.SELU,
+    act.GELU,
+    act.SiLU,
+    act.Mish,
+    act.Hardswish,
+    act.Hardsigmoid,
+    act.Hardtanh,
+    act.Softplus,
+    act.Softsign,
+    act.Tanh,
+    act.Sigmoid,
+    act.LogSigmoid,
+    act.GLU,
+    act.Softmax,
+    act.LogSoftmax,
+    act.Softmax2d,
+    act.Identity,
+    act.Flatten,
+    act.Unflatten,
+    nns.MaxPool1d,
+    nns.MaxPool2d,
+    nns.AvgPool1d,
+    nns.AvgPool2d,
+    nns.AdaptiveAvgPool1d,
+    nns.AdaptiveAvgPool2d,
+    nns.AdaptiveMaxPool1d,
+    nns.AdaptiveMaxPool2d,
+    nns.Upsample,
+    nns.PixelShuffle,
+    nns.PixelUnshuffle,
+    nns.Embedding,
+    seq.LSTM,
+    seq.GRU,
+    seq.RNN,
+    seq.MultiheadAttention,
+    seq.TransformerEncoderLayer,
+    compose.Sequential,
+    compose.Residual,
+)
 
-class Residual(Layer):
-    """`x + body(x)`: the body must keep the shape of its input."""
+if TYPE_CHECKING:
+    # What code may rely on a spec of unknown type: the `Layer` interface (narrow with isinstance for its fields).
+    LayerSpec: TypeAlias = Layer
+else:
+    #: The union of every entry, discriminated by `type`: what pydantic validates a layer spec against.
+    LayerSpec = Annotated[functools.reduce(operator.or_, LAYERS), Field(discriminator="type")]
+compose.Residual.model_rebuild()
+compose.Sequential.model_rebuild()
 
-    type: Literal["Residual"] = "Residual"
-    body: Annotated[list[LayerSpec], Field(min_length=1, max_length=256)]
-
-    def build(self) -> nn.Module:
-        return ResidualBlock(nn.Sequential(*(layer.build() for layer in self.body)))
-
-    def label(self) -> str:
-        return f"Residual[{', '.join(layer.label() for layer in self.body)}]"
-
-
-class Sequential(Layer):
-    type: Literal["Sequential"] = "Sequential"
-    layers: Annotated[list[LayerSpec], Field(min_length=1, max_length=256)]
-
-    def build(self) -> nn.Module:
-        return nn.Sequential(*(layer.build() for layer in self.layers))
-
-    def label(self) -> str:
-        return f"Sequential[{', '.join(layer.label() for layer in self.layers)}]"
-
-
-class ResidualBlock(nn.Module):
-    """The module behind the `Residual` layer type."""
-
-    def __init__(self, body: nn.Sequential) -> None:
-        super().__init__()
-        self.body = body
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
-LayerSpec = Annotated[
-    Linear
-    | Conv1d
-    | Conv2d
-    | Conv3d
-    | ConvTranspose1d
-    | ConvTranspose2d
-    | BatchNorm1d
-    | BatchNorm2d
-    | BatchNorm3d
-    | InstanceNorm1d
-    | InstanceNorm2d
-    | LayerNorm
-    | RMSNorm
-    | GroupNorm
-    | Dropout
-    | Dropout1d
-    | Dropout2d
-    | Dropout3d
-    | AlphaDropout
-    | ReLU
-    | ReLU6
-    | LeakyReLU
-    | PReLU
-    | ELU
-    | CELU
-    | SELU
-    | GELU
-    | SiLU
-    | Mish
-    | Hardswish
-    | Hardsigmoid
-    | Hardtanh
-    | Softplus
-    | Softsign
-    | Tanh
-    | Sigmoid
-    | LogSigmoid
-    | GLU
-    | Softmax
-    | LogSoftmax
-    | Softmax2d
-    | Identity
-    | Flatten
-    | Unflatten
-    | MaxPool1d
-    | MaxPool2d
-    | AvgPool1d
-    | AvgPool2d
-    | AdaptiveAvgPool1d
-    | AdaptiveAvgPool2d
-    | AdaptiveMaxPool1d
-    | AdaptiveMaxPool2d
-    | Upsample
-    | PixelShuffle
-    | PixelUnshuffle
-    | Embedding
-    | LSTM
-    | GRU
-    | RNN
-    | MultiheadAttention
-    | TransformerEncoderLayer
-    | Sequential
-    | Residual,
-    Field(discriminator="type"),
-]
-Residual.model_rebuild()
-Sequential.model_rebuild()
-
-#: Every entry of the union, by its `type` tag.
-LAYER_CLASSES: dict[str, type[Layer]] = {
-    cls.model_fields["type"].default: cls for cls in typing.get_args(typing.get_args(LayerSpec)[0])
-}
+#: Every entry, by its `type` tag.
+LAYER_CLASSES: dict[str, type[Layer]] = {cls.model_fields["type"].default: cls for cls in LAYERS}
 LAYER_TYPES: tuple[str, ...] = tuple(LAYER_CLASSES)
 #: The torch module classes that map to a catalogue entry (exact types only).
-MODULE_TYPES: dict[type[nn.Module], type[Layer]] = {m: cls for cls in LAYER_CLASSES.values() for m in cls.modules}
+MODULE_TYPES: dict[type[nn.Module], type[Layer]] = {m: cls for cls in LAYERS for m in cls.modules}
 
 _ADAPTER: TypeAdapter[LayerSpec] = TypeAdapter(LayerSpec)
 
@@ -287,8 +148,8 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
 
 def parse_layer(data: Any, where: str = "layer") -> LayerSpec:
     """Validate a JSON layer spec; a `SpecError` names the bad field."""
-    if isinstance(data, _Layer):
-        return data  # type: ignore[return-value]
+    if isinstance(data, Layer):
+        return data
     if isinstance(data, dict) and "type" in data and data["type"] not in LAYER_TYPES:
         raise SpecError(
             f"{where}.type: unknown layer type {data['type']!r}; allowed: {', '.join(LAYER_TYPES)}",

@@ -60,7 +60,8 @@ def wire_problem(name: str) -> str | None:
 def torch_dtype(name: str) -> torch.dtype:
     import torch
 
-    return getattr(torch, DATATYPES[name].torch_name)  # type: ignore[no-any-return]
+    dtype: torch.dtype = getattr(torch, DATATYPES[name].torch_name)
+    return dtype
 
 
 def name_of_torch(dtype: torch.dtype) -> str:
@@ -68,11 +69,11 @@ def name_of_torch(dtype: torch.dtype) -> str:
     return _torch_names()[dtype]
 
 
-def _torch_names() -> dict[Any, str]:
+def _torch_names() -> dict[torch.dtype, str]:
     global _TORCH_NAMES
     if _TORCH_NAMES is None:
         _TORCH_NAMES = {torch_dtype(n): n for n in DATATYPES}
     return _TORCH_NAMES
 
 
-_TORCH_NAMES: dict[Any, str] | None = None
+_TORCH_NAMES: dict[torch.dtype, str] | None = None

@@ -1,25 +1,38 @@
-"""Catalogue entries for dropout, activations and reshaping layers (one input, no weights except PReLU's)."""
+"""Catalogue entries for dropout, activations and reshaping layers (one input, no weights except PReLU's).
+
+Activations that pass part of their domain through unchanged (ReLU on [0, inf)) are identities right after a layer
+whose outputs are bounded to that part (`output_range`): their identity rules say so through `pass_through_on`.
+"""
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 from torch import nn
 
+from .identity import pass_through_on
 from .layer_base import Bounded, DimArg, Layer, Prob, Size
+
+_POSITIVE = (0.0, math.inf)
 
 
 class _DropoutBase(Layer):
     p: Prob = 0.5
 
     def build(self) -> nn.Module:
-        return getattr(nn, self.type)(self.p)  # type: ignore[attr-defined]
+        module: nn.Module = getattr(nn, self.type)(self.p)
+        return module
+
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        pass  # an identity in eval mode
 
 
 class Dropout(_DropoutBase):
     type: Literal["Dropout"] = "Dropout"
     modules: ClassVar = (nn.Dropout,)
+    keeps_shape: ClassVar = True
 
 
 class Dropout1d(_DropoutBase):
@@ -43,57 +56,163 @@ class AlphaDropout(_DropoutBase):
 
 
 class _NoArgs(Layer):
+    """An argument-free nn module (its `inplace` flag, if any, is dropped)."""
+
     def build(self) -> nn.Module:
-        return getattr(nn, self.type)()  # type: ignore[attr-defined]
+        module: nn.Module = getattr(nn, self.type)()
+        return module
 
 
-def _no_args(name: str) -> type[_NoArgs]:
-    """A catalogue entry for an argument-free nn module (its `inplace` flag, if any, is dropped)."""
-    cls = type(
-        name,
-        (_NoArgs,),
-        {
-            "__annotations__": {"type": f'Literal["{name}"]'},
-            "type": name,
-            "modules": (getattr(nn, name),),
-            "__module__": __name__,
-            "__doc__": f"`nn.{name}()`",
-        },
-    )
-    return cls  # type: ignore[return-value]
+class ReLU(_NoArgs):
+    """`nn.ReLU()`"""
+
+    type: Literal["ReLU"] = "ReLU"
+    modules: ClassVar = (nn.ReLU,)
+    keeps_shape: ClassVar = True
+
+    def output_range(self) -> tuple[float, float]:
+        return _POSITIVE
+
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        pass_through_on(self, _POSITIVE, prev)
 
 
-ReLU = _no_args("ReLU")
-ReLU6 = _no_args("ReLU6")
-SiLU = _no_args("SiLU")
-Tanh = _no_args("Tanh")
-Sigmoid = _no_args("Sigmoid")
-Identity = _no_args("Identity")
-Hardswish = _no_args("Hardswish")
-Hardsigmoid = _no_args("Hardsigmoid")
-Mish = _no_args("Mish")
-SELU = _no_args("SELU")
-Softsign = _no_args("Softsign")
-LogSigmoid = _no_args("LogSigmoid")
-Softmax2d = _no_args("Softmax2d")
+class ReLU6(_NoArgs):
+    """`nn.ReLU6()`"""
+
+    type: Literal["ReLU6"] = "ReLU6"
+    modules: ClassVar = (nn.ReLU6,)
+
+    def output_range(self) -> tuple[float, float]:
+        return (0.0, 6.0)
+
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        pass_through_on(self, (0.0, 6.0), prev)
+
+
+class SiLU(_NoArgs):
+    """`nn.SiLU()`"""
+
+    type: Literal["SiLU"] = "SiLU"
+    modules: ClassVar = (nn.SiLU,)
+    keeps_shape: ClassVar = True
+
+
+class Tanh(_NoArgs):
+    """`nn.Tanh()`"""
+
+    type: Literal["Tanh"] = "Tanh"
+    modules: ClassVar = (nn.Tanh,)
+    keeps_shape: ClassVar = True
+
+    def output_range(self) -> tuple[float, float]:
+        return (-1.0, 1.0)
+
+
+class Sigmoid(_NoArgs):
+    """`nn.Sigmoid()`"""
+
+    type: Literal["Sigmoid"] = "Sigmoid"
+    modules: ClassVar = (nn.Sigmoid,)
+    keeps_shape: ClassVar = True
+
+    def output_range(self) -> tuple[float, float]:
+        return (0.0, 1.0)
+
+
+class Identity(_NoArgs):
+    """`nn.Identity()`"""
+
+    type: Literal["Identity"] = "Identity"
+    modules: ClassVar = (nn.Identity,)
+    keeps_shape: ClassVar = True
+
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        pass
+
+
+class Hardswish(_NoArgs):
+    """`nn.Hardswish()`"""
+
+    type: Literal["Hardswish"] = "Hardswish"
+    modules: ClassVar = (nn.Hardswish,)
+
+
+class Hardsigmoid(_NoArgs):
+    """`nn.Hardsigmoid()`"""
+
+    type: Literal["Hardsigmoid"] = "Hardsigmoid"
+    modules: ClassVar = (nn.Hardsigmoid,)
+
+    def output_range(self) -> tuple[float, float]:
+        return (0.0, 1.0)
+
+
+class Mish(_NoArgs):
+    """`nn.Mish()`"""
+
+    type: Literal["Mish"] = "Mish"
+    modules: ClassVar = (nn.Mish,)
+
+
+class SELU(_NoArgs):
+    """`nn.SELU()`"""
+
+    type: Literal["SELU"] = "SELU"
+    modules: ClassVar = (nn.SELU,)
+
+
+class Softsign(_NoArgs):
+    """`nn.Softsign()`"""
+
+    type: Literal["Softsign"] = "Softsign"
+    modules: ClassVar = (nn.Softsign,)
+
+    def output_range(self) -> tuple[float, float]:
+        return (-1.0, 1.0)
+
+
+class LogSigmoid(_NoArgs):
+    """`nn.LogSigmoid()`"""
+
+    type: Literal["LogSigmoid"] = "LogSigmoid"
+    modules: ClassVar = (nn.LogSigmoid,)
+
+
+class Softmax2d(_NoArgs):
+    """`nn.Softmax2d()`"""
+
+    type: Literal["Softmax2d"] = "Softmax2d"
+    modules: ClassVar = (nn.Softmax2d,)
+
+    def output_range(self) -> tuple[float, float]:
+        return (0.0, 1.0)
 
 
 class LeakyReLU(Layer):
     type: Literal["LeakyReLU"] = "LeakyReLU"
     modules: ClassVar = (nn.LeakyReLU,)
+    keeps_shape: ClassVar = True
     negative_slope: Bounded = 0.01
 
     def build(self) -> nn.Module:
         return nn.LeakyReLU(self.negative_slope)
 
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        pass_through_on(self, _POSITIVE, prev)
+
 
 class ELU(Layer):
     type: Literal["ELU"] = "ELU"
     modules: ClassVar = (nn.ELU,)
+    keeps_shape: ClassVar = True
     alpha: Bounded = 1.0
 
     def build(self) -> nn.Module:
         return nn.ELU(self.alpha)
+
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        pass_through_on(self, _POSITIVE, prev)
 
 
 class CELU(Layer):
@@ -103,6 +222,9 @@ class CELU(Layer):
 
     def build(self) -> nn.Module:
         return nn.CELU(self.alpha)
+
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        pass_through_on(self, _POSITIVE, prev)
 
 
 class Hardtanh(Layer):
@@ -119,6 +241,12 @@ class Hardtanh(Layer):
 
     def build(self) -> nn.Module:
         return nn.Hardtanh(self.min_val, self.max_val)
+
+    def output_range(self) -> tuple[float, float]:
+        return (self.min_val, self.max_val)
+
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        pass_through_on(self, (self.min_val, self.max_val), prev)
 
 
 class Softplus(Layer):
@@ -139,10 +267,15 @@ class PReLU(Layer):
     def build(self) -> nn.Module:
         return nn.PReLU(self.num_parameters)
 
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        assert isinstance(module, nn.PReLU)
+        nn.init.ones_(module.weight)  # slope 1 on the negative side too: x everywhere
+
 
 class GELU(Layer):
     type: Literal["GELU"] = "GELU"
     modules: ClassVar = (nn.GELU,)
+    keeps_shape: ClassVar = True
     approximate: Literal["none", "tanh"] = "none"
 
     def build(self) -> nn.Module:
@@ -165,6 +298,9 @@ class Softmax(Layer):
 
     def build(self) -> nn.Module:
         return nn.Softmax(dim=self.dim)
+
+    def output_range(self) -> tuple[float, float]:
+        return (0.0, 1.0)
 
 
 class LogSoftmax(Layer):

@@ -1,17 +1,28 @@
 """Catalogue entries for the one-input layers: linear, convolution, normalisation, pooling, activation, resizing.
 
 Each entry is a pydantic schema of one `torch.nn` constructor's arguments, bounded so that one request cannot
-allocate an absurd tensor, and `build()` calls exactly that constructor.
+allocate an absurd tensor, and `build()` calls exactly that constructor. The identity rules are Net2Net's: an eye
+for a square Linear, a dirac kernel for a size-keeping convolution, pass-through statistics for a normalisation.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
+import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from .layer_base import MAX_LAYER_ELEMENTS, Eps, Layer, Prob, Size, size_product
+from .identity import IdentityError
+from .layer_base import MAX_LAYER_ELEMENTS, Eps, Layer, Prob, ShapeDtype, Size, size_product
+
+
+def _ones(v: int | float | tuple[int | float, ...]) -> bool:
+    return all(x == 1 for x in (v if isinstance(v, tuple) else (v,)))
+
+
+def _any(v: int | tuple[int, ...]) -> bool:
+    return any(x != 0 for x in (v if isinstance(v, tuple) else (v,)))
 
 
 class Linear(Layer):
@@ -29,6 +40,30 @@ class Linear(Layer):
 
     def build(self) -> nn.Module:
         return nn.Linear(self.in_features, self.out_features, bias=self.bias)
+
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        if self.in_features != self.out_features:
+            raise IdentityError(
+                f"Linear({self.in_features}->{self.out_features}) changes the width; "
+                "only a square Linear can be an identity"
+            )
+        assert isinstance(module, nn.Linear)
+        nn.init.eye_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    @classmethod
+    def output_shape(cls, module: nn.Module, shape: tuple[int, ...], dtype: torch.dtype) -> ShapeDtype | None:
+        """Why a rule: a fake-tensor Linear goes through torch's decompositions, ~2 ms of interpreter work per probe
+        pair, which a loaded server stretches ten-fold (docs/BENCHMARKS.md, "Edit-to-live"), and Linear is what
+        edits insert most; the rule is a few tuple operations."""
+        assert isinstance(module, nn.Linear)
+        w, bias = module.weight, module.bias
+        if w.dtype != dtype or (bias is not None and bias.dtype != w.dtype):
+            return None  # torch refuses mixed dtypes
+        if not shape or shape[-1] != module.in_features:
+            return None
+        return shape[:-1] + (module.out_features,), w.dtype
 
 
 Kernel = Annotated[int, Field(ge=1, le=31)] | tuple[Annotated[int, Field(ge=1, le=31)], ...]
@@ -74,6 +109,26 @@ class _Conv(Layer):
             out["padding_mode"] = None
         return out
 
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        assert isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d)
+        if self.in_channels != self.out_channels:
+            raise IdentityError(f"{self.type} changes channels {self.in_channels}->{self.out_channels}")
+        ks, st, dl = module.kernel_size, module.stride, module.dilation
+        if any(k % 2 == 0 for k in ks):
+            raise IdentityError(f"{self.type} with an even kernel {list(ks)} shifts its input; use an odd kernel")
+        if any(s != 1 for s in st):
+            raise IdentityError(f"{self.type} with stride {list(st)} downsamples; use stride 1")
+        if any(d != 1 for d in dl):
+            raise IdentityError(f"{self.type} needs dilation 1 to be an identity")
+        pad = module.padding
+        if pad != "same" and tuple(pad) != tuple(k // 2 for k in ks):
+            raise IdentityError(
+                f"{self.type} with padding {pad} changes the size; use padding {[k // 2 for k in ks]} or 'same'"
+            )
+        nn.init.dirac_(module.weight, groups=module.groups)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
 
 class Conv1d(_Conv):
     type: Literal["Conv1d"] = "Conv1d"
@@ -117,6 +172,21 @@ class _ConvTranspose(Layer):
     def build(self) -> nn.Module:
         return self._cls(**self.args())
 
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        assert isinstance(module, nn.ConvTranspose1d | nn.ConvTranspose2d)
+        if self.in_channels != self.out_channels or self.groups != 1:
+            raise IdentityError(f"{self.type} needs in_channels == out_channels and groups 1 to be an identity")
+        ks = module.kernel_size
+        if any(k % 2 == 0 for k in ks) or any(s != 1 for s in module.stride) or any(d != 1 for d in module.dilation):
+            raise IdentityError(f"{self.type} needs an odd kernel, stride 1 and dilation 1 to be an identity")
+        if tuple(module.padding) != tuple(k // 2 for k in ks) or any(module.output_padding):
+            raise IdentityError(
+                f"{self.type} needs padding {[k // 2 for k in ks]} and no output_padding to keep the size"
+            )
+        nn.init.dirac_(module.weight)  # weight is (in, out, k...): dirac on the square (C, C) pair is the identity
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
 
 class ConvTranspose1d(_ConvTranspose):
     type: Literal["ConvTranspose1d"] = "ConvTranspose1d"
@@ -140,6 +210,20 @@ class _Norm(Layer):
 
     def build(self) -> nn.Module:
         return self._cls(**self.args())
+
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        if not self.track_running_stats:
+            raise IdentityError(
+                f"{self.type} without running statistics normalises each batch; it cannot be an identity"
+            )
+        assert isinstance(module, nn.modules.batchnorm._NormBase)
+        assert module.running_mean is not None and module.running_var is not None
+        module.running_mean.zero_()
+        # (x - 0) / sqrt((1 - eps) + eps) == x: the eval-mode statistics pass the input through.
+        module.running_var.fill_(1.0 - self.eps)
+        if module.affine:
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
 
 
 class BatchNorm1d(_Norm):
@@ -179,6 +263,12 @@ class InstanceNorm2d(_Norm):
 NormShape = Size | tuple[Size, ...]
 
 
+def _renormalises(layer: Layer) -> IdentityError:
+    return IdentityError(
+        f"{layer.type} re-normalises its input, so no weights make it an exact identity; insert it with init 'default'"
+    )
+
+
 class LayerNorm(Layer):
     type: Literal["LayerNorm"] = "LayerNorm"
     modules: ClassVar = (nn.LayerNorm,)
@@ -196,6 +286,9 @@ class LayerNorm(Layer):
     def build(self) -> nn.Module:
         return nn.LayerNorm(**self.args())
 
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        raise _renormalises(self)
+
 
 class RMSNorm(Layer):
     type: Literal["RMSNorm"] = "RMSNorm"
@@ -212,6 +305,9 @@ class RMSNorm(Layer):
 
     def build(self) -> nn.Module:
         return nn.RMSNorm(**self.args())
+
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        raise _renormalises(self)
 
 
 class GroupNorm(Layer):
@@ -231,9 +327,21 @@ class GroupNorm(Layer):
     def build(self) -> nn.Module:
         return nn.GroupNorm(**self.args())
 
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        raise _renormalises(self)
+
 
 PoolKernel = Annotated[int, Field(ge=1, le=64)] | tuple[Annotated[int, Field(ge=1, le=64)], ...]
 PoolPad = Annotated[int, Field(ge=0, le=32)] | tuple[Annotated[int, Field(ge=0, le=32)], ...]
+
+
+def _pool_identity(layer: _MaxPool | _AvgPool) -> None:
+    if _ones(layer.kernel_size) and _ones(layer.stride if layer.stride is not None else 1) and not _any(layer.padding):
+        return
+    raise IdentityError(
+        f"{layer.type} pools windows of {layer.kernel_size}; only kernel 1, stride 1 and "
+        "no padding pass the input through"
+    )
 
 
 class _MaxPool(Layer):
@@ -245,7 +353,11 @@ class _MaxPool(Layer):
     unsupported: ClassVar = {"return_indices": False}
 
     def build(self) -> nn.Module:
-        return getattr(nn, self.type)(**self.args())  # type: ignore[attr-defined]
+        module: nn.Module = getattr(nn, self.type)(**self.args())
+        return module
+
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        _pool_identity(self)
 
 
 class MaxPool1d(_MaxPool):
@@ -266,7 +378,11 @@ class _AvgPool(Layer):
     count_include_pad: bool = True
 
     def build(self) -> nn.Module:
-        return getattr(nn, self.type)(**self.args())  # type: ignore[attr-defined]
+        module: nn.Module = getattr(nn, self.type)(**self.args())
+        return module
+
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        _pool_identity(self)
 
 
 class AvgPool1d(_AvgPool):
@@ -287,7 +403,8 @@ class _AdaptivePool(Layer):
     output_size: OutSize
 
     def build(self) -> nn.Module:
-        return getattr(nn, self.type)(self.output_size)  # type: ignore[attr-defined]
+        module: nn.Module = getattr(nn, self.type)(self.output_size)
+        return module
 
 
 class AdaptiveAvgPool1d(_AdaptivePool):
@@ -332,6 +449,10 @@ class Upsample(Layer):
     def build(self) -> nn.Module:
         return nn.Upsample(**self.args())
 
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        if self.scale_factor is None or not _ones(self.scale_factor):
+            raise IdentityError("Upsample changes the size; only scale_factor 1 is an identity")
+
 
 class PixelShuffle(Layer):
     type: Literal["PixelShuffle"] = "PixelShuffle"
@@ -341,6 +462,9 @@ class PixelShuffle(Layer):
     def build(self) -> nn.Module:
         return nn.PixelShuffle(self.upscale_factor)
 
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        _rearranges(self, self.upscale_factor)
+
 
 class PixelUnshuffle(Layer):
     type: Literal["PixelUnshuffle"] = "PixelUnshuffle"
@@ -349,6 +473,14 @@ class PixelUnshuffle(Layer):
 
     def build(self) -> nn.Module:
         return nn.PixelUnshuffle(self.downscale_factor)
+
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        _rearranges(self, self.downscale_factor)
+
+
+def _rearranges(layer: PixelShuffle | PixelUnshuffle, factor: int) -> None:
+    if factor != 1:
+        raise IdentityError(f"{layer.type} with factor {factor} rearranges the shape; only factor 1 is an identity")
 
 
 class Embedding(Layer):

@@ -15,33 +15,41 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from .errors import SpecError
+from .identity import IdentityError
 from .layer_base import MAX_LAYER_ELEMENTS, Eps, Layer, Prob, Size
 
 Layers = Annotated[int, Field(ge=1, le=64)]
 
 
+def _mixes_positions(layer: Layer) -> IdentityError:
+    return IdentityError(f"{layer.type} mixes positions through gates or attention; no weights make it an identity")
+
+
+# The forwards below change the signature of torch's on purpose (a graph node passes tensors positionally and reads
+# a flat tuple), hence their `type: ignore[override]`: these modules are only ever called that way.
+
+
 class LSTMLayer(nn.LSTM):
     """nn.LSTM with a flat call: `(x[, h0, c0]) -> (output, h_n, c_n)`."""
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        h0: torch.Tensor | None = None,  # type: ignore[override]
-        c0: torch.Tensor | None = None,
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, h0: torch.Tensor | None = None, c0: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if (h0 is None) != (c0 is None):
+        if h0 is not None and c0 is not None:
+            hx: tuple[torch.Tensor, torch.Tensor] | None = (h0, c0)
+        elif h0 is None and c0 is None:
+            hx = None
+        else:
             raise ValueError("an LSTM takes both h0 and c0, or neither")
-        out, (h, c) = super().forward(x, None if h0 is None else (h0, c0))
+        out, (h, c) = super().forward(x, hx)
         return out, h, c
 
 
 class GRULayer(nn.GRU):
     """nn.GRU with a flat call: `(x[, h0]) -> (output, h_n)`."""
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        h0: torch.Tensor | None = None,  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, h0: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return super().forward(x, h0)
 
@@ -49,10 +57,8 @@ class GRULayer(nn.GRU):
 class RNNLayer(nn.RNN):
     """nn.RNN with a flat call: `(x[, h0]) -> (output, h_n)`."""
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        h0: torch.Tensor | None = None,  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, h0: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return super().forward(x, h0)
 
@@ -80,6 +86,9 @@ class _Recurrent(Layer):
 
     def n_outputs(self) -> int:
         return 2
+
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        raise _mixes_positions(self)
 
 
 class LSTM(_Recurrent):
@@ -126,16 +135,16 @@ class MultiheadAttentionLayer(nn.MultiheadAttention):
         self.need_weights = need_weights
         self.average_attn_weights = average_attn_weights
 
-    def forward(
-        self,
-        query: torch.Tensor,
-        key: torch.Tensor,
-        value: torch.Tensor,  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         out, weights = super().forward(
             query, key, value, need_weights=self.need_weights, average_attn_weights=self.average_attn_weights
         )
-        return (out, weights) if self.need_weights else out  # type: ignore[return-value]
+        if not self.need_weights:
+            return out
+        assert weights is not None  # torch returns them whenever need_weights is set
+        return out, weights
 
 
 class MultiheadAttention(Layer):
@@ -172,6 +181,9 @@ class MultiheadAttention(Layer):
 
     def build(self) -> nn.Module:
         return MultiheadAttentionLayer(**self.args())
+
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        raise _mixes_positions(self)
 
     @classmethod
     def read_module(cls, module: nn.Module) -> dict[str, Any]:
@@ -214,6 +226,19 @@ class TransformerEncoderLayer(Layer):
 
     def build(self) -> nn.Module:
         return nn.TransformerEncoderLayer(**self.args())
+
+    def init_identity(self, module: nn.Module, prev: Layer | None) -> None:
+        if not self.norm_first:
+            raise IdentityError(
+                "a post-norm TransformerEncoderLayer ends in a LayerNorm, which re-normalises; only a pre-norm "
+                "one (norm_first: true) can be an identity"
+            )
+        assert isinstance(module, nn.TransformerEncoderLayer)
+        # x + attn(norm1(x)) + ff(norm2(.)): zero both residual branches' last projections.
+        for lin in (module.self_attn.out_proj, module.linear2):
+            nn.init.zeros_(lin.weight)
+            if lin.bias is not None:
+                nn.init.zeros_(lin.bias)
 
     @classmethod
     def read_module(cls, module: nn.Module) -> dict[str, Any]:

@@ -48,7 +48,8 @@ def to_onnx(v: ModelVersion) -> bytes:
                 verbose=False,
             )
             assert program is not None
-            program.save(buf)  # type: ignore[union-attr]
+            # torch annotates a path, but the model is written by onnx_ir, which takes a binary file object as well.
+            program.save(buf)  # type: ignore[arg-type]
     except Exception as e:  # noqa: BLE001 - the exporter raises many types; all mean "not expressible"
         raise SpecError(f"torch.onnx cannot export version {v.version} of {v.model!r}: {short_message(e)}") from None
     return buf.getvalue()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -20,7 +21,8 @@ from torch import nn
 from .dtypes import OIP_TO_TORCH
 
 #: Datatypes a model may compute in.
-COMPUTE = ("FP32", "FP16", "BF16", "FP64")
+ComputeDatatype = Literal["FP32", "FP16", "BF16", "FP64"]
+COMPUTE: tuple[ComputeDatatype, ...] = get_args(ComputeDatatype)
 
 
 def cast_module(module: nn.Module, datatype: str) -> nn.Module:

@@ -11,29 +11,41 @@ is its first element's, so every node has a shape. Only `getitem` may read such 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from .catalogue import MODULE_TYPES
 from .dtypes import OIP_TO_TORCH, TORCH_TO_OIP
 from .errors import SpecError, short_message
-from .functions import FUNCTIONS
+from .functions import SizeRef
+from .layer_base import ShapeDtype
 from .spec import ModelSpec, NodeSpec
 
 # FakeTensorMode logs every failing meta kernel at ERROR level; a shape mismatch is an expected outcome here.
 logging.getLogger("torch._subclasses.fake_tensor").setLevel(logging.CRITICAL)
 
 Probe = tuple[tuple[int, ...], tuple[int, ...]]
-#: What the journal saves per node: both probes and the OIP datatype; for a tuple-valued node
-#: `{"elements": [[probe_a, probe_b, datatype], ...]}`.
-RecordedShape = tuple[list[int], list[int], str] | dict[str, list[Any]]
+#: What the journal saves of a tensor: both probes and the OIP datatype (a JSON array once stored).
+RecordedTensor = tuple[list[int], list[int], str]
+
+
+class RecordedTuple(TypedDict):
+    """What the journal saves of a tuple-valued node: one record per element."""
+
+    elements: list[RecordedTensor]
+
+
+#: What the journal saves per node.
+RecordedShape = RecordedTensor | RecordedTuple
 _FLOATS = ("FP16", "BF16", "FP32", "FP64")
 _PROBE_SIZES = ((2, 32), (3, 40))  # (batch, other variable dims) for the two probes
 
@@ -53,10 +65,10 @@ class NodeShape:
 
     def recorded(self) -> RecordedShape:
         if self.elements:
-            return {"elements": [[list(e.probe[0]), list(e.probe[1]), e.datatype] for e in self.elements]}
+            return {"elements": [(list(e.probe[0]), list(e.probe[1]), e.datatype) for e in self.elements]}
         return (list(self.probe[0]), list(self.probe[1]), self.datatype)
 
-    def fake(self, p: int) -> Any:
+    def fake(self, p: int) -> torch.Tensor | tuple[Any, ...]:
         """An empty tensor (a tuple of them) of probe `p`, to evaluate the nodes that read this one."""
         if self.elements:
             return tuple(e.fake(p) for e in self.elements)
@@ -84,12 +96,17 @@ def _node_key(node: NodeSpec, module: nn.Module | None, ins: list[NodeShape]) ->
 
 def _from_record(r: RecordedShape, key: tuple[object, ...]) -> NodeShape:
     if isinstance(r, dict):
-        elements = tuple(_from_record(tuple(e), ()) for e in r["elements"])  # type: ignore[arg-type]
+        elements = tuple(_from_record(e, ()) for e in r["elements"])
         first = elements[0]
         return NodeShape(first.shape, first.datatype, first.probe, key, elements)
     ra, rb, dt = r
     a, b = tuple(ra), tuple(rb)
     return NodeShape(_merge(a, b), dt, (a, b), key)
+
+
+def _input_probe(shape: tuple[int, ...], batch: int, other: int) -> tuple[int, ...]:
+    """An input's probe shape: its variable dims (-1) set to `batch` (dimension 0) or `other`."""
+    return tuple(batch if d == -1 and i == 0 else other if d == -1 else d for i, d in enumerate(shape))
 
 
 def propagate(
@@ -106,13 +123,10 @@ def propagate(
     """
     table: dict[str, NodeShape] = {}
     for t in spec.inputs:
-        probes = tuple(
-            tuple(size if d == -1 and i == 0 else other if d == -1 else d for i, d in enumerate(t.shape))
-            for size, other in _PROBE_SIZES
-        )
+        probes = (_input_probe(t.shape, *_PROBE_SIZES[0]), _input_probe(t.shape, *_PROBE_SIZES[1]))
         # With a compute datatype, floating inputs reach the first layers already cast (spec.build_graph_module).
         datatype = spec.compute_datatype if spec.compute_datatype and t.datatype in _FLOATS else t.datatype
-        table[t.name] = NodeShape(t.shape, datatype, probes, ())  # type: ignore[arg-type]
+        table[t.name] = NodeShape(t.shape, datatype, probes, ())
     mode: FakeTensorMode | None = None
     for node in spec.nodes:
         ins = [table[i] for i in node.inputs]
@@ -135,42 +149,26 @@ def propagate(
     return table
 
 
-#: Modules whose output is their input's shape and dtype (exact types: a subclass may do anything).
-_SHAPE_KEEPING = (nn.Identity, nn.ReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Dropout, nn.LeakyReLU, nn.ELU)
+def _by_rule(module: nn.Module | None, ins: list[NodeShape]) -> tuple[ShapeDtype, ShapeDtype] | None:
+    """Both probes' (shape, dtype) by the shape rule of the module's catalogue layer (`Layer.output_shape`); None
+    where no rule applies or the input does not fit (the fake-tensor run then names the error in torch's own words).
 
-
-def _by_rule(module: nn.Module | None, ins: list[NodeShape]) -> tuple[Any, Any] | None:
-    """Both probes' (shape, dtype) of the layers that edits insert most, by their shape rule; None where no rule
-    applies or the input does not fit (the fake-tensor run then names the error in torch's own words).
-
-    Why: a fake-tensor Linear goes through torch's decompositions, ~2 ms of interpreter work per probe pair, which
-    a loaded server stretches ten-fold (docs/BENCHMARKS.md, "Edit-to-live"); the rule is a few tuple operations.
-    tests/unit/graph/test_shapes.py checks every rule against the fake-tensor result."""
+    Only exact module types have rules (a subclass may override forward), and only for one floating input."""
     if module is None or len(ins) != 1 or ins[0].elements or ins[0].datatype not in _FLOATS:
         return None
-    (a, b), datatype = ins[0].probe, ins[0].datatype
-    kind = type(module)
-    if kind in _SHAPE_KEEPING:
-        dtype = OIP_TO_TORCH[datatype]
-        return (a, dtype), (b, dtype)
-    if kind is nn.Linear:
-        w, bias = module.weight, module.bias
-        if (
-            w.dtype != OIP_TO_TORCH[datatype]
-            or (bias is not None and bias.dtype != w.dtype)
-            or not a
-            or a[-1] != module.in_features
-            or b[-1] != module.in_features
-        ):
-            return None
-        return (a[:-1] + (module.out_features,), w.dtype), (b[:-1] + (module.out_features,), w.dtype)
-    return None
+    layer = MODULE_TYPES.get(type(module))
+    if layer is None:
+        return None
+    (a, b), dtype = ins[0].probe, OIP_TO_TORCH[ins[0].datatype]
+    ra = layer.output_shape(module, a, dtype)
+    rb = layer.output_shape(module, b, dtype) if ra is not None else None
+    return (ra, rb) if ra is not None and rb is not None else None
 
 
 def _evaluate(
     mode: FakeTensorMode, node: NodeSpec, module: nn.Module | None, ins: list[NodeShape], key: tuple[object, ...]
 ) -> NodeShape:
-    outs: list[Any] = []
+    outs: list[_Result] = []
     for p in range(2):
         try:
             for i, s in zip(node.inputs, ins, strict=True):
@@ -183,8 +181,8 @@ def _evaluate(
                 if module is not None:
                     y = module(*args)
                 else:
-                    fn = FUNCTIONS[node.function]  # type: ignore[index]
-                    kwargs = fn.kwargs(node.parsed_args(), lambda r, p=p: _ref_size(ins, r.input, r.dim, p))
+                    fn = node.function_entry()
+                    kwargs = fn.kwargs(node.parsed_args(), functools.partial(_ref_size, ins, p))
                     y = fn.impl(*fn.data_inputs(args), **kwargs)
             outs.append(_shape_of(node, y))
         except ShapeError:
@@ -199,15 +197,20 @@ def _evaluate(
     return _combine(node, outs[0], outs[1], key)
 
 
-def _ref_size(ins: list[NodeShape], i: int, d: int, p: int) -> int:
-    s = ins[i]
+def _ref_size(ins: list[NodeShape], p: int, r: SizeRef) -> int:
+    """The size a SizeRef reads, in probe `p`."""
+    s = ins[r.input]
     if s.elements:
-        raise ValueError(f"a size names input {i}, which is a tuple")
-    return s.probe[p][d]
+        raise ValueError(f"a size names input {r.input}, which is a tuple")
+    return s.probe[p][r.dim]
 
 
-def _shape_of(node: NodeSpec, y: Any) -> Any:
-    """(shape, dtype) of a tensor result, or a tuple of them for a tuple result."""
+#: What one probe of a node gives: (shape, dtype) of a tensor result, a list of them for a tuple result.
+_Result = ShapeDtype | list[ShapeDtype]
+
+
+def _shape_of(node: NodeSpec, y: object) -> _Result:
+    """(shape, dtype) of a tensor result, or a list of them for a tuple result."""
     if isinstance(y, torch.Tensor):
         return (tuple(y.shape), y.dtype)
     if isinstance(y, tuple | list) and y and all(isinstance(t, torch.Tensor) for t in y):
@@ -215,9 +218,9 @@ def _shape_of(node: NodeSpec, y: Any) -> Any:
     raise ShapeError(f"node {node.id!r} does not produce a tensor or a tuple of tensors", node=node.id)
 
 
-def _combine(node: NodeSpec, a: Any, b: Any, key: tuple[object, ...]) -> NodeShape:
-    if isinstance(a, list):  # a tuple result
-        if len(a) != len(b):
+def _combine(node: NodeSpec, a: _Result, b: _Result, key: tuple[object, ...]) -> NodeShape:
+    if isinstance(a, list) or isinstance(b, list):  # a tuple result (in both probes, or the count differs)
+        if not isinstance(a, list) or not isinstance(b, list) or len(a) != len(b):
             raise ShapeError(f"node {node.id!r}: the number of results depends on the batch size", node=node.id)
         elements = tuple(_combine(node, x, y, ()) for x, y in zip(a, b, strict=True))
         first = elements[0]

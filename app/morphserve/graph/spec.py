@@ -7,10 +7,11 @@ ids stay stable across versions however the graph is rewritten.
 
 from __future__ import annotations
 
+import functools
 import keyword
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import torch
 import torch.fx as fx
@@ -20,11 +21,11 @@ from torch import nn
 from .catalogue import LayerSpec, format_validation_error
 from .dtypes import OIP_TO_TORCH, Datatype
 from .errors import SpecError
-from .functions import FUNCTIONS, Args
+from .functions import FUNCTIONS, Args, Function, SizeRef
 from .parameters import ParameterSpec
 from .precision import to_wire
 
-SPEC_FORMAT = 1
+SPEC_FORMAT: Final = 1
 _FLOATS = ("FP16", "BF16", "FP32", "FP64")
 _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # Attribute names a submodule of a GraphModule must not shadow: class attributes and also the instance
@@ -133,9 +134,15 @@ class NodeSpec(BaseModel):
             return self.parameter.build()
         raise SpecError(f"node {self.id!r} is a function and has no module", node=self.id)
 
+    def function_entry(self) -> Function:
+        """The allowlist entry of a function node (a node that passed validation names an allowed one)."""
+        if self.function is None:
+            raise SpecError(f"node {self.id!r} is not a function", node=self.id)
+        return FUNCTIONS[self.function]
+
     def parsed_args(self) -> Args:
         """The function's arguments, validated by its schema (only for function nodes)."""
-        return FUNCTIONS[self.function].parse(self.inputs, self.args)  # type: ignore[index]
+        return self.function_entry().parse(self.inputs, self.args)
 
     def label(self) -> str:
         if self.layer is not None:
@@ -160,8 +167,8 @@ def node_problem(n: NodeSpec) -> str | None:
     elif n.parameter is not None:
         if n.inputs:
             return "a parameter node has no inputs"
-    else:
-        fn = FUNCTIONS.get(n.function)  # type: ignore[arg-type]
+    elif n.function is not None:  # the one kind left
+        fn = FUNCTIONS.get(n.function)
         if fn is None:
             return f"unknown function {n.function!r}; allowed: {', '.join(FUNCTIONS)}"
         try:
@@ -242,6 +249,11 @@ def lint(spec: ModelSpec) -> None:
         raise SpecError(f"output name {name!r} is also a node or input id", node=name)
 
 
+def _size_node(graph: fx.Graph, ins: list[fx.Node], r: SizeRef) -> fx.Node:
+    """The graph node that reads the size a SizeRef names, when the graph runs."""
+    return graph.call_method("size", (ins[r.input], r.dim))
+
+
 def build_graph_module(spec: ModelSpec, modules: Mapping[str, nn.Module]) -> fx.GraphModule:
     """The runnable fx graph of a spec. Modules are shared, not copied: versions share unchanged layers.
 
@@ -254,15 +266,15 @@ def build_graph_module(spec: ModelSpec, modules: Mapping[str, nn.Module]) -> fx.
         env[t.name] = graph.placeholder(t.name)
         if compute is not None and t.datatype in _FLOATS and t.datatype != compute:  # cast at the boundary
             env[t.name] = graph.call_method("to", (env[t.name], OIP_TO_TORCH[compute]))
-    root: dict[str, Any] = {}
+    root: dict[str, nn.Module] = {}
     for n in spec.nodes:
         ins = [env[i] for i in n.inputs]
         if n.has_module:
             root[n.id] = modules[n.id]
             env[n.id] = graph.call_module(n.id, tuple(ins))
         else:
-            fn = FUNCTIONS[n.function]  # type: ignore[index]
-            kwargs = fn.kwargs(n.parsed_args(), lambda r, ins=ins: graph.call_method("size", (ins[r.input], r.dim)))
+            fn = n.function_entry()
+            kwargs = fn.kwargs(n.parsed_args(), functools.partial(_size_node, graph, ins))
             env[n.id] = graph.call_function(fn.impl, tuple(fn.data_inputs(ins)), kwargs)
     outs = [env[o.node] for o in spec.outputs]
     if compute is not None:

@@ -8,7 +8,7 @@ tensor's dtype; `std` is the population standard deviation (numpy's default, ddo
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from pydantic import BaseModel, Field
@@ -57,7 +57,7 @@ def tensor_stats(name: str, kind: Literal["parameter", "buffer"], t: torch.Tenso
         total += float(part.sum())
         lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
     mean = total / count if count else None
-    if count:
+    if mean is not None:
         for start in range(0, flat.numel(), _CHUNK):  # second pass: numerically stable variance
             part = flat[start : start + _CHUNK].to(torch.float64)
             part = part[torch.isfinite(part)]
@@ -89,14 +89,16 @@ def node_weights(v: ModelVersion, node: str) -> NodeWeights:
 
 
 # -- the versions that changed a node ------------------------------------------------------------------------------
+Aspect = Literal["layer", "function", "inputs", "weights"]
+_ASPECTS: tuple[Aspect, ...] = get_args(Aspect)
+
+
 class NodeVersion(BaseModel):
     version: int
     parent: int | None
     created_at: float
     change: Literal["added", "changed", "removed"]
-    what: list[Literal["layer", "function", "inputs", "weights"]] = Field(
-        description="for `changed`: what differs from the parent version"
-    )
+    what: list[Aspect] = Field(description="for `changed`: what differs from the parent version")
     ops: list[dict[str, Any]]
 
 
@@ -135,6 +137,8 @@ def node_history(
     known (deleted by gc) compares as empty, so the node counts as added there."""
     table = {v[0]: v for v in versions}
     out: list[NodeVersion] = []
+    change: Literal["added", "changed", "removed"]
+    what: list[Aspect]
     for number in sorted(table):
         _, parent, created_at, ops, now = table[number]
         before = table[parent][4] if parent in table else {}
@@ -146,7 +150,7 @@ def node_history(
         elif b is None:
             change, what = "removed", []
         else:
-            what = [k for k in ("layer", "function", "inputs", "weights") if a[k] != b[k]]
+            what = [k for k in _ASPECTS if a[k] != b[k]]
             if "layer" in what and "weights" in what:
                 what.remove("weights")  # a new layer has new weights: say so once, as diff() does
             if not what:

@@ -129,7 +129,7 @@ def make_version(
                 expected=o.datatype,
                 got=wire,
             )
-        outputs.append(OutputSpec(name=o.name, node=o.node, datatype=wire, shape=s.shape))  # type: ignore[arg-type]
+        outputs.append(OutputSpec(name=o.name, node=o.node, datatype=wire, shape=s.shape))
     spec = spec.model_copy(update={"outputs": tuple(outputs)})
     return ModelVersion(
         model=model,

@@ -136,17 +136,22 @@ def to_dot(v: ModelVersion, highlight: set[str] | None = None) -> str:
         g.node(n.id, label=f"{n.id}{what}\n{n.datatype} {n.shape}{params}", **style)
     for e in d.edges:
         g.edge(e.source, e.target)
-    return g.source
+    source: str = g.source  # graphviz has no type hints
+    return source
 
 
 def to_svg(dot: str) -> bytes:
     """Render DOT with graphviz's `dot` binary (raises graphviz.ExecutableNotFound when it is missing)."""
-    return graphviz.Source(dot).pipe(format="svg")
+    svg: bytes = graphviz.Source(dot).pipe(format="svg")  # graphviz has no type hints
+    return svg
+
+
+Change = Literal["layer", "function", "parameter", "inputs", "weights", "shape"]
 
 
 class NodeChange(BaseModel):
     id: str
-    changes: list[Literal["layer", "function", "parameter", "inputs", "weights", "shape"]]
+    changes: list[Change]
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
 
@@ -169,7 +174,7 @@ def diff(a: ModelVersion, b: ModelVersion) -> GraphDiff:
     changed: list[NodeChange] = []
     for nid in na.keys() & nb.keys():
         x, y = na[nid], nb[nid]
-        what: list[Any] = []
+        what: list[Change] = []
         if x.layer != y.layer:
             what.append("layer")
         if x.function != y.function or x.args != y.args:

@@ -1,5 +1,8 @@
-"""Shape rules (the fast path of shape propagation) agree with fake-tensor evaluation wherever they answer, and
-step aside wherever torch would refuse the input, so the fake-tensor run reports the error."""
+"""Shape rules (the fast path of shape propagation, `Layer.output_shape`) agree with fake-tensor evaluation wherever
+they answer, and step aside wherever torch would refuse the input, so the fake-tensor run reports the error.
+
+Every catalogue layer's module is checked (one built from each example of test_catalogue, and the default module of
+each shape-keeping layer), so a rule added to a layer class is checked here without being listed."""
 
 from __future__ import annotations
 
@@ -11,8 +14,12 @@ import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from morphserve.graph.catalogue import LAYER_CLASSES, parse_layer
 from morphserve.graph.dtypes import TORCH_TO_OIP
-from morphserve.graph.shapes import _SHAPE_KEEPING, NodeShape, _by_rule
+from morphserve.graph.layer_base import Layer
+from morphserve.graph.shapes import NodeShape, _by_rule
+
+from .test_catalogue import EXAMPLES
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 PROBES = (((2, 8), (3, 8)), ((2, 5, 8), (3, 5, 8)), ((8,), (8,)), ((2, 7), (3, 7)), ((2, 32, 8), (3, 40, 8)))
@@ -48,7 +55,19 @@ def _linears() -> list[nn.Module]:
     return [*mods, odd, nn.Linear(7, 3)]
 
 
-@pytest.mark.parametrize("module", [*_linears(), *(k() for k in _SHAPE_KEEPING)], ids=lambda m: repr(m)[:40])
+def _has_rule(cls: type[Layer]) -> bool:
+    return cls.keeps_shape or any("output_shape" in vars(k) for k in cls.__mro__[: cls.__mro__.index(Layer)])
+
+
+RULED = [cls for cls in LAYER_CLASSES.values() if _has_rule(cls)]
+MODULES = [
+    *_linears(),
+    *(m() for cls in RULED if cls.keeps_shape for m in cls.modules),
+    *(parse_layer({"type": name, **args}).build() for name, (args, _) in EXAMPLES.items()),
+]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: repr(m)[:40])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("probe", PROBES, ids=str)
 def test_rule_agrees_with_fake_tensors(module: nn.Module, dtype: torch.dtype, probe: Any) -> None:
@@ -57,6 +76,19 @@ def test_rule_agrees_with_fake_tensors(module: nn.Module, dtype: torch.dtype, pr
     if ruled is not None:
         assert ruled == faked  # a rule never answers what torch would refuse, and answers what torch computes
     # where the rule steps aside, the fake-tensor run decides (and names the error)
+
+
+def test_every_rule_is_exercised() -> None:
+    """Each layer with a shape rule answers for some module and input above (so its check is not vacuous), and the
+    layers edits insert most have one."""
+    answered = {
+        type(m)
+        for m, dtype, probe in itertools.product(MODULES, DTYPES, PROBES)
+        if _by_rule(m, [_input(probe, dtype)]) is not None
+    }
+    for cls in RULED:
+        assert answered & set(cls.modules), cls.__name__
+    assert {"Linear", "ReLU", "GELU", "Dropout", "Identity"} <= {cls.__name__ for cls in RULED}
 
 
 def test_rules_answer_the_common_cases() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, overload
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, ValidationError
@@ -48,13 +48,21 @@ class NoArgs(Args):
     pass
 
 
+@overload
+def number(v: Scalar) -> int | float: ...
+
+
+@overload
+def number(v: None) -> None: ...
+
+
 def number(v: Scalar | None) -> int | float | None:
     """A validated scalar as the number torch takes (the strings 'inf'/'-inf' become infinities)."""
     if v == "inf":
         return math.inf
     if v == "-inf":
         return -math.inf
-    return v  # type: ignore[return-value]
+    return v
 
 
 def refs(value: Any) -> list[SizeRef]:
@@ -201,7 +209,7 @@ def _dtype(name: str | None) -> torch.dtype | None:
 
 
 def _with_other(
-    op: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor | None, other: Any, **kw: Any
+    op: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor | None, other: Scalar | None, **kw: Any
 ) -> torch.Tensor:
     if (y is None) == (other is None):
         raise ValueError("give either a second input or 'other', not both")

@@ -99,8 +99,8 @@ class RsubArgs(Args):
     alpha: Annotated[StrictInt, Field(ge=-(1 << 30), le=1 << 30)] | FiniteFloat = 1
 
 
-def _rsub(x: torch.Tensor, *, other: Any, alpha: Any = 1) -> torch.Tensor:
-    return torch.rsub(x, number(other), alpha=alpha)  # type: ignore[arg-type]
+def _rsub(x: torch.Tensor, *, other: Scalar, alpha: float = 1) -> torch.Tensor:
+    return torch.rsub(x, number(other), alpha=alpha)
 
 
 class GeluArgs(Args):
@@ -136,7 +136,7 @@ class ClampArgs(Args):
     max: Scalar | None = None
 
 
-def _clamp(x: torch.Tensor, *, min: Any = None, max: Any = None) -> torch.Tensor:  # noqa: A002
+def _clamp(x: torch.Tensor, *, min: Scalar | None = None, max: Scalar | None = None) -> torch.Tensor:  # noqa: A002
     return torch.clamp(x, number(min), number(max))
 
 
@@ -220,7 +220,8 @@ def _norm(
     dim: tuple[int, ...] | None = None,
     keepdim: StrictBool = False,
 ) -> torch.Tensor:
-    return torch.linalg.vector_norm(x, ord, dim=dim, keepdim=keepdim)
+    norm: torch.Tensor = torch.linalg.vector_norm(x, ord, dim=dim, keepdim=keepdim)
+    return norm
 
 
 register(

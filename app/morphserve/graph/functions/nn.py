@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,14 +26,9 @@ from .base import (
     register,
 )
 
-
-def _int(lo: int, hi: int) -> Any:
-    return Annotated[int, Field(strict=True, ge=lo, le=hi)]
-
-
-def _one_or_more(lo: int, hi: int) -> Any:
-    """An int in [lo, hi], or 1-3 of them (one per spatial dimension)."""
-    return _int(lo, hi) | Annotated[tuple[_int(lo, hi), ...], Field(min_length=1, max_length=3)]
+# An int in a range, or 1-3 of them (one per spatial dimension).
+_ConvPadInt = Annotated[int, Field(strict=True, ge=0, le=1024)]
+ConvPad = _ConvPadInt | Annotated[tuple[_ConvPadInt, ...], Field(min_length=1, max_length=3)]
 
 
 # -- linear algebra, convolution, normalisation ---------------------------------------------------------------
@@ -43,7 +38,7 @@ class EinsumArgs(Args):
 
 class ConvArgs(Args):
     stride: PosInt | Annotated[tuple[PosInt, ...], Field(min_length=1, max_length=3)] = 1
-    padding: _one_or_more(0, 1024) | Literal["same", "valid"] = 0
+    padding: ConvPad | Literal["same", "valid"] = 0
     dilation: PosInt | Annotated[tuple[PosInt, ...], Field(min_length=1, max_length=3)] = 1
     groups: PosInt = 1
 
@@ -144,8 +139,10 @@ register(
 
 
 # -- pooling, resizing, padding, creation ---------------------------------------------------------------------
-Kernel = _one_or_more(1, 64)
-Pad = _one_or_more(0, 32)
+_KernelInt = Annotated[int, Field(strict=True, ge=1, le=64)]
+Kernel = _KernelInt | Annotated[tuple[_KernelInt, ...], Field(min_length=1, max_length=3)]
+_PadInt = Annotated[int, Field(strict=True, ge=0, le=32)]
+Pad = _PadInt | Annotated[tuple[_PadInt, ...], Field(min_length=1, max_length=3)]
 OutSize = PosInt | Annotated[tuple[PosInt | None, ...], Field(min_length=1, max_length=3)]
 
 
@@ -244,12 +241,12 @@ def _pad(x: torch.Tensor, *, pad: tuple[int, ...], mode: str = "constant", value
     return F.pad(x, pad, mode, value)
 
 
-def _full(*_: torch.Tensor, size: tuple[int, ...], fill_value: Any, datatype: str = "FP32") -> torch.Tensor:
-    return torch.full(size, number(fill_value), dtype=OIP_TO_TORCH[datatype])  # type: ignore[arg-type]
+def _full(*_: torch.Tensor, size: tuple[int, ...], fill_value: Scalar, datatype: str = "FP32") -> torch.Tensor:
+    return torch.full(size, number(fill_value), dtype=OIP_TO_TORCH[datatype])
 
 
-def _full_like(x: torch.Tensor, *, fill_value: Any, datatype: str | None = None) -> torch.Tensor:
-    return torch.full_like(x, number(fill_value), dtype=_dtype(datatype))  # type: ignore[arg-type]
+def _full_like(x: torch.Tensor, *, fill_value: Scalar, datatype: str | None = None) -> torch.Tensor:
+    return torch.full_like(x, number(fill_value), dtype=_dtype(datatype))
 
 
 def _arange(*_: torch.Tensor, start: int = 0, end: int, step: int = 1, datatype: str = "INT64") -> torch.Tensor:

@@ -129,8 +129,9 @@ class IndexArgs(Args):
 
 
 def _check_index(parsed: Args, n: int) -> None:
-    if len(parsed.dims) != n - 1:  # type: ignore[attr-defined]
-        raise ValueError(f"{len(parsed.dims)} dims need {len(parsed.dims) + 1} inputs (x and one index each)")  # type: ignore[attr-defined]
+    assert isinstance(parsed, IndexArgs)
+    if len(parsed.dims) != n - 1:
+        raise ValueError(f"{len(parsed.dims)} dims need {len(parsed.dims) + 1} inputs (x and one index each)")
 
 
 def _index(x: torch.Tensor, *indices: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -187,8 +188,8 @@ def _to(x: torch.Tensor, *, datatype: str) -> torch.Tensor:
     return x.to(OIP_TO_TORCH[datatype])
 
 
-def _masked_fill(x: torch.Tensor, mask: torch.Tensor, *, value: Any) -> torch.Tensor:
-    return x.masked_fill(mask, number(value))  # type: ignore[arg-type]
+def _masked_fill(x: torch.Tensor, mask: torch.Tensor, *, value: Scalar) -> torch.Tensor:
+    return x.masked_fill(mask, number(value))
 
 
 register(
