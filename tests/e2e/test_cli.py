@@ -11,6 +11,7 @@ import contextlib
 import io
 import itertools
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -280,8 +281,13 @@ def test_token_option(run: Run, server: ServerProcess, fresh: str) -> None:
     assert result.exit_code == 0 and "version 1 -> 2" in result.stdout
 
 
+def _pythonpath() -> dict[str, str]:
+    """The test run's PYTHONPATH, if it has one (a checkout whose source must win over an installed one)."""
+    return {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+
+
 def test_real_entry_point(server: ServerProcess) -> None:
-    env = {"MORPHSERVE_URL": server.url, "PATH": "/usr/bin:/bin"}
+    env = {"MORPHSERVE_URL": server.url, "PATH": "/usr/bin:/bin", **_pythonpath()}
     ok = subprocess.run(
         [sys.executable, "-m", "morphserve", "infer", "digits", "-"],
         input=json.dumps(X),
@@ -302,6 +308,27 @@ def test_real_entry_point(server: ServerProcess) -> None:
     )
     assert bad.returncode == 1 and bad.stdout == ""
     assert bad.stderr.strip() == "error: model 'no_such_model' does not exist"
+
+
+def test_client_commands_never_import_torch(server: ServerProcess) -> None:
+    """Client commands run where torch is not installed, and start fast: a real interpreter's import log of each
+    (answers, tables and random inputs included) names no torch module."""
+    env = {"MORPHSERVE_URL": server.url, "PATH": "/usr/bin:/bin", **_pythonpath()}
+    for args in (["models"], ["infer", "digits", "--random"], ["graph", "digits"], ["versions", "digits"], ["--help"]):
+        r = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "morphserve", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, (args, r.stderr[-2000:])
+        imported = {
+            line.rpartition("|")[2].strip() for line in r.stderr.splitlines() if line.startswith("import time:")
+        }
+        assert "morphserve.client" in imported or args == ["--help"], args
+        assert not {m for m in imported if m == "torch" or m.startswith("torch.")}, args
 
 
 # -- durability ----------------------------------------------------------------------------------------------------

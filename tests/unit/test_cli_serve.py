@@ -18,7 +18,7 @@ def _serve() -> Any:
 
 def test_every_setting_is_a_flag_of_the_one_serve_command() -> None:
     serves = [c for c in cli.registered_commands if (c.name or c.callback.__name__) == "serve"]  # type: ignore[union-attr]
-    assert len(serves) == 1 and serves[0].callback.__module__ == "morphserve.cli_serve"  # type: ignore[union-attr]
+    assert len(serves) == 1 and serves[0].callback.__module__ == "morphserve.cli.serve"  # type: ignore[union-attr]
     options = {p.name: p for p in _serve().params if p.opts[0].startswith("--")}
     assert set(Settings.model_fields) <= set(options), set(Settings.model_fields) - set(options)
     assert "--model" in options["models"].opts and options["models"].multiple

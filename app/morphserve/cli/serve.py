@@ -9,24 +9,19 @@ from __future__ import annotations
 
 import inspect
 import logging
-import sys
 import types
 import typing
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
+from morphserve.cli.common import fail
 from morphserve.settings import Settings
 
 #: Flag spellings that differ from the field name (`--model` is repeatable; the field holds the list).
 _FLAG = {"models": "--model"}
 _BOOL_FLAGS = {"fresh": "--fresh", "fsync": "--fsync/--no-fsync"}
-
-
-def _fail(message: str) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
-    raise typer.Exit(1)
 
 
 def _inner(annotation: Any) -> Any:
@@ -43,12 +38,9 @@ def _parameters() -> list[inspect.Parameter]:
     params = []
     for name, field in Settings.model_fields.items():
         kind = _inner(field.annotation)
-        env = f"MORPHSERVE_{name.upper()}"
-        help_ = f"{field.description or name.replace('_', ' ')} [env {env}]"
-        if kind is bool:
-            option = typer.Option(_BOOL_FLAGS.get(name, f"--{name.replace('_', '-')}"), help=help_, show_default=False)
-        else:
-            option = typer.Option(_FLAG.get(name, f"--{name.replace('_', '-')}"), help=help_, show_default=False)
+        help_ = f"{field.description or name.replace('_', ' ')} [env MORPHSERVE_{name.upper()}]"
+        flags = _BOOL_FLAGS.get(name, f"--{name.replace('_', '-')}") if kind is bool else None
+        option = typer.Option(flags or _FLAG.get(name, f"--{name.replace('_', '-')}"), help=help_, show_default=False)
         params.append(
             inspect.Parameter(
                 name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
@@ -71,7 +63,7 @@ def serve(**given: Any) -> None:
     try:
         settings = Settings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as e:
-        _fail(f"invalid configuration: {_messages(e)}")
+        fail(f"invalid configuration: {_messages(e)}")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from morphserve.main import resolve_admin_token
 
@@ -88,7 +80,7 @@ def _serve_one(settings: Settings, token: str | None) -> None:
     serve on the bound socket."""
     import uvicorn
 
-    from morphserve.graph import GraphError
+    from morphserve.graph.errors import GraphError
     from morphserve.main import create_app
     from morphserve.serving.metrics import Metrics
     from morphserve.serving.registry import Registry
@@ -100,15 +92,19 @@ def _serve_one(settings: Settings, token: str | None) -> None:
         try:
             sock = bind(settings.host, settings.port)
         except OSError as e:
-            _fail(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}")
+            fail(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}")
     try:
         registry = Registry(settings, Metrics())
         registry.load_from_settings()
     except (ValueError, GraphError, StoreError, OSError) as e:  # a bad device, model source, state dir
-        _fail(f"cannot serve: {getattr(e, 'message', None) or e}")
+        fail(f"cannot serve: {getattr(e, 'message', None) or e}")
     app = create_app(settings, registry, admin_token=token)
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False, timeout_graceful_shutdown=10)
     uvicorn.Server(config).run(sockets=[sock])
 
 
 serve.__signature__ = inspect.Signature(_parameters(), return_annotation=None)  # type: ignore[attr-defined]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
