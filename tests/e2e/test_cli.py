@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from morphserve.cli import cli
 from morphserve.client import Client, NotFound
 from tests.conftest import ROOT, TOKEN, ServerProcess, free_port, serve_module
+from tests.forkserver import run_cli
 
 LINEAR_128 = '{"type": "Linear", "in_features": 128, "out_features": 128}'
 X = [[(i % 17) / 17 for i in range(64)]]
@@ -245,8 +246,12 @@ def test_edit_errors(run: Run, fresh: str) -> None:
         "set allow_output_change",
     )
     one_error_line(run("edit", "remove", fresh, "relu1", "--if-version", "9", ok=False), "is at version 1, not 9")
-    one_error_line(run("edit", "rollback", fresh, "1", token=None, ok=False), "needs 'Authorization: Bearer")
-    one_error_line(run("edit", "rollback", fresh, "1", token="wrong", ok=False), "not valid for this server")
+    line = one_error_line(run("edit", "rollback", fresh, "1", token=None, ok=False), "needs 'Authorization: Bearer")
+    assert line.endswith("(no admin token was given: pass --token TOKEN or set MORPHSERVE_TOKEN)"), line
+    line = one_error_line(run("edit", "rollback", fresh, "1", token="wrong", ok=False), "not valid for this server")
+    assert (
+        "sent the token from MORPHSERVE_TOKEN; give the server's admin token with --token or MORPHSERVE_TOKEN" in line
+    )
     one_error_line(run("edit", "apply", fresh, '{"op": "remove"}', ok=False), "ops must be a JSON list")
 
 
@@ -279,6 +284,31 @@ def test_token_option(run: Run, server: ServerProcess, fresh: str) -> None:
         cli, ["--url", server.url, "--token", TOKEN, "edit", "remove", fresh, "relu1"], env={"MORPHSERVE_TOKEN": ""}
     )
     assert result.exit_code == 0 and "version 1 -> 2" in result.stdout
+
+
+def test_every_refusal_for_the_token_names_where_it_comes_from(
+    run: Run, server: ServerProcess, api: Client, fresh: str, tmp_path: Path
+) -> None:
+    """401 (no token) and 403 (a wrong one), from every kind of admin command, as a real process and in-process:
+    the line says that --token or MORPHSERVE_TOKEN supplies the token, and which of them was used."""
+    bundle = tmp_path / "b.zip"
+    run("export", fresh, "1", "-o", str(bundle))
+    env = {"MORPHSERVE_URL": server.url, "MORPHSERVE_TOKEN": ""}
+    for args in (["edit", "remove", fresh, "relu1"], ["pin", fresh, "1"], ["create", "nope", str(bundle)]):
+        r = run_cli(args, env)
+        assert r.returncode == 1 and r.stdout == "", (args, r.stdout, r.stderr)
+        assert r.stderr.strip() == (
+            "error: this route needs 'Authorization: Bearer <token>' "
+            "(no admin token was given: pass --token TOKEN or set MORPHSERVE_TOKEN)"
+        ), args
+    by_flag = run.runner.invoke(cli, ["--url", server.url, "--token", "wrong", "gc", fresh, "--keep", "1"], env=env)
+    line = one_error_line(by_flag, "the bearer token is not valid for this server")
+    assert line.endswith(
+        "(sent the token from --token; give the server's admin token with --token or MORPHSERVE_TOKEN)"
+    )
+    by_env = run("unpin", fresh, "1", token="wrong", ok=False)
+    assert "(sent the token from MORPHSERVE_TOKEN; " in one_error_line(by_env, "not valid for this server")
+    assert api.versions(fresh)["current"] == 1 and "nope" not in {m["name"] for m in api.models()}
 
 
 def _pythonpath() -> dict[str, str]:

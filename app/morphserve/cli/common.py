@@ -23,13 +23,19 @@ if TYPE_CHECKING:
 
     from morphserve.client import Client
 
+#: Where the CLI's admin token comes from, named in every refusal for a missing or wrong token.
+TOKEN_FLAG = "--token"
+TOKEN_ENV = "MORPHSERVE_TOKEN"
+
 
 @dataclass(frozen=True)
 class Target:
-    """Where the client commands go; set once by the root callback from --url/--token or the environment."""
+    """Where the client commands go; set once by the root callback from --url/--token or the environment.
+    `token_from` is where the token came from (the flag or the variable), None when no token was given."""
 
     url: str | None = None
     token: str | None = None
+    token_from: str | None = None
 
 
 def console(stderr: bool = False) -> Console:
@@ -48,15 +54,25 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
+def token_hint(target: Target) -> str:
+    """What to say after a 401/403: which flag or variable supplies the token, and which one was used."""
+    if not target.token:
+        return f"no admin token was given: pass {TOKEN_FLAG} TOKEN or set {TOKEN_ENV}"
+    sent = target.token_from or TOKEN_FLAG
+    return f"sent the token from {sent}; give the server's admin token with {TOKEN_FLAG} or {TOKEN_ENV}"
+
+
 @contextmanager
 def client(ctx: typer.Context) -> Iterator[Client]:
     """A client for the server named by --url/--token; any refusal from it becomes `fail`."""
-    from morphserve.client import Client, MorphserveError
+    from morphserve.client import Client, MorphserveError, Unauthorized
 
     target: Target = ctx.obj or Target()
     try:
-        with Client(target.url, target.token) as c:
+        with Client(target.url, target.token or None) as c:
             yield c
+    except Unauthorized as e:
+        fail(f"{e.message} ({token_hint(target)})")
     except MorphserveError as e:
         fail(e.message)
 

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from morphserve.cli import bundles, durability, edit, history, models, serve, watch
-from morphserve.cli.common import Target
+from morphserve.cli.common import TOKEN_ENV, TOKEN_FLAG, Target
 
 cli = typer.Typer(help="morphserve: serve PyTorch models you can edit live.", no_args_is_help=True)
 
@@ -31,11 +31,13 @@ def _root(
         ),
     ] = None,
     token: Annotated[
-        str | None, typer.Option(envvar="MORPHSERVE_TOKEN", show_default=False, help="admin bearer token for edits")
+        str | None, typer.Option(envvar=TOKEN_ENV, show_default=False, help="admin bearer token for edits")
     ] = None,
 ) -> None:
     """morphserve: serve PyTorch models you can edit live."""
-    ctx.obj = Target(url, token)
+    source = ctx.get_parameter_source("token")  # typer's own click: compare the name, not the enum member
+    from_env = source is not None and source.name == "ENVIRONMENT"
+    ctx.obj = Target(url, token, (TOKEN_ENV if from_env else TOKEN_FLAG) if token else None)
 
 
 # The order of `morphserve --help`: the server, then reading, following, keeping, creating, editing models.
