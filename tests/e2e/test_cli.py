@@ -311,6 +311,25 @@ def test_every_refusal_for_the_token_names_where_it_comes_from(
     assert api.versions(fresh)["current"] == 1 and "nope" not in {m["name"] for m in api.models()}
 
 
+def test_create_from_a_file_that_is_not_a_bundle_says_to_import_it(run: Run, api: Client, tmp_path: Path) -> None:
+    """A torch.save checkpoint (a zip too, without spec.json) or any other file: refused before uploading, naming
+    the file and `morphserve import`."""
+    import torch
+
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"fc.weight": torch.zeros(2, 3)}, checkpoint)
+    assert zipfile.is_zipfile(checkpoint)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model")
+    for path in (checkpoint, text):
+        r = run_cli(["create", "from_file", str(path)], {"MORPHSERVE_URL": run.url, "MORPHSERVE_TOKEN": TOKEN})
+        assert r.returncode == 1 and r.stdout == "", (r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {path} is not a morphserve bundle"), r.stderr
+        assert "capture it first with `morphserve import " in lines[0], lines[0]
+    assert "from_file" not in {m["name"] for m in api.models()}
+
+
 def _pythonpath() -> dict[str, str]:
     """The test run's PYTHONPATH, if it has one (a checkout whose source must win over an installed one)."""
     return {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}

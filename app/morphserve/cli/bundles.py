@@ -7,6 +7,7 @@ a progress bar on stderr, never read whole. `import --upload NAME` does both.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +15,25 @@ import typer
 
 from morphserve.cli.common import JsonFlag, client, console, fail, print_json, print_text
 from morphserve.cli.describe import served_line
+
+_IMPORT_HINT = "capture it first with `morphserve import path/to/model.py:ATTR --input ... -o model.zip`"
+
+
+def check_bundle(path: Path) -> None:
+    """`fail` unless `path` is a bundle (a zip with spec.json), before uploading it: a checkpoint from `torch.save`
+    is a zip too, and the server would only say what it lacks after the whole upload."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            has_spec = "spec.json" in z.namelist()
+    except zipfile.BadZipFile:
+        has_spec = False
+    except OSError as e:
+        fail(f"cannot read {path}: {e.strerror or e}")
+    if not has_spec:
+        fail(
+            f"{path} is not a morphserve bundle (a zip of spec.json and weights.safetensors); to serve a PyTorch "
+            f"model or checkpoint, {_IMPORT_HINT}"
+        )
 
 
 def upload_bundle(ctx: typer.Context, name: str, bundle: Path) -> dict[str, Any]:
@@ -49,6 +69,7 @@ def create(
     as_json: JsonFlag = False,
 ) -> None:
     """Serve a new model from a bundle file, uploaded to the server (admin token)."""
+    check_bundle(bundle)
     info = upload_bundle(ctx, name, bundle)
     if as_json:
         return print_json(info)
