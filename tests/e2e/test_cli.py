@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 from morphserve.cli import cli
 from morphserve.client import Client, NotFound
+from morphserve.settings import Settings
 from tests.conftest import ROOT, TOKEN, ServerProcess, free_port, serve_module
 from tests.forkserver import run_cli
 
@@ -328,6 +329,23 @@ def test_create_from_a_file_that_is_not_a_bundle_says_to_import_it(run: Run, api
         assert len(lines) == 1 and lines[0].startswith(f"error: {path} is not a morphserve bundle"), r.stderr
         assert "capture it first with `morphserve import " in lines[0], lines[0]
     assert "from_file" not in {m["name"] for m in api.models()}
+
+
+def test_serve_help_shows_each_flags_default() -> None:
+    r = run_cli(["serve", "--help"], {"COLUMNS": "400", "TERMINAL_WIDTH": "400"})
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[1]: line for line in r.stdout.splitlines() if line.startswith("│ --")}
+    for name, field in Settings.model_fields.items():
+        flag = "--model" if name == "models" else f"--{name.replace('_', '-')}"
+        row = rows[flag]
+        assert f"[env var: MORPHSERVE_{name.upper()}]" in row, row
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, list):
+            default = ",".join(default) or "none"
+        elif isinstance(default, bool):
+            default = str(default).lower()
+        shown = "[default: " if default is None else f"[default: {default}]"
+        assert shown in row, (flag, row)
 
 
 def _pythonpath() -> dict[str, str]:

@@ -95,7 +95,7 @@ def import_model(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="the bundle to write (zip: spec.json + weights.safetensors)")
     ],
-    name: Annotated[str | None, typer.Option(help="model name [default: the file or attribute name]")] = None,
+    name: Annotated[str | None, typer.Option(help="model name \\[default: the file or attribute name]")] = None,
     upload: Annotated[
         str | None,
         typer.Option(metavar="NAME", help="then upload the bundle to the server (--url, --token) as model NAME"),

@@ -119,7 +119,7 @@ def write(path: Path, data: bytes | str) -> None:
     print_text(f"wrote {path} ({size:,} bytes)")
 
 
-# Options several commands share.
+# Options several commands share. Help texts are rich markup: a literal `[` is written `\[`.
 JsonFlag = Annotated[bool, typer.Option("--json", help="print the server's JSON answer instead of a summary")]
 IfVersion = Annotated[int | None, typer.Option(help="refuse (409) unless the model is at this version")]
 AllowOutputChange = Annotated[bool, typer.Option(help="allow an edit that changes the outputs' shape or dtype")]

@@ -69,7 +69,7 @@ def edit_insert(
     layer: LayerOpt,
     after: Annotated[str | None, typer.Option(help="insert after this node")] = None,
     before: Annotated[str | None, typer.Option(help="insert before this node")] = None,
-    name: Annotated[str | None, typer.Option(help="id of the new node [default: generated]")] = None,
+    name: Annotated[str | None, typer.Option(help="id of the new node \\[default: generated]")] = None,
     init: Annotated[
         Literal["default", "identity"],
         typer.Option(help="identity: start as the identity function, so outputs do not change"),

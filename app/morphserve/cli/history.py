@@ -84,7 +84,7 @@ def diff(
     ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="model name")],
     a: Annotated[int, typer.Argument(help="from this version")],
-    b: Annotated[int | None, typer.Argument(help="to this version [default: current]", show_default=False)] = None,
+    b: Annotated[int | None, typer.Argument(help="to this version \\[default: current]", show_default=False)] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """What changed between two versions of a model."""

@@ -27,7 +27,7 @@ def _root(
         typer.Option(
             envvar="MORPHSERVE_URL",
             show_default=False,
-            help="server address for client commands [default: http://127.0.0.1:8000]",
+            help="server address for client commands \\[default: http://127.0.0.1:8000]",
         ),
     ] = None,
     token: Annotated[

@@ -1,5 +1,5 @@
 """`morphserve serve`: its options are generated from `Settings`, so every setting is a flag and a MORPHSERVE_*
-variable, with the same name, type and help, and none can be forgotten.
+variable, with the same name, type, help and default, and none can be forgotten.
 
 A misconfiguration (a bad value, an unknown model, a bad device, a port in use) is one clear line on stderr and exit
 code 1, never a traceback.
@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import types
 import typing
 from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 
 from morphserve.cli.common import fail
 from morphserve.settings import Settings
@@ -22,6 +24,15 @@ from morphserve.settings import Settings
 #: Flag spellings that differ from the field name (`--model` is repeatable; the field holds the list).
 _FLAG = {"models": "--model"}
 _BOOL_FLAGS = {"fresh": "--fresh", "fsync": "--fsync/--no-fsync"}
+#: What an unset optional setting means, for the help's `[default: ...]` (a description that says
+#: `(default: ...)` itself needs no entry).
+_UNSET_MEANS = {
+    "dtype": "the model's own",
+    "admin_token": "none (one is generated and logged unless the host is loopback)",
+    "blob_dir": "in the state dir",
+    "keep_versions": "all",
+}
+_DEFAULT_IN_DESCRIPTION = re.compile(r"\s*\(default: ([^()]*)\)")
 
 
 def _inner(annotation: Any) -> Any:
@@ -34,13 +45,41 @@ def _inner(annotation: Any) -> Any:
     return annotation
 
 
+def _markup(text: str) -> str:
+    """`text` as literal rich markup (typer renders help as markup): a `[` that would open a tag is escaped."""
+    return re.sub(r"\[(?=[a-z#/@])", r"\\[", text)
+
+
+def _help(name: str, field: FieldInfo) -> str:
+    """The field's description, the variable that sets it and its default, e.g.
+    `address to listen on [env var: MORPHSERVE_HOST] [default: 127.0.0.1]`.
+
+    The option's own default stays None (so that an unset flag leaves the variable or Settings' default in
+    force); the default shown is Settings'."""
+    description = field.description or name.replace("_", " ")
+    default: Any = field.get_default(call_default_factory=True)
+    if default is None:
+        said = _DEFAULT_IN_DESCRIPTION.search(description)
+        if said:
+            description = description[: said.start()] + description[said.end() :]
+        shown = said.group(1) if said else _UNSET_MEANS.get(name, "none")
+    elif isinstance(default, list):
+        shown = ",".join(map(str, default)) or "none"
+    elif isinstance(default, bool):
+        shown = str(default).lower()
+    else:
+        shown = str(default)
+    return _markup(f"{description} [env var: MORPHSERVE_{name.upper()}] [default: {shown}]")
+
+
 def _parameters() -> list[inspect.Parameter]:
     params = []
     for name, field in Settings.model_fields.items():
         kind = _inner(field.annotation)
-        help_ = f"{field.description or name.replace('_', ' ')} [env MORPHSERVE_{name.upper()}]"
         flags = _BOOL_FLAGS.get(name, f"--{name.replace('_', '-')}") if kind is bool else None
-        option = typer.Option(flags or _FLAG.get(name, f"--{name.replace('_', '-')}"), help=help_, show_default=False)
+        option = typer.Option(
+            flags or _FLAG.get(name, f"--{name.replace('_', '-')}"), help=_help(name, field), show_default=False
+        )
         params.append(
             inspect.Parameter(
                 name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
