@@ -4,7 +4,7 @@
 commands are deliberately thin: they parse arguments, call one client method and format the answer. All HTTP,
 encoding and error typing lives in the client, so scripts using the client and people using the CLI see the same
 behaviour. Each group is a module with a `register(app)`; this module imports them, none imports it, and what
-they share lives in the leaf `morphserve.cli.common` (the same shape as vLLM's `entrypoints/cli`).
+they share lives in the leaves `common` and `describe` (the same shape as vLLM's `entrypoints/cli`).
 """
 
 from __future__ import annotations
