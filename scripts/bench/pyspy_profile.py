@@ -88,7 +88,8 @@ def summarise(collapsed: Path, top: int = 20) -> str:
     for f, c in incl_c.most_common():
         if (
             any(k in f for k in _NOTABLE)
-            and not f.endswith(("(app/morphserve/cli.py)", "(app/morphserve/__main__.py)"))
+            and "(app/morphserve/cli/" not in f
+            and not f.endswith("(app/morphserve/__main__.py)")
             and "Middleware" not in f
         ):
             out.append(f"  {100 * c / total:5.1f}%  {f}")

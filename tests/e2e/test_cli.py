@@ -11,6 +11,7 @@ import contextlib
 import io
 import itertools
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -24,7 +25,9 @@ from typer.testing import CliRunner
 
 from morphserve.cli import cli
 from morphserve.client import Client, NotFound
+from morphserve.settings import Settings
 from tests.conftest import ROOT, TOKEN, ServerProcess, free_port, serve_module
+from tests.forkserver import run_cli
 
 LINEAR_128 = '{"type": "Linear", "in_features": 128, "out_features": 128}'
 X = [[(i % 17) / 17 for i in range(64)]]
@@ -244,8 +247,12 @@ def test_edit_errors(run: Run, fresh: str) -> None:
         "set allow_output_change",
     )
     one_error_line(run("edit", "remove", fresh, "relu1", "--if-version", "9", ok=False), "is at version 1, not 9")
-    one_error_line(run("edit", "rollback", fresh, "1", token=None, ok=False), "needs 'Authorization: Bearer")
-    one_error_line(run("edit", "rollback", fresh, "1", token="wrong", ok=False), "not valid for this server")
+    line = one_error_line(run("edit", "rollback", fresh, "1", token=None, ok=False), "needs 'Authorization: Bearer")
+    assert line.endswith("(no admin token was given: pass --token TOKEN or set MORPHSERVE_TOKEN)"), line
+    line = one_error_line(run("edit", "rollback", fresh, "1", token="wrong", ok=False), "not valid for this server")
+    assert (
+        "sent the token from MORPHSERVE_TOKEN; give the server's admin token with --token or MORPHSERVE_TOKEN" in line
+    )
     one_error_line(run("edit", "apply", fresh, '{"op": "remove"}', ok=False), "ops must be a JSON list")
 
 
@@ -280,8 +287,74 @@ def test_token_option(run: Run, server: ServerProcess, fresh: str) -> None:
     assert result.exit_code == 0 and "version 1 -> 2" in result.stdout
 
 
+def test_every_refusal_for_the_token_names_where_it_comes_from(
+    run: Run, server: ServerProcess, api: Client, fresh: str, tmp_path: Path
+) -> None:
+    """401 (no token) and 403 (a wrong one), from every kind of admin command, as a real process and in-process:
+    the line says that --token or MORPHSERVE_TOKEN supplies the token, and which of them was used."""
+    bundle = tmp_path / "b.zip"
+    run("export", fresh, "1", "-o", str(bundle))
+    env = {"MORPHSERVE_URL": server.url, "MORPHSERVE_TOKEN": ""}
+    for args in (["edit", "remove", fresh, "relu1"], ["pin", fresh, "1"], ["create", "nope", str(bundle)]):
+        r = run_cli(args, env)
+        assert r.returncode == 1 and r.stdout == "", (args, r.stdout, r.stderr)
+        assert r.stderr.strip() == (
+            "error: this route needs 'Authorization: Bearer <token>' "
+            "(no admin token was given: pass --token TOKEN or set MORPHSERVE_TOKEN)"
+        ), args
+    by_flag = run.runner.invoke(cli, ["--url", server.url, "--token", "wrong", "gc", fresh, "--keep", "1"], env=env)
+    line = one_error_line(by_flag, "the bearer token is not valid for this server")
+    assert line.endswith(
+        "(sent the token from --token; give the server's admin token with --token or MORPHSERVE_TOKEN)"
+    )
+    by_env = run("unpin", fresh, "1", token="wrong", ok=False)
+    assert "(sent the token from MORPHSERVE_TOKEN; " in one_error_line(by_env, "not valid for this server")
+    assert api.versions(fresh)["current"] == 1 and "nope" not in {m["name"] for m in api.models()}
+
+
+def test_create_from_a_file_that_is_not_a_bundle_says_to_import_it(run: Run, api: Client, tmp_path: Path) -> None:
+    """A torch.save checkpoint (a zip too, without spec.json) or any other file: refused before uploading, naming
+    the file and `morphserve import`."""
+    import torch
+
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"fc.weight": torch.zeros(2, 3)}, checkpoint)
+    assert zipfile.is_zipfile(checkpoint)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model")
+    for path in (checkpoint, text):
+        r = run_cli(["create", "from_file", str(path)], {"MORPHSERVE_URL": run.url, "MORPHSERVE_TOKEN": TOKEN})
+        assert r.returncode == 1 and r.stdout == "", (r.stdout, r.stderr)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {path} is not a morphserve bundle"), r.stderr
+        assert "capture it first with `morphserve import " in lines[0], lines[0]
+    assert "from_file" not in {m["name"] for m in api.models()}
+
+
+def test_serve_help_shows_each_flags_default() -> None:
+    r = run_cli(["serve", "--help"], {"COLUMNS": "400", "TERMINAL_WIDTH": "400"})
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[1]: line for line in r.stdout.splitlines() if line.startswith("│ --")}
+    for name, field in Settings.model_fields.items():
+        flag = "--model" if name == "models" else f"--{name.replace('_', '-')}"
+        row = rows[flag]
+        assert f"[env var: MORPHSERVE_{name.upper()}]" in row, row
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, list):
+            default = ",".join(default) or "none"
+        elif isinstance(default, bool):
+            default = str(default).lower()
+        shown = "[default: " if default is None else f"[default: {default}]"
+        assert shown in row, (flag, row)
+
+
+def _pythonpath() -> dict[str, str]:
+    """The test run's PYTHONPATH, if it has one (a checkout whose source must win over an installed one)."""
+    return {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+
+
 def test_real_entry_point(server: ServerProcess) -> None:
-    env = {"MORPHSERVE_URL": server.url, "PATH": "/usr/bin:/bin"}
+    env = {"MORPHSERVE_URL": server.url, "PATH": "/usr/bin:/bin", **_pythonpath()}
     ok = subprocess.run(
         [sys.executable, "-m", "morphserve", "infer", "digits", "-"],
         input=json.dumps(X),
@@ -302,6 +375,27 @@ def test_real_entry_point(server: ServerProcess) -> None:
     )
     assert bad.returncode == 1 and bad.stdout == ""
     assert bad.stderr.strip() == "error: model 'no_such_model' does not exist"
+
+
+def test_client_commands_never_import_torch(server: ServerProcess) -> None:
+    """Client commands run where torch is not installed, and start fast: a real interpreter's import log of each
+    (answers, tables and random inputs included) names no torch module."""
+    env = {"MORPHSERVE_URL": server.url, "PATH": "/usr/bin:/bin", **_pythonpath()}
+    for args in (["models"], ["infer", "digits", "--random"], ["graph", "digits"], ["versions", "digits"], ["--help"]):
+        r = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "morphserve", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, (args, r.stderr[-2000:])
+        imported = {
+            line.rpartition("|")[2].strip() for line in r.stderr.splitlines() if line.startswith("import time:")
+        }
+        assert "morphserve.client" in imported or args == ["--help"], args
+        assert not {m for m in imported if m == "torch" or m.startswith("torch.")}, args
 
 
 # -- durability ----------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`morphserve serve` misconfigured (app/morphserve/cli_serve.py): an unknown model, a bad or missing device, a bad
+"""`morphserve serve` misconfigured (app/morphserve/cli/serve.py): an unknown model, a bad or missing device, a bad
 number, a port in use. Each is one clear `error:` line on stderr and exit status 1, before any model is loaded or
 journalled.
 

@@ -17,6 +17,8 @@ _EXPORTS = {
     "example_inputs": "morphserve.capture.api",
     "parse_input": "morphserve.capture.api",
     "CaptureError": "morphserve.capture.refusals",
+    "Imported": "morphserve.capture.importer",
+    "import_to_bundle": "morphserve.capture.importer",
     "load_module": "morphserve.capture.source",
     "bundle_bytes": "morphserve.graph.bundle",
     "write_bundle": "morphserve.graph.bundle",

@@ -374,8 +374,17 @@ _UNARY = (
     "logical_not",
     "sign",
 )
+
+
+def _unary(name: str) -> Converter:
+    def conv(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+        return Emit(name, [a["self"]])
+
+    return conv
+
+
 for _name in _UNARY:
-    CONVERTERS[_name] = lambda a, s, n, _f=_name: Emit(_f, [a["self"]])
+    CONVERTERS[_name] = _unary(_name)
 
 
 @converts("__and__", "bitwise_and", "__or__", "bitwise_or")

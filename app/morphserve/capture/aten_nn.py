@@ -7,7 +7,20 @@ from typing import Any
 
 import torch.fx as fx
 
-from .aten import CONVERTERS, Emit, Refused, Sizes, converts, dtype_name, ints, is_tensor, op_name, scalar, val
+from .aten import (
+    CONVERTERS,
+    Converter,
+    Emit,
+    Refused,
+    Sizes,
+    converts,
+    dtype_name,
+    ints,
+    is_tensor,
+    op_name,
+    scalar,
+    val,
+)
 
 
 # -- reductions -----------------------------------------------------------------------------------------------
@@ -137,7 +150,7 @@ def _sdpa(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
     if a["is_causal"]:
         args["is_causal"] = True
     if a.get("scale") is not None:
-        args["scale"] = float(scalar(a["scale"], "scale"))  # type: ignore[arg-type]
+        args["scale"] = float(scalar(a["scale"], "scale"))
     ins = [a["query"], a["key"], a["value"]] + ([a["attn_mask"]] if a["attn_mask"] is not None else [])
     return Emit("scaled_dot_product_attention", ins, args)
 
@@ -238,6 +251,13 @@ def _pad(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
     return Emit("pad", [a["self"] if "self" in a else a["input"]], args)
 
 
+def _padding(mode: str) -> Converter:
+    def conv(a: dict[str, Any], s: Sizes, n: fx.Node) -> Emit:
+        return Emit("pad", [a["self"]], {"pad": ints(a["padding"], "padding"), "mode": mode})
+
+    return conv
+
+
 for _name, _mode in [
     ("reflection_pad1d", "reflect"),
     ("reflection_pad2d", "reflect"),
@@ -246,9 +266,7 @@ for _name, _mode in [
     ("circular_pad1d", "circular"),
     ("circular_pad2d", "circular"),
 ]:
-    CONVERTERS[_name] = lambda a, s, n, _m=_mode: Emit(
-        "pad", [a["self"]], {"pad": ints(a["padding"], "padding"), "mode": _m}
-    )
+    CONVERTERS[_name] = _padding(_mode)
 
 
 @converts("pixel_shuffle")

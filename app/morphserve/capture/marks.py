@@ -71,7 +71,7 @@ def _result_like(module: nn.Module, xs: list[torch.Tensor]) -> Any:
         if batched:
             b, t = (x.shape[0], x.shape[1]) if module.batch_first else (x.shape[1], x.shape[0])
             out = x.new_empty((b, t, dirs * h_out) if module.batch_first else (t, b, dirs * h_out))
-            state = (module.num_layers * dirs, b)
+            state: tuple[int, ...] = (module.num_layers * dirs, b)
         else:
             out = x.new_empty((x.shape[0], dirs * h_out))
             state = (module.num_layers * dirs,)
@@ -189,7 +189,7 @@ def marked(root: nn.Module) -> Iterator[dict[tuple[str, int], Call]]:
     for path, module in root.named_modules():
         if path and _opaque_ok(module):
             _OPAQUE[path] = (module, module.forward)
-            module.forward = _opaque_forward(path, module)  # type: ignore[method-assign]
+            module.forward = _opaque_forward(path, module)
             opaque_paths.append(path)
         if path and type(module) in MODULE_TYPES:
             handles.append(module.register_forward_pre_hook(lambda m, a, k, p=path: pre(p, m, a, k), with_kwargs=True))

@@ -122,7 +122,8 @@ class Walker:
 
     def add(self, node: dict[str, Any]) -> str:
         self.spec_nodes.append(node)
-        return node["id"]
+        node_id: str = node["id"]
+        return node_id
 
     # -- values -----------------------------------------------------------------------------------------------
     def use(self, n: Any, consumer: fx.Node) -> str:
@@ -131,7 +132,8 @@ class Walker:
             raise CaptureError(f"{consumer.target} gets a constant where a tensor is expected{self.loc(consumer)}")
         kind, v = self.env.get(n, ("missing", None))
         if kind == "id":
-            return v
+            node_id: str = v
+            return node_id
         if kind == "param":
             return self.parameter(v)
         if kind == "const":
@@ -168,7 +170,7 @@ class Walker:
         sig = self.ep.graph_signature
         for spec in sig.input_specs:
             if spec.kind != InputKind.USER_INPUT and spec.target is not None:
-                self.placeholder_fqn[spec.arg.name] = (spec.kind, spec.target)  # type: ignore[union-attr]
+                self.placeholder_fqn[spec.arg.name] = (spec.kind, spec.target)
         placeholders = [n for n in self.nodes if n.op == "placeholder"]
         users = [n for n in placeholders if n.name not in self.placeholder_fqn]
         if len(users) != len(self.inputs):
@@ -235,7 +237,8 @@ class Walker:
         for n in self.nodes:
             if n.op == "call_function" and n.target is MARK:
                 _x, path, number, index, output = n.args
-                marks.setdefault((path, number), {"in": {}, "out": {}})["out" if output else "in"][index] = n
+                if isinstance(path, str) and isinstance(number, int) and isinstance(index, int):  # as marks.py calls it
+                    marks.setdefault((path, number), {"in": {}, "out": {}})["out" if output else "in"][index] = n
         found: list[_Interval] = []
         for key, m in marks.items():
             call = self.calls.get(key)

@@ -1,17 +1,22 @@
 """`morphserve import` end to end: the CLI writes the bundle the server serves; refusals are one line, exit 1.
+Under it, morphserve.capture.importer reports every failure as a CaptureError (capture knows nothing of the CLI).
 And the import boundary: nothing on the server side imports morphserve.capture (it runs user code)."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from morphserve.capture.importer import import_to_bundle
+from morphserve.capture.refusals import CaptureError
 from morphserve.graph import from_spec, read_bundle
 from tests.forkserver import run_cli
 
@@ -57,6 +62,20 @@ def test_import_of_a_file_attribute_with_default_name(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     spec, _ = read_bundle(out)
     assert spec["name"] == "refused" and [n["id"] for n in spec["nodes"]] == ["act", "fc"]
+
+
+def test_the_importer_raises_capture_errors_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "x.zip"
+    with pytest.raises(CaptureError, match=r"^data-dependent control flow.*refused\.py:13"):
+        import_to_bundle(f"{USER_FILE}:Branchy", ["x:FP32:-1,4"], out)
+    with pytest.raises(CaptureError, match=r"^SOURCE 'no_colon': expected path/to/file\.py:ATTR"):
+        import_to_bundle("no_colon", ["x:FP32:-1,4"], out)
+    missing = tmp_path / "missing" / "x.zip"
+    with pytest.raises(CaptureError, match=f"^cannot write {re.escape(str(missing))}: "):
+        import_to_bundle(f"{USER_FILE}:make_good", ["x:FP32:-1,4"], missing)
+    assert not out.exists() and not missing.parent.exists()
+    done = import_to_bundle(f"{USER_FILE}:make_good", ["x:FP32:-1,4"], out)
+    assert (done.name, done.nodes, done.layers) == ("refused", 2, 2) and done.params > 0 and out.exists()
 
 
 def _imports(path: Path) -> set[str]:

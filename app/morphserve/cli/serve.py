@@ -1,5 +1,5 @@
 """`morphserve serve`: its options are generated from `Settings`, so every setting is a flag and a MORPHSERVE_*
-variable, with the same name, type and help, and none can be forgotten.
+variable, with the same name, type, help and default, and none can be forgotten.
 
 A misconfiguration (a bad value, an unknown model, a bad device, a port in use) is one clear line on stderr and exit
 code 1, never a traceback.
@@ -9,24 +9,30 @@ from __future__ import annotations
 
 import inspect
 import logging
-import sys
+import re
 import types
 import typing
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 
+from morphserve.cli.common import fail
 from morphserve.settings import Settings
 
 #: Flag spellings that differ from the field name (`--model` is repeatable; the field holds the list).
 _FLAG = {"models": "--model"}
 _BOOL_FLAGS = {"fresh": "--fresh", "fsync": "--fsync/--no-fsync"}
-
-
-def _fail(message: str) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
-    raise typer.Exit(1)
+#: What an unset optional setting means, for the help's `[default: ...]` (a description that says
+#: `(default: ...)` itself needs no entry).
+_UNSET_MEANS = {
+    "dtype": "the model's own",
+    "admin_token": "none (one is generated and logged unless the host is loopback)",
+    "blob_dir": "in the state dir",
+    "keep_versions": "all",
+}
+_DEFAULT_IN_DESCRIPTION = re.compile(r"\s*\(default: ([^()]*)\)")
 
 
 def _inner(annotation: Any) -> Any:
@@ -39,16 +45,41 @@ def _inner(annotation: Any) -> Any:
     return annotation
 
 
+def _markup(text: str) -> str:
+    """`text` as literal rich markup (typer renders help as markup): a `[` that would open a tag is escaped."""
+    return re.sub(r"\[(?=[a-z#/@])", r"\\[", text)
+
+
+def _help(name: str, field: FieldInfo) -> str:
+    """The field's description, the variable that sets it and its default, e.g.
+    `address to listen on [env var: MORPHSERVE_HOST] [default: 127.0.0.1]`.
+
+    The option's own default stays None (so that an unset flag leaves the variable or Settings' default in
+    force); the default shown is Settings'."""
+    description = field.description or name.replace("_", " ")
+    default: Any = field.get_default(call_default_factory=True)
+    if default is None:
+        said = _DEFAULT_IN_DESCRIPTION.search(description)
+        if said:
+            description = description[: said.start()] + description[said.end() :]
+        shown = said.group(1) if said else _UNSET_MEANS.get(name, "none")
+    elif isinstance(default, list):
+        shown = ",".join(map(str, default)) or "none"
+    elif isinstance(default, bool):
+        shown = str(default).lower()
+    else:
+        shown = str(default)
+    return _markup(f"{description} [env var: MORPHSERVE_{name.upper()}] [default: {shown}]")
+
+
 def _parameters() -> list[inspect.Parameter]:
     params = []
     for name, field in Settings.model_fields.items():
         kind = _inner(field.annotation)
-        env = f"MORPHSERVE_{name.upper()}"
-        help_ = f"{field.description or name.replace('_', ' ')} [env {env}]"
-        if kind is bool:
-            option = typer.Option(_BOOL_FLAGS.get(name, f"--{name.replace('_', '-')}"), help=help_, show_default=False)
-        else:
-            option = typer.Option(_FLAG.get(name, f"--{name.replace('_', '-')}"), help=help_, show_default=False)
+        flags = _BOOL_FLAGS.get(name, f"--{name.replace('_', '-')}") if kind is bool else None
+        option = typer.Option(
+            flags or _FLAG.get(name, f"--{name.replace('_', '-')}"), help=_help(name, field), show_default=False
+        )
         params.append(
             inspect.Parameter(
                 name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[kind | None, option]
@@ -71,7 +102,7 @@ def serve(**given: Any) -> None:
     try:
         settings = Settings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as e:
-        _fail(f"invalid configuration: {_messages(e)}")
+        fail(f"invalid configuration: {_messages(e)}")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from morphserve.main import resolve_admin_token
 
@@ -88,7 +119,7 @@ def _serve_one(settings: Settings, token: str | None) -> None:
     serve on the bound socket."""
     import uvicorn
 
-    from morphserve.graph import GraphError
+    from morphserve.graph.errors import GraphError
     from morphserve.main import create_app
     from morphserve.serving.metrics import Metrics
     from morphserve.serving.registry import Registry
@@ -100,15 +131,19 @@ def _serve_one(settings: Settings, token: str | None) -> None:
         try:
             sock = bind(settings.host, settings.port)
         except OSError as e:
-            _fail(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}")
+            fail(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}")
     try:
         registry = Registry(settings, Metrics())
         registry.load_from_settings()
     except (ValueError, GraphError, StoreError, OSError) as e:  # a bad device, model source, state dir
-        _fail(f"cannot serve: {getattr(e, 'message', None) or e}")
+        fail(f"cannot serve: {getattr(e, 'message', None) or e}")
     app = create_app(settings, registry, admin_token=token)
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False, timeout_graceful_shutdown=10)
     uvicorn.Server(config).run(sockets=[sock])
 
 
 serve.__signature__ = inspect.Signature(_parameters(), return_annotation=None)  # type: ignore[attr-defined]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

@@ -1,7 +1,7 @@
 """`morphserve edit ...`: the live-edit commands (insert, remove, replace, weights, rollback, apply).
 
 Each parses its arguments, calls one `Client` method and prints the new version in one line (or the JSON answer
-with --json); registered on `morphserve.cli.cli` as the `edit` group.
+with --json); `register` adds them to the root command as the `edit` group.
 """
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from morphserve.cli import (
+from morphserve.cli.common import (
     AllowOutputChange,
     IfVersion,
     JsonFlag,
-    _client,
-    _console,
-    _fail,
-    _print,
-    _print_json,
-    _read_json,
+    client,
+    console,
+    fail,
+    print_json,
+    print_text,
+    read_json,
 )
 
 edit_cli = typer.Typer(
@@ -28,11 +28,10 @@ edit_cli = typer.Typer(
 )
 
 
-# -- edits -------------------------------------------------------------------------------------------------------
 def _edit_done(r: dict[str, Any], as_json: bool) -> None:
     """`digits: version 1 -> 2 (added linear_1) in 12.3 ms`, or the whole answer with --json."""
     if as_json:
-        return _print_json(r)
+        return print_json(r)
     d = r["diff"]
     parts = [
         f"added {', '.join(d['added'])}" if d["added"] else "",
@@ -41,16 +40,16 @@ def _edit_done(r: dict[str, Any], as_json: bool) -> None:
     ]
     what = "; ".join(p for p in parts if p) or "no graph change"
     dry = "dry run, nothing committed: " if r.get("dry_run") else ""
-    _print(
+    print_text(
         f"{r['model']}: version {r['previous_version']} -> {r['version']} ({dry}{what}) "
         f"in {r['timings_ms']['total']:.1f} ms"
     )
 
 
 def _layer(text: str) -> dict[str, Any]:
-    layer = _read_json(text, "--layer")
+    layer = read_json(text, "--layer")
     if not isinstance(layer, dict):
-        _fail('--layer must be a JSON object such as \'{"type": "Linear", "in_features": 64, "out_features": 64}\'')
+        fail('--layer must be a JSON object such as \'{"type": "Linear", "in_features": 64, "out_features": 64}\'')
     return layer
 
 
@@ -70,7 +69,7 @@ def edit_insert(
     layer: LayerOpt,
     after: Annotated[str | None, typer.Option(help="insert after this node")] = None,
     before: Annotated[str | None, typer.Option(help="insert before this node")] = None,
-    name: Annotated[str | None, typer.Option(help="id of the new node [default: generated]")] = None,
+    name: Annotated[str | None, typer.Option(help="id of the new node \\[default: generated]")] = None,
     init: Annotated[
         Literal["default", "identity"],
         typer.Option(help="identity: start as the identity function, so outputs do not change"),
@@ -82,8 +81,8 @@ def edit_insert(
 ) -> None:
     """Insert a layer after (or before) a node."""
     if (after is None) == (before is None):
-        _fail("give exactly one of --after NODE or --before NODE")
-    with _client(ctx) as c:
+        fail("give exactly one of --after NODE or --before NODE")
+    with client(ctx) as c:
         r = c.insert(
             model,
             _layer(layer),
@@ -108,7 +107,7 @@ def edit_remove(
     as_json: JsonFlag = False,
 ) -> None:
     """Remove a node, connecting its input to its consumers."""
-    with _client(ctx) as c:
+    with client(ctx) as c:
         r = c.remove(model, node, if_version=if_version, allow_output_change=allow_output_change)
     _edit_done(r, as_json)
 
@@ -126,7 +125,7 @@ def edit_replace(
     as_json: JsonFlag = False,
 ) -> None:
     """Replace a node's layer (e.g. a new head)."""
-    with _client(ctx) as c:
+    with client(ctx) as c:
         r = c.replace(
             model,
             node,
@@ -163,7 +162,7 @@ def edit_weights(
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    with _client(ctx) as c, Progress(*columns, console=_console(stderr=True), transient=True) as bar:
+    with client(ctx) as c, Progress(*columns, console=console(stderr=True), transient=True) as bar:
         task = bar.add_task("upload", total=file.stat().st_size)
         r = c.set_weights(
             model,
@@ -184,7 +183,7 @@ def edit_rollback(
     as_json: JsonFlag = False,
 ) -> None:
     """Make an earlier version current again (as a new version)."""
-    with _client(ctx) as c:
+    with client(ctx) as c:
         r = c.rollback(model, version, if_version=if_version)
     _edit_done(r, as_json)
 
@@ -200,11 +199,15 @@ def edit_apply(
     as_json: JsonFlag = False,
 ) -> None:
     """Apply a list of edit ops atomically (all or none)."""
-    data = _read_json(ops, "ops")
+    data = read_json(ops, "ops")
     if isinstance(data, dict) and "ops" in data:
         data = data["ops"]
     if not isinstance(data, list):
-        _fail('ops must be a JSON list such as [{"op": "remove", "node": "relu2"}]')
-    with _client(ctx) as c:
+        fail('ops must be a JSON list such as [{"op": "remove", "node": "relu2"}]')
+    with client(ctx) as c:
         r = c.edit(model, data, if_version=if_version, dry_run=dry_run, allow_output_change=allow_output_change)
     _edit_done(r, as_json)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(edit_cli, name="edit")

@@ -1,0 +1,44 @@
+"""`morphserve watch`: a model's versions (or the models created and deleted) as they happen."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from morphserve.cli.common import client, print_json, print_text
+from morphserve.cli.describe import op_summary
+
+
+def watch(
+    ctx: typer.Context,
+    model: Annotated[
+        str | None, typer.Argument(help="model name (none: follow models created and deleted)", show_default=False)
+    ] = None,
+    since: Annotated[int | None, typer.Option(help="first replay the versions after this one")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per event")] = False,
+) -> None:
+    """Follow a model's versions as they are committed, live (Ctrl-C stops)."""
+    with client(ctx) as c:
+        try:
+            for e in c.events(model, since=since):
+                if as_json:
+                    print_json({"event": e.kind, "id": e.id, **e.data}, indent=False)
+                elif e.kind == "version":
+                    d = e.data
+                    when = time.strftime("%H:%M:%S", time.localtime(d["created_at"]))
+                    what = "; ".join(op_summary(o) for o in d["ops"]) or "created"
+                    parent = f" (from {d['parent']})" if d["parent"] is not None else ""
+                    print_text(f"{when} {d['model']} version {d['version']}{parent}: {what}")
+                elif e.kind in ("model_created", "model_deleted"):
+                    extra = f" at version {e.version}" if e.version is not None else ""
+                    print_text(f"{e.model}: {e.kind.removeprefix('model_')}{extra}")
+                else:
+                    print_text(f"({e.kind}: the stream could not resume where it left off; reload what you derived)")
+        except KeyboardInterrupt:
+            return
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(watch)
