@@ -12,8 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 APP = Path(__file__).resolve().parents[2] / "app" / "morphserve"
 
 
@@ -195,7 +193,6 @@ def test_capture_imports_nothing_of_the_cli() -> None:
     assert bad == []
 
 
-@pytest.mark.xfail(strict=True, reason="registry<->replication circle: removed by the residency change")
 def test_no_circle_between_registry_and_replication() -> None:
     graph = _graph(("morphserve.serving.registry", "morphserve.serving.replication"))
     assert _cycle(graph) == []
@@ -218,3 +215,11 @@ def test_the_cli_starts_without_torch() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=APP.parent, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
     assert "cannot reach morphserve at http://127.0.0.1:9" in out.stderr
+
+
+def test_the_graph_package_exports_exactly_its_lazy_names() -> None:
+    import morphserve.graph as graph
+
+    assert sorted(graph.__all__) == sorted(graph._EXPORTS)
+    for name in graph.__all__:
+        assert getattr(graph, name) is not None

@@ -1,6 +1,6 @@
 """The live model graph: models as editable torch.fx graphs with immutable, numbered versions.
 
-Pure PyTorch + torch.fx: no HTTP, no threads, nothing imported from the rest of `app`. Names are exported lazily
+Pure PyTorch + torch.fx: no HTTP, no threads, nothing imported from the rest of `morphserve`. Names are exported lazily
 so that the torch-free parts (`datatypes`, `arrays`) can be imported by clients without loading torch.
 """
 
@@ -44,7 +44,43 @@ _EXPORTS = {
     "ZOO": "zoo",
     "load_zoo": "zoo",
 }
-__all__ = sorted(_EXPORTS)
+# Literal, so that type checkers see the lazy names as exported (tests/unit/test_imports.py keeps it equal to
+# _EXPORTS).
+__all__ = [
+    "ConflictError",
+    "EditError",
+    "GraphDescription",
+    "GraphDiff",
+    "GraphError",
+    "InsertOp",
+    "LAYER_TYPES",
+    "LayerSpec",
+    "LiveModel",
+    "ModelSpec",
+    "ModelVersion",
+    "NotFoundError",
+    "Op",
+    "RemoveOp",
+    "ReplaceOp",
+    "SetWeightsOp",
+    "SpecError",
+    "TensorSpec",
+    "ZOO",
+    "apply_edit",
+    "describe",
+    "diff",
+    "from_module",
+    "from_spec",
+    "load_zoo",
+    "parse_layer",
+    "parse_ops",
+    "parse_spec",
+    "read_bundle",
+    "spec_json",
+    "to_dot",
+    "to_svg",
+    "weights_bytes",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -57,13 +93,13 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from .bundle import from_spec, read_bundle, spec_json, weights_bytes  # noqa: F401
-    from .catalogue import LAYER_TYPES, LayerSpec, parse_layer  # noqa: F401
-    from .edits import InsertOp, Op, RemoveOp, ReplaceOp, SetWeightsOp, apply_edit, parse_ops  # noqa: F401
-    from .errors import EditError, GraphError, NotFoundError, SpecError  # noqa: F401
-    from .live import ConflictError, LiveModel  # noqa: F401
-    from .spec import ModelSpec, TensorSpec, parse_spec  # noqa: F401
-    from .trace import from_module  # noqa: F401
-    from .version import ModelVersion  # noqa: F401
-    from .views import GraphDescription, GraphDiff, describe, diff, to_dot, to_svg  # noqa: F401
-    from .zoo import ZOO, load_zoo  # noqa: F401
+    from .bundle import from_spec, read_bundle, spec_json, weights_bytes
+    from .catalogue import LAYER_TYPES, LayerSpec, parse_layer
+    from .edits import InsertOp, Op, RemoveOp, ReplaceOp, SetWeightsOp, apply_edit, parse_ops
+    from .errors import EditError, GraphError, NotFoundError, SpecError
+    from .live import ConflictError, LiveModel
+    from .spec import ModelSpec, TensorSpec, parse_spec
+    from .trace import from_module
+    from .version import ModelVersion
+    from .views import GraphDescription, GraphDiff, describe, diff, to_dot, to_svg
+    from .zoo import ZOO, load_zoo

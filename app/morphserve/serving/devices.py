@@ -42,7 +42,7 @@ class CpuOps:
 class CudaOps:
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self._side = torch.cuda.Stream(device=device)
+        self._side = torch.cuda.Stream(device=device)  # type: ignore[no-untyped-call]  # torch leaves it unannotated
 
     def to_device(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         return [t.pin_memory().to(self.device, non_blocking=True) for t in tensors]

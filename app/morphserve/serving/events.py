@@ -49,11 +49,16 @@ class Event:
 class Committed(Protocol):
     """What a version event says: a ModelVersion and a journal VersionRecord both have these."""
 
-    model: str
-    version: int
-    parent: int | None
-    ops: Sequence[dict[str, Any]]
-    created_at: float
+    @property
+    def model(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def parent(self) -> int | None: ...
+    @property
+    def ops(self) -> Sequence[dict[str, Any]]: ...
+    @property
+    def created_at(self) -> float: ...
 
 
 class _Lost:

@@ -65,7 +65,8 @@ class Inference:
         residency = served.residency
         if version is not None:
             # An evicted version is reloaded from the store off the loop (404 for one that never existed).
-            target: ModelVersion = residency.cached(version) or await asyncio.to_thread(residency.get, version)
+            held = residency.cached(version)
+            target = held if held is not None else await asyncio.to_thread(residency.get, version)
             if residency.runnable(version) is None:
                 runnable = await asyncio.to_thread(residency.make_resident, target)
         else:

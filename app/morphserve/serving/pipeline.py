@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -68,7 +68,7 @@ class EditPipeline:
     def edit(
         self,
         served: ServedModel,
-        ops: list[Op] | list[dict[str, Any]],
+        ops: Sequence[Op] | Sequence[dict[str, Any]],
         *,
         if_version: int | None = None,
         dry_run: bool = False,

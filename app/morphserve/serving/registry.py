@@ -122,17 +122,17 @@ class Registry:
         for name, head in heads.items():
             self._restore(name, head.incarnation)
         for entry in self.settings.models:
-            name, source = parse_entry(entry)
-            if name is not None and (name in self._models or name in self.failed):
-                if name in self._models:
+            asked, source = parse_entry(entry)
+            if asked is not None and (asked in self._models or asked in self.failed):
+                if asked in self._models:
                     log.info(
                         "model %s: --model %s given, resuming from the journal at version %d instead",
-                        name,
+                        asked,
                         entry,
-                        self._models[name].serving_version(),
+                        self._models[asked].serving_version(),
                     )
                 continue
-            first = source.load(name, self.budget)
+            first = source.load(asked, self.budget)
             if first.model in self._models or first.model in self.failed:
                 log.info("model %s: already in the journal, resuming from it", first.model)
                 continue
@@ -297,7 +297,8 @@ class Registry:
         residency = self.get(name).residency
         if version is None:
             return residency.current()
-        return residency.cached(version) or await asyncio.to_thread(residency.get, version)
+        held = residency.cached(version)
+        return held if held is not None else await asyncio.to_thread(residency.get, version)
 
     def resident(self, name: str) -> list[int]:
         return self.get(name).residency.resident_versions()

@@ -68,4 +68,9 @@ class ServedModel:
         with self._gate_lock:
             ready = [(loop, fut) for v, loop, fut in self._gates if v <= version]
         for loop, fut in ready:
-            loop.call_soon_threadsafe(lambda f=fut: f.done() or f.set_result(None))
+            loop.call_soon_threadsafe(_resolve, fut)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
