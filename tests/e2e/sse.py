@@ -105,15 +105,17 @@ class SSEStream:
             if item.is_event:
                 return item
 
-    def next_events(self, timeout: float = 30.0) -> list[Item]:
-        """The next events, up to a heartbeat with nothing after them: at least one, and every one that came with it
-        (a heartbeat may fall between a commit and its event, so the first heartbeat alone proves nothing)."""
-        got = self.until_heartbeat(timeout)
-        while not got:
-            got = self.until_heartbeat(timeout)
-        while more := self.until_heartbeat(timeout):
-            got += more
-        return got
+    def until_end(self, timeout: float = 30.0) -> list[Item]:
+        """Every event up to the end of the stream (the server ended it: a model's stream ends with the model). A
+        stream is ordered, so this is all that was sent, known without waiting for a quiet spell."""
+        got = []
+        while True:
+            try:
+                item = self.next(timeout)
+            except EOFError:
+                return got
+            if item.is_event:
+                got.append(item)
 
     def until_heartbeat(self, timeout: float = 30.0) -> list[Item]:
         """The events that arrive before the next heartbeat comment."""

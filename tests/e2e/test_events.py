@@ -60,9 +60,16 @@ def test_an_edit_produces_exactly_one_event(server: ServerProcess, model: str) -
         assert s.until_heartbeat() == []  # connected and idle: no event
         r = _insert(server, model, "extra")
         assert r.status_code == 200, r.text
-        events = s.next_events()
-        assert len(events) == 1, [e.data for e in events]
-        (e,) = events
+        # A refused edit commits nothing, so it sends nothing; a rollback is a version like any other.
+        assert _insert(server, model, "bad", after="nope").status_code == 404
+        rb = httpx.post(f"{server.url}/v1/models/{model}/rollback", headers=AUTH, json={"version": 1}, timeout=60)
+        assert rb.status_code == 200
+        # Deleting the model ends its stream, and the stream is ordered: what arrived until then is all it sent.
+        assert httpx.delete(f"{server.url}/v1/models/{model}", headers=AUTH, timeout=60).status_code == 200
+        *events, gone = s.until_end()
+        assert (gone.event, gone.json()) == ("model_deleted", {"model": model})
+        assert len(events) == 2, [e.data for e in events]  # one per commit (the edit, the rollback), none refused
+        e, rolled_back = events
         assert (e.event, e.id) == ("version", "2")
         data = e.json()
         assert (data["model"], data["version"], data["parent"]) == (model, 2, 1)
@@ -77,14 +84,8 @@ def test_an_edit_produces_exactly_one_event(server: ServerProcess, model: str) -
             }
         ]
         assert isinstance(data["created_at"], float)
-        # A refused edit commits nothing, so it sends nothing; a rollback is a version like any other.
-        assert _insert(server, model, "bad", after="nope").status_code == 404
-        rb = httpx.post(f"{server.url}/v1/models/{model}/rollback", headers=AUTH, json={"version": 1}, timeout=60)
-        assert rb.status_code == 200
-        events = s.next_events()
-        assert [(e.event, e.id, e.json()["parent"], e.json()["ops"]) for e in events] == [
-            ("version", "3", 2, [{"op": "rollback", "to": 1}])
-        ]
+        assert (rolled_back.event, rolled_back.id) == ("version", "3")
+        assert (rolled_back.json()["parent"], rolled_back.json()["ops"]) == (2, [{"op": "rollback", "to": 1}])
 
 
 def test_every_subscriber_sees_the_same_event(server: ServerProcess, model: str) -> None:

@@ -18,6 +18,7 @@ from morphserve.serving.metrics import Metrics
 from morphserve.serving.registry import Registry
 from morphserve.settings import Settings
 from tests.integration.helpers import X, head_ops, served
+from tests.locks import WatchedLock
 
 WAIT = 30.0
 
@@ -37,6 +38,18 @@ def test_delete_waits_for_edits_and_nothing_comes_back(tmp_path: Path, monkeypat
     async def main() -> None:
         async with served(tmp_path) as (client, registry):
             worker = registry.get("digits").worker
+            # Swapped in before any edit starts (a follower pass still on the old lock has nothing to apply). The
+            # follower takes the lock on each pass too, so the test waits for the second edit's own thread on it.
+            edit_lock = WatchedLock()
+            monkeypatch.setattr(registry.get("digits"), "edit_lock", edit_lock)
+            editors: list[threading.Thread] = []  # the threads that ran an edit, in order
+            real_edit = registry.pipeline.edit
+
+            def tracked_edit(*args: Any, **kwargs: Any) -> Any:
+                editors.append(threading.current_thread())
+                return real_edit(*args, **kwargs)
+
+            monkeypatch.setattr(registry.pipeline, "edit", tracked_edit)
             v1 = registry.get("digits").current()
             model = v1.graph_module
 
@@ -64,7 +77,10 @@ def test_delete_waits_for_edits_and_nothing_comes_back(tmp_path: Path, monkeypat
             first_edit = asyncio.create_task(client.post("/v1/models/digits/edits", json={"ops": head_ops(1.0)}))
             await _until(in_warm_up.is_set, "an edit holds the model")
             second_edit = asyncio.create_task(client.post("/v1/models/digits/edits", json={"ops": head_ops(2.0)}))
-            await asyncio.sleep(0.1)  # it waits for the model's edit lock
+            await _until(
+                lambda: len(editors) == 2 and editors[1] in edit_lock.waiting(),
+                "the second edit waits for the model's edit lock",
+            )
             deleted = asyncio.create_task(client.delete("/v1/models/digits"))
 
             for q in queued:  # what was queued fails at once, although a batch and an edit are still held

@@ -70,14 +70,13 @@ class InferenceFastPath:
             return await self.app(scope, receive, send)
         path: str = scope["path"]
         kind = "v1" if path.startswith("/v1/") else "oip" if path.startswith("/v2/") else None
-        match = _ROUTES[kind][0].fullmatch(path) if kind is not None else None
-        if match is None:
+        if kind is None or (match := _ROUTES[kind][0].fullmatch(path)) is None:
             return await self.app(scope, receive, send)
-        scope["route"] = _ROUTE_OF[kind]  # type: ignore[index]
+        scope["route"] = _ROUTE_OF[kind]
         scope["path_params"] = {"model": match[1]}
         request = ORJSONRequest(scope, receive)
         try:
-            response = await _HANDLERS[kind](request, match[1])  # type: ignore[index]
+            response = await _HANDLERS[kind](request, match[1])
         except Exception as exc:
             handler = self._handler(exc)
             if handler is None:
@@ -93,5 +92,5 @@ class InferenceFastPath:
                 return None
             handler = self.fastapi.exception_handlers.get(cls)
             if handler is not None:
-                return handler  # type: ignore[return-value]
+                return handler  # type: ignore[return-value]  # Starlette allows sync handlers; ours (errors.py) are async
         return None

@@ -57,7 +57,8 @@ class AsyncClient(_Ops):
                 else:
                     req = op.send(resp)
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            result: T = stop.value  # the generator's return value (typeshed: Any), of type T by _Op[T]
+            return result
 
     async def _send(self, req: _Req) -> httpx.Response:
         content: Any = req.upload.achunks() if req.upload is not None else req.content
@@ -76,7 +77,8 @@ class AsyncClient(_Ops):
 
     async def models(self) -> list[dict[str, Any]]:
         """See `Client.models`."""
-        return (await self._run(self._get_json("/v1/models")))["models"]
+        models: list[dict[str, Any]] = (await self._run(self._get_json("/v1/models")))["models"]
+        return models
 
     async def model(self, model: str) -> dict[str, Any]:
         """See `Client.model`."""

@@ -18,6 +18,7 @@ from morphserve.client.wire import (
     _decode_infer,
     _encode_infer,
     _if_match,
+    _object,
     _Op,
     _p,
     _Req,
@@ -25,7 +26,7 @@ from morphserve.client.wire import (
     _to_numpy,
     _Upload,
 )
-from morphserve.wire.oip_codec import OIP_TO_NUMPY
+from morphserve.graph.datatypes import OIP_TO_NUMPY
 
 
 class _Ops:
@@ -82,7 +83,7 @@ class _Ops:
     # models and graphs
     def _get_json(self, path: str, params: dict[str, Any] | None = None) -> _Op[dict[str, Any]]:
         resp = yield _Req("GET", path, params=params)
-        return resp.json()
+        return _object(resp)
 
     def _graph(self, model: str, version: int | None, format: str) -> _Op[Any]:
         params: dict[str, Any] = {"format": format}
@@ -108,7 +109,7 @@ class _Ops:
         params: dict[str, Any] | None = None,
     ) -> _Op[dict[str, Any]]:
         resp = yield _Req(method, path, json=body, headers=headers or {}, params=params)
-        return resp.json()
+        return _object(resp)
 
     # edits
     def _set_weights(
@@ -125,13 +126,13 @@ class _Ops:
             **_if_match(if_version),
         }
         resp = yield _Req("PUT", f"/v1/models/{_p(model)}/layers/{_p(node)}/weights", upload=upload, headers=headers)
-        return resp.json()
+        return _object(resp)
 
     def _create_from_bundle(self, name: str, bundle: BundleFile, progress: Progress | None) -> _Op[dict[str, Any]]:
         upload = _Upload.of(bundle, progress)
         headers = {"Content-Type": "application/zip", "Content-Length": str(upload.total)}
         resp = yield _Req("POST", "/v1/models", params={"name": name}, upload=upload, headers=headers)
-        return resp.json()
+        return _object(resp)
 
     def _export(self, model: str, version: int, format: str) -> _Op[bytes]:
         resp = yield _Req("GET", f"/v1/models/{_p(model)}/versions/{_p(version)}/export", params={"format": format})

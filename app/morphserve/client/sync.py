@@ -57,7 +57,8 @@ class Client(_Ops):
                 else:
                     req = op.send(resp)
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            result: T = stop.value  # the generator's return value (typeshed: Any), of type T by _Op[T]
+            return result
 
     def _send(self, req: _Req) -> httpx.Response:
         content: Any = req.upload.chunks() if req.upload is not None else req.content
@@ -80,7 +81,8 @@ class Client(_Ops):
     # models and graphs
     def models(self) -> list[dict[str, Any]]:
         """Every served model: name, current version, signature, parameter count, device, queue depth."""
-        return self._run(self._get_json("/v1/models"))["models"]
+        models: list[dict[str, Any]] = self._run(self._get_json("/v1/models"))["models"]
+        return models
 
     def model(self, model: str) -> dict[str, Any]:
         """One model's information (as in `models()`), including its input signature."""

@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 
 from morphserve.client.errors import InvalidRequest
-from morphserve.wire.oip_codec import NUMPY_TO_OIP, OIP_TO_NUMPY
+from morphserve.graph.datatypes import NUMPY_TO_OIP, OIP_TO_NUMPY
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 #: Upload chunk size: large enough that per-chunk overhead vanishes, small enough for a smooth progress bar.
@@ -113,6 +113,12 @@ _Op = Generator[_Req, httpx.Response, T]
 def _p(segment: str | int) -> str:
     """Quote one path segment, so a name can never change the route it lands on."""
     return quote(str(segment), safe="")
+
+
+def _object(resp: httpx.Response) -> dict[str, Any]:
+    """The body of a route that answers a JSON object (httpx types `json()` as Any; nothing is checked here)."""
+    body: dict[str, Any] = resp.json()
+    return body
 
 
 def _if_match(if_version: int | None) -> dict[str, str]:

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 from psycopg import errors as pgerr
@@ -91,9 +91,9 @@ class Database:
         """Connections of the pools, recording whether connecting works: the pool itself only says it timed out."""
         db = self
 
-        class Recording(psycopg.Connection):  # type: ignore[type-arg]
+        class Recording(psycopg.Connection[Any]):
             @classmethod
-            def connect(cls, *args: Any, **kwargs: Any) -> Any:
+            def connect(cls, *args: Any, **kwargs: Any) -> Self:
                 try:
                     conn = super().connect(*args, **kwargs)
                 except psycopg.Error as e:

@@ -103,16 +103,16 @@ def migrate(conn: psycopg.Connection[Any], where: str) -> None:
                 "upgrade morphserve"
             )
         for stmt in filter(None, (s.strip() for s in _TABLES.split(";"))):
-            conn.execute(stmt)  # type: ignore[call-overload]  # fixed DDL, no parameters
+            conn.execute(stmt)
         conn.execute(
             f"INSERT INTO {META} VALUES ('schema_version', %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (str(SCHEMA_VERSION),),
-        )  # type: ignore[call-overload]
+        )
 
 
 def _version(conn: psycopg.Connection[Any]) -> int | None:
     exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (META,)).fetchone()
     if not exists or not exists[0]:
         return None
-    row = conn.execute(f"SELECT value FROM {META} WHERE key = 'schema_version'").fetchone()  # type: ignore[call-overload]
+    row = conn.execute(f"SELECT value FROM {META} WHERE key = 'schema_version'").fetchone()
     return int(row[0]) if row else None

@@ -30,9 +30,11 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from morphserve.graph import ModelVersion, NotFoundError, parse_spec, spec_json
+from morphserve.graph.bundle import spec_json
+from morphserve.graph.errors import NotFoundError
 from morphserve.graph.precision import conform
-from morphserve.graph.version import make_version
+from morphserve.graph.spec import parse_spec
+from morphserve.graph.version import ModelVersion, make_version
 
 from .backend import BlobBackend, ChangeFeed, JournalBackend
 from .records import BlobCorruptError, GcResult, Head, ReplicaRecord, StoreUnavailableError, VersionRecord
@@ -208,11 +210,11 @@ class Store:
         spec = parse_spec(r.spec)
         modules: dict[str, nn.Module] = {}
         for node in spec.nodes:
-            if not node.has_module:  # functions: nothing to load
+            what = node.layer if node.layer is not None else node.parameter
+            if what is None:  # a function: nothing to load
                 continue
             digest = r.blobs.get(node.id)
-            what = node.layer if node.layer is not None else node.parameter
-            key = (digest or "", what.model_dump_json())  # type: ignore[union-attr]
+            key = (digest or "", what.model_dump_json())
             module = self._loaded.get(key)
             if module is None:
                 module = conform(node.build_module(), spec.compute_datatype)  # a BF16 model's blobs are BF16

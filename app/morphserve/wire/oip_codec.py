@@ -48,7 +48,7 @@ class InferRequest:
     inputs: dict[str, np.ndarray]  # name -> array with the declared shape and dtype (order preserved)
     outputs: list[RequestedOutput]  # empty = all outputs
     binary_data_output: bool  # request-level parameters.binary_data_output (default False)
-    parameters: dict  # request-level parameters, as sent
+    parameters: dict[str, Any]  # request-level parameters, as sent
 
 
 # --------------------------------------------------------------------------------------------- decode
@@ -140,7 +140,7 @@ def _oip(dtype: np.dtype) -> str:
     return NUMPY_TO_OIP[dtype]
 
 
-def _params(obj: dict, what: str) -> dict:
+def _params(obj: dict[str, Any], what: str) -> dict[str, Any]:
     p = obj.get("parameters")
     if p is None:
         return {}
@@ -179,7 +179,7 @@ def _from_binary(body: bytes, offset: int, dtype: np.dtype, shape: list[int], co
     native-endian; BOOL bytes are normalised (non-zero -> True) so no non-canonical numpy bools exist."""
     if dtype == np.bool_:
         raw = np.frombuffer(body, dtype=np.uint8, count=count, offset=offset)
-        return (raw != 0).reshape(shape)
+        return np.not_equal(raw, 0).reshape(shape)  # `!=` is typed as returning Any
     raw = np.frombuffer(body, dtype=dtype.newbyteorder("<"), count=count, offset=offset)
     return raw.astype(dtype, copy=True).reshape(shape)
 

@@ -4,14 +4,27 @@ A new backend (PostgreSQL) is done when this file passes against it."""
 
 from __future__ import annotations
 
+import fcntl
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from morphserve.store import JournalUnreachableError, Notice, ReplicaRecord, Store, VersionConflictError, VersionRecord
+from tests.locks import WatchedLock
 
 from .conftest import SHARED
+
+WAIT = 10.0
+
+
+def _until(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        time.sleep(0.002)
 
 
 def _rec(model: str, version: int, blobs: dict[str, str] | None = None) -> VersionRecord:
@@ -175,9 +188,43 @@ def test_heads_follow_appends_deletes_and_recreation(make_store) -> None:  # typ
 
 
 # -- edit locks -------------------------------------------------------------------------------------------------
-def test_edit_lock_excludes_a_second_holder_of_the_same_model_only(make_store) -> None:  # type: ignore[no-untyped-def]
+def _edit_lock_waiters(
+    backend: str, store: Store, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[threading.Thread], bool]:
+    """Whether a thread is blocked on model "m"'s edit lock, seen where each backend keeps it: the waiting session
+    in PostgreSQL's pg_locks, a refused flock for SQLite's lock file, the in-process lock of the memory journal.
+    Set up before anyone takes the lock."""
+    if backend in SHARED:
+        cluster, db = request.getfixturevalue("pg_cluster"), str(request.getfixturevalue("pg_url")).rsplit("/", 1)[1]
+        sql = (
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+        return lambda _thread: bool(cluster.execute(sql, db)[0][0])  # only the waiter can wait in this database
+    if backend == "memory":
+        lock = WatchedLock()
+        monkeypatch.setitem(store.journal._edit_locks._locks, "m", lock)  # type: ignore[attr-defined]
+        return lambda thread: thread in lock.waiting()
+    refused: set[threading.Thread] = set()  # SQLite: file_lock retries a non-blocking flock until it gets it
+    flock = fcntl.flock
+
+    def watched_flock(fd: int, operation: int) -> None:
+        try:
+            flock(fd, operation)
+        except BlockingIOError:
+            refused.add(threading.current_thread())
+            raise
+
+    monkeypatch.setattr(fcntl, "flock", watched_flock)  # what morphserve.store.locks calls
+    return lambda thread: thread in refused
+
+
+def test_edit_lock_excludes_a_second_holder_of_the_same_model_only(  # type: ignore[no-untyped-def]
+    make_store, backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two Stores are two processes' views (for PostgreSQL two connections, for SQLite two open lock files)."""
     a, b = make_store(), make_store()
+    waits = _edit_lock_waiters(backend, a, request, monkeypatch)
     order: list[str] = []
     with a.edit_lock("m"):
         with pytest.raises(JournalUnreachableError, match="edit lock"), b.edit_lock("m", timeout_s=0.3):
@@ -191,7 +238,8 @@ def test_edit_lock_excludes_a_second_holder_of_the_same_model_only(make_store) -
 
         t = threading.Thread(target=waiter)
         t.start()
-        time.sleep(0.3)
+        _until(lambda: waits(t), "b waits for the edit lock a holds")
+        assert order == ["other"]  # blocked, not through
         order.append("a releases")
     t.join(10)
     assert order == ["other", "a releases", "b"]
@@ -200,14 +248,28 @@ def test_edit_lock_excludes_a_second_holder_of_the_same_model_only(make_store) -
 
 
 # -- replicas ---------------------------------------------------------------------------------------------------
+def _seen(store: Store, replica_id: str) -> float:
+    return next(r.last_seen for r in store.replicas() if r.id == replica_id)
+
+
+def _beat_after(store: Store, replica: ReplicaRecord, previous: float) -> None:
+    """Heartbeat until the journal's clock stamps it later than `previous`: two beats may fall in one tick of its
+    clock, and "newest first" needs them apart. A repeated beat is what a replica does anyway (an upsert)."""
+    deadline = time.monotonic() + WAIT
+    store.heartbeat(replica)
+    while _seen(store, replica.id) <= previous:
+        assert time.monotonic() < deadline, f"the journal's clock did not pass {previous} in {WAIT} s"
+        time.sleep(0.001)
+        store.heartbeat(replica)
+
+
 def test_heartbeat_upserts_replicas_newest_first_and_forget_removes(make_store) -> None:  # type: ignore[no-untyped-def]
     a, b = make_store(), make_store()
     before = time.time() - 5
     a.heartbeat(ReplicaRecord("r1", "http://10.0.0.1:8000", {"m": 1}, 100.0, 0.0))
-    time.sleep(0.02)
-    b.heartbeat(ReplicaRecord("r2", "http://10.0.0.2:8000", {}, 200.0, 0.0))
-    time.sleep(0.02)
-    a.heartbeat(ReplicaRecord("r1", "http://10.0.0.1:8000", {"m": 3, "n": 1}, 100.0, 0.0))  # an update, no new row
+    _beat_after(b, ReplicaRecord("r2", "http://10.0.0.2:8000", {}, 200.0, 0.0), _seen(b, "r1"))
+    r1 = ReplicaRecord("r1", "http://10.0.0.1:8000", {"m": 3, "n": 1}, 100.0, 0.0)
+    _beat_after(a, r1, _seen(b, "r2"))  # an update, no new row
     rows = b.replicas()
     assert [r.id for r in rows] == ["r1", "r2"]  # newest heartbeat first
     assert rows[0] == ReplicaRecord("r1", "http://10.0.0.1:8000", {"m": 3, "n": 1}, 100.0, rows[0].last_seen)

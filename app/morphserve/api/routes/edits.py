@@ -16,7 +16,7 @@ from morphserve.api.deps import AdminDep, RegistryDep
 from morphserve.api.errors import ERROR_RESPONSES, ApiError
 from morphserve.api.fastjson import JSONRoute
 from morphserve.api.schemas import EditRequest, EditResponse, InsertLayer, ReplaceLayer, Rollback, Timings
-from morphserve.graph import describe
+from morphserve.graph.views import describe
 from morphserve.serving.pipeline import EditOutcome
 from morphserve.serving.registry import Registry
 

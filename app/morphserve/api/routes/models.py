@@ -16,7 +16,8 @@ from morphserve.api.errors import ERROR_RESPONSES, ApiError, ErrorResponse
 from morphserve.api.fastjson import JSONRoute
 from morphserve.api.middleware import StreamedBody, media_type
 from morphserve.api.schemas import MAX_VERSION, CreateModel, Deleted, ModelInfo, ModelList, VersionInfo, VersionList
-from morphserve.graph import GraphDescription, GraphDiff, NotFoundError, describe, diff, to_dot, to_svg
+from morphserve.graph.errors import NotFoundError
+from morphserve.graph.views import GraphDescription, GraphDiff, describe, diff, to_dot, to_svg
 from morphserve.serving.errors import ModelExistsError
 from morphserve.serving.registry import ModelStatus, Registry
 from morphserve.serving.sources import NAME, SpecSource, ZooSource
@@ -130,7 +131,7 @@ async def delete_model(model: str, registry: RegistryDep) -> Deleted:
     return Deleted(deleted=model)
 
 
-_GRAPH_DOC = {
+_GRAPH_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {"application/json": {}, "text/vnd.graphviz": {}, "image/svg+xml": {}},
         "description": "the graph as JSON, DOT or SVG",
@@ -140,7 +141,7 @@ _GRAPH_DOC = {
 }
 
 
-def _svg(dot: str) -> str:
+def _svg(dot: str) -> bytes:
     try:
         return to_svg(dot)
     except graphviz.ExecutableNotFound:
@@ -201,4 +202,5 @@ async def graph_diff(
     to: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None,
 ) -> GraphDiff:
     a, b = await registry.version(model, from_), await registry.version(model, to)
-    return await registry.run(diff, a, b)
+    changes: GraphDiff = await registry.run(diff, a, b)
+    return changes

@@ -21,7 +21,8 @@ async def weights(
 ) -> NodeWeights:
     """Per tensor of the node (parameters, then buffers): shape, dtype, numel, mean, std, min, max."""
     v = await registry.version(model, version)
-    return await registry.run(node_weights, v, node)  # type: ignore[no-any-return]
+    stats: NodeWeights = await registry.run(node_weights, v, node)
+    return stats
 
 
 @router.get("/{model}/nodes/{node}/versions", response_model=NodeHistory)
@@ -30,4 +31,5 @@ async def versions(model: str, node: str, registry: RegistryDep) -> NodeHistory:
     rows (their specs and blob digests): nothing is loaded."""
     records = await registry.history(model)
     rows = [(r.version, r.parent, r.created_at, r.ops, spec_fingerprints(r.spec, r.blobs)) for r in records]
-    return await registry.run(node_history, model, node, rows)  # type: ignore[no-any-return]
+    history: NodeHistory = await registry.run(node_history, model, node, rows)
+    return history
