@@ -74,7 +74,8 @@ def test_the_warm_up_runs_one_row_of_zeros_of_each_input_in_signature_order() ->
 def test_prepare_warms_up_and_a_failing_forward_is_an_edit_error_that_says_why() -> None:
     v = _two_inputs()
     ok = Recorder()
-    assert Placement(torch.device("cpu")).prepare(_fake_version(v, ok)) is ok
+    runnable: object = Placement(torch.device("cpu")).prepare(_fake_version(v, ok))
+    assert runnable is ok
     assert len(ok.calls) == 1
     bad = Recorder(fail=RuntimeError("mat1 and mat2 shapes cannot be multiplied\nand a long traceback"))
     with pytest.raises(EditError, match="failed its warm-up forward: mat1 and mat2 shapes cannot be multiplied$"):
