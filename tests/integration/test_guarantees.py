@@ -291,9 +291,9 @@ def test_3_results_from_a_version_still_being_recorded_are_served(
     record = Residency.saw
 
     def slow_record(self: Residency[Any], number: int) -> None:
-        time.sleep(0.05)
+        time.sleep(0.02)
         record(self, number)
-        time.sleep(0.05)
+        time.sleep(0.02)
 
     monkeypatch.setattr(Residency, "saw", slow_record)
 
