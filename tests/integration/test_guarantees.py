@@ -283,7 +283,7 @@ def test_3_inference_never_fails_during_edits(tmp_path: Path) -> None:
 def test_3_results_from_a_version_still_being_recorded_are_served(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A new version is recorded in the model's history (its residency's `latest`, `saw`) before the worker swaps it in, so
+    """A new version is recorded in the model's history (`Residency.saw`) before the worker swaps it in, so
     that a result never names a version the server does not know; once the edit pipeline let the worker swap first,
     and a result computed in between was a 500. Widen the window around the record: inference must still be 200."""
     from morphserve.serving.residency import Residency
