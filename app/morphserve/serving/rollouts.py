@@ -422,7 +422,8 @@ class Rollouts:
             scores = {}
             for role, version in (("current", baseline), ("candidate", candidate)):
                 dataset = self.datasets.load(name, spec.eval_dataset, version)
-                scores[role] = evaluate(served, version, dataset, self.max_batch_size)
+                # Slices of a quarter batch: a live request that arrives during one waits for little compute.
+                scores[role] = evaluate(served, version, dataset, max(1, self.max_batch_size // 4))
                 self.store.put_doc(name, "evaluation", f"{version.version}/{spec.eval_dataset}", scores[role])
             rollout.evaluation = scores
             verdict = _evaluation_verdict(spec.gates, scores)

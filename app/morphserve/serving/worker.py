@@ -56,8 +56,9 @@ class InferItem:
     #: version from the resident set meanwhile cannot fail a request already queued for it.
     runnable: Runnable | None = None
     #: `live` (a client waits), or background work that never delays live traffic by more than one slice: `shadow`
-    #: (a rollout's copy of a live request: dropped when it cannot run soon) or `job` (an evaluation's batch: it
-    #: waits, and gets one slice per `job_interval_s` even under full load, so that it finishes).
+    #: (a rollout's copy of a live request: run only while no live request waits, dropped when it cannot run soon)
+    #: or `job` (an evaluation's batch: it waits, and gets slices even under full load, a bounded share of the
+    #: worker's time, so that it finishes).
     lane: str = "live"
     queued_at: float = 0.0
 
@@ -104,10 +105,14 @@ class DeviceWorker:
         batch_wait: str = "adaptive",
         background_limit: int = 256,
         job_interval_s: float = 0.02,
+        job_share: float = 0.2,
         shadow_max_age_s: float = 0.5,
+        shadow_rows: int | None = None,
     ) -> None:
-        """Background work (`submit_background`): at most `background_limit` items wait; a job gets one slice per
-        `job_interval_s` while live requests queue; a shadow run that waited `shadow_max_age_s` is dropped."""
+        """Background work (`submit_background`): at most `background_limit` items wait. While live requests queue,
+        a job gets a slice at most every `job_interval_s` and at most `job_share` of the worker's time; a shadow run
+        never starts then, waits at most `shadow_max_age_s` (then it is dropped), and runs in slices of at most
+        `shadow_rows` rows (default an eighth of a batch), so that a live request arriving meanwhile waits little."""
         self.residency = residency
         self.model = residency.model
         self.device = device
@@ -121,8 +126,11 @@ class DeviceWorker:
         self._background: collections.deque[InferItem | Slice] = collections.deque()
         self.background_limit = background_limit
         self.job_interval_s = job_interval_s
+        self.job_share = job_share
         self.shadow_max_age_s = shadow_max_age_s
-        self._last_background = 0.0
+        self.shadow_rows = shadow_rows or max(1, max_batch_size // 8)
+        self._last_background = 0.0  # when the last background slice ended
+        self._background_took = 0.0  # how long it ran
         self._waiting = 0  # inference items in the queue (swaps never count against max_queue)
         self._cond = threading.Condition()
         self._stopping = False
@@ -254,24 +262,27 @@ class DeviceWorker:
                     self._fill(batch)
                     self._metrics.queue_depth.labels(self.model).set(self._waiting)
                 self._busy, self._arrived_busy = True, 0
+            started = time.monotonic()
+            background = job is not None or batch[0].lane != "live"
             if job is not None:
                 try:
                     job.run()
                 except BaseException:
                     log.exception("model %s: a background slice failed", self.model)
-                with self._cond:
-                    self._busy = False
-                continue
-            started = time.monotonic()
-            try:
-                self._execute(batch)
-            except BaseException as e:
-                log.exception("model %s: batch failed unexpectedly", self.model)
-                for item in batch:
-                    item.deliver(e)
+            else:
+                try:
+                    self._execute(batch)
+                except BaseException as e:
+                    log.exception("model %s: batch failed unexpectedly", self.model)
+                    for item in batch:
+                        item.deliver(e)
             with self._cond:
-                rate = self._arrived_busy / max(time.monotonic() - started, 1e-6)
-                self._busy_rate = 0.5 * (self._busy_rate + rate)
+                ended = time.monotonic()
+                if background:
+                    self._last_background, self._background_took = ended, ended - started
+                else:
+                    rate = self._arrived_busy / max(ended - started, 1e-6)
+                    self._busy_rate = 0.5 * (self._busy_rate + rate)
                 self._busy = False
 
     def _next_background(self) -> InferItem | Slice | None:
@@ -287,26 +298,27 @@ class DeviceWorker:
                 head.deliver(DroppedError("the live traffic had the device"))
         if not self._background:
             return None
-        busy = bool(self._queue)
-        if busy:
-            if now - self._last_background < self.job_interval_s:
+        if self._queue:
+            # Live requests wait: only a job, and only once the worker has served live traffic for long enough that
+            # this slice keeps the background under `job_share` of its time.
+            gap = max(self.job_interval_s, self._background_took * (1 - self.job_share) / self.job_share)
+            if now - self._last_background < gap:
                 return None
             found = next((w for w in self._background if w.lane == "job"), None)
             if found is None:
                 return None
             self._background.remove(found)
-        else:
-            found = self._background.popleft()
-        self._last_background = now
-        return found
+            return found
+        return self._background.popleft()
 
     def _fill_background(self, batch: list[InferItem]) -> None:
         """Add queued background items with the same key (version, lane, shapes) up to a full batch: one slice."""
         key, rows = batch[0].key, batch[0].rows
+        limit = self.shadow_rows if batch[0].lane == "shadow" else self.max_batch_size
         kept: collections.deque[InferItem | Slice] = collections.deque()
         while self._background:
             item = self._background.popleft()
-            if isinstance(item, InferItem) and item.key == key and rows + item.rows <= self.max_batch_size:
+            if isinstance(item, InferItem) and item.key == key and rows + item.rows <= limit:
                 batch.append(item)
                 rows += item.rows
             else:
