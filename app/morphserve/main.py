@@ -16,7 +16,20 @@ from morphserve import __version__
 from morphserve.api import errors
 from morphserve.api.fastpath import InferenceFastPath
 from morphserve.api.middleware import BodyLimitMiddleware, MetricsMiddleware
-from morphserve.api.routes import catalogue, edits, events, health, infer, models, nodes, oip, replicas, ui, versions
+from morphserve.api.routes import (
+    catalogue,
+    edits,
+    events,
+    health,
+    infer,
+    models,
+    nodes,
+    oip,
+    replicas,
+    rollouts,
+    ui,
+    versions,
+)
 from morphserve.serving.metrics import Metrics
 from morphserve.serving.registry import Registry
 from morphserve.settings import Settings
@@ -85,7 +98,7 @@ def create_app(
     app.state.registry = registry
     app.state.admin_token = resolve_admin_token(settings) if admin_token is _UNSET else admin_token
     errors.install(app)
-    for module in (health, oip, infer, models, versions, edits, replicas, events, nodes, catalogue, ui):
+    for module in (health, oip, infer, models, versions, edits, rollouts, replicas, events, nodes, catalogue, ui):
         app.include_router(module.router)
     app.add_middleware(InferenceFastPath, fastapi=app)  # innermost: inside CORS, the body limit and the metrics
     if settings.cors_origins:  # browsers' preflights for the pages allowed to call the API (origins.py)

@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(
         4096.0, gt=0, description="largest model bundle accepted by POST /v1/models as application/zip (413 beyond)"
     )
+    max_dataset_mb: float = Field(
+        256.0,
+        gt=0,
+        description="largest dataset a model keeps (PUT /v1/models/{m}/datasets/{name}; the body also obeys "
+        "--max-body-mb)",
+    )
     request_timeout_s: float = Field(30.0, gt=0, description="longest an inference waits for its result (504)")
     resident_versions: int = Field(4, ge=1, description="versions kept on the device per model")
     follow_interval_ms: float = Field(
@@ -204,3 +210,7 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_dataset_bytes(self) -> int:
+        return int(self.max_dataset_mb * 1024 * 1024)

@@ -13,7 +13,7 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import AUTH, TOKEN, ServerProcess
+from tests.e2e.replicas import Replicas, wait_until
 from tests.pg import PgCluster
 
 #: Each test starts three servers (or a supervisor and two workers): over 20 s on a 2-core machine.
@@ -40,87 +41,6 @@ def tag_ops(tag: float) -> list[dict[str, Any]]:
             },
         }
     ]
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
-
-
-class Replicas:
-    """N replica processes on one journal, each with its own state dir (its blob cache) and port."""
-
-    def __init__(self, tmp: Path, journal: str, n: int = 3, *extra: str) -> None:
-        self.tmp, self.journal, self.extra = tmp, journal, extra
-        self.servers: list[ServerProcess] = []
-        self.starts = 0
-        procs = [self._spawn(i) for i in range(n)]  # started together: they race to create digits
-        try:
-            self.servers = [p.wait_ready(120) for p in procs]
-        except BaseException:
-            for p in procs:
-                p.stop()
-            raise
-
-    def _spawn(self, i: int, port: int | None = None) -> ServerProcess:
-        self.starts += 1
-        return ServerProcess(
-            [
-                "--journal",
-                self.journal,
-                "--state-dir",
-                str(self.tmp / f"state-{i}"),
-                "--admin-token",
-                TOKEN,
-                "--model",
-                "digits",
-                "--min-version-wait-ms",
-                "3000",
-                *self.extra,
-            ],
-            log=self.tmp / f"replica-{i}-{self.starts}.log",
-            port=port,
-        )
-
-    def restart(self, i: int) -> None:
-        self.servers[i] = self._spawn(i, self.servers[i].port).wait_ready(120)
-
-    @property
-    def urls(self) -> list[str]:
-        return [s.url for s in self.servers]
-
-    def versions(self, model: str = "digits") -> list[int | None]:
-        out: list[int | None] = []
-        for url in self.urls:
-            r = httpx.get(f"{url}/v1/models/{model}", timeout=10)
-            out.append(r.json()["version"] if r.status_code == 200 else None)
-        return out
-
-    def converge(self, version: int, timeout: float = 10.0) -> None:
-        wait_until(lambda: self.versions() == [version] * len(self.servers), timeout, f"every replica at v{version}")
-
-    def stop(self) -> None:
-        for s in self.servers:
-            s.stop()
-
-
-@pytest.fixture
-def replicas(tmp_path: Path, pg_url: str) -> Iterator[Callable[..., Replicas]]:
-    made: list[Replicas] = []
-
-    def make(n: int = 3, *extra: str) -> Replicas:
-        made.append(Replicas(tmp_path, pg_url, n, *extra))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.stop()
 
 
 def infer(c: httpx.Client, url: str, **params: Any) -> httpx.Response:

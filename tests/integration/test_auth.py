@@ -25,6 +25,7 @@ from tests.integration.helpers import X, assert_error, identity_insert
 
 MUTATING = {"POST", "PUT", "DELETE", "PATCH"}
 FC3_WEIGHTS = save_safetensors({"weight": torch.zeros(10, 64), "bias": torch.full((10,), 0.5)})
+DATASET = save_safetensors({"input": torch.rand(8, 64), "labels": torch.arange(8) % 10})
 
 #: One request per mutating route that the token-holder gets a 2xx for (after `_setup`), so that "does nothing
 #: without the token" is about a request that would have done something. Keyed by (method, route template).
@@ -52,6 +53,22 @@ REQUESTS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
         {"content": FC3_WEIGHTS, "headers": {"Content-Type": "application/octet-stream"}},
     ),
     ("POST", "/v1/models/{model}/rollback"): ("/v1/models/digits/rollback", {"json": {"version": 1}}),
+    ("POST", "/v1/models/{model}/versions/{version}/promote"): ("/v1/models/digits/versions/3/promote", {}),
+    ("PUT", "/v1/models/{model}/rollout"): ("/v1/models/digits/rollout", {"json": {"candidate": 3, "shadow": 0.5}}),
+    ("POST", "/v1/models/{model}/rollout/promote"): ("/v1/models/digits/rollout/promote", {}),
+    ("POST", "/v1/models/{model}/rollout/abort"): ("/v1/models/digits/rollout/abort", {}),
+    ("DELETE", "/v1/models/{model}/rollout"): ("/v1/models/digits/rollout", {}),
+    ("PUT", "/v1/models/{model}/datasets/{name}"): (
+        "/v1/models/digits/datasets/extra",
+        {"content": DATASET, "headers": {"Content-Type": "application/octet-stream"}},
+    ),
+    ("DELETE", "/v1/models/{model}/datasets/{name}"): ("/v1/models/digits/datasets/eval", {}),
+}
+#: Routes that act on a running rollout get one in their set-up.
+NEEDS_ROLLOUT = {
+    ("POST", "/v1/models/{model}/rollout/promote"),
+    ("POST", "/v1/models/{model}/rollout/abort"),
+    ("DELETE", "/v1/models/{model}/rollout"),
 }
 
 
@@ -87,11 +104,23 @@ def mutating_routes(app: Any) -> list[tuple[str, str]]:
     return [(m, p) for m, p in _routes(app) if m in MUTATING and not p.endswith("/infer")]
 
 
-def _setup(client: TestClient) -> None:
-    """Version 2 with a removable `spare` node; version 1 pinned (so unpinning it does something)."""
+def _setup(client: TestClient, rollout: bool = False) -> None:
+    """Version 2 with a removable `spare` node; version 1 pinned (so unpinning it does something); version 3
+    staged (to promote, or to roll out); a dataset `eval`; with `rollout`, a rollout of version 3 running."""
     r = client.post("/v1/models/digits/edits", json={"ops": [identity_insert("relu1", "spare")]}, headers=AUTH)
     assert r.status_code == 200, r.text
     assert client.post("/v1/models/digits/versions/1/pin", headers=AUTH).status_code == 200
+    r = client.post("/v1/models/digits/edits", json={"ops": [identity_insert("relu2")], "stage": True}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["staged"], r.text
+    r = client.put(
+        "/v1/models/digits/datasets/eval",
+        content=DATASET,
+        headers={**AUTH, "Content-Type": "application/octet-stream"},
+    )
+    assert r.status_code == 201, r.text
+    if rollout:
+        r = client.put("/v1/models/digits/rollout", json={"candidate": 3, "shadow": 0.5}, headers=AUTH)
+        assert r.status_code == 201, r.text
 
 
 def _state(client: TestClient) -> dict[str, Any]:
@@ -105,6 +134,9 @@ def _state(client: TestClient) -> dict[str, Any]:
             "graph": client.get(f"/v1/models/{name}/graph").json(),
         }
     out["outputs"] = client.post("/v1/models/digits/infer", json={"inputs": X.tolist()}).json()
+    rollout = client.get("/v1/models/digits/rollout")
+    out["rollout"] = (rollout.status_code, rollout.json().get("state"), rollout.json().get("id"))
+    out["datasets"] = client.get("/v1/models/digits/datasets").json()
     return out
 
 
@@ -121,7 +153,7 @@ def test_mutating_route_needs_the_token_and_does_nothing_without_it(
     make_client: Callable[..., TestClient], method: str, template: str
 ) -> None:
     client = make_client()
-    _setup(client)
+    _setup(client, rollout=(method, template) in NEEDS_ROLLOUT)
     path, request = REQUESTS[(method, template)]
     kw = dict(request)
     headers = kw.pop("headers", {})

@@ -283,19 +283,19 @@ def test_3_inference_never_fails_during_edits(tmp_path: Path) -> None:
 def test_3_results_from_a_version_still_being_recorded_are_served(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A new version is recorded in the model's history (its residency's `latest`) before the worker swaps it in, so
+    """A new version is recorded in the model's history (`Residency.saw`) before the worker swaps it in, so
     that a result never names a version the server does not know; once the edit pipeline let the worker swap first,
     and a result computed in between was a 500. Widen the window around the record: inference must still be 200."""
     from morphserve.serving.residency import Residency
 
-    record = Residency.publish
+    record = Residency.saw
 
-    def slow_publish(self: Residency[Any], version: Any) -> None:
-        time.sleep(0.05)
-        record(self, version)
-        time.sleep(0.05)
+    def slow_record(self: Residency[Any], number: int) -> None:
+        time.sleep(0.02)
+        record(self, number)
+        time.sleep(0.02)
 
-    monkeypatch.setattr(Residency, "publish", slow_publish)
+    monkeypatch.setattr(Residency, "saw", slow_record)
 
     async def main() -> None:
         async with served(tmp_path) as (client, registry):

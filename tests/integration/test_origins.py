@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import AUTH, ServerProcess
 from tests.integration.helpers import assert_error
-from tests.integration.test_auth import REQUESTS, _setup, _state
+from tests.integration.test_auth import NEEDS_ROLLOUT, REQUESTS, _setup, _state
 
 
 def _request(client: TestClient, key: tuple[str, str], headers: dict[str, str]) -> httpx.Response:
@@ -28,7 +28,7 @@ def test_a_rebound_host_changes_nothing_on_a_tokenless_server(
     make_client: Callable[..., TestClient], key: tuple[str, str]
 ) -> None:
     client = make_client(admin_token=None, host="127.0.0.1")
-    _setup(client)
+    _setup(client, rollout=key in NEEDS_ROLLOUT)
     before = _state(client)
     for host in ("rebind.example:8000", "rebind.example", "127.0.0.1.rebind.example"):
         body = assert_error(_request(client, key, {"Host": host}), 403, "no admin token", "loopback", host)

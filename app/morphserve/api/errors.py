@@ -27,11 +27,13 @@ from morphserve.serving.errors import (
     ModelExistsError,
     ModelTooLargeError,
     QueueFullError,
+    RolloutConflictError,
     UnavailableError,
     VersionBehindError,
 )
 from morphserve.store import (
     BlobCorruptError,
+    DocConflictError,
     JournalError,
     StorageFullError,
     StoreError,
@@ -64,6 +66,8 @@ STATUS: list[tuple[type[Exception], int]] = [
     (ConflictError, 409),  # if_version / If-Match is not the latest
     (VersionConflictError, 409),  # another writer took the version number
     (ModelExistsError, 409),
+    (RolloutConflictError, 409),  # a rollout runs already, or the candidate is the current version
+    (DocConflictError, 409),  # a rollout or dataset changed meanwhile (another replica decided first)
     (QueueFullError, 503),  # with Retry-After
     (VersionBehindError, 503),  # ?min_version= not applied here in time; with Retry-After, names the version it has
     (UnavailableError, 503),  # the model is shutting down

@@ -43,7 +43,7 @@ async def _v1(request: Request, model: str) -> Response:
         body = V1InferRequest.model_validate(doc, from_attributes=True)  # FastAPI's mode, its messages
     except ValidationError as e:  # as FastAPI reports a body that fails its model
         raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
-    return await v1.infer(model, body, request.app.state.registry, None)
+    return await v1.infer(request, model, body, request.app.state.registry, None)
 
 
 async def _oip(request: Request, model: str) -> Response:

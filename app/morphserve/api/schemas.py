@@ -164,6 +164,10 @@ class VersionInfo(BaseModel):
     ops: list[dict[str, Any]]
     resident: bool
     pinned: bool = False
+    staged: bool = Field(False, description="committed with `stage: true` (current only once promoted)")
+    evaluations: list[dict[str, Any]] = Field(
+        default_factory=list, description="scores on datasets (a rollout's evaluation gate records them)"
+    )
 
 
 class GcRequest(_Strict):
@@ -193,6 +197,11 @@ class EditRequest(_Strict):
     if_version: IfVersion = None
     dry_run: bool = False
     allow_output_change: bool = False
+    stage: bool = Field(
+        False,
+        description="commit the version without making it current: it serves requests that name it until "
+        "promoted (POST .../versions/{v}/promote) or rolled out (PUT .../rollout)",
+    )
 
 
 class InsertLayer(_Strict):
@@ -204,6 +213,11 @@ class InsertLayer(_Strict):
     seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
     if_version: IfVersion = None
     allow_output_change: bool = False
+    stage: bool = Field(
+        False,
+        description="commit the version without making it current: it serves requests that name it until "
+        "promoted (POST .../versions/{v}/promote) or rolled out (PUT .../rollout)",
+    )
 
 
 class ReplaceLayer(_Strict):
@@ -212,11 +226,21 @@ class ReplaceLayer(_Strict):
     seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
     if_version: IfVersion = None
     allow_output_change: bool = False
+    stage: bool = Field(
+        False,
+        description="commit the version without making it current: it serves requests that name it until "
+        "promoted (POST .../versions/{v}/promote) or rolled out (PUT .../rollout)",
+    )
 
 
 class Rollback(_Strict):
     version: VersionNo
     if_version: IfVersion = None
+    stage: bool = Field(
+        False,
+        description="commit the version without making it current: it serves requests that name it until "
+        "promoted (POST .../versions/{v}/promote) or rolled out (PUT .../rollout)",
+    )
 
 
 class Timings(BaseModel):
@@ -242,4 +266,5 @@ class EditResponse(BaseModel):
         "the next batch after it runs the new version",
     )
     graph: GraphDescription | None = Field(None, description="the would-be graph, for dry runs")
+    staged: bool = Field(False, description="committed without becoming current (`stage: true`)")
     replicas: ReplicaWait | None = Field(None, description="with ?wait=: which replicas have the version live")

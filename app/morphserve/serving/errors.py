@@ -40,3 +40,11 @@ class VersionBehindError(GraphError):
     """`?min_version=` asks for a version this replica has not applied within --min-version-wait-ms."""
 
     retry_after_s = 1
+
+
+class RolloutConflictError(GraphError):
+    """A rollout is already running on this model (one at a time), or it ended meanwhile."""
+
+
+class DatasetError(GraphError):
+    """A dataset does not fit the model's signature (the message names the tensor), or is over its size bound."""

@@ -170,15 +170,24 @@ class EventHub:
             self._hand_over(GLOBAL, event)
 
     # The three hooks the registry (and a replica follower) calls.
-    def version_committed(self, v: Committed) -> None:
-        """Version `v` (a ModelVersion or a journal record) is committed and live on this server."""
+    def version_committed(self, v: Committed, staged: bool = False) -> None:
+        """Version `v` (a ModelVersion or a journal record) is committed and live on this server, or committed and
+        `staged` (it serves only requests that name it)."""
         data = version_data(v.model, v.version, v.parent, v.ops, v.created_at)
+        if staged:
+            data["staged"] = True
         self.publish(v.model, Event("version", data, str(v.version)))
         self._publish_global("version", data)
 
     def model_created(self, model: str, version: int) -> None:
         """`model` is now served, at `version`."""
         self._publish_global("model_created", {"model": model, "version": version})
+
+    def promoted(self, model: str, version: int) -> None:
+        """A committed version became current without a new version being made (a staged one was promoted)."""
+        data = {"model": model, "version": version}
+        self.publish(model, Event("promoted", data))
+        self._publish_global("promoted", data)
 
     def model_deleted(self, model: str) -> None:
         """`model` is no longer served: its streams end."""

@@ -60,6 +60,33 @@ class Metrics:
             registry=r,
         )
         self.journal_up = Gauge("morphserve_journal_up", "1 while the journal is reachable, else 0", registry=r)
+        # Rollouts: `role` is bounded (current / candidate), never a version number.
+        self.rollout_requests = Counter(
+            "morphserve_rollout_requests", "requests answered during a rollout, by role", ["model", "role"], registry=r
+        )
+        self.rollout_errors = Counter(
+            "morphserve_rollout_errors", "failed requests during a rollout, by role", ["model", "role"], registry=r
+        )
+        self.rollout_latency = Histogram(
+            "morphserve_rollout_duration_seconds",
+            "request latency during a rollout, by role (shadow runs: their compute time)",
+            ["model", "role"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.shadow_runs = Counter(
+            "morphserve_shadow_runs",
+            "shadow runs on the candidate, by outcome (compared, dropped)",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.rollout_agreement = Gauge(
+            "morphserve_rollout_agreement",
+            "share of shadowed requests where candidate and current agree",
+            ["model"],
+            registry=r,
+        )
+        self.rollout_active = Gauge("morphserve_rollout_active", "1 while a rollout runs", ["model"], registry=r)
         # Not labelled by version: versions grow without bound, Prometheus series must not.
         self.inferences = Counter(
             "morphserve_inferences", "inference requests served by the worker", ["model"], registry=r

@@ -20,7 +20,7 @@ from safetensors.torch import load as load_safetensors
 from morphserve.graph import GraphDiff, ModelVersion, SetWeightsOp, apply_edit, diff, parse_ops
 from morphserve.graph.edits import Op
 from morphserve.graph.live import check_base, rollback_version
-from morphserve.store import GcResult, Store
+from morphserve.store import GcResult, Head, Store
 
 from .budget import MemoryBudget
 from .errors import BadInputError
@@ -40,6 +40,8 @@ class EditOutcome:
     timings_ms: dict[str, float]
     dry_run: bool
     live_at: float | None = None  # time.time() once the worker swapped it in (edit-to-live, measured from outside)
+    #: Committed without becoming current (`"stage": true`): it serves requests that name it until promoted.
+    staged: bool = False
 
 
 class EditPipeline:
@@ -49,14 +51,16 @@ class EditPipeline:
         metrics: Metrics,
         budget: MemoryBudget,
         keep_versions: int | None,
-        on_commit: Callable[[ServedModel, ModelVersion], None] | None = None,
+        on_commit: Callable[[ServedModel, ModelVersion, bool], None] | None = None,
         priority: SwitchIntervalBoost | None = None,
+        on_promote: Callable[[ServedModel, ModelVersion], None] | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.budget = budget
         self.keep_versions = keep_versions
         self.on_commit = on_commit
+        self.on_promote = on_promote
         self.priority = priority or SwitchIntervalBoost(None)
         self._blob_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edit-blobs")
 
@@ -73,26 +77,80 @@ class EditPipeline:
         if_version: int | None = None,
         dry_run: bool = False,
         allow_output_change: bool = False,
+        stage: bool = False,
     ) -> EditOutcome:
+        """An edit of the current version (`if_version` names it, as If-Match does); a new version numbered after
+        every version the history has, staged ones included. `stage`: durable, but the current version stays."""
+
         def propose() -> ModelVersion:
             parsed = parse_ops(ops)
             base = served.current()
             self.budget.check_edit(base, parsed)
+            check_base(served.name, base.version, if_version)
             latest = served.residency.latest
-            check_base(served.name, latest, if_version)
             return apply_edit(base, parsed, version=latest + 1, allow_output_change=allow_output_change)
 
-        return self._run(served, propose, dry_run=dry_run)
+        return self._run(served, propose, dry_run=dry_run, stage=stage)
 
-    def rollback(self, served: ServedModel, to: int, *, if_version: int | None = None) -> EditOutcome:
+    def rollback(
+        self, served: ServedModel, to: int, *, if_version: int | None = None, stage: bool = False
+    ) -> EditOutcome:
         def propose() -> ModelVersion:
-            latest = served.residency.latest
-            check_base(served.name, latest, if_version)
-            return rollback_version(served.current(), served.residency.get(to), latest + 1)
+            base = served.current()
+            check_base(served.name, base.version, if_version)
+            return rollback_version(base, served.residency.get(to), served.residency.latest + 1)
 
-        return self._run(served, propose, dry_run=False)
+        return self._run(served, propose, dry_run=False, stage=stage)
 
-    def _run(self, served: ServedModel, propose: Callable[[], ModelVersion], *, dry_run: bool) -> EditOutcome:
+    def promote(
+        self, served: ServedModel, version: int, *, journal: Callable[[int], None] | None = None
+    ) -> EditOutcome:
+        """Make a committed version (a staged one, usually) current: a swap like any edit's. `journal(v)` records
+        the promotion durably (default: the store's current pointer; a rollout also writes its decision in the same
+        transaction). Current versions only move forward, so that `?min_version=` keeps its meaning: a version
+        older than the current one is promoted as a new version equal to it, as a rollback would make it."""
+        record = journal or (lambda v: self.store.set_current(served.name, v))
+        with served.edit_lock, self.store.edit_lock(served.name), self.priority.boosted():
+            served.check_alive()
+            t0 = time.perf_counter()
+            self._catch_up(served)
+            previous = served.current()
+            if version == previous.version:
+                record(version)
+                spent = time.perf_counter() - t0
+                timings = _ms(validate=0.0, build=0.0, persist=spent, swap=0.0, total=spent)
+                return EditOutcome(served.name, previous, previous, diff(previous, previous), timings, False)
+            if version < previous.version:
+                target = served.residency.get(version)
+                candidate = rollback_version(previous, target, served.residency.latest + 1)
+                runnable = served.residency.prepare(candidate)
+                self.store.commit(candidate)
+                record(candidate.version)
+            else:
+                candidate = served.residency.get(version)
+                runnable = served.residency.runnable(version) or served.residency.prepare(candidate)
+                record(version)
+            t1 = time.perf_counter()
+            live_at = self._go_live(served, candidate, runnable)
+            t2 = time.perf_counter()
+        log.info("model %s: version %d promoted (from %d)", served.name, candidate.version, previous.version)
+        if self.on_commit is not None and candidate.version != version:  # a new version was made for it
+            self.on_commit(served, candidate, False)
+        if self.on_promote is not None:
+            self.on_promote(served, candidate)
+        return EditOutcome(
+            served.name,
+            candidate,
+            previous,
+            diff(previous, candidate),
+            _ms(validate=0.0, build=0.0, persist=t1 - t0, swap=t2 - t1, total=t2 - t0),
+            False,
+            live_at,
+        )
+
+    def _run(
+        self, served: ServedModel, propose: Callable[[], ModelVersion], *, dry_run: bool, stage: bool = False
+    ) -> EditOutcome:
         # This process's lock, then the journal's (every replica's): the editor catches up to the head, validates,
         # persists and commits while no other replica can commit a version of this model.
         with served.edit_lock, self.store.edit_lock(served.name), self.priority.boosted():
@@ -124,24 +182,30 @@ class EditPipeline:
                     wait([blobs])  # never leave a write running behind a failed edit
                 t2 = time.perf_counter()
                 blobs.result()
-                self.store.commit(candidate)  # durable before it serves and before we answer
+                self.store.commit(candidate, stage=stage)  # durable before it serves and before we answer
             except Exception:
                 self.metrics.edits.labels(served.name, "rejected").inc()
                 raise
             t3 = time.perf_counter()
-            live_at = self._go_live(served, candidate, runnable)
+            if stage:  # resident, so that requests naming it need no reload; not current
+                served.residency.publish(candidate)
+                served.residency.install(candidate, runnable)
+                live_at = None
+            else:
+                live_at = self._go_live(served, candidate, runnable)
             t4 = time.perf_counter()
         self.metrics.edits.labels(served.name, "committed").inc()
         self.metrics.edit_latency.labels(served.name).observe(t4 - t0)
         log.info(
-            "model %s: version %d live (from %d, %.1f ms)",
+            "model %s: version %d %s (from %d, %.1f ms)",
             served.name,
             candidate.version,
+            "staged" if stage else "live",
             previous.version,
             (t4 - t0) * 1000,
         )
         if self.on_commit is not None:
-            self.on_commit(served, candidate)
+            self.on_commit(served, candidate, stage)
         return EditOutcome(
             served.name,
             candidate,
@@ -150,46 +214,56 @@ class EditPipeline:
             _ms(validate=t1 - t0, build=t2 - t1, persist=t3 - t2, swap=t4 - t3, total=t4 - t0),
             False,
             live_at,
+            stage,
         )
 
     def _go_live(self, served: ServedModel, v: ModelVersion, runnable: Any) -> float:
         """Swap `v` in; the wall-clock time it went live."""
-        # Published to the history first, so that the next edit numbers after it even if the swap fails.
-        served.residency.publish(v)
+        # Recorded in the history first, so that the next edit numbers after it even if the swap fails.
+        served.residency.saw(v.version)
         served.worker.swap(v, runnable).result()
         live_at = time.time()
         self.retain(served)
         served.went_live(v.version)
         return live_at
 
+    def catch_up(self, served: ServedModel) -> None:
+        """Under the model's edit locks (this process's, then the journal's): apply what other replicas committed
+        since this one last looked."""
+        self._catch_up(served)
+
     def _catch_up(self, served: ServedModel) -> None:
         """Under the journal's edit lock: apply what other replicas committed since this one last looked."""
         head = self.store.heads().get(served.name)
-        if head is not None and head.version > served.residency.latest:
-            self._apply_locked(served, head.version)
+        if head is not None:
+            self._apply_locked(served, head)
 
-    def apply(self, served: ServedModel, version: int) -> bool:
-        """Bring `served` to `version`, committed elsewhere (the follower's step); False when there was nothing to do.
-        Loaded, built and warmed up off the hot path, then swapped in between two batches, like a local edit."""
+    def apply(self, served: ServedModel, head: Head) -> bool:
+        """Bring `served` to the journal's `head`, committed elsewhere (the follower's step): numbers after its
+        newest version, and its current version live here; False when there was nothing to do. Loaded, built and
+        warmed up off the hot path, then swapped in between two batches, like a local edit."""
         with served.edit_lock, self.priority.boosted():
-            return self._apply_locked(served, version)
+            return self._apply_locked(served, head)
 
-    def _apply_locked(self, served: ServedModel, version: int) -> bool:
-        current = served.current()
-        if served.deleted or version <= served.residency.latest:
+    def _apply_locked(self, served: ServedModel, head: Head) -> bool:
+        if served.deleted:
             return False
-        v = self.store.load(served.name, version, previous=current)
-        runnable = served.residency.prepare(v)
+        served.residency.saw(head.version)
+        current = served.current()
+        if head.current <= current.version:  # current versions only move forward (see `promote`)
+            return False
+        v = served.residency.cached(head.current) or self.store.load(served.name, head.current, previous=current)
+        runnable = served.residency.runnable(v.version) or served.residency.prepare(v)
         self._go_live(served, v, runnable)
-        log.info("model %s: version %d applied from the journal (was %d)", served.name, version, current.version)
+        log.info("model %s: version %d applied from the journal (was %d)", served.name, v.version, current.version)
         if self.on_commit is not None:
-            self.on_commit(served, v)
+            self.on_commit(served, v, False)
         return True
 
     def gc(self, served: ServedModel, keep: int) -> GcResult:
         with served.edit_lock:
             served.check_alive()
-            result = self.store.gc(served.name, keep, {served.serving_version()})
+            result = self.store.gc(served.name, keep, {served.serving_version(), *served.residency.pinned()})
             served.residency.evict(result.removed_versions)
         return result
 
@@ -198,7 +272,9 @@ class EditPipeline:
         if self.keep_versions is None:
             return
         try:
-            result = self.store.gc(served.name, self.keep_versions, {served.serving_version()})
+            result = self.store.gc(
+                served.name, self.keep_versions, {served.serving_version(), *served.residency.pinned()}
+            )
         except Exception as e:  # noqa: BLE001 - the edit is durable and live; retention can wait for the next
             log.warning("model %s: retention after the edit failed: %s", served.name, e)
         else:

@@ -25,6 +25,7 @@ from morphserve.graph.edits import recast
 from morphserve.settings import Settings, worker_index
 from morphserve.store import (
     GcResult,
+    Head,
     Store,
     StoreError,
     StoreUnavailableError,
@@ -34,7 +35,8 @@ from morphserve.store import (
 )
 
 from .budget import MemoryBudget
-from .errors import ModelExistsError
+from .datasets import Datasets
+from .errors import BadInputError, ModelExistsError, RolloutConflictError
 from .events import EventHub  # events hook
 from .inference import Inference
 from .metrics import Metrics
@@ -43,6 +45,8 @@ from .placement import Placement, resolve_device
 from .priority import SwitchIntervalBoost
 from .replication import ReplicasView, Replication, ReplicaWait, advertised_address
 from .residency import Residency
+from .rollout import Rollout, RolloutSpec
+from .rollouts import Rollouts
 from .served import ServedModel
 from .sources import ModelSource, UploadedBundle, parse_entry
 from .worker import DeviceWorker, InferResult
@@ -64,6 +68,12 @@ class ModelStatus(BaseModel):
     params: int
     #: What the layers compute in; `inputs` and `outputs` show the wire datatypes clients send and receive.
     compute_datatype: str = "FP32"
+    #: The newest version number, staged ones included (`version` is the one unversioned requests run on).
+    latest: int = 0
+    #: Bytes of the tensors of every resident version, each shared tensor once: versions cost what they changed.
+    resident_bytes: int = 0
+    #: The rollout running on this model (its id), if one is.
+    rollout: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,8 +97,20 @@ class Registry:
             metrics,
             self.budget,
             settings.keep_versions,
-            on_commit=lambda _served, v: self.events.version_committed(v),  # events hook
+            on_commit=lambda _served, v, staged: self.events.version_committed(v, staged),  # events hook
             priority=SwitchIntervalBoost(settings.edit_switch_interval_us / 1e6 or None),
+            on_promote=lambda served, v: self.events.promoted(served.name, v.version),  # events hook
+        )
+        self.datasets = Datasets(self.store, min(settings.max_dataset_bytes, settings.max_body_bytes))
+        self.rollouts = Rollouts(
+            self.store,
+            metrics,
+            self.events,
+            self.pipeline,
+            self.datasets,
+            replica=lambda: self.replication.follower.id,
+            max_batch_size=settings.max_batch_size,
+            lookup=self.local,
         )
         self._models: dict[str, ServedModel] = {}
         self._deleting: set[str] = set()
@@ -107,6 +129,7 @@ class Registry:
             interval_s=settings.follow_interval_ms / 1000,
             wait_s=settings.min_version_wait_ms / 1000,
             address=advertised_address(settings.host, settings.port),
+            on_docs=lambda served, _head: self.rollouts.sync(served),
         )
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -120,7 +143,7 @@ class Registry:
             self.unreadable = str(e)
             heads = {}
         for name, head in heads.items():
-            self._restore(name, head.incarnation)
+            self._restore(name, head)
         for entry in self.settings.models:
             asked, source = parse_entry(entry)
             if asked is not None and (asked in self._models or asked in self.failed):
@@ -141,17 +164,19 @@ class Registry:
                     recast(first, self.settings.dtype) if self.settings.dtype else first, persist=True, startup=True
                 )
             except (VersionConflictError, ModelExistsError):  # a replica starting beside this one created it first
-                self._restore(first.model, self.store.heads()[first.model].incarnation)
+                self._restore(first.model, self.store.heads()[first.model])
             except StoreError as e:  # a damaged journal takes no writes, not even this
                 log.error("model %s is not served: %s", first.model, e)
                 self.failed[first.model] = str(e)
         # Restored versions skip shape propagation (the journal recorded it), so the first edit would pay its
         # start-up cost (seconds): pay it beside serving instead.
         threading.Thread(target=shapes.prime, name="prime-shapes", daemon=True).start()
+        for served in list(self._models.values()):  # a rollout that ran before a restart runs on
+            self.rollouts.sync(served)
         if self.store.unavailable is None:
             self.replication.start()
 
-    def _restore(self, name: str, incarnation: str) -> None:
+    def _restore(self, name: str, head: Head) -> None:
         try:
             first = self.store.load(name)
         except (StoreError, GraphError, ValueError, RuntimeError) as e:
@@ -159,12 +184,19 @@ class Registry:
             self.failed[name] = str(e)
             return
         log.info("model %s: restored version %d from %s", name, first.version, self.store.where)
-        self._serve(first, persist=False, incarnation=incarnation)
+        self._serve(first, persist=False, incarnation=head.incarnation, latest=head.version)
 
     def _serve(
-        self, first: ModelVersion, *, persist: bool, startup: bool = False, incarnation: str | None = None
+        self,
+        first: ModelVersion,
+        *,
+        persist: bool,
+        startup: bool = False,
+        incarnation: str | None = None,
+        latest: int | None = None,
     ) -> ServedModel:
-        """Serve `first` (a model's latest version); `persist` journals it as a new model."""
+        """Serve `first` (a model's current version); `persist` journals it as a new model; `latest`: the newest
+        version the journal has of it (a staged one may be newer than the current)."""
         with self._lock:
             if first.model in self._models:
                 raise ModelExistsError(f"model {first.model!r} already exists")
@@ -183,6 +215,7 @@ class Registry:
                 prepare=placement.prepare,
                 load=lambda n: self.store.load(name, n, previous=residency.current()),
                 on_evict=placement.retain,
+                latest=latest,
             )
             worker = DeviceWorker(
                 residency,
@@ -212,8 +245,9 @@ class Registry:
 
     def adopt(self, name: str, incarnation: str) -> None:
         """Serve a model another replica created."""
+        head = self.store.heads().get(name)
         first = self.store.load(name)
-        self._serve(first, persist=False, incarnation=incarnation)
+        self._serve(first, persist=False, incarnation=incarnation, latest=head.version if head else None)
 
     def drop_local(self, name: str) -> None:
         """Stop serving a model another replica deleted (the journal has no rows of it any more)."""
@@ -224,12 +258,14 @@ class Registry:
         with served.edit_lock:
             served.deleted = True
         served.worker.stop()
+        self.rollouts.forget(name)
         self.events.model_deleted(name)  # events hook
         log.info("model %s: deleted by another replica", name)
 
     def close(self) -> None:
         """Stop following and every worker (the store keeps the models for the next start)."""
         self.replication.stop()
+        self.rollouts.close()
         with self._lock:
             models, self._models = list(self._models.values()), {}
         for served in models:
@@ -277,6 +313,7 @@ class Registry:
                 self._deleting.discard(name)
 
         await asyncio.to_thread(remove)
+        self.rollouts.forget(name)
         log.info("model %s: removed", name)
         self.events.model_deleted(name)  # events hook
 
@@ -305,12 +342,13 @@ class Registry:
 
     async def status(self, name: str) -> ModelStatus:
         served = self.get(name)
-        count = len(await asyncio.to_thread(self.store.version_numbers, name))
+        numbers = await asyncio.to_thread(self.store.version_numbers, name)
         v = served.current()
+        rollout = self.rollouts.active(name)
         return ModelStatus(
             name=name,
             version=v.version,
-            versions=count,
+            versions=len(numbers),
             resident_versions=served.residency.resident_versions(),
             device=str(self.device),
             queue_depth=served.worker.queue_depth(),
@@ -318,6 +356,9 @@ class Registry:
             outputs=[TensorSpec(name=o.name, datatype=o.datatype or "FP32", shape=o.shape or (-1,)) for o in v.outputs],
             params=v.total_params(),
             compute_datatype=v.spec.compute_datatype or "FP32",
+            latest=max(served.residency.latest, numbers[-1] if numbers else 0),
+            resident_bytes=resident_bytes(served.residency.resident()),
+            rollout=None if rollout is None else rollout.id,
         )
 
     def readiness(self) -> Readiness:
@@ -353,15 +394,56 @@ class Registry:
         return await asyncio.to_thread(fn, *args)
 
     # -- inference and edits -----------------------------------------------------------------------------
+    def sticky(self, name: str, headers: Mapping[str, str]) -> str | None:
+        """The value of the running rollout's sticky header in a request's headers (None: no rollout, no such
+        header, or the request does not carry it)."""
+        rollout = self.rollouts.active(name)
+        if rollout is None or rollout.spec.sticky_header is None:
+            return None
+        return headers.get(rollout.spec.sticky_header)
+
     async def infer(
-        self, name: str, arrays: Mapping[str, np.ndarray], version: int | None = None, *, min_version: int | None = None
+        self,
+        name: str,
+        arrays: Mapping[str, np.ndarray],
+        version: int | None = None,
+        *,
+        min_version: int | None = None,
+        sticky: str | None = None,
     ) -> InferResult:
-        """`min_version`: read-your-writes across replicas (wait, bounded, until this replica has applied it)."""
+        """`min_version`: read-your-writes across replicas (wait, bounded, until this replica has applied it).
+        `sticky`: the value of the running rollout's sticky header in this request, if any: it picks the side."""
         started = time.perf_counter()  # metrics hook: per-model latency
         if min_version is not None:
             await self.replication.wait_for(name, min_version)
-        result = await self.inference.infer(self.get(name), arrays, version)
+        served = self.get(name)
+        rollout = self.rollouts.active(name) if version is None else None
+        if rollout is None:
+            result = await self.inference.infer(served, arrays, version)
+        else:
+            result = await self._infer_in_rollout(served, rollout, arrays, sticky)
         self.metrics.inference_latency.labels(name).observe(time.perf_counter() - started)  # metrics hook
+        return result
+
+    async def _infer_in_rollout(
+        self, served: ServedModel, rollout: Rollout, arrays: Mapping[str, np.ndarray], sticky: str | None
+    ) -> InferResult:
+        """An unversioned request while a rollout runs: the canary side answers from the candidate; the current
+        side's answer may be shadowed on the candidate, after the client has it."""
+        role = "candidate" if rollout.route(sticky) else "current"
+        started = time.perf_counter()
+        try:
+            result = await self.inference.infer(served, arrays, rollout.candidate if role == "candidate" else None)
+        except BadInputError as e:  # the client's input: no side's fault, unless the model could not compute on it
+            if "cannot compute" in e.message:
+                self.rollouts.observe(served.name, rollout, role, time.perf_counter() - started, True)
+            raise
+        except Exception:
+            self.rollouts.observe(served.name, rollout, role, time.perf_counter() - started, True)
+            raise
+        self.rollouts.observe(served.name, rollout, role, time.perf_counter() - started, False)
+        if role == "current" and rollout.shadow():
+            self.rollouts.shadow(served, rollout, arrays, result)
         return result
 
     async def replicas(self) -> ReplicasView:
@@ -378,6 +460,7 @@ class Registry:
         if_version: int | None = None,
         dry_run: bool = False,
         allow_output_change: bool = False,
+        stage: bool = False,
     ) -> EditOutcome:
         served = self.get(name)
         return await asyncio.to_thread(
@@ -387,20 +470,93 @@ class Registry:
             if_version=if_version,
             dry_run=dry_run,
             allow_output_change=allow_output_change,
+            stage=stage,
         )
 
     async def set_weights(
-        self, name: str, node: str, tensors: dict[str, torch.Tensor], *, if_version: int | None = None
+        self,
+        name: str,
+        node: str,
+        tensors: dict[str, torch.Tensor],
+        *,
+        if_version: int | None = None,
+        stage: bool = False,
     ) -> EditOutcome:
-        return await self.edit(name, [SetWeightsOp.from_tensors(node, tensors)], if_version=if_version)
+        return await self.edit(name, [SetWeightsOp.from_tensors(node, tensors)], if_version=if_version, stage=stage)
 
-    async def upload_weights(self, name: str, node: str, data: bytes, *, if_version: int | None = None) -> EditOutcome:
+    async def upload_weights(
+        self, name: str, node: str, data: bytes, *, if_version: int | None = None, stage: bool = False
+    ) -> EditOutcome:
         """`set_weights` from a safetensors file (keys `<tensor>` or `<node>.<tensor>`), parsed off the loop."""
         served = self.get(name)
         return await asyncio.to_thread(
-            lambda: self.pipeline.edit(served, [weights_op(node, data)], if_version=if_version)
+            lambda: self.pipeline.edit(served, [weights_op(node, data)], if_version=if_version, stage=stage)
         )
 
-    async def rollback(self, name: str, to: int, *, if_version: int | None = None) -> EditOutcome:
+    async def rollback(self, name: str, to: int, *, if_version: int | None = None, stage: bool = False) -> EditOutcome:
         served = self.get(name)
-        return await asyncio.to_thread(self.pipeline.rollback, served, to, if_version=if_version)
+        return await asyncio.to_thread(self.pipeline.rollback, served, to, if_version=if_version, stage=stage)
+
+    async def promote(self, name: str, version: int) -> EditOutcome:
+        """Make a committed version (a staged one) current, by hand. Refused while a rollout runs: it decides."""
+        served = self.get(name)
+        running = self.rollouts.active(name)
+        if running is not None:
+            raise RolloutConflictError(
+                f"rollout {running.id} of {name!r} is running: promote through it (POST .../rollout/promote)",
+                rollout=running.id,
+            )
+        return await asyncio.to_thread(self.pipeline.promote, served, version)
+
+    # -- rollouts and datasets ---------------------------------------------------------------------------------
+    async def start_rollout(self, name: str, spec: RolloutSpec) -> dict[str, Any]:
+        served = self.get(name)
+        return await asyncio.to_thread(self.rollouts.start, served, spec)
+
+    async def rollout(self, name: str) -> dict[str, Any]:
+        served = self.get(name)
+        return await asyncio.to_thread(self.rollouts.view, served)
+
+    async def end_rollout(self, name: str, action: str) -> dict[str, Any]:
+        """`promote` or `abort` the running rollout by hand."""
+        served = self.get(name)
+        end = self.rollouts.promote if action == "promote" else self.rollouts.abort
+        return await asyncio.to_thread(end, served)
+
+    async def put_dataset(self, name: str, dataset: str, data: bytes) -> dict[str, Any]:
+        served = self.get(name)
+        doc = await asyncio.to_thread(self.datasets.put, name, dataset, data, served.current())
+        return dict(doc.value, updated_at=doc.updated_at)
+
+    async def datasets_of(self, name: str) -> list[dict[str, Any]]:
+        self.get(name)
+        docs = await asyncio.to_thread(self.datasets.list, name)
+        return [dict(d.value, updated_at=d.updated_at) for d in docs]
+
+    async def delete_dataset(self, name: str, dataset: str) -> None:
+        self.get(name)
+        await asyncio.to_thread(self.datasets.delete, name, dataset)
+
+    async def evaluations(self, name: str) -> dict[int, list[dict[str, Any]]]:
+        """Every evaluation score recorded of each version (rollouts' evaluation gates write them)."""
+        self.get(name)
+        docs = await asyncio.to_thread(self.store.docs, name, "evaluation")
+        out: dict[int, list[dict[str, Any]]] = {}
+        for d in docs:
+            out.setdefault(int(d.value["version"]), []).append(d.value)
+        return out
+
+
+def resident_bytes(versions: list[ModelVersion]) -> int:
+    """Bytes of the tensors the versions hold, each storage counted once: a version that shares its unchanged layers
+    with another costs only what it changed."""
+    seen: set[int] = set()
+    total = 0
+    for v in versions:
+        for module in v.modules.values():
+            for t in module.state_dict(keep_vars=True).values():
+                storage = t.untyped_storage()
+                if storage.data_ptr() not in seen:
+                    seen.add(storage.data_ptr())
+                    total += storage.nbytes()
+    return total

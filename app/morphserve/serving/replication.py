@@ -96,16 +96,18 @@ class Replication:
         self,
         models: ServedModels,
         *,
-        apply: Callable[[ServedModel, int], bool],
+        apply: Callable[[ServedModel, Head], bool],
         store: Store,
         metrics: Metrics,
         journal_kind: str,
         interval_s: float,
         wait_s: float,
         address: str,
+        on_docs: Callable[[ServedModel, Head], None] | None = None,
     ) -> None:
-        """`apply(served, version)` brings a served model to a version committed elsewhere (the edit pipeline's
-        follower step); `journal_kind` is what `/v1/replicas` names the journal (sqlite, postgresql, memory)."""
+        """`apply(served, head)` brings a served model to a head committed elsewhere (the edit pipeline's
+        follower step); `on_docs(served, head)` runs when a model's documents changed (a rollout started or ended
+        elsewhere); `journal_kind` is what `/v1/replicas` names the journal (sqlite, postgresql, memory)."""
         self.models = models
         self.apply = apply
         self.store = store
@@ -116,6 +118,8 @@ class Replication:
             store, metrics, follow=self.follow, applied=self.applied, interval_s=interval_s, address=address
         )
         self._heads: dict[str, Head] = {}
+        self.on_docs = on_docs
+        self._docs_seen: dict[str, tuple[str, int]] = {}  # model -> (incarnation, docs_rev) last handed to on_docs
 
     def start(self) -> None:
         self.follower.start()
@@ -138,8 +142,10 @@ class Replication:
                 elif served.incarnation is not None and served.incarnation != head.incarnation:
                     models.drop_local(name)
                     models.adopt(name, head.incarnation)
-                elif not self.apply(served, head.version):
+                elif not self.apply(served, head):
+                    self._docs(name, head)
                     continue
+                self._docs(name, head)
                 changed = True
             except ModelExistsError:
                 continue  # created by this very process meanwhile
@@ -154,13 +160,21 @@ class Replication:
         self._lag(heads)
         return changed
 
+    def _docs(self, name: str, head: Head) -> None:
+        seen = (head.incarnation, head.docs_rev)
+        served = self.models.local(name)
+        if self.on_docs is None or served is None or self._docs_seen.get(name) == seen:
+            return
+        self._docs_seen[name] = seen
+        self.on_docs(served, head)
+
     def _lag(self, heads: dict[str, Head]) -> None:
         now = time.time()
         for name, head in heads.items():
             served = self.models.local(name)
             if served is None:
                 continue
-            behind = max(0, head.version - served.serving_version())
+            behind = max(0, head.current - served.serving_version())
             self.metrics.lag_versions.labels(name).set(behind)
             self.metrics.lag_seconds.labels(name).set(max(0.0, now - head.committed_at) if behind else 0.0)
 
@@ -210,7 +224,7 @@ class Replication:
         if not seen_self:  # not beaten yet, or the journal is down: this replica still knows itself
             replicas.insert(0, self._info(f.id, f.address, f.started_at, now, self.applied(), heads, now, f.id))
         return ReplicasView(
-            self=f.id, journal=journal, heads={m: h.version for m, h in heads.items()}, replicas=replicas
+            self=f.id, journal=journal, heads={m: h.current for m, h in heads.items()}, replicas=replicas
         )
 
     @staticmethod
@@ -226,7 +240,7 @@ class Replication:
     ) -> ReplicaInfo:
         lag = {}
         for m, h in heads.items():
-            behind = max(0, h.version - versions.get(m, 0))
+            behind = max(0, h.current - versions.get(m, 0))
             lag[m] = ModelLag(versions=behind, seconds=round(max(0.0, now - h.committed_at), 3) if behind else 0.0)
         return ReplicaInfo(
             id=rid,

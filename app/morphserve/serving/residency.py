@@ -55,10 +55,12 @@ class Residency(Generic[V]):
         prepare: Callable[[V], Runnable],
         load: Callable[[int], V],
         on_evict: Callable[[list[V]], None] | None = None,
+        latest: int | None = None,
     ) -> None:
         """`first` serves at once; `prepare(v)` places a version on the device and warms it up (blocking, may raise);
         `load(n)` rebuilds version n from the store; `on_evict(resident)` is told which versions stay resident after
-        an eviction (the placement frees the device copies nothing uses any more)."""
+        an eviction (the placement frees the device copies nothing uses any more); `latest`: the newest number the
+        history has, when it is past `first` (a staged version newer than the current one)."""
         if capacity < 1:
             raise ValueError("a model keeps at least its current version resident")
         self.model = model
@@ -73,7 +75,9 @@ class Residency(Generic[V]):
         self._loaded: collections.OrderedDict[int, V] = collections.OrderedDict()
         self._resident[first.version] = (first, runnable)
         self._current: int = first.version
-        self._latest: int = first.version
+        self._latest: int = max(first.version, latest or 0)
+        #: Versions that must stay resident besides the current one (a rollout's candidate), with a count each.
+        self._pinned: collections.Counter[int] = collections.Counter()
 
     # -- reads (any thread) -------------------------------------------------------------------------------------
     @property
@@ -91,6 +95,11 @@ class Residency(Generic[V]):
         """The current version and its runnable, read together (the worker's batch runs exactly this pair)."""
         with self._lock:
             return self._resident[self._current]
+
+    def resident(self) -> list[V]:
+        """The resident versions, least recently used first."""
+        with self._lock:
+            return [v for v, _ in self._resident.values()]
 
     def resident_versions(self) -> list[int]:
         """Resident version numbers, least recently used first."""
@@ -142,13 +151,20 @@ class Residency(Generic[V]):
         """Place a candidate on the device and warm it up; nothing here changes (it joins with `install`)."""
         return self._prepare(version)
 
-    def publish(self, version: V) -> None:
-        """Record that `version` exists in the history (committed here or applied from the journal), before it is
+    def publish(self, version: V | int) -> None:
+        """Record that a version exists in the history (committed here or applied from the journal), before it is
         installed: the next version number comes after it."""
+        number = version if isinstance(version, int) else version.version
         with self._lock:
-            if version.version <= self._latest:
-                raise ValueError(f"version {version.version} of {self.model!r} is not past {self._latest}")
-            self._latest = version.version
+            if number <= self._latest:
+                raise ValueError(f"version {number} of {self.model!r} is not past {self._latest}")
+            self._latest = number
+
+    def saw(self, number: int) -> None:
+        """The history has reached `number` elsewhere (a staged version another replica committed): later
+        numbers come after it. Unlike `publish`, an older number is no error."""
+        with self._lock:
+            self._latest = max(self._latest, number)
 
     def install(self, version: V, runnable: Runnable, *, current: bool = False) -> None:
         """Make a version resident, and current when `current` (only the device worker asks for that, between two
@@ -173,10 +189,28 @@ class Residency(Generic[V]):
             self.install(version, runnable)
             return runnable
 
-    def evict(self, versions: Iterable[int]) -> None:
-        """Forget versions (deleted by gc) from memory; never the current one."""
+    def pin(self, version: int) -> None:
+        """Keep a version resident until `unpin` (a rollout's candidate takes traffic), beyond the capacity if it
+        must: the pinned versions and the current one are never evicted."""
         with self._lock:
-            gone = [v for v in versions if v != self._current]
+            self._pinned[version] += 1
+
+    def unpin(self, version: int) -> None:
+        with self._lock:
+            self._pinned[version] -= 1
+            if self._pinned[version] <= 0:
+                del self._pinned[version]
+            evicted = self._trim()
+        self._evicted(evicted)
+
+    def pinned(self) -> set[int]:
+        with self._lock:
+            return set(self._pinned)
+
+    def evict(self, versions: Iterable[int]) -> None:
+        """Forget versions (deleted by gc) from memory; never the current or a pinned one."""
+        with self._lock:
+            gone = [v for v in versions if v != self._current and v not in self._pinned]
             for v in gone:
                 self._resident.pop(v, None)
                 self._loaded.pop(v, None)
@@ -185,7 +219,9 @@ class Residency(Generic[V]):
     def _trim(self) -> bool:
         evicted = False
         while len(self._resident) > self.capacity:
-            oldest = next(v for v in self._resident if v != self._current)
+            oldest = next((v for v in self._resident if v != self._current and v not in self._pinned), None)
+            if oldest is None:  # everything left is current or pinned
+                break
             del self._resident[oldest]
             evicted = True
         return evicted

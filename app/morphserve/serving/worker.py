@@ -38,6 +38,8 @@ class InferResult:
     outputs: tuple[np.ndarray, ...]
     #: Output names in order (filled in by the inference path from the version the request was checked against).
     names: tuple[str, ...] = ()
+    #: The forward of the batch this request ran in (seconds): what a rollout compares between two versions.
+    compute_s: float = 0.0
 
 
 @dataclass(eq=False)
@@ -53,10 +55,30 @@ class InferItem:
     #: For an explicit version: its runnable, taken when the request is accepted, so that an edit evicting the
     #: version from the resident set meanwhile cannot fail a request already queued for it.
     runnable: Runnable | None = None
+    #: `live` (a client waits), or background work that never delays live traffic by more than one slice: `shadow`
+    #: (a rollout's copy of a live request: run only while no live request waits, dropped when it cannot run soon)
+    #: or `job` (an evaluation's batch: it waits, and gets slices even under full load, a bounded share of the
+    #: worker's time, so that it finishes).
+    lane: str = "live"
+    queued_at: float = 0.0
 
     def __post_init__(self) -> None:
         self.rows = int(self.inputs[0].shape[0])
-        self.key = (self.version, tuple((tuple(t.shape[1:]), t.dtype) for t in self.inputs))
+        self.key = (self.version, self.lane, tuple((tuple(t.shape[1:]), t.dtype) for t in self.inputs))
+        self.queued_at = time.monotonic()
+
+
+@dataclass(eq=False)
+class Slice:
+    """Background work that is not a batch (a training step): `run()` on the worker thread, between two batches."""
+
+    run: Callable[[], None]
+    lane: str = "job"
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+class DroppedError(Exception):
+    """A shadow run that could not run soon enough and was dropped (the live traffic had the device)."""
 
 
 @dataclass(eq=False)
@@ -81,7 +103,16 @@ class DeviceWorker:
         max_queue: int,
         metrics: Metrics,
         batch_wait: str = "adaptive",
+        background_limit: int = 256,
+        job_interval_s: float = 0.02,
+        job_share: float = 0.2,
+        shadow_max_age_s: float = 0.5,
+        shadow_rows: int | None = None,
     ) -> None:
+        """Background work (`submit_background`): at most `background_limit` items wait. While live requests queue,
+        a job gets a slice at most every `job_interval_s` and at most `job_share` of the worker's time; a shadow run
+        never starts then, waits at most `shadow_max_age_s` (then it is dropped), and runs in slices of at most
+        `shadow_rows` rows (default an eighth of a batch), so that a live request arriving meanwhile waits little."""
         self.residency = residency
         self.model = residency.model
         self.device = device
@@ -92,6 +123,14 @@ class DeviceWorker:
         self.batch_wait = batch_wait
         self._metrics = metrics
         self._queue: collections.deque[InferItem | _Swap] = collections.deque()
+        self._background: collections.deque[InferItem | Slice] = collections.deque()
+        self.background_limit = background_limit
+        self.job_interval_s = job_interval_s
+        self.job_share = job_share
+        self.shadow_max_age_s = shadow_max_age_s
+        self.shadow_rows = shadow_rows or max(1, max_batch_size // 8)
+        self._last_background = 0.0  # when the last background slice ended
+        self._background_took = 0.0  # how long it ran
         self._waiting = 0  # inference items in the queue (swaps never count against max_queue)
         self._cond = threading.Condition()
         self._stopping = False
@@ -111,13 +150,16 @@ class DeviceWorker:
         """Stop after failing whatever is still queued (the model is going away)."""
         with self._cond:
             self._stopping = True
-            pending = list(self._queue)
+            pending: list[InferItem | _Swap | Slice] = [*self._queue, *self._background]
             self._queue.clear()
+            self._background.clear()
             self._waiting = 0
             self._cond.notify_all()
         for item in pending:
             if isinstance(item, _Swap):
                 item.done.set_exception(UnavailableError(f"model {self.model!r} is shutting down"))
+            elif isinstance(item, Slice):
+                continue  # its job sees the model go away on its own
             else:
                 item.deliver(UnavailableError(f"model {self.model!r} is shutting down"))
         if self._thread.is_alive():
@@ -143,6 +185,25 @@ class DeviceWorker:
                 self._arrived_busy += 1
             self._metrics.queue_depth.labels(self.model).set(self._waiting)
             self._cond.notify()
+
+    def submit_background(self, item: InferItem | Slice) -> bool:
+        """Queue background work; False (nothing queued) when the model is stopping, the background queue is full,
+        or, for a shadow run, live requests are waiting already (the device is busy: the copy is dropped)."""
+        with self._cond:
+            if self._stopping or len(self._background) >= self.background_limit:
+                return False
+            if item.lane == "shadow" and self._waiting > 0:
+                return False
+            if isinstance(item, InferItem) and item.version is not None and item.runnable is None:
+                item.runnable = self.residency.runnable(item.version)
+                if item.runnable is None:
+                    raise self._not_resident(item.version)
+            self._background.append(item)
+            self._cond.notify()
+            return True
+
+    def background_depth(self) -> int:
+        return len(self._background)
 
     def cancel(self, item: InferItem) -> None:
         """Give back a queued request's slot (its client went away); the worker will skip it."""
@@ -177,30 +238,92 @@ class DeviceWorker:
         torch.set_grad_enabled(False)
         while True:
             with self._cond:
-                while not self._queue and not self._stopping:
+                while not self._queue and not self._background and not self._stopping:
                     self._cond.wait()
                 if self._stopping:
                     return
-                first = self._queue.popleft()
-                if isinstance(first, _Swap):
-                    self._apply_swap(first)
-                    continue
-                self._waiting -= 1
-                batch = [first]
-                self._fill(batch)
-                self._metrics.queue_depth.labels(self.model).set(self._waiting)
+                work = self._next_background()
+                if isinstance(work, Slice):
+                    job: Slice | None = work
+                    batch = []
+                elif work is not None:
+                    job, batch = None, [work]
+                    self._fill_background(batch)
+                else:
+                    job = None
+                    if not self._queue:
+                        continue
+                    first = self._queue.popleft()
+                    if isinstance(first, _Swap):
+                        self._apply_swap(first)
+                        continue
+                    self._waiting -= 1
+                    batch = [first]
+                    self._fill(batch)
+                    self._metrics.queue_depth.labels(self.model).set(self._waiting)
                 self._busy, self._arrived_busy = True, 0
             started = time.monotonic()
-            try:
-                self._execute(batch)
-            except BaseException as e:
-                log.exception("model %s: batch failed unexpectedly", self.model)
-                for item in batch:
-                    item.deliver(e)
+            background = job is not None or batch[0].lane != "live"
+            if job is not None:
+                try:
+                    job.run()
+                except BaseException:
+                    log.exception("model %s: a background slice failed", self.model)
+            else:
+                try:
+                    self._execute(batch)
+                except BaseException as e:
+                    log.exception("model %s: batch failed unexpectedly", self.model)
+                    for item in batch:
+                        item.deliver(e)
             with self._cond:
-                rate = self._arrived_busy / max(time.monotonic() - started, 1e-6)
-                self._busy_rate = 0.5 * (self._busy_rate + rate)
+                ended = time.monotonic()
+                if background:
+                    self._last_background, self._background_took = ended, ended - started
+                else:
+                    rate = self._arrived_busy / max(ended - started, 1e-6)
+                    self._busy_rate = 0.5 * (self._busy_rate + rate)
                 self._busy = False
+
+    def _next_background(self) -> InferItem | Slice | None:
+        """Under the lock: the background work to run now, if any. Live requests and swaps come first; a job still
+        gets one slice per `job_interval_s` while they queue, and a shadow run too old to matter is dropped."""
+        now = time.monotonic()
+        while self._background and self._background[0].lane == "shadow":
+            head = self._background[0]
+            if now - head.queued_at <= self.shadow_max_age_s:
+                break
+            self._background.popleft()
+            if isinstance(head, InferItem):
+                head.deliver(DroppedError("the live traffic had the device"))
+        if not self._background:
+            return None
+        if self._queue:
+            # Live requests wait: only a job, and only once the worker has served live traffic for long enough that
+            # this slice keeps the background under `job_share` of its time.
+            gap = max(self.job_interval_s, self._background_took * (1 - self.job_share) / self.job_share)
+            if now - self._last_background < gap:
+                return None
+            found = next((w for w in self._background if w.lane == "job"), None)
+            if found is None:
+                return None
+            self._background.remove(found)
+            return found
+        return self._background.popleft()
+
+    def _fill_background(self, batch: list[InferItem]) -> None:
+        """Add queued background items with the same key (version, lane, shapes) up to a full batch: one slice."""
+        key, rows = batch[0].key, batch[0].rows
+        limit = self.shadow_rows if batch[0].lane == "shadow" else self.max_batch_size
+        kept: collections.deque[InferItem | Slice] = collections.deque()
+        while self._background:
+            item = self._background.popleft()
+            if isinstance(item, InferItem) and item.key == key and rows + item.rows <= limit:
+                batch.append(item)
+                rows += item.rows
+            else:
+                kept.append(item)
+        self._background = kept
 
     def _fill(self, batch: list[InferItem]) -> None:
         """Add compatible queued requests (same key) until the batch is full or a swap is next; then wait for more
@@ -284,7 +407,9 @@ class DeviceWorker:
                 item.deliver(err)
             return
         try:
+            t0 = time.perf_counter()
             outputs = self._forward(runnable, [item.inputs for item in batch])
+            compute_s = time.perf_counter() - t0
         except Exception as e:  # noqa: BLE001 - find which request the model cannot compute on
             if len(batch) == 1:
                 batch[0].deliver(
@@ -294,12 +419,13 @@ class DeviceWorker:
             for item in batch:
                 self._execute([item])
             return
-        self._metrics.batch_size.labels(self.model).observe(sum(i.rows for i in batch))
-        self._metrics.inferences.labels(self.model).inc(len(batch))
+        if batch[0].lane == "live":  # background work is not serving: it stays out of the serving metrics
+            self._metrics.batch_size.labels(self.model).observe(sum(i.rows for i in batch))
+            self._metrics.inferences.labels(self.model).inc(len(batch))
         offset = 0
         for item in batch:
             end = offset + item.rows
-            item.deliver(InferResult(version, tuple(o[offset:end] for o in outputs)))
+            item.deliver(InferResult(version, tuple(o[offset:end] for o in outputs), compute_s=compute_s))
             offset = end
 
     def _forward(self, runnable: Runnable, inputs: list[tuple[torch.Tensor, ...]]) -> list[np.ndarray]:

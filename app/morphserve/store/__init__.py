@@ -4,6 +4,8 @@ from .backend import BlobBackend, ChangeFeed, JournalBackend
 from .factory import open_store
 from .records import (
     BlobCorruptError,
+    Doc,
+    DocConflictError,
     GcResult,
     Head,
     JournalError,
@@ -22,6 +24,8 @@ __all__ = [
     "BlobBackend",
     "BlobCorruptError",
     "ChangeFeed",
+    "Doc",
+    "DocConflictError",
     "GcResult",
     "Head",
     "JournalBackend",

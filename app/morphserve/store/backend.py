@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from typing import Protocol
+from typing import Any, Protocol
 
-from .records import Head, Notice, ReplicaRecord, VersionRecord
+from .records import Doc, Head, Notice, ReplicaRecord, VersionRecord
 
 
 class JournalBackend(Protocol):
@@ -29,8 +29,35 @@ class JournalBackend(Protocol):
         row of a new model: its `models` row is inserted in the same transaction, and a model of that name that
         exists already is a `VersionConflictError` too. `before_commit` runs inside the transaction, while no
         blob sweep can run (see `sweep_lock`): the store uses it to check the version's blobs exist. A backend
-        with a change feed sends a `Notice(model, version)` when the transaction commits.
+        with a change feed sends a `Notice(model, version)` when the transaction commits. A row that is not
+        `staged` becomes the model's current version in the same transaction.
         """
+
+    def set_current(self, model: str, version: int) -> None:
+        """Make an existing version the model's current one (a promotion); `VersionConflictError` if it is gone."""
+
+    def put_doc(
+        self,
+        model: str,
+        kind: str,
+        key: str,
+        value: dict[str, Any],
+        *,
+        expect_rev: int | None = None,
+        digest: str | None = None,
+        current: int | None = None,
+    ) -> Doc:
+        """Write a model's document in one transaction and bump the model's `docs_rev` (followers re-read).
+        `expect_rev`: None writes whatever is there; 0 requires that the document does not exist; n requires it is
+        at rev n (else `DocConflictError`). `current` also makes that version current, atomically with the write
+        (a rollout's promotion). `digest`: a blob gc keeps while the document exists."""
+
+    def delete_doc(self, model: str, kind: str, key: str) -> None: ...
+
+    def docs(self, model: str, kind: str) -> list[Doc]:
+        """A model's documents of one kind, most recently updated first."""
+
+    def doc(self, model: str, kind: str, key: str) -> Doc | None: ...
 
     def get(self, model: str, version: int) -> VersionRecord | None: ...
 
@@ -58,7 +85,8 @@ class JournalBackend(Protocol):
         `Notice(model, None)` when it commits."""
 
     def heads(self) -> dict[str, Head]:
-        """Every model that exists, with its incarnation and newest version: one cheap query, polled by followers."""
+        """Every model that exists, with its incarnation, newest and current version and documents' rev: one
+        cheap query, polled by followers."""
 
     def edit_lock(self, model: str, *, timeout_s: float | None = None) -> AbstractContextManager[None]:
         """Held by an editor from catching up to committing: serialises the edits of one model across every process

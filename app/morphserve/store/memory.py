@@ -3,13 +3,16 @@ the state dir cannot be used, so the rest of the server never asks "is there a s
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
+from .journal_reads import check_rev
 from .locks import EDIT_LOCK_TIMEOUT_S, ModelLocks
-from .records import BlobCorruptError, Head, ReplicaRecord, VersionConflictError, VersionRecord
+from .records import BlobCorruptError, Doc, Head, ReplicaRecord, VersionConflictError, VersionRecord
 
 
 class MemoryJournal:
@@ -21,6 +24,9 @@ class MemoryJournal:
         self._models: dict[str, str] = {}  # model -> incarnation
         self._pins: dict[str, set[int]] = {}
         self._replicas: dict[str, ReplicaRecord] = {}
+        self._current: dict[str, int] = {}
+        self._docs: dict[tuple[str, str, str], Doc] = {}
+        self._docs_rev: dict[str, int] = {}
         self._lock = threading.RLock()
         self._edit_locks = ModelLocks()
         self.edit_lock_timeout_s = edit_lock_timeout_s
@@ -43,6 +49,8 @@ class MemoryJournal:
             self._committed[(m, v)] = time.time()
             if create is not None:
                 self._models[m] = create
+            if not record.staged:
+                self._current[m] = v
 
     def get(self, model: str, version: int) -> VersionRecord | None:
         with self._lock:
@@ -91,11 +99,69 @@ class MemoryJournal:
                 self._committed.pop((model, v), None)
             self._pins.pop(model, None)
             self._models.pop(model, None)
+            self._current.pop(model, None)
+            self._docs_rev.pop(model, None)
+            for k in [k for k in self._docs if k[0] == model]:
+                del self._docs[k]
 
     def heads(self) -> dict[str, Head]:
         with self._lock:
             tops = {m: max(rows) for m, rows in self._rows.items() if rows and m in self._models}
-            return {m: Head(m, self._models[m], v, self._committed[(m, v)]) for m, v in tops.items()}
+            return {
+                m: Head(
+                    m, self._models[m], v, self._committed[(m, v)], self._current.get(m, v), self._docs_rev.get(m, 0)
+                )
+                for m, v in tops.items()
+            }
+
+    def set_current(self, model: str, version: int) -> None:
+        with self._lock:
+            self._check_version(model, version)
+            self._current[model] = version
+
+    def _check_version(self, model: str, version: int) -> None:
+        if model not in self._models:
+            raise VersionConflictError.missing(model, self.where)
+        if version not in self._rows.get(model, {}):
+            raise VersionConflictError.missing_version(model, version, self.where)
+
+    def put_doc(
+        self,
+        model: str,
+        kind: str,
+        key: str,
+        value: dict[str, Any],
+        *,
+        expect_rev: int | None = None,
+        digest: str | None = None,
+        current: int | None = None,
+    ) -> Doc:
+        with self._lock:
+            if model not in self._models:
+                raise VersionConflictError.missing(model, self.where)
+            found = self._docs.get((model, kind, key))
+            rev = check_rev(model, kind, key, found.rev if found else 0, expect_rev)
+            if current is not None:
+                self._check_version(model, current)
+                self._current[model] = current
+            doc = Doc(model, kind, key, copy.deepcopy(value), rev, time.time(), digest)
+            self._docs[(model, kind, key)] = doc
+            self._docs_rev[model] = self._docs_rev.get(model, 0) + 1
+            return doc
+
+    def delete_doc(self, model: str, kind: str, key: str) -> None:
+        with self._lock:
+            self._docs.pop((model, kind, key), None)
+            self._docs_rev[model] = self._docs_rev.get(model, 0) + 1
+
+    def docs(self, model: str, kind: str) -> list[Doc]:
+        with self._lock:
+            found = [d for (m, k, _), d in self._docs.items() if m == model and k == kind]
+        return sorted(found, key=lambda d: (-d.updated_at, d.key))
+
+    def doc(self, model: str, kind: str, key: str) -> Doc | None:
+        with self._lock:
+            return self._docs.get((model, kind, key))
 
     def edit_lock(self, model: str, *, timeout_s: float | None = None) -> AbstractContextManager[None]:
         return self._edit_locks.hold(model, self.edit_lock_timeout_s if timeout_s is None else timeout_s)
@@ -120,11 +186,22 @@ class MemoryJournal:
     @contextmanager
     def sweep_lock(self) -> Iterator[set[str]]:
         with self._lock:
-            yield {d for rows in self._rows.values() for r in rows.values() for d in r.blobs.values()}
+            yield {d for rows in self._rows.values() for r in rows.values() for d in r.blobs.values()} | {
+                d.digest for d in self._docs.values() if d.digest is not None
+            }
 
     def reset(self) -> None:
         with self._lock:
-            for table in (self._rows, self._committed, self._models, self._pins, self._replicas):
+            for table in (
+                self._rows,
+                self._committed,
+                self._models,
+                self._pins,
+                self._replicas,
+                self._current,
+                self._docs,
+                self._docs_rev,
+            ):
                 table.clear()
 
     def close(self) -> None:

@@ -27,11 +27,12 @@ from typing import Any
 import psycopg
 from psycopg import errors as pgerr
 
-from .journal_reads import COLUMNS, VersionReads
+from .journal_reads import COLUMNS, DIGESTS_REFERENCED, VersionReads, check_rev
 from .locks import EDIT_LOCK_TIMEOUT_S
 from .pg_database import NOW, Database
 from .pg_schema import EDIT_LOCKS, JOURNAL_TABLES, SWEEP_LOCK
 from .records import (
+    Doc,
     Head,
     JournalUnreachableError,
     Notice,
@@ -101,6 +102,7 @@ class PostgresJournal(VersionReads):
             json.dumps(r.blobs),
             json.dumps(r.shapes),
             r.created_at,
+            r.staged,
         )
         try:
             with self._conn() as conn:
@@ -130,8 +132,10 @@ class PostgresJournal(VersionReads):
                 f"INSERT INTO models (model, incarnation, created_at) VALUES (%s, %s, {NOW})", (r.model, create)
             )
         conn.execute(
-            f"INSERT INTO versions ({COLUMNS}, committed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, {NOW})", row
+            f"INSERT INTO versions ({COLUMNS}, committed_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, {NOW})", row
         )
+        if not r.staged:  # it serves: the model's current version moves to it
+            conn.execute("UPDATE models SET current = %s WHERE model = %s", (r.version, r.model))
         if r.blobs:
             conn.cursor().executemany(
                 "INSERT INTO version_blobs VALUES (%s, %s, %s, %s)",
@@ -173,10 +177,66 @@ class PostgresJournal(VersionReads):
     def sweep_lock(self) -> Iterator[set[str]]:
         with self._conn() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", SWEEP_LOCK)
-            yield {d for (d,) in conn.execute("SELECT DISTINCT digest FROM version_blobs")}
+            yield {d for (d,) in conn.execute(DIGESTS_REFERENCED)}
 
     def reset(self) -> None:
         self._write((f"TRUNCATE {', '.join(JOURNAL_TABLES)}", ()))
+
+    def set_current(self, model: str, version: int) -> None:
+        with self._conn() as conn, conn.transaction():
+            self._lock_model(conn, model)
+            self._set_current(conn, model, version)
+
+    def _lock_model(self, conn: psycopg.Connection[Any], model: str) -> None:
+        """Lock the model's row: its documents and current pointer change one writer at a time."""
+        if conn.execute("SELECT 1 FROM models WHERE model = %s FOR UPDATE", (model,)).fetchone() is None:
+            raise VersionConflictError.missing(model, self.where)
+
+    def _set_current(self, conn: psycopg.Connection[Any], model: str, version: int) -> None:
+        found = conn.execute("SELECT 1 FROM versions WHERE model = %s AND version = %s", (model, version))
+        if found.fetchone() is None:
+            raise VersionConflictError.missing_version(model, version, self.where)
+        conn.execute("UPDATE models SET current = %s WHERE model = %s", (version, model))
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps({"model": model, "version": version})))
+
+    def put_doc(
+        self,
+        model: str,
+        kind: str,
+        key: str,
+        value: dict[str, Any],
+        *,
+        expect_rev: int | None = None,
+        digest: str | None = None,
+        current: int | None = None,
+    ) -> Doc:
+        with self._conn() as conn, conn.transaction():
+            self._lock_model(conn, model)
+            found = conn.execute(
+                "SELECT rev FROM docs WHERE model = %s AND kind = %s AND key = %s", (model, kind, key)
+            ).fetchone()
+            rev = check_rev(model, kind, key, found[0] if found else 0, expect_rev)
+            row = conn.execute(
+                f"INSERT INTO docs VALUES (%s, %s, %s, %s, %s, {NOW}, %s) ON CONFLICT (model, kind, key) DO UPDATE "
+                "SET value = excluded.value, rev = excluded.rev, updated_at = excluded.updated_at, "
+                "digest = excluded.digest RETURNING updated_at",
+                (model, kind, key, json.dumps(value), rev, digest),
+            ).fetchone()
+            if current is not None:
+                self._set_current(conn, model, current)
+            self._bump(conn, model)
+        return Doc(model, kind, key, value, rev, float(row[0]) if row else 0.0, digest)
+
+    def delete_doc(self, model: str, kind: str, key: str) -> None:
+        with self._conn() as conn, conn.transaction():
+            self._lock_model(conn, model)
+            conn.execute("DELETE FROM docs WHERE model = %s AND kind = %s AND key = %s", (model, kind, key))
+            self._bump(conn, model)
+
+    @staticmethod
+    def _bump(conn: psycopg.Connection[Any], model: str) -> None:
+        conn.execute("UPDATE models SET docs_rev = docs_rev + 1 WHERE model = %s", (model,))
+        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps({"model": model, "version": 0})))
 
     @contextmanager
     def edit_lock(self, model: str, *, timeout_s: float | None = None) -> Iterator[None]:
@@ -226,12 +286,13 @@ class PostgresJournal(VersionReads):
     # -- reading -----------------------------------------------------------------------------------------
     @staticmethod
     def _record(row: tuple[Any, ...]) -> VersionRecord:
-        return VersionRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[7], row[6])
+        return VersionRecord(row[0], row[1], row[2], row[3], row[4], row[5], row[7], row[6], bool(row[8]))
 
     def heads(self) -> dict[str, Head]:
         rows = self._rows(
-            "SELECT m.model, m.incarnation, v.version, v.committed_at FROM models m CROSS JOIN LATERAL "
-            "(SELECT version, committed_at FROM versions WHERE model = m.model ORDER BY version DESC LIMIT 1) v"
+            "SELECT m.model, m.incarnation, v.version, v.committed_at, COALESCE(m.current, v.version), m.docs_rev "
+            "FROM models m CROSS JOIN LATERAL (SELECT version, committed_at FROM versions WHERE model = m.model "
+            "ORDER BY version DESC LIMIT 1) v"
         )
         return {r[0]: Head(*r) for r in rows}
 

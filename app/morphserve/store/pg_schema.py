@@ -22,7 +22,7 @@ import psycopg
 
 from .records import JournalError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 META = "morphserve_meta"
 
 #: Advisory lock keys, in the two-int form (classid, objid), which PostgreSQL keeps apart from the one-bigint form.
@@ -37,7 +37,9 @@ CREATE TABLE IF NOT EXISTS {META} (key text PRIMARY KEY, value text NOT NULL);
 CREATE TABLE IF NOT EXISTS models (
     model       text PRIMARY KEY,
     incarnation text NOT NULL,
-    created_at  float8 NOT NULL
+    created_at  float8 NOT NULL,
+    current     bigint,
+    docs_rev    bigint NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS versions (
     model        text   NOT NULL REFERENCES models (model) ON DELETE CASCADE,
@@ -49,6 +51,7 @@ CREATE TABLE IF NOT EXISTS versions (
     shapes       json   NOT NULL,
     created_at   float8 NOT NULL,
     committed_at float8 NOT NULL,
+    staged       boolean NOT NULL DEFAULT false,
     PRIMARY KEY (model, version)
 );
 CREATE TABLE IF NOT EXISTS pins (
@@ -84,9 +87,23 @@ CREATE TABLE IF NOT EXISTS blob_chunks (
     PRIMARY KEY (digest, seq)
 );
 ALTER TABLE blob_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+CREATE TABLE IF NOT EXISTS docs (
+    model      text   NOT NULL REFERENCES models (model) ON DELETE CASCADE,
+    kind       text   NOT NULL,
+    key        text   NOT NULL,
+    value      json   NOT NULL,
+    rev        bigint NOT NULL,
+    updated_at float8 NOT NULL,
+    digest     text,
+    PRIMARY KEY (model, kind, key)
+);
+ALTER TABLE versions ADD COLUMN IF NOT EXISTS staged boolean NOT NULL DEFAULT false;
+ALTER TABLE models ADD COLUMN IF NOT EXISTS current bigint;
+ALTER TABLE models ADD COLUMN IF NOT EXISTS docs_rev bigint NOT NULL DEFAULT 0;
+UPDATE models SET current = (SELECT MAX(version) FROM versions v WHERE v.model = models.model) WHERE current IS NULL
 """
 
-JOURNAL_TABLES = ("models", "versions", "pins", "version_blobs", "replicas")
+JOURNAL_TABLES = ("models", "versions", "pins", "version_blobs", "replicas", "docs")
 BLOB_TABLES = ("blobs", "blob_chunks")
 
 

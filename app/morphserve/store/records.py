@@ -22,6 +22,8 @@ class VersionRecord:
     blobs: dict[str, str]  # layer node id -> blob digest (layers without tensors are absent)
     created_at: float
     shapes: dict[str, Any] = field(default_factory=dict)  # node id -> [probe a, probe b, datatype]
+    #: Committed without becoming current (`"stage": true`): it serves requests that name it until promoted.
+    staged: bool = False
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,30 @@ class Head:
     incarnation: str
     version: int
     committed_at: float  # seconds since the epoch, when the head's row committed
+    #: The version requests that name none run on: the newest unstaged version, or the one last promoted.
+    current: int = 0
+    #: Bumped by every change to the model's documents (rollouts, datasets, evaluations, jobs): followers re-read
+    #: them when it moves.
+    docs_rev: int = 0
+
+    def __post_init__(self) -> None:
+        if self.current == 0:  # a journal that predates staging: the newest version is the current one
+            object.__setattr__(self, "current", self.version)
+
+
+@dataclass(frozen=True)
+class Doc:
+    """A model's document in the journal: a rollout and its decisions, a dataset, an evaluation, a fit job. Written
+    with optimistic concurrency (`rev`), so that of two replicas deciding the same rollout only one wins."""
+
+    model: str
+    kind: str
+    key: str
+    value: dict[str, Any]
+    rev: int
+    updated_at: float
+    #: A blob the document refers to (a dataset's safetensors), kept by gc while the document exists.
+    digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,8 +132,16 @@ class VersionConflictError(StoreError):
         return cls(f"model {model!r} exists in the journal {where} already")
 
     @classmethod
+    def missing_version(cls, model: str, version: int, where: str) -> VersionConflictError:
+        return cls(f"{model} v{version} does not exist in the journal {where} (deleted meanwhile?)")
+
+    @classmethod
     def missing(cls, model: str, where: str) -> VersionConflictError:
         return cls(f"model {model!r} does not exist in the journal {where} (deleted meanwhile, or never created)")
+
+
+class DocConflictError(StoreError):
+    """A document changed since it was read (another writer, maybe another replica, got there first)."""
 
 
 class BlobCorruptError(StoreError):

@@ -20,9 +20,10 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from .journal_reads import COLUMNS, VersionReads
+from .journal_reads import COLUMNS, DIGESTS_REFERENCED, HEADS, VersionReads, check_rev
 from .locks import EDIT_LOCK_TIMEOUT_S, file_lock
 from .records import (
+    Doc,
     Head,
     JournalError,
     JournalUnreachableError,
@@ -35,7 +36,7 @@ from .records import (
 )
 from .sqlite_wal import DAMAGED_SUFFIX, wal_damage
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS versions (
@@ -48,6 +49,7 @@ CREATE TABLE IF NOT EXISTS versions (
     shapes     TEXT    NOT NULL,
     created_at REAL    NOT NULL,
     committed_at REAL,
+    staged     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (model, version)
 );
 CREATE TABLE IF NOT EXISTS pins (
@@ -66,7 +68,19 @@ CREATE INDEX IF NOT EXISTS version_blobs_digest ON version_blobs (digest);
 CREATE TABLE IF NOT EXISTS models (
     model       TEXT PRIMARY KEY,
     incarnation TEXT NOT NULL,
-    created_at  REAL NOT NULL
+    created_at  REAL NOT NULL,
+    current     INTEGER,
+    docs_rev    INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS docs (
+    model      TEXT    NOT NULL,
+    kind       TEXT    NOT NULL,
+    key        TEXT    NOT NULL,
+    value      TEXT    NOT NULL,
+    rev        INTEGER NOT NULL,
+    updated_at REAL    NOT NULL,
+    digest     TEXT,
+    PRIMARY KEY (model, kind, key)
 );
 CREATE TABLE IF NOT EXISTS replicas (
     id         TEXT PRIMARY KEY,
@@ -76,7 +90,7 @@ CREATE TABLE IF NOT EXISTS replicas (
     last_seen  REAL NOT NULL
 );
 """
-_TABLES = ("versions", "pins", "version_blobs", "models", "replicas")
+_TABLES = ("versions", "pins", "version_blobs", "models", "replicas", "docs")
 FILES = ("journal.sqlite3", "journal.sqlite3-wal", "journal.sqlite3-shm", "journal.sqlite3-wal" + DAMAGED_SUFFIX)
 
 
@@ -180,7 +194,22 @@ class SQLiteJournal(VersionReads):
                 for model, created in self._db.execute(
                     "SELECT model, MIN(created_at) FROM versions GROUP BY model ORDER BY model"
                 ).fetchall():
-                    self._db.execute("INSERT OR IGNORE INTO models VALUES (?,?,?)", (model, uuid.uuid4().hex, created))
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO models (model, incarnation, created_at) VALUES (?,?,?)",
+                        (model, uuid.uuid4().hex, created),
+                    )
+            if found < 4:  # schema 4: staged versions, the current-version pointer, model documents
+                if "staged" not in {c[1] for c in self._db.execute("PRAGMA table_info(versions)")}:
+                    self._db.execute("ALTER TABLE versions ADD COLUMN staged INTEGER NOT NULL DEFAULT 0")
+                columns = {c[1] for c in self._db.execute("PRAGMA table_info(models)")}
+                if "current" not in columns:
+                    self._db.execute("ALTER TABLE models ADD COLUMN current INTEGER")
+                if "docs_rev" not in columns:
+                    self._db.execute("ALTER TABLE models ADD COLUMN docs_rev INTEGER NOT NULL DEFAULT 0")
+                self._db.execute(
+                    "UPDATE models SET current = (SELECT MAX(version) FROM versions v WHERE v.model = models.model) "
+                    "WHERE current IS NULL"
+                )
             self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     @contextmanager
@@ -225,6 +254,7 @@ class SQLiteJournal(VersionReads):
             json.dumps(r.blobs),
             json.dumps(r.shapes),
             r.created_at,
+            int(r.staged),
         )
 
         def insert() -> None:
@@ -234,12 +264,16 @@ class SQLiteJournal(VersionReads):
             if create is None and not exists:
                 raise VersionConflictError.missing(r.model, self.where)
             if create is not None:
-                self._db.execute("INSERT INTO models VALUES (?,?,?)", (r.model, create, time.time()))
+                self._db.execute(
+                    "INSERT INTO models (model, incarnation, created_at) VALUES (?,?,?)", (r.model, create, time.time())
+                )
             if self._db.execute("SELECT 1 FROM versions WHERE model=? AND version=?", (r.model, r.version)).fetchone():
                 raise VersionConflictError.taken(r.model, r.version, self.where)
             self._db.execute(
-                f"INSERT INTO versions ({COLUMNS}, committed_at) VALUES (?,?,?,?,?,?,?,?,?)", (*row, time.time())
+                f"INSERT INTO versions ({COLUMNS}, committed_at) VALUES (?,?,?,?,?,?,?,?,?,?)", (*row, time.time())
             )
+            if not r.staged:  # it serves: the model's current version moves to it
+                self._db.execute("UPDATE models SET current=? WHERE model=?", (r.version, r.model))
             self._db.executemany(
                 "INSERT INTO version_blobs VALUES (?,?,?,?)", [(r.model, r.version, n, d) for n, d in r.blobs.items()]
             )
@@ -266,7 +300,7 @@ class SQLiteJournal(VersionReads):
 
     def delete_model(self, model: str) -> None:
         def delete() -> None:
-            for table in ("versions", "pins", "version_blobs", "models"):
+            for table in ("versions", "pins", "version_blobs", "models", "docs"):
                 self._db.execute(f"DELETE FROM {table} WHERE model=?", (model,))
 
         self._write(delete)
@@ -281,7 +315,7 @@ class SQLiteJournal(VersionReads):
     def sweep_lock(self) -> Iterator[set[str]]:
         try:
             with self._txn():
-                yield {d for (d,) in self._db.execute("SELECT DISTINCT digest FROM version_blobs")}
+                yield {d for (d,) in self._db.execute(DIGESTS_REFERENCED)}
         except sqlite3.Error as e:
             raise translate(e, self.where) from None
 
@@ -291,6 +325,57 @@ class SQLiteJournal(VersionReads):
                 self._db.execute(f"DELETE FROM {table}")
 
         self._write(wipe)
+
+    def set_current(self, model: str, version: int) -> None:
+        def update() -> None:
+            self._check_version(model, version)
+            self._db.execute("UPDATE models SET current=? WHERE model=?", (version, model))
+
+        self._write(update)
+
+    def _check_version(self, model: str, version: int) -> None:
+        if self._db.execute("SELECT 1 FROM versions WHERE model=? AND version=?", (model, version)).fetchone() is None:
+            raise VersionConflictError.missing_version(model, version, self.where)
+
+    def put_doc(
+        self,
+        model: str,
+        kind: str,
+        key: str,
+        value: dict[str, Any],
+        *,
+        expect_rev: int | None = None,
+        digest: str | None = None,
+        current: int | None = None,
+    ) -> Doc:
+        now = time.time()
+        out: list[Doc] = []
+
+        def write() -> None:
+            if self._db.execute("SELECT 1 FROM models WHERE model=?", (model,)).fetchone() is None:
+                raise VersionConflictError.missing(model, self.where)
+            row = self._db.execute("SELECT rev FROM docs WHERE model=? AND kind=? AND key=?", (model, kind, key))
+            found = row.fetchone()
+            rev = check_rev(model, kind, key, found[0] if found else 0, expect_rev)
+            self._db.execute(
+                "INSERT OR REPLACE INTO docs VALUES (?,?,?,?,?,?,?)",
+                (model, kind, key, json.dumps(value), rev, now, digest),
+            )
+            if current is not None:
+                self._check_version(model, current)
+                self._db.execute("UPDATE models SET current=? WHERE model=?", (current, model))
+            self._db.execute("UPDATE models SET docs_rev = docs_rev + 1 WHERE model=?", (model,))
+            out.append(Doc(model, kind, key, value, rev, now, digest))
+
+        self._write(write)
+        return out[0]
+
+    def delete_doc(self, model: str, kind: str, key: str) -> None:
+        def delete() -> None:
+            self._db.execute("DELETE FROM docs WHERE model=? AND kind=? AND key=?", (model, kind, key))
+            self._db.execute("UPDATE models SET docs_rev = docs_rev + 1 WHERE model=?", (model,))
+
+        self._write(delete)
 
     def edit_lock(self, model: str, *, timeout_s: float | None = None) -> AbstractContextManager[None]:
         return file_lock(self.locks, model, self.edit_lock_timeout_s if timeout_s is None else timeout_s)
@@ -331,6 +416,7 @@ class SQLiteJournal(VersionReads):
                 json.loads(row[5]),
                 row[7],
                 json.loads(row[6]),
+                bool(row[8]),
             )
         except (ValueError, TypeError) as e:
             raise JournalError(
@@ -341,9 +427,4 @@ class SQLiteJournal(VersionReads):
         return [r[0] for r in self._rows("SELECT DISTINCT model FROM versions ORDER BY model")]
 
     def heads(self) -> dict[str, Head]:
-        rows = self._rows(
-            "SELECT m.model, m.incarnation, v.version, v.committed_at FROM models m JOIN versions v "
-            "ON v.model = m.model AND v.version = (SELECT MAX(version) FROM versions WHERE model = "
-            "m.model)"
-        )
-        return {r[0]: Head(*r) for r in rows}
+        return {r[0]: Head(*r) for r in self._rows(HEADS)}

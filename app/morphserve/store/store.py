@@ -24,6 +24,7 @@ import uuid
 import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 from safetensors.torch import load as st_load
@@ -37,7 +38,7 @@ from morphserve.graph.spec import parse_spec
 from morphserve.graph.version import ModelVersion, make_version
 
 from .backend import BlobBackend, ChangeFeed, JournalBackend
-from .records import BlobCorruptError, GcResult, Head, ReplicaRecord, StoreUnavailableError, VersionRecord
+from .records import BlobCorruptError, Doc, GcResult, Head, ReplicaRecord, StoreUnavailableError, VersionRecord
 
 log = logging.getLogger("morphserve.store")
 
@@ -113,7 +114,9 @@ class Store:
             for m in v.modules.values():
                 self._digest(m)
 
-    def commit(self, v: ModelVersion, *, startup: bool = False, create: bool = False) -> str | None:
+    def commit(
+        self, v: ModelVersion, *, startup: bool = False, create: bool = False, stage: bool = False
+    ) -> str | None:
         """Make `v` durable: blobs first, then the journal row. Returns once both are.
 
         `startup`: a model the server was told to serve, recorded even by a store that takes no edits (it then
@@ -121,6 +124,7 @@ class Store:
         `create`: `v` is the first version of a new model; its `models` row gets a fresh incarnation id (uuid4
         hex), which is returned (else None). A model of that name existing already is a `VersionConflictError`,
         and so is a version of a model that does not exist (any more) without `create`.
+        `stage`: the version is durable but does not become the model's current one (a promotion does that).
         """
         if not startup or self.damaged:
             self._writable()
@@ -130,7 +134,15 @@ class Store:
                 self._digests = {k: e for k, e in self._digests.items() if e[0]() is not None}
             blobs = {nid: d for nid, m in v.modules.items() if (d := self._digest(m)) is not None}
             record = VersionRecord(
-                v.model, v.version, v.parent, list(v.ops), spec_json(v), blobs, v.created_at, v.recorded_shapes()
+                v.model,
+                v.version,
+                v.parent,
+                list(v.ops),
+                spec_json(v),
+                blobs,
+                v.created_at,
+                v.recorded_shapes(),
+                staged=stage,
             )
         # The journal serialises writers itself: a slow database must not hold up other models' commits here.
         self.journal.append(record, before_commit=self._ensure_blobs(v, blobs), create=incarnation)
@@ -149,6 +161,52 @@ class Store:
                     missing.discard(digest)
 
         return check
+
+    def set_current(self, model: str, version: int) -> None:
+        """Promote: `version` (committed, maybe staged) becomes the one requests that name none run on."""
+        self._writable()
+        self.journal.set_current(model, version)
+
+    # -- documents (rollouts, datasets, evaluations, jobs) -----------------------------------------------------
+    def put_doc(
+        self,
+        model: str,
+        kind: str,
+        key: str,
+        value: dict[str, Any],
+        *,
+        expect_rev: int | None = None,
+        digest: str | None = None,
+        current: int | None = None,
+    ) -> Doc:
+        self._writable()
+        return self.journal.put_doc(model, kind, key, value, expect_rev=expect_rev, digest=digest, current=current)
+
+    def delete_doc(self, model: str, kind: str, key: str) -> None:
+        self._writable()
+        self.journal.delete_doc(model, kind, key)
+
+    def docs(self, model: str, kind: str) -> list[Doc]:
+        return self.journal.docs(model, kind)
+
+    def doc(self, model: str, kind: str, key: str) -> Doc | None:
+        return self.journal.doc(model, kind, key)
+
+    def put_blob(self, data: bytes) -> str:
+        """Store bytes that a document refers to (a dataset), content-addressed; their digest."""
+        self._writable()
+        digest = hashlib.sha256(data).hexdigest()
+        self.blobs.put(digest, data)
+        return digest
+
+    def blob(self, digest: str) -> bytes:
+        """A document's blob, its hash checked (a cached copy is repaired once from the shared one)."""
+        data = self.blobs.get(digest)
+        if hashlib.sha256(data).hexdigest() != digest:
+            data = self.blobs.repair(digest)
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise BlobCorruptError(self.blobs.locate(digest), "its content does not hash to its name")
+        return data
 
     # -- reading -------------------------------------------------------------------------------------------
     def models(self) -> list[str]:
@@ -204,7 +262,11 @@ class Store:
 
     def load(self, model: str, version: int | None = None, previous: ModelVersion | None = None) -> ModelVersion:
         """A version rebuilt from its journal row and blobs (each blob's hash checked)."""
-        r = self.journal.latest(model) if version is None else self.journal.get(model, version)
+        if version is None:  # the current version (not a newer staged one)
+            head = self.journal.heads().get(model)
+            r = None if head is None else self.journal.get(model, head.current)
+        else:
+            r = self.journal.get(model, version)
         if r is None:
             raise NotFoundError(f"model {model!r} has no version {version} in the journal", version=version)
         spec = parse_spec(r.spec)

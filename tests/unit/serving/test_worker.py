@@ -7,6 +7,7 @@ fast; the only waits are on events and futures, with generous timeouts that a co
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 
@@ -16,7 +17,7 @@ import torch
 from morphserve.serving.errors import BadInputError, QueueFullError, UnavailableError
 from morphserve.serving.metrics import Metrics
 from morphserve.serving.residency import Residency
-from morphserve.serving.worker import DeviceWorker, InferItem, InferResult
+from morphserve.serving.worker import DeviceWorker, DroppedError, InferItem, InferResult
 
 WAIT = 10.0  # seconds; only reached when the worker is broken
 
@@ -28,6 +29,7 @@ class FakeModel:
         self.scale = scale
         self.fail_on = fail_on
         self.batches: list[int] = []
+        self.inputs: list[float] = []  # the first value of each batch
         self.entered = threading.Event()
         self._gate = threading.Event()
         self._gate.set()
@@ -41,6 +43,7 @@ class FakeModel:
 
     def __call__(self, x: torch.Tensor) -> Sequence[torch.Tensor]:
         self.batches.append(int(x.shape[0]))
+        self.inputs.append(float(x.reshape(-1)[0]))
         self.entered.set()
         assert self._gate.wait(WAIT), "the test never released the worker"
         if self.fail_on is not None and bool((x == self.fail_on).any()):
@@ -55,7 +58,7 @@ class V:
         self.version = version
 
 
-def _item(rows: torch.Tensor, version: int | None = None) -> tuple[InferItem, Future[InferResult]]:
+def _item(rows: torch.Tensor, version: int | None = None, lane: str = "live") -> tuple[InferItem, Future[InferResult]]:
     fut: Future[InferResult] = Future()
 
     def deliver(r: InferResult | BaseException) -> None:
@@ -64,7 +67,7 @@ def _item(rows: torch.Tensor, version: int | None = None) -> tuple[InferItem, Fu
         else:
             fut.set_result(r)
 
-    return InferItem((rows,), version, deliver), fut
+    return InferItem((rows,), version, deliver, lane=lane), fut
 
 
 @pytest.fixture
@@ -248,3 +251,68 @@ def test_stop_fails_what_is_queued_and_finishes_what_runs(make_worker) -> None: 
     assert first.result(WAIT).version == 1
     with pytest.raises(UnavailableError):
         w.submit(_item(_rows(2))[0])
+
+
+# -- the background lane: shadow runs and jobs never hold live traffic up for long ----------------------------------
+def test_a_shadow_run_is_refused_while_live_requests_wait_and_runs_when_the_worker_is_idle(make_worker) -> None:  # type: ignore[no-untyped-def]
+    w, fake = make_worker()
+    first = _occupy(w, fake)
+    live, live_fut = _item(_rows(1))
+    w.submit(live)
+    shadow, _ = _item(_rows(2), version=1, lane="shadow")
+    assert not w.submit_background(shadow)  # a live request waits: the copy is dropped at once
+    fake.release()
+    first.result(WAIT)
+    live_fut.result(WAIT)
+    idle, idle_fut = _item(_rows(3), version=1, lane="shadow")
+    assert w.submit_background(idle)
+    assert idle_fut.result(WAIT).version == 1
+
+
+def test_a_queued_shadow_run_waits_for_live_traffic_and_is_dropped_when_too_old(make_worker) -> None:  # type: ignore[no-untyped-def]
+    w, fake = make_worker(shadow_max_age_s=0.05)
+    first = _occupy(w, fake)
+    shadow, shadow_fut = _item(_rows(2), version=1, lane="shadow")
+    assert w.submit_background(shadow)  # queued while the batch in flight runs (nothing else waits)
+    live, live_fut = _item(_rows(1))
+    w.submit(live)
+    time.sleep(0.1)  # the shadow run ages past its limit while the worker is held (what is tested is its age)
+    fake.release()
+    first.result(WAIT)
+    assert live_fut.result(WAIT).version == 1  # the live request went first
+    with pytest.raises(DroppedError):
+        shadow_fut.result(WAIT)
+    assert fake.batches == [1, 1]  # the shadow never ran
+
+
+def test_shadow_runs_go_in_small_slices(make_worker) -> None:  # type: ignore[no-untyped-def]
+    w, fake = make_worker(max_batch_size=16, shadow_rows=2)
+    first = _occupy(w, fake)
+    futs = []
+    for i in range(5):
+        item, fut = _item(_rows(10 * i), version=1, lane="shadow")
+        assert w.submit_background(item)
+        futs.append(fut)
+    fake.release()
+    first.result(WAIT)
+    for fut in futs:
+        fut.result(WAIT)
+    assert fake.batches == [1, 2, 2, 1]  # slices of at most 2 rows, not one batch of 5
+
+
+def test_a_job_gets_slices_even_when_live_requests_always_wait(make_worker) -> None:  # type: ignore[no-untyped-def]
+    w, fake = make_worker(max_batch_size=1, job_interval_s=0.0)
+    first = _occupy(w, fake)
+    lives = [_item(_rows(i)) for i in range(6)]
+    for item, _ in lives:
+        w.submit(item)
+    job, job_fut = _item(_rows(99), version=1, lane="job")
+    assert w.submit_background(job)
+    fake.release()
+    first.result(WAIT)
+    assert job_fut.result(WAIT).version == 1
+    for _, fut in lives:
+        fut.result(WAIT)
+    assert len(fake.batches) == 8
+    # the job ran before the last live request: live traffic did not starve it
+    assert fake.inputs.index(99.0) < fake.inputs.index(5.0)

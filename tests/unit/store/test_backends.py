@@ -11,7 +11,15 @@ from collections.abc import Callable
 
 import pytest
 
-from morphserve.store import JournalUnreachableError, Notice, ReplicaRecord, Store, VersionConflictError, VersionRecord
+from morphserve.store import (
+    DocConflictError,
+    JournalUnreachableError,
+    Notice,
+    ReplicaRecord,
+    Store,
+    VersionConflictError,
+    VersionRecord,
+)
 from tests.locks import WatchedLock
 
 from .conftest import SHARED
@@ -334,3 +342,63 @@ def test_a_sweep_excludes_appends_of_another_store(make_store) -> None:  # type:
     assert reader.journal.version_numbers("m") == [1, 2]
     with sweeper.journal.sweep_lock() as referenced:
         assert referenced == {"new"}
+
+
+# -- staged versions, the current pointer, documents -----------------------------------------------------------
+def _staged(model: str, version: int) -> VersionRecord:
+    r = _rec(model, version)
+    return VersionRecord(r.model, r.version, r.parent, r.ops, r.spec, r.blobs, r.created_at, r.shapes, staged=True)
+
+
+def test_a_staged_version_is_durable_but_not_current_until_promoted(make_store) -> None:  # type: ignore[no-untyped-def]
+    a, b = make_store(), make_store()
+    a.journal.append(_rec("m", 1), create="i1")
+    a.journal.append(_staged("m", 2))
+    head = b.journal.heads()["m"]
+    assert (head.version, head.current) == (2, 1)
+    assert b.journal.get("m", 2).staged and not b.journal.get("m", 1).staged  # type: ignore[union-attr]
+    a.journal.append(_rec("m", 3))  # an unstaged edit after it: current moves past the staged one
+    assert (b.journal.heads()["m"].version, b.journal.heads()["m"].current) == (3, 3)
+    a.journal.set_current("m", 2)  # a promotion
+    assert b.journal.heads()["m"].current == 2
+    with pytest.raises(VersionConflictError):
+        a.journal.set_current("m", 9)
+    assert b.journal.heads()["m"].current == 2
+
+
+def test_documents_are_written_with_optimistic_concurrency(make_store) -> None:  # type: ignore[no-untyped-def]
+    a, b = make_store(), make_store()
+    a.journal.append(_rec("m", 1), create="i1")
+    a.journal.append(_staged("m", 2))
+    rev0 = b.journal.heads()["m"].docs_rev
+    d = a.journal.put_doc("m", "rollout", "r1", {"state": "running", "n": [1, 2]}, expect_rev=0)
+    assert (d.rev, d.value) == (1, {"state": "running", "n": [1, 2]})
+    assert b.journal.heads()["m"].docs_rev > rev0  # followers see that something changed
+    with pytest.raises(DocConflictError, match="exists already"):
+        b.journal.put_doc("m", "rollout", "r1", {"state": "other"}, expect_rev=0)
+    # two replicas decide the same rollout: the one that read rev 1 first wins, the other is refused
+    won = a.journal.put_doc("m", "rollout", "r1", {"state": "promoted"}, expect_rev=1, current=2)
+    assert won.rev == 2 and b.journal.heads()["m"].current == 2
+    with pytest.raises(DocConflictError, match="rev 2, not 1"):
+        b.journal.put_doc("m", "rollout", "r1", {"state": "aborted"}, expect_rev=1)
+    got = b.journal.doc("m", "rollout", "r1")
+    assert got is not None and got.value == {"state": "promoted"} and got.rev == 2
+    a.journal.put_doc("m", "dataset", "eval", {"rows": 3}, digest="dd1")
+    assert [x.key for x in b.journal.docs("m", "dataset")] == ["eval"] and b.journal.docs("m", "job") == []
+    with pytest.raises(VersionConflictError):  # a document of a model that does not exist
+        a.journal.put_doc("nope", "dataset", "x", {})
+    a.journal.delete_doc("m", "rollout", "r1")
+    assert b.journal.doc("m", "rollout", "r1") is None
+
+
+def test_a_documents_blob_is_kept_by_sweeps_and_documents_go_with_their_model(make_store) -> None:  # type: ignore[no-untyped-def]
+    s = make_store()
+    s.journal.append(_rec("m", 1, {"fc": "d1"}), create="i1")
+    s.journal.put_doc("m", "dataset", "train", {"rows": 10}, digest="dset")
+    with s.journal.sweep_lock() as referenced:
+        assert referenced == {"d1", "dset"}
+    s.journal.delete_model("m")
+    with s.journal.sweep_lock() as referenced:
+        assert referenced == set()
+    s.journal.append(_rec("m", 1), create="i2")  # created again: none of the old documents come back
+    assert s.journal.docs("m", "dataset") == []

@@ -78,8 +78,9 @@ def test_schema_is_created_on_an_empty_database_and_reused_on_the_next_open(pg_c
         "replicas",
         "blobs",
         "blob_chunks",
+        "docs",
     }
-    assert pg_cluster.execute("SELECT value FROM morphserve_meta WHERE key = 'schema_version'", db) == [("3",)]
+    assert pg_cluster.execute("SELECT value FROM morphserve_meta WHERE key = 'schema_version'", db) == [("4",)]
     j.append(_rec("m", 1), create="i1")
     j.close()
     again, blobs = PostgresJournal(pg_url), PostgresBlobs(pg_url)  # both check the same schema, neither recreates it
@@ -92,7 +93,7 @@ def test_a_schema_from_a_newer_release_is_refused_by_name(pg_cluster: PgCluster,
     PostgresJournal(pg_url).close()
     pg_cluster.execute("UPDATE morphserve_meta SET value = '99' WHERE key = 'schema_version'", _db(pg_url))
     for opener in (PostgresJournal, PostgresBlobs):
-        with pytest.raises(JournalError, match="schema 99, newer than this release's 3") as e:
+        with pytest.raises(JournalError, match="schema 99, newer than this release's 4") as e:
             opener(pg_url)
         assert _db(pg_url) in str(e.value)
 

@@ -207,7 +207,7 @@ def test_sqlite_journal_is_wal_and_full_sync(tmp_path: Path) -> None:
     SQLiteJournal(tmp_path / "j.sqlite3").close()
     db = sqlite3.connect(tmp_path / "j.sqlite3")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "4"
 
 
 def test_unreadable_journal_is_reported_with_its_path_and_left_alone(tmp_path: Path) -> None:
@@ -268,7 +268,30 @@ def test_a_schema_2_journal_gains_models_with_incarnations_and_replicas(tmp_path
     j.append(VersionRecord("m", 3, 2, [], {}, {}, 40.0))
     assert j.version_numbers("m") == [1, 2, 3] and j.replicas() == []
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "3"
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "4"
+
+
+def test_a_schema_3_journal_gains_staging_and_documents(tmp_path: Path) -> None:
+    """Schema 3 had no `staged` column, no current-version pointer and no documents: every model's newest version
+    is its current one, and the journal goes on taking staged versions, promotions and documents."""
+    path = tmp_path / "journal.sqlite3"
+    j = SQLiteJournal(path)
+    j.append(VersionRecord("m", 1, None, [], {}, {}, 10.0), create="x")
+    j.append(VersionRecord("m", 2, 1, [], {}, {}, 20.0))
+    j.close()
+    with sqlite3.connect(path) as db:  # back to what schema 3 looked like
+        db.execute("DROP TABLE docs")
+        db.execute("ALTER TABLE versions DROP COLUMN staged")
+        db.execute("ALTER TABLE models DROP COLUMN current")
+        db.execute("ALTER TABLE models DROP COLUMN docs_rev")
+        db.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+    j = SQLiteJournal(path)
+    assert (j.heads()["m"].version, j.heads()["m"].current) == (2, 2)
+    j.append(VersionRecord("m", 3, 2, [], {}, {}, 30.0, staged=True))
+    assert (j.heads()["m"].version, j.heads()["m"].current) == (3, 2)
+    j.put_doc("m", "rollout", "r1", {"candidate": 3}, expect_rev=0, current=3)
+    assert j.heads()["m"].current == 3 and j.doc("m", "rollout", "r1").value == {"candidate": 3}  # type: ignore[union-attr]
+    assert j.get("m", 3).staged and not j.get("m", 2).staged  # type: ignore[union-attr]
 
 
 _HOLD_LOCK = """

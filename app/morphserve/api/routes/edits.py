@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 
 from morphserve.api.deps import AdminDep, RegistryDep
 from morphserve.api.errors import ERROR_RESPONSES, ApiError
@@ -74,6 +74,7 @@ async def _response(registry: Registry, o: EditOutcome, wait: Wait) -> EditRespo
         live_at=o.live_at,
         graph=graph,
         replicas=replicas,
+        staged=o.staged,
     )
 
 
@@ -86,9 +87,10 @@ async def _edit(
     if_version: int | None,
     dry_run: bool = False,
     allow_output_change: bool = False,
+    stage: bool = False,
 ) -> EditResponse:
     outcome = await registry.edit(
-        model, ops, if_version=if_version, dry_run=dry_run, allow_output_change=allow_output_change
+        model, ops, if_version=if_version, dry_run=dry_run, allow_output_change=allow_output_change, stage=stage
     )
     return await _response(registry, outcome, wait)
 
@@ -105,6 +107,7 @@ async def edit(
         if_version=_if_version(body.if_version, if_match),
         dry_run=body.dry_run,
         allow_output_change=body.allow_output_change,
+        stage=body.stage,
     )
 
 
@@ -114,7 +117,7 @@ async def insert_layer(
 ) -> EditResponse:
     op = {
         "op": "insert",
-        **body.model_dump(mode="json", exclude={"if_version", "allow_output_change"}, exclude_none=True),
+        **body.model_dump(mode="json", exclude={"if_version", "allow_output_change", "stage"}, exclude_none=True),
     }
     return await _edit(
         registry,
@@ -123,6 +126,7 @@ async def insert_layer(
         wait,
         if_version=_if_version(body.if_version, if_match),
         allow_output_change=body.allow_output_change,
+        stage=body.stage,
     )
 
 
@@ -130,7 +134,8 @@ async def insert_layer(
 async def replace_layer(
     model: str, node: str, body: ReplaceLayer, registry: RegistryDep, wait: WaitDep, if_match: IfMatch = None
 ) -> EditResponse:
-    op = {"op": "replace", "node": node, **body.model_dump(mode="json", exclude={"if_version", "allow_output_change"})}
+    fields = body.model_dump(mode="json", exclude={"if_version", "allow_output_change", "stage"})
+    op = {"op": "replace", "node": node, **fields}
     return await _edit(
         registry,
         model,
@@ -138,6 +143,7 @@ async def replace_layer(
         wait,
         if_version=_if_version(body.if_version, if_match),
         allow_output_change=body.allow_output_change,
+        stage=body.stage,
     )
 
 
@@ -149,6 +155,7 @@ async def remove_layer(
     wait: WaitDep,
     if_match: IfMatch = None,
     allow_output_change: bool = False,
+    stage: Annotated[bool, Query(description="commit without making the version current")] = False,
 ) -> EditResponse:
     return await _edit(
         registry,
@@ -157,6 +164,7 @@ async def remove_layer(
         wait,
         if_version=_if_version(None, if_match),
         allow_output_change=allow_output_change,
+        stage=stage,
     )
 
 
@@ -170,7 +178,13 @@ _WEIGHTS_DOC = {
 
 @router.put("/{model}/layers/{node}/weights", response_model=EditResponse, openapi_extra=_WEIGHTS_DOC)
 async def upload_weights(
-    model: str, node: str, request: Request, registry: RegistryDep, wait: WaitDep, if_match: IfMatch = None
+    model: str,
+    node: str,
+    request: Request,
+    registry: RegistryDep,
+    wait: WaitDep,
+    if_match: IfMatch = None,
+    stage: Annotated[bool, Query(description="commit without making the version current")] = False,
 ) -> EditResponse:
     ctype = request.headers.get("content-type", "")
     if not ctype.startswith("application/octet-stream"):
@@ -179,7 +193,9 @@ async def upload_weights(
             f"send the weights as a safetensors file with Content-Type application/octet-stream, "
             f"got {ctype or 'none'!r}",
         )
-    outcome = await registry.upload_weights(model, node, await request.body(), if_version=_if_version(None, if_match))
+    outcome = await registry.upload_weights(
+        model, node, await request.body(), if_version=_if_version(None, if_match), stage=stage
+    )
     return await _response(registry, outcome, wait)
 
 
@@ -187,5 +203,18 @@ async def upload_weights(
 async def rollback(
     model: str, body: Rollback, registry: RegistryDep, wait: WaitDep, if_match: IfMatch = None
 ) -> EditResponse:
-    outcome = await registry.rollback(model, body.version, if_version=_if_version(body.if_version, if_match))
+    outcome = await registry.rollback(
+        model, body.version, if_version=_if_version(body.if_version, if_match), stage=body.stage
+    )
+    return await _response(registry, outcome, wait)
+
+
+@router.post("/{model}/versions/{version}/promote", response_model=EditResponse)
+async def promote(
+    model: str, version: Annotated[int, Path(ge=1, le=2**63 - 1)], registry: RegistryDep, wait: WaitDep
+) -> EditResponse:
+    """Make a committed version (a staged one) the current one: a swap between two batches, like any edit's. A
+    version older than the current one comes back as a new version equal to it (current versions only move
+    forward, so that `?min_version=` keeps its meaning)."""
+    outcome = await registry.promote(model, version)
     return await _response(registry, outcome, wait)

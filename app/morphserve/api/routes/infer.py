@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from morphserve.api.deps import RegistryDep
 from morphserve.api.errors import ERROR_RESPONSES, ApiError
@@ -17,7 +17,9 @@ router = APIRouter(prefix="/v1/models", tags=["inference"], responses=ERROR_RESP
 
 
 @router.post("/{model}/infer", response_model=V1InferResponse)
-async def infer(model: str, body: V1InferRequest, registry: RegistryDep, min_version: MinVersion = None) -> Response:
+async def infer(
+    request: Request, model: str, body: V1InferRequest, registry: RegistryDep, min_version: MinVersion = None
+) -> Response:
     sig = {t.name: t.datatype for t in registry.current(model).inputs}
     if isinstance(body.inputs, dict):
         given = body.inputs
@@ -26,7 +28,8 @@ async def infer(model: str, body: V1InferRequest, registry: RegistryDep, min_ver
     else:
         raise ApiError(400, f"model {model!r} has inputs {list(sig)}: send an object of them by name")
     arrays = {k: from_json(v, sig.get(k, "FP32"), what=f"input {k!r}") for k, v in given.items()}
-    result = await registry.infer(model, arrays, min_version=min_version)
+    sticky = registry.sticky(model, request.headers)
+    result = await registry.infer(model, arrays, min_version=min_version, sticky=sticky)
     names = result.names
     outputs: Any = result.outputs[0] if len(names) == 1 else dict(zip(names, result.outputs, strict=True))
     content = orjson.dumps(

@@ -177,6 +177,7 @@ async def versions(model: str, registry: RegistryDep) -> VersionList:
     resident = set(registry.resident(model))
     current = registry.current(model).version
     pins = await registry.pins(model)
+    evaluations = await registry.evaluations(model)
     return VersionList(
         model=model,
         current=current,
@@ -188,6 +189,8 @@ async def versions(model: str, registry: RegistryDep) -> VersionList:
                 ops=r.ops,
                 resident=r.version in resident,
                 pinned=r.version in pins,
+                staged=r.staged,
+                evaluations=evaluations.get(r.version, []),
             )
             for r in await registry.history(model)
         ],
