@@ -20,7 +20,7 @@ from morphserve.serving.pipeline import EditPipeline, weights_op
 from morphserve.serving.placement import Placement
 from morphserve.serving.residency import Runnable
 from morphserve.serving.served import ServedModel
-from morphserve.store import Store, StoreError
+from morphserve.store import Head, Store, StoreError
 
 from .helpers import CPU, ServeFactory, X, head_ops, memory_store, run
 
@@ -40,7 +40,7 @@ class Setup:
             self.metrics,
             MemoryBudget(1 << 30),
             keep_versions,
-            on_commit=lambda s, v: self.committed.append((s, v.version)),
+            on_commit=lambda s, v, _staged: self.committed.append((s, v.version)),
         )
 
     def edits(self, outcome: str) -> float:
@@ -222,22 +222,29 @@ class Replica:
         self.pipeline = EditPipeline(store, Metrics(), MemoryBudget(1 << 30), None)
 
 
+def _head(setup: Setup, version: int) -> Head:
+    """The journal's head of digits as a follower would read it when `version` was the newest and current."""
+    h = setup.store.heads()["digits"]
+    return Head(h.model, h.incarnation, version, h.committed_at, version, h.docs_rev)
+
+
 def test_apply_jumps_to_a_newer_version_and_ignores_older_ones(setup: Setup, serve: ServeFactory) -> None:
     other = Replica(serve, setup.store)
     try:
         other.pipeline.edit(other.served, head_ops(1.0))
         other.pipeline.edit(other.served, head_ops(2.0))
         assert setup.state() == ([1, 2, 3], 1, 1)
-        assert setup.pipeline.apply(setup.served, 3)  # straight from 1 to 3
+        assert setup.pipeline.apply(setup.served, _head(setup, 3))  # straight from 1 to 3
         r = setup.served.residency
         assert (r.latest, r.current_version(), r.resident_versions()) == (3, 3, [1, 3])
         assert setup.committed == [(setup.served, 3)]
         assert np.array_equal(run(setup.served).outputs[0], _logits(2.0))
-        assert not setup.pipeline.apply(setup.served, 2) and not setup.pipeline.apply(setup.served, 3)
+        assert not setup.pipeline.apply(setup.served, _head(setup, 2))
+        assert not setup.pipeline.apply(setup.served, _head(setup, 3))
         assert r.current_version() == 3 and setup.committed == [(setup.served, 3)]
         other.pipeline.edit(other.served, head_ops(4.0))
         setup.served.deleted = True
-        assert not setup.pipeline.apply(setup.served, 4)
+        assert not setup.pipeline.apply(setup.served, _head(setup, 4))
         assert r.current_version() == 3
     finally:
         other.pipeline.close()

@@ -107,7 +107,8 @@ class Applier:
         self.calls: list[tuple[str, int]] = []
         self.fail: dict[str, Exception] = {}
 
-    def __call__(self, served: ServedModel, version: int) -> bool:
+    def __call__(self, served: ServedModel, head: Head) -> bool:
+        version = head.current
         self.calls.append((served.name, version))
         if served.name in self.fail:
             raise self.fail[served.name]
