@@ -24,6 +24,7 @@ from sklearn.datasets import load_digits
 from morphserve.client import Client, NotFound
 from tests.conftest import ROOT, TOKEN, ServerProcess, serve_module
 from tests.e2e.test_cli import Run, one_error_line
+from tests.e2e.test_watch import _lines, _watch
 
 HEAD = '{"type": "Linear", "in_features": 64, "out_features": 10}'
 IDENTITY_128 = '{"type": "Linear", "in_features": 128, "out_features": 128}'
@@ -230,3 +231,22 @@ def test_rollout_and_dataset_commands_never_import_torch(server: ServerProcess, 
             assert not {m for m in imported if m == "torch" or m.startswith("torch.")}, args
     finally:
         api.delete_model(name)
+
+
+def test_watch_shows_staged_versions_rollouts_and_promotions(server: ServerProcess, api: Client, fresh: str) -> None:
+    proc = _watch(server, fresh, "--since", "0")
+    try:
+        lines = _lines(proc)
+        assert lines.get(timeout=60).endswith(f"{fresh} version 1: created\n")  # subscribed: the replay came
+        api.insert(fresh, json.loads(IDENTITY_128), after="relu1", name="wider", init="identity", stage=True)
+        line = lines.get(timeout=60)
+        assert f"{fresh} version 2 (from 1): insert Linear as wider after relu1 [staged: not current]" in line, line
+        started = api.start_rollout(fresh, 2, canary=1.0)
+        assert f"{fresh} rollout {started.id} of version 2 started" in lines.get(timeout=60)
+        api.promote_rollout(fresh)
+        assert f"{fresh} version 2 promoted: it is current" in lines.get(timeout=60)
+        line = lines.get(timeout=60)
+        assert f"{fresh} rollout {started.id} of version 2 promoted: promoted by hand" in line, line
+    finally:
+        proc.kill()
+        proc.wait(30)
