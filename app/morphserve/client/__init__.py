@@ -18,8 +18,16 @@ Usage::
         print(r.version, r.output.argmax(1))
         c.insert("digits", {"type": "Linear", "in_features": 128, "out_features": 128}, after="fc1", init="identity")
 
+Edits can be staged (`stage=True`: committed, not current) and rolled out with shadow traffic, a canary and
+gates that promote or abort on their own::
+
+        v = c.replace("digits", "fc3", {"type": "Linear", "in_features": 64, "out_features": 10}, stage=True)
+        c.start_rollout("digits", v["version"], shadow=1.0, gates={"min_requests": 500, "min_agreement": 0.99})
+        print(c.wait_rollout("digits").state)   # "promoted" or "aborted", with .reason and .evidence
+
 The package: `errors` (typed exceptions), `wire` (encodings and the sans-I/O request), `ops` (the operations),
-`sync` and `aio` (the two drivers), `events` (following a model's event stream).
+`rollouts` (typed rollout and dataset answers), `sync` and `aio` (the two drivers), `events` (following a model's
+event stream).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from morphserve.client.errors import (
     Unreachable,
 )
 from morphserve.client.events import Event
+from morphserve.client.rollouts import Dataset, GateState, RoleStats, Rollout
 from morphserve.client.sync import Client
 from morphserve.client.wire import InferResult
 
@@ -42,11 +51,15 @@ __all__ = [
     "AsyncClient",
     "Client",
     "Conflict",
+    "Dataset",
     "Event",
+    "GateState",
     "InferResult",
     "InvalidRequest",
     "MorphserveError",
     "NotFound",
+    "RoleStats",
+    "Rollout",
     "Unauthorized",
     "Unavailable",
     "Unreachable",

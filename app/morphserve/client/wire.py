@@ -27,6 +27,8 @@ Progress = Callable[[int, int], None]
 """`progress(bytes_sent, total_bytes)`, called after each uploaded chunk (and once with 0 before the first)."""
 WeightsSource = Mapping[str, Any] | str | os.PathLike[str] | bytes
 """Tensors by parameter name (numpy arrays or torch tensors), a safetensors file's path, or its bytes."""
+DatasetSource = Mapping[str, Any] | str | os.PathLike[str] | bytes
+"""Tensors by name (numpy arrays; torch tensors work too), a safetensors file's path, or its bytes."""
 BundleFile = str | os.PathLike[str] | bytes
 """A model bundle (the zip `morphserve import` or an export writes): its path, or its bytes."""
 
