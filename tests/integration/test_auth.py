@@ -75,7 +75,7 @@ REQUESTS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
 }
 #: Server settings a route needs to do something at all.
 CLIENT_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
-    ("POST", "/v1/models/{model}/feedback"): {"feedback_window": 8}
+    ("POST", "/v1/models/{model}/feedback"): {"feedback_window": 100}
 }
 #: Routes that act on a running rollout get one in their set-up.
 NEEDS_ROLLOUT = {
