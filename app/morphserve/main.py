@@ -20,6 +20,7 @@ from morphserve.api.routes import (
     catalogue,
     edits,
     events,
+    fit,
     health,
     infer,
     models,
@@ -98,7 +99,7 @@ def create_app(
     app.state.registry = registry
     app.state.admin_token = resolve_admin_token(settings) if admin_token is _UNSET else admin_token
     errors.install(app)
-    for module in (health, oip, infer, models, versions, edits, rollouts, replicas, events, nodes, catalogue, ui):
+    for module in (health, oip, infer, models, versions, edits, rollouts, fit, replicas, events, nodes, catalogue, ui):
         app.include_router(module.router)
     app.add_middleware(InferenceFastPath, fastapi=app)  # innermost: inside CORS, the body limit and the metrics
     if settings.cors_origins:  # browsers' preflights for the pages allowed to call the API (origins.py)

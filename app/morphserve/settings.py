@@ -102,6 +102,15 @@ class Settings(BaseSettings):
         "--max-body-mb)",
     )
     request_timeout_s: float = Field(30.0, gt=0, description="longest an inference waits for its result (504)")
+    feedback_window: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="keep the inputs of the last N requests (in memory, never logged) so that "
+        "POST /v1/models/{m}/feedback can label them by request id; 0: off",
+    )
+    max_fit_steps: int = Field(10_000, ge=1, description="the most optimizer steps a fit job may take")
+    max_fit_seconds: float = Field(600.0, gt=0, description="the longest a fit job may run (it fails after)")
     resident_versions: int = Field(4, ge=1, description="versions kept on the device per model")
     follow_interval_ms: float = Field(
         250.0,

@@ -13,11 +13,11 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import AUTH, ServerProcess
 from tests.integration.helpers import assert_error
-from tests.integration.test_auth import NEEDS_ROLLOUT, REQUESTS, _setup, _state
+from tests.integration.test_auth import CLIENT_OPTIONS, REQUESTS, _setup, _state, request_path
 
 
-def _request(client: TestClient, key: tuple[str, str], headers: dict[str, str]) -> httpx.Response:
-    path, request = REQUESTS[key]
+def _request(client: TestClient, key: tuple[str, str], headers: dict[str, str], subs: dict[str, str]) -> httpx.Response:
+    path, request = request_path(key, subs)
     kw: dict[str, Any] = dict(request)
     merged = {**kw.pop("headers", {}), **headers}
     return client.request(key[0], path, **kw, headers=merged)
@@ -27,14 +27,14 @@ def _request(client: TestClient, key: tuple[str, str], headers: dict[str, str]) 
 def test_a_rebound_host_changes_nothing_on_a_tokenless_server(
     make_client: Callable[..., TestClient], key: tuple[str, str]
 ) -> None:
-    client = make_client(admin_token=None, host="127.0.0.1")
-    _setup(client, rollout=key in NEEDS_ROLLOUT)
+    client = make_client(admin_token=None, host="127.0.0.1", **CLIENT_OPTIONS.get(key, {}))
+    subs = _setup(client, key)
     before = _state(client)
     for host in ("rebind.example:8000", "rebind.example", "127.0.0.1.rebind.example"):
-        body = assert_error(_request(client, key, {"Host": host}), 403, "no admin token", "loopback", host)
+        body = assert_error(_request(client, key, {"Host": host}, subs), 403, "no admin token", "loopback", host)
         assert "--allowed-hosts" in body["error"]
         assert _state(client) == before
-    r = _request(client, key, {"Host": "localhost:8000"})  # the same request from a local client is served
+    r = _request(client, key, {"Host": "localhost:8000"}, subs)  # the same request from a local client is served
     assert 200 <= r.status_code < 300, r.text
 
 

@@ -121,6 +121,7 @@ class MetricsMiddleware:
         start = time.perf_counter()
         status = 500
         request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:64] or f"{_PREFIX}{next(_ids)}"
+        scope.setdefault("state", {})["request_id"] = request_id  # routes read it (feedback labels by it)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status

@@ -48,3 +48,12 @@ class RolloutConflictError(GraphError):
 
 class DatasetError(GraphError):
     """A dataset does not fit the model's signature (the message names the tensor), or is over its size bound."""
+
+
+class JobError(GraphError):
+    """A fit job that cannot run as asked: an unknown layer, one without parameters, a loss the dataset cannot
+    serve, over a limit (the message says which)."""
+
+
+class JobConflictError(GraphError):
+    """A fit job is already training this model (one at a time)."""

@@ -102,6 +102,13 @@ class EditPipeline:
 
         return self._run(served, propose, dry_run=False, stage=stage)
 
+    def commit_version(
+        self, served: ServedModel, propose: Callable[[int], ModelVersion], *, stage: bool
+    ) -> EditOutcome:
+        """Commit a version built elsewhere (a fit job's), numbered under the model's edit locks: `propose(n)`
+        builds version n. Validated, warmed up, made durable and (unless staged) swapped in like any edit."""
+        return self._run(served, lambda: propose(served.residency.latest + 1), dry_run=False, stage=stage)
+
     def promote(
         self, served: ServedModel, version: int, *, journal: Callable[[int], None] | None = None
     ) -> EditOutcome:

@@ -38,6 +38,8 @@ from .budget import MemoryBudget
 from .datasets import Datasets
 from .errors import BadInputError, ModelExistsError, RolloutConflictError
 from .events import EventHub  # events hook
+from .feedback import FeedbackWindow
+from .fit import FitJobs, FitSpec
 from .inference import Inference
 from .metrics import Metrics
 from .pipeline import EditOutcome, EditPipeline, weights_op
@@ -112,6 +114,18 @@ class Registry:
             max_batch_size=settings.max_batch_size,
             lookup=self.local,
         )
+        self.jobs = FitJobs(
+            self.store,
+            self.datasets,
+            self.pipeline,
+            self.events,
+            self.budget,
+            replica=lambda: self.replication.follower.id,
+            max_steps=settings.max_fit_steps,
+            max_seconds=settings.max_fit_seconds,
+            max_batch_size=settings.max_batch_size,
+        )
+        self.feedback = FeedbackWindow(settings.feedback_window, settings.max_body_bytes)
         self._models: dict[str, ServedModel] = {}
         self._deleting: set[str] = set()
         self._lock = threading.Lock()
@@ -171,8 +185,9 @@ class Registry:
         # Restored versions skip shape propagation (the journal recorded it), so the first edit would pay its
         # start-up cost (seconds): pay it beside serving instead.
         threading.Thread(target=shapes.prime, name="prime-shapes", daemon=True).start()
-        for served in list(self._models.values()):  # a rollout that ran before a restart runs on
+        for served in list(self._models.values()):  # a rollout that ran before a restart runs on; a job does not
             self.rollouts.sync(served)
+            self.jobs.recover(served.name)
         if self.store.unavailable is None:
             self.replication.start()
 
@@ -259,6 +274,8 @@ class Registry:
             served.deleted = True
         served.worker.stop()
         self.rollouts.forget(name)
+        self.jobs.forget(name)
+        self.feedback.forget(name)
         self.events.model_deleted(name)  # events hook
         log.info("model %s: deleted by another replica", name)
 
@@ -314,6 +331,8 @@ class Registry:
 
         await asyncio.to_thread(remove)
         self.rollouts.forget(name)
+        self.jobs.forget(name)
+        self.feedback.forget(name)
         log.info("model %s: removed", name)
         self.events.model_deleted(name)  # events hook
 
@@ -410,6 +429,7 @@ class Registry:
         *,
         min_version: int | None = None,
         sticky: str | None = None,
+        request_id: str | None = None,
     ) -> InferResult:
         """`min_version`: read-your-writes across replicas (wait, bounded, until this replica has applied it).
         `sticky`: the value of the running rollout's sticky header in this request, if any: it picks the side."""
@@ -417,6 +437,8 @@ class Registry:
         if min_version is not None:
             await self.replication.wait_for(name, min_version)
         served = self.get(name)
+        if request_id is not None and self.feedback.enabled:
+            self.feedback.keep(name, request_id, arrays)
         rollout = self.rollouts.active(name) if version is None else None
         if rollout is None:
             result = await self.inference.infer(served, arrays, version)
@@ -536,6 +558,41 @@ class Registry:
     async def delete_dataset(self, name: str, dataset: str) -> None:
         self.get(name)
         await asyncio.to_thread(self.datasets.delete, name, dataset)
+
+    # -- fit jobs and feedback ---------------------------------------------------------------------------------
+    async def fit(self, name: str, spec: FitSpec) -> dict[str, Any]:
+        served = self.get(name)
+        return await asyncio.to_thread(self.jobs.start, served, spec)
+
+    async def job(self, name: str, job_id: str) -> dict[str, Any]:
+        served = self.get(name)
+        return await asyncio.to_thread(self.jobs.get, served, job_id)
+
+    async def jobs_of(self, name: str) -> list[dict[str, Any]]:
+        served = self.get(name)
+        return await asyncio.to_thread(self.jobs.jobs, served)
+
+    async def cancel_job(self, name: str, job_id: str) -> dict[str, Any]:
+        served = self.get(name)
+        return await asyncio.to_thread(self.jobs.cancel, served, job_id)
+
+    async def give_feedback(self, name: str, dataset: str, labels: Mapping[str, Any], kind: str) -> dict[str, Any]:
+        """Label earlier requests (by request id) and add them to `dataset` (created, or extended)."""
+        served = self.get(name)
+        if not self.feedback.enabled:
+            raise BadInputError("feedback needs the server to keep recent inputs: start it with --feedback-window N")
+        found = self.feedback.find(name, list(labels))
+        missing = [r for r in labels if r not in found]
+        if not found:
+            raise NotFoundError(
+                f"none of the {len(labels)} request id(s) is in the feedback window of {name!r} "
+                f"(the last {self.settings.feedback_window} requests)",
+                missing=missing[:20],
+            )
+        doc = await asyncio.to_thread(
+            self.datasets.extend, name, dataset, served.current(), {r: found[r] for r in found}, labels, kind
+        )
+        return {**dict(doc.value), "added": len(found), "missing": missing}
 
     async def evaluations(self, name: str) -> dict[int, list[dict[str, Any]]]:
         """Every evaluation score recorded of each version (rollouts' evaluation gates write them)."""

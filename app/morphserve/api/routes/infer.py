@@ -29,7 +29,8 @@ async def infer(
         raise ApiError(400, f"model {model!r} has inputs {list(sig)}: send an object of them by name")
     arrays = {k: from_json(v, sig.get(k, "FP32"), what=f"input {k!r}") for k, v in given.items()}
     sticky = registry.sticky(model, request.headers)
-    result = await registry.infer(model, arrays, min_version=min_version, sticky=sticky)
+    request_id = getattr(request.state, "request_id", None)
+    result = await registry.infer(model, arrays, min_version=min_version, sticky=sticky, request_id=request_id)
     names = result.names
     outputs: Any = result.outputs[0] if len(names) == 1 else dict(zip(names, result.outputs, strict=True))
     content = orjson.dumps(

@@ -88,7 +88,10 @@ async def _infer(
     body = await request.body()
     req = decode_request(body, header_length)
     sticky = registry.sticky(model, request.headers) if version is None else None
-    result = await registry.infer(model, req.inputs, version, min_version=min_version, sticky=sticky)
+    request_id = getattr(request.state, "request_id", None)
+    result = await registry.infer(
+        model, req.inputs, version, min_version=min_version, sticky=sticky, request_id=request_id
+    )
     outputs = dict(zip(result.names, result.outputs, strict=True))
     content, headers = encode_response(
         model_name=model, model_version=str(result.version), request_id=req.id, outputs=outputs, request=req
