@@ -69,14 +69,14 @@ class Metrics:
         )
         self.rollout_latency = Histogram(
             "morphserve_rollout_duration_seconds",
-            "request latency during a rollout, by role (shadow runs: their compute time)",
+            "latency of the requests answered during a rollout, by the role of the version that answered",
             ["model", "role"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.shadow_runs = Counter(
             "morphserve_shadow_runs",
-            "shadow runs on the candidate, by outcome (compared, dropped)",
+            "shadow runs on the candidate, by outcome (compared, dropped, failed)",
             ["model", "outcome"],
             registry=r,
         )
