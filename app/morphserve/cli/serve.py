@@ -24,6 +24,14 @@ from morphserve.settings import Settings
 #: Flag spellings that differ from the field name (`--model` is repeatable; the field holds the list).
 _FLAG = {"models": "--model"}
 _BOOL_FLAGS = {"fresh": "--fresh", "fsync": "--fsync/--no-fsync"}
+#: Other spellings of a flag, as other model servers' launch lines write it (KServe's Python servers take
+#: `--http_port`, `--model_dir`, `--model_name`; Triton `--http-port`, `--model-repository`), so that a serving
+#: runtime's arguments carry over (docs/DEPLOY.md, "KServe").
+_ALIASES = {
+    "port": ("--http-port", "--http_port"),
+    "model_dir": ("--model-repository", "--model_dir"),
+    "model_name": ("--model_name",),
+}
 #: What an unset optional setting means, for the help's `[default: ...]` (a description that says
 #: `(default: ...)` itself needs no entry).
 _UNSET_MEANS = {
@@ -31,6 +39,8 @@ _UNSET_MEANS = {
     "admin_token": "none (one is generated and logged unless the host is loopback)",
     "blob_dir": "in the state dir",
     "keep_versions": "all",
+    "model_dir": "none",
+    "model_name": "the bundle's file stem",
 }
 _DEFAULT_IN_DESCRIPTION = re.compile(r"\s*\(default: ([^()]*)\)")
 
@@ -78,7 +88,10 @@ def _parameters() -> list[inspect.Parameter]:
         kind = _inner(field.annotation)
         flags = _BOOL_FLAGS.get(name, f"--{name.replace('_', '-')}") if kind is bool else None
         option = typer.Option(
-            flags or _FLAG.get(name, f"--{name.replace('_', '-')}"), help=_help(name, field), show_default=False
+            flags or _FLAG.get(name, f"--{name.replace('_', '-')}"),
+            *_ALIASES.get(name, ()),
+            help=_help(name, field),
+            show_default=False,
         )
         params.append(
             inspect.Parameter(

@@ -48,7 +48,7 @@ from .residency import Residency
 from .rollout import Rollout, RolloutSpec
 from .rollouts import Rollouts
 from .served import ServedModel
-from .sources import ModelSource, UploadedBundle, parse_entry
+from .sources import ModelSource, UploadedBundle, bundles_in, parse_entry
 from .worker import DeviceWorker, InferResult
 
 log = logging.getLogger("morphserve.registry")
@@ -144,8 +144,11 @@ class Registry:
             heads = {}
         for name, head in heads.items():
             self._restore(name, head)
-        for entry in self.settings.models:
-            asked, source = parse_entry(entry)
+        entries = [(entry, *parse_entry(entry)) for entry in self.settings.models]
+        if self.settings.model_dir is not None:  # a model repository (KServe's /mnt/models)
+            found = bundles_in(self.settings.model_dir, self.settings.model_name)
+            entries += [(str(source), asked, source) for asked, source in found]
+        for entry, asked, source in entries:
             if asked is not None and (asked in self._models or asked in self.failed):
                 if asked in self._models:
                     log.info(
