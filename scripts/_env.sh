@@ -20,6 +20,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" -e "$ROOT${EXTRAS:+[$EXTRAS]}"
   echo "$want" > "$stamp"
 fi
+# checkov for tests/deploy, in a venv of its own (a no-op when it is there).
+if [ "$EXTRAS" = "dev" ]; then "$ROOT/scripts/k8s_tools.sh"; fi
 
 # System tools from Debian, installed when we can (root, apt available): graphviz's `dot` renders SVG graphs
 # (serving); the dev set-up also wants docker-compose (validates the compose file), wrk (benchmarks), chromium
