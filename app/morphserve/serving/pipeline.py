@@ -224,7 +224,7 @@ class EditPipeline:
         served.worker.swap(v, runnable).result()
         live_at = time.time()
         self.retain(served)
-        served.went_live(v.version)
+        served.went_live(v.version, live_at)
         return live_at
 
     def catch_up(self, served: ServedModel) -> None:

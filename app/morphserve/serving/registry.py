@@ -74,6 +74,9 @@ class ModelStatus(BaseModel):
     resident_bytes: int = 0
     #: The rollout running on this model (its id), if one is.
     rollout: str | None = None
+    #: When `version` went live on this replica (seconds since the epoch; None: it is the version the server started
+    #: with). With the journal row's committed_at, the commit-to-serving lag of this replica.
+    live_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -362,6 +365,7 @@ class Registry:
             latest=max(served.residency.latest, numbers[-1] if numbers else 0),
             resident_bytes=resident_bytes(served.residency.resident()),
             rollout=None if rollout is None else rollout.id,
+            live_at=served.live_since(v.version),
         )
 
     def readiness(self) -> Readiness:
