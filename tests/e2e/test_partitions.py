@@ -228,7 +228,8 @@ def test_a_replica_cut_off_from_the_database_for_30_s_serves_says_so_and_converg
                 time.sleep(0.02)
             converged = time.monotonic() - healed
             print(
-                f"partition of {healed - cut:.1f} s, {head - v0} versions behind: converged {converged * 1000:.0f} ms after"
+                f"partition of {healed - cut:.1f} s, {head - v0} versions behind: converged {converged * 1000:.0f} ms "
+                "after it healed"
             )
             body = infer(c, b.url).json()
             assert body["outputs"][0] == [tags[head]] * 10
