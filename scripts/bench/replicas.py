@@ -3,7 +3,7 @@ under load; edit latency on PostgreSQL vs SQLite; inference p99 with and without
 (`--workers`) `serve --workers 2` vs 1, with the CPU each side used.
 
 Run: `.venv/bin/python scripts/bench/replicas.py [--edits 20] [--duration 10] [--model digits] [--replicas 3]
-[--workers] [--only-lag]`.
+[--workers] [--only lag|workers]`.
 It starts a throwaway PostgreSQL cluster (tests/pg.py: Debian's postgresql, as the tests do) unless `--journal URL`
 names a database, then `--replicas` `morphserve serve --journal ...` processes on loopback, each with its own state dir.
 
@@ -272,6 +272,29 @@ def lags_under_load(
     return measured, loads
 
 
+def replica_phase(args: argparse.Namespace, journal: str, tmp: Path, rng: random.Random) -> dict[str, Any]:
+    """The lag idle and under load; unless `--only lag`, p99 with and without edits and the edit latency."""
+    res: dict[str, Any] = {}
+    with servers(tmp / "replicas", args.replicas, "--journal", journal, "--model", args.model) as rs:
+        urls = [s.url for s in rs]
+        res["lag_idle"] = lag_stats(lags(urls, journal, args.model, args.edits, rng))
+        loaded, loads = lags_under_load(urls, journal, args.model, args.edits, tmp, rng)
+        res["lag_load_c64"] = lag_stats(loaded)
+        res["load_during_lag"] = loads
+        if args.only == "lag":
+            return res
+        res["p99_no_edits"] = wrk_over(urls, args.model, tmp, args.duration)
+        stop, done = threading.Event(), []
+        editor = threading.Thread(target=edit_every_second, args=(urls, args.model, stop, done))
+        editor.start()
+        res["p99_edit_per_s"] = wrk_over(urls, args.model, tmp, args.duration)
+        stop.set()
+        editor.join(60)
+        res["p99_edit_per_s"]["edits"] = len(done)
+        res["edit_latency_postgresql"] = stats_ms(edit_latency(urls, args.model, args.edits))
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--journal", help="a PostgreSQL URL to use (default: a throwaway cluster)")
@@ -280,11 +303,13 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10, help="seconds of each wrk run")
     ap.add_argument("--replicas", type=int, default=3, help="replicas following the journal")
     ap.add_argument("--workers", action="store_true", help="also: serve --workers 2 vs 1, /v1 mlp at c=64")
-    ap.add_argument("--only-lag", action="store_true", help="measure the lag only (idle and under load)")
+    ap.add_argument(
+        "--only", choices=["lag", "workers"], help="measure only the lag (idle and under load) or only --workers"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "replicas.json")
     args = ap.parse_args()
     rng = random.Random(13)
-    cluster = None if args.journal else PgCluster()
+    cluster = None if args.journal or args.only == "workers" else PgCluster()
     res: dict[str, Any] = {
         "machine": machine(),
         "model": args.model,
@@ -293,29 +318,15 @@ def main() -> None:
         "replicas": args.replicas,
     }
     try:
-        journal = args.journal or cluster.url(cluster.create_database())  # type: ignore[union-attr]
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
-            with servers(tmp / "replicas", args.replicas, "--journal", journal, "--model", args.model) as rs:
-                urls = [s.url for s in rs]
-                res["lag_idle"] = lag_stats(lags(urls, journal, args.model, args.edits, rng))
-                loaded, loads = lags_under_load(urls, journal, args.model, args.edits, tmp, rng)
-                res["lag_load_c64"] = lag_stats(loaded)
-                res["load_during_lag"] = loads
-                if not args.only_lag:
-                    res["p99_no_edits"] = wrk_over(urls, args.model, tmp, args.duration)
-                    stop, done = threading.Event(), []
-                    editor = threading.Thread(target=edit_every_second, args=(urls, args.model, stop, done))
-                    editor.start()
-                    res["p99_edit_per_s"] = wrk_over(urls, args.model, tmp, args.duration)
-                    stop.set()
-                    editor.join(60)
-                    res["p99_edit_per_s"]["edits"] = len(done)
-                    res["edit_latency_postgresql"] = stats_ms(edit_latency(urls, args.model, args.edits))
-            if not args.only_lag:
+            if args.only != "workers":
+                journal = args.journal or cluster.url(cluster.create_database())  # type: ignore[union-attr]
+                res.update(replica_phase(args, journal, tmp, rng))
+            if args.only is None:
                 with servers(tmp / "sqlite", 1, "--model", args.model) as (one,):
                     res["edit_latency_sqlite"] = stats_ms(edit_latency([one.url], args.model, args.edits))
-            if args.workers:
+            if args.workers or args.only == "workers":
                 for n in (1, 2):
                     with servers(tmp / f"workers-{n}", 1, "--model", "mlp", "--workers", str(n)) as (s,):
                         time.sleep(3)  # the second worker's warm-up
@@ -330,7 +341,7 @@ def main() -> None:
 
 def report(r: dict[str, Any]) -> None:
     rows = ["| measure | value |", "|---|---|"]
-    for key in ("lag_idle", "lag_load_c64"):
+    for key in ("lag_idle", "lag_load_c64") if "lag_idle" in r else ():
         lag = r[key]
         rows.append(
             f"| lag commit → serving, {key.removeprefix('lag_')}, {r['replicas']} replicas ({r['model']}) | "

@@ -111,7 +111,7 @@ def committed_at(pg: NsPostgres, db: str, version: int) -> float:
 
 def applied_sequence(log: Path) -> list[tuple[int, int]]:
     """(was, version) of every version the replica applied from the journal, in order, from its log."""
-    pattern = re.compile(r"model digits: version (\d+) applied from the journal \(was (\d+)\)")
+    pattern = re.compile(r"model digits: version (\d+) applied from the journal \(was (\d+)[;)]")
     return [(int(m.group(2)), int(m.group(1))) for m in pattern.finditer(log.read_text(errors="replace"))]
 
 

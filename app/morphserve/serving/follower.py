@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 from morphserve.store import ChangeFeed, Head, JournalUnreachableError, ReplicaRecord, Store, StoreError
 
@@ -49,10 +50,13 @@ class Follower:
         address: str,
         rid: str | None = None,
         stale: Callable[[float], None] | None = None,
+        boost: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
         """`follow(heads)` brings this process's models to the journal's heads (True when anything changed);
         `applied()` is what this replica has live, for its heartbeat; `stale(seconds)` is told, on every turn while
-        the journal is unreachable, how long ago the heads were last read (the lag metrics' upper bound)."""
+        the journal is unreachable, how long ago the heads were last read (the lag metrics' upper bound); `boost()`
+        is held around each pass after a wake-up (the edit priority: see priority.py), so that reading the heads
+        and applying a version take the GIL back from a loaded event loop at once, as a local edit does."""
         self.store = store
         self.metrics = metrics
         self._follow = follow
@@ -68,6 +72,7 @@ class Follower:
         #: behind by what was committed since.
         self.last_read_at: float | None = None
         self._stale = stale
+        self._boost = boost
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="follower", daemon=True)
@@ -112,7 +117,8 @@ class Follower:
             self._wake.clear()
             if self._stop.is_set():
                 break
-            self.sync()
+            with self._boost():
+                self.sync()
         if feed is not None:
             feed.close()
 

@@ -133,6 +133,7 @@ class Registry:
             wait_s=settings.min_version_wait_ms / 1000,
             address=advertised_address(settings.host, settings.port),
             on_docs=lambda served, _head: self.rollouts.sync(served),
+            boost=self.pipeline.priority.boosted,  # the follower's pass, as an edit: ahead of a loaded loop
         )
 
     # -- lifecycle ---------------------------------------------------------------------------------------

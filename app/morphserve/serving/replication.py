@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol
 
 from pydantic import BaseModel
@@ -107,6 +108,7 @@ class Replication:
         wait_s: float,
         address: str,
         on_docs: Callable[[ServedModel, Head], None] | None = None,
+        boost: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
         """`apply(served, head)` brings a served model to a head committed elsewhere (the edit pipeline's
         follower step); `on_docs(served, head)` runs when a model's documents changed (a rollout started or ended
@@ -125,6 +127,7 @@ class Replication:
             interval_s=interval_s,
             address=address,
             stale=self._stale,
+            boost=boost,
         )
         self._heads: dict[str, Head] = {}
         #: The lag in seconds per model at the last read of the heads (the base of the bound while it is down).
