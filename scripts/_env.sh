@@ -30,6 +30,8 @@ if [ "$EXTRAS" = "dev" ]; then "$ROOT/scripts/k8s_tools.sh"; fi
 # /usr/lib/postgresql/<version>/bin.
 need=("dot:graphviz")
 if [ "$EXTRAS" = "dev" ]; then need+=("docker-compose:docker-compose" "wrk:wrk" "chromium:chromium"); fi
+# tests/e2e/test_partitions.py: network namespaces and faults in them
+if [ "$EXTRAS" = "dev" ]; then need+=("ip:iproute2" "iptables:iptables"); fi
 missing=()
 for pair in "${need[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
