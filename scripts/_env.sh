@@ -20,6 +20,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" -e "$ROOT${EXTRAS:+[$EXTRAS]}"
   echo "$want" > "$stamp"
 fi
+# checkov for tests/deploy, in a venv of its own (a no-op when it is there).
+if [ "$EXTRAS" = "dev" ]; then "$ROOT/scripts/k8s_tools.sh"; fi
 
 # System tools from Debian, installed when we can (root, apt available): graphviz's `dot` renders SVG graphs
 # (serving); the dev set-up also wants docker-compose (validates the compose file), wrk (benchmarks), chromium
@@ -28,6 +30,8 @@ fi
 # /usr/lib/postgresql/<version>/bin.
 need=("dot:graphviz")
 if [ "$EXTRAS" = "dev" ]; then need+=("docker-compose:docker-compose" "wrk:wrk" "chromium:chromium"); fi
+# tests/e2e/test_partitions.py: network namespaces and faults in them
+if [ "$EXTRAS" = "dev" ]; then need+=("ip:iproute2" "iptables:iptables"); fi
 missing=()
 for pair in "${need[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")

@@ -51,6 +51,16 @@ class Settings(BaseSettings):
         default_factory=lambda: ["digits"],
         description="models to load: zoo names or spec paths, `name=path` to name one (comma-separated in env)",
     )
+    model_dir: Path | None = Field(
+        None,
+        description="serve every bundle in this directory, each named by its file stem (a model repository: KServe's "
+        "/mnt/models), or the one bundle it is; --model then defaults to none",
+    )
+    model_name: str | None = Field(
+        None,
+        description="the name of the one model --model-dir holds, whatever its file is called (KServe passes the "
+        "InferenceService's name)",
+    )
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$", description="auto picks CUDA when present")
     dtype: str | None = Field(
         None, description="compute datatype of the --model models: FP32, FP16 or BF16 (inputs and outputs stay FP32)"
@@ -164,6 +174,15 @@ class Settings(BaseSettings):
         raise ValueError(
             "journal must be `sqlite`, `memory` or a PostgreSQL URL postgresql://user[:password]@host[:port]/database"
         )
+
+    @model_validator(mode="after")
+    def _model_dir_replaces_the_default_model(self) -> Settings:
+        """With `--model-dir` the models are the directory's: the default `digits` is served only when asked for."""
+        if self.model_name is not None and self.model_dir is None:
+            raise ValueError("model_name names the model of --model-dir: give --model-dir too")
+        if self.model_dir is not None and "models" not in self.model_fields_set:
+            self.models = []
+        return self
 
     @model_validator(mode="after")
     def _blob_dir_needs_a_journal(self) -> Settings:

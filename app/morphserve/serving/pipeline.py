@@ -231,7 +231,7 @@ class EditPipeline:
         served.worker.swap(v, runnable).result()
         live_at = time.time()
         self.retain(served)
-        served.went_live(v.version)
+        served.went_live(v.version, live_at)
         return live_at
 
     def catch_up(self, served: ServedModel) -> None:
@@ -259,10 +259,22 @@ class EditPipeline:
         current = served.current()
         if head.current <= current.version:  # current versions only move forward (see `promote`)
             return False
+        t0 = time.perf_counter()
         v = served.residency.cached(head.current) or self.store.load(served.name, head.current, previous=current)
+        t1 = time.perf_counter()
         runnable = served.residency.runnable(v.version) or served.residency.prepare(v)
+        t2 = time.perf_counter()
         self._go_live(served, v, runnable)
-        log.info("model %s: version %d applied from the journal (was %d)", served.name, v.version, current.version)
+        t3 = time.perf_counter()
+        log.info(
+            "model %s: version %d applied from the journal (was %d; load %.1f ms, prepare %.1f ms, swap %.1f ms)",
+            served.name,
+            v.version,
+            current.version,
+            (t1 - t0) * 1000,
+            (t2 - t1) * 1000,
+            (t3 - t2) * 1000,
+        )
         if self.on_commit is not None:
             self.on_commit(served, v, False)
         return True

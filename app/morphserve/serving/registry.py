@@ -50,7 +50,7 @@ from .residency import Residency
 from .rollout import Rollout, RolloutSpec
 from .rollouts import Rollouts
 from .served import ServedModel
-from .sources import ModelSource, UploadedBundle, parse_entry
+from .sources import ModelSource, UploadedBundle, bundles_in, parse_entry
 from .worker import DeviceWorker, InferResult
 
 log = logging.getLogger("morphserve.registry")
@@ -76,6 +76,9 @@ class ModelStatus(BaseModel):
     resident_bytes: int = 0
     #: The rollout running on this model (its id), if one is.
     rollout: str | None = None
+    #: When `version` went live on this replica (seconds since the epoch; None: it is the version the server started
+    #: with). With the journal row's committed_at, the commit-to-serving lag of this replica.
+    live_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,7 @@ class Registry:
             wait_s=settings.min_version_wait_ms / 1000,
             address=advertised_address(settings.host, settings.port),
             on_docs=lambda served, _head: self.rollouts.sync(served),
+            boost=self.pipeline.priority.boosted,  # the follower's pass, as an edit: ahead of a loaded loop
         )
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -158,8 +162,11 @@ class Registry:
             heads = {}
         for name, head in heads.items():
             self._restore(name, head)
-        for entry in self.settings.models:
-            asked, source = parse_entry(entry)
+        entries = [(entry, *parse_entry(entry)) for entry in self.settings.models]
+        if self.settings.model_dir is not None:  # a model repository (KServe's /mnt/models)
+            found = bundles_in(self.settings.model_dir, self.settings.model_name)
+            entries += [(str(source), asked, source) for asked, source in found]
+        for entry, asked, source in entries:
             if asked is not None and (asked in self._models or asked in self.failed):
                 if asked in self._models:
                     log.info(
@@ -378,6 +385,7 @@ class Registry:
             latest=max(served.residency.latest, numbers[-1] if numbers else 0),
             resident_bytes=resident_bytes(served.residency.resident()),
             rollout=None if rollout is None else rollout.id,
+            live_at=served.live_since(v.version),
         )
 
     def readiness(self) -> Readiness:

@@ -199,6 +199,39 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def bundles_in(directory: Path, name: str | None = None) -> list[tuple[str | None, ModelSource]]:
+    """The models of `--model-dir` (a model repository, such as the /mnt/models KServe's storage initializer fills).
+
+    A directory that is itself a bundle (a `spec.json`: what the storage initializer leaves after unpacking a
+    bundle zip) is one model, named `name` or by its spec; a bundle file (zip or spec file) likewise. Otherwise
+    every bundle in it is a model named by its file stem: `*.zip`, `*.json` spec files and subdirectories that
+    hold a `spec.json` (names starting with a dot are skipped: Kubernetes' volume plumbing, `..data`). `name`
+    renames the one bundle of a directory that holds exactly one, under whatever file name it was stored as."""
+    if not directory.exists():
+        raise SpecError(f"model directory {directory} does not exist")
+    if directory.is_file() or (directory / "spec.json").is_file():
+        return [(name, BundleSource(directory))]
+    found: list[tuple[str | None, ModelSource]] = []
+    for path in sorted(directory.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if (path.is_file() and path.suffix in (".zip", ".json")) or (path.is_dir() and (path / "spec.json").is_file()):
+            found.append((path.stem, BundleSource(path)))
+    if not found:
+        raise SpecError(
+            f"model directory {directory} holds no bundle (*.zip, a spec *.json, or a directory with spec.json)"
+        )
+    if name is not None:
+        if len(found) > 1:
+            names = ", ".join(str(n) for n, _ in found)
+            raise SpecError(
+                f"--model-name {name!r} names the one bundle of {directory}, which holds {len(found)} ({names}): "
+                "leave --model-name out to serve each under its file name"
+            )
+        return [(name, found[0][1])]
+    return found
+
+
 def parse_entry(entry: str) -> tuple[str | None, ModelSource]:
     """A `--model` entry: `zoo`, `path`, or `name=zoo|path`."""
     name, _, source = entry.partition("=") if "=" in entry else (None, "", entry)

@@ -323,3 +323,28 @@ def test_the_advertised_address() -> None:
     assert advertised_address("10.0.0.7", 8000) == "http://10.0.0.7:8000"
     assert advertised_address("::1", 9) == "http://[::1]:9"
     assert advertised_address("0.0.0.0", 80).startswith("http://") and "0.0.0.0" not in advertised_address("::", 80)
+
+
+def test_while_the_journal_is_unreachable_the_lag_is_its_upper_bound_and_grows() -> None:
+    """Cut off, a replica cannot know what was committed since it last read the heads: the lag in seconds is the
+    lag it had then plus the time since (it grows for as long as the partition lasts); in versions, the last known;
+    the view says when it last read the journal."""
+    models = Models(m=_served(1))
+    rep, _, journal, metrics = _replication(models)
+    journal.head_rows = {"m": _head(1)}
+    journal.down = StoreError("connection refused")
+    rep.follower.sync()  # never read: nothing to bound yet
+    assert metrics.registry.get_sample_value("morphserve_replica_lag_seconds", {"model": "m"}) is None
+    journal.down = None
+    rep.follower.sync()  # caught up: lag 0
+    read_at = rep.follower.last_read_at
+    assert read_at is not None
+    rep.follower.last_read_at = read_at - 20.0  # read 20 s ago; the journal has been down since
+    journal.down = StoreError("connection refused")
+    rep.follower.sync()
+    seconds = metrics.registry.get_sample_value("morphserve_replica_lag_seconds", {"model": "m"})
+    assert seconds is not None and 20.0 <= seconds < 30.0
+    assert metrics.registry.get_sample_value("morphserve_replica_lag_versions", {"model": "m"}) == 0
+    view = rep.view()
+    assert not view.journal.up and view.journal.last_read_at == read_at - 20.0
+    assert 20.0 <= view.replicas[0].lag["m"].seconds < 30.0
