@@ -23,6 +23,12 @@ _DTYPE_ALIASES = {
 }
 
 
+CORS_ANY_WITHOUT_TOKEN = (
+    "--cors-origins '*' lets every web page call this server, and it has no admin token: any page the user visits "
+    "could change or delete its models. Name the pages' origins in --cors-origins, or set --admin-token"
+)
+
+
 def worker_index() -> int | None:
     """Which worker of `serve --workers N` this process is (set by the supervisor), or None for a lone server."""
     value = os.environ.get("MORPHSERVE_WORKER_INDEX")
@@ -95,7 +101,17 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(
         4096.0, gt=0, description="largest model bundle accepted by POST /v1/models as application/zip (413 beyond)"
     )
+    max_spec_mb: float = Field(
+        16.0, gt=0, le=1024, description="largest spec.json of an uploaded bundle, decompressed (422 beyond)"
+    )
     request_timeout_s: float = Field(30.0, gt=0, description="longest an inference waits for its result (504)")
+    read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="longest a client may take to send a request's headers, or pause while sending its body (408, "
+        "then the connection is closed)",
+    )
     resident_versions: int = Field(4, ge=1, description="versions kept on the device per model")
     follow_interval_ms: float = Field(
         250.0,
@@ -124,6 +140,9 @@ class Settings(BaseSettings):
         description="the interpreter's GIL switch interval while an edit is built, in microseconds (0: leave it at "
         "Python's 5 ms); short lets the edit take the GIL back from a loaded event loop at once",
     )
+    docs: bool = Field(
+        False, description="serve the interactive API docs at /docs and /redoc (they load scripts from a CDN)"
+    )
     log_level: str = Field("info")
 
     @field_validator("dtype", mode="before")
@@ -149,6 +168,13 @@ class Settings(BaseSettings):
         raise ValueError(
             "journal must be `sqlite`, `memory` or a PostgreSQL URL postgresql://user[:password]@host[:port]/database"
         )
+
+    @model_validator(mode="after")
+    def _cors_any_needs_a_token(self) -> Settings:
+        """A tokenless server is one on loopback without --admin-token (elsewhere a token is generated)."""
+        if "*" in self.cors_origins and self.admin_token is None and self.loopback_only:
+            raise ValueError(CORS_ANY_WITHOUT_TOKEN)
+        return self
 
     @model_validator(mode="after")
     def _blob_dir_needs_a_journal(self) -> Settings:
@@ -204,3 +230,7 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_spec_bytes(self) -> int:
+        return int(self.max_spec_mb * 1024 * 1024)

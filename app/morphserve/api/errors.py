@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from morphserve.graph.arrays import ArrayError
 from morphserve.graph.errors import EditError, GraphError, NotFoundError, SpecError
@@ -39,6 +40,8 @@ from morphserve.store import (
     VersionConflictError,
 )
 from morphserve.wire.oip_codec import OIPError
+
+from .logtext import printable
 
 log = logging.getLogger("morphserve.api")
 
@@ -121,7 +124,7 @@ async def _domain(request: Request, exc: Exception) -> Response:
     status = status_of(exc)
     retry = getattr(exc, "retry_after_s", None)
     if status >= 500 and status != 503:
-        log.error("%s %s -> %d: %s", request.method, request.url.path, status, _message(exc))
+        log.error("%s %s -> %d: %s", request.method, printable(request.url.path), status, printable(_message(exc)))
     return error_response(status, _message(exc), {"Retry-After": str(retry)} if retry else None, **_fields(exc))
 
 
@@ -148,7 +151,12 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         return error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}) or None)
 
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, exc: ClientDisconnect) -> Response:
+        """The client left (or was cut off by the read deadline) before its body was complete: nobody reads this."""
+        return error_response(400, "the client disconnected before its request body was complete")
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.exception("unhandled error on %s %s", request.method, printable(request.url.path))
         return error_response(500, "internal server error")
