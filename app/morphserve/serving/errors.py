@@ -40,3 +40,8 @@ class VersionBehindError(GraphError):
     """`?min_version=` asks for a version this replica has not applied within --min-version-wait-ms."""
 
     retry_after_s = 1
+
+
+class VersionAheadError(NotFoundError):
+    """`?min_version=` asks for a version beyond the journal's newest: no replica has it, or can have it before an
+    edit makes it (404 at once, instead of a wait that can only end in VersionBehindError)."""

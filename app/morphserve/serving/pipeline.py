@@ -77,10 +77,13 @@ class EditPipeline:
         def propose() -> ModelVersion:
             parsed = parse_ops(ops)
             base = served.current()
-            self.budget.check_edit(base, parsed)
+            kept = served.residency.kept_beside_new()
+            self.budget.check_edit(base, parsed, kept)
             latest = served.residency.latest
             check_base(served.name, latest, if_version)
-            return apply_edit(base, parsed, version=latest + 1, allow_output_change=allow_output_change)
+            candidate = apply_edit(base, parsed, version=latest + 1, allow_output_change=allow_output_change)
+            self.budget.check_version(candidate, "the edited model", kept)  # its activations, before its warm-up
+            return candidate
 
         return self._run(served, propose, dry_run=dry_run)
 
@@ -88,7 +91,9 @@ class EditPipeline:
         def propose() -> ModelVersion:
             latest = served.residency.latest
             check_base(served.name, latest, if_version)
-            return rollback_version(served.current(), served.residency.get(to), latest + 1)
+            candidate = rollback_version(served.current(), served.residency.get(to), latest + 1)
+            self.budget.check_version(candidate, "the rolled-back model", served.residency.kept_beside_new())
+            return candidate
 
         return self._run(served, propose, dry_run=False)
 

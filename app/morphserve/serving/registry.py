@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from morphserve.graph import GraphError, ModelVersion, NotFoundError, SetWeightsOp, TensorSpec, shapes
+from morphserve.graph import GraphError, ModelVersion, NotFoundError, SetWeightsOp, TensorSpec, parse_spec, shapes
+from morphserve.graph.bundle import BundleLimits
 from morphserve.graph.edits import recast
 from morphserve.settings import Settings, worker_index
 from morphserve.store import (
@@ -34,7 +35,7 @@ from morphserve.store import (
 )
 
 from .budget import MemoryBudget
-from .errors import ModelExistsError
+from .errors import ModelExistsError, ModelTooLargeError
 from .events import EventHub  # events hook
 from .inference import Inference
 from .metrics import Metrics
@@ -79,7 +80,7 @@ class Registry:
         self.device = resolve_device(settings.device, worker_index())
         torch.set_num_threads(settings.threads_per_worker())
         self.store = store if store is not None else open_store(settings)
-        self.budget = MemoryBudget(settings.model_bytes_limit)
+        self.budget = MemoryBudget(settings.model_bytes_limit, settings.max_batch_size)
         self.inference = Inference(settings.request_timeout_s)
         self.events = EventHub()  # events hook: committed versions, models created and deleted (SSE)
         self.pipeline = EditPipeline(
@@ -153,13 +154,25 @@ class Registry:
 
     def _restore(self, name: str, incarnation: str) -> None:
         try:
+            self._check_head(name)  # before its weights are loaded
             first = self.store.load(name)
         except (StoreError, GraphError, ValueError, RuntimeError) as e:
             log.error("model %s cannot be restored from %s and is not served: %s", name, self.store.where, e)
             self.failed[name] = str(e)
             return
         log.info("model %s: restored version %d from %s", name, first.version, self.store.where)
-        self._serve(first, persist=False, incarnation=incarnation)
+        try:
+            self._serve(first, persist=False, incarnation=incarnation)
+        except ModelTooLargeError as e:  # its shapes were not recorded, so only the built version could be sized
+            log.error("model %s is not served: %s", name, e)
+            self.failed[name] = str(e)
+
+    def _check_head(self, name: str) -> None:
+        """Size the journal's newest version of `name` against the memory budget from its row alone (the spec for
+        the weights, the recorded shapes for the activations): a model over the budget is never loaded."""
+        record = self.store.journal.latest(name)
+        if record is not None:
+            self.budget.check_record(parse_spec(record.spec), record.shapes, f"model {name!r} in the journal")
 
     def _serve(
         self, first: ModelVersion, *, persist: bool, startup: bool = False, incarnation: str | None = None
@@ -170,6 +183,7 @@ class Registry:
                 raise ModelExistsError(f"model {first.model!r} already exists")
             if persist and self.store.has(first.model):
                 raise ModelExistsError(f"model {first.model!r} exists in the journal {self.store.where}")
+            self.budget.check_version(first, f"model {first.model!r}")  # before its warm-up allocates activations
             placement = Placement(self.device)
             runnable = placement.prepare(first)
             if persist:
@@ -224,6 +238,7 @@ class Registry:
         with served.edit_lock:
             served.deleted = True
         served.worker.stop()
+        self.metrics.forget(name)
         self.events.model_deleted(name)  # events hook
         log.info("model %s: deleted by another replica", name)
 
@@ -257,7 +272,7 @@ class Registry:
         if self.store.unavailable is not None:
             raise StoreUnavailableError(f"models cannot be created: {self.store.unavailable}")
         spool = self.settings.state_dir / "uploads" if self.settings.journal != "memory" else None  # PostgreSQL too
-        return UploadedBundle(name, spool)
+        return UploadedBundle(name, spool, BundleLimits(max_spec_bytes=self.settings.max_spec_bytes))
 
     async def remove(self, name: str) -> None:
         served = self.get(name)
@@ -277,6 +292,7 @@ class Registry:
                 self._deleting.discard(name)
 
         await asyncio.to_thread(remove)
+        self.metrics.forget(name)
         log.info("model %s: removed", name)
         self.events.model_deleted(name)  # events hook
 
