@@ -140,6 +140,15 @@ class Settings(BaseSettings):
         description="the interpreter's GIL switch interval while an edit is built, in microseconds (0: leave it at "
         "Python's 5 ms); short lets the edit take the GIL back from a loaded event loop at once",
     )
+    render_workers: int = Field(
+        1, ge=1, le=16, description="graph drawings (SVG, DOT) made at once, on a pool of their own"
+    )
+    render_timeout_s: float = Field(
+        20.0, gt=0, le=600, description="longest graphviz may take to draw a graph's SVG before it is stopped (504)"
+    )
+    max_render_nodes: int = Field(
+        1000, ge=1, description="largest graph drawn as SVG (422 beyond: its JSON has everything)"
+    )
     docs: bool = Field(
         False, description="serve the interactive API docs at /docs and /redoc (they load scripts from a CDN)"
     )

@@ -28,6 +28,10 @@ from morphserve.serving.errors import (
     ModelExistsError,
     ModelTooLargeError,
     QueueFullError,
+    RenderBusyError,
+    RenderTimeoutError,
+    RenderTooLargeError,
+    RenderUnavailableError,
     UnavailableError,
     VersionBehindError,
 )
@@ -68,6 +72,10 @@ STATUS: list[tuple[type[Exception], int]] = [
     (VersionConflictError, 409),  # another writer took the version number
     (ModelExistsError, 409),
     (QueueFullError, 503),  # with Retry-After
+    (RenderBusyError, 503),  # too many graph renders waiting; with Retry-After
+    (RenderTimeoutError, 504),  # a graph's drawing ran past --render-timeout-s
+    (RenderUnavailableError, 501),  # SVG without graphviz
+    (RenderTooLargeError, 422),  # more nodes than --max-render-nodes
     (VersionBehindError, 503),  # ?min_version= not applied here in time; with Retry-After, names the version it has
     (UnavailableError, 503),  # the model is shutting down
     (InferenceTimeoutError, 504),
@@ -87,10 +95,10 @@ STATUS: list[tuple[type[Exception], int]] = [
 #: Status codes an error may carry, for the OpenAPI `responses` of each route. 415: a body route sent
 #: something other than its content type; 504: an inference that outlived --request-timeout-s.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 422, 500, 503, 504, 507)
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 408, 409, 413, 415, 422, 500, 503, 504, 507)
 }
-#: What any route can answer before it runs: a bad or oversize body (BodyLimitMiddleware).
-TRANSPORT_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 413)}
+#: What any route can answer before it runs: a bad, oversize or too slow body (BodyLimitMiddleware, deadlines.py).
+TRANSPORT_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 408, 413)}
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None, **fields: Any) -> Response:

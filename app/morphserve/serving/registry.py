@@ -12,6 +12,7 @@ import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from pydantic import BaseModel
 from morphserve.graph import GraphError, ModelVersion, NotFoundError, SetWeightsOp, TensorSpec, parse_spec, shapes
 from morphserve.graph.bundle import BundleLimits
 from morphserve.graph.edits import recast
+from morphserve.graph.views import describe
 from morphserve.settings import Settings, worker_index
 from morphserve.store import (
     GcResult,
@@ -42,6 +44,7 @@ from .metrics import Metrics
 from .pipeline import EditOutcome, EditPipeline, weights_op
 from .placement import Placement, resolve_device
 from .priority import SwitchIntervalBoost
+from .render import Renders
 from .replication import ReplicasView, Replication, ReplicaWait, advertised_address
 from .residency import Residency
 from .served import ServedModel
@@ -91,6 +94,10 @@ class Registry:
             on_commit=lambda _served, v: self.events.version_committed(v),  # events hook
             priority=SwitchIntervalBoost(settings.edit_switch_interval_us / 1e6 or None),
         )
+        self.renders = Renders(settings.render_workers, settings.render_timeout_s, settings.max_render_nodes)
+        #: The graph JSON of each version in memory, made once (versions never change; a large model's takes
+        #: tens of milliseconds of the interpreter each time).
+        self._graph_json: weakref.WeakKeyDictionary[ModelVersion, bytes] = weakref.WeakKeyDictionary()
         self._models: dict[str, ServedModel] = {}
         self._deleting: set[str] = set()
         self._lock = threading.Lock()
@@ -249,6 +256,7 @@ class Registry:
             models, self._models = list(self._models.values()), {}
         for served in models:
             served.worker.stop()
+        self.renders.close()
         self.pipeline.close()
         self.store.close()
 
@@ -363,6 +371,14 @@ class Registry:
     async def gc(self, name: str, keep: int) -> GcResult:
         served = self.get(name)
         return await asyncio.to_thread(self.pipeline.gc, served, keep)
+
+    async def graph_json(self, v: ModelVersion) -> bytes:
+        """`describe(v)` as JSON, made once per version."""
+        body = self._graph_json.get(v)
+        if body is None:
+            body = await asyncio.to_thread(lambda: describe(v).model_dump_json().encode())
+            self._graph_json[v] = body
+        return body
 
     async def run(self, fn: Any, *args: Any) -> Any:
         """Run a pure, possibly slow function of the graph library (rendering, export) off the event loop."""
