@@ -10,6 +10,7 @@ import io
 import json
 import re
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,7 +276,8 @@ def _read_zip(
             del data
             _refuse_nonfinite(weights, f"bundle {bundle}: weights.safetensors")
             return spec, weights
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as e:
+    # what zipfile and zlib raise for damaged archives, headers that lie and data that does not decompress
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError, ValueError, zlib.error) as e:
         raise SpecError(f"bundle {bundle}: not a readable zip: {str(e)[:200]}") from None
 
 

@@ -199,10 +199,10 @@ class Replication:
             return
         head = heads.get(name)
         if head is None or min_version > head.version:
-            newest = f"its newest is {head.version}" if head is not None else "it holds no version of it"
+            newest = f"the journal's newest is {head.version}" if head is not None else "the journal holds none of it"
             raise VersionAheadError(
-                f"model {name!r} has no version {min_version} on any replica: the journal {newest}, so no replica "
-                "can have it until an edit makes it",
+                f"model {name!r} has no version {min_version} on any replica: {newest}, so no replica can have it "
+                "until an edit makes it",
                 model=name,
                 min_version=min_version,
                 latest=head.version if head is not None else None,
