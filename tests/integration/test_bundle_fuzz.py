@@ -137,7 +137,7 @@ def bundles(draw: st.DrawFn) -> bytes:
         members[i] = Member(
             m.name,
             m.data,
-            draw(st.sampled_from([m.size, 0, m.size - 1, m.size + 1, 2**31])),
+            draw(st.sampled_from([m.size, 0, max(m.size - 1, 0), m.size + 1, 2**31])),
             draw(st.sampled_from([m.crc, m.crc ^ 1])),
             draw(st.sampled_from([m.method, STORED, DEFLATED, BZIP2, LZMA, 99])),
             draw(st.sampled_from([0, 1, 8])),

@@ -11,14 +11,14 @@ Two deadlines close that:
 - **body**: while a request's body is incomplete, each piece must arrive within the timeout of the one before, and
   the whole body by `timeout + bytes / MIN_BODY_RATE` (a client that trickles a byte at a time is not a slow
   network); else a 408 with `Connection: close`, and the app sees the client gone. An ASGI middleware
-  (`ReadDeadlineMiddleware`) wraps `receive`; once the body is complete nothing is timed (a server-sent event
-  stream waits on `receive` for the client to leave, for as long as it stays).
+  (`ReadDeadlineMiddleware`) arms a timer while the app waits for a piece of a request's body (a request without
+  one costs nothing); once the body is complete nothing is timed (a server-sent event stream waits on `receive`
+  for the client to leave, for as long as it stays).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import orjson
@@ -32,45 +32,77 @@ def _timeout_message(what: str, timeout: float) -> bytes:
     return orjson.dumps({"error": f"the client took more than {timeout:g} s to send the request {what} (408)"})
 
 
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if (name == b"content-length" and value.strip() not in (b"0", b"")) or name == b"transfer-encoding":
+            return True
+    return False
+
+
+class _BodyDeadline:
+    """One request's body deadline. Only the time the app spends waiting for the client counts (not the time it
+    spends on what arrived, such as writing an upload to disk): a timer is armed while a `receive` waits, for the
+    shorter of the idle timeout and what is left of `timeout + received / MIN_BODY_RATE` of waiting in all. When it
+    fires the 408 goes out at once; uvicorn then ends the pending `receive` (a complete response wakes it, and
+    `Connection: close` ends the connection), so nothing is cancelled."""
+
+    def __init__(self, send: Send, timeout: float) -> None:
+        self.send, self.timeout = send, timeout
+        self.loop = asyncio.get_running_loop()
+        self.waited = 0.0
+        self.received = 0
+        self.complete = self.expired = self.responding = False
+
+    def _fire(self) -> None:
+        self.expired = True
+        if not self.responding:
+            self.loop.create_task(_send_408(self.send, _timeout_message("body", self.timeout)))
+
+    async def receive(self, receive: Receive) -> Message:
+        if self.expired:
+            return {"type": "http.disconnect"}
+        if self.complete:  # nothing to time: a stream waiting for its client to leave
+            return await receive()
+        start = self.loop.time()
+        left = min(self.timeout, self.timeout + self.received / MIN_BODY_RATE - self.waited)
+        timer = self.loop.call_at(start + max(left, 0.0), self._fire)
+        try:
+            message = await receive()
+        finally:
+            timer.cancel()
+            self.waited += self.loop.time() - start
+        if self.expired:
+            return {"type": "http.disconnect"}
+        if message["type"] == "http.request":
+            self.received += len(message.get("body", b""))
+            self.complete = not message.get("more_body", False)
+        return message
+
+
 class ReadDeadlineMiddleware:
+    """The body deadline of every request that has a body (a timer per wait for it; none for the others)."""
+
     def __init__(self, app: ASGIApp, timeout: float) -> None:
         self.app, self.timeout = app, timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not _has_body(scope):
             return await self.app(scope, receive, send)
-        started = time.monotonic()
-        received, complete, expired, responding = 0, False, False, False
+        deadline = _BodyDeadline(send, self.timeout)
 
         async def timed_receive() -> Message:
-            nonlocal received, complete, expired
-            if complete or expired:
-                return await receive() if not expired else {"type": "http.disconnect"}
-            deadline = started + self.timeout + received / MIN_BODY_RATE
-            wait = min(self.timeout, deadline - time.monotonic())
-            try:
-                message = await asyncio.wait_for(receive(), max(wait, 0.0))
-            except TimeoutError:
-                expired = True
-                if not responding:
-                    await _send_408(send, _timeout_message("body", self.timeout))
-                return {"type": "http.disconnect"}
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                complete = not message.get("more_body", False)
-            return message
+            return await deadline.receive(receive)
 
         async def guarded_send(message: Message) -> None:
-            nonlocal responding
-            if expired and message["type"].startswith("http.response"):
+            if deadline.expired:
                 return  # the 408 went out: what the app answers to a vanished body goes nowhere
-            responding = True
+            deadline.responding = True
             await send(message)
 
         try:
             await self.app(scope, timed_receive, guarded_send)
         except Exception:
-            if not expired:
+            if not deadline.expired:
                 raise
 
 

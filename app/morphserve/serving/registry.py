@@ -232,9 +232,15 @@ class Registry:
         return name not in self.failed and name not in self._deleting
 
     def adopt(self, name: str, incarnation: str) -> None:
-        """Serve a model another replica created."""
-        first = self.store.load(name)
-        self._serve(first, persist=False, incarnation=incarnation)
+        """Serve a model another replica created (unless it is over this replica's memory budget: then it is
+        reported, like a model that failed to load at start, and not tried again on every poll)."""
+        try:
+            self._check_head(name)
+            first = self.store.load(name)
+            self._serve(first, persist=False, incarnation=incarnation)
+        except ModelTooLargeError as e:
+            log.error("model %s (created by another replica) is not served here: %s", name, e)
+            self.failed[name] = str(e)
 
     def drop_local(self, name: str) -> None:
         """Stop serving a model another replica deleted (the journal has no rows of it any more)."""

@@ -174,8 +174,8 @@ async def graph(
     format: Annotated[Literal["json", "dot", "svg"], Query()] = "json",
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """JSON is made once per version; DOT and SVG are drawn on the render pool (serving/render.py): bounded in size
-    and time, never ahead of inference or edits, and stopped when the client goes away."""
+    # JSON is made once per version; DOT and SVG are drawn on the render pool (serving/render.py): bounded in size
+    # and time, never ahead of inference or edits, and stopped when the client goes away.
     v = await registry.version(model, version)
     etag = f'"{v.version}"'
     if if_none_match is not None and etag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]:
