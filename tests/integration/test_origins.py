@@ -215,3 +215,4 @@ def test_the_interactive_docs_are_off_unless_asked(make_client: Callable[..., Te
         assert "'unsafe-inline'" not in scripts and "'unsafe-eval'" not in scripts
         assert all(s == "https://cdn.jsdelivr.net" or s.startswith("'sha256-") for s in scripts), scripts
         assert "cdn.jsdelivr.net" in r.text
+        assert on.get(path, params={"body": "<script>alert(1)</script>"}).text == r.text  # nothing reflected

@@ -99,18 +99,27 @@ def admin_routes(routes: Iterable[Any], marker: Any) -> list[AdminRoute]:
     return found
 
 
+def _by_method(admin: Sequence[AdminRoute]) -> dict[str, re.Pattern[str]]:
+    """One pattern per method, the alternation of its routes' (one match per request, not one per route)."""
+    patterns: dict[str, list[str]] = {}
+    for r in admin:
+        anonymous = re.sub(r"\(\?P<[^>]+>", "(?:", r.path.pattern)  # group names repeat across routes
+        for method in r.methods:
+            patterns.setdefault(method, []).append(f"(?:{anonymous})")
+    return {m: re.compile("|".join(ps)) for m, ps in patterns.items()}
+
+
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
 class AccessMiddleware:
     def __init__(self, app: ASGIApp, policy: Policy, admin: Sequence[AdminRoute]) -> None:
-        self.app, self.policy, self.admin = app, policy, tuple(admin)
+        self.app, self.policy, self.admin = app, policy, _by_method(admin)
 
     def is_admin(self, method: str, path: str) -> bool:
-        if method in _SAFE:
-            return False
-        return any(method in r.methods and r.path.match(path) for r in self.admin)
+        pattern = self.admin.get(method) if method not in _SAFE else None
+        return pattern is not None and pattern.match(path) is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from collections.abc import Callable
 
 from fastapi import FastAPI, Response
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
@@ -36,11 +37,16 @@ def install(app: FastAPI) -> None:
     url = app.openapi_url or "/openapi.json"
     swagger = get_swagger_ui_html(openapi_url=url, title=title).body
     redoc = get_redoc_html(openapi_url=url, title=title).body
-    pages = {"/docs": swagger, "/redoc": redoc}
+    pages = {"/docs": bytes(swagger), "/redoc": bytes(redoc)}
 
-    def page(body: bytes) -> Response:
+    def page(body: bytes) -> Callable[[], Response]:
+        """An endpoint without parameters (a default argument would be a query parameter FastAPI fills)."""
         headers = {"Content-Security-Policy": _csp(body), "X-Content-Type-Options": "nosniff"}
-        return Response(body, media_type="text/html", headers=headers)
+
+        def endpoint() -> Response:
+            return Response(body, media_type="text/html", headers=headers)
+
+        return endpoint
 
     for path, body in pages.items():
-        app.add_api_route(path, lambda body=body: page(body), methods=["GET"], include_in_schema=False)
+        app.add_api_route(path, page(body), methods=["GET"], include_in_schema=False)
