@@ -107,9 +107,15 @@ def test_tokenless_60_mb_bodies_do_not_delay_inference(server: ServerProcess) ->
             stop.wait(0.05)  # and again: a client that keeps trying
 
     latencies: list[float] = []
+    alone: list[float] = []
     with httpx.Client(base_url=server.url, timeout=30) as c:
         for _ in range(20):  # warm up
             assert c.post(V1, json=ROW).status_code == 200
+        quiet = time.monotonic() + 1
+        while time.monotonic() < quiet:  # the same inference without the senders: what this machine gives now
+            t0 = time.perf_counter()
+            assert c.post(V1, json=ROW).status_code == 200
+            alone.append(time.perf_counter() - t0)
         senders = [threading.Thread(target=sender) for _ in range(3)]
         for t in senders:
             t.start()
@@ -125,13 +131,14 @@ def test_tokenless_60_mb_bodies_do_not_delay_inference(server: ServerProcess) ->
             stop.set()
             for t in senders:
                 t.join(60)
-    p99 = float(np.percentile(latencies, 99))
+    p99, quiet_p99 = float(np.percentile(latencies, 99)), float(np.percentile(alone, 99))
     print(
-        f"\ninference under 3 tokenless 60 MB senders: {len(latencies)} requests, p99 {p99 * 1000:.1f} ms, "
-        f"{len(answers)} bodies refused"
+        f"\ninference under 3 tokenless 60 MB senders: {len(latencies)} requests, p99 {p99 * 1000:.1f} ms "
+        f"(alone {quiet_p99 * 1000:.1f} ms), {len(answers)} bodies refused"
     )
     assert set(answers) == {401}, answers
-    assert p99 < 0.1, f"p99 {p99 * 1000:.0f} ms"
+    # 100 ms; on a machine so loaded that inference alone is slower than that, no worse than twice what it gives
+    assert p99 < max(0.1, 2 * quiet_p99), f"p99 {p99 * 1000:.0f} ms, alone {quiet_p99 * 1000:.0f} ms"
 
 
 def test_slow_headers_and_bodies_are_cut_off(start_server: Callable[..., ServerProcess]) -> None:
