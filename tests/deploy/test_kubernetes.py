@@ -147,7 +147,7 @@ def test_probes_resources_user_and_state_are_the_servers() -> None:
 def test_a_rolling_update_never_drops_a_request() -> None:
     """maxUnavailable 0 / maxSurge 1, a preStop that outlasts the endpoints' update, and a grace period that covers
     the preStop, the server's drain (uvicorn's graceful shutdown) and its close."""
-    from morphserve.cli.serve import GRACEFUL_SHUTDOWN_S
+    from morphserve.settings import GRACEFUL_SHUTDOWN_S
 
     deployment = one(build(str(K8S / "overlays/cpu")), "Deployment")
     assert deployment["spec"]["strategy"] == {

@@ -43,9 +43,6 @@ _UNSET_MEANS = {
     "model_name": "the bundle's file stem",
 }
 _DEFAULT_IN_DESCRIPTION = re.compile(r"\s*\(default: ([^()]*)\)")
-#: How long SIGTERM waits for the requests in flight before uvicorn cancels them (its graceful shutdown); the
-#: Kubernetes manifests size terminationGracePeriodSeconds on it (deploy/kubernetes/base/deployment.yaml).
-GRACEFUL_SHUTDOWN_S = 10
 
 
 def _inner(annotation: Any) -> Any:
@@ -136,7 +133,7 @@ def _serve_one(settings: Settings, token: str | None) -> None:
     import uvicorn
 
     from morphserve.graph.errors import GraphError
-    from morphserve.main import create_app
+    from morphserve.main import create_app, uvicorn_config
     from morphserve.serving.metrics import Metrics
     from morphserve.serving.registry import Registry
     from morphserve.store import StoreError
@@ -154,10 +151,7 @@ def _serve_one(settings: Settings, token: str | None) -> None:
     except (ValueError, GraphError, StoreError, OSError) as e:  # a bad device, model source, state dir
         fail(f"cannot serve: {getattr(e, 'message', None) or e}")
     app = create_app(settings, registry, admin_token=token)
-    config = uvicorn.Config(
-        app, log_level=settings.log_level.lower(), access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(uvicorn_config(app, settings)).run(sockets=[sock])
 
 
 serve.__signature__ = inspect.Signature(_parameters(), return_annotation=None)  # type: ignore[attr-defined]

@@ -85,10 +85,13 @@ class EditPipeline:
         def propose() -> ModelVersion:
             parsed = parse_ops(ops)
             base = served.current()
-            self.budget.check_edit(base, parsed)
+            kept = served.residency.kept_beside_new()
+            self.budget.check_edit(base, parsed, kept)
             check_base(served.name, base.version, if_version)
             latest = served.residency.latest
-            return apply_edit(base, parsed, version=latest + 1, allow_output_change=allow_output_change)
+            candidate = apply_edit(base, parsed, version=latest + 1, allow_output_change=allow_output_change)
+            self.budget.check_version(candidate, "the edited model", kept)  # its activations, before its warm-up
+            return candidate
 
         return self._run(served, propose, dry_run=dry_run, stage=stage)
 
@@ -98,7 +101,9 @@ class EditPipeline:
         def propose() -> ModelVersion:
             base = served.current()
             check_base(served.name, base.version, if_version)
-            return rollback_version(base, served.residency.get(to), served.residency.latest + 1)
+            candidate = rollback_version(base, served.residency.get(to), served.residency.latest + 1)
+            self.budget.check_version(candidate, "the rolled-back model", served.residency.kept_beside_new())
+            return candidate
 
         return self._run(served, propose, dry_run=False, stage=stage)
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +21,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from morphserve.graph import GraphError, ModelVersion, NotFoundError, SetWeightsOp, TensorSpec, shapes
+from morphserve.graph import GraphError, ModelVersion, NotFoundError, SetWeightsOp, TensorSpec, parse_spec, shapes
+from morphserve.graph.bundle import BundleLimits
 from morphserve.graph.edits import recast
+from morphserve.graph.views import describe
 from morphserve.settings import Settings, worker_index
 from morphserve.store import (
     GcResult,
@@ -36,7 +39,7 @@ from morphserve.store import (
 
 from .budget import MemoryBudget
 from .datasets import Datasets
-from .errors import BadInputError, ModelExistsError, RolloutConflictError
+from .errors import BadInputError, ModelExistsError, ModelTooLargeError, RolloutConflictError
 from .events import EventHub  # events hook
 from .feedback import FeedbackWindow
 from .fit import FitJobs, FitSpec
@@ -45,6 +48,7 @@ from .metrics import Metrics
 from .pipeline import EditOutcome, EditPipeline, weights_op
 from .placement import Placement, resolve_device
 from .priority import SwitchIntervalBoost
+from .render import Renders
 from .replication import ReplicasView, Replication, ReplicaWait, advertised_address
 from .residency import Residency
 from .rollout import Rollout, RolloutSpec
@@ -94,7 +98,7 @@ class Registry:
         self.device = resolve_device(settings.device, worker_index())
         torch.set_num_threads(settings.threads_per_worker())
         self.store = store if store is not None else open_store(settings)
-        self.budget = MemoryBudget(settings.model_bytes_limit)
+        self.budget = MemoryBudget(settings.model_bytes_limit, settings.max_batch_size)
         self.inference = Inference(settings.request_timeout_s)
         self.events = EventHub()  # events hook: committed versions, models created and deleted (SSE)
         self.pipeline = EditPipeline(
@@ -129,6 +133,10 @@ class Registry:
             max_batch_size=settings.max_batch_size,
         )
         self.feedback = FeedbackWindow(settings.feedback_window, settings.max_body_bytes)
+        self.renders = Renders(settings.render_workers, settings.render_timeout_s, settings.max_render_nodes)
+        #: The graph JSON of each version in memory, made once (versions never change; a large model's takes
+        #: tens of milliseconds of the interpreter each time).
+        self._graph_json: weakref.WeakKeyDictionary[ModelVersion, bytes] = weakref.WeakKeyDictionary()
         self._models: dict[str, ServedModel] = {}
         self._deleting: set[str] = set()
         self._lock = threading.Lock()
@@ -200,13 +208,25 @@ class Registry:
 
     def _restore(self, name: str, head: Head) -> None:
         try:
+            self._check_head(name)  # before its weights are loaded
             first = self.store.load(name)
         except (StoreError, GraphError, ValueError, RuntimeError) as e:
             log.error("model %s cannot be restored from %s and is not served: %s", name, self.store.where, e)
             self.failed[name] = str(e)
             return
         log.info("model %s: restored version %d from %s", name, first.version, self.store.where)
-        self._serve(first, persist=False, incarnation=head.incarnation, latest=head.version)
+        try:
+            self._serve(first, persist=False, incarnation=head.incarnation, latest=head.version)
+        except ModelTooLargeError as e:  # its shapes were not recorded, so only the built version could be sized
+            log.error("model %s is not served: %s", name, e)
+            self.failed[name] = str(e)
+
+    def _check_head(self, name: str) -> None:
+        """Size the journal's newest version of `name` against the memory budget from its row alone (the spec for
+        the weights, the recorded shapes for the activations): a model over the budget is never loaded."""
+        record = self.store.journal.latest(name)
+        if record is not None:
+            self.budget.check_record(parse_spec(record.spec), record.shapes, f"model {name!r} in the journal")
 
     def _serve(
         self,
@@ -224,6 +244,7 @@ class Registry:
                 raise ModelExistsError(f"model {first.model!r} already exists")
             if persist and self.store.has(first.model):
                 raise ModelExistsError(f"model {first.model!r} exists in the journal {self.store.where}")
+            self.budget.check_version(first, f"model {first.model!r}")  # before its warm-up allocates activations
             placement = Placement(self.device)
             runnable = placement.prepare(first)
             if persist:
@@ -266,10 +287,16 @@ class Registry:
         return name not in self.failed and name not in self._deleting
 
     def adopt(self, name: str, incarnation: str) -> None:
-        """Serve a model another replica created."""
-        head = self.store.heads().get(name)
-        first = self.store.load(name)
-        self._serve(first, persist=False, incarnation=incarnation, latest=head.version if head else None)
+        """Serve a model another replica created (unless it is over this replica's memory budget: then it is
+        reported, like a model that failed to load at start, and not tried again on every poll)."""
+        try:
+            self._check_head(name)
+            head = self.store.heads().get(name)
+            first = self.store.load(name)
+            self._serve(first, persist=False, incarnation=incarnation, latest=head.version if head else None)
+        except ModelTooLargeError as e:
+            log.error("model %s (created by another replica) is not served here: %s", name, e)
+            self.failed[name] = str(e)
 
     def drop_local(self, name: str) -> None:
         """Stop serving a model another replica deleted (the journal has no rows of it any more)."""
@@ -283,6 +310,7 @@ class Registry:
         self.rollouts.forget(name)
         self.jobs.forget(name)
         self.feedback.forget(name)
+        self.metrics.forget(name)
         self.events.model_deleted(name)  # events hook
         log.info("model %s: deleted by another replica", name)
 
@@ -294,6 +322,7 @@ class Registry:
             models, self._models = list(self._models.values()), {}
         for served in models:
             served.worker.stop()
+        self.renders.close()
         self.pipeline.close()
         self.store.close()
 
@@ -317,7 +346,7 @@ class Registry:
         if self.store.unavailable is not None:
             raise StoreUnavailableError(f"models cannot be created: {self.store.unavailable}")
         spool = self.settings.state_dir / "uploads" if self.settings.journal != "memory" else None  # PostgreSQL too
-        return UploadedBundle(name, spool)
+        return UploadedBundle(name, spool, BundleLimits(max_spec_bytes=self.settings.max_spec_bytes))
 
     async def remove(self, name: str) -> None:
         served = self.get(name)
@@ -340,6 +369,7 @@ class Registry:
         self.rollouts.forget(name)
         self.jobs.forget(name)
         self.feedback.forget(name)
+        self.metrics.forget(name)
         log.info("model %s: removed", name)
         self.events.model_deleted(name)  # events hook
 
@@ -415,6 +445,14 @@ class Registry:
     async def gc(self, name: str, keep: int) -> GcResult:
         served = self.get(name)
         return await asyncio.to_thread(self.pipeline.gc, served, keep)
+
+    async def graph_json(self, v: ModelVersion) -> bytes:
+        """`describe(v)` as JSON, made once per version."""
+        body = self._graph_json.get(v)
+        if body is None:
+            body = await asyncio.to_thread(lambda: describe(v).model_dump_json().encode())
+            self._graph_json[v] = body
+        return body
 
     async def run(self, fn: Any, *args: Any) -> Any:
         """Run a pure, possibly slow function of the graph library (rendering, export) off the event loop."""

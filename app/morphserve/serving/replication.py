@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from morphserve.graph import GraphError, NotFoundError
 from morphserve.store import Head, Store, StoreError
 
-from .errors import ModelExistsError, VersionBehindError
+from .errors import ModelExistsError, VersionAheadError, VersionBehindError
 from .follower import HEARTBEAT_S, Follower
 from .metrics import Metrics
 from .served import ServedModel
@@ -210,6 +210,7 @@ class Replication:
         served = self.models.local(name)
         if served is not None and served.serving_version() >= min_version:
             return
+        await self._check_journal_has(name, min_version)
         self.follower.kick()
         while served is None:  # created elsewhere, not followed yet
             if time.monotonic() >= deadline:
@@ -222,6 +223,25 @@ class Replication:
                 f"this replica has version {have} of {name!r}, not yet {min_version}; retry shortly",
                 version=have,
                 min_version=min_version,
+            )
+
+    async def _check_journal_has(self, name: str, min_version: int) -> None:
+        """A version beyond the journal's newest exists nowhere: no replica can have it, however long one waits (an
+        edit acknowledged anywhere is in the journal before its answer). 404 at once, rather than a 503 after the
+        wait; a journal that cannot be read says nothing, and the wait goes on as before."""
+        try:
+            heads = await asyncio.to_thread(self.store.heads)
+        except StoreError:
+            return
+        head = heads.get(name)
+        if head is None or min_version > head.version:
+            newest = f"the journal's newest is {head.version}" if head is not None else "the journal holds none of it"
+            raise VersionAheadError(
+                f"model {name!r} has no version {min_version} on any replica: {newest}, so no replica can have it "
+                "until an edit makes it",
+                model=name,
+                min_version=min_version,
+                latest=head.version if head is not None else None,
             )
 
     # -- the replica view and edits that wait for it ---------------------------------------------------------
