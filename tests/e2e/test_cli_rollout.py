@@ -175,7 +175,9 @@ def test_dataset_put_ls_rm_and_an_evaluated_rollout(run: Run, api: Client, fresh
     assert [d["name"] for d in json.loads(run("dataset", "ls", fresh, "--json").stdout)] == ["heldout"]
 
     stage_identity(run, fresh)
-    run("rollout", "start", fresh, "latest", "--eval-dataset", "heldout", "--max-eval-regression", "0")
+    # a canary (with no traffic here) keeps it running after the evaluation, for the traffic gates: promoted by hand
+    gated = ["--eval-dataset", "heldout", "--max-eval-regression", "0", "--canary", "0.1"]
+    run("rollout", "start", fresh, "latest", *gated)
     deadline = time.monotonic() + 60
     while api.rollout(fresh).state == "evaluating":  # the evaluation runs in the server's background lane
         assert time.monotonic() < deadline, "the evaluation did not finish"

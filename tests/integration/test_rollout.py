@@ -222,6 +222,29 @@ def test_an_evaluation_gate_scores_both_versions_before_any_traffic(make_client:
     assert _state(client)["gates"]["max_eval_regression"]["ok"] is True
 
 
+def test_evaluation_gates_alone_decide_a_rollout_that_takes_no_traffic(
+    make_client: Callable[..., TestClient],
+) -> None:
+    """Neither shadow nor canary: no request will ever reach the candidate, so passing the evaluation promotes it
+    (and failing it aborts it) instead of leaving it running for evidence that cannot come."""
+    client = make_client()
+    x, y = _digits(400, offset=1000)
+    body = save_safetensors({"input": torch.from_numpy(x), "labels": torch.from_numpy(y)})
+    headers = {**AUTH, "Content-Type": "application/octet-stream"}
+    assert client.put("/v1/models/digits/datasets/heldout", content=body, headers=headers).status_code == 201
+    grown = _stage(client, {"ops": [identity_insert()]})
+    spec = {"candidate": grown, "eval_dataset": "heldout", "gates": {"min_eval_accuracy": 0.9}}
+    assert client.put(ROLLOUT, json=spec, headers=AUTH).status_code == 201
+    _until(lambda: _state(client)["state"] not in ("evaluating", "running"), "the evaluation decided")
+    done = _state(client)
+    assert (done["state"], done["promoted_as"], done["reason"]) == ("promoted", grown, "every evaluation gate passed")
+    assert done["evidence"]["requests"] == 0 and client.get("/v1/models/digits").json()["version"] == grown
+    broken = _stage(client, {"ops": [{"op": "replace", "node": "fc3", **FRESH_HEAD}]})
+    assert client.put(ROLLOUT, json={**spec, "candidate": broken}, headers=AUTH).status_code == 201
+    _until(lambda: _state(client)["state"] not in ("evaluating", "running"), "the evaluation decided")
+    assert _state(client)["state"] == "aborted" and client.get("/v1/models/digits").json()["version"] == grown
+
+
 def test_a_rollout_survives_a_restart(make_client: Callable[..., TestClient]) -> None:
     client = make_client()
     candidate = _stage(client, {"ops": [identity_insert()]})

@@ -74,11 +74,8 @@ STATUS: list[tuple[type[Exception], int]] = [
     (ConflictError, 409),  # if_version / If-Match is not the latest
     (VersionConflictError, 409),  # another writer took the version number
     (ModelExistsError, 409),
-    (RolloutConflictError, 409),
-    (
-        JobConflictError,
-        409,
-    ),  # a fit job trains this model already  # a rollout runs already, or the candidate is the current version
+    (RolloutConflictError, 409),  # a rollout runs already, or the candidate is the current version
+    (JobConflictError, 409),  # a fit job trains this model already
     (DocConflictError, 409),  # a rollout or dataset changed meanwhile (another replica decided first)
     (QueueFullError, 503),  # with Retry-After
     (RenderBusyError, 503),  # too many graph renders waiting; with Retry-After

@@ -1,4 +1,5 @@
-"""`morphserve dataset put|ls|rm`: the labelled data a rollout scores its candidate on (`--eval-dataset`).
+"""`morphserve dataset put|ls|rm`: the labelled data a rollout scores its candidate on (`--eval-dataset`) and a fit
+job trains on (`morphserve fit --dataset`).
 
 A dataset is a safetensors file: each model input under its name (samples in dimension 0), plus `labels` (integer
 class indices) or `targets` (float, shaped like the first output). `put` streams the file, never reading it whole.
@@ -19,7 +20,9 @@ from morphserve.cli.describe import shape
 if TYPE_CHECKING:
     from morphserve.client import Dataset
 
-dataset_cli = typer.Typer(help="Labelled datasets a rollout scores its candidate on.", no_args_is_help=True)
+dataset_cli = typer.Typer(
+    help="Labelled datasets a rollout scores its candidate on, and a fit job trains on.", no_args_is_help=True
+)
 
 ModelArg = Annotated[str, typer.Argument(help="model name")]
 NameArg = Annotated[str, typer.Argument(help="dataset name (letters, digits, . _ -)")]

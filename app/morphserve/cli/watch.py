@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -15,6 +15,15 @@ def _now() -> str:
     return time.strftime("%H:%M:%S")
 
 
+def _job_line(d: dict[str, Any]) -> str:
+    """`job 1796608391-1cbc5fe7 progress: step 120/400, loss 0.5312`, `... succeeded: staged version 3`."""
+    loss = d.get("loss")
+    what = f"step {d.get('step', 0):,}/{d.get('steps', 0):,}" + ("" if loss is None else f", loss {loss:.4g}")
+    if d.get("event") == "succeeded":
+        what = f"staged version {d.get('version')} ({what})"
+    return f"job {d.get('job')} {d.get('event')}: {what}"
+
+
 def watch(
     ctx: typer.Context,
     model: Annotated[
@@ -23,7 +32,8 @@ def watch(
     since: Annotated[int | None, typer.Option(help="first replay the versions after this one")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per event")] = False,
 ) -> None:
-    """Follow a model's versions as they are committed, promoted and rolled out, live (Ctrl-C stops)."""
+    """Follow a model's versions as they are committed, promoted and rolled out, and its fit jobs, live (Ctrl-C
+    stops)."""
     with client(ctx) as c:
         try:
             for e in c.events(model, since=since):
@@ -47,6 +57,8 @@ def watch(
                     print_text(
                         f"{_now()} {e.model} rollout {d['rollout']} of version {d['candidate']} {d['event']}{why}"
                     )
+                elif e.kind == "job":
+                    print_text(f"{_now()} {e.model} {_job_line(e.data)}")
                 elif e.kind == "reset":
                     print_text("(reset: the stream could not resume where it left off; reload what you derived)")
                 else:  # an event kind of a newer server: shown as it came

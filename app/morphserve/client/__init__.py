@@ -25,9 +25,15 @@ gates that promote or abort on their own::
         c.start_rollout("digits", v["version"], shadow=1.0, gates={"min_requests": 500, "min_agreement": 0.99})
         print(c.wait_rollout("digits").state)   # "promoted" or "aborted", with .reason and .evidence
 
+Layers can be trained in the server, on a dataset it holds (`put_dataset`, or labels for earlier requests by their
+request id: `feedback`); a fit job commits a staged version, which a rollout (or `promote`) makes current::
+
+        job = c.fit("digits", ["fc3"], "train", steps=400, lr=0.02, batch_size=64, eval="heldout")
+        done = c.wait_job("digits", job.id)    # .state, .version (staged), .loss_curve, .eval_before/.eval_after
+
 The package: `errors` (typed exceptions), `wire` (encodings and the sans-I/O request), `ops` (the operations),
-`rollouts` (typed rollout and dataset answers), `sync` and `aio` (the two drivers), `events` (following a model's
-event stream).
+`rollouts` (typed rollout and dataset answers), `jobs` (typed fit jobs and feedback answers), `sync` and `aio`
+(the two drivers), `events` (following a model's event stream).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from morphserve.client.errors import (
     Unreachable,
 )
 from morphserve.client.events import Event
+from morphserve.client.jobs import FeedbackResult, Job
 from morphserve.client.rollouts import Dataset, GateState, RoleStats, Rollout
 from morphserve.client.sync import Client
 from morphserve.client.wire import InferResult
@@ -53,9 +60,11 @@ __all__ = [
     "Conflict",
     "Dataset",
     "Event",
+    "FeedbackResult",
     "GateState",
     "InferResult",
     "InvalidRequest",
+    "Job",
     "MorphserveError",
     "NotFound",
     "RoleStats",

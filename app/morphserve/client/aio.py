@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
 
 import httpx
@@ -11,6 +11,7 @@ from httpx_sse import aconnect_sse
 
 from morphserve.client.errors import MorphserveError, _raise_for, _unreachable
 from morphserve.client.events import READ_TIMEOUT_S, Event, Follower
+from morphserve.client.jobs import FeedbackResult, Job, Loss, Optimizer, _feedback_body, _fit_body
 from morphserve.client.ops import (
     _base_url,
     _edit_body,
@@ -93,9 +94,11 @@ class AsyncClient(_Ops):
         _raise_for(resp)
         return resp
 
-    async def infer(self, model: str, inputs: Any, version: int | str | None = None) -> InferResult:
+    async def infer(
+        self, model: str, inputs: Any, version: int | str | None = None, *, request_id: str | None = None
+    ) -> InferResult:
         """See `Client.infer`."""
-        return await self._run(self._infer(model, inputs, version))
+        return await self._run(self._infer(model, inputs, version, request_id))
 
     async def models(self) -> list[dict[str, Any]]:
         """See `Client.models`."""
@@ -273,6 +276,69 @@ class AsyncClient(_Ops):
     async def delete_dataset(self, model: str, name: str) -> None:
         """See `Client.delete_dataset`."""
         await self._run(self._delete_dataset(model, name))
+
+    async def fit(
+        self,
+        model: str,
+        train: str | Sequence[str],
+        dataset: str,
+        *,
+        loss: Loss = "cross_entropy",
+        optimizer: Optimizer = "adamw",
+        lr: float = 1e-3,
+        steps: int | None = None,
+        epochs: float | None = None,
+        batch_size: int = 32,
+        eval: str | None = None,
+        eval_every: int | None = None,
+        seed: int = 0,
+        version: int | None = None,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+    ) -> Job:
+        """See `Client.fit`."""
+        body = _fit_body(
+            train,
+            dataset,
+            loss=loss,
+            optimizer=optimizer,
+            lr=lr,
+            steps=steps,
+            epochs=epochs,
+            batch_size=batch_size,
+            eval=eval,
+            eval_every=eval_every,
+            seed=seed,
+            version=version,
+            weight_decay=weight_decay,
+            momentum=momentum,
+        )
+        return await self._run(self._job(model, "POST", "/fit", body))
+
+    async def job(self, model: str, job_id: str) -> Job:
+        """See `Client.job`."""
+        return await self._run(self._job(model, "GET", f"/jobs/{_p(job_id)}"))
+
+    async def jobs(self, model: str) -> list[Job]:
+        """See `Client.jobs`."""
+        return await self._run(self._jobs(model))
+
+    async def cancel_job(self, model: str, job_id: str) -> Job:
+        """See `Client.cancel_job`."""
+        return await self._run(self._job(model, "DELETE", f"/jobs/{_p(job_id)}"))
+
+    async def wait_job(self, model: str, job_id: str, timeout: float = 600.0, interval: float = 0.2) -> Job:
+        """See `Client.wait_job`."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while (j := await self.job(model, job_id)).running and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(interval)
+        return j
+
+    async def feedback(
+        self, model: str, dataset: str, labels: Mapping[str, Any], kind: Literal["labels", "targets"] = "labels"
+    ) -> FeedbackResult:
+        """See `Client.feedback`."""
+        return await self._run(self._feedback(model, _feedback_body(dataset, labels, kind)))
 
     async def export(self, model: str, version: int, format: Literal["zip", "onnx"] = "zip") -> bytes:
         """See `Client.export`."""

@@ -22,9 +22,10 @@ READ_TIMEOUT_S = 60.0
 @dataclass(frozen=True)
 class Event:
     """One event: `kind` is `version` (`data["staged"]` is true for a staged one), `promoted` (a committed version
-    became current), `rollout` (`data["event"]`: started, running, promoted or aborted, with `reason`),
-    `model_created`, `model_deleted` or `reset` (the server could not resume from the last event seen: reload
-    whatever you derived from the stream); `data` is its JSON."""
+    became current), `rollout` (`data["event"]`: started, running, promoted or aborted, with `reason`), `job` (a fit
+    job's `data["event"]`: started, progress, succeeded, failed or cancelled, with `job`, `step`, `steps`, `loss` and
+    the staged `version`), `model_created`, `model_deleted` or `reset` (the server could not resume from the last
+    event seen: reload whatever you derived from the stream); `data` is its JSON."""
 
     kind: str
     id: str | None

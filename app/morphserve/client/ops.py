@@ -9,10 +9,12 @@ from typing import Any
 import numpy as np
 
 from morphserve.client.errors import InvalidRequest, MorphserveError
+from morphserve.client.jobs import FeedbackResult, Job
 from morphserve.client.rollouts import Dataset, Rollout
 from morphserve.client.wire import (
     _HEADER,
     DEFAULT_URL,
+    REQUEST_ID,
     BundleFile,
     InferResult,
     Progress,
@@ -48,7 +50,9 @@ class _Ops:
             sig = self._signatures[model] = list(resp.json()["inputs"])
         return sig
 
-    def _infer(self, model: str, inputs: Any, version: int | str | None) -> _Op[InferResult]:
+    def _infer(
+        self, model: str, inputs: Any, version: int | str | None, request_id: str | None = None
+    ) -> _Op[InferResult]:
         sig = yield from self._signature(model)
         if isinstance(inputs, Mapping):
             arrays = {str(k): _to_numpy(v) for k, v in inputs.items()}
@@ -69,13 +73,11 @@ class _Ops:
                 arrays[name] = arr.astype(dt)
         body, header_len = _encode_infer(arrays)
         path = f"/v2/models/{_p(model)}" + (f"/versions/{_p(version)}" if version is not None else "") + "/infer"
+        headers = {_HEADER: str(header_len), "Content-Type": "application/octet-stream"}
+        if request_id is not None:
+            headers[REQUEST_ID] = request_id
         try:
-            resp = yield _Req(
-                "POST",
-                path,
-                content=body,
-                headers={_HEADER: str(header_len), "Content-Type": "application/octet-stream"},
-            )
+            resp = yield _Req("POST", path, content=body, headers=headers)
         except MorphserveError:
             self._signatures.pop(model, None)
             raise
@@ -150,6 +152,20 @@ class _Ops:
 
     def _delete_dataset(self, model: str, name: str) -> _Op[None]:
         yield _Req("DELETE", f"/v1/models/{_p(model)}/datasets/{_p(name)}")  # 204: nothing to read
+
+    # fit jobs and feedback
+    def _job(self, model: str, method: str, path: str = "", body: Any = None) -> _Op[Job]:
+        """POST `.../fit`, or GET / DELETE `.../jobs/{id}`: every one answers a job's record."""
+        resp = yield _Req(method, f"/v1/models/{_p(model)}{path}", json=body)
+        return Job.from_json(_object(resp))
+
+    def _jobs(self, model: str) -> _Op[list[Job]]:
+        body = yield from self._get_json(f"/v1/models/{_p(model)}/jobs")
+        return sorted((Job.from_json(j) for j in body["jobs"]), key=lambda j: j.started_at, reverse=True)
+
+    def _feedback(self, model: str, body: dict[str, Any]) -> _Op[FeedbackResult]:
+        resp = yield _Req("POST", f"/v1/models/{_p(model)}/feedback", json=body)
+        return FeedbackResult.from_json(_object(resp))
 
     def _create_from_bundle(self, name: str, bundle: BundleFile, progress: Progress | None) -> _Op[dict[str, Any]]:
         upload = _Upload.of(bundle, progress)

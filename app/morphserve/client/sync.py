@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import httpx
@@ -11,6 +11,7 @@ from httpx_sse import connect_sse
 
 from morphserve.client.errors import MorphserveError, _raise_for, _unreachable
 from morphserve.client.events import READ_TIMEOUT_S, Event, Follower
+from morphserve.client.jobs import FeedbackResult, Job, Loss, Optimizer, _feedback_body, _fit_body
 from morphserve.client.ops import (
     _base_url,
     _edit_body,
@@ -94,11 +95,15 @@ class Client(_Ops):
         return resp
 
     # inference
-    def infer(self, model: str, inputs: Any, version: int | str | None = None) -> InferResult:
+    def infer(
+        self, model: str, inputs: Any, version: int | str | None = None, *, request_id: str | None = None
+    ) -> InferResult:
         """Run inference. `inputs` is a numpy array or torch tensor (single-input models) or a dict of them by
         input name; nested lists work too. Arrays are cast to the model's declared dtype when only precision
-        changes (float64 -> float32). `version` pins an older version (404 when it is no longer resident)."""
-        return self._run(self._infer(model, inputs, version))
+        changes (float64 -> float32). `version` pins an older version (404 when it is no longer resident).
+        `request_id` is sent as `X-Request-Id` (up to 64 characters); the answer's `.request_id` is the id the
+        server used (that one, or one it made up), by which `feedback()` can label the request later."""
+        return self._run(self._infer(model, inputs, version, request_id))
 
     # models and graphs
     def models(self) -> list[dict[str, Any]]:
@@ -297,6 +302,84 @@ class Client(_Ops):
     def delete_dataset(self, model: str, name: str) -> None:
         """Remove a dataset (admin; `NotFound` when there is none of that name)."""
         self._run(self._delete_dataset(model, name))
+
+    # fit jobs and feedback
+    def fit(
+        self,
+        model: str,
+        train: str | Sequence[str],
+        dataset: str,
+        *,
+        loss: Loss = "cross_entropy",
+        optimizer: Optimizer = "adamw",
+        lr: float = 1e-3,
+        steps: int | None = None,
+        epochs: float | None = None,
+        batch_size: int = 32,
+        eval: str | None = None,
+        eval_every: int | None = None,
+        seed: int = 0,
+        version: int | None = None,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+    ) -> Job:
+        """Start a fit job (admin): train the layers `train` names (a list of node ids, or a string: a prefix of
+        node ids or module paths) of `version` (default: the current one) on `dataset`, for `steps` optimizer steps
+        or `epochs` passes (exactly one), everything else frozen. It runs in the server, between inference batches;
+        when it succeeds it commits a **staged** version (`Job.version`): promote it or start a rollout on it.
+        `eval` scores a dataset before and after (and every `eval_every` steps). The same seed, data and version
+        give the same weights on a CPU. Returns the running job at once (`wait_job()` waits for its end).
+        `NotFound` for an unknown dataset or version, `Conflict` while another job trains the model,
+        `InvalidRequest` for an unknown layer, one without parameters, a prefix that matches none, a loss the
+        dataset cannot serve (cross_entropy needs labels; mse and bce targets), steps over the server's limit."""
+        body = _fit_body(
+            train,
+            dataset,
+            loss=loss,
+            optimizer=optimizer,
+            lr=lr,
+            steps=steps,
+            epochs=epochs,
+            batch_size=batch_size,
+            eval=eval,
+            eval_every=eval_every,
+            seed=seed,
+            version=version,
+            weight_decay=weight_decay,
+            momentum=momentum,
+        )
+        return self._run(self._job(model, "POST", "/fit", body))
+
+    def job(self, model: str, job_id: str) -> Job:
+        """A job's record: progress while it runs, the training record once it ended (`NotFound`: no such job).
+        A job whose server stopped is reported `failed` within seconds of being read."""
+        return self._run(self._job(model, "GET", f"/jobs/{_p(job_id)}"))
+
+    def jobs(self, model: str) -> list[Job]:
+        """The model's jobs, newest first."""
+        return self._run(self._jobs(model))
+
+    def cancel_job(self, model: str, job_id: str) -> Job:
+        """Cancel a running job (admin): it stops before its next step and commits nothing. A job that has ended
+        is answered as it is."""
+        return self._run(self._job(model, "DELETE", f"/jobs/{_p(job_id)}"))
+
+    def wait_job(self, model: str, job_id: str, timeout: float = 600.0, interval: float = 0.2) -> Job:
+        """Poll a job until it has ended (succeeded, failed or cancelled) or `timeout` seconds passed; the last
+        record read either way (check `.running`)."""
+        deadline = time.monotonic() + timeout
+        while (j := self.job(model, job_id)).running and time.monotonic() < deadline:
+            time.sleep(interval)
+        return j
+
+    def feedback(
+        self, model: str, dataset: str, labels: Mapping[str, Any], kind: Literal["labels", "targets"] = "labels"
+    ) -> FeedbackResult:
+        """Label earlier requests by their request id (`InferResult.request_id`) into `dataset` (admin; created, or
+        extended): a class index per request (a list for a request of several rows), or with `kind="targets"`
+        nested lists shaped like the output's rows. The server must keep recent inputs (`--feedback-window N`;
+        `InvalidRequest` otherwise). Ids it no longer holds are in `.missing`; `NotFound` when it holds none."""
+        return self._run(self._feedback(model, _feedback_body(dataset, labels, kind)))
 
     # durability
     def export(self, model: str, version: int, format: Literal["zip", "onnx"] = "zip") -> bytes:

@@ -215,10 +215,10 @@ class FitJobs:
             job = Job(f"{int(time.time())}-{uuid.uuid4().hex[:8]}", name, spec, base.version, nodes, steps)
             doc = self.store.put_doc(name, KIND, job.id, job.record(self.replica()), expect_rev=0)
             self._jobs[name] = job
+        self._publish(name, job, "started")  # before the job can end: a follower sees `started` first
         threading.Thread(
             target=self._run, args=(served, job, base, data, doc.rev), name=f"fit-{name}", daemon=True
         ).start()
-        self._publish(name, job, "started")
         return job.record(self.replica())
 
     def get(self, served: ServedModel, job_id: str) -> dict[str, Any]:

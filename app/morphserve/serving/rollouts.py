@@ -433,6 +433,9 @@ class Rollouts:
                 self.store.put_doc(name, "evaluation", f"{version.version}/{spec.eval_dataset}", scores[role])
             rollout.evaluation = scores
             verdict = _evaluation_verdict(spec.gates, scores)
+            if verdict is None and spec.gates is not None and spec.shadow == 0 and spec.canary == 0:
+                # No traffic will ever reach the candidate, so no traffic gate could judge it: the evaluation decides.
+                verdict = ("promote", "every evaluation gate passed")
         except Exception as e:  # noqa: BLE001 - a failed evaluation aborts the rollout with the reason
             if self._stop.is_set() or served.deleted or isinstance(e, UnavailableError):
                 # The server (or the model) is going away, not the candidate failing: the rollout stays
