@@ -190,13 +190,18 @@ class MemoryBudget:
             return
         retained = dict(current.modules)  # the current version's layers the candidate keeps (shared, not copied)
         added = 0
+        named: dict[str, int] = {}  # layers this edit inserts under a name a later op of it may remove or replace
         for op in parsed:
             if isinstance(op, InsertOp):
-                added += layer_bytes(op.layer)
+                size = layer_bytes(op.layer)
+                added += size
+                if op.name is not None:
+                    named[op.name] = size
             elif isinstance(op, ReplaceOp):
-                added += layer_bytes(op.layer)
+                added += layer_bytes(op.layer) - named.pop(op.node, 0)
                 retained.pop(op.node, None)
             elif isinstance(op, RemoveOp):
+                added -= named.pop(op.node, 0)
                 retained.pop(op.node, None)
             elif isinstance(op, SetWeightsOp) and op.node in retained:  # a copy of that layer
                 added += module_bytes(retained.pop(op.node))
