@@ -49,6 +49,8 @@ KIND = "job"
 #: A running job's document is refreshed this often; one not refreshed for DEAD_S belongs to a server that died.
 BEAT_S = 1.0
 DEAD_S = 5.0
+#: Ended jobs whose records are kept per model (the newest).
+KEEP_ENDED = 20
 #: Points of the loss curve kept in the record (evenly thinned beyond).
 CURVE_POINTS = 500
 
@@ -105,6 +107,8 @@ class Job:
         self.started_at = time.time()
         self.ended_at: float | None = None
         self.cancelled = threading.Event()
+        self.cancel_reason = "cancelled by a client"
+        self.ending = threading.Event()  # stops the heartbeat
         self.done = threading.Event()
 
     def record(self, replica: str) -> dict[str, Any]:
@@ -213,11 +217,11 @@ class FitJobs:
                     job=key,
                 )
             job = Job(f"{int(time.time())}-{uuid.uuid4().hex[:8]}", name, spec, base.version, nodes, steps)
-            doc = self.store.put_doc(name, KIND, job.id, job.record(self.replica()), expect_rev=0)
+            self.store.put_doc(name, KIND, job.id, job.record(self.replica()), expect_rev=0)
             self._jobs[name] = job
         self._publish(name, job, "started")  # before the job can end: a follower sees `started` first
         threading.Thread(
-            target=self._run, args=(served, job, base, data, doc.rev), name=f"fit-{name}", daemon=True
+            target=self._run, args=(served, job, base, data), name=f"fit-{name}", daemon=True
         ).start()
         return job.record(self.replica())
 
@@ -249,8 +253,10 @@ class FitJobs:
         return job.record(self.replica())
 
     def forget(self, model: str) -> None:
+        """The model is gone (deleted here or elsewhere): its job stops, committing nothing."""
         job = self._jobs.get(model)
         if job is not None:
+            job.cancel_reason = "the model was deleted"
             job.cancelled.set()
 
     # -- the job -----------------------------------------------------------------------------------------------
@@ -275,12 +281,13 @@ class FitJobs:
                 limit_bytes=self.budget.limit,
             )
 
-    def _run(self, served: ServedModel, job: Job, base: ModelVersion, data: Dataset, rev: int) -> None:
+    def _run(self, served: ServedModel, job: Job, base: ModelVersion, data: Dataset) -> None:
         name = served.name
         worker = served.worker
         device = worker.device
         deadline = time.monotonic() + self.max_seconds
-        last_beat = time.monotonic()
+        beating = threading.Thread(target=self._beat, args=(name, job), name=f"fit-beat-{name}", daemon=True)
+        beating.start()
         try:
             torch.manual_seed(job.spec.seed)
             trained = {n: _trainable_copy(base.modules[n], device) for n in job.nodes}
@@ -311,10 +318,6 @@ class FitJobs:
                     raise JobError(f"the loss became {loss} at step {step}: lower lr")
                 if eval_data is not None and job.spec.eval_every and step % job.spec.eval_every == 0:
                     job.eval_curve.append({"step": step, **self._score(served, gm, eval_data)})
-                if time.monotonic() - last_beat >= BEAT_S:
-                    last_beat = time.monotonic()
-                    rev = self.store.put_doc(name, KIND, job.id, job.record(self.replica()), expect_rev=rev).rev
-                    self._publish(name, job, "progress")
             final = {n: _frozen_copy(m) for n, m in trained.items()}
             outcome = self._commit(served, job, base, final)
             job.version = outcome.version.version
@@ -322,15 +325,18 @@ class FitJobs:
                 job.eval_after = _with_version(self._score(served, gm, eval_data), job.version)
             job.state = "succeeded"
         except _Cancelled:
-            job.state, job.error = "cancelled", "cancelled by a client"
+            job.state, job.error = "cancelled", job.cancel_reason
         except Exception as e:  # noqa: BLE001 - any failure ends the job with its reason; nothing was committed
             job.state = "failed"
             job.error = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
             log.warning("model %s: job %s failed: %s", name, job.id, job.error)
         finally:
             job.ended_at = time.time()
+            job.ending.set()  # the heartbeat stops before the final record is written
+            beating.join(BEAT_S * 2)
             try:
                 self.store.put_doc(name, KIND, job.id, job.record(self.replica()))
+                self._prune(name)
             except Exception:  # noqa: BLE001 - the model may have been deleted meanwhile
                 log.warning("model %s: job %s's record could not be written", name, job.id)
             with self._lock:
@@ -338,6 +344,23 @@ class FitJobs:
                     del self._jobs[name]
             job.done.set()
             self._publish(name, job, job.state)
+
+    def _beat(self, name: str, job: Job) -> None:
+        """Refresh the running job's document every BEAT_S (its progress for other replicas, and the proof that its
+        server lives), on a thread of its own so that a long step cannot make the job look dead."""
+        while not job.ending.wait(BEAT_S):
+            try:
+                self.store.put_doc(name, KIND, job.id, job.record(self.replica()))
+            except Exception as e:  # noqa: BLE001 - the journal may be down for a moment; the next beat retries
+                log.debug("model %s: job %s's heartbeat failed: %s", name, job.id, e)
+                continue
+            self._publish(name, job, "progress")
+
+    def _prune(self, model: str) -> None:
+        """Keep the records of the newest KEEP_ENDED ended jobs of a model (as rollouts keep theirs)."""
+        ended = [d for d in self.store.docs(model, KIND) if d.value.get("state") != "running"]
+        for d in sorted(ended, key=lambda d: d.value.get("started_at", 0.0))[:-KEEP_ENDED]:
+            self.store.delete_doc(model, KIND, d.key)
 
     def _commit(self, served: ServedModel, job: Job, base: ModelVersion, trained: dict[str, nn.Module]) -> EditOutcome:
         op = {
