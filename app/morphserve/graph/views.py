@@ -33,6 +33,9 @@ class NodeDescription(BaseModel):
         default=None, description="for a node whose result is a tuple (read through getitem): each element"
     )
     params: int = 0
+    size: bool = Field(
+        default=False, description="a size node: a number computed from input shapes when the graph runs, no tensor"
+    )
 
 
 class Edge(BaseModel):
@@ -81,6 +84,7 @@ def describe(v: ModelVersion) -> GraphDescription:
                 datatype=s.datatype,
                 elements=[ElementDescription(shape=list(e.shape), datatype=e.datatype) for e in s.elements] or None,
                 params=v.params(n.id),
+                size=s.is_scalar,
             )
         )
         edges.extend(Edge(source=i, target=n.id) for i in n.inputs)
