@@ -32,6 +32,7 @@ from morphserve.graph.functions import OPSET, AtenOp, Ref
 from morphserve.graph.functions.opset import refusal
 from morphserve.graph.spec import _RESERVED, TensorSpec, is_id
 
+from .adapters import adapter_for
 from .calls import NotALayer, layer_for_call
 from .marks import MARK, OPAQUE, Call
 from .refusals import CaptureError, at, where_trace
@@ -127,16 +128,19 @@ class Walker:
 
     # -- ids --------------------------------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
-        base = sanitize(base)
-        if base not in self.taken and is_id(base):
+        """An unused node id from `base` (a module path or a name), with `_1`, `_2`, ... when taken."""
+        if not is_id(base):
+            base = sanitize(base)
+        if base not in self.taken:
             self.taken.add(base)
             return base
-        k = self.counters.get(base, 0)
+        stem = base if len(base) <= 58 else base[:22] + "_" + base[-35:]  # room for the suffix in 64 characters
+        k = self.counters.get(stem, 0)
         while True:
             k += 1
-            cand = f"{base}_{k}"
+            cand = f"{stem}_{k}"
             if cand not in self.taken and is_id(cand):
-                self.counters[base] = k
+                self.counters[stem] = k
                 self.taken.add(cand)
                 return cand
 
@@ -307,22 +311,40 @@ class Walker:
 
     # -- catalogue layers -------------------------------------------------------------------------------------
     def tied_modules(self) -> set[str]:
-        """Paths of modules that share a parameter with another module (tied weights)."""
-        owners: dict[int, list[str]] = {}
+        """Paths of modules whose weights are used more than once: two modules sharing a parameter (a head tied
+        to the embedding), or one module with parameters called more than once (ALBERT's shared layers). Their
+        parameters become parameter nodes read by every use, so the weights stay one tensor and an edit of them
+        changes every use; a layer node each would be a copy each, untied by the first edit."""
+        owners: dict[int, dict[int, str]] = {}
         names: dict[int, str] = {}
-        for path, module in self.root.named_modules(remove_duplicate=False):
-            for pname, p in module.named_parameters(recurse=False, remove_duplicate=False):
-                owners.setdefault(id(p), []).append(path)
+        for path, module in self.root.named_modules():
+            for pname, p in module.named_parameters(recurse=False):
+                owners.setdefault(id(p), {})[id(module)] = path
                 names.setdefault(id(p), f"{path}.{pname}" if path else pname)
         tied: set[str] = set()
-        for key, paths in owners.items():
-            distinct = list(dict.fromkeys(paths))
-            if len(distinct) > 1:
-                tied |= set(distinct)
+        for key, by_module in owners.items():
+            if len(by_module) > 1:
+                paths = list(by_module.values())
+                tied |= set(paths)
                 self.notes.append(
-                    f"{names[key]} is shared by {' and '.join(distinct)}: kept as one parameter read by each "
+                    f"{names[key]} is shared by {' and '.join(paths)}: kept as one parameter read by each "
                     "(an edit of it changes every use; to untie, insert a layer of your own)"
                 )
+        calls: dict[str, int] = {}
+        for path, _number in self.calls:
+            calls[path] = calls.get(path, 0) + 1
+        repeated = [
+            path
+            for path, count in calls.items()
+            if count > 1 and path not in tied and any(True for _ in self.root.get_submodule(path).parameters())
+        ]
+        if repeated:
+            tied |= set(repeated)
+            shown = ", ".join(repeated[:3]) + (f" and {len(repeated) - 3} more" if len(repeated) > 3 else "")
+            self.notes.append(
+                f"{shown} {'is' if len(repeated) == 1 else 'are'} called more than once with the same weights: "
+                "kept as one set of parameter nodes read by each call"
+            )
         return tied
 
     def layer_intervals(self) -> dict[int, _Interval]:
@@ -403,8 +425,11 @@ class Walker:
         module = self.layer_modules.get(path)
         if module is None:  # built from the spec, as the server will: what the spec says is what runs
             module = layer.build()
+            adapter = adapter_for(call.module)
             try:
-                module.load_state_dict(call.module.state_dict())
+                module.load_state_dict(
+                    adapter.state_dict(call.module) if adapter is not None else call.module.state_dict()
+                )
             except RuntimeError as e:
                 raise CaptureError(f"module {path!r}: its tensors do not fit {layer.label()}: {e}") from None
             self.layer_modules[path] = module
