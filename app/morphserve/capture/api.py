@@ -163,9 +163,15 @@ def capture(
 
 
 def capture_with_notes(
-    module: nn.Module, inputs: Sequence[str | TensorSpec | dict[str, Any]], *, name: str = "model", check: bool = True
+    module: nn.Module,
+    inputs: Sequence[str | TensorSpec | dict[str, Any]],
+    *,
+    name: str = "model",
+    check: bool = True,
+    output_names: Sequence[str] | None = None,
 ) -> Captured:
-    """`capture`, with the notes for the user (a cache turned off, tied weights kept as one)."""
+    """`capture`, with the notes for the user (a cache turned off, tied weights kept as one). `output_names`, when
+    given (an ONNX model's), name the outputs in order instead of the names forward's result gives them."""
     specs = [parse_input(t) for t in inputs]
     notes: list[str] = []
     module.eval()
@@ -186,7 +192,8 @@ def capture_with_notes(
                 raise export_failure(e, "lowering to Core ATen") from None
         placeholders = _placeholders(ep, specs)
         bounded = [_with_bounds(t, ep, p) for t, p in zip(specs, _user_placeholders(ep), strict=True)]
-        spec, modules = Walker(ep, module, calls, bounded, placeholders, name, notes, prefix=ROOT + ".").run()
+        walker = Walker(ep, module, calls, bounded, placeholders, name, notes, prefix=ROOT + ".")
+        spec, modules = walker.run(output_names)
     try:
         version = make_version(name, 1, None, parse_spec(spec), modules)
     except GraphError as e:

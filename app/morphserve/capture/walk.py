@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,7 +208,8 @@ class Walker:
         return at(where_trace(n.meta.get("stack_trace")))
 
     # -- the walk ---------------------------------------------------------------------------------------------
-    def run(self) -> tuple[dict[str, Any], dict[str, nn.Module]]:
+    def run(self, wire_outputs: Sequence[str] | None = None) -> tuple[dict[str, Any], dict[str, nn.Module]]:
+        """The spec and module table; `wire_outputs` (an ONNX model's output names) name the outputs in order."""
         sig = self.ep.graph_signature
         for spec in sig.input_specs:
             if spec.kind != InputKind.USER_INPUT and spec.target is not None:
@@ -229,6 +230,9 @@ class Walker:
         self.sizes = SizeNodes([(p, self.placeholder_inputs[p.name]) for p in users], self.size_node)
         self.check_mutations()
         out_names = self.output_names()
+        if wire_outputs is not None and len(wire_outputs) == sum(1 for n in out_names if n is not None):
+            given = iter(wire_outputs)
+            out_names = [None if n is None else next(given) for n in out_names]
         self.taken |= {name for name in out_names if name is not None}
         intervals = self.layer_intervals()
         outputs: list[dict[str, Any]] = []
