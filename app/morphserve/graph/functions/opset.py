@@ -114,6 +114,7 @@ EXCLUDED: Final[dict[str, str]] = {
     "aten.nonzero.default": "its result's size depends on the values",
     "aten.sym_stride.int": "it exposes a tensor's memory layout",
     "aten.sym_storage_offset.default": "it exposes a tensor's memory layout",
+    "aten.sym_is_contiguous.default": "it exposes a tensor's memory layout",
     "aten._fft_r2c.default": "it produces complex tensors, which a spec cannot hold",
     "aten._fft_c2r.default": "it reads complex tensors, which a spec cannot hold",
     "aten._embedding_bag.default": "embedding bags are not supported yet (use an Embedding and a reduction)",
@@ -146,6 +147,8 @@ _GUARDED: Final[dict[str, Callable[..., Any]]] = {
     "aten.col2im.default": guards.bounded(torch.ops.aten.col2im.default),
     "aten._adaptive_avg_pool2d.default": guards.bounded(torch.ops.aten._adaptive_avg_pool2d.default),
     "aten._adaptive_avg_pool3d.default": guards.bounded(torch.ops.aten._adaptive_avg_pool3d.default),
+    "aten.avg_pool1d.default": guards.bounded(torch.ops.aten.avg_pool1d.default),
+    "aten.adaptive_avg_pool1d.default": guards.bounded(torch.ops.aten.adaptive_avg_pool1d.default),
     "aten.avg_pool2d.default": guards.bounded(torch.ops.aten.avg_pool2d.default),
     "aten.avg_pool3d.default": guards.bounded(torch.ops.aten.avg_pool3d.default),
     "aten.max_pool2d_with_indices.default": guards.bounded(torch.ops.aten.max_pool2d_with_indices.default),
@@ -449,15 +452,15 @@ def _build() -> tuple[dict[str, AtenOp], dict[str, str]]:
     ops: dict[str, AtenOp] = {}
     refused: dict[str, str] = dict(EXCLUDED)
     found: list[tuple[str, torch._ops.OpOverload]] = []
-    for packet_name in dir(torch.ops.aten):
-        packet = getattr(torch.ops.aten, packet_name, None)
-        if not isinstance(packet, torch._ops.OpOverloadPacket):
+    # Every registered schema, not dir(torch.ops.aten), which lists only the packets loaded so far.
+    for schema in torch._C._jit_get_all_schemas():
+        if not schema.name.startswith("aten::"):
             continue
-        for overload in packet.overloads():  # type: ignore[no-untyped-call]
-            op = getattr(packet, overload)
-            name = f"aten.{packet_name}.{overload}"
-            if torch.Tag.core in op.tags:
-                found.append((name, op))
+        packet_name, overload = schema.name[len("aten::") :], schema.overload_name or "default"
+        packet = getattr(torch.ops.aten, packet_name, None)
+        op = getattr(packet, overload, None) if packet is not None else None
+        if isinstance(op, torch._ops.OpOverload) and torch.Tag.core in op.tags:
+            found.append((f"aten.{packet_name}.{overload}", op))
     for name in KEPT:
         _, packet_name, overload = name.split(".")
         found.append((name, getattr(getattr(torch.ops.aten, packet_name), overload)))
