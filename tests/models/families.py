@@ -202,6 +202,15 @@ FAMILIES: dict[str, Family] = {
         _lin(32),
         extra={"outputs": ["logits"], "vocab": 100, "lengths": (24, 9)},
     ),
+    "mixtral": Family(
+        H.mixtral,
+        ["input_ids:INT64:-1,-1"],
+        ("model_embed_tokens", "model_layers_0_self_attn_q_proj", "lm_head"),
+        "lm_head",
+        "model_layers_0_self_attn_o_proj",
+        _lin(32),
+        extra={"outputs": ["logits"], "vocab": 100, "lengths": (24, 9)},
+    ),
     "albert": Family(
         H.albert,
         ["input_ids:INT64:-1,-1"],

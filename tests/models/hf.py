@@ -43,6 +43,23 @@ def llama() -> nn.Module:
     return _seeded(LlamaForCausalLM, cfg)
 
 
+def mixtral() -> nn.Module:
+    """A mixture-of-experts decoder (4 experts, 2 per token): its experts are computed as batched_mm."""
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    cfg = MixtralConfig(
+        **TEXT,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+    )
+    return _seeded(MixtralForCausalLM, cfg)
+
+
 def qwen2() -> nn.Module:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 

@@ -1,4 +1,4 @@
-"""Hugging Face specifics: a served model has no cache.
+"""Hugging Face specifics: a served model has no cache, and its experts run in one graph.
 
 A decoder's forward returns its key/value cache (a `DynamicCache`) unless told not to; a served model answers
 each request on its own, so capture turns the cache off (`config.use_cache = False`, and `use_cache=False` where
@@ -26,3 +26,22 @@ def prepare(module: nn.Module, bound: Bound, notes: list[str]) -> None:
             turned_off = True
     if turned_off:
         notes.append("use_cache is off: the model is served without its key/value cache (each request on its own)")
+    _batched_experts(module, notes)
+
+
+def _batched_experts(module: nn.Module, notes: list[str]) -> None:
+    """Mixture-of-experts layers run with the `batched_mm` experts implementation: the grouped one counts the
+    tokens routed to each expert (`histc`) and sizes its work by that count, which one graph cannot; batched_mm
+    gathers each token's chosen experts' weights instead, with the same result."""
+    configs = {id(c): c for m in module.modules() if (c := getattr(m, "config", None)) is not None}
+    changed = False
+    for c in configs.values():
+        current = getattr(c, "_experts_implementation", None)
+        if current is not None and current != "batched_mm":
+            try:
+                c._experts_implementation = "batched_mm"
+            except (AttributeError, ValueError):
+                continue
+            changed = True
+    if changed:
+        notes.append("the mixture-of-experts layers run as batched_mm (the same result, in one graph)")
