@@ -20,6 +20,7 @@ counts and the refusals grouped by reason.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -79,10 +80,8 @@ _TOKENS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_
 def _shrink(cfg: Any) -> None:
     for k, v in SMALL.items():
         if hasattr(cfg, k) and isinstance(getattr(cfg, k), int) and not isinstance(getattr(cfg, k), bool):
-            try:
+            with contextlib.suppress(Exception):  # a property without a setter: leave the default
                 setattr(cfg, k, v)
-            except Exception:  # noqa: BLE001 - a property without a setter: leave the default
-                pass
     for k in _TOKENS:
         v = getattr(cfg, k, None)
         if isinstance(v, int) and v >= SMALL["vocab_size"]:
@@ -284,9 +283,8 @@ def _summary(results: list[dict[str, Any]]) -> str:
     ]
     by_modality = Counter((r.get("modality"), r["status"]) for r in tried)
     for m in ("text", "vision", "audio"):
-        lines.append(
-            f"  {m}: {by_modality[(m, 'imported')]} imported of {sum(v for (mm, _), v in by_modality.items() if mm == m)} tried"
-        )
+        n = sum(v for (mm, _), v in by_modality.items() if mm == m)
+        lines.append(f"  {m}: {by_modality[(m, 'imported')]} imported of {n} tried")
     reasons: Counter[str] = Counter()
     for r in results:
         if r["status"] == "refused":
