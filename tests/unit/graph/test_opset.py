@@ -165,3 +165,16 @@ def test_legacy_functions_still_load() -> None:
     v = from_spec(spec)
     x = torch.randn(2, 3, 8)
     assert torch.equal(v.run(x)[0], torch.softmax(x, -1))
+
+
+def test_a_materialised_causal_mask_runs_as_is_causal_and_any_other_mask_as_given() -> None:
+    q = torch.randn(2, 3, 5, 8)
+    causal = torch.ones(5, 5, dtype=torch.bool).tril().expand(2, 1, 5, 5)
+    assert guards._is_causal_mask(causal, q, q)
+    want = torch.nn.functional.scaled_dot_product_attention(q, q, q, is_causal=True)
+    assert torch.allclose(guards.scaled_dot_product_attention(q, q, q, causal), want, atol=1e-6)
+    padded = causal.clone()
+    padded[0, 0, :, 0] = False  # a padding column in one row: not the plain causal mask
+    assert not guards._is_causal_mask(padded, q, q)
+    want = torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=padded)
+    assert torch.equal(guards.scaled_dot_product_attention(q, q, q, padded), want)

@@ -290,6 +290,32 @@ def scaled_dot_product_attention(
 ) -> Any:
     if dropout_p != 0:
         raise ValueError("scaled_dot_product_attention: dropout_p must be 0")
+    if attn_mask is not None and not is_causal and _is_causal_mask(attn_mask, query, key):
+        attn_mask, is_causal = None, True  # the same attention, through the kernels made for it
     return aten.scaled_dot_product_attention.default(
         query, key, value, attn_mask, 0.0, is_causal, scale=scale, enable_gqa=enable_gqa
     )
+
+
+_TRIL: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+
+def _is_causal_mask(mask: torch.Tensor, query: torch.Tensor, key: torch.Tensor) -> bool:
+    """Whether a boolean mask is the plain causal one, the same for every row and head (what a decoder builds from
+    the sequence length alone when no padding mask is given; export materialises it where eager code passes
+    `is_causal=True`). Checked on one row and head only when the mask is broadcast over the others, so the check
+    costs a length x length comparison, not the attention."""
+    if isinstance(mask, FakeTensor) or mask.dtype != torch.bool or mask.dim() != 4:
+        return False
+    length = query.shape[-2]
+    if key.shape[-2] != length or mask.shape[-2:] != (length, length):
+        return False
+    if any(mask.shape[d] != 1 and mask.stride(d) != 0 for d in (0, 1)):
+        return False  # a mask that may differ per row or head
+    tril = _TRIL.get((length, mask.device))
+    if tril is None:
+        tril = torch.ones(length, length, dtype=torch.bool, device=mask.device).tril()
+        if len(_TRIL) > 64:
+            _TRIL.clear()
+        _TRIL[(length, mask.device)] = tril
+    return bool(torch.equal(mask[0, 0], tril))
