@@ -82,13 +82,7 @@ def example_inputs(
     g = torch.Generator().manual_seed(seed)
     out = []
     for t in specs:
-        lo, hi = t.bounds()
-        shape = []
-        for i, d in enumerate(t.shape):
-            want = batch if i == 0 else size if d == -1 else d
-            if d == -1 and i > 0:
-                want = max(want, lo[i]) if hi[i] == -1 else min(max(want, lo[i]), hi[i])
-            shape.append(want)
+        shape = list(t.example_shape(batch=batch, size=size))
         name = t.name.lower()
         if t.dtype.is_floating_point:
             out.append(torch.randn(shape, generator=g).to(t.dtype))

@@ -127,6 +127,20 @@ class TensorSpec(BaseModel):
         hi = self.max_shape or self.shape
         return lo, hi
 
+    def example_shape(self, batch: int = 1, size: int = 32) -> tuple[int, ...]:
+        """A shape this input accepts: `batch` rows, each other variable dimension `size` moved inside its bounds."""
+        lo, hi = self.bounds()
+        out = []
+        for i, d in enumerate(self.shape):
+            if i == 0:
+                out.append(batch)
+            elif d != -1:
+                out.append(d)
+            else:
+                want = max(size, lo[i])
+                out.append(min(want, hi[i]) if hi[i] != -1 else want)
+        return tuple(out)
+
     def shape_problem(self, shape: tuple[int, ...]) -> str | None:
         """Why a tensor of `shape` cannot be this input (rank, a fixed size, a bound), or None."""
         if len(shape) != len(self.shape) or 0 in shape:
