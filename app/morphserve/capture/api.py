@@ -314,8 +314,8 @@ def _check(version: ModelVersion, expected: Any, examples: tuple[torch.Tensor, .
             diff = float((w - g).abs().max()) if w.numel() else 0.0
             if not diff <= tol:
                 raise CaptureError(
-                    f"output {o.name!r}: the captured graph differs from the model by {diff:.3g} "
-                    "(a capture bug: please report it with the model)"
+                    f"output {o.name!r}: the captured graph differs from the model by {diff:.3g} (the model's code "
+                    "takes another path under torch.export, or a capture bug: please report it with the model)"
                 )
         elif not torch.equal(w, g):
             raise CaptureError(f"output {o.name!r}: the captured graph gives other values than the model")
