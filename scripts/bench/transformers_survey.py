@@ -174,8 +174,8 @@ def _attempt(model_type: str) -> dict[str, Any]:
             served = from_spec(*read_bundle(Path(tmp) / "m.zip"))
         variable = any(d == -1 for t in v.inputs for d in t.shape[1:])
         size = 24 if variable else 32
-        lo = [t.bounds()[0] for t in v.inputs]
-        size = max([size] + [d for b in lo for d in b[1:] if d > size] if variable else [size])
+        lows = [lo for t in v.inputs for lo, d in zip(t.bounds()[0][1:], t.shape[1:], strict=True) if d == -1]
+        size = max([size, *lows])
         xs = example_inputs(v.inputs, batch=3, seed=7, size=size)
         names = [t.name for t in v.inputs]
         with torch.no_grad():

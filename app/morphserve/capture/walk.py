@@ -125,6 +125,19 @@ class Walker:
         self.user_placeholders: list[fx.Node] = []
         self.tied = self.tied_modules()
         self.sizes: SizeNodes | None = None
+        self.live = self.live_nodes()
+
+    def live_nodes(self) -> set[fx.Node]:
+        """The nodes the outputs depend on (sizes are rebuilt from expressions, so what only asserts read is not)."""
+        live: set[fx.Node] = set()
+        stack = [n for n in self.nodes if n.op == "output"]
+        while stack:
+            n = stack.pop()
+            if n in live:
+                continue
+            live.add(n)
+            stack.extend(u for u in n.all_input_nodes if u not in live)
+        return live
 
     # -- ids --------------------------------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -164,7 +177,11 @@ class Walker:
             return self.parameter(v)
         if kind == "const":
             node_id = self.fresh("constant")
-            self.parameter_node(node_id, v)
+            if v.numel() == 0 and v.dtype in TORCH_TO_OIP:  # an empty constant: a parameter node holds >= 1 element
+                args = {"size": list(v.shape), "fill_value": 0, "dtype": TORCH_TO_OIP[v.dtype]}
+                self.add({"id": node_id, "function": "aten.full.default", "inputs": [], "args": args})
+            else:
+                self.parameter_node(node_id, v)
             self.env[n] = ("id", node_id)
             return node_id
         if kind == "tuple":
@@ -457,8 +474,8 @@ class Walker:
             self.env[n] = self.env.get(n.args[0], ("missing", None))  # type: ignore[arg-type]
             return
         name = op_name(n.target)
-        if name in _SKIP or not n.users:
-            return  # asserts, dead code
+        if name in _SKIP or n not in self.live:
+            return  # asserts, and what only they read (`assert lengths.max().item() <= n`): dead code
         v = n.meta.get("val")
         if isinstance(v, torch.SymInt | torch.SymFloat | torch.SymBool | int | float | bool) or v is None:
             self.env[n] = ("sym", None)  # sizes: rebuilt from their expressions where they are used
