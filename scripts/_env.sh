@@ -18,6 +18,12 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # fetch a multi-GB CUDA build on a CPU machine); every later install is held to the same constraints.
   "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" torch numpy
   "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" -e "$ROOT${EXTRAS:+[$EXTRAS]}"
+  if [ "$EXTRAS" = "dev" ]; then
+    # The ONNX import tests need onnx2torch, but not its torchvision: the one pip finds here is built for CUDA
+    # torch and breaks `import torchvision` (and so transformers' image code) next to the CPU torch pinned above.
+    # morphserve.capture.onnx stands in for the two operators it needs torchvision for.
+    "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" --no-deps "onnx2torch>=1.5"
+  fi
   echo "$want" > "$stamp"
 fi
 # checkov for tests/deploy, in a venv of its own (a no-op when it is there).

@@ -220,9 +220,7 @@ class FitJobs:
             self.store.put_doc(name, KIND, job.id, job.record(self.replica()), expect_rev=0)
             self._jobs[name] = job
         self._publish(name, job, "started")  # before the job can end: a follower sees `started` first
-        threading.Thread(
-            target=self._run, args=(served, job, base, data), name=f"fit-{name}", daemon=True
-        ).start()
+        threading.Thread(target=self._run, args=(served, job, base, data), name=f"fit-{name}", daemon=True).start()
         return job.record(self.replica())
 
     def get(self, served: ServedModel, job_id: str) -> dict[str, Any]:

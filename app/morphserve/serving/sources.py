@@ -34,7 +34,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def check_name(name: str) -> str:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):  # (`$` alone would let a trailing newline through)
         raise SpecError(f"model name {name!r} must match {NAME.pattern}")
     return name
 
