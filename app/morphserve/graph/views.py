@@ -33,6 +33,11 @@ class NodeDescription(BaseModel):
         default=None, description="for a node whose result is a tuple (read through getitem): each element"
     )
     params: int = 0
+    path: str | None = Field(
+        default=None,
+        description="the node's module path, dot-separated, its own name last "
+        "(e.g. `encoder.layer.0.attention.query`), where import recorded one",
+    )
 
 
 class Edge(BaseModel):
@@ -81,6 +86,7 @@ def describe(v: ModelVersion) -> GraphDescription:
                 datatype=s.datatype,
                 elements=[ElementDescription(shape=list(e.shape), datatype=e.datatype) for e in s.elements] or None,
                 params=v.params(n.id),
+                path=getattr(n, "path", None),  # recorded by import (issue 23); absent from older specs
             )
         )
         edges.extend(Edge(source=i, target=n.id) for i in n.inputs)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Annotated, Any, Literal
 
 import graphviz
@@ -17,6 +19,7 @@ from morphserve.api.fastjson import JSONRoute
 from morphserve.api.middleware import StreamedBody, media_type
 from morphserve.api.schemas import MAX_VERSION, CreateModel, Deleted, ModelInfo, ModelList, VersionInfo, VersionList
 from morphserve.graph.errors import NotFoundError
+from morphserve.graph.version import ModelVersion
 from morphserve.graph.views import GraphDescription, GraphDiff, describe, diff, to_dot, to_svg
 from morphserve.serving.errors import ModelExistsError
 from morphserve.serving.registry import ModelStatus, Registry
@@ -150,6 +153,22 @@ def _svg(dot: str) -> bytes:
         ) from None
 
 
+_described: weakref.WeakKeyDictionary[ModelVersion, bytes] = weakref.WeakKeyDictionary()
+_described_lock = threading.Lock()
+
+
+def _graph_json(v: ModelVersion) -> bytes:
+    """The JSON description of a version, made once while the version is held (a 10,000-node graph takes ~0.3 s to
+    describe, and every page that opens the model asks for it)."""
+    with _described_lock:
+        body = _described.get(v)
+    if body is None:
+        body = describe(v).model_dump_json().encode()
+        with _described_lock:
+            _described[v] = body
+    return body
+
+
 @router.get("/{model}/graph", response_model=GraphDescription, responses=_GRAPH_DOC)
 async def graph(
     model: str,
@@ -160,11 +179,12 @@ async def graph(
 ) -> Response:
     v = await registry.version(model, version)
     etag = f'"{v.version}"'
+    # A version never changes: clients keep the body and revalidate (the web page fetches each version once).
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if if_none_match is not None and etag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]:
-        return Response(status_code=304, headers={"ETag": etag})
-    headers = {"ETag": etag}
+        return Response(status_code=304, headers=headers)
     if format == "json":
-        body = await registry.run(lambda: describe(v).model_dump_json())
+        body = await registry.run(_graph_json, v)
         return Response(body, media_type="application/json", headers=headers)
     if format == "dot":
         return Response(await registry.run(to_dot, v), media_type="text/vnd.graphviz", headers=headers)
