@@ -202,6 +202,9 @@ export interface Rollout {
     requests: number;
     roles: { current: RoleStats; candidate: RoleStats };
     shadow: { runs: number; dropped: number };
+    /** The compute time of shadowed requests on both sides: comparable where end-to-end latencies are not (a
+     *  shadow run waits for idle time by design). */
+    shadow_compute?: Record<"current" | "candidate", { p50_ms: number | null; p99_ms: number | null }>;
     outputs: OutputComparison[];
     evaluation: Record<string, unknown> | null;
   } | null;

@@ -42,6 +42,28 @@ function gateValue(name: string, x: number | null): string {
   return num(x);
 }
 
+/** An ended rollout is recorded with the evidence it ended on, not its gates' states: each gate of its spec against
+ *  that evidence (the gates this page saw last where the evidence does not say, such as the p99 ratio). */
+export function gatesAtEnd(r: Rollout, seen: Record<string, GateState> | null): Record<string, GateState> | null {
+  const spec = r.spec.gates;
+  if (!spec) return seen;
+  const ev = r.evidence;
+  const out: Record<string, GateState> = {};
+  for (const [name, bound] of Object.entries(spec)) {
+    if (typeof bound !== "number") continue;
+    let value: number | null = seen?.[name]?.value ?? null;
+    if (ev && name === "min_requests") value = ev.requests;
+    if (ev && name === "max_error_rate") value = ev.roles.candidate.error_rate;
+    if (ev && name === "min_agreement") {
+      const a = ev.outputs.map((o) => o.agreement).filter((x): x is number => x !== null);
+      value = a.length ? Math.min(...a) : null;
+    }
+    const ok = value === null ? null : name.startsWith("min_") ? value >= bound : value <= bound;
+    out[name] = { bound, value, ok, rule: name === "min_agreement" ? String(spec.agreement ?? "argmax") : undefined };
+  }
+  return out;
+}
+
 interface Rates {
   at: number;
   requests: Record<"current" | "candidate", number>;
@@ -57,6 +79,7 @@ export function RolloutPanel({ model, versions, tick, initialCandidate, onOpenDi
   const ratesRef = useRef<Rates | null>(null);
 
   const seen = useRef(false); // a rollout was shown here: its end is read too
+  const lastGates = useRef<{ id: string; gates: Record<string, GateState> } | null>(null);
   const read = useCallback(async (asked: boolean) => {
     try {
       // Ask for the rollout when one runs (or was shown, or an event named one): a model that never had one has no
@@ -66,8 +89,10 @@ export function RolloutPanel({ model, versions, tick, initialCandidate, onOpenDi
         setNone(true);
         return;
       }
-      const r = await api.rollout(model);
+      let r: Rollout = await api.rollout(model);
       seen.current = true;
+      if (r.gates) lastGates.current = { id: r.id, gates: r.gates };
+      else r = { ...r, gates: gatesAtEnd(r, lastGates.current?.id === r.id ? lastGates.current.gates : null) };
       setRollout(r);
       setNone(false);
       const roles = r.evidence?.roles;
@@ -103,7 +128,10 @@ export function RolloutPanel({ model, versions, tick, initialCandidate, onOpenDi
     setBusy(what);
     setError(null);
     try {
-      setRollout(await call());
+      let r = await call();
+      if (r.gates) lastGates.current = { id: r.id, gates: r.gates };
+      else r = { ...r, gates: gatesAtEnd(r, lastGates.current?.id === r.id ? lastGates.current.gates : null) };
+      setRollout(r);
       seen.current = true;
       setNone(false);
       onChanged();
@@ -124,8 +152,8 @@ export function RolloutPanel({ model, versions, tick, initialCandidate, onOpenDi
       <td data-stat="requests">{num(s?.requests)}</td>
       <td data-stat="rate">{rates?.rps[k] === null || rates?.rps[k] === undefined ? "—" : `${rates.rps[k]!.toFixed(1)}/s`}</td>
       <td data-stat="errors">{num(s?.errors)}</td>
-      <td data-stat="p50">{ms(s?.p50_ms)}</td>
-      <td data-stat="p99">{ms(s?.p99_ms)}</td>
+      <td data-stat="p99" title={`p50 ${ms(s?.p50_ms)}`}>{ms(s?.p99_ms)}</td>
+      <td data-stat="shadow-p99" title={`p50 ${ms(ev?.shadow_compute?.[k]?.p50_ms)}`}>{ms(ev?.shadow_compute?.[k]?.p99_ms)}</td>
     </tr>
   );
 
@@ -154,7 +182,7 @@ export function RolloutPanel({ model, versions, tick, initialCandidate, onOpenDi
                 <div><dt>shadow dropped</dt><dd data-stat="dropped">{num(ev.shadow.dropped)} / {num(ev.shadow.runs + ev.shadow.dropped)}</dd></div>
               </dl>
               <table className="roles">
-                <thead><tr><th scope="col">version</th><th scope="col">requests</th><th scope="col">rate</th><th scope="col">errors</th><th scope="col">p50</th><th scope="col">p99</th></tr></thead>
+                <thead><tr><th scope="col">version</th><th scope="col">requests</th><th scope="col">rate</th><th scope="col">errors</th><th scope="col" title="answers served: end to end">p99</th><th scope="col" title="shadowed requests, compute on both sides">shadow p99</th></tr></thead>
                 <tbody>
                   {role("current", ev.roles.current, rollout.baseline)}
                   {role("candidate", ev.roles.candidate, rollout.candidate)}
@@ -174,7 +202,8 @@ export function RolloutPanel({ model, versions, tick, initialCandidate, onOpenDi
               <h3>Gates</h3>
               <ul className="gates">
                 {Object.entries(rollout.gates).map(([name, g]: [string, GateState]) => {
-                  const state = g.ok === null ? "pending" : g.ok ? "pass" : "fail";
+                  // too few requests yet is evidence still accruing, not a failure
+                  const state = g.ok === null || (name === "min_requests" && !g.ok && running) ? "pending" : g.ok ? "pass" : "fail";
                   return (
                     <li key={name} data-gate={name} data-ok={state} className={`gate gate-${state}`}>
                       <span className="gate-mark" aria-hidden="true">{state === "pass" ? "✓" : state === "fail" ? "✗" : "…"}</span>
