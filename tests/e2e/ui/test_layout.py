@@ -11,20 +11,23 @@ The page fixture fails any test whose page logged a console error, threw, or req
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import Page, Route, expect
 
-from tests.conftest import AUTH, TOKEN, ServerProcess, serve_module
-from tests.e2e.ui.conftest import graph_of, open_model
+from tests.conftest import AUTH, ROOT, TOKEN, ServerProcess, serve_module
+from tests.e2e.ui.conftest import Guard, graph_of, open_model
 from tests.e2e.ui.real_models import MODELS
 from tests.e2e.ui.specs import encoder, resnet50
 from tests.forkserver import run_cli
 
+IMG = ROOT / "docs" / "img"
 #: Issue 28's budgets, measured in the page (performance.now() around the layout worker's round trip).
 LAYOUT_10K_MS = 3000
 EXPAND_MS = 200
@@ -213,7 +216,9 @@ def _resnet_model(server: ServerProcess, name: str) -> dict[str, Any]:
     return graph_of(server, name)
 
 
-def test_a_live_edit_inside_a_collapsed_group_marks_it_and_shows_in_place(page: Page, server: ServerProcess) -> None:
+def test_a_live_edit_inside_a_collapsed_group_marks_it_and_shows_in_place(
+    page: Page, server: ServerProcess, guard: Guard
+) -> None:
     g = _resnet_model(server, "folded")
     assert len(g["nodes"]) > 150  # collapsed when it opens
     open_model(page, server, "folded")
@@ -246,6 +251,9 @@ def test_a_live_edit_inside_a_collapsed_group_marks_it_and_shows_in_place(page: 
     assert bn2[1] + bn2[3] <= probe[1] and probe[1] + probe[3] <= relu[1], (bn2, probe, relu)
     assert _inside(probe, geo["containers"]["layer2_1"])
     _assert_no_overlaps(geo)
+    # Each version's graph was fetched once, however many layouts it had (the live edit brought only the change).
+    fetched = [u.split("?", 1)[1] for u in guard.requests if "/v1/models/folded/graph?" in u]
+    assert sorted(fetched) == ["version=1", "version=2"], fetched
 
 
 def _module_path(node_id: str) -> str:
@@ -322,3 +330,29 @@ def test_search_finds_a_node_by_its_name_inside_collapsed_groups(page: Page, ser
             break
         page.wait_for_timeout(50)
     assert in_view(), (node.bounding_box(), view)
+
+
+def test_screenshots_of_real_models_for_the_readme(page: Page, server: ServerProcess, tmp_path: Path) -> None:
+    """The README's pictures of imported models, from this run: DistilBERT inside a transformer layer (local
+    names, the module path as breadcrumb) and ResNet-50 opened one stage and one block deep (collapsed groups with
+    their shapes). Taken on every run; MORPHSERVE_UPDATE_SCREENSHOT=1 writes them to docs/img."""
+    update = os.environ.get("MORPHSERVE_UPDATE_SCREENSHOT") == "1"
+    target = IMG if update else tmp_path
+    q_lin = "distilbert_transformer_layer_0_attention_q_lin"
+    open_model(page, server, "distilbert", f"?node={q_lin}")
+    expect(page.locator(f'[data-node-id="{q_lin}"][aria-pressed="true"]')).to_be_attached()
+    expect(page.locator('[data-testid="breadcrumb"]')).to_contain_text("attention")
+    _geometry(page)  # settled
+    page.wait_for_timeout(400)
+    page.screenshot(path=str(target / "ui-distilbert.png"))
+    open_model(page, server, "resnet50")
+    page.fill(".search input", "layer2_0_conv1")
+    _relayout(page, lambda: page.keyboard.press("Enter"))  # opens layer2 and its first block, selects conv1
+    expect(page.locator('[data-panel-node="layer2_0_conv1"] [data-testid="weights"]')).to_be_visible()
+    for _ in range(2):
+        page.click('button[aria-label="zoom out"]')
+    _geometry(page)
+    page.wait_for_timeout(400)
+    page.screenshot(path=str(target / "ui-resnet50.png"))
+    for name in ("ui-distilbert.png", "ui-resnet50.png"):
+        assert (target / name).stat().st_size > 20_000

@@ -406,7 +406,8 @@ export function GraphView({ shown, preview, selected, flash, onSelect, onToggleG
   }, [shown, fit, reveal, measureViewport]);
 
   const inView = useCallback(
-    (b: Box) => !cull || !viewport || (b.x + b.w >= viewport.x0 && b.x <= viewport.x1 && b.y + b.h >= viewport.y0 && b.y <= viewport.y1),
+    // (before the first view is known, nothing: the layout effect fits the view and measures it before the paint)
+    (b: Box) => !cull || (!!viewport && b.x + b.w >= viewport.x0 && b.x <= viewport.x1 && b.y + b.h >= viewport.y0 && b.y <= viewport.y1),
     [cull, viewport],
   );
 

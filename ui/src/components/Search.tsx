@@ -66,7 +66,7 @@ export function Search({ display, onPick }: { display: Display; onPick(id: strin
         aria-activedescendant={expanded ? `${list}-${active}` : undefined}
         autoComplete="off"
         spellCheck={false}
-        placeholder="search name or path"
+        placeholder="search"
         value={query}
         onChange={(e) => {
           setQuery(e.target.value);
