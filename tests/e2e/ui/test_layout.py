@@ -242,7 +242,10 @@ def test_a_live_edit_inside_a_collapsed_group_marks_it_and_shows_in_place(
     after = body.bounding_box()
     assert before is not None and after is not None
     assert abs(after["x"] - before["x"]) < 1 and abs(after["y"] - before["y"]) < 1  # the view stayed where it was
+    # The group's box kept its size: nothing had to be laid out again. Opening it lays out it and the top level.
+    expect(page.locator("svg.graph")).to_have_attribute("data-layout-relaid", "0")
     _open_group(page, "layer2")
+    expect(page.locator("svg.graph")).to_have_attribute("data-layout-relaid", "2")
     expect(page.locator('[data-group-id="layer2_1"][data-collapsed="true"][data-changed="true"]')).to_be_attached()
     expect(page.locator('[data-group-id="layer2_0"][data-collapsed="true"]:not([data-changed])')).to_be_attached()
     _open_group(page, "layer2_1")

@@ -491,7 +491,7 @@ export function GraphView({ shown, preview, selected, flash, onSelect, onToggleG
     if (!selected || !svgRef.current?.contains(document.activeElement)) return;
     const sel = selected.startsWith("group:") ? `[data-group-id="${CSS.escape(selected.slice(6))}"]` : `[data-node-id="${CSS.escape(selected)}"]`;
     svgRef.current.querySelector<SVGGElement>(sel)?.focus({ preventScroll: true });
-  }, [selected, shown]);
+  }, [selected, shown, viewport]); // (a culled element is in the DOM once the view has moved to it)
 
   const display = shown?.display;
   const grouping = display?.grouping;

@@ -225,17 +225,27 @@ export class LayoutEngine {
   }
 }
 
+/** What a group's layout is computed from: its children (in order) and their sizes, the edges between them and
+ *  through its ports. Orders enter by their rank among the group's own (an edit elsewhere that renumbers every
+ *  later node changes no group it did not touch). */
 function signature(
   c: string, children: string[], size: Map<string, [number, number]>, order: Map<string, number>, l: Lifted, minW: number,
 ): string {
+  const values = new Set<number>();
+  for (const k of children) values.add(order.get(k) ?? 0);
+  for (const src of l.ins.keys()) values.add(order.get(src) ?? 0);
+  for (const src of l.outs.keys()) values.add(order.get(src) ?? 0);
+  const sorted = [...values].sort((a, b) => a - b);
+  const rankOf = new Map(sorted.map((v, i) => [v, i]));
+  const rel = (id: string) => rankOf.get(order.get(id) ?? 0);
   const parts: string[] = [c, String(minW)];
   for (const k of children) {
     const [w, h] = size.get(k)!;
-    parts.push(`${k}:${w}:${h}:${order.get(k)}`);
+    parts.push(`${k}:${w}:${h}:${rel(k)}`);
   }
   parts.push("|", ...[...l.internal].sort());
-  for (const [src, set] of [...l.ins].sort((a, b) => (a[0] < b[0] ? -1 : 1))) parts.push(`<${src}:${order.get(src)}:${[...set].sort().join(",")}`);
-  for (const [src, set] of [...l.outs].sort((a, b) => (a[0] < b[0] ? -1 : 1))) parts.push(`>${src}:${order.get(src)}:${[...set].sort().join(",")}`);
+  for (const [src, set] of [...l.ins].sort((a, b) => (a[0] < b[0] ? -1 : 1))) parts.push(`<${src}:${rel(src)}:${[...set].sort().join(",")}`);
+  for (const [src, set] of [...l.outs].sort((a, b) => (a[0] < b[0] ? -1 : 1))) parts.push(`>${src}:${rel(src)}:${[...set].sort().join(",")}`);
   return parts.join("\n");
 }
 
