@@ -200,17 +200,18 @@ class Walker:
         if fqn not in self.params:
             tensor = self.ep.state_dict[fqn] if fqn in self.ep.state_dict else self.ep.constants[fqn]
             node_id = self.fresh(sanitize(self.strip(fqn), "parameter"))
-            self.parameter_node(node_id, tensor)
+            self.parameter_node(node_id, tensor, self.strip(fqn))
             self.params[fqn] = node_id
         return self.params[fqn]
 
-    def parameter_node(self, node_id: str, tensor: torch.Tensor) -> None:
+    def parameter_node(self, node_id: str, tensor: torch.Tensor, path: str = "") -> None:
         from morphserve.graph.parameters import ParameterModule
 
         t = tensor.detach().clone().contiguous()
         if t.dtype not in TORCH_TO_OIP:
             raise CaptureError(f"parameter {node_id!r} has datatype {t.dtype}, which a spec cannot hold")
-        self.add({"id": node_id, "parameter": {"shape": list(t.shape), "datatype": TORCH_TO_OIP[t.dtype]}})
+        shape = {"shape": list(t.shape), "datatype": TORCH_TO_OIP[t.dtype]}
+        self.add({"id": node_id, "parameter": shape, **_path(path)})
         self.modules[node_id] = ParameterModule(t)
 
     def size_node(self, function: str, inputs: list[str], args: dict[str, Any]) -> str:
@@ -455,7 +456,7 @@ class Walker:
                 raise CaptureError(f"module {path!r}: its tensors do not fit {layer.label()}: {e}") from None
             self.layer_modules[path] = module
         self.modules[node_id] = module
-        self.add({"id": node_id, "layer": layer.to_json(), "inputs": inputs})
+        self.add({"id": node_id, "layer": layer.to_json(), "inputs": inputs, **_path(self.strip(path))})
         n_out = layer.n_outputs()
         for i in range(call.n_outputs):
             out = marks.get((i, True))
@@ -465,7 +466,15 @@ class Walker:
                 self.env[out] = ("id", node_id)
             elif out.users:
                 gid = self.fresh(f"{node_id}_out{i}")
-                self.add({"id": gid, "function": "getitem", "inputs": [node_id], "args": {"index": i}})
+                self.add(
+                    {
+                        "id": gid,
+                        "function": "getitem",
+                        "inputs": [node_id],
+                        "args": {"index": i},
+                        **_path(self.strip(path)),
+                    }
+                )
                 self.env[out] = ("id", gid)
 
     # -- glue -------------------------------------------------------------------------------------------------
@@ -555,7 +564,7 @@ class Walker:
         where = self.strip(stack[-1][0]) if stack else ""
         short = name.split(".")[1]
         node_id = self.fresh(f"{where}_{short}" if where else short)
-        self.add({"id": node_id, "function": name, "inputs": inputs, "args": args})
+        self.add({"id": node_id, "function": name, "inputs": inputs, "args": args, **_path(where)})
         self.env[n] = ("tuple" if entry.returns == "tuple" else "id", node_id)
 
     def numbers_for_tensors(
@@ -589,7 +598,8 @@ class Walker:
         kind, v = self.env.get(src, ("missing", None))  # type: ignore[arg-type]
         if kind == "tuple":
             gid = self.fresh(f"{v}_{index}")
-            self.add({"id": gid, "function": "getitem", "inputs": [v], "args": {"index": index}})
+            where = next((x.get("path", "") for x in reversed(self.spec_nodes) if x["id"] == v), "")
+            self.add({"id": gid, "function": "getitem", "inputs": [v], "args": {"index": index}, **_path(where)})
             self.env[n] = ("id", gid)
         elif kind == "const":
             self.env[n] = ("const", v[index])
@@ -613,3 +623,8 @@ class Walker:
             raise CaptureError(f"cannot precompute {op_name(n.target)}{self.loc(n)}: {e}") from None
         self.env[n] = ("const", result)
         return True
+
+
+def _path(path: str) -> dict[str, str]:
+    """A node's `path` field: the module path it came from (none for the root module, or one too long to show)."""
+    return {"path": path} if path and len(path) <= 256 else {}

@@ -189,6 +189,10 @@ class NodeSpec(BaseModel):
     parameter: ParameterSpec | None = None
     args: dict[str, Any] = Field(default_factory=dict)
     inputs: Annotated[tuple[Annotated[str, Field(max_length=MAX_WIRE_NAME)], ...], Field(max_length=64)] = ()
+    #: Where the node came from in the user's module tree (dot-separated, e.g. `encoder.layer.0.attention.query`;
+    #: for a function, the module that called it), as import recorded it: what the page groups by. Display only:
+    #: nothing runs or resolves by it.
+    path: str | None = Field(None, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
 
     @field_validator("id")
     @classmethod

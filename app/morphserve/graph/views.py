@@ -36,6 +36,11 @@ class NodeDescription(BaseModel):
     size: bool = Field(
         default=False, description="a size node: a number computed from input shapes when the graph runs, no tensor"
     )
+    path: str | None = Field(
+        default=None,
+        description="the node's module path, dot-separated, its own name last "
+        "(e.g. `encoder.layer.0.attention.query`), where import recorded one",
+    )
 
 
 class Edge(BaseModel):
@@ -85,6 +90,7 @@ def describe(v: ModelVersion) -> GraphDescription:
                 elements=[ElementDescription(shape=list(e.shape), datatype=e.datatype) for e in s.elements] or None,
                 params=v.params(n.id),
                 size=s.is_scalar,
+                path=getattr(n, "path", None),  # recorded by import (issue 23); absent from older specs
             )
         )
         edges.extend(Edge(source=i, target=n.id) for i in n.inputs)

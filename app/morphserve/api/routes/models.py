@@ -178,9 +178,10 @@ async def graph(
     # and time, never ahead of inference or edits, and stopped when the client goes away.
     v = await registry.version(model, version)
     etag = f'"{v.version}"'
+    # A version never changes: clients keep the body and revalidate (the web page fetches each version once).
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if if_none_match is not None and etag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]:
-        return Response(status_code=304, headers={"ETag": etag})
-    headers = {"ETag": etag}
+        return Response(status_code=304, headers=headers)
     if format == "json":
         return Response(await registry.graph_json(v), media_type="application/json", headers=headers)
     if format == "dot":
