@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 import copy
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,7 @@ def _settings(state_dir: Path) -> Settings:
         max_body_mb=1.0,
         request_timeout_s=10.0,
         min_version_wait_ms=20.0,
+        feedback_window=64,  # so that feedback for a request the fuzz made can succeed
     )
 
 
@@ -176,6 +178,10 @@ def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> An
             real[key] = st.sampled_from([MODEL, MODEL, *EXTRA_MODELS, value])
         elif key == "node":
             real[key] = st.sampled_from([*NODES, value])
+        elif key == "name":  # a dataset: the one _prepare keeps, or fuzz
+            real[key] = st.sampled_from([DATASET, DATASET, value])
+        elif key == "job":  # a job _prepare made, or fuzz
+            real[key] = st.one_of(st.just(value), st.builds(lambda v=value: _STATE.get("job", v)))
         elif key == "version":
             # the first versions, the one live when the case is drawn (resident, so infer can succeed), or fuzz
             typ = int if isinstance(value, int) else str
@@ -206,6 +212,10 @@ def flatmap_query(context: Any, query: dict[str, Any]) -> Any:
 
 
 _REGISTRY: list[Registry] = []  # the module fixture's, for the hooks
+DATASET = "d"
+REQUEST_ID = "fz-request"  # an inference request _prepare makes, so that feedback has something to label
+#: What _prepare made for the operation being fuzzed: `candidate` (a staged version), `job` (a fit job's id).
+_STATE: dict[str, Any] = {}
 #: Realistic bodies per schema-driven one (flatmap_case): 2 for the per-operation fuzz (so that every seed reaches a
 #: 2xx on every operation); the stateful run raises it,
 #: so that the steps its links lead to are mostly well-formed for the model just created.
@@ -256,6 +266,20 @@ def _weights(shapes: dict[str, tuple[int, ...]], dtype: Any) -> bytes:
     from safetensors.torch import save
 
     return save({k: torch.zeros(v, dtype=dtype) for k, v in shapes.items()})
+
+
+def _dataset(rows: int, features: int = 64) -> bytes:
+    """A labelled dataset for digits (64 FP32 features, 10 classes)."""
+    import torch
+    from safetensors.torch import save
+
+    generator = torch.Generator().manual_seed(rows)
+    return save(
+        {
+            "input": torch.randn(rows, features, generator=generator),
+            "labels": torch.arange(rows, dtype=torch.int64) % 10,
+        }
+    )
 
 
 def _realistic(label: str) -> st.SearchStrategy[tuple[Any, str, str | None]] | None:
@@ -345,6 +369,37 @@ def _realistic(label: str) -> st.SearchStrategy[tuple[Any, str, str | None]] | N
             }
         ),
     }
+    fraction = st.sampled_from([0.0, 0.25, 1.0])
+    bodies["PUT /v1/models/{model}/rollout"] = st.one_of(
+        st.builds(lambda s, c: {"candidate": _STATE.get("candidate", 2), "shadow": s, "canary": c}, fraction, fraction),
+        st.builds(
+            lambda: {
+                "candidate": _STATE.get("candidate", 2),
+                "shadow": 0.5,
+                "gates": {"min_requests": 1000, "max_error_rate": 0.01, "min_agreement": 0.9},
+            }
+        ),
+        st.builds(
+            lambda: {
+                "candidate": _STATE.get("candidate", 2),
+                "eval_dataset": DATASET,
+                "gates": {"min_eval_accuracy": 0.0},
+            }
+        ),
+    )
+    bodies["POST /v1/models/{model}/fit"] = st.fixed_dictionaries(
+        {
+            "train": st.sampled_from([["fc3"], ["fc2", "fc3"], "fc"]),
+            "dataset": st.just(DATASET),
+            "steps": st.integers(1, 3),
+            "batch_size": st.integers(1, 16),
+            "lr": st.sampled_from([0.001, 0.1]),
+            "optimizer": st.sampled_from(["adamw", "sgd"]),
+        }
+    )
+    bodies["POST /v1/models/{model}/feedback"] = st.fixed_dictionaries(
+        {"dataset": st.sampled_from(["fb", DATASET]), "labels": st.builds(lambda c: {REQUEST_ID: c}, st.integers(0, 9))}
+    )
     bodies["POST /v2/models/{model}/versions/{version}/infer"] = bodies["POST /v2/models/{model}/infer"]
     if label == "DELETE /v1/models/{model}/layers/{node}":  # no body: a node whose removal keeps digits valid
         return st.sampled_from(["relu1", "relu2"]).map(lambda n: (NOT_SET, "", n))
@@ -357,6 +412,10 @@ def _realistic(label: str) -> st.SearchStrategy[tuple[Any, str, str | None]] | N
             (None, _weights({"gamma": (10,)}, torch.float32)),
         ]  # wrong name
         return st.sampled_from(files).map(lambda nb: (nb[1], "application/octet-stream", nb[0]))
+    if label == "PUT /v1/models/{model}/datasets/{name}":  # fits digits, or does not (a 422 naming the tensor)
+        return st.sampled_from([_dataset(8), _dataset(3), _dataset(4, features=63)]).map(
+            lambda b: (b, "application/octet-stream", None)
+        )
     body = bodies.get(label)
     if body is None:
         return None
@@ -445,6 +504,71 @@ def _reset(app: Any, registry: Registry) -> None:
     _restore(registry)
 
 
+def _prepare(label: str, client: TestClient) -> None:
+    """Give the case about to be sent what its realistic form needs to succeed: a dataset (and a request in the
+    feedback window), a staged candidate no rollout runs on, a rollout to read or end, a job to read or cancel, no
+    job training. Only for the routes that act on such objects; each check is a cheap read."""
+    model = f"/v1/models/{MODEL}"
+    if not any(part in label for part in ("/rollout", "/datasets", "/fit", "/jobs", "/feedback")):
+        return
+    if DATASET not in {d["name"] for d in client.get(f"{model}/datasets").json()["datasets"]}:
+        ok = client.put(
+            f"{model}/datasets/{DATASET}",
+            content=_dataset(16),
+            headers={**AUTH, "content-type": "application/octet-stream"},
+        )
+        assert ok.status_code == 201, ok.text
+    if "/feedback" in label:
+        infer = client.post(
+            f"{model}/infer", json={"inputs": [[0.0] * 64]}, headers={**AUTH, "x-request-id": REQUEST_ID}
+        )
+        assert infer.status_code == 200, infer.text
+    if "/rollout" in label:
+        _prepare_rollout(label, client)
+    if "/fit" in label or "/jobs" in label:
+        _prepare_jobs(label, client)
+
+
+def _prepare_rollout(label: str, client: TestClient) -> None:
+    model = f"/v1/models/{MODEL}"
+    running = client.get(f"{model}/rollout")
+    if running.status_code == 200 and running.json()["state"] in ("evaluating", "running"):
+        if label == "PUT /v1/models/{model}/rollout":  # a second rollout would be a 409: end this one
+            # 404: it ended on its own since the read (an evaluation-only rollout promotes once evaluated)
+            assert client.post(f"{model}/rollout/abort", headers=AUTH).status_code in (200, 404)
+        else:
+            return  # there is one to read or end
+    info = client.get(model).json()
+    if info["latest"] == info["version"]:  # no candidate: stage one
+        edit = {"ops": [{"op": "replace", "node": "relu2", "layer": {"type": "ReLU"}}], "stage": True}
+        staged = client.post(f"{model}/edits", json=edit, headers=AUTH)
+        assert staged.status_code == 200, staged.text
+        info = client.get(model).json()
+    _STATE["candidate"] = info["latest"]
+    if label != "PUT /v1/models/{model}/rollout":  # a rollout without gates runs until it is ended by hand
+        started = client.put(f"{model}/rollout", json={"candidate": info["latest"], "canary": 0.1}, headers=AUTH)
+        assert started.status_code == 201, started.text
+
+
+def _prepare_jobs(label: str, client: TestClient) -> None:
+    """No job training (a new one would be a 409), and one to read or cancel."""
+    model = f"/v1/models/{MODEL}"
+    jobs = client.get(f"{model}/jobs").json()["jobs"]
+    for job in jobs:
+        if job["state"] == "running":
+            client.delete(f"{model}/jobs/{job['id']}", headers=AUTH)
+            deadline = time.monotonic() + 30
+            while client.get(f"{model}/jobs/{job['id']}").json()["state"] == "running":
+                assert time.monotonic() < deadline, f"job {job['id']} still running 30 s after its cancel"
+                time.sleep(0.01)
+    if not jobs:
+        fit = {"train": ["fc3"], "dataset": DATASET, "steps": 1}
+        started = client.post(f"{model}/fit", json=fit, headers=AUTH)
+        assert started.status_code == 201, started.text
+        jobs = [started.json()]
+    _STATE["job"] = jobs[0]["id"]
+
+
 @pytest.fixture(scope="module")
 def fuzz(served: tuple[Any, Registry]) -> FuzzRun:
     """Run every operation's fuzz (schemathesis' examples, coverage and fuzzing phases, as `schema.parametrize()`
@@ -458,6 +582,7 @@ def fuzz(served: tuple[Any, Registry]) -> FuzzRun:
         n = run.generated[(label, phase)]
         if phase == "coverage" and n > COVERAGE_CAP and n % COVERAGE_STRIDE:
             return  # see COVERAGE_CAP
+        _prepare(label, client)
         response = case.call_and_validate(app=app, headers=AUTH, checks=CHECKS, timeout=CALL_TIMEOUT_S)
         run.sent[(label, phase)] += 1
         run.statuses[label][response.status_code] += 1
@@ -467,9 +592,12 @@ def fuzz(served: tuple[Any, Registry]) -> FuzzRun:
         max_examples=MAX_EXAMPLES, database=None, deadline=None, print_blob=True, suppress_health_check=SUPPRESSED
     )(send)
     load_all_checks()
+    client = TestClient(app)
     for result in schema.get_all_operations():
         operation = result.ok()
         _reset(app, registry)
+        _STATE.clear()
+        _prepare(operation.label, client)
         hypothesis_test = build_operation_test(
             config=schema.config, operation=operation, test_func=test, given_kwargs={}, feedback=FeedbackSources()
         )
