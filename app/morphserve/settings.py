@@ -130,6 +130,28 @@ class Settings(BaseSettings):
         description="the interpreter's GIL switch interval while an edit is built, in microseconds (0: leave it at "
         "Python's 5 ms); short lets the edit take the GIL back from a loaded event loop at once",
     )
+    grpc_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="also serve the Open Inference Protocol over gRPC (inference.GRPCInferenceService, with Triton's "
+        "extensions) on this port, on --host (default: off; 8001 is Triton's)",
+    )
+    compile: Literal["off", "default", "max-autotune"] = Field(
+        "off",
+        description="compile each new current version with torch.compile (inductor) in the background and serve the "
+        "compiled graph once it is checked against the eager one; the edit never waits for it",
+    )
+    compile_cache_dir: Path | None = Field(
+        None,
+        description="inductor's cache of compiled graphs (a directory replicas may share; default: compile-cache "
+        "under the state dir)",
+    )
+    model_repository: Path | None = Field(
+        None,
+        description="a directory of model bundles (NAME.zip, NAME/ or NAME.json) that POST /v2/repository/models/"
+        "{NAME}/load serves, besides the zoo",
+    )
     log_level: str = Field("info")
 
     @field_validator("dtype", mode="before")

@@ -31,6 +31,9 @@ _UNSET_MEANS = {
     "admin_token": "none (one is generated and logged unless the host is loopback)",
     "blob_dir": "in the state dir",
     "keep_versions": "all",
+    "grpc_port": "off",
+    "compile_cache_dir": "compile-cache in the state dir",
+    "model_repository": "none (the zoo only)",
 }
 _DEFAULT_IN_DESCRIPTION = re.compile(r"\s*\(default: ([^()]*)\)")
 
