@@ -20,6 +20,7 @@ from morphserve.api.routes import (
     catalogue,
     edits,
     events,
+    extensions,
     health,
     infer,
     models,
@@ -82,9 +83,16 @@ def create_app(
         # collections (measured at ~150 ms pauses, once a second under load) scan only what requests allocate.
         gc.collect()
         gc.freeze()
+        grpc_server = None
+        if settings.grpc_port is not None:  # gRPC beside HTTP, on this event loop, over the same registry
+            from morphserve.api.grpc import server as grpc_api
+
+            grpc_server, app.state.grpc_port = await grpc_api.start(app.state.registry, settings, app.state.admin_token)
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_api.stop(grpc_server)
             app.state.registry.close()
 
     app = FastAPI(
@@ -97,8 +105,24 @@ def create_app(
     app.state.metrics = metrics
     app.state.registry = registry
     app.state.admin_token = resolve_admin_token(settings) if admin_token is _UNSET else admin_token
+    app.state.grpc_port = None  # the port gRPC bound, once started (--grpc-port 0 picks one)
     errors.install(app)
-    for module in (health, oip, infer, models, versions, edits, rollouts, replicas, events, nodes, catalogue, ui):
+    # `extensions` before `oip`: its /v2/models/stats is not a model named "stats".
+    for module in (
+        health,
+        extensions,
+        oip,
+        infer,
+        models,
+        versions,
+        edits,
+        rollouts,
+        replicas,
+        events,
+        nodes,
+        catalogue,
+        ui,
+    ):
         app.include_router(module.router)
     app.add_middleware(InferenceFastPath, fastapi=app)  # innermost: inside CORS, the body limit and the metrics
     if settings.cors_origins:  # browsers' preflights for the pages allowed to call the API (origins.py)

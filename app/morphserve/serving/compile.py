@@ -211,14 +211,11 @@ class Compiler:
             try:
                 self._run(job, state)
             except Exception as e:  # noqa: BLE001 - a failed compile is logged and the version keeps serving eager
-                log.warning(
-                    "model %s: compile of version %d failed, it serves eager: %s",
-                    name,
-                    job.version.version,
-                    short_message(e),
-                )
+                why = reason(e)
+                number = job.version.version
+                log.warning("model %s: compile of version %d failed, it serves eager: %s", name, number, why)
                 with self._cond:
-                    state.state, state.error = "failed", short_message(e)[:500]
+                    state.state, state.error = "failed", why[:500]
             with self._cond:
                 self._cond.notify_all()
 
@@ -373,6 +370,13 @@ def _check(want: Sequence[torch.Tensor], got: Sequence[torch.Tensor]) -> None:
                 f"output {i}: compiled and eager outputs differ by up to {worst:.3g} "
                 f"(tolerance rtol {rtol}, atol {atol})"
             )
+
+
+def reason(e: BaseException) -> str:
+    """Why a compile failed, in one line: dynamo wraps a backend's exception, whose own message is the useful one."""
+    inner = getattr(e, "inner_exception", None)
+    cause = inner if isinstance(inner, BaseException) else e
+    return f"{type(cause).__name__}: {short_message(cause)}"
 
 
 def _cache_hits() -> int:

@@ -36,6 +36,7 @@ from morphserve.store import (
 
 from .budget import MemoryBudget
 from .compile import Compiler
+from .cuda_shm import CudaSharedMemory
 from .datasets import Datasets
 from .errors import BadInputError, ModelExistsError, RolloutConflictError
 from .events import EventHub  # events hook
@@ -49,6 +50,7 @@ from .residency import Residency
 from .rollout import Rollout, RolloutSpec
 from .rollouts import Rollouts
 from .served import ServedModel
+from .shm import SharedMemory, SystemSharedMemory
 from .sources import ModelSource, UploadedBundle, parse_entry
 from .worker import DeviceWorker, InferResult
 
@@ -121,6 +123,15 @@ class Registry:
             settings.compile_cache_dir or settings.state_dir / "compile-cache",
             busy=self._busy,
             max_batch_size=settings.max_batch_size,
+        )
+        #: Shared memory regions clients registered (Triton's extension); one process's own.
+        self.shm = SharedMemory(
+            SystemSharedMemory(
+                enabled=settings.workers == 1,
+                why_not=f"it runs {settings.workers} worker processes, and a request may reach one that never saw "
+                "the registration (serve with --workers 1)",
+            ),
+            CudaSharedMemory(self.device),
         )
         self._deleting: set[str] = set()
         self._lock = threading.Lock()
@@ -293,6 +304,7 @@ class Registry:
         self.replication.stop()
         self.rollouts.close()
         self.compiler.close()
+        self.shm.close()
         with self._lock:
             models, self._models = list(self._models.values()), {}
         for served in models:
