@@ -135,6 +135,11 @@ def _serve_one(settings: Settings, token: str | None) -> None:
             sock = bind(settings.host, settings.port)
         except OSError as e:
             fail(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}")
+    if settings.grpc_port and settings.workers == 1:  # a gRPC port in use is one line too, before any model loads
+        try:
+            bind(settings.host, settings.grpc_port).close()
+        except OSError as e:
+            fail(f"cannot listen for gRPC on {settings.host}:{settings.grpc_port}: {e.strerror or e}")
     try:
         registry = Registry(settings, Metrics())
         registry.load_from_settings()

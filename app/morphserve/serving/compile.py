@@ -60,6 +60,18 @@ _FP32_TOLERANCE = (1e-3, 1e-4)
 _ENDED = ("serving", "failed", "superseded")
 
 
+_PRELOAD = threading.Lock()
+
+
+def preload() -> None:
+    """Import dynamo and inductor's compiler on the calling thread, before the compile thread needs them: two threads
+    importing torch._inductor at once (dynamo's first use elsewhere, as the shape primer makes) can see a partially
+    initialised module and fail the compile."""
+    with _PRELOAD:
+        import torch._dynamo
+        import torch._inductor.compile_fx  # noqa: F401
+
+
 class CompileMismatchError(RuntimeError):
     """The compiled graph's outputs differ from the eager graph's on the warm-up batch."""
 
@@ -114,6 +126,8 @@ class Compiler:
         `backend`: torch.compile's backend (tests pass a failing or a cheap one)."""
         if mode not in MODES:
             raise ValueError(f"compile mode {mode!r} is not one of {', '.join(MODES)}")
+        if mode != "off":
+            preload()
         self.mode = mode
         self.cache_dir = cache_dir
         self.busy = busy
@@ -139,6 +153,8 @@ class Compiler:
         elif mode not in MODES:
             raise ValueError(f"compile mode {mode!r} is not one of {', '.join(MODES)}")
         else:
+            if mode != "off":
+                preload()
             self._modes[model] = mode
 
     # -- from other threads ---------------------------------------------------------------------------------------

@@ -118,6 +118,7 @@ class Registry:
             lookup=self.local,
         )
         self._models: dict[str, ServedModel] = {}
+        self._primer: threading.Thread | None = None
         self.compiler = Compiler(
             settings.compile,
             settings.compile_cache_dir or settings.state_dir / "compile-cache",
@@ -190,7 +191,8 @@ class Registry:
                 self.failed[first.model] = str(e)
         # Restored versions skip shape propagation (the journal recorded it), so the first edit would pay its
         # start-up cost (seconds): pay it beside serving instead.
-        threading.Thread(target=shapes.prime, name="prime-shapes", daemon=True).start()
+        self._primer = threading.Thread(target=shapes.prime, name="prime-shapes", daemon=True)
+        self._primer.start()
         for served in list(self._models.values()):  # a rollout that ran before a restart runs on
             self.rollouts.sync(served)
         if self.store.unavailable is None:
@@ -323,6 +325,8 @@ class Registry:
             raise ModelExistsError(f"model {name!r} already exists")
         first = source.load(name, self.budget)
         if compile_mode is not None:
+            if self._primer is not None:  # its imports and the compiler's must not interleave (compile.preload)
+                self._primer.join()
             self.compiler.set_mode(name, compile_mode)  # before it serves: its first compile follows it
         try:
             served = self._serve(recast(first, dtype) if dtype else first, persist=True)
