@@ -58,7 +58,8 @@ def torch_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, st
             "TOKENIZERS_PARALLELISM": "false",
         }
     )
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *(p for p in [env.get("PYTHONPATH")] if p)])
+    # app/ first: the package's source root, so that servers run this checkout's morphserve (not an installed one).
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "app"), str(ROOT), *(p for p in [env.get("PYTHONPATH")] if p)])
     env.update(extra or {})
     return env
 
