@@ -482,7 +482,8 @@ def decode_output(target: Target, status: int, headers: dict[str, str], body: by
         arr = np.asarray(o["data"], dtype=np.float32)
     else:
         arr = np.frombuffer(body[int(hlen) :], dtype="<f4", count=math.prod(o["shape"])).astype(np.float32)
-    return int(doc["model_version"]), arr.reshape(o["shape"])
+    # MLServer leaves model_version out and KServe's ModelServer sends null for a model without versions: 0.
+    return int(doc.get("model_version") or 0), arr.reshape(o["shape"])
 
 
 def check_target(server: Server, target: Target, payload: Payload, reference: np.ndarray) -> float:

@@ -17,11 +17,15 @@ graph that changes at run time would otherwise pay that on every edit, in the ed
    it runs only what was compiled, and a batch no compiled graph fits (a new non-batch size) runs eager instead of
    compiling on the worker's thread.
 
-A compile never delays serving by more than a bounded slice. Its gcc subprocesses and its thread run at a lower CPU
-priority (nice; a thread's children inherit it), inductor compiles in this thread (`compile_threads = 1`), and while
-live requests wait the thread gives the interpreter back every `slice_s` for `pause_s` (a profile hook on its own
-thread only): tracing and lowering are Python, and without the hook they would hold the GIL in 5 ms turns against the
-event loop. So a compile under load takes longer; serving does not wait for it.
+A compile never delays serving by more than a bounded slice, as far as the interpreter allows. Its thread runs at a
+lower CPU priority (nice), and inductor builds its C++ in a pool of two worker processes started from that thread
+(they inherit its nice value), so no gcc is spawned from the server's own process (each spawn forks a process of the
+server's size while holding the interpreter's lock). While live requests wait, the thread gives the interpreter back
+every `slice_s` for `pause_s` (a profile hook on its own thread only): tracing and lowering are Python, and without
+the hook they would hold the GIL in 5 ms turns against the event loop. What the hook cannot cut are single C-level
+steps that hold the lock (dynamo building a graph's guards, loading the compiled module: measured up to ~80 ms on
+this 2-core machine); docs/BENCHMARKS.md has serving's p99 while a compile runs. A compile under load takes longer;
+serving does not wait for it.
 
 Artifacts are cached by inductor's FX graph cache (keyed by the graph, the shapes and the options; weights are inputs
 of the graph, so a weight edit reuses them) under `--compile-cache-dir` (default: the state dir's `compile-cache`),
@@ -70,6 +74,12 @@ def preload() -> None:
     with _PRELOAD:
         import torch._dynamo
         import torch._inductor.compile_fx  # noqa: F401
+        from torch._inductor import cpu_vec_isa
+
+        # The CPU's vector ISA is found by compiling and running a probe program, once per process: here rather than
+        # in the middle of the first compile (a process spawn, ~200 ms holding the interpreter's lock).
+        with contextlib.suppress(Exception):
+            cpu_vec_isa.pick_vec_isa()
 
 
 class CompileMismatchError(RuntimeError):
@@ -272,7 +282,11 @@ class Compiler:
 
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(self.cache_dir.resolve())
-        inductor_config.compile_threads = 1  # no pool of compile workers beside the server's own processes
+        # Two compile workers: inductor then builds its C++ in a pool of worker processes (started once, from this
+        # thread, so at its nice value), not in gcc processes spawned from the server's own: each such spawn forks
+        # a process of the server's size while holding the interpreter's lock, a stall of tens to hundreds of ms
+        # that serving would see (measured: probe wake-ups > 20 ms fell from 17 to 5 in an mlp compile).
+        inductor_config.compile_threads = 2
         inductor_config.fx_graph_cache = True
         self._configured = True
 
@@ -328,13 +342,16 @@ def compile_version(
     if backend == "inductor" and mode == "max-autotune":
         options["mode"] = "max-autotune"
     compiled = torch.compile(eager, **options)
-    with torch.inference_mode():
-        for i, rows in enumerate(sizes):
-            compiled(*_example(version, rows, device, dynamic=i == 0))
+    # The inputs are made as the worker makes its batches, outside inference mode: dynamo's guards tell an inference
+    # tensor from another (their dispatch keys differ), and a graph compiled for one never serves the other.
+    examples = [_example(version, rows, device, dynamic=i == 0) for i, rows in enumerate(sizes)]
+    check = _example(version, check_rows, device, dynamic=False)
+    with torch.inference_mode():  # as the worker runs its forwards
+        for args in examples:
+            compiled(*args)
         runnable = torch._dynamo.run(eager)
-        args = _example(version, check_rows, device, dynamic=False)
-        want = eager(*args)
-        got = runnable(*args)
+        want = eager(*check)
+        got = runnable(*check)
     _check(want, got)
     return runnable  # type: ignore[no-any-return]  # dynamo's run() is typed Any
 

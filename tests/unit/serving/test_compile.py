@@ -64,6 +64,30 @@ def test_compiled_outputs_equal_eager_at_batch_sizes_never_compiled() -> None:
             torch.testing.assert_close(runnable(x)[0], v.graph_module(x)[0])
 
 
+def test_the_worker_s_batches_run_the_compiled_graph_at_every_size() -> None:
+    """Batches as the worker makes them (tensors from numpy, concatenated outside inference mode, the forward inside)
+    hit a compiled graph at any size, never falling back to eager: dynamo's guards tell inference tensors apart, so
+    a graph compiled for other tensors would never serve."""
+    v = load_zoo("digits")
+    ran: list[int] = []
+
+    def counting(gm: torch.fx.GraphModule, _: Any) -> Callable[..., Any]:
+        def run(*args: torch.Tensor) -> Any:
+            ran.append(1)
+            return gm(*args)
+
+        return run
+
+    runnable = compile_version(v, v.graph_module, "default", counting, sizes=batch_sizes(8))
+    for rows in (1, 3, 8, 5):
+        parts = [torch.from_numpy(np.random.default_rng(i).random((1, 64), dtype=np.float32)) for i in range(rows)]
+        batch = parts[0] if rows == 1 else torch.cat(parts)
+        before = len(ran)
+        with torch.inference_mode():
+            runnable(batch)
+        assert len(ran) == before + 1, f"a batch of {rows} rows ran eager"
+
+
 def test_a_compile_that_disagrees_with_eager_is_refused() -> None:
     v = load_zoo("digits")
 
