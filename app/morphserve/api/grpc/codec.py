@@ -52,7 +52,7 @@ def parameter(p: pb.InferParameter) -> Any:
 
 
 def _params(entries: Any) -> dict[str, Any]:
-    return {k: parameter(v) for k, v in entries.items()}
+    return {k: parameter(v) for k, v in entries.items()} if entries else {}
 
 
 def decode(req: pb.ModelInferRequest, shm: ShmRead) -> Decoded:
@@ -77,7 +77,7 @@ def decode(req: pb.ModelInferRequest, shm: ShmRead) -> Decoded:
         count = math.prod(shape)
         if count > MAX_ELEMENTS:
             raise OIPError(f"input '{name}': shape {shape} has {count} elements, limit is {MAX_ELEMENTS}")
-        params = _params(t.parameters)
+        params = _params(t.parameters)  # empty (and cheap) unless the client sent some
         if "shared_memory_region" in params:
             if raw or t.HasField("contents"):
                 raise OIPError(f"input '{name}': has both shared memory and contents")
@@ -88,8 +88,10 @@ def decode(req: pb.ModelInferRequest, shm: ShmRead) -> Decoded:
             inputs[name] = _from_contents(t, name, dtype, shape, count)
     outputs = []
     for o in req.outputs:
-        params = _params(o.parameters)
-        ref = shm_ref(params, f"output '{o.name}'") if "shared_memory_region" in params else None
+        ref = None
+        if o.parameters:
+            params = _params(o.parameters)
+            ref = shm_ref(params, f"output '{o.name}'") if "shared_memory_region" in params else None
         outputs.append((o.name, ref))
     return Decoded(inputs, outputs, _params(req.parameters))
 

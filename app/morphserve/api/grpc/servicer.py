@@ -153,10 +153,9 @@ class InferenceServicer(GRPCInferenceServiceServicer):
         decoded = codec.decode(request, registry.shm.read)
         min_version = _min_version(decoded.parameters.get("min_version"))
         sticky = None
-        if version is None:
-            metadata = context.invocation_metadata()
-            if metadata:
-                sticky = registry.sticky(request.model_name, {k: v for k, v in metadata if isinstance(v, str)})
+        if version is None and registry.rollouts.active(request.model_name) is not None:  # metadata only then
+            metadata = context.invocation_metadata() or ()
+            sticky = registry.sticky(request.model_name, {k: v for k, v in metadata if isinstance(v, str)})
         result = await registry.infer(
             request.model_name, decoded.inputs, version, min_version=min_version, sticky=sticky
         )

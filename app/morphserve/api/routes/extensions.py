@@ -2,7 +2,10 @@
 repository (load and unload need the admin token) and shared memory (registration needs it too).
 
 Their bodies are optional and read leniently (tritonclient posts `""` or `{}` without a content type), and their
-answers are Triton's JSON documents (api/triton.py builds them for HTTP and gRPC alike).
+answers are Triton's JSON documents (api/triton.py builds them for HTTP and gRPC alike). The repository's load and
+unload and the shared memory routes are left out of the OpenAPI schema: they exist for Triton's clients, which do
+not read it, and what they act on (a model repository, a POSIX shared memory object, a CUDA IPC handle) is outside
+what a schema-driven client or fuzzer can make; docs/API.md documents them.
 """
 
 from __future__ import annotations
@@ -87,14 +90,14 @@ def _parameters(doc: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-@router.post("/repository/models/{model}/load", dependencies=[AdminDep])
+@router.post("/repository/models/{model}/load", dependencies=[AdminDep], include_in_schema=False)
 async def load_model(model: str, request: Request, registry: RegistryDep) -> Response:
     """Serve a model from --model-repository or the zoo (parameters `compile`, `dtype`); a served model stays."""
     await triton.load(registry, model, _parameters(await _body(request)))
     return _json({})
 
 
-@router.post("/repository/models/{model}/unload", dependencies=[AdminDep])
+@router.post("/repository/models/{model}/unload", dependencies=[AdminDep], include_in_schema=False)
 async def unload_model(model: str, request: Request, registry: RegistryDep) -> Response:
     """Stop serving the model and delete its versions from the journal (morphserve's delete)."""
     params = _parameters(await _body(request))
@@ -105,12 +108,12 @@ async def unload_model(model: str, request: Request, registry: RegistryDep) -> R
 
 
 # -- system shared memory ---------------------------------------------------------------------------------------------
-@router.get("/systemsharedmemory/status")
+@router.get("/systemsharedmemory/status", include_in_schema=False)
 async def system_shm_status(registry: RegistryDep) -> Response:
     return _json(registry.shm.system.status())
 
 
-@router.get("/systemsharedmemory/region/{name}/status")
+@router.get("/systemsharedmemory/region/{name}/status", include_in_schema=False)
 async def system_shm_region_status(name: str, registry: RegistryDep) -> Response:
     return _json(registry.shm.system.status(name))
 
@@ -122,7 +125,7 @@ def _int(doc: dict[str, Any], key: str, default: int | None = None) -> int:
     return value
 
 
-@router.post("/systemsharedmemory/region/{name}/register", dependencies=[AdminDep])
+@router.post("/systemsharedmemory/region/{name}/register", dependencies=[AdminDep], include_in_schema=False)
 async def system_shm_register(name: str, request: Request, registry: RegistryDep) -> Response:
     """Register a window (`offset`, `byte_size`) of the POSIX shared memory object `key` as region `name`."""
     doc = await _body(request)
@@ -133,30 +136,30 @@ async def system_shm_register(name: str, request: Request, registry: RegistryDep
     return _json({})
 
 
-@router.post("/systemsharedmemory/region/{name}/unregister", dependencies=[AdminDep])
+@router.post("/systemsharedmemory/region/{name}/unregister", dependencies=[AdminDep], include_in_schema=False)
 async def system_shm_unregister(name: str, registry: RegistryDep) -> Response:
     registry.shm.system.unregister(name)
     return _json({})
 
 
-@router.post("/systemsharedmemory/unregister", dependencies=[AdminDep])
+@router.post("/systemsharedmemory/unregister", dependencies=[AdminDep], include_in_schema=False)
 async def system_shm_unregister_all(registry: RegistryDep) -> Response:
     registry.shm.system.unregister(None)
     return _json({})
 
 
 # -- CUDA shared memory (a GPU server only) ---------------------------------------------------------------------------
-@router.get("/cudasharedmemory/status")
+@router.get("/cudasharedmemory/status", include_in_schema=False)
 async def cuda_shm_status(registry: RegistryDep) -> Response:
     return _json(registry.shm.cuda.status())
 
 
-@router.get("/cudasharedmemory/region/{name}/status")
+@router.get("/cudasharedmemory/region/{name}/status", include_in_schema=False)
 async def cuda_shm_region_status(name: str, registry: RegistryDep) -> Response:
     return _json(registry.shm.cuda.status(name))
 
 
-@router.post("/cudasharedmemory/region/{name}/register", dependencies=[AdminDep])
+@router.post("/cudasharedmemory/region/{name}/register", dependencies=[AdminDep], include_in_schema=False)
 async def cuda_shm_register(name: str, request: Request, registry: RegistryDep) -> Response:
     """Register a CUDA IPC handle (`raw_handle: {"b64": ...}`) of `byte_size` bytes on `device_id` as region `name`."""
     doc = await _body(request)
@@ -172,13 +175,13 @@ async def cuda_shm_register(name: str, request: Request, registry: RegistryDep) 
     return _json({})
 
 
-@router.post("/cudasharedmemory/region/{name}/unregister", dependencies=[AdminDep])
+@router.post("/cudasharedmemory/region/{name}/unregister", dependencies=[AdminDep], include_in_schema=False)
 async def cuda_shm_unregister(name: str, registry: RegistryDep) -> Response:
     registry.shm.cuda.unregister(name)
     return _json({})
 
 
-@router.post("/cudasharedmemory/unregister", dependencies=[AdminDep])
+@router.post("/cudasharedmemory/unregister", dependencies=[AdminDep], include_in_schema=False)
 async def cuda_shm_unregister_all(registry: RegistryDep) -> Response:
     registry.shm.cuda.unregister(None)
     return _json({})
