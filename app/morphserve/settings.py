@@ -147,11 +147,6 @@ class Settings(BaseSettings):
         description="inductor's cache of compiled graphs (a directory replicas may share; default: compile-cache "
         "under the state dir)",
     )
-    model_repository: Path | None = Field(
-        None,
-        description="a directory of model bundles (NAME.zip, NAME/ or NAME.json) that POST /v2/repository/models/"
-        "{NAME}/load serves, besides the zoo",
-    )
     log_level: str = Field("info")
 
     @field_validator("dtype", mode="before")

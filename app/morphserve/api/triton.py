@@ -125,8 +125,15 @@ async def statistics(registry: Registry, model: str | None, version: int | None)
     return {"model_stats": out}
 
 
+def repository_dir(registry: Registry) -> Path | None:
+    """The model repository: `--model-dir` (the directory of bundles `serve` loads at start, KServe's /mnt/models;
+    it arrives with the deploy work of another branch, hence read by name here: None where the setting is absent)."""
+    root = getattr(registry.settings, "model_dir", None)
+    return root if isinstance(root, Path) and root.is_dir() else None
+
+
 def _repository_bundle(registry: Registry, name: str) -> Path | None:
-    root = registry.settings.model_repository
+    root = repository_dir(registry)
     if root is None or not NAME.match(name):
         return None
     for form in _BUNDLE_FORMS:
@@ -137,8 +144,8 @@ def _repository_bundle(registry: Registry, name: str) -> Path | None:
 
 
 def _repository_names(registry: Registry) -> list[str]:
-    root = registry.settings.model_repository
-    if root is None or not root.is_dir():
+    root = repository_dir(registry)
+    if root is None:
         return []
     names = set()
     for path in root.iterdir():
@@ -150,7 +157,7 @@ def _repository_names(registry: Registry) -> list[str]:
 
 def repository_index(registry: Registry, ready_only: bool) -> list[dict[str, Any]]:
     """Every model the server serves (READY, at its current version), could not load (UNAVAILABLE, with why), or
-    could load: the bundles of --model-repository and the zoo's models (UNAVAILABLE, "unloaded")."""
+    could load: the bundles of the model repository (--model-dir) and the zoo's models (UNAVAILABLE, "unloaded")."""
     index: dict[str, dict[str, Any]] = {}
     for name in registry.names():
         try:
@@ -169,13 +176,14 @@ def repository_index(registry: Registry, ready_only: bool) -> list[dict[str, Any
 
 
 def load_source(registry: Registry, name: str) -> ModelSource:
-    """Where `load` finds a model: a bundle of --model-repository, else the zoo."""
+    """Where `load` finds a model: a bundle of the model repository (--model-dir), else the zoo."""
     path = _repository_bundle(registry, name)
     if path is not None:
         return BundleSource(path)
     if name in ZOO:
         return ZooSource(name)
-    where = f"--model-repository {registry.settings.model_repository} or " if registry.settings.model_repository else ""
+    root = repository_dir(registry)
+    where = f"the model repository {root} (--model-dir) or " if root is not None else ""
     raise NotFoundError(f"no model {name!r} in {where}the zoo ({', '.join(ZOO)})", model=name)
 
 
@@ -194,7 +202,7 @@ def load_options(parameters: dict[str, Any]) -> tuple[str | None, str | None]:
         elif key == "config" or key.startswith("file:"):
             raise BadInputError(
                 f"load parameter {key!r} is not supported: a morphserve model is its bundle (spec and weights); put "
-                "it in --model-repository, or create it with POST /v1/models"
+                "it in the model repository (--model-dir), or create it with POST /v1/models"
             )
         else:
             raise BadInputError(f"unknown load parameter {key!r} (morphserve knows compile and dtype)")

@@ -33,7 +33,6 @@ _UNSET_MEANS = {
     "keep_versions": "all",
     "grpc_port": "off",
     "compile_cache_dir": "compile-cache in the state dir",
-    "model_repository": "none (the zoo only)",
 }
 _DEFAULT_IN_DESCRIPTION = re.compile(r"\s*\(default: ([^()]*)\)")
 

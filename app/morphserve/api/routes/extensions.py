@@ -75,7 +75,7 @@ async def model_version_statistics(model: str, version: str, registry: RegistryD
 # -- the model repository ---------------------------------------------------------------------------------------------
 @router.post("/repository/index")
 async def repository_index(request: Request, registry: RegistryDep) -> Response:
-    """Every model served, failed, or loadable (--model-repository's bundles and the zoo); `{"ready": true}`: only the
+    """Every model served, failed, or loadable (the bundles of --model-dir and the zoo); `{"ready": true}`: only the
     served ones."""
     ready = (await _body(request)).get("ready", False)
     if not isinstance(ready, bool):
@@ -92,7 +92,8 @@ def _parameters(doc: dict[str, Any]) -> dict[str, Any]:
 
 @router.post("/repository/models/{model}/load", dependencies=[AdminDep], include_in_schema=False)
 async def load_model(model: str, request: Request, registry: RegistryDep) -> Response:
-    """Serve a model from --model-repository or the zoo (parameters `compile`, `dtype`); a served model stays."""
+    """Serve a model from the model repository (--model-dir) or the zoo (parameters `compile`, `dtype`); a served
+    model stays."""
     await triton.load(registry, model, _parameters(await _body(request)))
     return _json({})
 
