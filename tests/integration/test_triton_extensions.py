@@ -4,7 +4,7 @@ model repository, --model-dir, or the zoo; unload = delete; both with the token)
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing import shared_memory
 from pathlib import Path
 
@@ -173,3 +173,14 @@ def test_cuda_shared_memory_is_refused_clearly_on_a_cpu_server(client: TestClien
     assert_error(client.post("/v2/cudasharedmemory/region/g/register", json=body, headers=AUTH), 400, "needs a GPU")
     assert client.get("/v2/cudasharedmemory/status").json() == []
     assert "cuda_shared_memory" not in client.get("/v2").json()["extensions"]
+
+
+def test_a_worker_of_several_refuses_shared_memory_registration(
+    make_client: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch, segment: shared_memory.SharedMemory
+) -> None:
+    """Each worker of `serve --workers N` holds its own regions, and a request may reach another worker."""
+    monkeypatch.setenv("MORPHSERVE_WORKER_INDEX", "1")  # as the supervisor starts its workers
+    client = make_client()
+    body = {"key": "/" + segment.name.lstrip("/"), "offset": 0, "byte_size": 64}
+    r = client.post("/v2/systemsharedmemory/region/r/register", json=body, headers=AUTH)
+    assert_error(r, 400, "several worker processes")

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from morphserve.cli.common import fail
-from morphserve.settings import Settings
+from morphserve.settings import Settings, worker_index
 
 #: Flag spellings that differ from the field name (`--model` is repeatable; the field holds the list).
 _FLAG = {"models": "--model"}
@@ -134,7 +134,8 @@ def _serve_one(settings: Settings, token: str | None) -> None:
             sock = bind(settings.host, settings.port)
         except OSError as e:
             fail(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}")
-    if settings.grpc_port and settings.workers == 1:  # a gRPC port in use is one line too, before any model loads
+    # A gRPC port in use is one line too, before any model loads (not in a worker of --workers N: they share it).
+    if settings.grpc_port and settings.workers == 1 and worker_index() is None:
         try:
             bind(settings.host, settings.grpc_port).close()
         except OSError as e:

@@ -128,8 +128,8 @@ class Registry:
         #: Shared memory regions clients registered (Triton's extension); one process's own.
         self.shm = SharedMemory(
             SystemSharedMemory(
-                enabled=settings.workers == 1,
-                why_not=f"it runs {settings.workers} worker processes, and a request may reach one that never saw "
+                enabled=settings.workers == 1 and worker_index() is None,  # a worker of --workers N has an index
+                why_not="it runs several worker processes (--workers), and a request may reach one that never saw "
                 "the registration (serve with --workers 1)",
             ),
             CudaSharedMemory(self.device),

@@ -7,7 +7,7 @@ import logging
 import grpc
 
 from morphserve.serving.registry import Registry
-from morphserve.settings import Settings
+from morphserve.settings import Settings, worker_index
 
 from .inference_pb2_grpc import add_GRPCInferenceServiceServicer_to_server
 from .servicer import InferenceServicer
@@ -29,7 +29,8 @@ async def start(registry: Registry, settings: Settings, admin_token: str | None)
     options = [
         ("grpc.max_receive_message_length", settings.max_body_bytes),
         ("grpc.max_send_message_length", -1),
-        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+        # a worker of `serve --workers N` runs with workers = 1 and its index set (supervisor.py)
+        ("grpc.so_reuseport", 1 if worker_index() is not None or settings.workers > 1 else 0),
     ]
     server = grpc.aio.server(options=options)
     # protoc's service module has no annotations (it is generated; pyproject.toml leaves it unchecked)
