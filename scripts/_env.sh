@@ -18,8 +18,16 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # fetch a multi-GB CUDA build on a CPU machine); every later install is held to the same constraints.
   "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" torch numpy
   "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" -e "$ROOT${EXTRAS:+[$EXTRAS]}"
+  if [ "$EXTRAS" = "dev" ]; then
+    # The ONNX import tests need onnx2torch, but not its torchvision: the one pip finds here is built for CUDA
+    # torch and breaks `import torchvision` (and so transformers' image code) next to the CPU torch pinned above.
+    # morphserve.capture.onnx stands in for the two operators it needs torchvision for.
+    "$VENV/bin/python" -m pip install -q -c "$ROOT/constraints.txt" --no-deps "onnx2torch>=1.5"
+  fi
   echo "$want" > "$stamp"
 fi
+# checkov for tests/deploy, in a venv of its own (a no-op when it is there).
+if [ "$EXTRAS" = "dev" ]; then "$ROOT/scripts/k8s_tools.sh"; fi
 
 # System tools from Debian, installed when we can (root, apt available): graphviz's `dot` renders SVG graphs
 # (serving); the dev set-up also wants docker-compose (validates the compose file), wrk (benchmarks), chromium
@@ -28,6 +36,8 @@ fi
 # /usr/lib/postgresql/<version>/bin.
 need=("dot:graphviz")
 if [ "$EXTRAS" = "dev" ]; then need+=("docker-compose:docker-compose" "wrk:wrk" "chromium:chromium"); fi
+# tests/e2e/test_partitions.py: network namespaces and faults in them
+if [ "$EXTRAS" = "dev" ]; then need+=("ip:iproute2" "iptables:iptables"); fi
 missing=()
 for pair in "${need[@]}"; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")

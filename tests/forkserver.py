@@ -61,7 +61,9 @@ def _child(req: dict[str, Any], proto: int) -> None:
     try:
         os.close(proto)
         if req.get("mount_ns"):
-            _enter_mount_namespace(req["mount_ns"])
+            _enter_namespace(req["mount_ns"], 0x00020000)  # CLONE_NEWNS
+        if req.get("net_ns"):
+            _enter_namespace(req["net_ns"], 0x40000000)  # CLONE_NEWNET: a network namespace (tests/e2e/netns.py)
         os.dup2(os.open(req.get("stdin") or os.devnull, os.O_RDONLY), 0)
         log = _open_out(req.get("log"))
         os.dup2(_open_out(req["stdout"]) if req.get("stdout") else log, 1)
@@ -86,15 +88,15 @@ def _child(req: dict[str, Any], proto: int) -> None:
         os._exit(code)
 
 
-def _enter_mount_namespace(path: str) -> None:
-    """What `nsenter --mount` does, in the child: setns(2) needs a single-threaded process, which a fresh fork is
-    (OpenBLAS stops its pool before a fork and starts it again on first use)."""
+def _enter_namespace(path: str, kind: int) -> None:
+    """What `nsenter --mount` (or `--net`) does, in the child: setns(2) needs a single-threaded process, which a
+    fresh fork is (OpenBLAS stops its pool before a fork and starts it again on first use)."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
     fd = os.open(path, os.O_RDONLY)
     try:
-        if libc.setns(fd, 0x00020000) != 0:  # CLONE_NEWNS
+        if libc.setns(fd, kind) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"setns({path}): {os.strerror(err)}")
     finally:
@@ -259,9 +261,11 @@ class ForkServer:
         log: Path | None,
         stdio: tuple[Path, Path, Path] | None = None,
         mount_ns: Path | None = None,
+        net_ns: Path | None = None,
     ) -> ForkedProcess:
         """Fork `morphserve <argv>`; its stdout and stderr go to `log` or, with `stdio`, to (stdin, stdout, stderr);
-        with `mount_ns` (a /proc/PID/ns/mnt), it runs in that mount namespace."""
+        with `mount_ns` (a /proc/PID/ns/mnt), it runs in that mount namespace, with `net_ns` (/run/netns/NAME) in
+        that network namespace."""
         assert self.proc.stdin is not None
         with self._lock:
             req: dict[str, Any] = {
@@ -270,6 +274,7 @@ class ForkServer:
                 "cwd": str(cwd),
                 "log": str(log) if log else None,
                 "mount_ns": str(mount_ns) if mount_ns else None,
+                "net_ns": str(net_ns) if net_ns else None,
             }
             if stdio is not None:
                 req.update(zip(("stdin", "stdout", "stderr"), map(str, stdio), strict=True))

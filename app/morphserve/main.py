@@ -13,7 +13,10 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from morphserve import __version__
-from morphserve.api import errors
+from morphserve.api import docs, errors
+from morphserve.api.access import AccessMiddleware, Policy, admin_routes
+from morphserve.api.deadlines import ReadDeadlineMiddleware, protocol_class
+from morphserve.api.deps import require_admin
 from morphserve.api.fastpath import InferenceFastPath
 from morphserve.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from morphserve.api.routes import (
@@ -21,6 +24,7 @@ from morphserve.api.routes import (
     edits,
     events,
     extensions,
+    fit,
     health,
     infer,
     models,
@@ -33,7 +37,7 @@ from morphserve.api.routes import (
 )
 from morphserve.serving.metrics import Metrics
 from morphserve.serving.registry import Registry
-from morphserve.settings import Settings
+from morphserve.settings import CORS_ANY_WITHOUT_TOKEN, GRACEFUL_SHUTDOWN_S, Settings
 
 log = logging.getLogger("morphserve")
 
@@ -95,20 +99,28 @@ def create_app(
                 await grpc_api.stop(grpc_server)
             app.state.registry.close()
 
+    token = resolve_admin_token(settings) if admin_token is _UNSET else admin_token
+    if token is None and "*" in settings.cors_origins:
+        raise ValueError(CORS_ANY_WITHOUT_TOKEN)
     app = FastAPI(
         title="morphserve",
         version=__version__,
         description="A model server whose PyTorch models can be inspected and edited live while they serve.",
         lifespan=lifespan,
+        # Off unless asked for: Swagger UI and ReDoc load their scripts from a CDN, on the origin of the page that
+        # keeps the admin token (docs.py serves them under a CSP that allows that CDN and nothing else).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.registry = registry
-    app.state.admin_token = resolve_admin_token(settings) if admin_token is _UNSET else admin_token
+    app.state.admin_token = token
+    app.state.policy = Policy(token, frozenset(settings.allowed_hosts), frozenset(settings.cors_origins))
     app.state.grpc_port = None  # the port gRPC bound, once started (--grpc-port 0 picks one)
     errors.install(app)
     # `extensions` before `oip`: its /v2/models/stats is not a model named "stats".
-    for module in (
+    routers = (
         health,
         extensions,
         oip,
@@ -117,14 +129,22 @@ def create_app(
         versions,
         edits,
         rollouts,
+        fit,
         replicas,
         events,
         nodes,
         catalogue,
         ui,
-    ):
+    )
+    for module in routers:
         app.include_router(module.router)
-    app.add_middleware(InferenceFastPath, fastapi=app)  # innermost: inside CORS, the body limit and the metrics
+    if settings.docs:
+        docs.install(app)
+    app.add_middleware(InferenceFastPath, fastapi=app)  # innermost: inside the body limit, access and the metrics
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, streamed=[models.upload_body(settings)])
+    admin = admin_routes((r for module in routers for r in module.router.routes), require_admin)
+    app.add_middleware(AccessMiddleware, policy=app.state.policy, admin=admin)  # before any body is read
+    app.add_middleware(ReadDeadlineMiddleware, timeout=settings.read_timeout_s)
     if settings.cors_origins:  # browsers' preflights for the pages allowed to call the API (origins.py)
         app.add_middleware(
             CORSMiddleware,
@@ -140,6 +160,18 @@ def create_app(
             ],
             expose_headers=["ETag", "Inference-Header-Content-Length", "X-Request-Id"],
         )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, streamed=[models.upload_body(settings)])
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def uvicorn_config(app: FastAPI, settings: Settings) -> Any:
+    """How `serve` runs the app: uvicorn with a deadline on each request's headers (deadlines.py)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        http=protocol_class(settings.read_timeout_s),
+    )

@@ -23,6 +23,12 @@ _DTYPE_ALIASES = {
 }
 
 
+CORS_ANY_WITHOUT_TOKEN = (
+    "--cors-origins '*' lets every web page call this server, and it has no admin token: any page the user visits "
+    "could change or delete its models. Name the pages' origins in --cors-origins, or set --admin-token"
+)
+
+
 def worker_index() -> int | None:
     """Which worker of `serve --workers N` this process is (set by the supervisor), or None for a lone server."""
     value = os.environ.get("MORPHSERVE_WORKER_INDEX")
@@ -41,6 +47,11 @@ def memory_limit() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+#: How long SIGTERM waits for the requests in flight before uvicorn cancels them (its graceful shutdown); the
+#: Kubernetes manifests size terminationGracePeriodSeconds on it (deploy/kubernetes/base/deployment.yaml).
+GRACEFUL_SHUTDOWN_S = 10
+
+
 class Settings(BaseSettings):
     # Inputs are not repeated in errors: `journal` may be a URL with a password.
     model_config = SettingsConfigDict(env_prefix="MORPHSERVE_", extra="ignore", hide_input_in_errors=True)
@@ -50,6 +61,16 @@ class Settings(BaseSettings):
     models: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["digits"],
         description="models to load: zoo names or spec paths, `name=path` to name one (comma-separated in env)",
+    )
+    model_dir: Path | None = Field(
+        None,
+        description="serve every bundle in this directory, each named by its file stem (a model repository: KServe's "
+        "/mnt/models), or the one bundle it is; --model then defaults to none",
+    )
+    model_name: str | None = Field(
+        None,
+        description="the name of the one model --model-dir holds, whatever its file is called (KServe passes the "
+        "InferenceService's name)",
     )
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$", description="auto picks CUDA when present")
     dtype: str | None = Field(
@@ -102,6 +123,25 @@ class Settings(BaseSettings):
         "--max-body-mb)",
     )
     request_timeout_s: float = Field(30.0, gt=0, description="longest an inference waits for its result (504)")
+    feedback_window: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="keep the inputs of the last N requests (in memory, never logged) so that "
+        "POST /v1/models/{m}/feedback can label them by request id; 0: off",
+    )
+    max_fit_steps: int = Field(10_000, ge=1, description="the most optimizer steps a fit job may take")
+    max_fit_seconds: float = Field(600.0, gt=0, description="the longest a fit job may run (it fails after)")
+    max_spec_mb: float = Field(
+        16.0, gt=0, le=1024, description="largest spec.json of an uploaded bundle, decompressed (422 beyond)"
+    )
+    read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="longest a client may take to send a request's headers, or pause while sending its body (408, "
+        "then the connection is closed)",
+    )
     resident_versions: int = Field(4, ge=1, description="versions kept on the device per model")
     follow_interval_ms: float = Field(
         250.0,
@@ -129,6 +169,18 @@ class Settings(BaseSettings):
         le=5000,
         description="the interpreter's GIL switch interval while an edit is built, in microseconds (0: leave it at "
         "Python's 5 ms); short lets the edit take the GIL back from a loaded event loop at once",
+    )
+    render_workers: int = Field(
+        1, ge=1, le=16, description="graph drawings (SVG, DOT) made at once, on a pool of their own"
+    )
+    render_timeout_s: float = Field(
+        20.0, gt=0, le=600, description="longest graphviz may take to draw a graph's SVG before it is stopped (504)"
+    )
+    max_render_nodes: int = Field(
+        1000, ge=1, description="largest graph drawn as SVG (422 beyond: its JSON has everything)"
+    )
+    docs: bool = Field(
+        False, description="serve the interactive API docs at /docs and /redoc (they load scripts from a CDN)"
     )
     grpc_port: int | None = Field(
         None,
@@ -172,6 +224,22 @@ class Settings(BaseSettings):
         raise ValueError(
             "journal must be `sqlite`, `memory` or a PostgreSQL URL postgresql://user[:password]@host[:port]/database"
         )
+
+    @model_validator(mode="after")
+    def _model_dir_replaces_the_default_model(self) -> Settings:
+        """With `--model-dir` the models are the directory's: the default `digits` is served only when asked for."""
+        if self.model_name is not None and self.model_dir is None:
+            raise ValueError("model_name names the model of --model-dir: give --model-dir too")
+        if self.model_dir is not None and "models" not in self.model_fields_set:
+            self.models = []
+        return self
+
+    @model_validator(mode="after")
+    def _cors_any_needs_a_token(self) -> Settings:
+        """A tokenless server is one on loopback without --admin-token (elsewhere a token is generated)."""
+        if "*" in self.cors_origins and self.admin_token is None and self.loopback_only:
+            raise ValueError(CORS_ANY_WITHOUT_TOKEN)
+        return self
 
     @model_validator(mode="after")
     def _blob_dir_needs_a_journal(self) -> Settings:
@@ -231,3 +299,7 @@ class Settings(BaseSettings):
     @property
     def max_dataset_bytes(self) -> int:
         return int(self.max_dataset_mb * 1024 * 1024)
+
+    @property
+    def max_spec_bytes(self) -> int:
+        return int(self.max_spec_mb * 1024 * 1024)

@@ -83,6 +83,19 @@ REQUESTS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
     ),
     ("POST", "/v2/cudasharedmemory/region/{name}/unregister"): ("/v2/cudasharedmemory/region/g/unregister", {}),
     ("POST", "/v2/cudasharedmemory/unregister"): ("/v2/cudasharedmemory/unregister", {}),
+    ("POST", "/v1/models/{model}/fit"): (
+        "/v1/models/digits/fit",
+        {"json": {"train": ["fc3"], "dataset": "eval", "steps": 3}},
+    ),
+    ("DELETE", "/v1/models/{model}/jobs/{job}"): ("/v1/models/digits/jobs/{job}", {}),
+    ("POST", "/v1/models/{model}/feedback"): (
+        "/v1/models/digits/feedback",
+        {"json": {"dataset": "fb", "labels": {"fb-1": 3}}},
+    ),
+}
+#: Server settings a route needs to do something at all.
+CLIENT_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/v1/models/{model}/feedback"): {"feedback_window": 100}
 }
 #: Routes the token-holder is refused for another reason on this (GPU-less) machine: the refusal without the token
 #: still comes first, and the token-holder gets this status and message instead of a 2xx.
@@ -139,9 +152,12 @@ def _shm_object() -> Iterator[None]:
         seg.unlink()
 
 
-def _setup(client: TestClient, rollout: bool = False) -> None:
+def _setup(client: TestClient, key: tuple[str, str] | None = None) -> dict[str, str]:
     """Version 2 with a removable `spare` node; version 1 pinned (so unpinning it does something); version 3
-    staged (to promote, or to roll out); a dataset `eval`; with `rollout`, a rollout of version 3 running."""
+    staged (to promote, or to roll out); a dataset `eval`; for the routes of `key` that need one, a rollout of
+    version 3 running, a fit job running, or a request the feedback window holds. The values of the path's
+    placeholders (`{job}`)."""
+    rollout = key in NEEDS_ROLLOUT
     r = client.post("/v1/models/digits/edits", json={"ops": [identity_insert("relu1", "spare")]}, headers=AUTH)
     assert r.status_code == 200, r.text
     assert client.post("/v1/models/digits/versions/1/pin", headers=AUTH).status_code == 200
@@ -156,6 +172,22 @@ def _setup(client: TestClient, rollout: bool = False) -> None:
     if rollout:
         r = client.put("/v1/models/digits/rollout", json={"candidate": 3, "shadow": 0.5}, headers=AUTH)
         assert r.status_code == 201, r.text
+    subs: dict[str, str] = {}
+    if key == ("DELETE", "/v1/models/{model}/jobs/{job}"):
+        r = client.post(
+            "/v1/models/digits/fit", json={"train": ["fc3"], "dataset": "eval", "steps": 9999}, headers=AUTH
+        )
+        assert r.status_code == 201, r.text
+        subs["job"] = r.json()["id"]
+    if key == ("POST", "/v1/models/{model}/feedback"):
+        r = client.post("/v1/models/digits/infer", json={"inputs": X[:1].tolist()}, headers={"X-Request-Id": "fb-1"})
+        assert r.status_code == 200, r.text
+    return subs
+
+
+def request_path(key: tuple[str, str], subs: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    path, request = REQUESTS[key]
+    return path.format(**subs) if "{" in path else path, request
 
 
 def _state(client: TestClient) -> dict[str, Any]:
@@ -172,6 +204,7 @@ def _state(client: TestClient) -> dict[str, Any]:
     rollout = client.get("/v1/models/digits/rollout")
     out["rollout"] = (rollout.status_code, rollout.json().get("state"), rollout.json().get("id"))
     out["datasets"] = client.get("/v1/models/digits/datasets").json()
+    out["jobs"] = [(j["id"], j["state"]) for j in client.get("/v1/models/digits/jobs").json()["jobs"]]
     return out
 
 
@@ -187,9 +220,9 @@ def test_mutating_routes_are_enumerated() -> None:
 def test_mutating_route_needs_the_token_and_does_nothing_without_it(
     make_client: Callable[..., TestClient], method: str, template: str
 ) -> None:
-    client = make_client()
-    _setup(client, rollout=(method, template) in NEEDS_ROLLOUT)
-    path, request = REQUESTS[(method, template)]
+    key = (method, template)
+    client = make_client(**CLIENT_OPTIONS.get(key, {}))
+    path, request = request_path(key, _setup(client, key))
     kw = dict(request)
     headers = kw.pop("headers", {})
     before = _state(client)

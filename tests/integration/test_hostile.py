@@ -42,6 +42,7 @@ LIMIT = int(LIMIT_MB * 1024 * 1024)
 JSON_CT = {"Content-Type": "application/json"}
 OCTET = {**AUTH, "Content-Type": "application/octet-stream"}
 ROW = np.linspace(0, 1, 64, dtype=np.float32).reshape(1, 64)
+MHA = {"type": "MultiheadAttention", "embed_dim": 64, "num_heads": 4}
 
 
 # -- payload builders ---------------------------------------------------------------------------------------------
@@ -690,6 +691,47 @@ CASES: list[Case] = [
         422,
         ("version",),
     ),
+    # --- issue 24, item 6: each was a 500 -------------------------------------------------------------------------
+    (
+        "insert-multihead-attention",
+        "POST",
+        "/v1/models/digits/layers",
+        {"json": {"after": "relu1", "layer": MHA}, "headers": AUTH},
+        422,
+        ("MultiheadAttention",),
+    ),
+    (
+        "replace-with-multihead-attention",
+        "PUT",
+        "/v1/models/digits/layers/relu1",
+        {"json": {"layer": MHA}, "headers": AUTH},
+        422,
+        ("MultiheadAttention", "relu1"),
+    ),
+    (
+        "edit-replace-with-multihead-attention-dry-run",
+        "POST",
+        EDITS,
+        {"json": {"ops": [{"op": "replace", "node": "fc2", "layer": MHA}], "dry_run": True}, "headers": AUTH},
+        422,
+        ("MultiheadAttention",),
+    ),
+    (
+        "min-version-beyond-the-journal",
+        "POST",
+        V1 + "?min_version=99",
+        {"json": {"inputs": ROW.tolist()}},
+        404,
+        ("no replica", "99"),
+    ),
+    (
+        "oip-min-version-beyond-the-journal",
+        "POST",
+        OIP + "?min_version=1000000",
+        {"content": _oip_json([0.0] * 64), "headers": JSON_CT},
+        404,
+        ("no replica",),
+    ),
     ("graph-version-beyond-64-bits", "GET", f"/v1/models/digits/graph?version={1 << 70}", {}, 422, ("version",)),
     (
         "pin-version-beyond-64-bits",
@@ -935,3 +977,27 @@ def test_real_server_memory_stays_bounded_under_hostile_bodies(
         # still serving, nothing changed
         assert c.get("/v1/models/digits").json()["version"] == version
         assert c.post(V1, json={"inputs": ROW.tolist()}).status_code == 200
+
+
+# -- issue 24, item 6 and 7 -----------------------------------------------------------------------------------------
+def test_min_version_beyond_the_journal_is_refused_at_once(hostile_client: TestClient) -> None:
+    """No replica can have a version the journal does not hold: 404 naming the newest, without the 2 s wait
+    (--min-version-wait-ms) that used to end in a 503."""
+    t0 = time.perf_counter()
+    body = assert_error(hostile_client.post(V1 + "?min_version=5", json={"inputs": ROW.tolist()}), 404, "newest is")
+    assert time.perf_counter() - t0 < 1.0
+    assert body["min_version"] == 5 and body["latest"] >= 1
+    r = hostile_client.post(V1 + f"?min_version={body['latest']}", json={"inputs": ROW.tolist()})
+    assert r.status_code == 200  # the version it has is served as ever
+
+
+def test_a_deleted_model_leaves_no_metric_series(hostile_client: TestClient) -> None:
+    create = hostile_client.post("/v1/models", json={"name": "gone", "zoo": "digits"}, headers=AUTH)
+    assert create.status_code == 201, create.text
+    assert hostile_client.post("/v1/models/gone/infer", json={"inputs": ROW.tolist()}).status_code == 200
+    edit = hostile_client.post("/v1/models/gone/edits", json={"ops": [{"op": "remove", "node": "relu2"}]}, headers=AUTH)
+    assert edit.status_code == 200, edit.text
+    assert 'model="gone"' in hostile_client.get("/metrics").text
+    assert hostile_client.delete("/v1/models/gone", headers=AUTH).status_code == 200
+    left = [line for line in hostile_client.get("/metrics").text.splitlines() if 'model="gone"' in line]
+    assert not left, left[:5]

@@ -128,6 +128,27 @@ def test_graph_if_none_match_304(client: TestClient) -> None:
     assert r.status_code == 304
 
 
+def test_graph_json_is_described_once_per_version_and_revalidated(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The web page fetches a version's graph once and keeps it: the answer says to revalidate (no-cache, with the
+    ETag), and the server describes each version once while it holds it (10,000 nodes take ~0.3 s to describe)."""
+    from morphserve.api.routes import models as routes
+
+    calls: list[int] = []
+    real = routes.describe
+    monkeypatch.setattr(routes, "describe", lambda v: calls.append(v.version) or real(v))
+    _edit(client, [identity_insert()])
+    first = client.get("/v1/models/digits/graph?version=2")
+    again = client.get("/v1/models/digits/graph?version=2")
+    assert first.headers["cache-control"] == "no-cache" and first.headers["etag"] == '"2"'
+    assert first.content == again.content and first.json()["version"] == 2
+    client.get("/v1/models/digits/graph?version=1")
+    assert calls == [2, 1]
+    r = client.get("/v1/models/digits/graph?version=2", headers={"If-None-Match": '"2"'})
+    assert r.status_code == 304 and r.headers["cache-control"] == "no-cache"
+
+
 def test_graph_versions_param(client: TestClient) -> None:
     _edit(client, [identity_insert(name="ident")])
     v1 = client.get("/v1/models/digits/graph?version=1")

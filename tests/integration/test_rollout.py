@@ -6,6 +6,7 @@ threads, so the tests wait for their outcomes with deadlines on the state the AP
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -169,6 +170,7 @@ def test_a_function_preserving_insert_under_canary_is_promoted_and_answers_never
     assert version == candidate and np.allclose(out, want[:5], atol=1e-5)
 
 
+@pytest.mark.slow  # 5,000 requests: ~10 s on 2 cores
 def test_the_canary_fraction_holds_and_a_sticky_header_never_changes_sides(
     make_client: Callable[..., TestClient],
 ) -> None:
@@ -218,6 +220,29 @@ def test_an_evaluation_gate_scores_both_versions_before_any_traffic(make_client:
     assert client.put(ROLLOUT, json=spec, headers=AUTH).status_code == 201
     _until(lambda: _state(client)["state"] == "running", "the identity insert passed its evaluation")
     assert _state(client)["gates"]["max_eval_regression"]["ok"] is True
+
+
+def test_evaluation_gates_alone_decide_a_rollout_that_takes_no_traffic(
+    make_client: Callable[..., TestClient],
+) -> None:
+    """Neither shadow nor canary: no request will ever reach the candidate, so passing the evaluation promotes it
+    (and failing it aborts it) instead of leaving it running for evidence that cannot come."""
+    client = make_client()
+    x, y = _digits(400, offset=1000)
+    body = save_safetensors({"input": torch.from_numpy(x), "labels": torch.from_numpy(y)})
+    headers = {**AUTH, "Content-Type": "application/octet-stream"}
+    assert client.put("/v1/models/digits/datasets/heldout", content=body, headers=headers).status_code == 201
+    grown = _stage(client, {"ops": [identity_insert()]})
+    spec = {"candidate": grown, "eval_dataset": "heldout", "gates": {"min_eval_accuracy": 0.9}}
+    assert client.put(ROLLOUT, json=spec, headers=AUTH).status_code == 201
+    _until(lambda: _state(client)["state"] not in ("evaluating", "running"), "the evaluation decided")
+    done = _state(client)
+    assert (done["state"], done["promoted_as"], done["reason"]) == ("promoted", grown, "every evaluation gate passed")
+    assert done["evidence"]["requests"] == 0 and client.get("/v1/models/digits").json()["version"] == grown
+    broken = _stage(client, {"ops": [{"op": "replace", "node": "fc3", **FRESH_HEAD}]})
+    assert client.put(ROLLOUT, json={**spec, "candidate": broken}, headers=AUTH).status_code == 201
+    _until(lambda: _state(client)["state"] not in ("evaluating", "running"), "the evaluation decided")
+    assert _state(client)["state"] == "aborted" and client.get("/v1/models/digits").json()["version"] == grown
 
 
 def test_a_rollout_survives_a_restart(make_client: Callable[..., TestClient]) -> None:
@@ -329,3 +354,32 @@ def test_requests_naming_a_version_bypass_the_rollout(make_client: Callable[...,
         else int(client.post("/v2/models/digits/infer", json=_oip(X)).json()["model_version"])
     )
     assert unversioned == candidate
+
+
+def test_a_rollout_still_evaluating_when_the_server_restarts_is_evaluated_again(
+    make_client: Callable[..., TestClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import morphserve.serving.rollouts as rollouts_module
+
+    real, go = rollouts_module.evaluate, threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        assert go.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rollouts_module, "evaluate", held)
+    client = make_client()
+    x, y = _digits(200, offset=1000)
+    body = save_safetensors({"input": torch.from_numpy(x), "labels": torch.from_numpy(y)})
+    headers = {**AUTH, "Content-Type": "application/octet-stream"}
+    assert client.put("/v1/models/digits/datasets/heldout", content=body, headers=headers).status_code == 201
+    grown = _stage(client, {"ops": [identity_insert()]})
+    spec = {"candidate": grown, "canary": 0.5, "eval_dataset": "heldout", "gates": {"max_eval_regression": 0.0}}
+    started = client.put(ROLLOUT, json=spec, headers=AUTH).json()
+    assert started["state"] == "evaluating"
+    client.__exit__(None, None, None)  # the server stops while the evaluation waits
+    again = make_client()
+    assert _state(again)["state"] == "evaluating" and _state(again)["id"] == started["id"]
+    go.set()  # the old evaluation finds its server gone and gives up; the new one runs
+    _until(lambda: _state(again)["state"] == "running", "the restarted server evaluated the candidate")
+    assert _state(again)["evidence"]["evaluation"]["candidate"]["accuracy"] > 0.9

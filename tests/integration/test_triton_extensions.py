@@ -63,19 +63,12 @@ def test_statistics_count_requests_rows_and_batches_per_version(client: TestClie
     assert_error(client.get("/v2/models/nope/stats"), 404)
 
 
-class RepositorySettings(Settings):
-    """Settings with the model repository, `--model-dir` (the deploy work's setting: declared here for a checkout
-    that does not have it yet; the same field where it does)."""
-
-    model_dir: Path | None = None
-
-
 @pytest.fixture
 def repository(tmp_path: Path) -> Iterator[TestClient]:
     root = tmp_path / "repo"
     root.mkdir()
     write_bundle(load_zoo("digits", as_name="tiny"), root / "tiny.zip")
-    settings = RepositorySettings(models=["digits"], admin_token=TOKEN, state_dir=tmp_path / "state", model_dir=root)
+    settings = Settings(models=["digits"], admin_token=TOKEN, state_dir=tmp_path / "state", model_dir=root)
     with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as client:
         yield client
 
@@ -84,7 +77,9 @@ def test_repository_index_load_and_unload(repository: TestClient) -> None:
     client = repository
     index = {m["name"]: m for m in client.post("/v2/repository/index").json()}
     assert index["digits"] == {"name": "digits", "version": "1", "state": "READY", "reason": ""}
-    assert "tiny" in index and index["mlp"] == {
+    # the repository's bundles are served from the start (Triton's default model control mode), the zoo's on a load
+    assert index["tiny"] == {"name": "tiny", "version": "1", "state": "READY", "reason": ""}
+    assert index["mlp"] == {
         "name": "mlp",
         "version": "",
         "state": "UNAVAILABLE",

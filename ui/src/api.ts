@@ -1,6 +1,6 @@
 // The server's public REST API, as the page uses it: same routes as any client (docs/API.md), same origin.
 import type {
-  EditResponse, Graph, GraphDiff, JsonSchema, ModelInfo, NodeHistory, NodeWeights, Op, VersionList,
+  EditResponse, Graph, GraphDiff, JsonSchema, ModelInfo, NodeHistory, NodeWeights, Op, Rollout, RolloutSpec, VersionList,
 } from "./types";
 
 /** A refusal from the server: its `error` words and the structured fields (`op`, `node`, `field`, ...). */
@@ -28,14 +28,14 @@ export const token = {
 
 const enc = encodeURIComponent;
 
-async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
+async function request<T>(method: string, path: string, body?: unknown, cache: RequestCache = "default"): Promise<T> {
   const headers: Record<string, string> = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const t = token.get();
   if (t && method !== "GET") headers.Authorization = `Bearer ${t}`;
   let resp: Response;
   try {
-    resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache });
   } catch {
     throw new ApiError(0, "the server cannot be reached");
   }
@@ -56,8 +56,11 @@ async function request<T>(method: string, path: string, body?: unknown): Promise
 
 export const api = {
   models: () => request<{ models: ModelInfo[] }>("GET", "/v1/models").then((r) => r.models),
-  graph: (m: string, version?: number) =>
-    request<Graph>("GET", `/v1/models/${enc(m)}/graph${version ? `?version=${version}` : ""}`),
+  model: (m: string) => request<ModelInfo>("GET", `/v1/models/${enc(m)}`),
+  /** One version's graph. A version never changes, so the browser keeps it and revalidates with its ETag (the
+   *  server answers 304): `fresh` skips the browser's copy (a model deleted and created again under its name). */
+  graph: (m: string, version: number, fresh = false) =>
+    request<Graph>("GET", `/v1/models/${enc(m)}/graph?version=${version}`, undefined, fresh ? "reload" : "default"),
   versions: (m: string) => request<VersionList>("GET", `/v1/models/${enc(m)}/versions`),
   diff: (m: string, from: number, to: number) =>
     request<GraphDiff>("GET", `/v1/models/${enc(m)}/diff?from=${from}&to=${to}`),
@@ -74,6 +77,10 @@ export const api = {
     request<EditResponse>("POST", `/v1/models/${enc(m)}/rollback`, { version: to, if_version: ifVersion }),
   pin: (m: string, v: number, pinned: boolean) =>
     request<unknown>(pinned ? "POST" : "DELETE", `/v1/models/${enc(m)}/versions/${v}/pin`),
+  rollout: (m: string) => request<Rollout>("GET", `/v1/models/${enc(m)}/rollout`),
+  startRollout: (m: string, spec: RolloutSpec) => request<Rollout>("PUT", `/v1/models/${enc(m)}/rollout`, spec),
+  promote: (m: string) => request<Rollout>("POST", `/v1/models/${enc(m)}/rollout/promote`),
+  abort: (m: string) => request<Rollout>("POST", `/v1/models/${enc(m)}/rollout/abort`),
   metrics: async (): Promise<string> => {
     const resp = await fetch("/metrics");
     if (!resp.ok) throw new ApiError(resp.status, "metrics unavailable");

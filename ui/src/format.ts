@@ -18,6 +18,7 @@ const CATEGORY_OF: Record<string, Category> = {
 export function category(n: GraphNode): Category {
   if (n.kind === "input" || n.kind === "output") return n.kind;
   if (n.kind === "function") return n.function === "flatten" ? "reshape" : "function";
+  if (n.kind === "parameter") return "regular";
   return CATEGORY_OF[n.layer?.type ?? ""] ?? "dense";
 }
 
@@ -31,6 +32,7 @@ export const CATEGORY_LABEL: Record<Category, string> = {
 export function summary(n: GraphNode): string {
   if (n.kind === "input") return "input";
   if (n.kind === "output") return "output";
+  if (n.kind === "parameter") return "parameter";
   if (n.kind === "function") {
     const args = Object.entries(n.args ?? {}).map(([k, v]) => `${k}=${fmtValue(v)}`).join(" ");
     return args ? `${n.function} ${args}` : String(n.function);
@@ -62,7 +64,10 @@ export function summary(n: GraphNode): string {
 }
 
 export function fmtValue(v: unknown): string {
-  if (Array.isArray(v)) return v.every((x) => x === v[0]) && v.length > 0 ? String(v[0]) : v.join("×");
+  if (Array.isArray(v)) {
+    if (v.some((x) => typeof x === "object" && x !== null)) return `[${v.map(fmtValue).join(", ")}]`;
+    return v.every((x) => x === v[0]) && v.length > 0 ? String(v[0]) : v.join("×");
+  }
   if (typeof v === "object" && v !== null) return JSON.stringify(v);
   return String(v);
 }

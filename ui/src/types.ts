@@ -1,6 +1,6 @@
 // The JSON shapes of the server's public API that the page reads (docs/API.md).
 
-export type Kind = "input" | "layer" | "function" | "output";
+export type Kind = "input" | "layer" | "function" | "parameter" | "output";
 
 export interface TensorSpec {
   name: string;
@@ -18,6 +18,10 @@ export interface GraphNode {
   shape: number[];
   datatype: string;
   params: number;
+  /** The node's module path, dot-separated, its own name last (`distilbert.transformer.layer.0.attention.q_lin`),
+   *  where import recorded one. */
+  path?: string | null;
+  parameter?: { shape: number[]; datatype?: string } | null;
 }
 
 export interface Graph {
@@ -45,6 +49,10 @@ export interface ModelInfo {
   inputs: TensorSpec[];
   outputs: TensorSpec[];
   params: number;
+  /** The newest version, staged ones included. */
+  latest?: number;
+  /** The id of the rollout running on this model, if one is. */
+  rollout?: string | null;
 }
 
 export interface VersionInfo {
@@ -54,6 +62,8 @@ export interface VersionInfo {
   ops: Op[];
   resident: boolean;
   pinned: boolean;
+  /** Committed without becoming current (`stage: true`): it serves only requests that name it. */
+  staged?: boolean;
 }
 
 export interface VersionList {
@@ -142,4 +152,62 @@ export interface JsonSchema {
   $ref?: string;
   $defs?: Record<string, JsonSchema>;
   discriminator?: { propertyName: string; mapping: Record<string, string> };
+}
+
+/** `PUT /v1/models/{m}/rollout`'s body. */
+export interface RolloutSpec {
+  candidate: number;
+  shadow?: number;
+  canary?: number;
+  sticky_header?: string | null;
+  gates?: Record<string, number | string | null> | null;
+  eval_dataset?: string | null;
+}
+
+export interface RoleStats {
+  requests: number;
+  errors: number;
+  error_rate: number | null;
+  p50_ms: number | null;
+  p99_ms: number | null;
+}
+
+export interface OutputComparison {
+  rows: number;
+  agreement: number | null;
+  rule: string;
+  max_abs: { p50: number | null; p99: number | null };
+  relative_l2: { p50: number | null; p99: number | null };
+  flips: { classes: number; changed: { from: number; to: number; count: number }[] } | null;
+}
+
+export interface GateState {
+  bound: number;
+  value: number | null;
+  ok: boolean | null;
+  rule?: string;
+}
+
+/** `GET /v1/models/{m}/rollout`: the running rollout with its live evidence, or the last one that ended. */
+export interface Rollout {
+  id: string;
+  candidate: number;
+  baseline: number;
+  state: "evaluating" | "running" | "promoted" | "aborted";
+  spec: RolloutSpec;
+  started_at: number;
+  ended_at: number | null;
+  reason: string | null;
+  evidence: {
+    requests: number;
+    roles: { current: RoleStats; candidate: RoleStats };
+    shadow: { runs: number; dropped: number };
+    /** The compute time of shadowed requests on both sides: comparable where end-to-end latencies are not (a
+     *  shadow run waits for idle time by design). */
+    shadow_compute?: Record<"current" | "candidate", { p50_ms: number | null; p99_ms: number | null }>;
+    outputs: OutputComparison[];
+    evaluation: Record<string, unknown> | null;
+  } | null;
+  gates: Record<string, GateState> | null;
+  promoted_as: number | null;
 }

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from morphserve.graph.arrays import ArrayError
 from morphserve.graph.errors import EditError, GraphError, NotFoundError, SpecError
@@ -24,9 +25,14 @@ from morphserve.graph.live import ConflictError
 from morphserve.serving.errors import (
     BadInputError,
     InferenceTimeoutError,
+    JobConflictError,
     ModelExistsError,
     ModelTooLargeError,
     QueueFullError,
+    RenderBusyError,
+    RenderTimeoutError,
+    RenderTooLargeError,
+    RenderUnavailableError,
     RolloutConflictError,
     UnavailableError,
     VersionBehindError,
@@ -41,6 +47,8 @@ from morphserve.store import (
     VersionConflictError,
 )
 from morphserve.wire.oip_codec import OIPError
+
+from .logtext import printable
 
 log = logging.getLogger("morphserve.api")
 
@@ -67,8 +75,13 @@ STATUS: list[tuple[type[Exception], int]] = [
     (VersionConflictError, 409),  # another writer took the version number
     (ModelExistsError, 409),
     (RolloutConflictError, 409),  # a rollout runs already, or the candidate is the current version
+    (JobConflictError, 409),  # a fit job trains this model already
     (DocConflictError, 409),  # a rollout or dataset changed meanwhile (another replica decided first)
     (QueueFullError, 503),  # with Retry-After
+    (RenderBusyError, 503),  # too many graph renders waiting; with Retry-After
+    (RenderTimeoutError, 504),  # a graph's drawing ran past --render-timeout-s
+    (RenderUnavailableError, 501),  # SVG without graphviz
+    (RenderTooLargeError, 422),  # more nodes than --max-render-nodes
     (VersionBehindError, 503),  # ?min_version= not applied here in time; with Retry-After, names the version it has
     (UnavailableError, 503),  # the model is shutting down
     (InferenceTimeoutError, 504),
@@ -88,10 +101,10 @@ STATUS: list[tuple[type[Exception], int]] = [
 #: Status codes an error may carry, for the OpenAPI `responses` of each route. 415: a body route sent
 #: something other than its content type; 504: an inference that outlived --request-timeout-s.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 422, 500, 503, 504, 507)
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 408, 409, 413, 415, 422, 500, 503, 504, 507)
 }
-#: What any route can answer before it runs: a bad or oversize body (BodyLimitMiddleware).
-TRANSPORT_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 413)}
+#: What any route can answer before it runs: a bad, oversize or too slow body (BodyLimitMiddleware, deadlines.py).
+TRANSPORT_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 408, 413)}
 
 
 #: The gRPC status of each HTTP status a domain error maps to (STATUS above), so that both protocols refuse alike.
@@ -153,7 +166,7 @@ async def _domain(request: Request, exc: Exception) -> Response:
     status = status_of(exc)
     retry = getattr(exc, "retry_after_s", None)
     if status >= 500 and status != 503:
-        log.error("%s %s -> %d: %s", request.method, request.url.path, status, _message(exc))
+        log.error("%s %s -> %d: %s", request.method, printable(request.url.path), status, printable(_message(exc)))
     return error_response(status, _message(exc), {"Retry-After": str(retry)} if retry else None, **_fields(exc))
 
 
@@ -180,7 +193,12 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         return error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}) or None)
 
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, exc: ClientDisconnect) -> Response:
+        """The client left (or was cut off by the read deadline) before its body was complete: nobody reads this."""
+        return error_response(400, "the client disconnected before its request body was complete")
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        log.exception("unhandled error on %s %s", request.method, printable(request.url.path))
         return error_response(500, "internal server error")

@@ -14,6 +14,7 @@ OpenAPI schema still documents the routes, which stay registered.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from morphserve.api.fastjson import ORJSONRequest, check_json_body
+from morphserve.api.fastjson import ORJSONRequest, check_json_body, loads, parse_body
 from morphserve.api.routes import infer as v1
 from morphserve.api.routes import oip
 from morphserve.api.schemas import V1InferRequest
@@ -36,14 +37,20 @@ _ROUTES = {
 
 async def _v1(request: Request, model: str) -> Response:
     check_json_body(request)
-    if not await request.body():  # as FastAPI reports a missing body
+    raw = await request.body()
+    if not raw:  # as FastAPI reports a missing body
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
-    doc = await request.json()
+    registry = request.app.state.registry
+    doc = await parse_body(len(raw), lambda: loads(raw))
     try:
         body = V1InferRequest.model_validate(doc, from_attributes=True)  # FastAPI's mode, its messages
     except ValidationError as e:  # as FastAPI reports a body that fails its model
         raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
-    return await v1.infer(request, model, body, request.app.state.registry, None)
+    del doc
+    # a large body's arrays are made on the large-body pool; its Python lists go before the inference waits
+    arrays = await parse_body(len(raw), functools.partial(v1.arrays_of, model, body, registry))
+    del body
+    return await v1.answer(model, arrays, registry, request)
 
 
 async def _oip(request: Request, model: str) -> Response:

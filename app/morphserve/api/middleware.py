@@ -1,4 +1,5 @@
-"""Pure-ASGI middleware (cheaper than BaseHTTPMiddleware on the hot path): body size limit, metrics, logs."""
+"""Pure-ASGI middleware (cheaper than BaseHTTPMiddleware on the hot path): body size limit, metrics, logs, and the
+security headers of every response."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from morphserve.serving.metrics import Metrics
+
+from .logtext import printable
 
 log = logging.getLogger("morphserve.http")
 
@@ -107,6 +110,19 @@ class BodyLimitMiddleware:
 
 _ids = itertools.count(1)
 _PREFIX = f"{os.getpid():x}-"
+#: Every response that does not bring its own (the web page's, the docs'): nothing in an API answer may run, load
+#: anything, or be framed, even when a browser is tricked into rendering one (an SVG, a JSON body) as a page.
+API_CSP = b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'; sandbox"
+
+
+def _secure(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    names = {k.lower() for k, _ in headers}
+    extra = []
+    if b"x-content-type-options" not in names:
+        extra.append((b"x-content-type-options", b"nosniff"))
+    if b"content-security-policy" not in names:
+        extra.append((b"content-security-policy", API_CSP))
+    return [*headers, *extra] if extra else headers
 
 
 class MetricsMiddleware:
@@ -121,13 +137,14 @@ class MetricsMiddleware:
         start = time.perf_counter()
         status = 500
         request_id = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")[:64] or f"{_PREFIX}{next(_ids)}"
+        scope.setdefault("state", {})["request_id"] = request_id  # routes read it (feedback labels by it)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("latin-1"))]
+                headers = _secure(list(message.get("headers", [])))
+                message["headers"] = [*headers, (b"x-request-id", request_id.encode("latin-1"))]
             await send(message)
 
         try:
@@ -143,9 +160,9 @@ class MetricsMiddleware:
                 log.log(
                     logging.INFO if status < 500 else logging.ERROR,
                     "request_id=%s %s %s -> %d (%.1f ms)",
-                    request_id,
+                    printable(request_id),
                     method,
-                    scope["path"],
+                    printable(scope["path"]),
                     status,
                     elapsed * 1000,
                 )

@@ -5,14 +5,13 @@ into its messages (json_format), so both protocols say the same thing from one p
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from morphserve.graph import ZOO, ModelVersion, NotFoundError
+from morphserve.graph import ZOO, ModelVersion, NotFoundError, SpecError
 from morphserve.serving.compile import MODES
 from morphserve.serving.errors import BadInputError
 from morphserve.serving.registry import Registry
-from morphserve.serving.sources import NAME, BundleSource, ModelSource, ZooSource
+from morphserve.serving.sources import NAME, BundleSource, ModelSource, ZooSource, bundles_in
 
 #: What `GET /v2` and gRPC's ServerMetadata list (Triton's extension names).
 EXTENSIONS = [
@@ -24,8 +23,6 @@ EXTENSIONS = [
     "parameters",
 ]
 PLATFORM = "pytorch_torchfx"
-#: Bundle files a model repository directory may hold for model NAME, in the order they are looked for.
-_BUNDLE_FORMS = ("{}.zip", "{}", "{}.json")
 
 
 def extensions(registry: Registry) -> list[str]:
@@ -125,34 +122,24 @@ async def statistics(registry: Registry, model: str | None, version: int | None)
     return {"model_stats": out}
 
 
-def repository_dir(registry: Registry) -> Path | None:
-    """The model repository: `--model-dir` (the directory of bundles `serve` loads at start, KServe's /mnt/models;
-    it arrives with the deploy work of another branch, hence read by name here: None where the setting is absent)."""
-    root = getattr(registry.settings, "model_dir", None)
-    return root if isinstance(root, Path) and root.is_dir() else None
-
-
-def _repository_bundle(registry: Registry, name: str) -> Path | None:
-    root = repository_dir(registry)
-    if root is None or not NAME.match(name):
-        return None
-    for form in _BUNDLE_FORMS:
-        path = root / form.format(name)
-        if path.exists():
-            return path
-    return None
-
-
-def _repository_names(registry: Registry) -> list[str]:
-    root = repository_dir(registry)
+def _repository(registry: Registry) -> dict[str, ModelSource]:
+    """The model repository: the bundles of `--model-dir` (KServe's /mnt/models) by name, found by the rules the
+    server's start uses (sources.bundles_in: `*.zip`, spec `*.json`, directories with a spec.json, or the one bundle
+    the directory is, named `--model-name` or by its file stem). Read on each call: a bundle copied in later can be
+    loaded without a restart, as in Triton's explicit model control mode."""
+    root, name = registry.settings.model_dir, registry.settings.model_name
     if root is None:
-        return []
-    names = set()
-    for path in root.iterdir():
-        name = path.name.removesuffix(".zip").removesuffix(".json")
-        if NAME.match(name) and _repository_bundle(registry, name) is not None:
-            names.add(name)
-    return sorted(names)
+        return {}
+    try:
+        found = bundles_in(root, name)
+    except SpecError:  # gone, or holds no bundle (now): an empty repository
+        return {}
+    named = {
+        asked if asked is not None else source.path.stem: source
+        for asked, source in found
+        if isinstance(source, BundleSource)
+    }
+    return {n: s for n, s in named.items() if NAME.match(n)}
 
 
 def repository_index(registry: Registry, ready_only: bool) -> list[dict[str, Any]]:
@@ -168,7 +155,7 @@ def repository_index(registry: Registry, ready_only: bool) -> list[dict[str, Any
     if not ready_only:
         for name, why in registry.failed.items():
             index.setdefault(name, {"name": name, "version": "", "state": "UNAVAILABLE", "reason": why})
-        for name in _repository_names(registry):
+        for name in sorted(_repository(registry)):
             index.setdefault(name, {"name": name, "version": "", "state": "UNAVAILABLE", "reason": "unloaded"})
         for name in ZOO:
             index.setdefault(name, {"name": name, "version": "", "state": "UNAVAILABLE", "reason": "unloaded (zoo)"})
@@ -177,12 +164,12 @@ def repository_index(registry: Registry, ready_only: bool) -> list[dict[str, Any
 
 def load_source(registry: Registry, name: str) -> ModelSource:
     """Where `load` finds a model: a bundle of the model repository (--model-dir), else the zoo."""
-    path = _repository_bundle(registry, name)
-    if path is not None:
-        return BundleSource(path)
+    source = _repository(registry).get(name)
+    if source is not None:
+        return source
     if name in ZOO:
         return ZooSource(name)
-    root = repository_dir(registry)
+    root = registry.settings.model_dir
     where = f"the model repository {root} (--model-dir) or " if root is not None else ""
     raise NotFoundError(f"no model {name!r} in {where}the zoo ({', '.join(ZOO)})", model=name)
 

@@ -10,31 +10,39 @@ It needs no cooperation from the model's code, which is what lets a Hugging Face
 mode (TorchDynamo) would add bytecode-level restrictions without helping here, so it is not used, and there is
 no fx fallback: a model export cannot capture is refused with export's reason rather than captured differently.
 
-The exported program never leaves this machine: it is walked into a spec (catalogue layers + allowlisted
-functions + parameter nodes) and safetensors weights, the bundle the server already reads.
+The exported program is lowered to Core ATen (lower.py) and never leaves this machine: it is walked into a spec
+(catalogue layers, Core ATen function nodes, size and parameter nodes) and safetensors weights, the bundle the
+server reads.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 import torch
+import torch.fx as fx
 from pydantic import ValidationError
 from torch import nn
-from torch.export import Dim
+from torch.export import Dim, ExportedProgram
+from torch.export.graph_signature import InputKind
 
 from morphserve.graph.errors import GraphError
 from morphserve.graph.spec import TensorSpec, parse_spec
 from morphserve.graph.version import ModelVersion, make_version
 
+from . import hf
+from .binding import Bound, bind
+from .lower import lower
 from .marks import marked
 from .refusals import CaptureError, at, export_failure, user_code_failure, where_exception
-from .walk import Walker
+from .walk import CACHES, Walker
 
 EXAMPLE_BATCH = 2
 EXAMPLE_SIZE = 32  # what a -1 dimension other than the batch is during capture (the shape probes use 32 too)
@@ -64,14 +72,24 @@ def parse_input(text: str | TensorSpec | dict[str, Any]) -> TensorSpec:
         ) from None
 
 
-def example_inputs(specs: Sequence[TensorSpec], batch: int = EXAMPLE_BATCH, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Inputs of the signature with every -1 set (batch `batch`, other dims EXAMPLE_SIZE); ints are 0 or 1."""
+def example_inputs(
+    specs: Sequence[TensorSpec], batch: int = EXAMPLE_BATCH, seed: int = 0, size: int = EXAMPLE_SIZE
+) -> tuple[torch.Tensor, ...]:
+    """Inputs of the signature with every -1 set (batch `batch`, other dims `size`, within the input's bounds).
+
+    Integer inputs are 0 or 1 (valid ids for any vocabulary), masks are all ones and type or position ids zeros
+    (a random mask can leave a row with nothing to attend to, and a model with one token type has only type 0)."""
     g = torch.Generator().manual_seed(seed)
     out = []
     for t in specs:
-        shape = [batch if i == 0 else EXAMPLE_SIZE if d == -1 else d for i, d in enumerate(t.shape)]
+        shape = list(t.example_shape(batch=batch, size=size))
+        name = t.name.lower()
         if t.dtype.is_floating_point:
             out.append(torch.randn(shape, generator=g).to(t.dtype))
+        elif "mask" in name:
+            out.append(torch.ones(shape, dtype=t.dtype))
+        elif "type" in name or "position" in name:
+            out.append(torch.zeros(shape, dtype=t.dtype))
         elif t.dtype == torch.bool:
             out.append(torch.randint(0, 2, shape, generator=g).bool())
         else:
@@ -118,43 +136,170 @@ def _no_custom_autograd() -> Iterator[None]:
         torch.autograd.Function.apply = original  # type: ignore[method-assign]
 
 
+@dataclass
+class Captured:
+    """A capture's result and what the user should be told about it (one line each)."""
+
+    version: ModelVersion
+    notes: list[str]
+
+
 def capture(
     module: nn.Module, inputs: Sequence[str | TensorSpec | dict[str, Any]], *, name: str = "model", check: bool = True
 ) -> ModelVersion:
-    """Version 1 of `module` as an editable graph, in eval mode. `inputs`: one per forward argument, in order.
+    """Version 1 of `module` as an editable graph, in eval mode. `inputs`: one per tensor argument of forward,
+    bound by name where forward has a parameter of that name, else by position (binding.py).
 
     With `check`, the captured graph is run on the example inputs and must reproduce the module's outputs.
     Raises CaptureError with a one-line reason naming the construct and the line of code.
     """
+    return capture_with_notes(module, inputs, name=name, check=check).version
+
+
+def capture_with_notes(
+    module: nn.Module,
+    inputs: Sequence[str | TensorSpec | dict[str, Any]],
+    *,
+    name: str = "model",
+    check: bool = True,
+    output_names: Sequence[str] | None = None,
+) -> Captured:
+    """`capture`, with the notes for the user (a cache turned off, tied weights kept as one). `output_names`, when
+    given (an ONNX model's), name the outputs in order instead of the names forward's result gives them."""
     specs = [parse_input(t) for t in inputs]
+    notes: list[str] = []
     module.eval()
-    examples = example_inputs(specs)
-    dynamic = tuple({i: Dim.DYNAMIC for i, d in enumerate(t.shape) if d == -1} for t in specs)
+    bound = bind(module, specs)
+    hf.prepare(module, bound, notes)
     with _quiet(), _no_custom_autograd():
-        try:
-            with torch.no_grad():
-                expected = module(*examples)
-        except CaptureError:
-            raise
-        except Exception as e:  # noqa: BLE001 - the user's forward failing on a valid input of its signature
-            raise user_code_failure(e, f"forward on inputs of shapes {[list(x.shape) for x in examples]}") from None
+        examples, expected = _run_eagerly(module, specs, bound)
+        args, kwargs = bound.call_args(examples)
+        dynamic = _dynamic_shapes(specs, bound)
         with marked(module) as calls:
             try:
-                ep = torch.export.export(module, examples, dynamic_shapes=dynamic, strict=False)
+                ep = torch.export.export(_rooted(module), args, kwargs, dynamic_shapes=dynamic, strict=False)
             except Exception as e:  # noqa: BLE001 - export raises many types; each becomes one line
                 raise export_failure(e) from None
-        spec, modules = Walker(ep, module, calls, specs, name).run()
+            try:  # still inside marked(): the opaque calls' shape rules read the modules it registered
+                ep = lower(ep)
+            except Exception as e:  # noqa: BLE001 - a decomposition that fails is a capture limit, named in one line
+                raise export_failure(e, "lowering to Core ATen") from None
+        placeholders = _placeholders(ep, specs)
+        bounded = [_with_bounds(t, ep, p) for t, p in zip(specs, _user_placeholders(ep), strict=True)]
+        walker = Walker(ep, module, calls, bounded, placeholders, name, notes, prefix=ROOT + ".")
+        spec, modules = walker.run(output_names)
     try:
         version = make_version(name, 1, None, parse_spec(spec), modules)
     except GraphError as e:
         raise CaptureError(f"the captured graph is invalid: {e.message}") from None
     if check:
         _check(version, expected, examples)
-    return version
+    return Captured(version, notes)
+
+
+ROOT: Final = "model"
+
+
+def _rooted(module: nn.Module) -> nn.Module:
+    """`module` one level down (its paths start with `model.`), with its own forward signature.
+
+    Lowering rebuilds the program as a GraphModule holding every parameter at its path; a user's submodule called
+    `meta`, `graph` or `training` would collide with an attribute of GraphModule there. One level down, nothing
+    does; the walk strips the prefix again."""
+    root = nn.Module()
+    root.add_module(ROOT, module)
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        return module(*args, **kwargs)
+
+    with contextlib.suppress(TypeError, ValueError):
+        forward.__signature__ = inspect.signature(module.forward)  # type: ignore[attr-defined]
+    root.forward = forward
+    return root
+
+
+_EXAMPLE_SIZES = (EXAMPLE_SIZE, 128, 512, 2048, 16384)
+
+
+def _run_eagerly(module: nn.Module, specs: list[TensorSpec], bound: Bound) -> tuple[tuple[torch.Tensor, ...], Any]:
+    """Example inputs forward accepts and its result: variable dims at 32, or larger where the model needs more
+    (a convolution stack over audio samples needs hundreds)."""
+    variable = any(d == -1 for t in specs for d in t.shape[1:])
+    first: BaseException | None = None
+    for size in _EXAMPLE_SIZES if variable else (EXAMPLE_SIZE,):
+        examples = example_inputs(specs, size=size)
+        args, kwargs = bound.call_args(examples)
+        try:
+            with torch.no_grad():
+                return examples, module(*args, **kwargs)
+        except CaptureError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the user's forward failing on a valid input of its signature
+            first = first or e
+    assert first is not None
+    shapes = [list(x.shape) for x in example_inputs(specs)]
+    raise user_code_failure(first, f"forward on inputs of shapes {shapes} ({bound.describe(specs)})") from None
+
+
+def _dynamic_shapes(specs: list[TensorSpec], bound: Bound) -> Any:
+    dims = [{i: Dim.DYNAMIC for i, d in enumerate(t.shape) if d == -1} for t in specs]
+    positional = [d for d, k in zip(dims, bound.keyword, strict=True) if k is None]
+    keyword = {k: d for d, k in zip(dims, bound.keyword, strict=True) if k is not None}
+    if not keyword:
+        return tuple(positional)
+    return (*positional, keyword) if positional else keyword
+
+
+def _user_placeholders(ep: ExportedProgram) -> list[fx.Node]:
+    names = [s.arg.name for s in ep.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
+    by_name = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+    return [by_name[n] for n in names]
+
+
+def _placeholders(ep: ExportedProgram, specs: list[TensorSpec]) -> dict[str, str]:
+    """Placeholder name -> wire name: user inputs come in the order of the flattened (args, kwargs), which is
+    the order of --input (binding keeps it)."""
+    users = _user_placeholders(ep)
+    if len(users) != len(specs):
+        raise CaptureError(f"forward takes {len(users)} tensor input(s), but {len(specs)} --input were given")
+    return {p.name: t.name for p, t in zip(users, specs, strict=True)}
+
+
+def _with_bounds(t: TensorSpec, ep: ExportedProgram, placeholder: fx.Node) -> TensorSpec:
+    """The input with the sizes its variable dimensions accept, where the model bounds them (export's ranges)."""
+    shape = getattr(placeholder.meta.get("val"), "shape", ())
+    lo, hi, bounded = list(t.bounds()[0]), list(t.bounds()[1]), False
+    for d, size in enumerate(shape):
+        if d == 0 or t.shape[d] != -1 or not isinstance(size, torch.SymInt):
+            continue
+        r = ep.range_constraints.get(size.node.expr)
+        if r is None:
+            continue
+        low, high = _finite(r.lower), _finite(r.upper)
+        if low is not None and low > 2:  # export assumes 2 for every dynamic size; more is the model's
+            lo[d], bounded = low, True
+        if high is not None and high < (1 << 20):
+            hi[d], bounded = high, True
+    if not bounded:
+        return t
+    return t.model_copy(update={"min_shape": tuple(lo), "max_shape": tuple(hi)})
+
+
+def _finite(v: Any) -> int | None:
+    try:
+        return int(v) if v.is_finite and v.is_integer else None
+    except (TypeError, ValueError, OverflowError, AttributeError):
+        return None
 
 
 def _check(version: ModelVersion, expected: Any, examples: tuple[torch.Tensor, ...]) -> None:
-    want = [t for t in torch.utils._pytree.tree_leaves(expected) if isinstance(t, torch.Tensor)]
+    leaves = torch.utils._pytree.tree_flatten_with_path(expected)[0]
+    want = [
+        t
+        for path, t in leaves
+        if isinstance(t, torch.Tensor)
+        and not any(str(getattr(k, "key", getattr(k, "name", ""))) in CACHES for k in path)
+    ]
     got = version.run(*examples)
     if len(want) != len(got):
         raise CaptureError(f"the captured graph returns {len(got)} tensors, the model {len(want)}")
@@ -169,11 +314,20 @@ def _check(version: ModelVersion, expected: Any, examples: tuple[torch.Tensor, .
             diff = float((w - g).abs().max()) if w.numel() else 0.0
             if not diff <= tol:
                 raise CaptureError(
-                    f"output {o.name!r}: the captured graph differs from the model by {diff:.3g} "
-                    "(a capture bug: please report it with the model)"
+                    f"output {o.name!r}: the captured graph differs from the model by {diff:.3g} (the model's code "
+                    "takes another path under torch.export, or a capture bug: please report it with the model)"
                 )
         elif not torch.equal(w, g):
             raise CaptureError(f"output {o.name!r}: the captured graph gives other values than the model")
 
 
-__all__ = ["CaptureError", "at", "capture", "example_inputs", "parse_input", "where_exception"]
+__all__ = [
+    "CaptureError",
+    "Captured",
+    "at",
+    "capture",
+    "capture_with_notes",
+    "example_inputs",
+    "parse_input",
+    "where_exception",
+]

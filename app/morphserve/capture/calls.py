@@ -16,6 +16,7 @@ from torch import nn
 from morphserve.graph import catalogue as c
 from morphserve.graph.errors import SpecError
 
+from .adapters import adapter_for
 from .marks import Call
 
 
@@ -25,8 +26,9 @@ class NotALayer(Exception):
 
 def layer_for_call(call: Call) -> tuple[c.LayerSpec, list[int]]:
     """The layer spec for `call` and, in the layer's input order, the mark index of each input."""
+    adapter = adapter_for(call.module)
     try:
-        layer = c.layer_from_module(call.module)
+        layer = adapter.layer(call.module) if adapter is not None else c.layer_from_module(call.module)
     except SpecError as e:
         raise NotALayer(e.message) from None
     match layer:
@@ -82,4 +84,4 @@ def _only_defaults(call: Call, nones: tuple[str, ...], values: dict[str, Any]) -
 
 
 def is_layer_module(module: nn.Module) -> bool:
-    return type(module) in c.MODULE_TYPES
+    return type(module) in c.MODULE_TYPES or adapter_for(module) is not None

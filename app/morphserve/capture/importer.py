@@ -17,7 +17,8 @@ from pathlib import Path
 from morphserve.graph.bundle import write_bundle
 from morphserve.graph.errors import GraphError
 
-from .api import capture
+from .api import capture_with_notes
+from .onnx import is_onnx, load_onnx
 from .refusals import CaptureError
 from .source import load_module
 
@@ -30,23 +31,30 @@ class Imported:
     nodes: int
     layers: int
     params: int
+    notes: tuple[str, ...] = ()  # what the user should know (a cache turned off, tied weights kept as one)
 
 
 def import_to_bundle(source: str, inputs: Sequence[str], output: Path, name: str | None = None) -> Imported:
-    """Capture the module SOURCE names (`path/to/file.py:ATTR` or `package.module:ATTR`) with `inputs`
-    (`NAME:DATATYPE:SHAPE` each) and write it to `output` as a bundle; CaptureError for anything that fails."""
+    """Capture the module SOURCE names (`path/to/file.py:ATTR`, `package.module:ATTR`, or an ONNX file
+    `model.onnx`) with `inputs` (`NAME:DATATYPE:SHAPE` each) and write it to `output` as a bundle; CaptureError for
+    anything that fails."""
     model_name = name or default_name(source)
     try:
         with _silenced():
-            module = load_module(source)
-            version = capture(module, inputs, name=model_name)
+            outputs: list[str] | None = None
+            if is_onnx(source):
+                module, outputs = load_onnx(Path(source))
+            else:
+                module = load_module(source)
+            captured = capture_with_notes(module, inputs, name=model_name, output_names=outputs)
+        version = captured.version
         write_bundle(version, output)
     except GraphError as e:
         raise CaptureError(e.message) from e
     except OSError as e:
         raise CaptureError(f"cannot write {output}: {e.strerror or e}") from e
     layers = sum(1 for n in version.spec.nodes if n.layer is not None)
-    return Imported(model_name, len(version.spec.nodes), layers, version.total_params())
+    return Imported(model_name, len(version.spec.nodes), layers, version.total_params(), tuple(captured.notes))
 
 
 @contextlib.contextmanager
@@ -73,6 +81,9 @@ def _silenced() -> Iterator[None]:
 def default_name(source: str) -> str:
     """The model name when none is given: the file's stem or the attribute's last part, as an identifier."""
     target, _, attr = source.rpartition(":")
-    stem = Path(target).stem if target.endswith(".py") else attr.split(".")[-1]
+    if is_onnx(source):
+        stem = Path(source).stem
+    else:
+        stem = Path(target).stem if target.endswith(".py") else attr.split(".")[-1]
     name = re.sub(r"\W", "_", stem) or "model"
     return name if not name[0].isdigit() else "_" + name

@@ -22,6 +22,8 @@ from torch.utils import _pytree as pytree
 
 from morphserve.graph.catalogue import MODULE_TYPES
 
+from .adapters import adapter_for
+
 
 @torch.library.custom_op("morphserve_capture::mark", mutates_args=())
 def mark(x: torch.Tensor, path: str, call: int, index: int, output: bool) -> torch.Tensor:
@@ -191,7 +193,7 @@ def marked(root: nn.Module) -> Iterator[dict[tuple[str, int], Call]]:
             _OPAQUE[path] = (module, module.forward)
             module.forward = _opaque_forward(path, module)
             opaque_paths.append(path)
-        if path and type(module) in MODULE_TYPES:
+        if path and (type(module) in MODULE_TYPES or adapter_for(module) is not None):
             handles.append(module.register_forward_pre_hook(lambda m, a, k, p=path: pre(p, m, a, k), with_kwargs=True))
             handles.append(
                 module.register_forward_hook(lambda m, a, k, o, p=path: post(p, m, a, k, o), with_kwargs=True)

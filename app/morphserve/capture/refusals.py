@@ -60,12 +60,30 @@ def at(location: str) -> str:
     return f" at {location}" if location else ""
 
 
-def first_line(e: BaseException) -> str:
+def first_line(e: BaseException, limit: int = 240) -> str:
+    """The first line of an exception's message, shortened at a sentence or clause end (never mid-word)."""
     text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:240]
+    line = text.splitlines()[0].strip() if text else type(e).__name__
+    return shorten(line, limit)
 
 
-def export_failure(e: BaseException) -> CaptureError:
+def shorten(text: str, limit: int = 240) -> str:
+    """`text` cut to at most `limit` characters at the end of a sentence or clause, or of a word, marked with '...'."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    cut = head.rfind(". ")
+    if cut > limit // 2:
+        return head[: cut + 1]
+    for stop in ("; ", ": ", ", "):
+        cut = head.rfind(stop)
+        if cut > limit // 2:
+            return head[:cut] + " ..."
+    cut = head.rfind(" ")
+    return (head[:cut] if cut > 0 else head) + " ..."
+
+
+def export_failure(e: BaseException, during: str = "") -> CaptureError:
     """Why torch.export gave up, in one line, named by construct."""
     loc = at(where_exception(e))
     name = type(e).__name__
@@ -86,7 +104,8 @@ def export_failure(e: BaseException) -> CaptureError:
         )
     if name == "Unsupported" or "not supported" in text.lower():
         return CaptureError(f"torch.export does not support a construct{loc}: {first_line(e)}")
-    return CaptureError(f"torch.export could not capture the model{loc}: {name}: {first_line(e)}")
+    what = f"{during} failed" if during else "torch.export could not capture the model"
+    return CaptureError(f"{what}{loc}: {name}: {first_line(e)}")
 
 
 def user_code_failure(e: BaseException, what: str) -> CaptureError:

@@ -1,63 +1,119 @@
-"""Symbolic sizes in an exported graph -> what a spec can say: -1, or "dimension d of input i"."""
+"""Symbolic sizes of an exported program -> size nodes of the spec.
+
+Every size export could not fix (the batch, a `-1` dimension of `--input`) is a sympy expression over symbols, and
+in a non-strict export every symbol is a dimension of a user input. So a size is rebuilt from its expression, not
+from the fx nodes export happened to emit (which may read tensors inside a layer the walk keeps whole): each
+symbol becomes `aten.sym_size.int` of the input it comes from, each operation a `sym.*` node, each distinct
+expression once. A symbol that is no input's dimension comes from a tensor's values (`.item()`, `nonzero`) and
+cannot be a size of a served graph.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
+import sympy  # type: ignore[import-untyped]
 import torch
 import torch.fx as fx
+import torch.utils._sympy.functions as SF
 
-from .aten import Refused, is_symbolic, val
+from .refusals import CaptureError
 
-if TYPE_CHECKING:
-    from .walk import Walker
+#: sympy function -> the size node for it (n-ary ones are folded pairwise).
+_BINARY: dict[type, str] = {
+    sympy.Add: "sym.add",
+    sympy.Mul: "sym.mul",
+    SF.FloorDiv: "sym.floordiv",
+    SF.CleanDiv: "sym.floordiv",
+    SF.Mod: "sym.mod",
+    SF.PythonMod: "sym.mod",
+    SF.IntTrueDiv: "sym.truediv",
+    SF.FloatTrueDiv: "sym.truediv",
+    SF.PowByNatural: "sym.pow",
+    SF.FloatPow: "sym.pow",
+    sympy.Pow: "sym.pow",
+    SF.Max: "sym.max",
+    SF.Min: "sym.min",
+}
+_UNARY: dict[type, str] = {
+    SF.CeilToInt: "sym.ceil",
+    SF.FloorToInt: "sym.floor",
+    SF.TruncToInt: "sym.int",
+    SF.ToFloat: "sym.float",
+    SF.OpaqueUnaryFn_sqrt: "sym.sqrt",
+}
+
+#: Emits one node (function, input ids, args) and returns its id.
+Emit = Callable[[str, list[str], dict[str, Any]], str]
 
 
-class RunTimeSizes:
-    """Symbolic sizes of one node -> -1 or {"input": i, "dim": d}; inputs it needs for sizes go to `extra`."""
+class SizeNodes:
+    """The size nodes of one walk: `value(v)` for a SymInt/SymFloat gives a node id (or a constant)."""
 
-    def __init__(self, walker: Walker, node: fx.Node) -> None:
-        self.w, self.node = walker, node
-        self.extra: list[fx.Node] = []
+    def __init__(self, placeholders: list[tuple[fx.Node, str]], emit: Emit) -> None:
+        self.emit = emit
+        self.symbols: dict[sympy.Symbol, tuple[str, int]] = {}
+        for node, input_id in placeholders:
+            shape = getattr(node.meta.get("val"), "shape", ())
+            for d, size in enumerate(shape):
+                if isinstance(size, torch.SymInt):
+                    expr = size.node.expr
+                    if isinstance(expr, sympy.Symbol) and expr not in self.symbols:
+                        self.symbols[expr] = (input_id, d)
+        self.cache: dict[sympy.Expr, str | int | float] = {}
 
-    def ref(self, v: Any, data: list[fx.Node]) -> Any:
-        if isinstance(v, fx.Node) and isinstance(val(v), int):
-            return int(val(v))  # a size that export knows to be constant
-        if not is_symbolic(v):
-            if isinstance(v, fx.Node):
-                raise Refused("a size that is a tensor value")
-            return int(v)
-        expr = val(v).node.expr
-        for i, t in enumerate([*data, *self.extra]):
-            for d, size in enumerate(getattr(val(t), "shape", ())):
-                if isinstance(size, torch.SymInt) and size.node.expr == expr:
-                    return {"input": i, "dim": d}
-        for p in self.w.user_placeholders:
-            for d, size in enumerate(val(p).shape):
-                if isinstance(size, torch.SymInt) and size.node.expr == expr:
-                    self.extra.append(p)
-                    return {"input": len(data) + len(self.extra) - 1, "dim": d}
-        raise Refused(f"a size computed at run time ({expr}) that is no input's dimension")
+    def value(self, v: torch.SymInt | torch.SymFloat | torch.SymBool, where: str) -> str | int | float:
+        """A node id for a run-time size, or the constant it is; CaptureError for a data-dependent one."""
+        expr = v.node.expr
+        if isinstance(v, torch.SymBool):
+            raise CaptureError(f"a condition on a run-time size ({expr}) is used as a value{where}")
+        return self.expr(sympy.sympify(expr), where)
 
-    def shape(self, values: Any, data: list[fx.Node], infer: bool = True) -> list[Any]:
-        values = [int(val(v)) if isinstance(v, fx.Node) and isinstance(val(v), int) else v for v in values]
-        symbolic = [i for i, v in enumerate(values) if is_symbolic(v)]
-        if infer and len(symbolic) == 1 and -1 not in values:
-            return [-1 if i == symbolic[0] else int(v) for i, v in enumerate(values)]
-        return [self.ref(v, data) for v in values]
-
-    def expand(self, values: Any, source: fx.Node, data: list[fx.Node]) -> list[Any]:
-        values = list(values)
-        src = list(val(source).shape)
-        offset = len(values) - len(src)
-        out = []
-        for i, v in enumerate(values):
-            j = i - offset
-            same = (
-                j >= 0 and is_symbolic(v) and isinstance(src[j], torch.SymInt) and src[j].node.expr == val(v).node.expr
-            )
-            out.append(-1 if same else self.ref(v, data))
+    def expr(self, e: sympy.Expr, where: str) -> str | int | float:
+        if e in self.cache:
+            return self.cache[e]
+        out = self._build(e, where)
+        self.cache[e] = out
         return out
 
-    def index(self, value: Any, data: list[fx.Node]) -> Any:
-        return None if value is None else self.ref(value, data)
+    def _build(self, e: sympy.Expr, where: str) -> str | int | float:
+        if e.is_Integer:
+            return int(e)
+        if e.is_Rational or e.is_Float:
+            return float(e)
+        if isinstance(e, sympy.Symbol):
+            if e not in self.symbols:
+                raise CaptureError(
+                    f"a size that depends on a tensor's values ({e}){where}: the result's shape must follow from the "
+                    "input shapes alone"
+                )
+            input_id, dim = self.symbols[e]
+            return self.emit("aten.sym_size.int", [input_id], {"self": {"input": 0}, "dim": dim})
+        func = type(e)
+        if func in _UNARY or func in _BINARY:
+            args = [self.expr(a, where) for a in e.args]
+            if func in _UNARY:
+                (a,) = args
+                return self._node(_UNARY[func], {"a": a})
+            acc = args[0]
+            for b in args[1:]:
+                acc = self._node(_BINARY[func], {"a": acc, "b": b})
+            return acc
+        raise CaptureError(f"a size computed at run time as {e}{where}, which size nodes cannot express yet")
+
+    def _node(self, function: str, values: dict[str, str | int | float]) -> str | int | float:
+        if all(not isinstance(v, str) for v in values.values()):  # constants: compute now
+            from morphserve.graph.functions import SYMBOLIC
+
+            return SYMBOLIC[function].target(*values.values())  # type: ignore[no-any-return]
+        inputs: list[str] = []
+        args: dict[str, Any] = {}
+        for k, v in values.items():
+            if isinstance(v, str):
+                if v not in inputs:
+                    inputs.append(v)
+                args[k] = {"input": inputs.index(v)}
+            else:
+                args[k] = v
+        return self.emit(function, inputs, args)

@@ -81,15 +81,16 @@ def import_model(
     source: Annotated[
         str,
         typer.Argument(
-            help="path/to/file.py:ATTR or package.module:ATTR (an nn.Module, or a zero-argument callable returning one)"
+            help="path/to/file.py:ATTR or package.module:ATTR (an nn.Module, or a zero-argument callable returning "
+            "one), or model.onnx (needs the onnx extra)"
         ),
     ],
     inputs: Annotated[
         list[str],
         typer.Option(
             "--input",
-            help="NAME:DATATYPE:SHAPE per forward argument, in order, "
-            "e.g. input:FP32:-1,3,224,224 (-1: batch or variable)",
+            help="NAME:DATATYPE:SHAPE per tensor argument of forward, e.g. input_ids:INT64:-1,-1 (-1: the batch, or "
+            "any variable size); bound to the forward parameter called NAME, else by position",
         ),
     ],
     output: Annotated[
@@ -115,6 +116,8 @@ def import_model(
     typer.echo(
         f"wrote {output}: model {done.name!r}, {done.nodes} nodes ({done.layers} layers), {done.params:,} parameters"
     )
+    for note in done.notes:
+        typer.echo(f"note: {note}")
     if upload is not None:
         typer.echo(served_line(upload_bundle(ctx, upload, output)))
 

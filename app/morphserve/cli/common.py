@@ -123,3 +123,10 @@ def write(path: Path, data: bytes | str) -> None:
 JsonFlag = Annotated[bool, typer.Option("--json", help="print the server's JSON answer instead of a summary")]
 IfVersion = Annotated[int | None, typer.Option(help="refuse (409) unless the model is at this version")]
 AllowOutputChange = Annotated[bool, typer.Option(help="allow an edit that changes the outputs' shape or dtype")]
+Stage = Annotated[
+    bool,
+    typer.Option(
+        "--stage",
+        help="commit the version without making it current (then: edit promote, or rollout start MODEL latest)",
+    ),
+]

@@ -32,7 +32,8 @@ def node_what(node: dict[str, Any]) -> str:
 
 
 def op_summary(op: dict[str, Any]) -> str:
-    """One edit op in a few words: `insert Linear as extra after fc1`, `remove relu2`, `rollback to 1`."""
+    """One edit op in a few words: `insert Linear as extra after fc1`, `remove relu2`, `rollback to 1`, `fit fc3 on
+    train (400 steps, seed 0)`."""
     kind = op.get("op", "?")
     if kind == "insert":
         where = f"after {op['after']}" if op.get("after") else f"before {op.get('before')}"
@@ -41,6 +42,9 @@ def op_summary(op: dict[str, Any]) -> str:
         return f"insert {layer.get('type', '?')}{name} {where}"
     if kind == "rollback":
         return f"rollback to {op.get('to', op.get('version', '?'))}"
+    if kind == "fit":
+        trained = ", ".join(op.get("train") or [])
+        return f"fit {trained} on {op.get('dataset')} ({op.get('steps', 0):,} steps, seed {op.get('seed')})"
     if kind == "replace":
         return f"replace {op.get('node')} with {(op.get('layer') or {}).get('type', '?')}"
     if "node" in op:

@@ -1,7 +1,8 @@
-"""`morphserve edit ...`: the live-edit commands (insert, remove, replace, weights, rollback, apply).
+"""`morphserve edit ...`: the live-edit commands (insert, remove, replace, weights, rollback, apply, promote).
 
 Each parses its arguments, calls one `Client` method and prints the new version in one line (or the JSON answer
-with --json); `register` adds them to the root command as the `edit` group.
+with --json); `register` adds them to the root command as the `edit` group. Every edit takes `--stage`: the
+version is committed but not current until `edit promote` (or a rollout, `morphserve rollout`) makes it so.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from morphserve.cli.common import (
     AllowOutputChange,
     IfVersion,
     JsonFlag,
+    Stage,
     client,
     console,
     fail,
@@ -24,7 +26,8 @@ from morphserve.cli.common import (
 )
 
 edit_cli = typer.Typer(
-    help="Edit a served model live: insert, remove, replace, weights, rollback, apply.", no_args_is_help=True
+    help="Edit a served model live: insert, remove, replace, weights, rollback, apply; --stage, promote.",
+    no_args_is_help=True,
 )
 
 
@@ -39,6 +42,12 @@ def _edit_done(r: dict[str, Any], as_json: bool) -> None:
         f"changed {', '.join(ch['id'] for ch in d['changed'])}" if d["changed"] else "",
     ]
     what = "; ".join(p for p in parts if p) or "no graph change"
+    if r.get("staged"):
+        print_text(
+            f"{r['model']}: version {r['version']} staged ({what}, from version {r['previous_version']}) "
+            f"in {r['timings_ms']['total']:.1f} ms; version {r['previous_version']} stays current"
+        )
+        return None
     dry = "dry run, nothing committed: " if r.get("dry_run") else ""
     print_text(
         f"{r['model']}: version {r['previous_version']} -> {r['version']} ({dry}{what}) "
@@ -77,6 +86,7 @@ def edit_insert(
     seed: Annotated[int, typer.Option(min=0, help="seed of the default initialisation")] = 0,
     if_version: IfVersion = None,
     allow_output_change: AllowOutputChange = False,
+    stage: Stage = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Insert a layer after (or before) a node."""
@@ -93,6 +103,7 @@ def edit_insert(
             seed=seed,
             if_version=if_version,
             allow_output_change=allow_output_change,
+            stage=stage,
         )
     _edit_done(r, as_json)
 
@@ -104,11 +115,12 @@ def edit_remove(
     node: Annotated[str, typer.Argument(help="node to remove")],
     if_version: IfVersion = None,
     allow_output_change: AllowOutputChange = False,
+    stage: Stage = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Remove a node, connecting its input to its consumers."""
     with client(ctx) as c:
-        r = c.remove(model, node, if_version=if_version, allow_output_change=allow_output_change)
+        r = c.remove(model, node, if_version=if_version, allow_output_change=allow_output_change, stage=stage)
     _edit_done(r, as_json)
 
 
@@ -122,6 +134,7 @@ def edit_replace(
     seed: Annotated[int, typer.Option(min=0, help="seed of the new layer's initialisation")] = 0,
     if_version: IfVersion = None,
     allow_output_change: AllowOutputChange = False,
+    stage: Stage = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Replace a node's layer (e.g. a new head)."""
@@ -134,6 +147,7 @@ def edit_replace(
             seed=seed,
             if_version=if_version,
             allow_output_change=allow_output_change,
+            stage=stage,
         )
     _edit_done(r, as_json)
 
@@ -150,6 +164,7 @@ def edit_weights(
         ),
     ],
     if_version: IfVersion = None,
+    stage: Stage = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Upload a layer's weights from a safetensors file (with a progress bar)."""
@@ -170,6 +185,7 @@ def edit_weights(
             file,
             progress=lambda sent, total: bar.update(task, completed=sent, total=total),
             if_version=if_version,
+            stage=stage,
         )
     _edit_done(r, as_json)
 
@@ -180,11 +196,12 @@ def edit_rollback(
     model: Annotated[str, typer.Argument(help="model name")],
     version: Annotated[int, typer.Argument(help="version to make current again")],
     if_version: IfVersion = None,
+    stage: Stage = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Make an earlier version current again (as a new version)."""
     with client(ctx) as c:
-        r = c.rollback(model, version, if_version=if_version)
+        r = c.rollback(model, version, if_version=if_version, stage=stage)
     _edit_done(r, as_json)
 
 
@@ -196,6 +213,7 @@ def edit_apply(
     dry_run: Annotated[bool, typer.Option(help="validate and show the diff without committing")] = False,
     if_version: IfVersion = None,
     allow_output_change: AllowOutputChange = False,
+    stage: Stage = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Apply a list of edit ops atomically (all or none)."""
@@ -205,7 +223,22 @@ def edit_apply(
     if not isinstance(data, list):
         fail('ops must be a JSON list such as [{"op": "remove", "node": "relu2"}]')
     with client(ctx) as c:
-        r = c.edit(model, data, if_version=if_version, dry_run=dry_run, allow_output_change=allow_output_change)
+        r = c.edit(
+            model, data, if_version=if_version, dry_run=dry_run, allow_output_change=allow_output_change, stage=stage
+        )
+    _edit_done(r, as_json)
+
+
+@edit_cli.command("promote")
+def edit_promote(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Argument(help="model name")],
+    version: Annotated[int, typer.Argument(min=1, help="a committed version (a staged one) to make current")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Make a staged version current (refused while a rollout runs: `morphserve rollout promote` ends it)."""
+    with client(ctx) as c:
+        r = c.promote(model, version)
     _edit_done(r, as_json)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -58,7 +58,7 @@ def graph(
 def versions(
     ctx: typer.Context, model: Annotated[str, typer.Argument(help="model name")], as_json: JsonFlag = False
 ) -> None:
-    """List a model's versions: parent, what changed, whether resident on the device, pinned."""
+    """List a model's versions: parent, what changed, whether resident on the device, pinned, staged."""
     from rich.table import Table
 
     with client(ctx) as c:
@@ -66,18 +66,32 @@ def versions(
     if as_json:
         return print_json(data)
     title = f"{model} (current version {data['current']})"
-    table = Table("version", "parent", "created", "ops", "resident", "pinned", title=title)
+    # Staged versions and evaluation scores come with rollouts: their columns only where a version has them.
+    staged = any(v.get("staged") for v in data["versions"])
+    scored = any(v.get("evaluations") for v in data["versions"])
+    columns = ["version", "parent", "created", "ops", "resident", "pinned"]
+    columns += ["staged"] * staged + ["evaluations"] * scored
+    table = Table(*columns, title=title)
     for v in data["versions"]:
         mark = " *" if v["version"] == data["current"] else ""
-        table.add_row(
+        row = [
             f"{v['version']}{mark}",
             str(v["parent"] or ""),
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v["created_at"])),
             "; ".join(op_summary(o) for o in v["ops"]),
             "yes" if v["resident"] else "",
             "yes" if v.get("pinned") else "",
-        )
+        ]
+        row += ["yes" if v.get("staged") else ""] * staged
+        row += [", ".join(_score(e) for e in v.get("evaluations") or [])] * scored
+        table.add_row(*row)
     console().print(table)
+
+
+def _score(e: dict[str, Any]) -> str:
+    """`heldout: accuracy 0.9712`, or the mse against targets."""
+    value = f"accuracy {e['accuracy']:.4f}" if "accuracy" in e else f"mse {e.get('mse', float('nan')):.4g}"
+    return f"{e.get('dataset', '?')}: {value}"
 
 
 def diff(

@@ -70,8 +70,12 @@ def infer(
     batch: Annotated[int, typer.Option(min=1, help="rows of the --random input")] = 1,
     seed: Annotated[int | None, typer.Option(help="seed of the --random input")] = None,
     version: Annotated[int | None, typer.Option(help="infer on this (resident) version")] = None,
+    request_id: Annotated[
+        str | None,
+        typer.Option(help="send this X-Request-Id (morphserve feedback labels the request by it later)"),
+    ] = None,
 ) -> None:
-    """Run inference and print {"model", "model_version", "outputs"} as JSON."""
+    """Run inference and print {"model", "model_version", "outputs", "request_id"} as JSON."""
     if random and file is not None:
         fail("give either an input FILE or --random, not both")
     with client(ctx) as c:
@@ -81,9 +85,10 @@ def infer(
             data = read_json(file or "-", "input")
             if not isinstance(data, list | dict):
                 fail('the input must be a nested list or an object {"input_name": nested list}')
-        result = c.infer(model, data, version=version)
+        result = c.infer(model, data, version=version, request_id=request_id)
     outputs: Any = result.output if len(result.outputs) == 1 else result.outputs
-    print_json({"model": result.model, "model_version": result.version, "outputs": outputs}, indent=False)
+    answer = {"model": result.model, "model_version": result.version, "outputs": outputs}
+    print_json({**answer, "request_id": result.request_id}, indent=False)
 
 
 def register(app: typer.Typer) -> None:

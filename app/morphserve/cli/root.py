@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from morphserve.cli import bundles, durability, edit, history, models, serve, watch
+from morphserve.cli import bundles, dataset, durability, edit, fit, history, models, rollout, serve, watch
 from morphserve.cli.common import TOKEN_ENV, TOKEN_FLAG, Target
 
 cli = typer.Typer(help="morphserve: serve PyTorch models you can edit live.", no_args_is_help=True)
@@ -40,8 +40,9 @@ def _root(
     ctx.obj = Target(url, token, (TOKEN_ENV if from_env else TOKEN_FLAG) if token else None)
 
 
-# The order of `morphserve --help`: the server, then reading, following, keeping, creating, editing models.
-for group in (serve, models, history, watch, durability, bundles, edit):
+# The order of `morphserve --help`: the server, then reading, following, keeping, creating, editing models, rolling
+# edits out, and training layers in the server.
+for group in (serve, models, history, watch, durability, bundles, edit, rollout, dataset, fit):
     group.register(cli)
 
 

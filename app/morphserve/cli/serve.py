@@ -24,6 +24,14 @@ from morphserve.settings import Settings, worker_index
 #: Flag spellings that differ from the field name (`--model` is repeatable; the field holds the list).
 _FLAG = {"models": "--model"}
 _BOOL_FLAGS = {"fresh": "--fresh", "fsync": "--fsync/--no-fsync"}
+#: Other spellings of a flag, as other model servers' launch lines write it (KServe's Python servers take
+#: `--http_port`, `--model_dir`, `--model_name`; Triton `--http-port`, `--model-repository`), so that a serving
+#: runtime's arguments carry over (docs/DEPLOY.md, "KServe").
+_ALIASES = {
+    "port": ("--http-port", "--http_port"),
+    "model_dir": ("--model-repository", "--model_dir"),
+    "model_name": ("--model_name",),
+}
 #: What an unset optional setting means, for the help's `[default: ...]` (a description that says
 #: `(default: ...)` itself needs no entry).
 _UNSET_MEANS = {
@@ -33,6 +41,8 @@ _UNSET_MEANS = {
     "keep_versions": "all",
     "grpc_port": "off",
     "compile_cache_dir": "compile-cache in the state dir",
+    "model_dir": "none",
+    "model_name": "the bundle's file stem",
 }
 _DEFAULT_IN_DESCRIPTION = re.compile(r"\s*\(default: ([^()]*)\)")
 
@@ -80,7 +90,10 @@ def _parameters() -> list[inspect.Parameter]:
         kind = _inner(field.annotation)
         flags = _BOOL_FLAGS.get(name, f"--{name.replace('_', '-')}") if kind is bool else None
         option = typer.Option(
-            flags or _FLAG.get(name, f"--{name.replace('_', '-')}"), help=_help(name, field), show_default=False
+            flags or _FLAG.get(name, f"--{name.replace('_', '-')}"),
+            *_ALIASES.get(name, ()),
+            help=_help(name, field),
+            show_default=False,
         )
         params.append(
             inspect.Parameter(
@@ -122,7 +135,7 @@ def _serve_one(settings: Settings, token: str | None) -> None:
     import uvicorn
 
     from morphserve.graph.errors import GraphError
-    from morphserve.main import create_app
+    from morphserve.main import create_app, uvicorn_config
     from morphserve.serving.metrics import Metrics
     from morphserve.serving.registry import Registry
     from morphserve.store import StoreError
@@ -146,8 +159,7 @@ def _serve_one(settings: Settings, token: str | None) -> None:
     except (ValueError, GraphError, StoreError, OSError) as e:  # a bad device, model source, state dir
         fail(f"cannot serve: {getattr(e, 'message', None) or e}")
     app = create_app(settings, registry, admin_token=token)
-    config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=False, timeout_graceful_shutdown=10)
-    uvicorn.Server(config).run(sockets=[sock])
+    uvicorn.Server(uvicorn_config(app, settings)).run(sockets=[sock])
 
 
 serve.__signature__ = inspect.Signature(_parameters(), return_annotation=None)  # type: ignore[attr-defined]

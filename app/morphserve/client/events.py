@@ -21,8 +21,11 @@ READ_TIMEOUT_S = 60.0
 
 @dataclass(frozen=True)
 class Event:
-    """One event: `kind` is `version`, `model_created`, `model_deleted` or `reset` (the server could not resume
-    from the last event seen: reload whatever you derived from the stream); `data` is its JSON."""
+    """One event: `kind` is `version` (`data["staged"]` is true for a staged one), `promoted` (a committed version
+    became current), `rollout` (`data["event"]`: started, running, promoted or aborted, with `reason`), `job` (a fit
+    job's `data["event"]`: started, progress, succeeded, failed or cancelled, with `job`, `step`, `steps`, `loss` and
+    the staged `version`), `model_created`, `model_deleted` or `reset` (the server could not resume from the last
+    event seen: reload whatever you derived from the stream); `data` is its JSON."""
 
     kind: str
     id: str | None
@@ -34,7 +37,7 @@ class Event:
 
     @property
     def version(self) -> int | None:
-        """The version number, for `version` and `model_created` events."""
+        """The version number, for `version`, `promoted` and `model_created` events."""
         return self.data.get("version")
 
 

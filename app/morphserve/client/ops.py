@@ -9,9 +9,12 @@ from typing import Any
 import numpy as np
 
 from morphserve.client.errors import InvalidRequest, MorphserveError
+from morphserve.client.jobs import FeedbackResult, Job
+from morphserve.client.rollouts import Dataset, Rollout
 from morphserve.client.wire import (
     _HEADER,
     DEFAULT_URL,
+    REQUEST_ID,
     BundleFile,
     InferResult,
     Progress,
@@ -47,7 +50,9 @@ class _Ops:
             sig = self._signatures[model] = list(resp.json()["inputs"])
         return sig
 
-    def _infer(self, model: str, inputs: Any, version: int | str | None) -> _Op[InferResult]:
+    def _infer(
+        self, model: str, inputs: Any, version: int | str | None, request_id: str | None = None
+    ) -> _Op[InferResult]:
         sig = yield from self._signature(model)
         if isinstance(inputs, Mapping):
             arrays = {str(k): _to_numpy(v) for k, v in inputs.items()}
@@ -68,13 +73,11 @@ class _Ops:
                 arrays[name] = arr.astype(dt)
         body, header_len = _encode_infer(arrays)
         path = f"/v2/models/{_p(model)}" + (f"/versions/{_p(version)}" if version is not None else "") + "/infer"
+        headers = {_HEADER: str(header_len), "Content-Type": "application/octet-stream"}
+        if request_id is not None:
+            headers[REQUEST_ID] = request_id
         try:
-            resp = yield _Req(
-                "POST",
-                path,
-                content=body,
-                headers={_HEADER: str(header_len), "Content-Type": "application/octet-stream"},
-            )
+            resp = yield _Req("POST", path, content=body, headers=headers)
         except MorphserveError:
             self._signatures.pop(model, None)
             raise
@@ -113,20 +116,56 @@ class _Ops:
 
     # edits
     def _set_weights(
-        self, model: str, node: str, tensors: Any, progress: Progress | None, if_version: int | None
+        self, model: str, node: str, tensors: Any, progress: Progress | None, if_version: int | None, stage: bool
     ) -> _Op[dict[str, Any]]:
-        if isinstance(tensors, str | os.PathLike | bytes | bytearray | memoryview):
-            upload = _Upload.of(tensors, progress)
-        else:
-            data = _safetensors_bytes(tensors)
-            upload = _Upload(total=len(data), data=data, progress=progress)
+        upload = _tensors_upload(tensors, progress)
         headers = {
             "Content-Type": "application/octet-stream",
             "Content-Length": str(upload.total),
             **_if_match(if_version),
         }
-        resp = yield _Req("PUT", f"/v1/models/{_p(model)}/layers/{_p(node)}/weights", upload=upload, headers=headers)
+        resp = yield _Req(
+            "PUT",
+            f"/v1/models/{_p(model)}/layers/{_p(node)}/weights",
+            upload=upload,
+            headers=headers,
+            params=_stage_param(stage),
+        )
         return _object(resp)
+
+    # rollouts and datasets
+    def _rollout(self, model: str, method: str, action: str = "", body: Any = None) -> _Op[Rollout]:
+        """GET or PUT `.../rollout`, or POST `.../rollout/{action}`: every one answers the rollout."""
+        path = f"/v1/models/{_p(model)}/rollout" + (f"/{action}" if action else "")
+        resp = yield _Req(method, path, json=body)
+        return Rollout.from_json(model, _object(resp))
+
+    def _put_dataset(self, model: str, name: str, data: Any, progress: Progress | None) -> _Op[Dataset]:
+        upload = _tensors_upload(data, progress)
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(upload.total)}
+        resp = yield _Req("PUT", f"/v1/models/{_p(model)}/datasets/{_p(name)}", upload=upload, headers=headers)
+        return Dataset.from_json(_object(resp))
+
+    def _datasets(self, model: str) -> _Op[list[Dataset]]:
+        body = yield from self._get_json(f"/v1/models/{_p(model)}/datasets")
+        return [Dataset.from_json(d) for d in body["datasets"]]
+
+    def _delete_dataset(self, model: str, name: str) -> _Op[None]:
+        yield _Req("DELETE", f"/v1/models/{_p(model)}/datasets/{_p(name)}")  # 204: nothing to read
+
+    # fit jobs and feedback
+    def _job(self, model: str, method: str, path: str = "", body: Any = None) -> _Op[Job]:
+        """POST `.../fit`, or GET / DELETE `.../jobs/{id}`: every one answers a job's record."""
+        resp = yield _Req(method, f"/v1/models/{_p(model)}{path}", json=body)
+        return Job.from_json(_object(resp))
+
+    def _jobs(self, model: str) -> _Op[list[Job]]:
+        body = yield from self._get_json(f"/v1/models/{_p(model)}/jobs")
+        return sorted((Job.from_json(j) for j in body["jobs"]), key=lambda j: j.started_at, reverse=True)
+
+    def _feedback(self, model: str, body: dict[str, Any]) -> _Op[FeedbackResult]:
+        resp = yield _Req("POST", f"/v1/models/{_p(model)}/feedback", json=body)
+        return FeedbackResult.from_json(_object(resp))
 
     def _create_from_bundle(self, name: str, bundle: BundleFile, progress: Progress | None) -> _Op[dict[str, Any]]:
         upload = _Upload.of(bundle, progress)
@@ -137,6 +176,29 @@ class _Ops:
     def _export(self, model: str, version: int, format: str) -> _Op[bytes]:
         resp = yield _Req("GET", f"/v1/models/{_p(model)}/versions/{_p(version)}/export", params={"format": format})
         return resp.content
+
+
+def _tensors_upload(tensors: Any, progress: Progress | None) -> _Upload:
+    """A safetensors body: a file's path or bytes as they are, or tensors by name serialised (numpy arrays with
+    safetensors' numpy writer, so that no torch is needed; torch tensors with torch's)."""
+    if isinstance(tensors, str | os.PathLike | bytes | bytearray | memoryview):
+        return _Upload.of(tensors, progress)
+    if not isinstance(tensors, Mapping):
+        raise InvalidRequest(
+            0, f"tensors must be a dict of arrays by name, a safetensors file's path or its bytes, not {type(tensors)}"
+        )
+    data = _safetensors_bytes(tensors)
+    return _Upload(total=len(data), data=data, progress=progress)
+
+
+def _stage_param(stage: bool) -> dict[str, Any] | None:
+    """`?stage=true` for the routes without a JSON body (remove, weights upload)."""
+    return {"stage": "true"} if stage else None
+
+
+def _remove_params(allow_output_change: bool, stage: bool) -> dict[str, Any] | None:
+    params = {"allow_output_change": "true"} if allow_output_change else {}
+    return {**params, **(_stage_param(stage) or {})} or None
 
 
 def _base_url(url: str | None) -> str:
@@ -157,6 +219,7 @@ def _insert_body(
     seed: int,
     if_version: int | None,
     allow_output_change: bool,
+    stage: bool = False,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "layer": dict(layer),
@@ -167,11 +230,16 @@ def _insert_body(
     for k, v in (("after", after), ("before", before), ("name", name), ("if_version", if_version)):
         if v is not None:
             body[k] = v
-    return body
+    return _staged(body, stage)
 
 
 def _replace_body(
-    layer: Mapping[str, Any], keep_weights: bool, seed: int, if_version: int | None, allow_output_change: bool
+    layer: Mapping[str, Any],
+    keep_weights: bool,
+    seed: int,
+    if_version: int | None,
+    allow_output_change: bool,
+    stage: bool = False,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "layer": dict(layer),
@@ -181,11 +249,11 @@ def _replace_body(
     }
     if if_version is not None:
         body["if_version"] = if_version
-    return body
+    return _staged(body, stage)
 
 
 def _edit_body(
-    ops: list[Mapping[str, Any]], if_version: int | None, dry_run: bool, allow_output_change: bool
+    ops: list[Mapping[str, Any]], if_version: int | None, dry_run: bool, allow_output_change: bool, stage: bool = False
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "ops": [dict(o) for o in ops],
@@ -194,6 +262,20 @@ def _edit_body(
     }
     if if_version is not None:
         body["if_version"] = if_version
+    return _staged(body, stage)
+
+
+def _rollback_body(version: int, if_version: int | None, stage: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {"version": version}
+    if if_version is not None:
+        body["if_version"] = if_version
+    return _staged(body, stage)
+
+
+def _staged(body: dict[str, Any], stage: bool) -> dict[str, Any]:
+    """`"stage": true` only when asked: a body without it is what servers before staged versions accept too."""
+    if stage:
+        body["stage"] = True
     return body
 
 

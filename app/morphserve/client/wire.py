@@ -21,12 +21,16 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 #: Upload chunk size: large enough that per-chunk overhead vanishes, small enough for a smooth progress bar.
 CHUNK_BYTES = 1 << 20
 _HEADER = "Inference-Header-Content-Length"
+#: The request id header: sent to name a request (feedback labels it by this id), and answered on every response.
+REQUEST_ID = "X-Request-Id"
 
 T = TypeVar("T")
 Progress = Callable[[int, int], None]
 """`progress(bytes_sent, total_bytes)`, called after each uploaded chunk (and once with 0 before the first)."""
 WeightsSource = Mapping[str, Any] | str | os.PathLike[str] | bytes
 """Tensors by parameter name (numpy arrays or torch tensors), a safetensors file's path, or its bytes."""
+DatasetSource = Mapping[str, Any] | str | os.PathLike[str] | bytes
+"""Tensors by name (numpy arrays; torch tensors work too), a safetensors file's path, or its bytes."""
 BundleFile = str | os.PathLike[str] | bytes
 """A model bundle (the zip `morphserve import` or an export writes): its path, or its bytes."""
 
@@ -34,12 +38,15 @@ BundleFile = str | os.PathLike[str] | bytes
 # -- results ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class InferResult:
-    """One inference answer: `version` is the model version that computed it (guaranteed by the server)."""
+    """One inference answer: `version` is the model version that computed it (guaranteed by the server). `id` is the
+    OIP request's `id` echoed; `request_id` is the server's request id (the `X-Request-Id` of the answer: the one
+    sent, else one the server made up), by which `feedback()` labels this request later."""
 
     model: str
     version: int
     outputs: dict[str, np.ndarray]
     id: str | None = None
+    request_id: str | None = None
 
     @property
     def output(self) -> np.ndarray:
@@ -190,7 +197,11 @@ def _decode_infer(model: str, resp: httpx.Response) -> InferResult:
             arr = np.asarray(data, dtype=dtype)
         outputs[o["name"]] = arr.reshape(shape)
     return InferResult(
-        model=doc.get("model_name", model), version=int(doc["model_version"]), outputs=outputs, id=doc.get("id")
+        model=doc.get("model_name", model),
+        version=int(doc["model_version"]),
+        outputs=outputs,
+        id=doc.get("id"),
+        request_id=resp.headers.get(REQUEST_ID),
     )
 
 

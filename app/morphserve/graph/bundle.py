@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
-from collections.abc import Mapping
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import load_file, save
@@ -97,43 +101,184 @@ def weights_bytes(v: ModelVersion) -> bytes:
     return save(tensors, metadata={"model": v.model})
 
 
-def read_bundle(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
-    """A spec file (`x.json`, weights beside it as `x.safetensors` if present) or a directory / zip export."""
+@dataclass(frozen=True)
+class BundleLimits:
+    """What reading a bundle may cost, whoever sent it: every member is read through a counter that stops at its
+    budget, so a zip bomb or a padded member is refused after reading at most that budget, whatever its headers
+    claim.
+
+    - spec.json: at most `max_spec_bytes` once decompressed, nested at most `max_spec_depth` deep (the deepest
+      real spec is a few levels; a deeper one would only reach recursion limits further on);
+    - weights.safetensors: at most the bytes its spec's tensors need (the caller sizes the spec first, against the
+      memory budget, and says how much: `read_bundle(..., weights_limit=)`), plus a header;
+    - at most `max_members` members, no two with one name, none encrypted, each of the two read compressed with
+      one of `methods`. Deflate expands at most ~1,032:1 and zipfile hands it out in bounded reads, so the byte
+      budgets hold; bzip2 and LZMA are refused because one read of theirs can expand without bound (a 2 KB bzip2
+      member decompresses to gigabytes in one call), and no per-member ratio can be right for deflate, where a
+      layer of zeros legitimately compresses 1,000:1.
+    """
+
+    max_spec_bytes: int = 16 << 20
+    max_spec_depth: int = 64
+    max_members: int = 64
+    methods: tuple[int, ...] = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+
+
+#: Room for a safetensors header beyond the tensors' bytes: its JSON (about a hundred bytes per tensor) and metadata.
+HEADER_ALLOWANCE = 1 << 20
+_METHOD_NAMES = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2"}
+_METHOD_NAMES[zipfile.ZIP_LZMA] = "lzma"
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def json_depth(value: Any) -> int:
+    """How deeply a parsed JSON value nests (a scalar is 0, `[]` is 1), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v)
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+    return deepest
+
+
+def parse_spec_json(data: bytes, what: str, limits: BundleLimits = BundleLimits()) -> dict[str, Any]:
+    """A spec document's bytes as a JSON object, within the depth limit; SpecError naming `what` otherwise."""
+    try:
+        spec = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        opened = _STRING.sub(b"", data[: e.pos + 1]) if e.pos < 1 << 22 else data[: e.pos + 1]
+        depth = sum(map(opened.count, (b"[", b"{"))) - sum(map(opened.count, (b"]", b"}")))
+        reason = f"it is nested more than {limits.max_spec_depth} levels deep" if depth > 1000 else e.msg
+        raise SpecError(f"{what} is not JSON: {reason} (at character {e.pos})") from None
+    if not isinstance(spec, dict):
+        raise SpecError(f"{what} must hold a JSON object")
+    depth = json_depth(spec)
+    if depth > limits.max_spec_depth:
+        raise SpecError(
+            f"{what} is nested {depth} levels deep; a spec may nest at most {limits.max_spec_depth}",
+            limit=limits.max_spec_depth,
+        )
+    return spec
+
+
+def _refuse_nonfinite(tensors: Mapping[str, torch.Tensor], where: str) -> None:
+    """Weights must be finite numbers, as a weight upload's must (edit_ops.SetWeightsOp)."""
+    for k, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise SpecError(f"{where}: tensor {k!r} contains NaN or infinity", tensor=k)
+
+
+#: What `read_bundle` asks before it reads the weights: given the spec, the most bytes the weights may take (it may
+#: refuse the spec itself, e.g. over the memory budget), or None for no limit (a file the operator named).
+WeightsLimit = Callable[[dict[str, Any]], int | None]
+
+
+def read_bundle(
+    path: Path, *, limits: BundleLimits = BundleLimits(), weights_limit: WeightsLimit | None = None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+    """A spec file (`x.json`, weights beside it as `x.safetensors` if present) or a directory / zip export.
+
+    The spec is read first, within `limits`; then `weights_limit(spec)` says how many bytes the weights may take
+    (and may refuse the spec), and the weights are read within that."""
     if path.is_dir():
         spec_path, weights_path = path / "spec.json", path / "weights.safetensors"
     elif zipfile.is_zipfile(path):
-        return _read_zip(path)
+        return _read_zip(path, limits, weights_limit)
     else:
         spec_path, weights_path = path, path.with_suffix(".safetensors")
     try:
-        spec = json.loads(spec_path.read_text())
-    except (OSError, ValueError) as e:
+        size = spec_path.stat().st_size
+        if size > limits.max_spec_bytes:
+            raise SpecError(f"spec {spec_path} is {size:,} bytes, over the limit of {limits.max_spec_bytes:,}")
+        spec = parse_spec_json(spec_path.read_bytes(), f"spec {spec_path}", limits)
+    except OSError as e:
         raise SpecError(f"cannot read spec {spec_path}: {e}") from None
-    return spec, (load_file(weights_path) if weights_path.exists() else None)
+    if not weights_path.exists():
+        return spec, None
+    most = weights_limit(spec) if weights_limit is not None else None
+    if most is not None and weights_path.stat().st_size > most + HEADER_ALLOWANCE:
+        raise SpecError(
+            f"{weights_path} is {weights_path.stat().st_size:,} bytes; its spec's tensors need {most:,}",
+            limit_bytes=most + HEADER_ALLOWANCE,
+        )
+    tensors = load_file(weights_path)
+    _refuse_nonfinite(tensors, str(weights_path))
+    return spec, tensors
 
 
-def _read_zip(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+def _member(z: zipfile.ZipFile, name: str, limits: BundleLimits, bundle: str) -> zipfile.ZipInfo | None:
+    info = next((i for i in z.infolist() if i.filename == name), None)
+    if info is None:
+        return None
+    if info.flag_bits & 0x1:
+        raise SpecError(f"bundle {bundle}: {name} is encrypted; send the bundle unencrypted")
+    if info.compress_type not in limits.methods:
+        method = _METHOD_NAMES.get(info.compress_type, f"method {info.compress_type}")
+        allowed = " or ".join(_METHOD_NAMES[m] for m in limits.methods)
+        raise SpecError(f"bundle {bundle}: {name} is compressed with {method}; a bundle's members are {allowed}")
+    return info
+
+
+def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, most: int, bundle: str, flag: str) -> bytes:
+    """A member's bytes, read in pieces and refused once more than `most` came out, whatever its header says."""
+    too_big = f"bundle {bundle}: {info.filename} holds more than {most:,} bytes ({flag})"
+    if info.file_size > most:
+        raise SpecError(too_big, limit_bytes=most)
+    out = bytearray()
+    with z.open(info) as f:
+        while chunk := f.read(1 << 20):
+            out += chunk
+            if len(out) > most:
+                raise SpecError(too_big, limit_bytes=most)
+    return bytes(out)
+
+
+def _read_zip(
+    path: Path, limits: BundleLimits, weights_limit: WeightsLimit | None
+) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
     """A bundle zip; every way it can be malformed is a SpecError naming the member at fault."""
+    bundle = path.name
     try:
         with zipfile.ZipFile(path) as z:
-            names = set(z.namelist())
-            if "spec.json" not in names:
-                raise SpecError(f"bundle {path.name}: no spec.json in the zip (it has {sorted(names)[:10]})")
-            try:
-                spec = json.loads(z.read("spec.json"))
-            except ValueError as e:
-                raise SpecError(f"bundle {path.name}: spec.json is not JSON: {e}") from None
-            if not isinstance(spec, dict):
-                raise SpecError(f"bundle {path.name}: spec.json must hold a JSON object")
-            if "weights.safetensors" not in names:
+            infos = z.infolist()
+            if len(infos) > limits.max_members:
+                raise SpecError(f"bundle {bundle}: {len(infos)} members; a bundle holds at most {limits.max_members}")
+            names = [i.filename for i in infos]
+            twice = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
+            if twice:
+                raise SpecError(f"bundle {bundle}: more than one member named {', '.join(twice)}")
+            info = _member(z, "spec.json", limits, bundle)
+            if info is None:
+                raise SpecError(f"bundle {bundle}: no spec.json in the zip (it has {sorted(names)[:10]})")
+            data = _read_member(z, info, limits.max_spec_bytes, bundle, "the most a spec may hold")
+            spec = parse_spec_json(data, f"bundle {bundle}: spec.json", limits)
+            del data
+            info = _member(z, "weights.safetensors", limits, bundle)
+            if info is None:
                 return spec, None
+            most = weights_limit(spec) if weights_limit is not None else None
+            data = _read_member(
+                z,
+                info,
+                most + HEADER_ALLOWANCE if most is not None else 1 << 62,
+                bundle,
+                f"its spec's tensors need {most:,}" if most is not None else "",
+            )
             try:
-                weights = st_load(z.read("weights.safetensors"))
+                weights = st_load(data)
             except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for bad headers
-                raise SpecError(f"bundle {path.name}: weights.safetensors is not a safetensors file: {e}") from None
+                raise SpecError(f"bundle {bundle}: weights.safetensors is not a safetensors file: {e}") from None
+            del data
+            _refuse_nonfinite(weights, f"bundle {bundle}: weights.safetensors")
             return spec, weights
-    except (zipfile.BadZipFile, OSError) as e:
-        raise SpecError(f"bundle {path.name}: not a readable zip: {e}") from None
+    # what zipfile and zlib raise for damaged archives, headers that lie and data that does not decompress
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, RuntimeError, ValueError, zlib.error) as e:
+        raise SpecError(f"bundle {bundle}: not a readable zip: {str(e)[:200]}") from None
 
 
 def bundle_bytes(v: ModelVersion) -> bytes:

@@ -96,11 +96,19 @@ def apply_edit(
         if made is not None:
             created[i] = made
     try:
+        spec = draft.spec(base.spec.name)
+    except ValidationError as e:  # a node the ops left invalid (a layer given fewer inputs than it reads)
+        loc = e.errors()[0]["loc"]
+        node = draft.nodes[loc[1]].id if len(loc) >= 2 and loc[0] == "nodes" and isinstance(loc[1], int) else None
+        idx = _op_of_node(parsed, node, created)
+        prefix = f"op {idx}: {parsed[idx].describe()}: " if idx is not None else ""
+        raise EditError(prefix + c.format_validation_error(e), node=node, op=idx) from None
+    try:
         candidate = make_version(
             base.model,
             version,
             base.version,
-            draft.spec(base.spec.name),
+            spec,
             draft.modules,
             previous=base,
             ops=tuple(op_json(o) for o in parsed),

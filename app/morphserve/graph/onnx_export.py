@@ -27,10 +27,7 @@ def to_onnx(v: ModelVersion) -> bytes:
         raise OnnxUnavailable(
             f"ONNX export needs the optional extra: pip install 'morphserve[onnx]' ({e.name})"
         ) from None
-    args = tuple(
-        torch.zeros([2 if i == 0 else (32 if d == -1 else d) for i, d in enumerate(t.shape)], dtype=t.dtype)
-        for t in v.inputs
-    )
+    args = tuple(torch.zeros(t.example_shape(batch=2), dtype=t.dtype) for t in v.inputs)
     batch = torch.export.Dim("batch", min=1)
     shapes = tuple({0: batch} for _ in args)
     buf = io.BytesIO()

@@ -6,7 +6,9 @@ are cached by (module identity, input probes): a new version re-propagates only 
 input shapes changed, so validating an edit costs O(changed nodes), not O(graph).
 
 A node whose result is a tuple (an LSTM, a `split`) has one NodeShape per element in `elements`; its own shape
-is its first element's, so every node has a shape. Only `getitem` may read such a node.
+is its first element's, so every node has a shape. Only `getitem` may read such a node. A size node
+(`aten.sym_size.int`, `sym.mul`, ...) is a scalar: shape `()`, and its value in each probe (`values`), which is
+what the nodes that read it are evaluated with.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from .dtypes import OIP_TO_TORCH, TORCH_TO_OIP
 from .errors import SpecError, short_message
 from .functions import SizeRef
 from .layer_base import ShapeDtype
-from .spec import ModelSpec, NodeSpec
+from .spec import ModelSpec, NodeSpec, TensorSpec
 
 # FakeTensorMode logs every failing meta kernel at ERROR level; a shape mismatch is an expected outcome here.
 logging.getLogger("torch._subclasses.fake_tensor").setLevel(logging.CRITICAL)
@@ -44,8 +46,16 @@ class RecordedTuple(TypedDict):
     elements: list[RecordedTensor]
 
 
+class RecordedScalar(TypedDict):
+    """What the journal saves of a size node: its value in each probe and its datatype."""
+
+    scalar: list[Any]
+    datatype: str
+
+
 #: What the journal saves per node.
-RecordedShape = RecordedTensor | RecordedTuple
+RecordedShape = RecordedTensor | RecordedTuple | RecordedScalar
+_SCALAR_TYPES: dict[type, str] = {bool: "BOOL", int: "INT64", float: "FP64"}
 _FLOATS = ("FP16", "BF16", "FP32", "FP64")
 _PROBE_SIZES = ((2, 32), (3, 40))  # (batch, other variable dims) for the two probes
 
@@ -59,17 +69,26 @@ class NodeShape:
     probe: Probe
     key: tuple[object, ...]  # what the result depends on: module identity / function + input probes
     elements: tuple[NodeShape, ...] = ()  # for a tuple-valued node, one entry per element
+    values: tuple[Any, Any] | None = None  # for a size node, its value in each probe
+
+    @property
+    def is_scalar(self) -> bool:
+        return self.values is not None
 
     def signature(self) -> tuple[object, ...]:
-        return (self.probe, self.datatype, tuple(e.signature() for e in self.elements))
+        return (self.probe, self.datatype, tuple(e.signature() for e in self.elements), self.values)
 
     def recorded(self) -> RecordedShape:
+        if self.values is not None:
+            return {"scalar": list(self.values), "datatype": self.datatype}
         if self.elements:
             return {"elements": [(list(e.probe[0]), list(e.probe[1]), e.datatype) for e in self.elements]}
         return (list(self.probe[0]), list(self.probe[1]), self.datatype)
 
-    def fake(self, p: int) -> torch.Tensor | tuple[Any, ...]:
-        """An empty tensor (a tuple of them) of probe `p`, to evaluate the nodes that read this one."""
+    def fake(self, p: int) -> Any:
+        """An empty tensor (a tuple of them, or the size) of probe `p`, to evaluate the nodes that read this one."""
+        if self.values is not None:
+            return self.values[p]
         if self.elements:
             return tuple(e.fake(p) for e in self.elements)
         return torch.empty(self.probe[p], dtype=OIP_TO_TORCH[self.datatype])
@@ -94,9 +113,17 @@ def _node_key(node: NodeSpec, module: nn.Module | None, ins: list[NodeShape]) ->
     return ((id(spec), first.dtype if first is not None else None), tuple(s.signature() for s in ins))
 
 
+def _scalar(a: Any, b: Any, key: tuple[object, ...]) -> NodeShape:
+    datatype = _SCALAR_TYPES.get(type(a), "FP64")
+    return NodeShape((), datatype, ((), ()), key, values=(a, b))
+
+
 def _from_record(r: RecordedShape, key: tuple[object, ...]) -> NodeShape:
+    if isinstance(r, dict) and "scalar" in r:
+        a, b = r["scalar"]  # type: ignore[typeddict-item]
+        return _scalar(a, b, key)
     if isinstance(r, dict):
-        elements = tuple(_from_record(e, ()) for e in r["elements"])
+        elements = tuple(_from_record(e, ()) for e in r["elements"])  # type: ignore[typeddict-item]
         first = elements[0]
         return NodeShape(first.shape, first.datatype, first.probe, key, elements)
     ra, rb, dt = r
@@ -104,9 +131,24 @@ def _from_record(r: RecordedShape, key: tuple[object, ...]) -> NodeShape:
     return NodeShape(_merge(a, b), dt, (a, b), key)
 
 
-def _input_probe(shape: tuple[int, ...], batch: int, other: int) -> tuple[int, ...]:
-    """An input's probe shape: its variable dims (-1) set to `batch` (dimension 0) or `other`."""
-    return tuple(batch if d == -1 and i == 0 else other if d == -1 else d for i, d in enumerate(shape))
+def _input_probe(t: TensorSpec, p: int) -> tuple[int, ...]:
+    """An input's shape in probe `p`: its variable dims (-1) set to the batch (dimension 0) or to the probe's other
+    size, moved inside the bounds the input declares (a minimum length, a maximum the model's buffers allow)."""
+    batch, other = _PROBE_SIZES[p]
+    lo, hi = t.bounds()
+    out = []
+    for i, d in enumerate(t.shape):
+        if d != -1:
+            out.append(d)
+            continue
+        want = batch if i == 0 else other
+        low, high = lo[i], hi[i]
+        if i > 0 and low > _PROBE_SIZES[0][1]:
+            want = low + (8 * p)  # both probes above the minimum, and apart
+        if high != -1 and want > high:
+            want = max(low, high - (8 * (1 - p)))  # both at or below the maximum, and apart where it allows
+        out.append(max(want, low))
+    return tuple(out)
 
 
 def propagate(
@@ -123,7 +165,7 @@ def propagate(
     """
     table: dict[str, NodeShape] = {}
     for t in spec.inputs:
-        probes = (_input_probe(t.shape, *_PROBE_SIZES[0]), _input_probe(t.shape, *_PROBE_SIZES[1]))
+        probes = (_input_probe(t, 0), _input_probe(t, 1))
         # With a compute datatype, floating inputs reach the first layers already cast (spec.build_graph_module).
         datatype = spec.compute_datatype if spec.compute_datatype and t.datatype in _FLOATS else t.datatype
         table[t.name] = NodeShape(t.shape, datatype, probes, ())
@@ -165,25 +207,40 @@ def _by_rule(module: nn.Module | None, ins: list[NodeShape]) -> tuple[ShapeDtype
     return (ra, rb) if ra is not None and rb is not None else None
 
 
+def _check_kinds(node: NodeSpec, ins: list[NodeShape], kinds: list[str]) -> None:
+    """Each input is what the node reads it as: a tensor, a tuple (getitem) or a size (a number argument)."""
+    for i, s, kind in zip(node.inputs, ins, kinds, strict=True):
+        if kind == "tuple":
+            if not s.elements:
+                raise ValueError(f"getitem reads {i!r}, which is not a tuple")
+        elif s.elements:
+            raise ValueError(f"{i!r} is a tuple of {len(s.elements)} tensors; read it through getitem nodes")
+        elif kind == "scalar" and not s.is_scalar:
+            raise ValueError(f"{i!r} is a tensor where a size (a number) is expected")
+        elif kind == "tensor" and s.is_scalar:
+            raise ValueError(f"{i!r} is a size (a number) where a tensor is expected")
+
+
 def _evaluate(
     mode: FakeTensorMode, node: NodeSpec, module: nn.Module | None, ins: list[NodeShape], key: tuple[object, ...]
 ) -> NodeShape:
     outs: list[_Result] = []
     for p in range(2):
         try:
-            for i, s in zip(node.inputs, ins, strict=True):
-                if s.elements and node.function != "getitem":
-                    raise ValueError(f"{i!r} is a tuple of {len(s.elements)} tensors; read it through getitem nodes")
-                if not s.elements and node.function == "getitem":
-                    raise ValueError(f"getitem reads {i!r}, which is not a tuple")
+            if module is not None:
+                _check_kinds(node, ins, ["tensor"] * len(ins))
+            else:
+                _check_kinds(node, ins, node.function_entry().input_kinds(node.parsed_args(), len(ins)))
             with mode, torch.no_grad():
                 args = [s.fake(p) for s in ins]
                 if module is not None:
                     y = module(*args)
                 else:
                     fn = node.function_entry()
-                    kwargs = fn.kwargs(node.parsed_args(), functools.partial(_ref_size, ins, p))
-                    y = fn.impl(*fn.data_inputs(args), **kwargs)
+                    target, a, kw = fn.call(
+                        node.parsed_args(), args, functools.partial(_ref_size, ins, p), lambda: None
+                    )
+                    y = target(*a, **kw)
             outs.append(_shape_of(node, y))
         except ShapeError:
             raise
@@ -205,13 +262,26 @@ def _ref_size(ins: list[NodeShape], p: int, r: SizeRef) -> int:
     return s.probe[p][r.dim]
 
 
-#: What one probe of a node gives: (shape, dtype) of a tensor result, a list of them for a tuple result.
-_Result = ShapeDtype | list[ShapeDtype]
+@dataclass(frozen=True)
+class _Number:
+    """What one probe of a size node gives: its value."""
+
+    value: Any
+
+
+#: What one probe of a node gives: (shape, dtype) of a tensor result, a list of them for a tuple result, a number.
+_Result = ShapeDtype | list[ShapeDtype] | _Number
 
 
 def _shape_of(node: NodeSpec, y: object) -> _Result:
-    """(shape, dtype) of a tensor result, or a list of them for a tuple result."""
+    """(shape, dtype) of a tensor result, a list of them for a tuple result, or the number a size node gives."""
+    if isinstance(y, bool | int | float) and node.function is not None:
+        return _Number(y)
+    if isinstance(y, torch.SymInt | torch.SymFloat):
+        raise ShapeError(f"node {node.id!r} gives a size that depends on tensor values", node=node.id)
     if isinstance(y, torch.Tensor):
+        if y.is_complex():
+            raise ShapeError(f"node {node.id!r} produces a complex tensor, which a spec cannot hold", node=node.id)
         return (tuple(y.shape), y.dtype)
     if isinstance(y, tuple | list) and y and all(isinstance(t, torch.Tensor) for t in y):
         return [(tuple(t.shape), t.dtype) for t in y]  # a list marks a tuple result
@@ -219,6 +289,10 @@ def _shape_of(node: NodeSpec, y: object) -> _Result:
 
 
 def _combine(node: NodeSpec, a: _Result, b: _Result, key: tuple[object, ...]) -> NodeShape:
+    if isinstance(a, _Number) or isinstance(b, _Number):
+        if not isinstance(a, _Number) or not isinstance(b, _Number):
+            raise ShapeError(f"node {node.id!r} gives a number in one probe and a tensor in the other", node=node.id)
+        return _scalar(a.value, b.value, key)
     if isinstance(a, list) or isinstance(b, list):  # a tuple result (in both probes, or the count differs)
         if not isinstance(a, list) or not isinstance(b, list) or len(a) != len(b):
             raise ShapeError(f"node {node.id!r}: the number of results depends on the batch size", node=node.id)

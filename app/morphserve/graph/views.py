@@ -7,7 +7,7 @@ from typing import Any, Literal
 import graphviz
 from pydantic import BaseModel, Field
 
-from .spec import TensorSpec
+from .spec import TensorSpec, is_id
 from .version import ModelVersion
 
 
@@ -33,6 +33,14 @@ class NodeDescription(BaseModel):
         default=None, description="for a node whose result is a tuple (read through getitem): each element"
     )
     params: int = 0
+    size: bool = Field(
+        default=False, description="a size node: a number computed from input shapes when the graph runs, no tensor"
+    )
+    path: str | None = Field(
+        default=None,
+        description="the node's module path, dot-separated, its own name last "
+        "(e.g. `encoder.layer.0.attention.query`), where import recorded one",
+    )
 
 
 class Edge(BaseModel):
@@ -81,6 +89,8 @@ def describe(v: ModelVersion) -> GraphDescription:
                 datatype=s.datatype,
                 elements=[ElementDescription(shape=list(e.shape), datatype=e.datatype) for e in s.elements] or None,
                 params=v.params(n.id),
+                size=s.is_scalar,
+                path=getattr(n, "path", None),  # recorded by import (issue 23); absent from older specs
             )
         )
         edges.extend(Edge(source=i, target=n.id) for i in n.inputs)
@@ -123,6 +133,14 @@ def to_dot(v: ModelVersion, highlight: set[str] | None = None) -> str:
     g.attr("node", fontname="Helvetica", fontsize="10")
     d = describe(v)
     by_id = {n.id: n for n in v.spec.nodes}
+    # DOT ids of our own: wire names are any printable text (`input:0` would read as a port, a quote or a
+    # backslash as DOT syntax), and an output may share its name with the node it comes from.
+    dot_id: dict[tuple[str, bool], str] = {}
+    used: set[str] = set()
+    for i, n in enumerate(d.nodes):
+        name = n.id if is_id(n.id) and n.id not in used else f"_n{i}"
+        used.add(name)
+        dot_id[(n.id, n.kind == "output")] = name
     for n in d.nodes:
         what = ""
         if n.kind in ("layer", "parameter"):
@@ -133,11 +151,15 @@ def to_dot(v: ModelVersion, highlight: set[str] | None = None) -> str:
         style = dict(_STYLE[n.kind])
         if highlight and n.id in highlight:
             style.update(color="#d62728", penwidth="2")
-        g.node(n.id, label=f"{n.id}{what}\n{n.datatype} {n.shape}{params}", **style)
-    for e in d.edges:
-        g.edge(e.source, e.target)
-    source: str = g.source  # graphviz has no type hints
-    return source
+        label = f"{n.id}{what}".replace("\\", "\\\\") + f"\n{n.datatype} {n.shape}{params}"
+        g.node(dot_id[(n.id, n.kind == "output")], label=label, **style)
+    for node in v.spec.nodes:
+        for source in node.inputs:
+            g.edge(dot_id[(source, False)], dot_id[(node.id, False)])
+    for o in v.outputs:
+        g.edge(dot_id[(o.node, False)], dot_id[(o.name, True)])
+    text: str = g.source  # graphviz has no type hints
+    return text
 
 
 def to_svg(dot: str) -> bytes:

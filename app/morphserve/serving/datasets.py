@@ -10,11 +10,14 @@ only tensors: nothing in the file is executed or unpickled.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
 from morphserve.graph.datatypes import name_of_torch
 from morphserve.graph.errors import NotFoundError
@@ -144,6 +147,53 @@ class Datasets:
         _, description = check(model, name, data, version)
         digest = self.store.put_blob(data)
         return self.store.put_doc(model, KIND, name, description, digest=digest)
+
+    def extend(
+        self,
+        model: str,
+        name: str,
+        version: ModelVersion,
+        inputs: Mapping[str, Mapping[str, np.ndarray]],
+        labels: Mapping[str, Any],
+        kind: str,
+    ) -> Doc:
+        """Add labelled requests (inputs by request id, their labels or targets by the same ids) to dataset
+        `name`, creating it if it does not exist. A label is a class index (one per row of its request: a number
+        for a one-row request, else a list) or, for `targets`, a nested list shaped like the output's rows."""
+        tensors: dict[str, list[torch.Tensor]] = {t.name: [] for t in version.inputs}
+        out_key = LABELS if kind == LABELS else TARGETS
+        tensors[out_key] = []
+        for request_id, arrays in inputs.items():
+            rows = int(next(iter(arrays.values())).shape[0])
+            for spec in version.inputs:
+                if spec.name not in arrays:
+                    raise DatasetError(f"request {request_id!r} has no input {spec.name!r}", request=request_id)
+                tensors[spec.name].append(torch.from_numpy(np.ascontiguousarray(arrays[spec.name])))
+            value = labels[request_id]
+            try:
+                if out_key == LABELS:
+                    got = torch.as_tensor(value if isinstance(value, list) else [value], dtype=torch.int64)
+                else:
+                    got = torch.as_tensor(value, dtype=torch.float32)
+                    got = got.reshape(rows, *got.shape[1:]) if got.ndim and got.shape[0] == rows else got[None]
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise DatasetError(f"the {out_key} of request {request_id!r} are not numbers: {e}") from None
+            if got.shape[0] != rows:
+                raise DatasetError(
+                    f"request {request_id!r} had {rows} row(s) but got {got.shape[0]} {out_key}", request=request_id
+                )
+            tensors[out_key].append(got)
+        existing = self.store.doc(model, KIND, name)
+        if existing is not None and existing.digest is not None:
+            old = load_safetensors(self.store.blob(existing.digest))
+            if set(old) != set(tensors):
+                raise DatasetError(
+                    f"dataset {name!r} holds {sorted(old)}; feedback of {out_key} cannot extend it", dataset=name
+                )
+            for k in tensors:
+                tensors[k].insert(0, old[k])
+        merged = {k: torch.cat(v) for k, v in tensors.items()}
+        return self.put(model, name, save_safetensors(merged), version)
 
     def list(self, model: str) -> list[Doc]:
         return self.store.docs(model, KIND)

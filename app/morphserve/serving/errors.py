@@ -48,3 +48,35 @@ class RolloutConflictError(GraphError):
 
 class DatasetError(GraphError):
     """A dataset does not fit the model's signature (the message names the tensor), or is over its size bound."""
+
+
+class JobError(GraphError):
+    """A fit job that cannot run as asked: an unknown layer, one without parameters, a loss the dataset cannot
+    serve, over a limit (the message says which)."""
+
+
+class JobConflictError(GraphError):
+    """A fit job is already training this model (one at a time)."""
+
+
+class VersionAheadError(NotFoundError):
+    """`?min_version=` asks for a version beyond the journal's newest: no replica has it, or can have it before an
+    edit makes it (404 at once, instead of a wait that can only end in VersionBehindError)."""
+
+
+class RenderTooLargeError(GraphError):
+    """A graph has more nodes than --max-render-nodes allows to draw (422: ask for JSON)."""
+
+
+class RenderTimeoutError(GraphError):
+    """Drawing a graph ran past --render-timeout-s and was stopped (504)."""
+
+
+class RenderBusyError(GraphError):
+    """Too many renders wait for the render pool (503 + Retry-After)."""
+
+    retry_after_s = 1
+
+
+class RenderUnavailableError(GraphError):
+    """graphviz's `dot` is not installed (501)."""

@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 from morphserve.store import ChangeFeed, Head, JournalUnreachableError, ReplicaRecord, Store, StoreError
 
@@ -48,9 +49,14 @@ class Follower:
         interval_s: float,
         address: str,
         rid: str | None = None,
+        stale: Callable[[float], None] | None = None,
+        boost: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
         """`follow(heads)` brings this process's models to the journal's heads (True when anything changed);
-        `applied()` is what this replica has live, for its heartbeat."""
+        `applied()` is what this replica has live, for its heartbeat; `stale(seconds)` is told, on every turn while
+        the journal is unreachable, how long ago the heads were last read (the lag metrics' upper bound); `boost()`
+        is held around each pass after a wake-up (the edit priority: see priority.py), so that reading the heads
+        and applying a version take the GIL back from a loaded event loop at once, as a local edit does."""
         self.store = store
         self.metrics = metrics
         self._follow = follow
@@ -62,6 +68,11 @@ class Follower:
         #: Whether the last journal call succeeded (metrics, /v1/replicas, readiness of edits).
         self.journal_up = True
         self.last_error: str | None = None
+        #: When the heads were last read (time.time()): while the journal is down, what this replica serves may be
+        #: behind by what was committed since.
+        self.last_read_at: float | None = None
+        self._stale = stale
+        self._boost = boost
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="follower", daemon=True)
@@ -106,7 +117,8 @@ class Follower:
             self._wake.clear()
             if self._stop.is_set():
                 break
-            self.sync()
+            with self._boost():
+                self.sync()
         if feed is not None:
             feed.close()
 
@@ -123,6 +135,8 @@ class Follower:
             log.warning("journal unreachable, serving the versions already applied: %s", e)
         self.journal_up, self.last_error = False, str(e)
         self.metrics.journal_up.set(0)
+        if self._stale is not None and self.last_read_at is not None:
+            self._stale(max(0.0, time.time() - self.last_read_at))
 
     def _up(self) -> None:
         if not self.journal_up:
@@ -137,6 +151,7 @@ class Follower:
         except StoreError as e:
             self._down(e)
             return
+        self.last_read_at = time.time()
         self._up()
         changed = self._follow(heads)
         now = time.time()

@@ -40,13 +40,9 @@ def prepare_inputs(model: str, arrays: Mapping[str, np.ndarray], version: ModelV
                 expected=t.datatype,
                 got=a.dtype.name,
             )
-        ok = a.ndim == len(t.shape) and all(d == -1 or d == s for d, s in zip(t.shape, a.shape, strict=False))
-        if not ok or a.shape[0] == 0 or 0 in a.shape:
-            raise BadInputError(
-                f"input {t.name!r}: expected shape {list(t.shape)}, got {list(a.shape)}",
-                expected=list(t.shape),
-                got=list(a.shape),
-            )
+        problem = t.shape_problem(tuple(a.shape))  # rank, fixed sizes, and the bounds a model's buffers set
+        if problem is not None:
+            raise BadInputError(f"input {t.name!r}: {problem}", expected=list(t.shape), got=list(a.shape))
         if rows is not None and a.shape[0] != rows:
             raise BadInputError(f"inputs disagree on the batch size: {rows} vs {a.shape[0]}")
         rows = a.shape[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -69,14 +71,14 @@ class Metrics:
         )
         self.rollout_latency = Histogram(
             "morphserve_rollout_duration_seconds",
-            "request latency during a rollout, by role (shadow runs: their compute time)",
+            "latency of the requests answered during a rollout, by the role of the version that answered",
             ["model", "role"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.shadow_runs = Counter(
             "morphserve_shadow_runs",
-            "shadow runs on the candidate, by outcome (compared, dropped)",
+            "shadow runs on the candidate, by outcome (compared, dropped, failed)",
             ["model", "outcome"],
             registry=r,
         )
@@ -91,3 +93,22 @@ class Metrics:
         self.inferences = Counter(
             "morphserve_inferences", "inference requests served by the worker", ["model"], registry=r
         )
+
+    def forget(self, model: str) -> None:
+        """Drop a deleted model's series (a name deleted for good must not be scraped for ever, and one created
+        again starts from zero)."""
+        for metric in (
+            self.batch_size,
+            self.queue_depth,
+            self.version,
+            self.edit_latency,
+            self.inference_latency,
+            self.lag_versions,
+            self.lag_seconds,
+            self.inferences,
+        ):
+            with contextlib.suppress(KeyError):  # never observed for this model
+                metric.remove(model)
+        for outcome in ("committed", "rejected"):
+            with contextlib.suppress(KeyError):
+                self.edits.remove(model, outcome)

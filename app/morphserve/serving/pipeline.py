@@ -85,10 +85,13 @@ class EditPipeline:
         def propose() -> ModelVersion:
             parsed = parse_ops(ops)
             base = served.current()
-            self.budget.check_edit(base, parsed)
+            kept = served.residency.kept_beside_new()
+            self.budget.check_edit(base, parsed, kept)
             check_base(served.name, base.version, if_version)
             latest = served.residency.latest
-            return apply_edit(base, parsed, version=latest + 1, allow_output_change=allow_output_change)
+            candidate = apply_edit(base, parsed, version=latest + 1, allow_output_change=allow_output_change)
+            self.budget.check_version(candidate, "the edited model", kept)  # its activations, before its warm-up
+            return candidate
 
         return self._run(served, propose, dry_run=dry_run, stage=stage)
 
@@ -98,9 +101,18 @@ class EditPipeline:
         def propose() -> ModelVersion:
             base = served.current()
             check_base(served.name, base.version, if_version)
-            return rollback_version(base, served.residency.get(to), served.residency.latest + 1)
+            candidate = rollback_version(base, served.residency.get(to), served.residency.latest + 1)
+            self.budget.check_version(candidate, "the rolled-back model", served.residency.kept_beside_new())
+            return candidate
 
         return self._run(served, propose, dry_run=False, stage=stage)
+
+    def commit_version(
+        self, served: ServedModel, propose: Callable[[int], ModelVersion], *, stage: bool
+    ) -> EditOutcome:
+        """Commit a version built elsewhere (a fit job's), numbered under the model's edit locks: `propose(n)`
+        builds version n. Validated, warmed up, made durable and (unless staged) swapped in like any edit."""
+        return self._run(served, lambda: propose(served.residency.latest + 1), dry_run=False, stage=stage)
 
     def promote(
         self, served: ServedModel, version: int, *, journal: Callable[[int], None] | None = None
@@ -224,7 +236,7 @@ class EditPipeline:
         served.worker.swap(v, runnable).result()
         live_at = time.time()
         self.retain(served)
-        served.went_live(v.version)
+        served.went_live(v.version, live_at)
         return live_at
 
     def catch_up(self, served: ServedModel) -> None:
@@ -252,10 +264,22 @@ class EditPipeline:
         current = served.current()
         if head.current <= current.version:  # current versions only move forward (see `promote`)
             return False
+        t0 = time.perf_counter()
         v = served.residency.cached(head.current) or self.store.load(served.name, head.current, previous=current)
+        t1 = time.perf_counter()
         runnable = served.residency.runnable(v.version) or served.residency.prepare(v)
+        t2 = time.perf_counter()
         self._go_live(served, v, runnable)
-        log.info("model %s: version %d applied from the journal (was %d)", served.name, v.version, current.version)
+        t3 = time.perf_counter()
+        log.info(
+            "model %s: version %d applied from the journal (was %d; load %.1f ms, prepare %.1f ms, swap %.1f ms)",
+            served.name,
+            v.version,
+            current.version,
+            (t1 - t0) * 1000,
+            (t2 - t1) * 1000,
+            (t3 - t2) * 1000,
+        )
         if self.on_commit is not None:
             self.on_commit(served, v, False)
         return True

@@ -72,8 +72,7 @@ def warm_up(version: ModelVersion, runnable: Callable[..., object], device: torc
     """One forward on a one-row input before a version may serve: it must run, not just type-check."""
     args = []
     for t in version.inputs:
-        shape = [1 if i == 0 else (32 if d == -1 else d) for i, d in enumerate(t.shape)]
-        args.append(torch.zeros(shape, dtype=t.dtype, device=device))
+        args.append(torch.zeros(t.example_shape(batch=1), dtype=t.dtype, device=device))  # inside the input's bounds
     try:
         with ops_for(device).side_stream(), torch.inference_mode():  # off the serving stream on a GPU
             runnable(*args)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +21,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from morphserve.graph import GraphError, ModelVersion, NotFoundError, SetWeightsOp, TensorSpec, shapes
+from morphserve.graph import GraphError, ModelVersion, NotFoundError, SetWeightsOp, TensorSpec, parse_spec, shapes
+from morphserve.graph.bundle import BundleLimits
 from morphserve.graph.edits import recast
+from morphserve.graph.views import describe
 from morphserve.settings import Settings, worker_index
 from morphserve.store import (
     GcResult,
@@ -38,20 +41,23 @@ from .budget import MemoryBudget
 from .compile import Compiler
 from .cuda_shm import CudaSharedMemory
 from .datasets import Datasets
-from .errors import BadInputError, ModelExistsError, RolloutConflictError
+from .errors import BadInputError, ModelExistsError, ModelTooLargeError, RolloutConflictError
 from .events import EventHub  # events hook
+from .feedback import FeedbackWindow
+from .fit import FitJobs, FitSpec
 from .inference import Inference
 from .metrics import Metrics
 from .pipeline import EditOutcome, EditPipeline, weights_op
 from .placement import Placement, resolve_device
 from .priority import SwitchIntervalBoost
+from .render import Renders
 from .replication import ReplicasView, Replication, ReplicaWait, advertised_address
 from .residency import Residency
 from .rollout import Rollout, RolloutSpec
 from .rollouts import Rollouts
 from .served import ServedModel
 from .shm import SharedMemory, SystemSharedMemory
-from .sources import ModelSource, UploadedBundle, parse_entry
+from .sources import ModelSource, UploadedBundle, bundles_in, parse_entry
 from .worker import DeviceWorker, InferResult
 
 log = logging.getLogger("morphserve.registry")
@@ -79,6 +85,9 @@ class ModelStatus(BaseModel):
     rollout: str | None = None
     #: The compile of the current version (`--compile`): mode, state (queued, compiling, serving, failed), times.
     compile: dict[str, Any] | None = None
+    #: When `version` went live on this replica (seconds since the epoch; None: it is the version the server started
+    #: with). With the journal row's committed_at, the commit-to-serving lag of this replica.
+    live_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,7 @@ class Registry:
         self.device = resolve_device(settings.device, worker_index())
         torch.set_num_threads(settings.threads_per_worker())
         self.store = store if store is not None else open_store(settings)
-        self.budget = MemoryBudget(settings.model_bytes_limit)
+        self.budget = MemoryBudget(settings.model_bytes_limit, settings.max_batch_size)
         self.inference = Inference(settings.request_timeout_s)
         self.events = EventHub()  # events hook: committed versions, models created and deleted (SSE)
         self.pipeline = EditPipeline(
@@ -117,6 +126,22 @@ class Registry:
             max_batch_size=settings.max_batch_size,
             lookup=self.local,
         )
+        self.jobs = FitJobs(
+            self.store,
+            self.datasets,
+            self.pipeline,
+            self.events,
+            self.budget,
+            replica=lambda: self.replication.follower.id,
+            max_steps=settings.max_fit_steps,
+            max_seconds=settings.max_fit_seconds,
+            max_batch_size=settings.max_batch_size,
+        )
+        self.feedback = FeedbackWindow(settings.feedback_window, settings.max_body_bytes)
+        self.renders = Renders(settings.render_workers, settings.render_timeout_s, settings.max_render_nodes)
+        #: The graph JSON of each version in memory, made once (versions never change; a large model's takes
+        #: tens of milliseconds of the interpreter each time).
+        self._graph_json: weakref.WeakKeyDictionary[ModelVersion, bytes] = weakref.WeakKeyDictionary()
         self._models: dict[str, ServedModel] = {}
         self._primer: threading.Thread | None = None
         self.compiler = Compiler(
@@ -151,6 +176,7 @@ class Registry:
             wait_s=settings.min_version_wait_ms / 1000,
             address=advertised_address(settings.host, settings.port),
             on_docs=lambda served, _head: self.rollouts.sync(served),
+            boost=self.pipeline.priority.boosted,  # the follower's pass, as an edit: ahead of a loaded loop
         )
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -165,8 +191,11 @@ class Registry:
             heads = {}
         for name, head in heads.items():
             self._restore(name, head)
-        for entry in self.settings.models:
-            asked, source = parse_entry(entry)
+        entries = [(entry, *parse_entry(entry)) for entry in self.settings.models]
+        if self.settings.model_dir is not None:  # a model repository (KServe's /mnt/models)
+            found = bundles_in(self.settings.model_dir, self.settings.model_name)
+            entries += [(str(source), asked, source) for asked, source in found]
+        for entry, asked, source in entries:
             if asked is not None and (asked in self._models or asked in self.failed):
                 if asked in self._models:
                     log.info(
@@ -193,20 +222,33 @@ class Registry:
         # start-up cost (seconds): pay it beside serving instead.
         self._primer = threading.Thread(target=shapes.prime, name="prime-shapes", daemon=True)
         self._primer.start()
-        for served in list(self._models.values()):  # a rollout that ran before a restart runs on
+        for served in list(self._models.values()):  # a rollout that ran before a restart runs on; a job does not
             self.rollouts.sync(served)
+            self.jobs.recover(served.name)
         if self.store.unavailable is None:
             self.replication.start()
 
     def _restore(self, name: str, head: Head) -> None:
         try:
+            self._check_head(name)  # before its weights are loaded
             first = self.store.load(name)
         except (StoreError, GraphError, ValueError, RuntimeError) as e:
             log.error("model %s cannot be restored from %s and is not served: %s", name, self.store.where, e)
             self.failed[name] = str(e)
             return
         log.info("model %s: restored version %d from %s", name, first.version, self.store.where)
-        self._serve(first, persist=False, incarnation=head.incarnation, latest=head.version)
+        try:
+            self._serve(first, persist=False, incarnation=head.incarnation, latest=head.version)
+        except ModelTooLargeError as e:  # its shapes were not recorded, so only the built version could be sized
+            log.error("model %s is not served: %s", name, e)
+            self.failed[name] = str(e)
+
+    def _check_head(self, name: str) -> None:
+        """Size the journal's newest version of `name` against the memory budget from its row alone (the spec for
+        the weights, the recorded shapes for the activations): a model over the budget is never loaded."""
+        record = self.store.journal.latest(name)
+        if record is not None:
+            self.budget.check_record(parse_spec(record.spec), record.shapes, f"model {name!r} in the journal")
 
     def _serve(
         self,
@@ -224,6 +266,7 @@ class Registry:
                 raise ModelExistsError(f"model {first.model!r} already exists")
             if persist and self.store.has(first.model):
                 raise ModelExistsError(f"model {first.model!r} exists in the journal {self.store.where}")
+            self.budget.check_version(first, f"model {first.model!r}")  # before its warm-up allocates activations
             placement = Placement(self.device)
             runnable = placement.prepare(first)
             if persist:
@@ -282,10 +325,16 @@ class Registry:
         return name not in self.failed and name not in self._deleting
 
     def adopt(self, name: str, incarnation: str) -> None:
-        """Serve a model another replica created."""
-        head = self.store.heads().get(name)
-        first = self.store.load(name)
-        self._serve(first, persist=False, incarnation=incarnation, latest=head.version if head else None)
+        """Serve a model another replica created (unless it is over this replica's memory budget: then it is
+        reported, like a model that failed to load at start, and not tried again on every poll)."""
+        try:
+            self._check_head(name)
+            head = self.store.heads().get(name)
+            first = self.store.load(name)
+            self._serve(first, persist=False, incarnation=incarnation, latest=head.version if head else None)
+        except ModelTooLargeError as e:
+            log.error("model %s (created by another replica) is not served here: %s", name, e)
+            self.failed[name] = str(e)
 
     def drop_local(self, name: str) -> None:
         """Stop serving a model another replica deleted (the journal has no rows of it any more)."""
@@ -298,6 +347,9 @@ class Registry:
         served.worker.stop()
         self.rollouts.forget(name)
         self.compiler.forget(name)
+        self.jobs.forget(name)
+        self.feedback.forget(name)
+        self.metrics.forget(name)
         self.events.model_deleted(name)  # events hook
         log.info("model %s: deleted by another replica", name)
 
@@ -311,6 +363,7 @@ class Registry:
             models, self._models = list(self._models.values()), {}
         for served in models:
             served.worker.stop()
+        self.renders.close()
         self.pipeline.close()
         self.store.close()
 
@@ -353,7 +406,7 @@ class Registry:
         if self.store.unavailable is not None:
             raise StoreUnavailableError(f"models cannot be created: {self.store.unavailable}")
         spool = self.settings.state_dir / "uploads" if self.settings.journal != "memory" else None  # PostgreSQL too
-        return UploadedBundle(name, spool)
+        return UploadedBundle(name, spool, BundleLimits(max_spec_bytes=self.settings.max_spec_bytes))
 
     async def remove(self, name: str) -> None:
         served = self.get(name)
@@ -375,6 +428,9 @@ class Registry:
         await asyncio.to_thread(remove)
         self.rollouts.forget(name)
         self.compiler.forget(name)
+        self.jobs.forget(name)
+        self.feedback.forget(name)
+        self.metrics.forget(name)
         log.info("model %s: removed", name)
         self.events.model_deleted(name)  # events hook
 
@@ -421,6 +477,7 @@ class Registry:
             resident_bytes=resident_bytes(served.residency.resident()),
             rollout=None if rollout is None else rollout.id,
             compile=self.compiler.status(name),
+            live_at=served.live_since(v.version),
         )
 
     def readiness(self) -> Readiness:
@@ -451,6 +508,14 @@ class Registry:
         served = self.get(name)
         return await asyncio.to_thread(self.pipeline.gc, served, keep)
 
+    async def graph_json(self, v: ModelVersion) -> bytes:
+        """`describe(v)` as JSON, made once per version."""
+        body = self._graph_json.get(v)
+        if body is None:
+            body = await asyncio.to_thread(lambda: describe(v).model_dump_json().encode())
+            self._graph_json[v] = body
+        return body
+
     async def run(self, fn: Any, *args: Any) -> Any:
         """Run a pure, possibly slow function of the graph library (rendering, export) off the event loop."""
         return await asyncio.to_thread(fn, *args)
@@ -472,6 +537,7 @@ class Registry:
         *,
         min_version: int | None = None,
         sticky: str | None = None,
+        request_id: str | None = None,
     ) -> InferResult:
         """`min_version`: read-your-writes across replicas (wait, bounded, until this replica has applied it).
         `sticky`: the value of the running rollout's sticky header in this request, if any: it picks the side."""
@@ -479,6 +545,8 @@ class Registry:
         if min_version is not None:
             await self.replication.wait_for(name, min_version)
         served = self.get(name)
+        if request_id is not None and self.feedback.enabled:
+            self.feedback.keep(name, request_id, arrays)
         rollout = self.rollouts.active(name) if version is None else None
         try:
             if rollout is None:
@@ -605,6 +673,41 @@ class Registry:
     async def delete_dataset(self, name: str, dataset: str) -> None:
         self.get(name)
         await asyncio.to_thread(self.datasets.delete, name, dataset)
+
+    # -- fit jobs and feedback ---------------------------------------------------------------------------------
+    async def fit(self, name: str, spec: FitSpec) -> dict[str, Any]:
+        served = self.get(name)
+        return await asyncio.to_thread(self.jobs.start, served, spec)
+
+    async def job(self, name: str, job_id: str) -> dict[str, Any]:
+        served = self.get(name)
+        return await asyncio.to_thread(self.jobs.get, served, job_id)
+
+    async def jobs_of(self, name: str) -> list[dict[str, Any]]:
+        served = self.get(name)
+        return await asyncio.to_thread(self.jobs.jobs, served)
+
+    async def cancel_job(self, name: str, job_id: str) -> dict[str, Any]:
+        served = self.get(name)
+        return await asyncio.to_thread(self.jobs.cancel, served, job_id)
+
+    async def give_feedback(self, name: str, dataset: str, labels: Mapping[str, Any], kind: str) -> dict[str, Any]:
+        """Label earlier requests (by request id) and add them to `dataset` (created, or extended)."""
+        served = self.get(name)
+        if not self.feedback.enabled:
+            raise BadInputError("feedback needs the server to keep recent inputs: start it with --feedback-window N")
+        found = self.feedback.find(name, list(labels))
+        missing = [r for r in labels if r not in found]
+        if not found:
+            raise NotFoundError(
+                f"none of the {len(labels)} request id(s) is in the feedback window of {name!r} "
+                f"(the last {self.settings.feedback_window} requests)",
+                missing=missing[:20],
+            )
+        doc = await asyncio.to_thread(
+            self.datasets.extend, name, dataset, served.current(), {r: found[r] for r in found}, labels, kind
+        )
+        return {**dict(doc.value), "added": len(found), "missing": missing}
 
     async def evaluations(self, name: str) -> dict[int, list[dict[str, Any]]]:
         """Every evaluation score recorded of each version (rollouts' evaluation gates write them)."""

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol
 
 from pydantic import BaseModel
@@ -20,7 +21,7 @@ from pydantic import BaseModel
 from morphserve.graph import GraphError, NotFoundError
 from morphserve.store import Head, Store, StoreError
 
-from .errors import ModelExistsError, VersionBehindError
+from .errors import ModelExistsError, VersionAheadError, VersionBehindError
 from .follower import HEARTBEAT_S, Follower
 from .metrics import Metrics
 from .served import ServedModel
@@ -50,6 +51,9 @@ class JournalState(BaseModel):
     backend: str
     up: bool
     error: str | None = None
+    #: When this replica last read the journal's heads (seconds since the epoch). While `up` is false it serves what
+    #: it had then: its lag is unknown, at most the lag it had then plus the time since.
+    last_read_at: float | None = None
 
 
 class ReplicasView(BaseModel):
@@ -104,6 +108,7 @@ class Replication:
         wait_s: float,
         address: str,
         on_docs: Callable[[ServedModel, Head], None] | None = None,
+        boost: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
         """`apply(served, head)` brings a served model to a head committed elsewhere (the edit pipeline's
         follower step); `on_docs(served, head)` runs when a model's documents changed (a rollout started or ended
@@ -115,9 +120,18 @@ class Replication:
         self.journal_kind = journal_kind
         self.wait_s = wait_s
         self.follower = Follower(
-            store, metrics, follow=self.follow, applied=self.applied, interval_s=interval_s, address=address
+            store,
+            metrics,
+            follow=self.follow,
+            applied=self.applied,
+            interval_s=interval_s,
+            address=address,
+            stale=self._stale,
+            boost=boost,
         )
         self._heads: dict[str, Head] = {}
+        #: The lag in seconds per model at the last read of the heads (the base of the bound while it is down).
+        self._lag_s: dict[str, float] = {}
         self.on_docs = on_docs
         self._docs_seen: dict[str, tuple[str, int]] = {}  # model -> (incarnation, docs_rev) last handed to on_docs
 
@@ -175,8 +189,16 @@ class Replication:
             if served is None:
                 continue
             behind = max(0, head.current - served.serving_version())
+            self._lag_s[name] = max(0.0, now - head.committed_at) if behind else 0.0
             self.metrics.lag_versions.labels(name).set(behind)
-            self.metrics.lag_seconds.labels(name).set(max(0.0, now - head.committed_at) if behind else 0.0)
+            self.metrics.lag_seconds.labels(name).set(self._lag_s[name])
+
+    def _stale(self, since_read_s: float) -> None:
+        """The journal is unreachable: this replica cannot know what was committed since it last read the heads, so
+        its lag in seconds is reported as its upper bound (the lag then, plus the time since), which grows for as
+        long as the partition lasts; the lag in versions stays the last known (a lower bound)."""
+        for name in self.models.names():
+            self.metrics.lag_seconds.labels(name).set(self._lag_s.get(name, 0.0) + since_read_s)
 
     def applied(self) -> dict[str, int]:
         return {n: s.serving_version() for n in self.models.names() if (s := self.models.local(n))}
@@ -188,6 +210,7 @@ class Replication:
         served = self.models.local(name)
         if served is not None and served.serving_version() >= min_version:
             return
+        await self._check_journal_has(name, min_version)
         self.follower.kick()
         while served is None:  # created elsewhere, not followed yet
             if time.monotonic() >= deadline:
@@ -202,11 +225,32 @@ class Replication:
                 min_version=min_version,
             )
 
+    async def _check_journal_has(self, name: str, min_version: int) -> None:
+        """A version beyond the journal's newest exists nowhere: no replica can have it, however long one waits (an
+        edit acknowledged anywhere is in the journal before its answer). 404 at once, rather than a 503 after the
+        wait; a journal that cannot be read says nothing, and the wait goes on as before."""
+        try:
+            heads = await asyncio.to_thread(self.store.heads)
+        except StoreError:
+            return
+        head = heads.get(name)
+        if head is None or min_version > head.version:
+            newest = f"the journal's newest is {head.version}" if head is not None else "the journal holds none of it"
+            raise VersionAheadError(
+                f"model {name!r} has no version {min_version} on any replica: {newest}, so no replica can have it "
+                "until an edit makes it",
+                model=name,
+                min_version=min_version,
+                latest=head.version if head is not None else None,
+            )
+
     # -- the replica view and edits that wait for it ---------------------------------------------------------
     def view(self) -> ReplicasView:
         """Blocking (reads the journal): call it off the event loop."""
         f = self.follower
-        journal = JournalState(backend=self.journal_kind, up=f.journal_up, error=f.last_error)
+        journal = JournalState(
+            backend=self.journal_kind, up=f.journal_up, error=f.last_error, last_read_at=f.last_read_at
+        )
         try:
             rows = self.store.replicas()
             heads = self.store.heads()
@@ -223,6 +267,10 @@ class Replication:
             replicas.append(self._info(r.id, r.address, r.started_at, r.last_seen, versions, heads, now, f.id))
         if not seen_self:  # not beaten yet, or the journal is down: this replica still knows itself
             replicas.insert(0, self._info(f.id, f.address, f.started_at, now, self.applied(), heads, now, f.id))
+        if not journal.up and f.last_read_at is not None:  # its own lag: the upper bound (see `_stale`)
+            mine = next(r for r in replicas if r.this)
+            for m, lag in mine.lag.items():
+                lag.seconds = round(self._lag_s.get(m, 0.0) + now - f.last_read_at, 3)
         return ReplicasView(
             self=f.id, journal=journal, heads={m: h.current for m, h in heads.items()}, replicas=replicas
         )

@@ -106,6 +106,13 @@ class Residency(Generic[V]):
         with self._lock:
             return list(self._resident)
 
+    def kept_beside_new(self) -> list[V]:
+        """The resident versions that stay in memory once a new version is installed as current (it takes the place
+        of the least recently used one beyond `capacity - 1`): what a candidate is budgeted beside."""
+        with self._lock:
+            kept = [v for v, _ in self._resident.values()]
+        return kept[max(0, len(kept) - (self.capacity - 1)) :] if self.capacity > 1 else []
+
     def runnable(self, version: int) -> Runnable | None:
         """The runnable of a resident version (and it counts as used), or None."""
         with self._lock:

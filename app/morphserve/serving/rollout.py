@@ -91,7 +91,10 @@ class RolloutSpec(BaseModel):
             if evaluated and self.eval_dataset is None:
                 raise ValueError("gates.min_eval_accuracy and max_eval_regression need an eval_dataset")
             if self.shadow == 0 and self.canary == 0 and not evaluated:
-                raise ValueError("gates need evidence: give shadow or canary a fraction above 0, or an eval_dataset")
+                raise ValueError(
+                    "gates need evidence: give shadow or canary a fraction above 0, or an eval_dataset with "
+                    "min_eval_accuracy or max_eval_regression"
+                )
         return self
 
 

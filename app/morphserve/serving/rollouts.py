@@ -34,7 +34,7 @@ from morphserve.graph.version import ModelVersion
 from morphserve.store import Doc, DocConflictError, Store, StoreError
 
 from .datasets import Dataset, Datasets
-from .errors import RolloutConflictError
+from .errors import DatasetError, RolloutConflictError, UnavailableError
 from .events import Event, EventHub
 from .inference import prepare_inputs
 from .metrics import Metrics
@@ -201,7 +201,13 @@ class Rollouts:
                     rollout=running.key,
                 )
             if spec.eval_dataset is not None:
-                self.datasets.describe(name, spec.eval_dataset)  # 404 for an unknown dataset
+                described = self.datasets.describe(name, spec.eval_dataset)  # 404 for an unknown dataset
+                if described.value.get("kind") != "labels" and spec.gates and spec.gates.min_eval_accuracy is not None:
+                    raise DatasetError(
+                        f"gates.min_eval_accuracy needs a dataset with labels; {spec.eval_dataset!r} has targets "
+                        "(gate it with max_eval_regression, on the mean squared error)",
+                        dataset=spec.eval_dataset,
+                    )
             rollout_id = f"{int(time.time())}-{uuid.uuid4().hex[:8]}"
             value = {
                 "id": rollout_id,
@@ -218,11 +224,7 @@ class Rollouts:
             }
             doc = self.store.put_doc(name, KIND, rollout_id, value, expect_rev=0)
             self._prune(name)
-        rollout = self._activate(served, doc)
-        if spec.eval_dataset is not None:
-            threading.Thread(
-                target=self._evaluate, args=(served, rollout), name=f"evaluate-{name}", daemon=True
-            ).start()
+        self._activate(served, doc)
         return self.view(served)
 
     def view(self, served: ServedModel) -> dict[str, Any]:
@@ -316,6 +318,10 @@ class Rollouts:
         self.metrics.rollout_active.labels(served.name).set(1)
         self._publish(served.name, rollout, "started")
         self._ensure_monitor()
+        if rollout.phase == "evaluating":  # here it started, or it was evaluating when this replica (re)started
+            threading.Thread(
+                target=self._evaluate, args=(served, rollout), name=f"evaluate-{served.name}", daemon=True
+            ).start()
         log.info("model %s: rollout %s of version %d (%s)", served.name, rollout.id, rollout.candidate, rollout.phase)
         return rollout
 
@@ -335,7 +341,7 @@ class Rollouts:
         evidence = rollout.evidence()
         gates = rollout.spec.gates
         return {
-            "state": rollout.phase if rollout.decided is None else rollout.phase,
+            "state": rollout.phase,
             "evidence": evidence,
             "gates": None if gates is None else _gate_states(gates, rollout, evidence),
             "replica": self.replica(),
@@ -427,7 +433,15 @@ class Rollouts:
                 self.store.put_doc(name, "evaluation", f"{version.version}/{spec.eval_dataset}", scores[role])
             rollout.evaluation = scores
             verdict = _evaluation_verdict(spec.gates, scores)
+            if verdict is None and spec.gates is not None and spec.shadow == 0 and spec.canary == 0:
+                # No traffic will ever reach the candidate, so no traffic gate could judge it: the evaluation decides.
+                verdict = ("promote", "every evaluation gate passed")
         except Exception as e:  # noqa: BLE001 - a failed evaluation aborts the rollout with the reason
+            if self._stop.is_set() or served.deleted or isinstance(e, UnavailableError):
+                # The server (or the model) is going away, not the candidate failing: the rollout stays
+                # `evaluating` in the journal, and whoever serves the model next evaluates it again.
+                log.info("model %s: the evaluation of rollout %s stopped with the server", name, rollout.id)
+                return
             log.warning("model %s: the evaluation of rollout %s failed: %s", name, rollout.id, e)
             verdict = ("abort", f"the evaluation failed: {getattr(e, 'message', None) or e}")
         if verdict is not None:

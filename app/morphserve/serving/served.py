@@ -24,6 +24,9 @@ class ServedModel:
     #: Which creation of this model name the journal knows it as (a model deleted and created again elsewhere is
     #: another model); None for a model the journal does not hold.
     incarnation: str | None = None
+    #: The last version swapped in here and when (time.time() after its swap; None before the first): the
+    #: commit-to-serving lag of this replica is that time minus the journal row's committed_at.
+    went_live_at: tuple[int, float] | None = None
     #: Requests waiting for a version (`?min_version=`), as (version, loop, future); resolved when it is live.
     _gates: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = field(default_factory=list)
     _gate_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -39,6 +42,11 @@ class ServedModel:
     def check_alive(self) -> None:
         if self.deleted:
             raise NotFoundError(f"model {self.name!r} does not exist (it was deleted)", model=self.name)
+
+    def live_since(self, version: int) -> float | None:
+        """When `version` went live here, if it is the last version swapped in."""
+        last = self.went_live_at
+        return last[1] if last is not None and last[0] == version else None
 
     def serving_version(self) -> int:
         """The number of the version requests run on now: read-your-writes waits for this one."""
@@ -63,8 +71,11 @@ class ServedModel:
             with self._gate_lock:
                 self._gates = [g for g in self._gates if g[2] is not fut]
 
-    def went_live(self, version: int) -> None:
-        """Called (from any thread) after `version` was swapped in: wakes the requests that waited for it."""
+    def went_live(self, version: int, at: float | None = None) -> None:
+        """Called (from any thread) after `version` was swapped in (at `at`, time.time()): wakes the requests that
+        waited for it."""
+        if at is not None:
+            self.went_live_at = (version, at)
         with self._gate_lock:
             ready = [(loop, fut) for v, loop, fut in self._gates if v <= version]
         for loop, fut in ready:

@@ -23,7 +23,8 @@ from typing import Any, BinaryIO, Protocol
 
 import torch
 
-from morphserve.graph import ZOO, ModelVersion, SpecError, from_spec, load_zoo, parse_spec, read_bundle
+from morphserve.graph import ZOO, ModelSpec, ModelVersion, SpecError, from_spec, load_zoo, parse_spec, read_bundle
+from morphserve.graph.bundle import BundleLimits, json_depth
 from morphserve.graph.zoo import zoo_spec
 from morphserve.store import StorageFullError, StoreUnavailableError
 
@@ -33,7 +34,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def check_name(name: str) -> str:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):  # (`$` alone would let a trailing newline through)
         raise SpecError(f"model name {name!r} must match {NAME.pattern}")
     return name
 
@@ -64,6 +65,9 @@ class SpecSource:
     tensors: Mapping[str, torch.Tensor] | None = None
 
     def load(self, name: str | None, budget: MemoryBudget) -> ModelVersion:
+        depth, most = json_depth(dict(self.spec)), BundleLimits().max_spec_depth
+        if depth > most:
+            raise SpecError(f"the spec is nested {depth} levels deep; a spec may nest at most {most}", limit=most)
         spec = parse_spec(dict(self.spec))
         budget.check_spec(spec)
         return from_spec(spec, self.tensors, name=check_name(name or spec.name))
@@ -75,12 +79,21 @@ class SpecSource:
 @dataclass(frozen=True)
 class BundleSource:
     path: Path
+    limits: BundleLimits = BundleLimits()
 
     def load(self, name: str | None, budget: MemoryBudget) -> ModelVersion:
-        spec, tensors = read_bundle(self.path)
-        parsed = parse_spec(spec)
-        budget.check_spec(parsed)
-        return from_spec(parsed, tensors, name=check_name(name or spec.get("name") or self.path.stem))
+        parsed: list[ModelSpec] = []
+
+        def weights_limit(spec: dict[str, Any]) -> int:
+            """The spec is sized against the budget before a byte of the weights is read, and bounds them."""
+            parsed.append(parse_spec(spec))
+            return budget.check_spec(parsed[0])
+
+        spec, tensors = read_bundle(self.path, limits=self.limits, weights_limit=weights_limit)
+        model = parsed[0] if parsed else parse_spec(spec)
+        if not parsed:
+            budget.check_spec(model)
+        return from_spec(model, tensors, name=check_name(name or spec.get("name") or self.path.stem))
 
     def __str__(self) -> str:
         return f"bundle {self.path}"
@@ -103,8 +116,9 @@ class UploadedBundle:
     the model's file rather than a random one, and a spool whose process died can be told apart and swept.
     """
 
-    def __init__(self, name: str, directory: Path | None = None) -> None:
+    def __init__(self, name: str, directory: Path | None = None, limits: BundleLimits = BundleLimits()) -> None:
         self.name = check_name(name)
+        self.limits = limits
         self.size = 0
         self._buffer = bytearray()
         try:
@@ -147,7 +161,7 @@ class UploadedBundle:
                 "the upload is not a zip file: send a bundle (a zip of spec.json + weights.safetensors, "
                 "as `morphserve import` or an export writes it)"
             )
-        return BundleSource(self.path).load(name or self.name, budget)
+        return BundleSource(self.path, self.limits).load(name or self.name, budget)
 
     def close(self) -> None:
         if self._file is not None:
@@ -197,6 +211,39 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+def bundles_in(directory: Path, name: str | None = None) -> list[tuple[str | None, ModelSource]]:
+    """The models of `--model-dir` (a model repository, such as the /mnt/models KServe's storage initializer fills).
+
+    A directory that is itself a bundle (a `spec.json`: what the storage initializer leaves after unpacking a
+    bundle zip) is one model, named `name` or by its spec; a bundle file (zip or spec file) likewise. Otherwise
+    every bundle in it is a model named by its file stem: `*.zip`, `*.json` spec files and subdirectories that
+    hold a `spec.json` (names starting with a dot are skipped: Kubernetes' volume plumbing, `..data`). `name`
+    renames the one bundle of a directory that holds exactly one, under whatever file name it was stored as."""
+    if not directory.exists():
+        raise SpecError(f"model directory {directory} does not exist")
+    if directory.is_file() or (directory / "spec.json").is_file():
+        return [(name, BundleSource(directory))]
+    found: list[tuple[str | None, ModelSource]] = []
+    for path in sorted(directory.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if (path.is_file() and path.suffix in (".zip", ".json")) or (path.is_dir() and (path / "spec.json").is_file()):
+            found.append((path.stem, BundleSource(path)))
+    if not found:
+        raise SpecError(
+            f"model directory {directory} holds no bundle (*.zip, a spec *.json, or a directory with spec.json)"
+        )
+    if name is not None:
+        if len(found) > 1:
+            names = ", ".join(str(n) for n, _ in found)
+            raise SpecError(
+                f"--model-name {name!r} names the one bundle of {directory}, which holds {len(found)} ({names}): "
+                "leave --model-name out to serve each under its file name"
+            )
+        return [(name, found[0][1])]
+    return found
 
 
 def parse_entry(entry: str) -> tuple[str | None, ModelSource]:

@@ -490,5 +490,7 @@ class DeviceWorker:
         for o in outs:
             if o.shape[0] != rows:
                 raise RuntimeError(f"output has {o.shape[0]} rows for {rows} input rows")
-            result.append(o.detach().cpu().numpy())
+            # C order whatever the graph's last operator left (a permute or transpose): every encoder reads
+            # rows of this array, and orjson and tobytes need it contiguous (issue 23: permuted outputs were 500)
+            result.append(np.ascontiguousarray(o.detach().cpu().numpy()))
         return result, t1, t2

@@ -27,7 +27,7 @@ _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 def lock_name(model: str) -> str:
     """A file name for a model's lock: the name itself where it is a valid model name (which cannot start with a
     dot or contain a slash), else a hash of it."""
-    if _SAFE.match(model):
+    if _SAFE.fullmatch(model):
         return f"{model}.lock"
     return f"~{hashlib.sha256(model.encode()).hexdigest()[:32]}.lock"
 

@@ -3,7 +3,9 @@
 `chain(n)`: `n` layers in one line (Linear and ReLU alternating). `resnet50()`: the ResNet-50 graph as an import
 of torchvision's model would name it (torch.fx node ids are module paths joined by `_`: `layer4_2_conv3`, the
 residual sums `add`, `add_1`, ...), with narrow channels so that it is quick to build: 3-4-6-3 bottleneck blocks,
-one downsample branch per stage, 173 nodes.
+one downsample branch per stage, 173 nodes. `encoder(nodes)`: a transformer-shaped graph of exactly `nodes` nodes
+with module-path ids four levels deep (`encoder_stage_3_layer_17_attention_q`: stages of 48 layers, each an attention
+and a feed-forward block with their residual sums), narrow (width 8) so that 10,000 nodes build in a second.
 """
 
 from __future__ import annotations
@@ -88,4 +90,48 @@ def resnet50(width: int = 1, image: int = 32, classes: int = 10) -> dict[str, An
         "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 3, image, image]}],
         "outputs": [{"name": "output", "node": x}],
         "nodes": nodes,
+    }
+
+
+def encoder(nodes: int = 10_000, width: int = 8, layers_per_stage: int = 48) -> dict[str, Any]:
+    out: list[dict[str, Any]] = []
+
+    def add(nid: str, layer: dict[str, Any] | None, *inputs: str) -> str:
+        node: dict[str, Any] = {"id": nid, "inputs": list(inputs)}
+        if layer is None:
+            node["function"] = "add"
+        else:
+            node["layer"] = layer
+        out.append(node)
+        return nid
+
+    lin = {"type": "Linear", "in_features": width, "out_features": width}
+    norm = {"type": "LayerNorm", "normalized_shape": [width]}
+    x = add("embed", lin, "input")
+    per_layer = 14
+    i = 0
+    while len(out) + per_layer < nodes:
+        p = f"encoder_stage_{i // layers_per_stage}_layer_{i % layers_per_stage}"
+        q = add(f"{p}_attention_q", lin, x)
+        k = add(f"{p}_attention_k", lin, x)
+        v = add(f"{p}_attention_v", lin, x)
+        mix = add(f"{p}_attention_mix", None, q, k)
+        mix = add(f"{p}_attention_mix_1", None, mix, v)
+        a = add(f"{p}_attention_out", lin, mix)
+        x = add(f"{p}_norm1", norm, add(f"{p}_add", None, x, a))
+        h = add(f"{p}_ffn_lin1", lin, x)
+        h = add(f"{p}_ffn_act", {"type": "GELU"}, h)
+        h = add(f"{p}_ffn_lin2", lin, h)
+        h = add(f"{p}_ffn_dropout", {"type": "Dropout", "p": 0.1}, h)
+        x = add(f"{p}_norm2", norm, add(f"{p}_add_1", None, x, h))
+        i += 1
+    j = 0
+    while len(out) < nodes:
+        x = add(f"head_{j}", lin, x)
+        j += 1
+    return {
+        "name": f"encoder{nodes}",
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, width]}],
+        "outputs": [{"name": "output", "node": x}],
+        "nodes": out,
     }

@@ -48,7 +48,7 @@ def test_serving_panel_updates_live(page: Page, server: ServerProcess, fresh: st
 def test_nothing_outside_the_server_can_be_fetched(page: Page, server: ServerProcess, guard: Guard) -> None:
     open_model(page, server, "digits")
     assert guard.requests and all(u.startswith(server.url + "/") for u in guard.requests)
-    assert any("/assets/elk-worker" in u for u in guard.requests)  # the layout worker is served by us too
+    assert any("/assets/layout.worker" in u for u in guard.requests)  # the layout worker is served by us too
     # The page's own policy refuses other origins before anything reaches the network...
     with page.expect_console_message(lambda m: "Content Security Policy" in m.text):
         outcome = page.evaluate("fetch('http://example.invalid/x').then(() => 'fetched', () => 'refused')")

@@ -24,7 +24,7 @@ def _line(tag: str) -> int:
     ("attr", "tag", "construct"),
     [
         ("Branchy", "control_flow", "data-dependent control flow"),
-        ("Spectral", "unsupported_op", "unsupported op aten.fft_fft"),
+        ("Spectral", "unsupported_op", "unsupported op aten._fft_r2c.default"),
         ("UsesFunction", "autograd_function", "custom autograd Function Double"),
         ("MutatesInput", "input_mutation", "forward mutates its input 'x' in place"),
     ],

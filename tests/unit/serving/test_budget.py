@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from morphserve.graph import load_zoo, parse_layer, parse_spec
-from morphserve.graph.spec import NodeSpec
 from morphserve.graph.version import make_version
 from morphserve.graph.zoo import chain_spec, digits_spec
 from morphserve.serving import budget as budget_module
@@ -37,15 +36,14 @@ def test_module_bytes_counts_parameters_and_buffers() -> None:
 
 def test_a_layer_is_sized_on_the_meta_device_without_allocating(monkeypatch: pytest.MonkeyPatch) -> None:
     built: list[torch.device] = []
-    real = NodeSpec.build_module
+    real = budget_module.module_bytes
 
-    def spy(self: NodeSpec) -> nn.Module:
-        m = real(self)
+    def spy(m: nn.Module) -> int:
         built.extend(p.device for p in m.parameters())
-        return m
+        return real(m)
 
-    monkeypatch.setattr(NodeSpec, "build_module", spy)
-    budget_module._node_bytes.cache_clear()  # a cached size would not build anything
+    monkeypatch.setattr(budget_module, "module_bytes", spy)
+    budget_module._LAYER_BYTES.clear()  # a cached size would not build anything
     # 16384 x 16383 FP32 is 1 GiB: sized in no time and with no memory, because nothing real is allocated.
     size = layer_bytes(parse_layer(_linear(16383, 16384)))
     assert size == (16383 * 16384 + 16384) * F32
@@ -74,7 +72,12 @@ def test_a_spec_within_the_limit_passes_and_one_over_it_is_refused_naming_both_s
     MemoryBudget(DIGITS_BYTES).check_spec(spec)  # exactly at the limit is allowed
     with pytest.raises(ModelTooLargeError) as e:
         MemoryBudget(DIGITS_BYTES - 1).check_spec(spec, "model 'big'")
-    assert e.value.fields == {"needed_bytes": DIGITS_BYTES, "limit_bytes": DIGITS_BYTES - 1}
+    assert e.value.fields == {
+        "needed_bytes": DIGITS_BYTES,
+        "limit_bytes": DIGITS_BYTES - 1,
+        "weights_bytes": DIGITS_BYTES,
+        "activation_bytes": 0,  # a new model's activations are sized once it is built (check_version)
+    }
     msg = str(e.value)
     assert msg.startswith("model 'big' needs")
     assert f"{DIGITS_BYTES:,} bytes" in msg and f"{DIGITS_BYTES - 1:,} bytes" in msg and "--max-model-bytes" in msg
@@ -104,6 +107,14 @@ def test_an_edit_is_sized_as_the_version_it_would_make() -> None:
         MemoryBudget(DIGITS_BYTES + 2 * (128 * 128 + 128) * F32 - 1).check_edit(digits, [insert, insert])
 
 
+def test_a_layer_inserted_and_removed_by_one_edit_costs_nothing() -> None:
+    digits = load_zoo("digits")
+    insert = {"op": "insert", "after": "relu1", "name": "extra", "layer": _linear(128, 128)}
+    MemoryBudget(DIGITS_BYTES).check_edit(digits, [insert, {"op": "remove", "node": "extra"}])
+    replaced = [insert, {"op": "replace", "node": "extra", "layer": _linear(128, 128)}]
+    MemoryBudget(DIGITS_BYTES + (128 * 128 + 128) * F32).check_edit(digits, replaced)  # counted once, not twice
+
+
 def test_ops_it_cannot_parse_are_left_to_the_edit_validation() -> None:
     digits = load_zoo("digits")
     MemoryBudget(1).check_edit(digits, [{"op": "no-such-op"}])  # no ModelTooLargeError: apply_edit says what is wrong
@@ -116,10 +127,14 @@ def test_a_version_counts_a_module_shared_by_two_nodes_once() -> None:
     shared = nn.Linear(8, 8)
     v = make_version("chain", 1, None, spec, {"fc0": shared, "relu0": nn.ReLU(), "fc1": shared})
     one = (8 * 8 + 8) * F32
-    MemoryBudget(one).check_version(v, "chain")
+    MemoryBudget(one).check_version(v, "chain", activations=False)
     with pytest.raises(ModelTooLargeError, match="^restored chain needs") as e:
-        MemoryBudget(one - 1).check_version(v, "restored chain")
+        MemoryBudget(one - 1).check_version(v, "restored chain", activations=False)
     assert e.value.fields["needed_bytes"] == one
+    # with its activations (a forward at the batch size), the same version needs more
+    with pytest.raises(ModelTooLargeError) as e:
+        MemoryBudget(one).check_version(v, "chain")
+    assert e.value.fields["activation_bytes"] > 0 and e.value.fields["weights_bytes"] == one
 
 
 def test_without_max_model_bytes_the_limit_is_half_the_memory_not_unlimited() -> None:

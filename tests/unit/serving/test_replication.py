@@ -11,7 +11,7 @@ from typing import Any, cast
 import pytest
 
 from morphserve.graph import NotFoundError
-from morphserve.serving.errors import ModelExistsError, VersionBehindError
+from morphserve.serving.errors import ModelExistsError, VersionAheadError, VersionBehindError
 from morphserve.serving.metrics import Metrics
 from morphserve.serving.replication import ALIVE_S, Replication, advertised_address
 from morphserve.serving.residency import Residency
@@ -220,7 +220,8 @@ def test_wait_for_returns_at_once_when_the_version_is_live(monkeypatch: pytest.M
 
 def test_wait_for_gives_up_naming_the_version_it_has(monkeypatch: pytest.MonkeyPatch) -> None:
     models = Models(m=_served(3))
-    rep, _, _, _ = _replication(models, wait_s=0.05)
+    rep, _, journal, _ = _replication(models, wait_s=0.05)
+    journal.head_rows = {"m": _head(5)}  # committed elsewhere, not applied here yet
     kicks: list[bool] = []
     monkeypatch.setattr(rep.follower, "kick", lambda: kicks.append(True))
     with pytest.raises(VersionBehindError, match="has version 3 of 'm', not yet 5") as e:
@@ -231,11 +232,12 @@ def test_wait_for_gives_up_naming_the_version_it_has(monkeypatch: pytest.MonkeyP
 
 def test_wait_for_returns_once_the_version_goes_live() -> None:
     served = _served(1)
-    rep, _, _, _ = _replication(Models(m=served), wait_s=30.0)
+    rep, _, journal, _ = _replication(Models(m=served), wait_s=30.0)
+    journal.head_rows = {"m": _head(2)}
 
     async def go() -> None:
         waiting = asyncio.create_task(rep.wait_for("m", 2))
-        await asyncio.sleep(0)  # the waiter registers its gate
+        await asyncio.sleep(0.05)  # the waiter reads the journal's heads (off the loop) and registers its gate
         assert not waiting.done()
         t = threading.Thread(target=_advance, args=(served, 2))  # the worker's swap, on its own thread
         t.start()
@@ -245,15 +247,28 @@ def test_wait_for_returns_once_the_version_goes_live() -> None:
     asyncio.run(go())
 
 
-def test_wait_for_an_unknown_model_is_not_found_after_the_wait() -> None:
-    rep, _, _, _ = _replication(Models(), wait_s=0.02)
+def test_wait_for_a_model_the_journal_has_but_this_replica_never_follows_is_not_found_after_the_wait() -> None:
+    rep, _, journal, _ = _replication(Models(), wait_s=0.02)
+    journal.head_rows = {"nope": _head(1, model="nope")}
     with pytest.raises(NotFoundError, match="does not exist on this replica"):
         asyncio.run(rep.wait_for("nope", 1))
 
 
+def test_wait_for_a_version_beyond_the_journal_is_refused_at_once() -> None:
+    rep, _, journal, _ = _replication(Models(m=_served(3)), wait_s=30.0)
+    journal.head_rows = {"m": _head(3)}
+    started = time.monotonic()
+    with pytest.raises(VersionAheadError, match="newest is 3") as e:
+        asyncio.run(rep.wait_for("m", 4))
+    assert time.monotonic() - started < 5 and e.value.fields["latest"] == 3  # no wait for what cannot come
+    with pytest.raises(VersionAheadError, match="holds none of it"):
+        asyncio.run(rep.wait_for("other", 1))
+
+
 def test_wait_for_a_model_created_elsewhere_waits_for_it_to_be_followed() -> None:
     models = Models()
-    rep, _, _, _ = _replication(models, wait_s=30.0)
+    rep, _, journal, _ = _replication(models, wait_s=30.0)
+    journal.head_rows = {"m": _head(1)}
 
     async def go() -> None:
         waiting = asyncio.create_task(rep.wait_for("m", 1))
@@ -323,3 +338,28 @@ def test_the_advertised_address() -> None:
     assert advertised_address("10.0.0.7", 8000) == "http://10.0.0.7:8000"
     assert advertised_address("::1", 9) == "http://[::1]:9"
     assert advertised_address("0.0.0.0", 80).startswith("http://") and "0.0.0.0" not in advertised_address("::", 80)
+
+
+def test_while_the_journal_is_unreachable_the_lag_is_its_upper_bound_and_grows() -> None:
+    """Cut off, a replica cannot know what was committed since it last read the heads: the lag in seconds is the
+    lag it had then plus the time since (it grows for as long as the partition lasts); in versions, the last known;
+    the view says when it last read the journal."""
+    models = Models(m=_served(1))
+    rep, _, journal, metrics = _replication(models)
+    journal.head_rows = {"m": _head(1)}
+    journal.down = StoreError("connection refused")
+    rep.follower.sync()  # never read: nothing to bound yet
+    assert metrics.registry.get_sample_value("morphserve_replica_lag_seconds", {"model": "m"}) is None
+    journal.down = None
+    rep.follower.sync()  # caught up: lag 0
+    read_at = rep.follower.last_read_at
+    assert read_at is not None
+    rep.follower.last_read_at = read_at - 20.0  # read 20 s ago; the journal has been down since
+    journal.down = StoreError("connection refused")
+    rep.follower.sync()
+    seconds = metrics.registry.get_sample_value("morphserve_replica_lag_seconds", {"model": "m"})
+    assert seconds is not None and 20.0 <= seconds < 30.0
+    assert metrics.registry.get_sample_value("morphserve_replica_lag_versions", {"model": "m"}) == 0
+    view = rep.view()
+    assert not view.journal.up and view.journal.last_read_at == read_at - 20.0
+    assert 20.0 <= view.replicas[0].lag["m"].seconds < 30.0

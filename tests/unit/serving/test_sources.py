@@ -106,3 +106,22 @@ def test_stale_spools_of_dead_processes_are_swept(tmp_path: Path) -> None:
     other.mkdir()
     assert sweep_spools(tmp_path) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([recent.name, mine.name, other.name])
+
+
+def test_a_model_directory_is_its_bundles_by_file_stem_or_one_bundle_renamed(tmp_path: Path) -> None:
+    zipped = bundle_bytes(load_zoo("digits"))
+    (tmp_path / "b.zip").write_bytes(zipped)
+    (tmp_path / "a.zip").write_bytes(zipped)
+    (tmp_path / "notes.txt").write_text("not a model")
+    (tmp_path / ".hidden.zip").write_bytes(zipped)
+    assert [name for name, _ in sources.bundles_in(tmp_path)] == ["a", "b"]
+    with pytest.raises(SpecError, match="holds 2 \\(a, b\\)"):  # which of two would the name be?
+        sources.bundles_in(tmp_path, "isvc")
+    (tmp_path / "b.zip").unlink()
+    ((name, source),) = sources.bundles_in(tmp_path, "isvc")
+    assert name == "isvc" and source.load(name, BUDGET).model == "isvc"
+    with pytest.raises(SpecError, match="does not exist"):
+        sources.bundles_in(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SpecError, match="holds no bundle"):
+        sources.bundles_in(tmp_path / "empty")

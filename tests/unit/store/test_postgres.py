@@ -399,3 +399,36 @@ def test_the_journal_setting_is_validated_without_repeating_its_password() -> No
     assert Settings(journal="sqlite").journal_url is None
     with pytest.raises(ValidationError, match="blob_dir needs a journal"):
         Settings(journal="memory", blob_dir=Path("/tmp/x"))
+
+
+def test_while_connecting_fails_an_attempt_knocks_first_and_fails_at_once() -> None:
+    """Issue 27: on a partition a libpq connect waits out connect_timeout and TCP resends its SYN only after 1, 3,
+    7 s; while connecting fails, each attempt first knocks on the port (PROBE_S) so that it fails at once, and a
+    network that heals is found by the next attempt. A reachable database is never knocked at."""
+    import socket
+
+    from morphserve.store.pg_database import PROBE_S, Database
+
+    with socket.socket() as s:  # a port nothing listens on (bound, never listening: connect is refused)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        db = Database(f"postgresql://u@127.0.0.1:{port}/db")
+        db.knock()  # no failure yet: no knock, nothing raised
+        db.failure = "connection refused"
+        t0 = time.monotonic()
+        with pytest.raises(psycopg.OperationalError, match=f"127.0.0.1:{port}"):
+            db.knock()
+        assert time.monotonic() - t0 < PROBE_S + 0.5
+    assert Database("postgresql://u@/db?host=/var/run/postgresql")._tcp is None  # a socket: never knocked
+    assert Database("postgresql://u@h1,h2/db")._tcp is None  # several hosts: never knocked
+    assert Database("postgresql://u@db.example:6543/db")._tcp == ("db.example", 6543)
+
+
+def test_a_reachable_database_is_connected_to_after_a_knock(pg_url: str) -> None:
+    from morphserve.store.pg_database import Database
+
+    db = Database(pg_url)
+    db.failure = "it was down a moment ago"
+    with db.connect("morphserve-test", "the test database") as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert db.failure is None  # connected: the failure is over

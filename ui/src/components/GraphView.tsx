@@ -1,22 +1,30 @@
 // The drawing: SVG, one <g data-node-id> per node, pan and zoom with d3-zoom (one transform on one element, so
 // panning a 2,000-node graph touches a single attribute), labels dropped when zoomed far out, arrow keys move
-// the selection to the nearest node in that direction.
+// the selection to the nearest node in that direction. Nodes show their local names (`q_lin`), groups their
+// place in the module tree; a collapsed group shows its size, its shapes in and out, and what changed inside.
+// Above CULL_ABOVE elements only what is in view (and a margin) is in the DOM. A new layout of the same graph (a
+// live edit, a group opened or closed) keeps the view where it was: the element the user was looking at (the
+// group toggled, the selection, or the one nearest the centre) stays at the same place on the screen.
 import { select } from "d3-selection";
 import "d3-transition";
 import { type ZoomBehavior, zoom, zoomIdentity, type ZoomTransform } from "d3-zoom";
-import { memo, type KeyboardEvent, useCallback, useEffect, useImperativeHandle, useMemo, useRef, useState } from "react";
+import {
+  memo, type KeyboardEvent, useCallback, useEffect, useImperativeHandle, useLayoutEffect, useMemo, useRef, useState,
+} from "react";
 import { category, CATEGORY_LABEL, type Category, compact, fmtShape, summary } from "../format";
 import type { Box, Placed } from "../graph/layout";
 import { GROUP_PAD_TOP } from "../graph/layout";
-import { type Display, type DisplayNode, type Folded, groupElementId, type Mark } from "../graph/model";
+import { type Display, type DisplayNode, type Folded, groupElementId, type GroupBox, type Mark } from "../graph/model";
 
 export interface Shown {
   display: Display;
   folded: Folded;
   placed: Placed;
   seq: number;
-  /** The view is fitted when a layout arrives with a key it has not fitted yet (a new model, direction...). */
+  /** The view is fitted when a layout arrives with a key it has not fitted yet (a new model, a fold of all...). */
   fitKey: string;
+  /** What stays put on the screen when this layout replaces the last one (a group's element id), if anything. */
+  anchor: string | null;
 }
 
 export interface GraphHandle {
@@ -36,7 +44,7 @@ interface Props {
 }
 
 const MARK_TEXT: Record<Mark, string> = { added: "+ added", removed: "− removed", changed: "~ changed" };
-const MAX_ID = 26;
+const CULL_ABOVE = 1500;
 /** The zoom below which labels are hard to read: the first view of a big graph starts here, not smaller. */
 const LEGIBLE = 0.72;
 
@@ -73,22 +81,34 @@ function kindColours(): Record<string, string> {
   return colourCache;
 }
 
-const clip = (s: string, n = MAX_ID) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
+/** The end of a long name gives way (the full name is in the title and the side panel); never the middle. */
+const clip = (s: string, n: number) => (s.length > n ? `${s.slice(0, n - 1)}…` : s);
+const shapes = (list: number[][]) =>
+  list.length === 0 ? "—" : list.length <= 2 ? list.map(fmtShape).join(" ") : `${fmtShape(list[0]!)} +${list.length - 1}`;
+
+/** The box of a group, expanded or collapsed, or of a node. */
+function boxOf(p: Placed, id: string): Box | undefined {
+  return p.nodes.get(id) ?? (id.startsWith("group:") ? p.containers.get(id.slice(6)) : undefined);
+}
 
 interface NodeProps {
   n: DisplayNode;
+  local: string;
+  path: string;
   box: Box;
   selected: boolean;
   flash: boolean;
   onSelect(id: string): void;
 }
 
-const NodeBox = memo(function NodeBox({ n, box, selected, flash, onSelect }: NodeProps) {
+const NodeBox = memo(function NodeBox({ n, local, path, box, selected, flash, onSelect }: NodeProps) {
   const node = n.node;
   const cat = category(node);
   const io = node.kind === "input" || node.kind === "output";
   const shape = `${fmtShape(node.shape)} ${node.datatype}`;
-  const label = `${node.id}: ${summary(node)}, output ${shape}${node.params ? `, ${node.params} parameters` : ""}${n.mark ? `, ${n.mark}` : ""}`;
+  const where = path && path !== local ? ` (${path})` : "";
+  const label = `${local}${where}, id ${node.id}: ${summary(node)}, output ${shape}${node.params ? `, ${node.params} parameters` : ""}${n.mark ? `, ${n.mark}` : ""}`;
+  const params = node.params > 0 ? compact(node.params) : "";
   const cls = ["node", `cat-${cat}`, io ? "io" : "", n.mark ? `mark-${n.mark}` : "", selected ? "selected" : "", flash ? "flash" : ""];
   return (
     <g
@@ -111,14 +131,14 @@ const NodeBox = memo(function NodeBox({ n, box, selected, flash, onSelect }: Nod
       <rect className="body" width={box.w} height={box.h} rx={io ? box.h / 2 : 9} />
       {io ? (
         <>
-          <text className="t-id" x={box.w / 2} y={19} textAnchor="middle">{clip(node.id, 20)}</text>
+          <text className="t-id" x={box.w / 2} y={19} textAnchor="middle">{clip(node.id, 21)}</text>
           <text className="t-shape" x={box.w / 2} y={34} textAnchor="middle">{shape}</text>
         </>
       ) : (
         <>
           <rect className="stripe" x={0} y={0} width={5} height={box.h} rx={2} />
-          <text className="t-id" x={14} y={19}>{clip(node.id)}</text>
-          {node.params > 0 && <text className="t-params" x={box.w - 10} y={19} textAnchor="end">{compact(node.params)}</text>}
+          <text className="t-id" x={14} y={19}>{clip(local, Math.floor((box.w - 24 - params.length * 7) / 7.6))}</text>
+          {params && <text className="t-params" x={box.w - 10} y={19} textAnchor="end">{params}</text>}
           <text className="t-type" x={14} y={36}>{clip(summary(node), 30)}</text>
           <text className="t-shape" x={14} y={51}>{shape}</text>
         </>
@@ -127,6 +147,44 @@ const NodeBox = memo(function NodeBox({ n, box, selected, flash, onSelect }: Nod
         <g className="badge" transform={`translate(${box.w - 78}, ${-9})`}>
           <rect width={74} height={17} rx={8.5} />
           <text x={37} y={12.5} textAnchor="middle">{n.mark === "changed" && n.changes?.length ? `~ ${n.changes[0]}` : MARK_TEXT[n.mark]}</text>
+        </g>
+      )}
+    </g>
+  );
+});
+
+/** A collapsed group: click or Enter opens it. */
+const GroupBoxView = memo(function GroupBoxView({ b, label, path, box, selected, onToggle }: {
+  b: GroupBox; label: string; path: string; box: Box; selected: boolean; onToggle(id: string): void;
+}) {
+  const changed = b.marks > 0 || b.recent > 0;
+  const badge = b.marks > 0 ? `${b.marks} changed` : "changed";
+  return (
+    <g
+      className={`node group-box${selected ? " selected" : ""}${changed ? " has-marks" : ""}`}
+      data-group-id={b.id}
+      data-collapsed="true"
+      data-changed={changed ? "true" : undefined}
+      style={{ transform: `translate(${box.x}px, ${box.y}px)` }}
+      tabIndex={selected ? 0 : -1}
+      role="button"
+      aria-label={`group ${path}, ${b.members.length} nodes, ${b.params} parameters, in ${shapes(b.ins)}, out ${shapes(b.outs)}${changed ? `, ${badge}` : ""}, collapsed; click or Enter expands`}
+      onClick={(e) => {
+        e.stopPropagation();
+        onToggle(b.id);
+      }}
+    >
+      <title>{path}</title>
+      <rect className="body shadow" x={5} y={5} width={box.w} height={box.h} rx={9} />
+      <rect className="body" width={box.w} height={box.h} rx={9} />
+      <text className="t-id" x={14} y={21}>▸ {clip(label, 24)}</text>
+      <text className="t-type" x={14} y={40}>{b.members.length} nodes{b.params ? ` · ${compact(b.params)} params` : ""}</text>
+      <text className="t-shape" x={14} y={58}>in {clip(shapes(b.ins), 25)}</text>
+      <text className="t-shape" x={14} y={73}>out {clip(shapes(b.outs), 24)}</text>
+      {changed && (
+        <g className="badge" transform={`translate(${box.w - 78}, ${-9})`}>
+          <rect width={74} height={17} rx={8.5} />
+          <text x={37} y={12.5} textAnchor="middle">{badge}</text>
         </g>
       )}
     </g>
@@ -142,27 +200,54 @@ export function GraphView({ shown, preview, selected, flash, onSelect, onToggleG
   const transformRef = useRef<ZoomTransform>(zoomIdentity);
   const miniRef = useRef<HTMLCanvasElement>(null);
   const drawRef = useRef<() => void>(() => undefined);
+  const [viewport, setViewport] = useState<{ x0: number; y0: number; x1: number; y1: number } | null>(null);
+  const viewportTimer = useRef(0);
+
+  const placed = shown?.placed ?? null;
+  const count = placed ? placed.nodes.size : 0;
+  const cull = count > CULL_ABOVE;
+  const cullRef = useRef(cull);
+  cullRef.current = cull;
+
+  /** The part of the graph in view (graph coordinates), for culling. */
+  const measureViewport = useCallback(() => {
+    const svg = svgRef.current;
+    if (!svg) return;
+    const t = transformRef.current;
+    const { width, height } = svg.getBoundingClientRect();
+    const [x0, y0] = t.invert([0, 0]);
+    const [x1, y1] = t.invert([width, height]);
+    const mx = (x1 - x0) * 0.5;
+    const my = (y1 - y0) * 0.5;
+    setViewport({ x0: x0 - mx, y0: y0 - my, x1: x1 + mx, y1: y1 + my });
+  }, []);
 
   useEffect(() => {
     const svg = svgRef.current!;
     const z = zoom<SVGSVGElement, unknown>()
-      .scaleExtent([0.01, 4])
+      .scaleExtent([0.002, 4])
       .filter((e: Event) => !(e.type === "dblclick") && (!(e as MouseEvent).button || e.type === "wheel"))
       .on("zoom", (e: { transform: ZoomTransform }) => {
         viewRef.current?.setAttribute("transform", e.transform.toString());
         transformRef.current = e.transform;
         drawRef.current();
         setFar(e.transform.k < 0.18 ? 2 : e.transform.k < 0.45 ? 1 : 0);
+        if (cullRef.current && !viewportTimer.current) {
+          viewportTimer.current = window.setTimeout(() => {
+            viewportTimer.current = 0;
+            measureViewport();
+          }, 60);
+        }
       });
     select(svg).call(z);
     zoomRef.current = z;
     return () => {
       select(svg).on(".zoom", null);
+      window.clearTimeout(viewportTimer.current);
     };
-  }, []);
+  }, [measureViewport]);
 
-  const placed = shown?.placed ?? null;
-  /** Everything in view when it is legible so; otherwise a legible zoom from the inputs (top or left). */
+  /** Everything in view when it is legible so; otherwise a legible zoom from the inputs (top). */
   const fit = useCallback((overview = false) => {
     const svg = svgRef.current;
     if (!svg || !placed || !zoomRef.current) return;
@@ -173,17 +258,13 @@ export function GraphView({ shown, preview, selected, flash, onSelect, onToggleG
     if (overview || all >= LEGIBLE) {
       t = zoomIdentity.translate((width - placed.width * all) / 2, Math.max(16, (height - placed.height * all) / 2)).scale(all);
     } else {
-      const down = placed.height >= placed.width;
-      const k = Math.min(1, Math.max(LEGIBLE, down ? (width - 32) / placed.width : (height - 32) / placed.height));
+      const k = Math.min(1, Math.max(LEGIBLE, (width - 32) / placed.width));
       // Start at the first node (the input): centred across the flow when the graph is wider than the view.
       let first: Box | undefined;
-      for (const b of placed.nodes.values()) if (!first || (down ? b.y < first.y : b.x < first.x)) first = b;
-      const across = down ? placed.width * k <= width - 32 : placed.height * k <= height - 32;
+      for (const b of placed.nodes.values()) if (!first || b.y < first.y) first = b;
+      const across = placed.width * k <= width - 32;
       const cx = first ? first.x + first.w / 2 : placed.width / 2;
-      const cy = first ? first.y + first.h / 2 : placed.height / 2;
-      t = down
-        ? zoomIdentity.translate(across ? (width - placed.width * k) / 2 : width / 2 - cx * k, 16).scale(k)
-        : zoomIdentity.translate(16, across ? (height - placed.height * k) / 2 : height / 2 - cy * k).scale(k);
+      t = zoomIdentity.translate(across ? (width - placed.width * k) / 2 : width / 2 - cx * k, 16).scale(k);
     }
     select(svg).call(zoomRef.current.transform, t);
   }, [placed]);
@@ -191,16 +272,17 @@ export function GraphView({ shown, preview, selected, flash, onSelect, onToggleG
   const reveal = useCallback(
     (id: string) => {
       const svg = svgRef.current;
-      const box = placed?.nodes.get(id);
+      const box = placed ? boxOf(placed, id) : undefined;
       if (!svg || !box || !zoomRef.current) return;
-      const t = (svg as unknown as { __zoom?: ZoomTransform }).__zoom ?? zoomIdentity;
+      const t = transformRef.current;
       const { width, height } = svg.getBoundingClientRect();
       const [x0, y0] = t.apply([box.x, box.y]);
       const [x1, y1] = t.apply([box.x + box.w, box.y + box.h]);
       if (x0 >= 8 && y0 >= 8 && x1 <= width - 8 && y1 <= height - 8) return;
       const k = Math.max(t.k, 0.6);
       const next = zoomIdentity.translate(width / 2 - (box.x + box.w / 2) * k, height / 2 - (box.y + box.h / 2) * k).scale(k);
-      select(svg).transition().duration(250).call(zoomRef.current.transform, next);
+      if (cullRef.current) select(svg).call(zoomRef.current.transform, next);
+      else select(svg).transition().duration(250).call(zoomRef.current.transform, next);
     },
     [placed],
   );
@@ -241,7 +323,7 @@ export function GraphView({ shown, preview, selected, flash, onSelect, onToggleG
     for (const g of shown.folded.groupBoxes) {
       const b = shown.placed.nodes.get(groupElementId(g.id));
       if (!b) continue;
-      ctx.fillStyle = "#5b6b7d";
+      ctx.fillStyle = g.marks || g.recent ? colours["m-changed"]! : "#5b6b7d";
       ctx.fillRect(b.x * mini.scale, b.y * mini.scale, Math.max(1.5, b.w * mini.scale), Math.max(1.5, b.h * mini.scale));
     }
     const t = transformRef.current;
@@ -275,16 +357,59 @@ export function GraphView({ shown, preview, selected, flash, onSelect, onToggleG
     },
   }), [fit, reveal]);
 
+  // A new layout: fitted when it is a new view; otherwise the view stays on what the user was looking at.
   const selectedRef = useRef(selected);
   selectedRef.current = selected;
-  useEffect(() => {
-    if (shown && fitted.current !== shown.fitKey) {
+  const previous = useRef<Shown | null>(null);
+  useLayoutEffect(() => {
+    if (!shown) return;
+    const before = previous.current;
+    previous.current = shown;
+    const svg = svgRef.current;
+    if (fitted.current !== shown.fitKey) {
       fitted.current = shown.fitKey;
       fit();
       // A deep link to a node (?node=) opens with that node in view.
       if (selectedRef.current && shown.placed.nodes.has(selectedRef.current)) reveal(selectedRef.current);
+    } else if (before && before !== shown && svg && zoomRef.current) {
+      const t = transformRef.current;
+      const { width, height } = svg.getBoundingClientRect();
+      let anchor: string | null = null;
+      const usable = (id: string | null) => id !== null && !!boxOf(before.placed, id) && !!boxOf(shown.placed, id);
+      if (usable(shown.anchor)) anchor = shown.anchor;
+      else if (usable(selectedRef.current)) anchor = selectedRef.current;
+      else {
+        const [cx, cy] = t.invert([width / 2, height / 2]);
+        let best = Infinity;
+        for (const [id, b] of before.placed.nodes) {
+          if (!shown.placed.nodes.has(id)) continue;
+          const d = Math.hypot(b.x + b.w / 2 - cx, b.y + b.h / 2 - cy);
+          if (d < best) {
+            best = d;
+            anchor = id;
+          }
+        }
+      }
+      if (anchor !== null) {
+        const a = boxOf(before.placed, anchor)!;
+        const b = boxOf(shown.placed, anchor)!;
+        const dx = b.x - a.x;
+        const dy = b.y - a.y;
+        if (dx !== 0 || dy !== 0) {
+          select(svg).call(zoomRef.current.transform, zoomIdentity.translate(t.x - dx * t.k, t.y - dy * t.k).scale(t.k));
+        }
+      }
     }
-  }, [shown, fit, reveal]);
+    if (cullRef.current) measureViewport();
+    // When this drawing was in the DOM, in ms since the page's navigation began (performance.now()).
+    svg?.setAttribute("data-drawn-at", performance.now().toFixed(0));
+  }, [shown, fit, reveal, measureViewport]);
+
+  const inView = useCallback(
+    // (before the first view is known, nothing: the layout effect fits the view and measures it before the paint)
+    (b: Box) => !cull || (!!viewport && b.x + b.w >= viewport.x0 && b.x <= viewport.x1 && b.y + b.h >= viewport.y0 && b.y <= viewport.y1),
+    [cull, viewport],
+  );
 
   const elements = useMemo(() => {
     if (!shown) return [];
@@ -292,6 +417,20 @@ export function GraphView({ shown, preview, selected, flash, onSelect, onToggleG
     for (const [id, box] of shown.placed.nodes) out.push({ id, box });
     return out;
   }, [shown]);
+
+  const edgeBounds = useMemo(() => {
+    if (!shown || !cull) return null;
+    return shown.placed.edges.map(({ points }) => {
+      let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+      for (const p of points) {
+        x0 = Math.min(x0, p.x);
+        y0 = Math.min(y0, p.y);
+        x1 = Math.max(x1, p.x);
+        y1 = Math.max(y1, p.y);
+      }
+      return { x: x0, y: y0, w: x1 - x0, h: y1 - y0 };
+    });
+  }, [shown, cull]);
 
   const onKeyDown = (e: KeyboardEvent<SVGSVGElement>) => {
     if (!shown) return;
@@ -302,7 +441,13 @@ export function GraphView({ shown, preview, selected, flash, onSelect, onToggleG
       const from = selected ? shown.placed.nodes.get(selected) : undefined;
       let best: string | null = null;
       if (!from) {
-        best = shown.folded.nodes[0]?.id ?? null;
+        let top: Box | undefined;
+        for (const { id, box } of elements) {
+          if (!top || box.y < top.y || (box.y === top.y && box.x < top.x)) {
+            top = box;
+            best = id;
+          }
+        }
       } else {
         const cx = from.x + from.w / 2;
         const cy = from.y + from.h / 2;
@@ -346,18 +491,25 @@ export function GraphView({ shown, preview, selected, flash, onSelect, onToggleG
     if (!selected || !svgRef.current?.contains(document.activeElement)) return;
     const sel = selected.startsWith("group:") ? `[data-group-id="${CSS.escape(selected.slice(6))}"]` : `[data-node-id="${CSS.escape(selected)}"]`;
     svgRef.current.querySelector<SVGGElement>(sel)?.focus({ preventScroll: true });
-  }, [selected, shown]);
+  }, [selected, shown, viewport]); // (a culled element is in the DOM once the view has moved to it)
 
   const display = shown?.display;
+  const grouping = display?.grouping;
   const allById = useMemo(() => new Map(shown?.display.nodes.map((n) => [n.id, n]) ?? []), [shown]);
-  const paramsOf = (members: string[]) => members.reduce((a, m) => a + (allById.get(m)?.node.params ?? 0), 0);
+  const paramsOf = (members: string[]) => members.reduce((a, m) => a + (allById.get(m)?.mark === "removed" ? 0 : allById.get(m)?.node.params ?? 0), 0);
   const categories = useMemo(() => {
     const seen = new Set<Category>();
     for (const n of shown?.folded.nodes ?? []) seen.add(category(n.node));
     return [...seen];
   }, [shown]);
-  const grouping = display?.grouping;
-  const small = (shown?.folded.nodes.length ?? 0) < 400;
+  const small = count < 400;
+  const breadcrumb = (groupId: string) => {
+    const labels: string[] = [];
+    for (let g: string | null = groupId; g !== null; g = grouping?.groups.get(g)?.parent ?? null) {
+      labels.unshift(grouping?.groups.get(g)?.label ?? g);
+    }
+    return labels.join(" › ");
+  };
 
   return (
     <div className="graph-wrap">
@@ -368,9 +520,14 @@ export function GraphView({ shown, preview, selected, flash, onSelect, onToggleG
         data-version={display?.version}
         data-preview={preview ? "true" : undefined}
         data-diff-from={display?.diff?.from_version}
-        data-layout-ms={shown ? Math.round(shown.placed.ms) : undefined}
+        data-layout-ms={shown ? shown.placed.ms.toFixed(1) : undefined}
+        data-layout-worker-ms={shown ? shown.placed.workerMs.toFixed(1) : undefined}
+        data-layout-relaid={shown?.placed.relaid}
         data-layout-seq={shown?.seq}
         data-nodes={shown?.folded.nodes.length}
+        data-elements={count}
+        data-culled={cull ? "true" : undefined}
+        data-hierarchy={grouping?.source}
         role="application"
         aria-roledescription="model graph"
         aria-label={display ? `${display.model} version ${display.version}: arrow keys move between nodes, Enter opens a group, Escape clears` : "model graph"}
@@ -390,8 +547,9 @@ export function GraphView({ shown, preview, selected, flash, onSelect, onToggleG
             {shown?.folded.containers.map((c) => {
               const box = shown.placed.containers.get(c.id);
               const g = grouping?.groups.get(c.id);
-              if (!box || !g) return null;
+              if (!box || !g || !inView(box)) return null;
               const params = paramsOf(g.members);
+              const crumb = breadcrumb(c.id);
               return (
                 <g key={c.id} className={`container depth-${Math.min(g.depth, 3)}`} data-group-id={c.id} data-collapsed="false" transform={`translate(${box.x},${box.y})`}>
                   <rect width={box.w} height={box.h} rx={12} />
@@ -399,67 +557,50 @@ export function GraphView({ shown, preview, selected, flash, onSelect, onToggleG
                     className="container-head"
                     role="button"
                     tabIndex={-1}
-                    aria-label={`collapse group ${c.id}`}
+                    aria-label={`collapse group ${crumb}`}
                     onClick={(e) => {
                       e.stopPropagation();
                       onToggleGroup(c.id);
                     }}
                   >
+                    <title>{crumb}</title>
                     <rect width={box.w} height={GROUP_PAD_TOP - 4} rx={12} className="head-hit" />
-                    <text x={12} y={18} className="g-title">▾ {c.id}</text>
-                    <text x={box.w - 12} y={18} textAnchor="end" className="g-meta">{g.members.length} nodes{params ? ` · ${compact(params)}` : ""}</text>
+                    <text x={12} y={19} className="g-title">▾ {g.label}</text>
+                    <text x={box.w - 12} y={19} textAnchor="end" className="g-meta">{g.members.length} nodes{params ? ` · ${compact(params)}` : ""}</text>
                   </g>
                 </g>
               );
             })}
           </g>
           <g className="edges" key={shown?.seq}>
-            {shown?.placed.edges.map(({ edge, points }) => (
-              <path
-                key={edge.id}
-                d={roundedPath(points)}
-                className={`edge${edge.mark ? ` edge-${edge.mark}` : ""}`}
-                markerEnd={`url(#arrow-${edge.mark ?? "plain"})`}
-              />
+            {shown?.placed.edges.map(({ edge, points, back }, i) => (
+              edgeBounds && !inView(edgeBounds[i]!) ? null : (
+                <path
+                  key={edge.id}
+                  d={roundedPath(points)}
+                  className={`edge${edge.mark ? ` edge-${edge.mark}` : ""}${back ? " edge-back" : ""}`}
+                  data-edge={edge.id}
+                  markerEnd={`url(#arrow-${edge.mark ?? "plain"})`}
+                />
+              )
             ))}
           </g>
           <g className="nodes">
             {shown?.folded.groupBoxes.map((b) => {
               const id = groupElementId(b.id);
               const box = shown.placed.nodes.get(id);
-              if (!box) return null;
-              const params = paramsOf(b.members);
+              if (!box || !inView(box)) return null;
               return (
-                <g
-                  key={id}
-                  className={`node group-box${selected === id ? " selected" : ""}${b.marks ? " has-marks" : ""}`}
-                  data-group-id={b.id}
-                  data-collapsed="true"
-                  style={{ transform: `translate(${box.x}px, ${box.y}px)` }}
-                  tabIndex={selected === id ? 0 : -1}
-                  role="button"
-                  aria-label={`group ${b.id}, ${b.members.length} nodes, collapsed; click or Enter expands`}
-                  onClick={(e) => {
-                    e.stopPropagation();
-                    onToggleGroup(b.id);
-                  }}
-                >
-                  <rect className="body shadow" x={5} y={5} width={box.w} height={box.h} rx={9} />
-                  <rect className="body" width={box.w} height={box.h} rx={9} />
-                  <text className="t-id" x={14} y={21}>▸ {clip(b.id, 22)}</text>
-                  <text className="t-type" x={14} y={40}>{b.members.length} nodes{params ? ` · ${compact(params)} params` : ""}</text>
-                  {b.marks > 0 && (
-                    <g className="badge" transform={`translate(${box.w - 78}, ${-9})`}>
-                      <rect width={74} height={17} rx={8.5} />
-                      <text x={37} y={12.5} textAnchor="middle">{b.marks} changed</text>
-                    </g>
-                  )}
-                </g>
+                <GroupBoxView key={id} b={b} label={grouping?.groups.get(b.id)?.label ?? b.id} path={breadcrumb(b.id)} box={box}
+                  selected={selected === id} onToggle={onToggleGroup} />
               );
             })}
             {shown?.folded.nodes.map((n) => {
               const box = shown.placed.nodes.get(n.id);
-              return box ? <NodeBox key={n.id} n={n} box={box} selected={selected === n.id} flash={flash.has(n.id)} onSelect={onSelect} /> : null;
+              return box && inView(box) ? (
+                <NodeBox key={n.id} n={n} local={grouping?.local.get(n.id) ?? n.id} path={grouping?.path.get(n.id) ?? ""} box={box}
+                  selected={selected === n.id} flash={flash.has(n.id)} onSelect={onSelect} />
+              ) : null;
             })}
           </g>
         </g>

@@ -12,6 +12,11 @@ interface Props {
   node: GraphNode;
   editable: boolean;
   current: number | null;
+  /** Its name in its module, and its module path (null when the graph has no hierarchy). */
+  local: string;
+  path: string | null;
+  /** What another node is called on the page (its local name). */
+  nameOf(id: string): string;
   onEdit(mode: EditMode): void;
   onOpenVersion(v: number, diffFrom: number | null): void;
   onSelect(id: string): void;
@@ -50,7 +55,7 @@ function Range({ t }: { t: TensorStats }) {
   );
 }
 
-export function NodePanel({ model, graph, node, editable, current, onEdit, onOpenVersion, onSelect }: Props) {
+export function NodePanel({ model, graph, node, editable, current, local, path, nameOf, onEdit, onOpenVersion, onSelect }: Props) {
   const committed = current === null || graph.version <= current; // a dry-run preview's version does not exist
   const weights = useAsync<NodeWeights | null>(
     () => (node.kind === "layer" && committed ? api.weights(model, node.id, graph.version) : Promise.resolve(null)),
@@ -70,8 +75,10 @@ export function NodePanel({ model, graph, node, editable, current, onEdit, onOpe
       <header className="panel-head">
         <span className={`chip cat-${cat}`} aria-hidden="true" />
         <div>
-          <h2>{node.id}</h2>
+          <h2>{local}</h2>
+          {path && path !== local && <p className="crumb" data-testid="node-path"><code>{path}</code></p>}
           <p className="muted">{summary(node)} · {CATEGORY_LABEL[cat]}</p>
+          {node.id !== local && <p className="muted small">id <code>{node.id}</code></p>}
         </div>
       </header>
       <dl className="facts">
@@ -80,15 +87,15 @@ export function NodePanel({ model, graph, node, editable, current, onEdit, onOpe
         <dt>inputs</dt>
         <dd>
           {inputs.length === 0 ? "—" : inputs.map((i) => (
-            <button key={i.id} type="button" className="link" onClick={() => onSelect(i.id)}>
-              {i.id} <code>{fmtShape(i.shape)}</code>
+            <button key={i.id} type="button" className="link" title={i.id} onClick={() => onSelect(i.id)}>
+              {nameOf(i.id)} <code>{fmtShape(i.shape)}</code>
             </button>
           ))}
         </dd>
         <dt>read by</dt>
         <dd>
           {readers.length === 0 ? "—" : readers.map((r) => (
-            <button key={r.id} type="button" className="link" onClick={() => onSelect(r.id)}>{r.id}</button>
+            <button key={r.id} type="button" className="link" title={r.id} onClick={() => onSelect(r.id)}>{nameOf(r.id)}</button>
           ))}
         </dd>
         <dt>parameters</dt>

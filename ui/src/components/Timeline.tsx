@@ -12,9 +12,11 @@ interface Props {
   onOpen(v: number | null, diffFrom: number | null): void;
   onChanged(): void;
   onAuthError(message: string): void;
+  /** Start a rollout of this version (the rollout panel opens with it). */
+  onRollout(v: number): void;
 }
 
-export function Timeline({ model, versions, shown, diffFrom, onOpen, onChanged, onAuthError }: Props) {
+export function Timeline({ model, versions, shown, diffFrom, onOpen, onChanged, onAuthError, onRollout }: Props) {
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState<number | null>(null);
   const list = [...(versions?.versions ?? [])].reverse();
@@ -74,6 +76,7 @@ export function Timeline({ model, versions, shown, diffFrom, onOpen, onChanged, 
                   {v.parent !== null ? `from v${v.parent} · ` : ""}
                   <time dateTime={new Date(v.created_at * 1000).toISOString()} title={clock(v.created_at)}>{ago(v.created_at)}</time>
                   {v.version === current && <span className="tag live-tag">live</span>}
+                  {v.staged && v.version !== current && <span className="tag staged-tag" title="committed, not current: it serves only requests that name it">staged</span>}
                   {v.resident && <span className="tag" title="resident on the device">resident</span>}
                   {isShown && diffFrom !== null && <span className="tag">diff from v{diffFrom}</span>}
                 </span>
@@ -88,7 +91,11 @@ export function Timeline({ model, versions, shown, diffFrom, onOpen, onChanged, 
                   onClick={() => void act(v.version, () => api.pin(model, v.version, !v.pinned))}>
                   {v.pinned ? "📌" : "pin"}
                 </button>
-                {v.version !== current && (
+                {v.staged && v.version !== current && (
+                  <button type="button" className="small" aria-label={`roll out v${v.version}`} title="shadow, canary and gate it against the live version"
+                    onClick={() => onRollout(v.version)}>roll out</button>
+                )}
+                {v.version !== current && !v.staged && (
                   <button type="button" className="small" disabled={busy === v.version} aria-label={`roll back to v${v.version}`}
                     onClick={() => void act(v.version, () => api.rollback(model, v.version, current ?? undefined))}>
                     roll back

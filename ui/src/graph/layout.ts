@@ -1,18 +1,18 @@
-// Layered layout with ELK (elkjs), in a web worker so that a 1,000-node graph never freezes the page: inputs
-// first, outputs last, groups as nested boxes (ELK lays out across the hierarchy), spec order kept so that an
-// edit moves little. Coordinates come back absolute (json.shapeCoords / edgeCoords = ROOT).
-import ELK, { type ElkExtendedEdge, type ElkNode } from "elkjs/lib/elk-api.js";
-import elkWorkerUrl from "elkjs/lib/elk-worker.min.js?url";
+// The page's side of the layout: what is visible goes to the layout worker (graph/engine.ts, in a web worker so that
+// a 10,000-node model never freezes the page), and comes back as boxes and edge paths in one coordinate space.
+import type { LayoutInput, LayoutOutput } from "./engine";
+import { HEAD } from "./engine";
+import type { LayoutReply, LayoutRequest } from "./layout.worker";
 import type { DisplayEdge, DisplayNode, Folded } from "./model";
 import { groupElementId } from "./model";
-
-export type Direction = "DOWN" | "RIGHT";
+import type { Grouping } from "./groups";
 
 export const NODE_W = 212;
 export const NODE_H = 58;
 export const IO_W = 168;
 export const IO_H = 44;
-export const GROUP_PAD_TOP = 30;
+export const BOX_H = 86; // a collapsed group: its name, its size, its shapes in and out
+export const GROUP_PAD_TOP = HEAD;
 
 export interface Box {
   x: number;
@@ -23,115 +23,95 @@ export interface Box {
 
 export interface Placed {
   nodes: Map<string, Box>; // visible nodes and collapsed group boxes (by element id)
-  containers: Map<string, Box>; // expanded groups (by prefix)
-  edges: { edge: DisplayEdge; points: { x: number; y: number }[] }[];
+  containers: Map<string, Box>; // expanded groups (by group id)
+  edges: { edge: DisplayEdge; points: { x: number; y: number }[]; back: boolean }[];
   width: number;
   height: number;
+  /** From posting to the worker to having the answer, timed on the page (performance.now). */
   ms: number;
+  /** The engine's own time in the worker. */
+  workerMs: number;
+  /** Groups laid out afresh (the rest came from the worker's cache). */
+  relaid: number;
 }
 
-let elk: InstanceType<typeof ELK> | null = null;
-const engine = () => (elk ??= new ELK({ workerUrl: elkWorkerUrl }));
+let worker: Worker | null = null;
+let nextSeq = 0;
+const waiting = new Map<number, { resolve(o: LayoutOutput): void; reject(e: Error): void }>();
 
-/** Start ELK's worker (it compiles 1.6 MB of JavaScript) while the page fetches its first graph. */
+function engine(): Worker {
+  if (worker) return worker;
+  worker = new Worker(new URL("./layout.worker.ts", import.meta.url), { type: "module", name: "layout" });
+  worker.onmessage = (e: MessageEvent<LayoutReply>) => {
+    const w = waiting.get(e.data.seq);
+    if (!w) return;
+    waiting.delete(e.data.seq);
+    if ("error" in e.data) w.reject(new Error(`layout failed: ${e.data.error}`));
+    else w.resolve(e.data.output);
+  };
+  worker.onerror = (e) => {
+    for (const w of waiting.values()) w.reject(new Error(`layout worker: ${e.message}`));
+    waiting.clear();
+  };
+  return worker;
+}
+
+/** Start the worker while the page fetches its first graph. */
 export function warmUp(): void {
-  void engine().layout({ id: "warm", children: [{ id: "a", width: 1, height: 1 }], edges: [] }).catch(() => undefined);
+  engine();
 }
 
-const size = (n: DisplayNode) => (n.node.kind === "input" || n.node.kind === "output" ? [IO_W, IO_H] : [NODE_W, NODE_H]);
+const size = (n: DisplayNode): [number, number] =>
+  n.node.kind === "input" || n.node.kind === "output" ? [IO_W, IO_H] : [NODE_W, NODE_H];
 
-/** The ELK input for a folded display (pure: the layout worker gets exactly this). */
-export function elkGraph(f: Folded, direction: Direction): ElkNode {
-  const count = f.nodes.length + f.groupBoxes.length;
-  const big = count > 300;
-  const elements = new Map<string, ElkNode>(); // containers by group prefix
-  const root: ElkNode = {
-    id: "root",
-    layoutOptions: {
-      "elk.algorithm": "layered",
-      "elk.direction": direction,
-      "elk.edgeRouting": "ORTHOGONAL",
-      "elk.layered.considerModelOrder.strategy": "NODES_AND_EDGES",
-      "elk.layered.nodePlacement.strategy": "BRANDES_KOEPF",
-      "elk.layered.thoroughness": count > 150 ? "1" : count > 60 ? "3" : "7",
-      "elk.spacing.nodeNode": "22",
-      "elk.layered.spacing.nodeNodeBetweenLayers": "34",
-      "elk.layered.spacing.edgeNodeBetweenLayers": "14",
-      "elk.spacing.edgeNode": "14",
-      "elk.padding": "[top=24,left=24,bottom=24,right=24]",
-      "elk.json.shapeCoords": "ROOT",
-      "elk.json.edgeCoords": "ROOT",
-      // Layout across the group boxes' borders (edges from inside one block into the next), when there are any.
-      ...(f.containers.length > 0 ? { "elk.hierarchyHandling": "INCLUDE_CHILDREN" } : {}),
-      // Big graphs: the cheaper layering and placement (measured: about half the time on a 1,000-layer chain;
-      // docs/BENCHMARKS.md), and a long flat graph wrapped into columns rather than one 90,000 px line.
-      ...(big ? { "elk.layered.layering.strategy": "LONGEST_PATH", "elk.layered.nodePlacement.strategy": "SIMPLE" } : {}),
-      ...(big && f.containers.length === 0
-        ? { "elk.layered.wrapping.strategy": "SINGLE_EDGE", "elk.aspectRatio": "1.6" }
-        : {}),
-    },
-    children: [],
-    edges: [],
-  };
-  // Containers are made when their first member comes, so that every parent lists its children in the
-  // spec's order (ELK keeps that order: considerModelOrder), which keeps a chain of blocks in one column.
-  const parentOfContainer = new Map(f.containers.map((c) => [c.id, c.parent]));
-  const container = (id: string | null | undefined): ElkNode => {
-    if (id === null || id === undefined) return root;
-    let el = elements.get(id);
-    if (!el) {
-      el = { id: `c:${id}`, layoutOptions: { "elk.padding": `[top=${GROUP_PAD_TOP},left=12,bottom=12,right=12]` }, children: [] };
-      elements.set(id, el);
-      container(parentOfContainer.get(id)).children!.push(el);
-    }
-    return el;
-  };
-  const boxes = new Map(f.groupBoxes.map((b) => [b.members[0], b]));
-  const placedBoxes = new Set<string>();
-  for (const n of f.display) {
-    const box = boxes.get(n);
-    if (box) {
-      const id = groupElementId(box.id);
-      if (!placedBoxes.has(id)) {
-        placedBoxes.add(id);
-        container(f.parentOf.get(id)).children!.push({ id, width: NODE_W, height: NODE_H });
-      }
-      continue;
-    }
-    const node = f.byId.get(n);
-    if (!node) continue;
-    const [w, h] = size(node);
-    container(f.parentOf.get(n)).children!.push({ id: n, width: w, height: h });
+/** The header's room: the group's name and its count. */
+export function headerWidth(label: string, members: number): number {
+  return Math.ceil(30 + label.length * 7.4 + 24 + `${members} nodes · 999.9k`.length * 6.4);
+}
+
+/** The engine's name for an expanded group: ids of nodes and of groups share one space there, and a group may be
+ *  named like a node (a layer `s1b1` beside its block's `s1b1_conv1`). */
+const CONTAINER = "c:";
+const containerKey = (id: string | null | undefined) => (id === null || id === undefined ? null : CONTAINER + id);
+
+/** The worker's input for a folded display (pure). */
+export function layoutInput(f: Folded, grouping: Grouping): LayoutInput {
+  const items: LayoutInput["items"] = [];
+  for (const n of f.nodes) {
+    const [w, h] = size(n);
+    items.push({ id: n.id, w, h, parent: containerKey(f.parentOf.get(n.id)), order: f.order.get(n.id) ?? 0 });
   }
-  root.edges = f.edges.map((e): ElkExtendedEdge => ({ id: e.id, sources: [e.source], targets: [e.target] }));
-  return root;
+  for (const b of f.groupBoxes) {
+    const id = groupElementId(b.id);
+    items.push({ id, w: NODE_W, h: BOX_H, parent: containerKey(f.parentOf.get(id)), order: f.order.get(id) ?? 0 });
+  }
+  const containers = f.containers.map((c) => {
+    const g = grouping.groups.get(c.id);
+    return { id: CONTAINER + c.id, parent: containerKey(c.parent), minW: headerWidth(g?.label ?? c.id, g?.members.length ?? 0) };
+  });
+  return { items, containers, edges: f.edges.map((e) => ({ id: e.id, s: e.source, t: e.target })) };
 }
 
-export async function layout(f: Folded, direction: Direction): Promise<Placed> {
+export async function layout(f: Folded, grouping: Grouping): Promise<Placed> {
   const started = performance.now();
-  const out = await engine().layout(elkGraph(f, direction));
-  const placed: Placed = { nodes: new Map(), containers: new Map(), edges: [], width: out.width ?? 0,
-    height: out.height ?? 0, ms: 0 };
-  const walk = (el: ElkNode) => {
-    for (const child of el.children ?? []) {
-      const box = { x: child.x ?? 0, y: child.y ?? 0, w: child.width ?? 0, h: child.height ?? 0 };
-      if (child.id.startsWith("c:")) placed.containers.set(child.id.slice(2), box);
-      else placed.nodes.set(child.id, box);
-      walk(child);
-    }
-  };
-  walk(out);
+  const input = layoutInput(f, grouping);
+  const seq = nextSeq++;
+  const out = await new Promise<LayoutOutput>((resolve, reject) => {
+    waiting.set(seq, { resolve, reject });
+    engine().postMessage({ seq, input } satisfies LayoutRequest);
+  });
+  const placed: Placed = { nodes: new Map(), containers: new Map(), edges: [], width: out.width, height: out.height,
+    ms: 0, workerMs: out.ms, relaid: out.relaid };
+  for (const [id, [x, y, w, h]] of Object.entries(out.items)) placed.nodes.set(id, { x, y, w, h });
+  for (const [id, [x, y, w, h]] of Object.entries(out.containers)) placed.containers.set(id.slice(CONTAINER.length), { x, y, w, h });
   const byId = new Map(f.edges.map((e) => [e.id, e]));
-  const collect = (el: ElkNode) => {
-    for (const e of (el.edges ?? []) as ElkExtendedEdge[]) {
-      const edge = byId.get(e.id);
-      const s = e.sections?.[0];
-      if (!edge || !s) continue;
-      placed.edges.push({ edge, points: [s.startPoint, ...(s.bendPoints ?? []), s.endPoint] });
-    }
-    for (const child of el.children ?? []) collect(child);
-  };
-  collect(out);
+  for (const e of out.edges) {
+    const edge = byId.get(e.id);
+    if (!edge) continue;
+    const points: { x: number; y: number }[] = [];
+    for (let i = 0; i + 1 < e.points.length; i += 2) points.push({ x: e.points[i]!, y: e.points[i + 1]! });
+    placed.edges.push({ edge, points, back: e.back });
+  }
   placed.ms = performance.now() - started;
   return placed;
 }

@@ -75,40 +75,63 @@ export function display(graph: Graph, before?: Graph | null, diff?: GraphDiff | 
   return { model: graph.model, version: graph.version, nodes, edges, grouping: groupNodes(all), diff };
 }
 
+export interface GroupBox {
+  id: string; // the group
+  members: string[];
+  /** Members marked in the diff shown (added, removed, changed). */
+  marks: number;
+  /** Members that the last live edit added or changed. */
+  recent: number;
+  params: number;
+  /** The shapes that flow in from outside the group, and out of it (distinct, in execution order). */
+  ins: number[][];
+  outs: number[][];
+}
+
 export interface Folded {
   /** Visible leaf nodes (groups that are collapsed appear as `groupBoxes`). */
   nodes: DisplayNode[];
   byId: Map<string, DisplayNode>;
-  /** Every node id of the display in drawing order (visible or folded away): the order the layout keeps. */
-  display: string[];
-  groupBoxes: { id: string; members: string[]; marks: number }[];
-  /** Expanded groups that have something visible inside, with their visible children. */
+  groupBoxes: GroupBox[];
+  /** Expanded groups that have something visible inside, outermost first. */
   containers: { id: string; parent: string | null }[];
   edges: DisplayEdge[];
   parentOf: Map<string, string>; // visible element id -> expanded container
+  /** Each visible element's place in execution order (its first member's, for a collapsed group). */
+  order: Map<string, number>;
 }
 
 export const groupElementId = (prefix: string) => `group:${prefix}`;
 
 /** Fold collapsed groups into boxes: their nodes disappear and their edges attach to the box. */
-export function fold(d: Display, collapsed: ReadonlySet<string>): Folded {
+export function fold(d: Display, collapsed: ReadonlySet<string>, recent: ReadonlySet<string> = new Set()): Folded {
   const { grouping } = d;
   const visibleId = new Map<string, string>();
   const nodes: DisplayNode[] = [];
-  const boxes = new Map<string, { id: string; members: string[]; marks: number }>();
-  for (const n of d.nodes) {
+  const boxes = new Map<string, GroupBox>();
+  const order = new Map<string, number>();
+  const byDisplay = new Map<string, DisplayNode>();
+  d.nodes.forEach((n, i) => {
+    byDisplay.set(n.id, n);
     const hider = hiddenBy(n.id, grouping, collapsed);
     if (hider === null) {
       visibleId.set(n.id, n.id);
       nodes.push(n);
+      order.set(n.id, i);
     } else {
-      const box = boxes.get(hider) ?? { id: hider, members: [], marks: 0 };
+      let box = boxes.get(hider);
+      if (!box) {
+        box = { id: hider, members: [], marks: 0, recent: 0, params: 0, ins: [], outs: [] };
+        boxes.set(hider, box);
+        order.set(groupElementId(hider), i);
+      }
       box.members.push(n.id);
       if (n.mark) box.marks++;
-      boxes.set(hider, box);
+      if (recent.has(n.id)) box.recent++;
+      if (n.mark !== "removed") box.params += n.node.params;
       visibleId.set(n.id, groupElementId(hider));
     }
-  }
+  });
   const parentOf = new Map<string, string>();
   const used = new Set<string>();
   const containerOf = (groupId: string | null): string | null => {
@@ -136,15 +159,28 @@ export function fold(d: Display, collapsed: ReadonlySet<string>): Folded {
     .sort((a, b) => (grouping.groups.get(a.id)?.depth ?? 0) - (grouping.groups.get(b.id)?.depth ?? 0));
   const seen = new Set<string>();
   const edges: DisplayEdge[] = [];
+  const shapeSeen = new Map<string, Set<string>>();
+  const addShape = (box: GroupBox, side: "ins" | "outs", src: string) => {
+    const key = `${side}:${box.id}`;
+    let set = shapeSeen.get(key);
+    if (!set) shapeSeen.set(key, (set = new Set()));
+    const shape = byDisplay.get(src)?.node.shape ?? [];
+    const text = shape.join(",");
+    if (set.has(text)) return;
+    set.add(text);
+    box[side].push(shape);
+  };
   for (const e of d.edges) {
     const s = visibleId.get(e.source);
     const t = visibleId.get(e.target);
     if (s === undefined || t === undefined || s === t) continue;
+    if (t.startsWith("group:") && e.mark !== "removed") addShape(boxes.get(t.slice(6))!, "ins", e.source);
+    if (s.startsWith("group:") && e.mark !== "removed") addShape(boxes.get(s.slice(6))!, "outs", e.source);
     const id = edgeKey(s, t);
     if (seen.has(id)) continue;
     seen.add(id);
     edges.push({ ...e, id, source: s, target: t });
   }
-  return { nodes, byId: new Map(nodes.map((n) => [n.id, n])), display: d.nodes.map((n) => n.id),
-    groupBoxes: [...boxes.values()], containers, edges, parentOf };
+  return { nodes, byId: new Map(nodes.map((n) => [n.id, n])), groupBoxes: [...boxes.values()], containers, edges,
+    parentOf, order };
 }

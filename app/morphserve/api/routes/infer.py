@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response
 
@@ -12,14 +13,13 @@ from morphserve.api.errors import ERROR_RESPONSES, ApiError
 from morphserve.api.fastjson import JSONRoute
 from morphserve.api.schemas import MinVersion, V1InferRequest, V1InferResponse
 from morphserve.graph.arrays import from_json
+from morphserve.serving.registry import Registry
 
 router = APIRouter(prefix="/v1/models", tags=["inference"], responses=ERROR_RESPONSES, route_class=JSONRoute)
 
 
-@router.post("/{model}/infer", response_model=V1InferResponse)
-async def infer(
-    request: Request, model: str, body: V1InferRequest, registry: RegistryDep, min_version: MinVersion = None
-) -> Response:
+def arrays_of(model: str, body: V1InferRequest, registry: Registry) -> dict[str, np.ndarray]:
+    """The request's inputs as arrays of the model's input datatypes."""
     sig = {t.name: t.datatype for t in registry.current(model).inputs}
     if isinstance(body.inputs, dict):
         given = body.inputs
@@ -27,9 +27,23 @@ async def infer(
         given = {next(iter(sig)): body.inputs}
     else:
         raise ApiError(400, f"model {model!r} has inputs {list(sig)}: send an object of them by name")
-    arrays = {k: from_json(v, sig.get(k, "FP32"), what=f"input {k!r}") for k, v in given.items()}
+    return {k: from_json(v, sig.get(k, "FP32"), what=f"input {k!r}") for k, v in given.items()}
+
+
+@router.post("/{model}/infer", response_model=V1InferResponse)
+async def infer(
+    request: Request, model: str, body: V1InferRequest, registry: RegistryDep, min_version: MinVersion = None
+) -> Response:
+    return await answer(model, arrays_of(model, body, registry), registry, request, min_version)
+
+
+async def answer(
+    model: str, arrays: dict[str, np.ndarray], registry: Registry, request: Request, min_version: int | None = None
+) -> Response:
+    """Infer and encode the answer; the request gives the rollout's sticky header and the request id (feedback)."""
     sticky = registry.sticky(model, request.headers)
-    result = await registry.infer(model, arrays, min_version=min_version, sticky=sticky)
+    request_id = getattr(request.state, "request_id", None)
+    result = await registry.infer(model, arrays, min_version=min_version, sticky=sticky, request_id=request_id)
     names = result.names
     outputs: Any = result.outputs[0] if len(names) == 1 else dict(zip(names, result.outputs, strict=True))
     content = orjson.dumps(

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from typing import Annotated, Any, Literal, TypeVar
 
-import graphviz
 from fastapi import APIRouter, Header, Query, Request, Response
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
@@ -17,12 +19,13 @@ from morphserve.api.fastjson import JSONRoute
 from morphserve.api.middleware import StreamedBody, media_type
 from morphserve.api.schemas import MAX_VERSION, CreateModel, Deleted, ModelInfo, ModelList, VersionInfo, VersionList
 from morphserve.graph.errors import NotFoundError
-from morphserve.graph.views import GraphDescription, GraphDiff, describe, diff, to_dot, to_svg
+from morphserve.graph.views import GraphDescription, GraphDiff, diff
 from morphserve.serving.errors import ModelExistsError
 from morphserve.serving.registry import ModelStatus, Registry
 from morphserve.serving.sources import NAME, SpecSource, ZooSource
 from morphserve.settings import Settings
 
+T = TypeVar("T")
 router = APIRouter(prefix="/v1/models", tags=["models and graphs"], responses=ERROR_RESPONSES, route_class=JSONRoute)
 ZIP = "application/zip"
 
@@ -141,34 +144,50 @@ _GRAPH_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _svg(dot: str) -> bytes:
+async def _unless_gone(request: Request, work: Awaitable[T]) -> T:
+    """`work`, cancelled if the client goes away first (a render's `dot` is killed then: serving/render.py)."""
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task, watch = asyncio.ensure_future(work), asyncio.ensure_future(gone())
     try:
-        return to_svg(dot)
-    except graphviz.ExecutableNotFound:
-        raise ApiError(
-            501, "SVG needs graphviz's 'dot' program, which is not installed on the server; use format=dot"
-        ) from None
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+    if task.cancelled() or not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise ApiError(400, "the client went away before the graph was drawn")
+    return task.result()
 
 
 @router.get("/{model}/graph", response_model=GraphDescription, responses=_GRAPH_DOC)
 async def graph(
     model: str,
+    request: Request,
     registry: RegistryDep,
     version: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None,
     format: Annotated[Literal["json", "dot", "svg"], Query()] = "json",
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
+    # JSON is made once per version; DOT and SVG are drawn on the render pool (serving/render.py): bounded in size
+    # and time, never ahead of inference or edits, and stopped when the client goes away.
     v = await registry.version(model, version)
     etag = f'"{v.version}"'
+    # A version never changes: clients keep the body and revalidate (the web page fetches each version once).
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if if_none_match is not None and etag in [t.strip().removeprefix("W/") for t in if_none_match.split(",")]:
-        return Response(status_code=304, headers={"ETag": etag})
-    headers = {"ETag": etag}
+        return Response(status_code=304, headers=headers)
     if format == "json":
-        body = await registry.run(lambda: describe(v).model_dump_json())
-        return Response(body, media_type="application/json", headers=headers)
+        return Response(await registry.graph_json(v), media_type="application/json", headers=headers)
     if format == "dot":
-        return Response(await registry.run(to_dot, v), media_type="text/vnd.graphviz", headers=headers)
-    svg = await registry.run(lambda: _svg(to_dot(v)))
+        dot = await _unless_gone(request, registry.renders.dot_text(v))
+        return Response(dot, media_type="text/vnd.graphviz", headers=headers)
+    svg = await _unless_gone(request, registry.renders.svg(v))
     return Response(svg, media_type="image/svg+xml", headers=headers)
 
 

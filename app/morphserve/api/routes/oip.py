@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 
 from morphserve.api.deps import RegistryDep
 from morphserve.api.errors import ERROR_RESPONSES, ApiError
-from morphserve.api.fastjson import JSONRoute
+from morphserve.api.fastjson import JSONRoute, parse_body
 from morphserve.api.schemas import (
     OIP_REQUEST_SCHEMA,
     MinVersion,
@@ -86,9 +86,12 @@ async def _infer(
         ctype = request.headers.get("content-type")
         raise ApiError(415, f"send Content-Type: application/json (binary tensors need {_HEADER}), got {ctype!r}")
     body = await request.body()
-    req = decode_request(body, header_length, shm=registry.shm.read)
+    req = await parse_body(len(body), lambda: decode_request(body, header_length, shm=registry.shm.read))
     sticky = registry.sticky(model, request.headers) if version is None else None
-    result = await registry.infer(model, req.inputs, version, min_version=min_version, sticky=sticky)
+    request_id = getattr(request.state, "request_id", None)
+    result = await registry.infer(
+        model, req.inputs, version, min_version=min_version, sticky=sticky, request_id=request_id
+    )
     outputs = dict(zip(result.names, result.outputs, strict=True))
     content, headers = encode_response(
         model_name=model,

@@ -96,6 +96,6 @@ def ui(path: str, request: Request) -> Response:
     """A shipped file by its exact name; the index for `/ui/` and the deep links; 404 for anything else."""
     if path in _FILES and path != "index.html":
         return _serve(path, request)
-    if path in ("", "index.html") or _DEEP_LINK.match(path):
+    if path in ("", "index.html") or _DEEP_LINK.fullmatch(path):
         return _serve("index.html", request)
     raise ApiError(404, f"no such page: /ui/{path}")

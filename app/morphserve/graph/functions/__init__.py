@@ -1,17 +1,57 @@
-"""The function allowlist: every function a spec node may call, with a strict pydantic schema for its arguments.
+"""The function vocabulary of spec nodes: the Core ATen opset (opset.py), size arithmetic (symbolic.py), and the
+legacy functions that specs written before the opset use (base.py and its neighbours).
 
-A function node is data: `{"function": "reshape", "inputs": ["x"], "args": {"shape": [-1, 4, 16]}}`. The server
-looks the name up here and calls only the callable registered for it, with arguments that passed the schema
-(bounded ints and floats, short tuples, enums; nothing can name a Python object). Adding an op means adding an
-entry here; nothing in a bundle is imported or evaluated.
+A function node is data: `{"function": "aten.view.default", "inputs": ["x", "batch"], "args": {"self":
+{"input": 0}, "size": [{"input": 1}, -1, 16]}}`. The server looks the name up here and calls only the callable this
+table holds for it, with arguments that passed its schema; nothing in a bundle is imported or evaluated.
 
-Sizes that vary at run time (the batch, a sequence length) are written as `{"input": i, "dim": d}`: "dimension d
-of the node's i-th input", resolved from the tensor when the graph runs. An input that only supplies such a size
-comes after the function's data inputs (e.g. `expand` of a class token to the batch of `x`). A function whose
-result is a tuple (`split`, `chunk`, `unbind`) is read through `getitem` nodes.
+The legacy vocabulary (104 functions such as `reshape` or `layer_norm`, with pydantic schemas) stays, so that
+journals and bundles written with it load and edit as before. Sizes that vary at run time are written there as
+`{"input": i, "dim": d}`: "dimension d of the node's i-th input". A function whose result is a tuple (`split`,
+`chunk`, `unbind`, and Core ATen operators with several results) is read through `getitem` nodes.
 """
 
-from . import elementwise, nn, tensors  # noqa: F401  (registers the functions, in this order)
+from . import elementwise, nn, tensors  # noqa: F401  (registers the legacy functions, in this order)
 from .base import FUNCTIONS, Args, Function, NoArgs, SizeRef, number, refs, register, substitute
+from .opset import OPSET, REFUSED, AtenArgs, AtenOp, Ref, refusal
+from .symbolic import SYMBOLIC, SymOp
 
-__all__ = ["FUNCTIONS", "Args", "Function", "NoArgs", "SizeRef", "number", "refs", "register", "substitute"]
+Entry = Function | AtenOp | SymOp
+
+
+def lookup(name: str) -> Entry | None:
+    """The vocabulary entry a function node names, or None."""
+    return FUNCTIONS.get(name) or OPSET.get(name) or SYMBOLIC.get(name)
+
+
+def unknown(name: str) -> str:
+    """Why `name` is not a function (one line, for the error that names the node)."""
+    if name.startswith("aten."):
+        return refusal(name)
+    return (
+        f"unknown function {name!r}: a function is a Core ATen operator (aten.NAME.OVERLOAD), size arithmetic "
+        "(sym.add, sym.mul, ...) or one of the legacy functions (docs/API.md, 'The spec format')"
+    )
+
+
+__all__ = [
+    "FUNCTIONS",
+    "OPSET",
+    "REFUSED",
+    "SYMBOLIC",
+    "Args",
+    "AtenArgs",
+    "AtenOp",
+    "Entry",
+    "Function",
+    "NoArgs",
+    "Ref",
+    "SizeRef",
+    "SymOp",
+    "lookup",
+    "number",
+    "refs",
+    "register",
+    "substitute",
+    "unknown",
+]

@@ -134,6 +134,17 @@ class Function:
     def kwargs(self, parsed: Args, size: Callable[[SizeRef], Any]) -> dict[str, Any]:
         return {k: substitute(getattr(parsed, k), size) for k in type(parsed).model_fields}
 
+    def call(
+        self, parsed: Any, inputs: Sequence[Any], size: Callable[[SizeRef], Any], device: Callable[[], Any]
+    ) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]:
+        """(callable, positional arguments, keyword arguments) of this node, given its inputs' values (tensors
+        when the graph runs, fake tensors during shape propagation, fx nodes while the graph is built)."""
+        return self.impl, tuple(self.data_inputs(inputs)), self.kwargs(parsed, size)
+
+    def input_kinds(self, parsed: Any, n: int) -> list[str]:
+        """What each input must be: 'tensor', or 'tuple' for getitem (which reads a tuple-valued node)."""
+        return ["tuple" if self.name == "getitem" else "tensor"] * n
+
 
 def _count(lo: int, hi: int) -> str:
     return str(lo) if lo == hi else f"{lo}..{hi}"
