@@ -23,6 +23,7 @@ from morphserve.api.routes import (
     catalogue,
     edits,
     events,
+    extensions,
     fit,
     health,
     infer,
@@ -86,9 +87,16 @@ def create_app(
         # collections (measured at ~150 ms pauses, once a second under load) scan only what requests allocate.
         gc.collect()
         gc.freeze()
+        grpc_server = None
+        if settings.grpc_port is not None:  # gRPC beside HTTP, on this event loop, over the same registry
+            from morphserve.api.grpc import server as grpc_api
+
+            grpc_server, app.state.grpc_port = await grpc_api.start(app.state.registry, settings, app.state.admin_token)
         try:
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_api.stop(grpc_server)
             app.state.registry.close()
 
     token = resolve_admin_token(settings) if admin_token is _UNSET else admin_token
@@ -109,8 +117,25 @@ def create_app(
     app.state.registry = registry
     app.state.admin_token = token
     app.state.policy = Policy(token, frozenset(settings.allowed_hosts), frozenset(settings.cors_origins))
+    app.state.grpc_port = None  # the port gRPC bound, once started (--grpc-port 0 picks one)
     errors.install(app)
-    routers = (health, oip, infer, models, versions, edits, rollouts, fit, replicas, events, nodes, catalogue, ui)
+    # `extensions` before `oip`: its /v2/models/stats is not a model named "stats".
+    routers = (
+        health,
+        extensions,
+        oip,
+        infer,
+        models,
+        versions,
+        edits,
+        rollouts,
+        fit,
+        replicas,
+        events,
+        nodes,
+        catalogue,
+        ui,
+    )
     for module in routers:
         app.include_router(module.router)
     if settings.docs:

@@ -182,6 +182,23 @@ class Settings(BaseSettings):
     docs: bool = Field(
         False, description="serve the interactive API docs at /docs and /redoc (they load scripts from a CDN)"
     )
+    grpc_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="also serve the Open Inference Protocol over gRPC (inference.GRPCInferenceService, with Triton's "
+        "extensions) on this port, on --host (default: off; 8001 is Triton's)",
+    )
+    compile: Literal["off", "default", "max-autotune"] = Field(
+        "off",
+        description="compile each new current version with torch.compile (inductor) in the background and serve the "
+        "compiled graph once it is checked against the eager one; the edit never waits for it",
+    )
+    compile_cache_dir: Path | None = Field(
+        None,
+        description="inductor's cache of compiled graphs (a directory replicas may share; default: compile-cache "
+        "under the state dir)",
+    )
     log_level: str = Field("info")
 
     @field_validator("dtype", mode="before")

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The GPU check of issue 14, one prepared script for a lent GPU machine, <= 10 minutes in all:
-#   1. the CUDA tests:  pytest -m cuda                                   (<= 120 s)
+# The GPU check of issues 14 and 26, one prepared script for a lent GPU machine, <= 10 minutes in all:
+#   1. the CUDA tests:  pytest -m cuda (issue 26: CUDA shared memory through a real server, the compile of a placed
+#      version on the device, tests/cuda/test_cuda_shm.py)                 (<= 150 s)
 #   2. scripts/bench/run.py --gpu --dtype float32, then --dtype float16: convnet (width 1) and resnet, one image per
 #      request at concurrency 1/16/32/64 (the server's batches up to 64), morphserve OIP binary and /v1 JSON vs the
 #      naive peer vs the in-process limit at batch 1/16/32/64; edits under load on the device (mlp at c=64:
-#      edit-to-live, the server's swap time)                              (<= 220 s each, ~150 s expected)
-#   3. docs/bench/GPU_RESULTS.md: both runs' reports, the tests' summary, the machine (and the same under $OUT).
+#      edit-to-live, the server's swap time)                              (<= 160 s each, ~120 s expected)
+#   3. compiled vs eager on the device (issue 26): resnet and convnet placed on CUDA, inductor with a dynamic batch
+#      (serving/compile.py's compile_version), forward time at batch 8 and 32, compile time  (<= 120 s)
+#   4. docs/bench/GPU_RESULTS.md: the runs' reports, the tests' summary, the machine (and the same under $OUT).
 #
 #   bash scripts/bench/gpu_check.sh                  # from the repository root; PYTHON=python3 by default
 #
@@ -21,6 +24,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1
+# The package's source root (app/morphserve) and the repository (tests), for pytest and the in-process steps.
+export PYTHONPATH=$PWD/app:$PWD${PYTHONPATH:+:$PYTHONPATH}
 RESULTS=${GPU_CHECK_RESULTS:-docs/bench}
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 mkdir -p "$RESULTS"
@@ -47,27 +52,27 @@ fi
 command -v wrk >/dev/null || { log "error: wrk is missing (carry it: scripts/bench/gpu_prepare.sh)"; exit 1; }
 
 status=0
-log "1/3 pytest -m cuda"
+log "1/4 pytest -m cuda"
 # Only the files that mark CUDA tests: collecting the whole suite would import what this machine lacks.
 mapfile -t cuda_files < <(grep -rlE "mark\.cuda|pytestmark.*cuda" tests --include='*.py' | sort)
 if [ ${#cuda_files[@]} -eq 0 ]; then
   echo "no file under tests/ marks a test with @pytest.mark.cuda" > "$WORK/cuda_tests.txt"; rc=5
 else
-  timeout 120 "$PY" -m pytest -m cuda -q -p no:cacheprovider "${cuda_files[@]}" 2>&1 | tail -n 40 > "$WORK/cuda_tests.txt"
+  timeout 150 "$PY" -m pytest -m cuda -q -p no:cacheprovider "${cuda_files[@]}" 2>&1 | tail -n 40 > "$WORK/cuda_tests.txt"
   rc=${PIPESTATUS[0]}
 fi
 case $rc in
   0) tests="passed" ;;
   5) tests="no test is marked cuda yet (pytest exit 5)" ;;
-  124) tests="**timed out after 120 s**"; status=1 ;;
+  124) tests="**timed out after 150 s**"; status=1 ;;
   *) tests="**failed (pytest exit $rc)**"; status=1 ;;
 esac
 log "   cuda tests: $tests"
 
 for dtype in float32 float16; do
-  log "2/3 run.py --gpu --dtype $dtype"
+  log "2/4 run.py --gpu --dtype $dtype"
   # SIGINT at the limit: run.py then writes what it measured (KeyboardInterrupt), and the report says so
-  timeout -s INT -k 20 200 "$PY" scripts/bench/run.py --gpu --device "$DEVICE" --dtype "$dtype" --reps 1 --duration 3 --edit-duration 8 \
+  timeout -s INT -k 20 160 "$PY" scripts/bench/run.py --gpu --device "$DEVICE" --dtype "$dtype" --reps 1 --duration 3 --edit-duration 8 \
     --wrk-threads 4 --no-plots --out "$WORK/$dtype" > "$WORK/run_$dtype.log" 2>&1
   rc=$?
   [ $rc -eq 0 ] || status=1
@@ -75,7 +80,49 @@ for dtype in float32 float16; do
   log "   exit $rc"
 done
 
-log "3/3 writing $RESULTS/GPU_RESULTS.md"
+log "3/4 compiled vs eager on $DEVICE (resnet, convnet; batch 8, 32)"
+timeout -k 10 120 "$PY" - "$DEVICE" > "$WORK/compile.json" 2> "$WORK/compile.log" <<'COMPILE'
+import json, sys, time
+import torch
+from morphserve.graph import load_zoo
+from morphserve.serving.compile import batch_sizes, compile_version, preload
+from morphserve.serving.placement import Placement
+device = torch.device(sys.argv[1])
+preload()
+rows = []
+for name in ("resnet", "convnet"):
+    v = load_zoo(name)
+    placed = Placement(device).prepare(v)
+    t0 = time.perf_counter()
+    compiled = compile_version(v, placed, "default", sizes=batch_sizes(32))
+    compile_s = time.perf_counter() - t0
+    for b in (8, 32):
+        x = torch.randn(b, *v.inputs[0].shape[1:], device=device)  # outside inference mode, as the worker's batches
+        with torch.inference_mode():
+            best = {}
+            for _ in range(3):
+                for label, f in (("eager", placed), ("compiled", compiled)):
+                    f(x)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    t = time.perf_counter()
+                    for _ in range(20):
+                        f(x)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    ms = (time.perf_counter() - t) / 20 * 1e3
+                    best[label] = min(best.get(label, ms), ms)
+            rows.append({"model": name, "batch": b, "eager_ms": round(best["eager"], 3),
+                         "compiled_ms": round(best["compiled"], 3), "speedup": round(best["eager"] / best["compiled"], 2),
+                         "compile_s": round(compile_s, 1)})
+print(json.dumps(rows))
+COMPILE
+rc=$?
+[ $rc -eq 0 ] || status=1
+echo "$rc" > "$WORK/rc_compile"
+log "   exit $rc"
+
+log "4/4 writing $RESULTS/GPU_RESULTS.md"
 "$PY" - "$WORK" "$tests" "$RESULTS" <<'EOF'
 import json, pathlib, subprocess, sys, time
 work, tests, results = pathlib.Path(sys.argv[1]), sys.argv[2], pathlib.Path(sys.argv[3])
@@ -85,7 +132,7 @@ try:
 except OSError:
     smi = "no nvidia-smi (not a GPU machine: GPU_CHECK_DEVICE=cpu)"
 import torch
-lines = ["# GPU results (issue 14)", "",
+lines = ["# GPU results (issues 14 and 26)", "",
          f"`bash scripts/bench/gpu_check.sh`, {time.strftime('%Y-%m-%d %H:%M:%S %z')}: {smi}; torch {torch.__version__}",
          "", "## CUDA tests (`pytest -m cuda`)", "", f"Result: {tests}.", "", "```",
          (work / "cuda_tests.txt").read_text().strip(), "```", ""]
@@ -102,11 +149,21 @@ for dtype in ("float32", "float16"):
     src = work / dtype / "gpu_results.json"
     if src.exists():
         (results / f"gpu_results_{dtype}.json").write_text(src.read_text())
+rc = (work / "rc_compile").read_text().strip()
+lines += [f"## Compiled vs eager on the device (issue 26; exit {rc})", ""]
+try:
+    rows = json.loads((work / "compile.json").read_text())
+    lines += ["| model | batch | eager ms | compiled ms | speedup | compile s |", "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['batch']} | {r['eager_ms']} | {r['compiled_ms']} | {r['speedup']} | {r['compile_s']} |"
+              for r in rows]
+except (OSError, ValueError):
+    lines += ["**The run failed:**", "", "```", *(work / "compile.log").read_text(errors="replace").splitlines()[-15:], "```"]
+lines.append("")
 (results / "GPU_RESULTS.md").write_text("\n".join(lines) + "\n")
 EOF
 if [ -n "$DEST" ]; then
   cp "$RESULTS/GPU_RESULTS.md" "$DEST/" && cp "$RESULTS"/gpu_results_*.json "$DEST/" 2>/dev/null
-  cp "$WORK/run_float32.log" "$WORK/run_float16.log" "$DEST/" 2>/dev/null
+  cp "$WORK/run_float32.log" "$WORK/run_float16.log" "$WORK/compile.log" "$DEST/" 2>/dev/null
 fi
 log "done (status $status): $RESULTS/GPU_RESULTS.md"
 exit $status

@@ -58,7 +58,8 @@ def torch_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, st
             "TOKENIZERS_PARALLELISM": "false",
         }
     )
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *(p for p in [env.get("PYTHONPATH")] if p)])
+    # app/ first: the package's source root, so that servers run this checkout's morphserve (not an installed one).
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "app"), str(ROOT), *(p for p in [env.get("PYTHONPATH")] if p)])
     env.update(extra or {})
     return env
 
@@ -481,7 +482,8 @@ def decode_output(target: Target, status: int, headers: dict[str, str], body: by
         arr = np.asarray(o["data"], dtype=np.float32)
     else:
         arr = np.frombuffer(body[int(hlen) :], dtype="<f4", count=math.prod(o["shape"])).astype(np.float32)
-    return int(doc["model_version"]), arr.reshape(o["shape"])
+    # MLServer leaves model_version out and KServe's ModelServer sends null for a model without versions: 0.
+    return int(doc.get("model_version") or 0), arr.reshape(o["shape"])
 
 
 def check_target(server: Server, target: Target, payload: Payload, reference: np.ndarray) -> float:

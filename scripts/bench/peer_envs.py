@@ -1,4 +1,5 @@
-"""Virtual environments of the heavy peers (TorchServe, Ray Serve), created by the harness on first use.
+"""Virtual environments of the heavy peers (TorchServe, Ray Serve; Triton through PyTriton, MLServer and KServe's
+ModelServer for the OIP benchmarks of scripts/bench/oip.py), created by the harness on first use.
 
 Each peer gets its own venv under `.venv-peers/<name>` (gitignored, no system site packages), so that its
 dependencies (Ray's ~60 packages, TorchServe's Java launcher and its Python backend) never touch morphserve's venv,
@@ -11,7 +12,7 @@ Besides the peer itself, each venv gets what `morphserve.graph` imports (torch, 
 the peers serve the very modules morphserve serves, built by `morphserve.graph.load_zoo`
 (scripts/bench/peers/_model.py).
 
-    python scripts/bench/peer_envs.py [torchserve ray]     # set up (or check) the venvs, print their versions
+    python scripts/bench/peer_envs.py [torchserve ray pytriton mlserver kserve]   # set up (or check) the venvs
 """
 
 from __future__ import annotations
@@ -140,7 +141,10 @@ class PeerEnv:
             }
         except (ValueError, KeyError) as e:
             raise PeerSetupError(f"could not read pip's dry-run report: {e}") from e
-        bad = sorted(n for n in planned if n.startswith("nvidia-") or n in ("triton", "cuda-toolkit"))
+        own = {r.split("[")[0].split("=")[0].split("<")[0].split(">")[0].lower() for r in self.requirements}
+        bad = sorted(
+            n for n in planned if (n.startswith("nvidia-") and n not in own) or n in ("triton", "cuda-toolkit")
+        )
         torch_v = planned.get("torch")  # None: the venv has a torch that satisfies the pin already
         if bad or (torch_v is not None and not torch_v.startswith("2.13.0")):
             raise PeerSetupError(
@@ -168,6 +172,12 @@ PEER_ENVS: dict[str, PeerEnv] = {
     ),
     # 2.60.0: the version the issue measured; it installs beside torch 2.13.0 on Python 3.11.
     "ray": PeerEnv("ray", ("ray[serve]==2.60.0",), ("ray",)),
+    # The OIP peers (issue 26). PyTriton 0.7 ships the tritonserver binary and its Python backend stubs (a CUDA-free
+    # build runs on the CPU); its own package name starts with nvidia- and is allowed past the CUDA guard.
+    "pytriton": PeerEnv("pytriton", ("nvidia-pytriton==0.7.0",), ("nvidia-pytriton",)),
+    # uvloop < 0.22: newer uvloop breaks MLServer's inference workers ("There is no current event loop").
+    "mlserver": PeerEnv("mlserver", ("mlserver==1.7.1", "uvloop<0.22"), ("mlserver",)),
+    "kserve": PeerEnv("kserve", ("kserve==0.21.0",), ("kserve",)),
 }
 
 

@@ -4,11 +4,14 @@ a server on a non-loopback address without a token generates one (logged once), 
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
+import os
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from multiprocessing import shared_memory
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,8 @@ from tests.integration.helpers import X, assert_error, identity_insert
 MUTATING = {"POST", "PUT", "DELETE", "PATCH"}
 FC3_WEIGHTS = save_safetensors({"weight": torch.zeros(10, 64), "bias": torch.full((10,), 0.5)})
 DATASET = save_safetensors({"input": torch.rand(8, 64), "labels": torch.arange(8) % 10})
+#: A POSIX shared memory object the shared memory registration can name (created for this module, below).
+SHM_KEY = f"/morphserve-test-auth-{os.getpid()}"
 
 #: One request per mutating route that the token-holder gets a 2xx for (after `_setup`), so that "does nothing
 #: without the token" is about a request that would have done something. Keyed by (method, route template).
@@ -63,6 +68,21 @@ REQUESTS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
         {"content": DATASET, "headers": {"Content-Type": "application/octet-stream"}},
     ),
     ("DELETE", "/v1/models/{model}/datasets/{name}"): ("/v1/models/digits/datasets/eval", {}),
+    # Triton's extensions (issue 26): the repository's load and unload, shared memory registration.
+    ("POST", "/v2/repository/models/{model}/load"): ("/v2/repository/models/mlp/load", {}),
+    ("POST", "/v2/repository/models/{model}/unload"): ("/v2/repository/models/digits/unload", {}),
+    ("POST", "/v2/systemsharedmemory/region/{name}/register"): (
+        "/v2/systemsharedmemory/region/r/register",
+        {"json": {"key": SHM_KEY, "offset": 0, "byte_size": 64}},
+    ),
+    ("POST", "/v2/systemsharedmemory/region/{name}/unregister"): ("/v2/systemsharedmemory/region/r/unregister", {}),
+    ("POST", "/v2/systemsharedmemory/unregister"): ("/v2/systemsharedmemory/unregister", {}),
+    ("POST", "/v2/cudasharedmemory/region/{name}/register"): (
+        "/v2/cudasharedmemory/region/g/register",
+        {"json": {"raw_handle": {"b64": "AAAA"}, "device_id": 0, "byte_size": 64}},
+    ),
+    ("POST", "/v2/cudasharedmemory/region/{name}/unregister"): ("/v2/cudasharedmemory/region/g/unregister", {}),
+    ("POST", "/v2/cudasharedmemory/unregister"): ("/v2/cudasharedmemory/unregister", {}),
     ("POST", "/v1/models/{model}/fit"): (
         "/v1/models/digits/fit",
         {"json": {"train": ["fc3"], "dataset": "eval", "steps": 3}},
@@ -77,6 +97,11 @@ REQUESTS: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {
 CLIENT_OPTIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/models/{model}/feedback"): {"feedback_window": 100}
 }
+#: Routes the token-holder is refused for another reason on this (GPU-less) machine: the refusal without the token
+#: still comes first, and the token-holder gets this status and message instead of a 2xx.
+REFUSED_HERE = {("POST", "/v2/cudasharedmemory/region/{name}/register"): (400, "needs a GPU")}
+#: POSTs that only read (Triton's protocol makes the repository's index a POST): open, as inference is.
+OPEN_POSTS = {("POST", "/v2/repository/index")}
 #: Routes that act on a running rollout get one in their set-up.
 NEEDS_ROLLOUT = {
     ("POST", "/v1/models/{model}/rollout/promote"),
@@ -114,7 +139,17 @@ def _routes(app: Any) -> list[tuple[str, str]]:
 
 def mutating_routes(app: Any) -> list[tuple[str, str]]:
     """The mutating routes: POST/PUT/DELETE/PATCH, except inference (which is open by design)."""
-    return [(m, p) for m, p in _routes(app) if m in MUTATING and not p.endswith("/infer")]
+    return [(m, p) for m, p in _routes(app) if m in MUTATING and not p.endswith("/infer") and (m, p) not in OPEN_POSTS]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shm_object() -> Iterator[None]:
+    """The shared memory object SHM_KEY names, for the registration's request."""
+    seg = shared_memory.SharedMemory(name=SHM_KEY.lstrip("/"), create=True, size=4096)
+    yield
+    seg.close()
+    with contextlib.suppress(FileNotFoundError):
+        seg.unlink()
 
 
 def _setup(client: TestClient, key: tuple[str, str] | None = None) -> dict[str, str]:
@@ -212,13 +247,18 @@ def test_mutating_route_needs_the_token_and_does_nothing_without_it(
 
     # the same request with the token is accepted: the refusals above were about the token, not the request
     r = client.request(method, path, **kw, headers={**headers, **AUTH})
-    assert 200 <= r.status_code < 300, (r.status_code, r.text)
+    if (method, template) in REFUSED_HERE:
+        status, words = REFUSED_HERE[(method, template)]
+        assert r.status_code == status and words in r.text, (r.status_code, r.text)
+    else:
+        assert 200 <= r.status_code < 300, (r.status_code, r.text)
 
 
 def test_inference_and_read_routes_stay_open(client: TestClient) -> None:
     app = client.app
     open_routes = [(m, p) for m, p in _routes(app) if (m, p) not in set(mutating_routes(app))]
     assert ("POST", "/v2/models/{model}/infer") in open_routes and ("GET", "/v1/models") in open_routes
+    assert ("POST", "/v2/repository/index") in open_routes and client.post("/v2/repository/index").status_code == 200
     assert client.post("/v1/models/digits/infer", json={"inputs": X.tolist()}).status_code == 200
     assert (
         client.post(

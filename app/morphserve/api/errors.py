@@ -107,6 +107,34 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 TRANSPORT_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 408, 413)}
 
 
+#: The gRPC status of each HTTP status a domain error maps to (STATUS above), so that both protocols refuse alike.
+GRPC_CODES: dict[int, str] = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",  # a conflict: the client may retry after reading the new state
+    413: "RESOURCE_EXHAUSTED",
+    415: "INVALID_ARGUMENT",
+    422: "FAILED_PRECONDITION",  # a valid request the model's current state refuses (an edit that does not apply)
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+    507: "RESOURCE_EXHAUSTED",
+}
+
+
+def grpc_status_of(exc: Exception) -> tuple[str, str] | None:
+    """(gRPC status code name, message) of a domain error, or None for an unexpected exception. A model that exists
+    already is ALREADY_EXISTS rather than a 409's ABORTED."""
+    if isinstance(exc, ApiError):
+        return GRPC_CODES.get(exc.status, "UNKNOWN"), exc.message
+    if not any(isinstance(exc, cls) for cls, _ in STATUS):
+        return None
+    code = "ALREADY_EXISTS" if isinstance(exc, ModelExistsError) else GRPC_CODES.get(status_of(exc), "UNKNOWN")
+    return code, _message(exc)
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None, **fields: Any) -> Response:
     doc = {"error": message, **fields}
     try:

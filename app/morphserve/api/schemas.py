@@ -151,6 +151,9 @@ class CreateModel(_Strict):
     dtype: Literal["FP32", "FP16", "BF16"] | None = Field(
         None, description="compute datatype (FP16/BF16 halve the memory; inputs and outputs stay as the spec says)"
     )
+    compile: Literal["off", "default", "max-autotune"] | None = Field(
+        None, description="this model's --compile mode (journalled with it; default: the server's)"
+    )
 
 
 class Deleted(BaseModel):

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 from morphserve.cli.common import fail
-from morphserve.settings import Settings
+from morphserve.settings import Settings, worker_index
 
 #: Flag spellings that differ from the field name (`--model` is repeatable; the field holds the list).
 _FLAG = {"models": "--model"}
@@ -39,6 +39,8 @@ _UNSET_MEANS = {
     "admin_token": "none (one is generated and logged unless the host is loopback)",
     "blob_dir": "in the state dir",
     "keep_versions": "all",
+    "grpc_port": "off",
+    "compile_cache_dir": "compile-cache in the state dir",
     "model_dir": "none",
     "model_name": "the bundle's file stem",
 }
@@ -145,6 +147,12 @@ def _serve_one(settings: Settings, token: str | None) -> None:
             sock = bind(settings.host, settings.port)
         except OSError as e:
             fail(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}")
+    # A gRPC port in use is one line too, before any model loads (not in a worker of --workers N: they share it).
+    if settings.grpc_port and settings.workers == 1 and worker_index() is None:
+        try:
+            bind(settings.host, settings.grpc_port).close()
+        except OSError as e:
+            fail(f"cannot listen for gRPC on {settings.host}:{settings.grpc_port}: {e.strerror or e}")
     try:
         registry = Registry(settings, Metrics())
         registry.load_from_settings()

@@ -38,6 +38,8 @@ from morphserve.store import (
 )
 
 from .budget import MemoryBudget
+from .compile import Compiler
+from .cuda_shm import CudaSharedMemory
 from .datasets import Datasets
 from .errors import BadInputError, ModelExistsError, ModelTooLargeError, RolloutConflictError
 from .events import EventHub  # events hook
@@ -54,6 +56,7 @@ from .residency import Residency
 from .rollout import Rollout, RolloutSpec
 from .rollouts import Rollouts
 from .served import ServedModel
+from .shm import SharedMemory, SystemSharedMemory
 from .sources import ModelSource, UploadedBundle, bundles_in, parse_entry
 from .worker import DeviceWorker, InferResult
 
@@ -80,6 +83,8 @@ class ModelStatus(BaseModel):
     resident_bytes: int = 0
     #: The rollout running on this model (its id), if one is.
     rollout: str | None = None
+    #: The compile of the current version (`--compile`): mode, state (queued, compiling, serving, failed), times.
+    compile: dict[str, Any] | None = None
     #: When `version` went live on this replica (seconds since the epoch; None: it is the version the server started
     #: with). With the journal row's committed_at, the commit-to-serving lag of this replica.
     live_at: float | None = None
@@ -138,6 +143,22 @@ class Registry:
         #: tens of milliseconds of the interpreter each time).
         self._graph_json: weakref.WeakKeyDictionary[ModelVersion, bytes] = weakref.WeakKeyDictionary()
         self._models: dict[str, ServedModel] = {}
+        self._primer: threading.Thread | None = None
+        self.compiler = Compiler(
+            settings.compile,
+            settings.compile_cache_dir or settings.state_dir / "compile-cache",
+            busy=self._busy,
+            max_batch_size=settings.max_batch_size,
+        )
+        #: Shared memory regions clients registered (Triton's extension); one process's own.
+        self.shm = SharedMemory(
+            SystemSharedMemory(
+                enabled=settings.workers == 1 and worker_index() is None,  # a worker of --workers N has an index
+                why_not="it runs several worker processes (--workers), and a request may reach one that never saw "
+                "the registration (serve with --workers 1)",
+            ),
+            CudaSharedMemory(self.device),
+        )
         self._deleting: set[str] = set()
         self._lock = threading.Lock()
         #: Models the server was asked to serve (state dir and --model) that could not be loaded, with why.
@@ -199,7 +220,8 @@ class Registry:
                 self.failed[first.model] = str(e)
         # Restored versions skip shape propagation (the journal recorded it), so the first edit would pay its
         # start-up cost (seconds): pay it beside serving instead.
-        threading.Thread(target=shapes.prime, name="prime-shapes", daemon=True).start()
+        self._primer = threading.Thread(target=shapes.prime, name="prime-shapes", daemon=True)
+        self._primer.start()
         for served in list(self._models.values()):  # a rollout that ran before a restart runs on; a job does not
             self.rollouts.sync(served)
             self.jobs.recover(served.name)
@@ -270,11 +292,27 @@ class Registry:
                 batch_wait=self.settings.batch_wait,
             )
             served = ServedModel(residency, worker, incarnation=incarnation)
+            worker.on_swap = lambda v, s=served: self.compiler.schedule(s, v)  # compile hook: each new current version
             worker.start()
             self._models[first.model] = served
             self.events.model_created(first.model, first.version)  # events hook
         log.info("model %s: serving version %d on %s", first.model, first.version, self.device)
+        self._compile_first(served, first)
         return served
+
+    def _compile_first(self, served: ServedModel, first: ModelVersion) -> None:
+        """The model's own compile mode (journalled at create), then its first version's compile, if any."""
+        try:
+            doc = self.store.doc(served.name, "settings", "compile")
+        except StoreError:  # a journal that cannot say: the server's mode
+            doc = None
+        if doc is not None:
+            self.compiler.set_mode(served.name, str(doc.value.get("mode")))
+        self.compiler.schedule(served, first)
+
+    def _busy(self) -> bool:
+        """Whether any live request waits or runs now (the compile thread then yields the interpreter)."""
+        return any(s.worker.queue_depth() > 0 or s.worker.busy for s in list(self._models.values()))
 
     # -- following other replicas (called by the follower thread, via Replication) ----------------------------
     def local(self, name: str) -> ServedModel | None:
@@ -308,6 +346,7 @@ class Registry:
             served.deleted = True
         served.worker.stop()
         self.rollouts.forget(name)
+        self.compiler.forget(name)
         self.jobs.forget(name)
         self.feedback.forget(name)
         self.metrics.forget(name)
@@ -318,6 +357,8 @@ class Registry:
         """Stop following and every worker (the store keeps the models for the next start)."""
         self.replication.stop()
         self.rollouts.close()
+        self.compiler.close()
+        self.shm.close()
         with self._lock:
             models, self._models = list(self._models.values()), {}
         for served in models:
@@ -327,16 +368,35 @@ class Registry:
         self.store.close()
 
     # -- models ------------------------------------------------------------------------------------------
-    def add(self, name: str, source: ModelSource, dtype: str | None = None) -> ServedModel:
+    def add(
+        self, name: str, source: ModelSource, dtype: str | None = None, compile_mode: str | None = None
+    ) -> ServedModel:
         """Create and serve a new model (blocking: it loads, warms up and journals the first version); `dtype`: the
-        datatype it computes in (FP16/BF16; inputs and outputs stay as they are)."""
+        datatype it computes in (FP16/BF16; inputs and outputs stay as they are); `compile_mode`: its own
+        `--compile` mode (journalled with it), None for the server's."""
         if name in self._models:  # before loading anything: a taken name costs nothing
             raise ModelExistsError(f"model {name!r} already exists")
         first = source.load(name, self.budget)
-        return self._serve(recast(first, dtype) if dtype else first, persist=True)
+        if compile_mode is not None:
+            if self._primer is not None:  # its imports and the compiler's must not interleave (compile.preload)
+                self._primer.join()
+            self.compiler.set_mode(name, compile_mode)  # before it serves: its first compile follows it
+        try:
+            served = self._serve(recast(first, dtype) if dtype else first, persist=True)
+        except BaseException:
+            self.compiler.set_mode(name, None)
+            raise
+        if compile_mode is not None:
+            try:
+                self.store.put_doc(name, "settings", "compile", {"mode": compile_mode})
+            except StoreError as e:  # served and journalled; only a restart would forget the mode
+                log.warning("model %s: its compile mode %s is not journalled: %s", name, compile_mode, e)
+        return served
 
-    async def create(self, name: str, source: ModelSource, dtype: str | None = None) -> ModelStatus:
-        await asyncio.to_thread(self.add, name, source, dtype)
+    async def create(
+        self, name: str, source: ModelSource, dtype: str | None = None, compile_mode: str | None = None
+    ) -> ModelStatus:
+        await asyncio.to_thread(self.add, name, source, dtype, compile_mode)
         return await self.status(name)
 
     def upload_spool(self, name: str) -> UploadedBundle:
@@ -367,6 +427,7 @@ class Registry:
 
         await asyncio.to_thread(remove)
         self.rollouts.forget(name)
+        self.compiler.forget(name)
         self.jobs.forget(name)
         self.feedback.forget(name)
         self.metrics.forget(name)
@@ -415,6 +476,7 @@ class Registry:
             latest=max(served.residency.latest, numbers[-1] if numbers else 0),
             resident_bytes=resident_bytes(served.residency.resident()),
             rollout=None if rollout is None else rollout.id,
+            compile=self.compiler.status(name),
             live_at=served.live_since(v.version),
         )
 
@@ -486,11 +548,18 @@ class Registry:
         if request_id is not None and self.feedback.enabled:
             self.feedback.keep(name, request_id, arrays)
         rollout = self.rollouts.active(name) if version is None else None
-        if rollout is None:
-            result = await self.inference.infer(served, arrays, version)
-        else:
-            result = await self._infer_in_rollout(served, rollout, arrays, sticky)
-        self.metrics.inference_latency.labels(name).observe(time.perf_counter() - started)  # metrics hook
+        try:
+            if rollout is None:
+                result = await self.inference.infer(served, arrays, version)
+            else:
+                result = await self._infer_in_rollout(served, rollout, arrays, sticky)
+        except Exception:  # statistics hook: Triton counts failed requests by version too
+            spent = time.perf_counter() - started
+            served.worker.stats.request(version or served.serving_version(), int(spent * 1e9), False)
+            raise
+        spent = time.perf_counter() - started
+        served.worker.stats.request(result.version, int(spent * 1e9), True)  # statistics hook
+        self.metrics.inference_latency.labels(name).observe(spent)  # metrics hook
         return result
 
     async def _infer_in_rollout(

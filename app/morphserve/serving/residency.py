@@ -185,6 +185,16 @@ class Residency(Generic[V]):
             evicted = self._trim()
         self._evicted(evicted)
 
+    def replace(self, version: int, runnable: Runnable) -> bool:
+        """Run resident `version` with another runnable of the same graph (its compiled one); False when it is not
+        resident any more. Only the device worker calls it, between two batches, as it does `install`."""
+        with self._lock:
+            hit = self._resident.get(version)
+            if hit is None:
+                return False
+            self._resident[version] = (hit[0], runnable)  # its place in the LRU order stays
+            return True
+
     def make_resident(self, version: V) -> Runnable | None:
         """Bring an evicted version back onto the device (resident, not current) for a request that names it.
         Returns its runnable, which that request may run on even if others evict the version again meanwhile, or

@@ -28,6 +28,7 @@ from .devices import ops_for
 from .errors import BadInputError, NotResidentError, QueueFullError, UnavailableError
 from .metrics import Metrics
 from .residency import Residency, Runnable
+from .stats import ModelStats
 
 log = logging.getLogger("morphserve.worker")
 
@@ -90,6 +91,16 @@ class _Swap:
     done: Future[None] = field(default_factory=Future)
 
 
+@dataclass(eq=False)
+class _Replace:
+    """Control command: run resident version `version` with `runnable` from the next batch on (its compiled graph);
+    the future tells whether it was still resident."""
+
+    version: int
+    runnable: Runnable
+    done: Future[bool] = field(default_factory=Future)
+
+
 class DeviceWorker:
     """Runs one model's batches on one device, and swaps its versions between them."""
 
@@ -122,7 +133,7 @@ class DeviceWorker:
         self.max_queue = max_queue
         self.batch_wait = batch_wait
         self._metrics = metrics
-        self._queue: collections.deque[InferItem | _Swap] = collections.deque()
+        self._queue: collections.deque[InferItem | _Swap | _Replace] = collections.deque()
         self._background: collections.deque[InferItem | Slice] = collections.deque()
         self.background_limit = background_limit
         self.job_interval_s = job_interval_s
@@ -140,6 +151,10 @@ class DeviceWorker:
         self._arrived_busy = 0
         self._busy_rate = 0.0
         self._thread = threading.Thread(target=self._loop, name=f"worker-{self.model}", daemon=True)
+        #: Triton's statistics of the live batches (and, from the registry, of each request's outcome).
+        self.stats = ModelStats()
+        #: Called on this thread after each swap with the version now current (the compiler's cue); must not block.
+        self.on_swap: Callable[[Any], None] | None = None
 
     # -- called from other threads -------------------------------------------------------------------------
     def start(self) -> None:
@@ -150,13 +165,13 @@ class DeviceWorker:
         """Stop after failing whatever is still queued (the model is going away)."""
         with self._cond:
             self._stopping = True
-            pending: list[InferItem | _Swap | Slice] = [*self._queue, *self._background]
+            pending: list[InferItem | _Swap | _Replace | Slice] = [*self._queue, *self._background]
             self._queue.clear()
             self._background.clear()
             self._waiting = 0
             self._cond.notify_all()
         for item in pending:
-            if isinstance(item, _Swap):
+            if isinstance(item, _Swap | _Replace):
                 item.done.set_exception(UnavailableError(f"model {self.model!r} is shutting down"))
             elif isinstance(item, Slice):
                 continue  # its job sees the model go away on its own
@@ -167,6 +182,11 @@ class DeviceWorker:
 
     def queue_depth(self) -> int:
         return self._waiting
+
+    @property
+    def busy(self) -> bool:
+        """Whether a batch (or a background slice) runs now."""
+        return self._busy
 
     def submit(self, item: InferItem) -> None:
         """Queue a request; QueueFullError when `max_queue` requests are already waiting."""
@@ -233,6 +253,21 @@ class DeviceWorker:
             self._cond.notify()
         return cmd.done
 
+    def replace(self, version: int, runnable: Runnable) -> Future[bool]:
+        """Run resident version `version` with another runnable of the same graph (its compiled one) from the next
+        batch on; the future resolves to False when the version is no longer resident. Queued like a swap: ahead of
+        queued inference, behind the batch in flight."""
+        cmd = _Replace(version, runnable)
+        with self._cond:
+            if self._stopping:
+                raise UnavailableError(f"model {self.model!r} is shutting down")
+            ahead = 0
+            while ahead < len(self._queue) and not isinstance(self._queue[ahead], InferItem):
+                ahead += 1
+            self._queue.insert(ahead, cmd)
+            self._cond.notify()
+        return cmd.done
+
     # -- the worker thread --------------------------------------------------------------------------------
     def _loop(self) -> None:
         torch.set_grad_enabled(False)
@@ -256,6 +291,9 @@ class DeviceWorker:
                     first = self._queue.popleft()
                     if isinstance(first, _Swap):
                         self._apply_swap(first)
+                        continue
+                    if isinstance(first, _Replace):
+                        first.done.set_result(self.residency.replace(first.version, first.runnable))
                         continue
                     self._waiting -= 1
                     batch = [first]
@@ -331,7 +369,7 @@ class DeviceWorker:
         key, rows = batch[0].key, batch[0].rows
         deadline: float | None = None
         while rows < self.max_batch_size:
-            kept: collections.deque[InferItem | _Swap] = collections.deque()
+            kept: collections.deque[InferItem | _Swap | _Replace] = collections.deque()
             blocked = False
             while self._queue:
                 item = self._queue.popleft()
@@ -385,6 +423,11 @@ class DeviceWorker:
             return
         self._metrics.version.labels(self.model).set(cmd.version.version)
         cmd.done.set_result(None)
+        if self.on_swap is not None:
+            try:
+                self.on_swap(cmd.version)
+            except Exception:  # a background cue never stops the worker
+                log.exception("model %s: the swap hook failed", self.model)
 
     def _not_resident(self, version: int) -> NotResidentError:
         return NotResidentError(
@@ -407,9 +450,10 @@ class DeviceWorker:
                 item.deliver(err)
             return
         try:
-            t0 = time.perf_counter()
-            outputs = self._forward(runnable, [item.inputs for item in batch])
-            compute_s = time.perf_counter() - t0
+            t0 = time.perf_counter_ns()
+            outputs, t1, t2 = self._forward(runnable, [item.inputs for item in batch])
+            t3 = time.perf_counter_ns()
+            compute_s = (t3 - t0) / 1e9
         except Exception as e:  # noqa: BLE001 - find which request the model cannot compute on
             if len(batch) == 1:
                 batch[0].deliver(
@@ -420,21 +464,28 @@ class DeviceWorker:
                 self._execute([item])
             return
         if batch[0].lane == "live":  # background work is not serving: it stays out of the serving metrics
-            self._metrics.batch_size.labels(self.model).observe(sum(i.rows for i in batch))
+            rows = sum(i.rows for i in batch)
+            self._metrics.batch_size.labels(self.model).observe(rows)
             self._metrics.inferences.labels(self.model).inc(len(batch))
+            started = time.monotonic() - (t3 - t0) / 1e9
+            queued = sum(max(0.0, started - i.queued_at) for i in batch)
+            self.stats.batch(version, rows, len(batch), int(queued * 1e9), t1 - t0, t2 - t1, t3 - t2)
         offset = 0
         for item in batch:
             end = offset + item.rows
             item.deliver(InferResult(version, tuple(o[offset:end] for o in outputs), compute_s=compute_s))
             offset = end
 
-    def _forward(self, runnable: Runnable, inputs: list[tuple[torch.Tensor, ...]]) -> list[np.ndarray]:
+    def _forward(self, runnable: Runnable, inputs: list[tuple[torch.Tensor, ...]]) -> tuple[list[np.ndarray], int, int]:
+        """The outputs as numpy arrays, and when (perf_counter_ns) the inputs were ready and the forward returned."""
         n = len(inputs[0])
         args = list(inputs[0]) if len(inputs) == 1 else [torch.cat([x[i] for x in inputs]) for i in range(n)]
         rows = args[0].shape[0]
         args = self._ops.to_device(args)
+        t1 = time.perf_counter_ns()
         with torch.inference_mode():
             outs = runnable(*args)
+        t2 = time.perf_counter_ns()
         result = []
         for o in outs:
             if o.shape[0] != rows:
@@ -442,4 +493,4 @@ class DeviceWorker:
             # C order whatever the graph's last operator left (a permute or transpose): every encoder reads
             # rows of this array, and orjson and tobytes need it contiguous (issue 23: permuted outputs were 500)
             result.append(np.ascontiguousarray(o.detach().cpu().numpy()))
-        return result
+        return result, t1, t2

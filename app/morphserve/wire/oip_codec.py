@@ -20,6 +20,7 @@ bare "bad request" is useless to callers.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,10 +37,27 @@ class OIPError(ValueError):
     """Bad client input; the HTTP layer maps it to 400 with {"error": str(e)}."""
 
 
+#: Reads a shared memory window: (region, offset, byte_size, what) -> its bytes, bounds checked by the owner of the
+#: regions (morphserve.serving.shm), which raises for a bad reference. The buffer is copied at once.
+ShmRead = Callable[[str, int, int, str], "bytes | memoryview"]
+#: Writes an output into a shared memory window: (region, offset, byte_size, data, what) -> bytes written.
+ShmWrite = Callable[[str, int, int, memoryview, str], int]
+
+
+@dataclass(frozen=True)
+class ShmRef:
+    """A tensor passed by reference (Triton's shared memory extension): a registered region and a window in it."""
+
+    region: str
+    offset: int
+    byte_size: int
+
+
 @dataclass(frozen=True)
 class RequestedOutput:
     name: str
     binary: bool | None  # from parameters.binary_data; None = not said
+    shm: ShmRef | None = None  # written into this window instead of the response
 
 
 @dataclass(frozen=True)
@@ -54,12 +72,15 @@ class InferRequest:
 # --------------------------------------------------------------------------------------------- decode
 
 
-def decode_request(body: bytes, header_length: int | None, *, max_elements: int = 1 << 27) -> InferRequest:
+def decode_request(
+    body: bytes, header_length: int | None, *, max_elements: int = 1 << 27, shm: ShmRead | None = None
+) -> InferRequest:
     """Parse an inference request body.
 
     ``header_length`` is the ``Inference-Header-Content-Length`` value (None: the whole body is JSON).
     Binary inputs are sliced from the bytes after the header in input order; their sizes must account
     for every trailing byte, so a truncated upload or a mis-sized tensor cannot be silently accepted.
+    ``shm`` reads the inputs passed by shared memory reference (None: such inputs and outputs are refused).
     """
     if header_length is None:
         h = len(body)
@@ -83,7 +104,7 @@ def decode_request(body: bytes, header_length: int | None, *, max_elements: int 
     bdo = params.get("binary_data_output", False)
     if not isinstance(bdo, bool):
         raise OIPError(f"request parameters.binary_data_output must be a boolean, got {json_type(bdo)}")
-    outputs = _requested_outputs(doc.get("outputs"))  # cheap checks first, before any tensor is built
+    outputs = _requested_outputs(doc.get("outputs"), shm is not None)  # cheap checks first, before any tensor
 
     raw_inputs = doc.get("inputs")
     if raw_inputs is None:
@@ -99,7 +120,12 @@ def decode_request(body: bytes, header_length: int | None, *, max_elements: int 
             raise OIPError(f"duplicate input '{name}'")
         iparams = _params(spec, f"input '{name}'")
         if "shared_memory_region" in iparams:
-            raise OIPError(f"input '{name}': shared memory is not supported")
+            if shm is None:
+                raise OIPError(f"input '{name}': shared memory is not supported")
+            if "data" in spec or "binary_data_size" in iparams:
+                raise OIPError(f"input '{name}': has both shared memory and 'data' or binary_data_size")
+            inputs[name] = from_shm(shm, shm_ref(iparams, f"input '{name}'"), name, dtype, shape, count)
+            continue
         size = iparams.get("binary_data_size")
         if size is not None:
             if "data" in spec:
@@ -184,6 +210,35 @@ def _from_binary(body: bytes, offset: int, dtype: np.dtype, shape: list[int], co
     return raw.astype(dtype, copy=True).reshape(shape)
 
 
+def shm_ref(params: dict[str, Any], what: str) -> ShmRef:
+    """The shared memory reference in a tensor's parameters (`shared_memory_region`, `_offset`, `_byte_size`)."""
+    region = params.get("shared_memory_region")
+    if not isinstance(region, str) or not region:
+        raise OIPError(f"{what}: parameters.shared_memory_region must be a region name, got {json_type(region)}")
+    numbers = []
+    for label, value in (
+        ("shared_memory_offset", params.get("shared_memory_offset", 0)),
+        ("shared_memory_byte_size", params.get("shared_memory_byte_size")),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise OIPError(f"{what}: parameters.{label} must be a non-negative integer, got {value!r}")
+        numbers.append(value)
+    return ShmRef(region, numbers[0], numbers[1])
+
+
+def from_shm(shm: ShmRead, ref: ShmRef, name: str, dtype: np.dtype, shape: list[int], count: int) -> np.ndarray:
+    """Copy one input out of its shared memory window (its size must be the tensor's, as with binary data)."""
+    want = count * dtype.itemsize
+    if ref.byte_size != want:
+        raise OIPError(
+            f"input '{name}': {_oip(dtype)} shape {shape} needs shared_memory_byte_size {want}, got {ref.byte_size}"
+        )
+    raw = shm(ref.region, ref.offset, ref.byte_size, f"input '{name}'")
+    if dtype == np.bool_:
+        return np.not_equal(np.frombuffer(raw, dtype=np.uint8, count=count), 0).reshape(shape)
+    return np.frombuffer(raw, dtype=dtype.newbyteorder("<"), count=count).astype(dtype, copy=True).reshape(shape)
+
+
 def _from_json(data: Any, name: str, dtype: np.dtype, shape: list[int], count: int) -> np.ndarray:
     try:
         return from_json(data, _oip(dtype), what=f"input '{name}'", shape=shape, max_elements=max(count, 1))
@@ -191,7 +246,7 @@ def _from_json(data: Any, name: str, dtype: np.dtype, shape: list[int], count: i
         raise OIPError(e.message) from None
 
 
-def _requested_outputs(raw: Any) -> list[RequestedOutput]:
+def _requested_outputs(raw: Any, shm: bool = False) -> list[RequestedOutput]:
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -208,15 +263,18 @@ def _requested_outputs(raw: Any) -> list[RequestedOutput]:
             raise OIPError(f"duplicate requested output '{name}'")
         seen.add(name)
         p = _params(spec, f"output '{name}'")
+        ref = None
         if "shared_memory_region" in p:
-            raise OIPError(f"output '{name}': shared memory is not supported")
+            if not shm:
+                raise OIPError(f"output '{name}': shared memory is not supported")
+            ref = shm_ref(p, f"output '{name}'")
         if p.get("classification", 0):
             raise OIPError(f"output '{name}': the classification extension is not supported")
         # The spec's per-output key is "binary_data"; "binary_data_output" is accepted as an alias.
         binary = p.get("binary_data", p.get("binary_data_output"))
         if binary is not None and not isinstance(binary, bool):
             raise OIPError(f"output '{name}': parameters.binary_data must be a boolean, got {json_type(binary)}")
-        out.append(RequestedOutput(name=name, binary=binary))
+        out.append(RequestedOutput(name=name, binary=binary, shm=ref))
     return out
 
 
@@ -230,31 +288,40 @@ def encode_response(
     request_id: str | None,
     outputs: dict[str, np.ndarray],
     request: InferRequest,
+    shm: ShmWrite | None = None,
 ) -> tuple[bytes, dict[str, str]]:
-    """Build the response body and the extra headers it needs (Content-Type is the caller's job).
+    """Build the response body and the extra headers it needs (Content-Type is the caller's job). Outputs asked
+    for in shared memory are written there with ``shm`` and named in the response without their data.
 
     JSON ``data`` is emitted flat (row major), which every OIP client reshapes by ``shape``. JSON cannot
     carry NaN/Infinity, so orjson writes them as null (tritonclient reads null back as NaN); binary
     output is exact. An unsupported output dtype is a server bug, so it raises TypeError, not OIPError.
     """
     if request.outputs:
-        selected: list[tuple[str, bool]] = []
+        selected: list[tuple[str, bool, ShmRef | None]] = []
         for ro in request.outputs:
             if ro.name not in outputs:
                 raise OIPError(f"requested output '{ro.name}' does not exist; model outputs are: {', '.join(outputs)}")
-            selected.append((ro.name, request.binary_data_output if ro.binary is None else ro.binary))
+            selected.append((ro.name, request.binary_data_output if ro.binary is None else ro.binary, ro.shm))
     else:
-        selected = [(n, request.binary_data_output) for n in outputs]
+        selected = [(n, request.binary_data_output, None) for n in outputs]
 
     out_json: list[dict[str, Any]] = []
     chunks: list[bytes] = []
-    for name, binary in selected:
+    for name, binary, ref in selected:
         arr = np.asarray(outputs[name])
         dt_name = NUMPY_TO_OIP.get(arr.dtype.newbyteorder("="))
         if dt_name is None:
             raise TypeError(f"output '{name}': dtype {arr.dtype} has no Open Inference Protocol datatype")
         entry: dict[str, Any] = {"name": name, "datatype": dt_name, "shape": [int(d) for d in arr.shape]}
-        if binary:
+        if ref is not None:
+            if shm is None:
+                raise OIPError(f"output '{name}': shared memory is not supported")
+            n = shm(ref.region, ref.offset, ref.byte_size, output_bytes(arr), f"output '{name}'")
+            entry["parameters"] = {"shared_memory_region": ref.region, "shared_memory_byte_size": n}
+            if ref.offset:
+                entry["parameters"]["shared_memory_offset"] = ref.offset
+        elif binary:
             # tobytes() is C order; astype to little-endian is a no-op on little-endian hosts.
             raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes(order="C")
             entry["parameters"] = {"binary_data_size": len(raw)}
@@ -272,3 +339,10 @@ def encode_response(
     if not chunks:
         return header, {}
     return b"".join([header, *chunks]), {_HEADER: str(len(header))}
+
+
+def output_bytes(arr: np.ndarray) -> memoryview:
+    """An output's bytes as the wire has them (little-endian, row major, BOOL one byte), without a copy where the
+    array already is so."""
+    le = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+    return memoryview(le).cast("B")  # type: ignore[arg-type]  # numpy's stubs do not declare the buffer protocol

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[3]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# The package's source root (`app/morphserve`): the peers' own venvs do not have morphserve installed.
+for _path in (ROOT, ROOT / "app"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 
 def load_model(name: str, options: str | None, device: str, dtype: str = "float32") -> Any:

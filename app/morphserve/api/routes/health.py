@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from morphserve import __version__
+from morphserve.api import triton
 from morphserve.api.deps import RegistryDep
 from morphserve.api.errors import TRANSPORT_ERRORS, ApiError
 from morphserve.api.fastjson import JSONRoute
@@ -15,8 +16,8 @@ router = APIRouter(tags=["health"], responses=TRANSPORT_ERRORS, route_class=JSON
 
 
 @router.get("/v2", response_model=ServerMetadata)
-async def server_metadata() -> ServerMetadata:
-    return ServerMetadata(name="morphserve", version=__version__, extensions=["binary_tensor_data"])
+async def server_metadata(registry: RegistryDep) -> ServerMetadata:
+    return ServerMetadata(name="morphserve", version=__version__, extensions=triton.extensions(registry))
 
 
 @router.get("/v2/health/live", response_model=LiveResponse)

@@ -120,7 +120,7 @@ async def create_model(body: CreateModel, registry: RegistryDep) -> ModelInfo:
     if (body.zoo is None) == (body.spec is None):
         raise ApiError(422, "give exactly one of 'zoo' or 'spec'")
     source = ZooSource(body.zoo, body.options) if body.zoo is not None else SpecSource(body.spec or {})
-    return _info(await registry.create(body.name, source, body.dtype))
+    return _info(await registry.create(body.name, source, body.dtype, body.compile))
 
 
 @router.get("/{model}", response_model=ModelInfo)

@@ -86,7 +86,7 @@ async def _infer(
         ctype = request.headers.get("content-type")
         raise ApiError(415, f"send Content-Type: application/json (binary tensors need {_HEADER}), got {ctype!r}")
     body = await request.body()
-    req = await parse_body(len(body), lambda: decode_request(body, header_length))
+    req = await parse_body(len(body), lambda: decode_request(body, header_length, shm=registry.shm.read))
     sticky = registry.sticky(model, request.headers) if version is None else None
     request_id = getattr(request.state, "request_id", None)
     result = await registry.infer(
@@ -94,7 +94,12 @@ async def _infer(
     )
     outputs = dict(zip(result.names, result.outputs, strict=True))
     content, headers = encode_response(
-        model_name=model, model_version=str(result.version), request_id=req.id, outputs=outputs, request=req
+        model_name=model,
+        model_version=str(result.version),
+        request_id=req.id,
+        outputs=outputs,
+        request=req,
+        shm=registry.shm.write,
     )
     media = "application/octet-stream" if headers else "application/json"
     return Response(content, media_type=media, headers=headers)
