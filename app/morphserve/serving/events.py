@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from morphserve.graph.errors import NotFoundError
+from morphserve.store.records import StoreUnavailableError
 
 GLOBAL: Final = "*"
 """The stream of model created/deleted events (and all models' versions)."""
@@ -227,6 +228,14 @@ class Source(Protocol):
     async def history(self, name: str) -> Sequence[Any]: ...  # records with .version .parent .ops .created_at
 
 
+#: How long a model's stream retries a journal read it needs (a replay, a gap) before it ends (the client resumes).
+HISTORY_RETRY_S = 30.0
+
+
+class StreamEnded(Exception):
+    """A model's stream cannot go on (the journal is out of reach): it ends cleanly, and the client resumes."""
+
+
 def open_model_stream(source: Source, hub: EventHub, model: str, *, since: int | None) -> AsyncIterator[Event]:
     """A model's events for one client (call on the event loop). Raises NotFoundError for an unknown model
     before anything is streamed. Subscribes first and reads the history second, so nothing falls in between."""
@@ -248,11 +257,24 @@ async def _model_stream(source: Source, sub: Subscription, *, since: int | None)
     replay_upto: int | None = None if since is None else _current(source, model)  # history to send first
 
     async def missed(after: int, upto: int) -> list[Event] | None:
-        """The committed versions in (after, upto]; None when the model is gone."""
-        try:
-            records = await source.history(model)
-        except NotFoundError:
-            return None
+        """The committed versions in (after, upto]; None when the model is gone.
+
+        The journal may be out of reach for a moment just when a replica catches up (its pool's connections died
+        with a partition that just healed): the read is retried with backoff, for up to HISTORY_RETRY_S, rather
+        than breaking the stream mid-response; the heartbeats go on meanwhile. Beyond that, StreamEnded ends the
+        stream cleanly and the client resumes with its Last-Event-ID, as EventSource does."""
+        delay, deadline = 0.05, time.monotonic() + HISTORY_RETRY_S
+        while True:
+            try:
+                records = await source.history(model)
+                break
+            except NotFoundError:
+                return None
+            except StoreUnavailableError:
+                if time.monotonic() + delay > deadline:
+                    raise StreamEnded from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
         return [
             Event("version", version_data(model, r.version, r.parent, r.ops, r.created_at), str(r.version))
             for r in sorted(records, key=lambda r: r.version)
@@ -298,6 +320,8 @@ async def _model_stream(source: Source, sub: Subscription, *, since: int | None)
                 yield item
                 if item.kind == "model_deleted":
                     return
+    except StreamEnded:
+        return
     finally:
         sub.close()
 

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from morphserve.graph.errors import NotFoundError
+from morphserve.serving import events
 from morphserve.serving.events import GLOBAL, LOST, Event, EventHub, open_global_stream, open_model_stream
+from morphserve.store.records import JournalUnreachableError
 
 pytestmark = pytest.mark.anyio
 
@@ -40,6 +42,7 @@ class FakeRegistry:
         self.model = model
         self.records = [V(model, n, n - 1 or None) for n in range(1, versions + 1)]
         self.history_calls = 0
+        self.unreachable = 0  # the next history reads that find the journal out of reach
 
     def current(self, name: str) -> V:
         if name != self.model:
@@ -50,6 +53,9 @@ class FakeRegistry:
         self.history_calls += 1
         if name != self.model:
             raise NotFoundError(f"model {name!r} does not exist")
+        if self.unreachable:
+            self.unreachable -= 1
+            raise JournalUnreachableError("the journal is unreachable")
         return list(self.records)
 
     def commit(self, hub: EventHub) -> V:
@@ -222,6 +228,31 @@ async def test_model_stream_sends_versions_in_order_when_they_are_published_out_
     reg.commit(hub)
     assert [e.data["version"] for e in await _take(stream, 1)] == [5]  # and v3 did not come again
     await stream.aclose()
+
+
+async def test_model_stream_retries_a_history_read_the_journal_could_not_answer() -> None:
+    """A replica that catches up after a partition fills its gap from the journal, whose connections may have just
+    died: the stream retries the read (it broke off mid-response before: an incomplete chunked read)."""
+    hub, reg = EventHub(), FakeRegistry(versions=2)
+    stream = open_model_stream(reg, hub, "m", since=2)
+    pending = asyncio.ensure_future(_take(stream, 3))
+    await asyncio.sleep(0.01)
+    reg.records += [V("m", 3, 2), V("m", 4, 3)]
+    reg.unreachable = 2
+    reg.commit(hub)  # v5, with v3 and v4 only in the journal
+    assert [e.data["version"] for e in await pending] == [3, 4, 5]
+    assert reg.history_calls == 1 + 3  # the replay at the start, then the gap: two refused reads and one answered
+    await stream.aclose()
+
+
+async def test_model_stream_ends_cleanly_when_the_journal_stays_out_of_reach(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(events, "HISTORY_RETRY_S", 0.2)
+    hub, reg = EventHub(), FakeRegistry(versions=2)
+    stream = open_model_stream(reg, hub, "m", since=1)
+    reg.unreachable = 10**6
+    with pytest.raises(StopAsyncIteration):  # the client resumes with its Last-Event-ID
+        await asyncio.wait_for(anext(stream), 5)
+    assert reg.history_calls > 1 and hub.subscribers("m") == 0
 
 
 async def test_model_stream_since_beyond_the_live_version_resets() -> None:
