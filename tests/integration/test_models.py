@@ -133,11 +133,11 @@ def test_graph_json_is_described_once_per_version_and_revalidated(
 ) -> None:
     """The web page fetches a version's graph once and keeps it: the answer says to revalidate (no-cache, with the
     ETag), and the server describes each version once while it holds it (10,000 nodes take ~0.3 s to describe)."""
-    from morphserve.api.routes import models as routes
+    from morphserve.serving import registry as held
 
     calls: list[int] = []
-    real = routes.describe
-    monkeypatch.setattr(routes, "describe", lambda v: calls.append(v.version) or real(v))
+    real = held.describe
+    monkeypatch.setattr(held, "describe", lambda v: calls.append(v.version) or real(v))
     _edit(client, [identity_insert()])
     first = client.get("/v1/models/digits/graph?version=2")
     again = client.get("/v1/models/digits/graph?version=2")
