@@ -174,14 +174,17 @@ def flatmap_path_parameters(context: Any, path_parameters: dict[str, Any]) -> An
         return st.just(path_parameters)
     real: dict[str, Any] = {}
     for key, value in path_parameters.items():
-        if key == "model":
+        if key == "model" and "job" in path_parameters:  # a job belongs to the model _prepare made it on
+            real[key] = st.sampled_from([MODEL, MODEL, MODEL, value])
+        elif key == "model":
             real[key] = st.sampled_from([MODEL, MODEL, *EXTRA_MODELS, value])
         elif key == "node":
             real[key] = st.sampled_from([*NODES, value])
         elif key == "name":  # a dataset: the one _prepare keeps, or fuzz
             real[key] = st.sampled_from([DATASET, DATASET, value])
         elif key == "job":  # a job _prepare made, or fuzz
-            real[key] = st.one_of(st.just(value), st.builds(lambda v=value: _STATE.get("job", v)))
+            made = st.builds(lambda v=value: _STATE.get("job", v))
+            real[key] = st.one_of(st.just(value), made, made, made)
         elif key == "version":
             # the first versions, the one live when the case is drawn (resident, so infer can succeed), or fuzz
             typ = int if isinstance(value, int) else str
