@@ -8,6 +8,7 @@ CLI runs) knows nothing of the CLI. A violation names the file and the import (o
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -223,3 +224,16 @@ def test_the_graph_package_exports_exactly_its_lazy_names() -> None:
     assert sorted(graph.__all__) == sorted(graph._EXPORTS)
     for name in graph.__all__:
         assert getattr(graph, name) is not None
+
+
+def test_the_installed_package_is_morphserve_and_nothing_named_app(tmp_path: Path) -> None:
+    """Installed morphserve must not shadow a user's own `app` package: from a directory that is not the source tree,
+    `morphserve` imports from the source root and no `app` is importable."""
+    probe = (
+        "import importlib.util as u, json; "
+        "print(json.dumps([u.find_spec('app') is None, u.find_spec('morphserve').origin]))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
+    no_app, origin = json.loads(out.stdout)
+    assert no_app, "a module named app is importable beside morphserve"
+    assert Path(origin) == APP / "__init__.py"
