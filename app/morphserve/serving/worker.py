@@ -117,11 +117,13 @@ class DeviceWorker:
         background_limit: int = 256,
         job_interval_s: float = 0.02,
         job_share: float = 0.2,
+        live_window_s: float = 0.01,
         shadow_max_age_s: float = 0.5,
         shadow_rows: int | None = None,
     ) -> None:
-        """Background work (`submit_background`): at most `background_limit` items wait. While live requests queue,
-        a job gets a slice at most every `job_interval_s` and at most `job_share` of the worker's time; a shadow run
+        """Background work (`submit_background`): at most `background_limit` items wait. While live traffic flows
+        (requests queue, or a live batch ended within `live_window_s`), background work gets at most `job_share` of
+        the worker's time; while live requests queue, only a job, a slice at most every `job_interval_s`; a shadow run
         never starts then, waits at most `shadow_max_age_s` (then it is dropped), and runs in slices of at most
         `shadow_rows` rows (default an eighth of a batch), so that a live request arriving meanwhile waits little."""
         self.residency = residency
@@ -138,10 +140,13 @@ class DeviceWorker:
         self.background_limit = background_limit
         self.job_interval_s = job_interval_s
         self.job_share = job_share
+        self.live_window_s = live_window_s
         self.shadow_max_age_s = shadow_max_age_s
         self.shadow_rows = shadow_rows or max(1, max_batch_size // 8)
         self._last_background = 0.0  # when the last background slice ended
         self._background_took = 0.0  # how long it ran
+        self._last_live = 0.0  # when the last live batch ended
+        self._background_at = 0.0  # when held-back background work may run next (a live request wakes it sooner)
         self._waiting = 0  # inference items in the queue (swaps never count against max_queue)
         self._cond = threading.Condition()
         self._stopping = False
@@ -286,7 +291,8 @@ class DeviceWorker:
                     self._fill_background(batch)
                 else:
                     job = None
-                    if not self._queue:
+                    if not self._queue:  # background held back while live traffic flows: wait for its turn
+                        self._cond.wait(max(self._background_at - time.monotonic(), 0.0005))
                         continue
                     first = self._queue.popleft()
                     if isinstance(first, _Swap):
@@ -319,6 +325,7 @@ class DeviceWorker:
                 if background:
                     self._last_background, self._background_took = ended, ended - started
                 else:
+                    self._last_live = ended
                     rate = self._arrived_busy / max(ended - started, 1e-6)
                     self._busy_rate = 0.5 * (self._busy_rate + rate)
                 self._busy = False
@@ -336,12 +343,19 @@ class DeviceWorker:
                 head.deliver(DroppedError("the live traffic had the device"))
         if not self._background:
             return None
-        if self._queue:
-            # Live requests wait: only a job, and only once the worker has served live traffic for long enough that
-            # this slice keeps the background under `job_share` of its time.
-            gap = max(self.job_interval_s, self._background_took * (1 - self.job_share) / self.job_share)
+        if self._queue or now - self._last_live < self.live_window_s:
+            # Live traffic flows (requests wait, or a live batch ended moments ago: closed-loop clients leave the
+            # queue empty between their batches): background work gets at most `job_share` of the worker's time,
+            # and while requests wait, only a job, at most every `job_interval_s`. Without the second condition a
+            # training step or an evaluation batch filled every short gap between live batches, and took the
+            # interpreter from the event loop serving them (issue 25's and 29's p99 under load).
+            gap = self._background_took * (1 - self.job_share) / self.job_share
+            if self._queue:
+                gap = max(self.job_interval_s, gap)
             if now - self._last_background < gap:
+                self._background_at = self._last_background + gap
                 return None
+        if self._queue:
             found = next((w for w in self._background if w.lane == "job"), None)
             if found is None:
                 return None

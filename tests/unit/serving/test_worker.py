@@ -17,7 +17,7 @@ import torch
 from morphserve.serving.errors import BadInputError, QueueFullError, UnavailableError
 from morphserve.serving.metrics import Metrics
 from morphserve.serving.residency import Residency
-from morphserve.serving.worker import DeviceWorker, DroppedError, InferItem, InferResult
+from morphserve.serving.worker import DeviceWorker, DroppedError, InferItem, InferResult, Slice
 
 WAIT = 10.0  # seconds; only reached when the worker is broken
 
@@ -316,3 +316,32 @@ def test_a_job_gets_slices_even_when_live_requests_always_wait(make_worker) -> N
     assert len(fake.batches) == 8
     # the job ran before the last live request: live traffic did not starve it
     assert fake.inputs.index(99.0) < fake.inputs.index(5.0)
+
+
+@pytest.mark.parametrize("flowing", [True, False])
+def test_background_takes_its_share_while_live_traffic_flows_and_all_the_time_when_idle(make_worker, flowing) -> None:  # type: ignore[no-untyped-def]
+    """Closed-loop clients leave the queue empty between their batches: a job's slices must not fill every such gap
+    (each one takes the interpreter from the event loop serving those clients), but may run back to back once no
+    live batch has run for `live_window_s`."""
+    w, _ = make_worker(job_share=0.5, job_interval_s=0.0, live_window_s=5.0 if flowing else 0.0)
+    live, live_fut = _item(_rows(1))
+    w.submit(live)
+    live_fut.result(WAIT)  # a live batch just ended; the queue is empty
+    took = 0.1
+    spans: list[tuple[float, float]] = []
+    done = threading.Event()
+
+    def step() -> None:
+        t0 = time.monotonic()
+        time.sleep(took)
+        spans.append((t0, time.monotonic()))
+        if len(spans) == 2:
+            done.set()
+
+    assert w.submit_background(Slice(step)) and w.submit_background(Slice(step))
+    assert done.wait(WAIT)
+    pause = spans[1][0] - spans[0][1]
+    if flowing:  # share 0.5: as long a pause as the slice took
+        assert pause >= 0.9 * took, pause
+    else:
+        assert pause < took / 2, pause
