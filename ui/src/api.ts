@@ -1,6 +1,7 @@
 // The server's public REST API, as the page uses it: same routes as any client (docs/API.md), same origin.
 import type {
-  EditResponse, Graph, GraphDiff, JsonSchema, ModelInfo, NodeHistory, NodeWeights, Op, Rollout, RolloutSpec, VersionList,
+  EditResponse, Graph, GraphDiff, Job, JsonSchema, ModelInfo, NodeHistory, NodeWeights, Op, Rollout, RolloutSpec,
+  VersionList,
 } from "./types";
 
 /** A refusal from the server: its `error` words and the structured fields (`op`, `node`, `field`, ...). */
@@ -81,6 +82,11 @@ export const api = {
   startRollout: (m: string, spec: RolloutSpec) => request<Rollout>("PUT", `/v1/models/${enc(m)}/rollout`, spec),
   promote: (m: string) => request<Rollout>("POST", `/v1/models/${enc(m)}/rollout/promote`),
   abort: (m: string) => request<Rollout>("POST", `/v1/models/${enc(m)}/rollout/abort`),
+  /** A model's fit jobs; read afresh each time (a running job's record changes every step). */
+  jobs: (m: string) =>
+    request<{ model: string; jobs: Job[] }>("GET", `/v1/models/${enc(m)}/jobs`, undefined, "no-store").then((r) => r.jobs),
+  job: (m: string, id: string) => request<Job>("GET", `/v1/models/${enc(m)}/jobs/${enc(id)}`, undefined, "no-store"),
+  cancelJob: (m: string, id: string) => request<Job>("DELETE", `/v1/models/${enc(m)}/jobs/${enc(id)}`),
   metrics: async (): Promise<string> => {
     const resp = await fetch("/metrics");
     if (!resp.ok) throw new ApiError(resp.status, "metrics unavailable");

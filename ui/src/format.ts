@@ -116,6 +116,7 @@ export function describeOp(op: Op): string {
     case "replace": return `replace ${op.node} with ${layer.type ?? "?"}`;
     case "set_weights": return `set weights of ${op.node}`;
     case "rollback": return `rollback to v${op.to ?? op.version}`;
+    case "fit": return `fit ${Array.isArray(op.train) ? op.train.join(", ") : "?"} on ${op.dataset} (${op.steps} steps)`;
     default: return op.op;
   }
 }

@@ -14,7 +14,7 @@ export function useEventSource(url: string | null, handlers: Record<string, (dat
     const source = new EventSource(url);
     source.onopen = () => setState("live");
     source.onerror = () => setState(source.readyState === EventSource.CLOSED ? "closed" : "reconnecting");
-    const kinds = ["version", "reset", "model_created", "model_deleted", "promoted", "rollout"];
+    const kinds = ["version", "reset", "model_created", "model_deleted", "promoted", "rollout", "job"];
     const listeners = kinds.map((kind) => {
       const listener = (e: MessageEvent<string>) => {
         let data: unknown = null;

@@ -211,3 +211,52 @@ export interface Rollout {
   gates: Record<string, GateState> | null;
   promoted_as: number | null;
 }
+
+/** An `eval` dataset's score of one version: `accuracy` (labels) or `mse` (targets). */
+export interface JobScore {
+  version?: number;
+  step?: number;
+  dataset: string;
+  rows: number;
+  accuracy?: number;
+  mse?: number;
+}
+
+/** `GET /v1/models/{m}/jobs/{id}`: a fit job's record (docs/API.md "Fit jobs and feedback"). */
+export interface Job {
+  id: string;
+  model: string;
+  spec: Record<string, unknown> & { dataset: string; loss?: string; optimizer?: string; lr?: number; eval?: string | null };
+  state: "running" | "succeeded" | "failed" | "cancelled";
+  base_version: number;
+  /** The staged version the job committed (`succeeded` only). */
+  version: number | null;
+  train: string[];
+  steps: number;
+  step: number;
+  loss: number | null;
+  /** Every `loss_curve_stride`-th step's loss (and the last). */
+  loss_curve: number[];
+  loss_curve_stride: number;
+  eval_before: JobScore | null;
+  eval_after: JobScore | null;
+  eval_curve: JobScore[];
+  seed: number;
+  started_at: number;
+  ended_at: number | null;
+  seconds: number;
+  error: string | null;
+  replica: string | null;
+}
+
+/** A `job` event of the model's stream: the job's progress, without its curve. */
+export interface JobEvent {
+  model: string;
+  job: string;
+  event: "started" | "progress" | "succeeded" | "failed" | "cancelled";
+  state: Job["state"];
+  step: number;
+  steps: number;
+  loss: number | null;
+  version: number | null;
+}

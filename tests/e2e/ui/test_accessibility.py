@@ -41,7 +41,7 @@ def test_contrast_and_accessibility(page: Page, server: ServerProcess) -> None:
     page.click('[data-node-id="s1b1_bn1"]')
     expect(page.locator('[data-testid="weights"]')).to_be_visible()
     axe = Axe()
-    for tab in ("node", "versions", "rollout", "serving"):
+    for tab in ("node", "versions", "rollout", "jobs", "serving"):
         page.click(f"[role=tab]#tab-{tab}")
         results = axe.run(page, options={"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21aa"]}})
         assert results.violations_count == 0, results.generate_report()

@@ -1,7 +1,7 @@
 // One model: the drawing of the shown version (live by default), a diff or a dry-run preview over it, and the
 // side panel (node, versions, rollout, serving). Follows GET /v1/models/{m}/events: a version committed by anyone
 // is fetched and drawn as it lands, what it changed glowing for a few seconds and marked on the groups that hold
-// it until the next one; a rollout's events refresh its panel.
+// it until the next one; a rollout's events refresh its panel, a fit job's events its jobs panel.
 //
 // Big graphs (over FOLD_ABOVE nodes) open with every group collapsed, so that the first drawing is the top level;
 // a group opens on demand (click, Enter, or search), and the layout worker lays out only what that changed.
@@ -13,9 +13,10 @@ import { layout } from "../graph/layout";
 import { type Display, display, fold, groupElementId } from "../graph/model";
 import { useEventSource } from "../live";
 import type { Route } from "../route";
-import type { EditResponse, Graph, GraphDiff, JsonSchema, Op, VersionList } from "../types";
+import type { EditResponse, Graph, GraphDiff, JobEvent, JsonSchema, Op, VersionList } from "../types";
 import { EditPanel, type EditMode, summaryOf } from "./EditPanel";
 import { type GraphHandle, GraphView, type Shown } from "./GraphView";
+import { JobsPanel } from "./JobsPanel";
 import { NodePanel } from "./NodePanel";
 import { RolloutPanel } from "./RolloutPanel";
 import { Search } from "./Search";
@@ -23,7 +24,7 @@ import { ServingPanel, type useServingStats } from "./ServingPanel";
 import { Timeline } from "./Timeline";
 
 type Go = (next: Partial<Route>, opts?: { replace?: boolean; reset?: boolean }) => void;
-type Tab = "node" | "versions" | "rollout" | "serving";
+type Tab = "node" | "versions" | "rollout" | "jobs" | "serving";
 
 interface Props {
   name: string;
@@ -91,6 +92,7 @@ export function ModelView({ name, route, go, serving, onAuthError }: Props) {
   const [catalogue, setCatalogue] = useState<JsonSchema | null>(null);
   const [rolloutTick, setRolloutTick] = useState(0);
   const [rolloutCandidate, setRolloutCandidate] = useState<number | null>(null);
+  const [jobEvent, setJobEvent] = useState<{ seq: number; data: JobEvent } | null>(null);
   const seq = useRef(0);
   const folded0 = useRef(false);
   const anchor = useRef<string | null>(null);
@@ -204,6 +206,12 @@ export function ModelView({ name, route, go, serving, onAuthError }: Props) {
       const e = d as { event: string; candidate: number; reason?: string };
       if (e.event !== "running") say(`rollout of v${e.candidate} ${e.event}${e.reason ? `: ${e.reason}` : ""}`);
       setRolloutTick((n) => n + 1);
+    },
+    job: (d) => {
+      const e = d as JobEvent;
+      setJobEvent((old) => ({ seq: (old?.seq ?? 0) + 1, data: e }));
+      if (e.event === "succeeded") say(`fit job ${e.job} succeeded: v${e.version} is staged`);
+      else if (e.event === "failed" || e.event === "cancelled") say(`fit job ${e.job} ${e.event}`);
     },
     reset: () => loadVersions(),
     model_deleted: () => setDeleted(true),
@@ -389,7 +397,7 @@ export function ModelView({ name, route, go, serving, onAuthError }: Props) {
       </div>
       <aside className="side">
         <div className="tabs" role="tablist" aria-label="panels">
-          {(["node", "versions", "rollout", "serving"] as Tab[]).map((t) => (
+          {(["node", "versions", "rollout", "jobs", "serving"] as Tab[]).map((t) => (
             <button key={t} type="button" role="tab" id={`tab-${t}`} aria-selected={tab === t} aria-controls={`panel-${t}`}
               className={tab === t ? "on" : ""} onClick={() => setTab(t)}>
               {t === "node" ? (localName ?? "node") : t === "versions" ? `versions${versions ? ` (${versions.versions.length})` : ""}` : t}
@@ -418,6 +426,13 @@ export function ModelView({ name, route, go, serving, onAuthError }: Props) {
           {tab === "rollout" && (
             <RolloutPanel model={name} versions={versions} tick={rolloutTick} initialCandidate={rolloutCandidate} onOpenDiff={(from, to) => openVersion(to, from)}
               onChanged={loadVersions} onAuthError={onAuthError} />
+          )}
+          {tab === "jobs" && (
+            <JobsPanel model={name} versions={versions} event={jobEvent} onOpenVersion={openVersion} onAuthError={onAuthError}
+              onRollout={(v) => {
+                setRolloutCandidate(v);
+                setTab("rollout");
+              }} />
           )}
           {tab === "serving" && <ServingPanel focus={name} {...serving} />}
         </div>
