@@ -66,13 +66,13 @@ def _steps_per_s(server: h.Server, model: str, spec: dict[str, Any], seconds: fl
     return rate, job
 
 
-def digits_loop(wrk_dir: Path) -> dict[str, Any]:
+def digits_loop(wrk_dir: Path, device: str = "cpu") -> dict[str, Any]:
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype(np.float32)
     extra = ("--admin-token", h.TOKEN)
-    server = h.Server(h.ServerConfig("morphserve", "digits", extra_args=extra), wrk_dir).start()
+    server = h.Server(h.ServerConfig("morphserve", "digits", device=device, extra_args=extra), wrk_dir).start()
     try:
         t0 = time.perf_counter()
         head = {"op": "replace", "node": "fc3", "layer": {"type": "Linear", "in_features": 64, "out_features": 10}}
@@ -98,7 +98,7 @@ def with_traffic(
     model: str, spec: dict[str, Any], dataset: bytes, args: argparse.Namespace, wrk: str, out: Path
 ) -> dict[str, Any]:
     extra = ("--admin-token", h.TOKEN, "--max-body-mb", "256", "--max-dataset-mb", "256")
-    server = h.Server(h.ServerConfig("morphserve", model, extra_args=extra), out).start()
+    server = h.Server(h.ServerConfig("morphserve", model, device=args.device, extra_args=extra), out).start()
     shape = (1, 64) if model == "digits" else (1, 3, 32, 32)
     payload = h.write_payloads(h.sample_input(shape), out / model)["v1_json"]
     path = f"/v1/models/{model}/infer"
@@ -139,7 +139,8 @@ def report(loop: dict[str, Any], results: dict[str, dict[str, Any]], args: argpa
     buf = io.StringIO()
     w = buf.write
     w(
-        f"`python scripts/bench/fit.py{' --quick' if args.quick else ''}` ({args.reps} repetition(s), "
+        f"`python scripts/bench/fit.py{' --quick' if args.quick else ''}"
+        f"{'' if args.device == 'cpu' else ' --device ' + args.device}` ({args.reps} repetition(s), "
         f"{args.duration} s runs, c=16, /v1 one sample; medians)\n\n"
     )
     w(
@@ -170,6 +171,7 @@ def main() -> int:
     parser.add_argument("--reps", type=int)
     parser.add_argument("--duration", type=int)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--device", default="cpu", help="the servers' --device (cuda on a GPU machine: gpu_check.sh)")
     args = parser.parse_args()
     args.reps = args.reps or (1 if args.quick else 3)
     args.duration = args.duration or (4 if args.quick else 10)
@@ -177,7 +179,7 @@ def main() -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-fit-"))
     out.mkdir(parents=True, exist_ok=True)
     print(f"load average at the start: {h.loadavg()}", flush=True)
-    loop = digits_loop(out)
+    loop = digits_loop(out, args.device)
     print(f"  digits loop: {loop}", flush=True)
     rng = np.random.default_rng(0)
     digits_data = save({"input": rng.random((1000, 64), dtype=np.float32), "labels": rng.integers(0, 10, 1000)})

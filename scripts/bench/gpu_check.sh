@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check of issues 14 and 26, one prepared script for a lent GPU machine, <= 10 minutes in all:
+# The GPU check of issues 14, 26 and 29, one prepared script for a lent GPU machine, <= 10 minutes in all (each step
+# bounded, and all of them by GPU_CHECK_BUDGET_S, 580 by default):
 #   1. the CUDA tests:  pytest -m cuda (issue 26: CUDA shared memory through a real server, the compile of a placed
 #      version on the device, tests/cuda/test_cuda_shm.py)                 (<= 150 s)
 #   2. scripts/bench/run.py --gpu --dtype float32, then --dtype float16: convnet (width 1) and resnet, one image per
@@ -8,7 +9,9 @@
 #      edit-to-live, the server's swap time)                              (<= 160 s each, ~120 s expected)
 #   3. compiled vs eager on the device (issue 26): resnet and convnet placed on CUDA, inductor with a dynamic batch
 #      (serving/compile.py's compile_version), forward time at batch 8 and 32, compile time  (<= 120 s)
-#   4. docs/bench/GPU_RESULTS.md: the runs' reports, the tests' summary, the machine (and the same under $OUT).
+#   4. fit jobs on the device (issue 29): scripts/bench/fit.py --quick --device cuda: the digits loop end to end,
+#      serving p99 and the job's steps/s with and without traffic on digits and resnet's head  (<= 100 s)
+#   5. docs/bench/GPU_RESULTS.md: the runs' reports, the tests' summary, the machine (and the same under $OUT).
 #
 #   bash scripts/bench/gpu_check.sh                  # from the repository root; PYTHON=python3 by default
 #
@@ -33,6 +36,10 @@ DEST=${OUT:-}
 WORK=$(mktemp -d /tmp/gpu-check-XXXXXX)
 T0=$(date +%s)
 log() { echo "[gpu_check $(( $(date +%s) - T0 ))s] $*" >&2; }
+# The device tool runs one command for at most 600 s: each step gets its own limit or what is left of the budget
+# (keeping 20 s to write the report), so the report is always written; a step with under 10 s left is cut short.
+BUDGET=${GPU_CHECK_BUDGET_S:-580}
+within() { local left=$(( BUDGET - 20 - ($(date +%s) - T0) )); [ "$left" -lt "$1" ] && echo $(( left > 10 ? left : 10 )) || echo "$1"; }
 
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   log "installing the carried wheels (.whl/) into /tmp/site"
@@ -52,13 +59,13 @@ fi
 command -v wrk >/dev/null || { log "error: wrk is missing (carry it: scripts/bench/gpu_prepare.sh)"; exit 1; }
 
 status=0
-log "1/4 pytest -m cuda"
+log "1/5 pytest -m cuda"
 # Only the files that mark CUDA tests: collecting the whole suite would import what this machine lacks.
 mapfile -t cuda_files < <(grep -rlE "mark\.cuda|pytestmark.*cuda" tests --include='*.py' | sort)
 if [ ${#cuda_files[@]} -eq 0 ]; then
   echo "no file under tests/ marks a test with @pytest.mark.cuda" > "$WORK/cuda_tests.txt"; rc=5
 else
-  timeout 150 "$PY" -m pytest -m cuda -q -p no:cacheprovider "${cuda_files[@]}" 2>&1 | tail -n 40 > "$WORK/cuda_tests.txt"
+  timeout "$(within 150)" "$PY" -m pytest -m cuda -q -p no:cacheprovider "${cuda_files[@]}" 2>&1 | tail -n 40 > "$WORK/cuda_tests.txt"
   rc=${PIPESTATUS[0]}
 fi
 case $rc in
@@ -70,9 +77,9 @@ esac
 log "   cuda tests: $tests"
 
 for dtype in float32 float16; do
-  log "2/4 run.py --gpu --dtype $dtype"
+  log "2/5 run.py --gpu --dtype $dtype"
   # SIGINT at the limit: run.py then writes what it measured (KeyboardInterrupt), and the report says so
-  timeout -s INT -k 20 160 "$PY" scripts/bench/run.py --gpu --device "$DEVICE" --dtype "$dtype" --reps 1 --duration 3 --edit-duration 8 \
+  timeout -s INT -k 20 "$(within 160)" "$PY" scripts/bench/run.py --gpu --device "$DEVICE" --dtype "$dtype" --reps 1 --duration 3 --edit-duration 8 \
     --wrk-threads 4 --no-plots --out "$WORK/$dtype" > "$WORK/run_$dtype.log" 2>&1
   rc=$?
   [ $rc -eq 0 ] || status=1
@@ -80,8 +87,8 @@ for dtype in float32 float16; do
   log "   exit $rc"
 done
 
-log "3/4 compiled vs eager on $DEVICE (resnet, convnet; batch 8, 32)"
-timeout -k 10 120 "$PY" - "$DEVICE" > "$WORK/compile.json" 2> "$WORK/compile.log" <<'COMPILE'
+log "3/5 compiled vs eager on $DEVICE (resnet, convnet; batch 8, 32)"
+timeout -k 10 "$(within 120)" "$PY" - "$DEVICE" > "$WORK/compile.json" 2> "$WORK/compile.log" <<'COMPILE'
 import json, sys, time
 import torch
 from morphserve.graph import load_zoo
@@ -122,7 +129,15 @@ rc=$?
 echo "$rc" > "$WORK/rc_compile"
 log "   exit $rc"
 
-log "4/4 writing $RESULTS/GPU_RESULTS.md"
+log "4/5 fit jobs on $DEVICE (issue 29): scripts/bench/fit.py --quick --device $DEVICE"
+# The digits loop end to end, then serving p99 and steps/s with and without a job on digits and resnet's head.
+timeout -s INT -k 10 "$(within 100)" "$PY" scripts/bench/fit.py --quick --device "$DEVICE" --out "$WORK/fit" > "$WORK/fit.log" 2>&1
+rc=$?
+[ $rc -eq 0 ] || status=1
+echo "$rc" > "$WORK/rc_fit"
+log "   exit $rc"
+
+log "5/5 writing $RESULTS/GPU_RESULTS.md"
 "$PY" - "$WORK" "$tests" "$RESULTS" <<'EOF'
 import json, pathlib, subprocess, sys, time
 work, tests, results = pathlib.Path(sys.argv[1]), sys.argv[2], pathlib.Path(sys.argv[3])
@@ -132,7 +147,7 @@ try:
 except OSError:
     smi = "no nvidia-smi (not a GPU machine: GPU_CHECK_DEVICE=cpu)"
 import torch
-lines = ["# GPU results (issues 14 and 26)", "",
+lines = ["# GPU results (issues 14, 26 and 29)", "",
          f"`bash scripts/bench/gpu_check.sh`, {time.strftime('%Y-%m-%d %H:%M:%S %z')}: {smi}; torch {torch.__version__}",
          "", "## CUDA tests (`pytest -m cuda`)", "", f"Result: {tests}.", "", "```",
          (work / "cuda_tests.txt").read_text().strip(), "```", ""]
@@ -158,12 +173,20 @@ try:
               for r in rows]
 except (OSError, ValueError):
     lines += ["**The run failed:**", "", "```", *(work / "compile.log").read_text(errors="replace").splitlines()[-15:], "```"]
+rc = (work / "rc_fit").read_text().strip()
+lines += ["", f"## Fit jobs on the device (issue 29; `scripts/bench/fit.py --quick`, exit {rc})", ""]
+fit = work / "fit" / "FIT.md"
+if fit.exists():
+    lines += ["#" + ln if ln.startswith("#") else ln for ln in fit.read_text().splitlines()]
+    (results / "gpu_fit.json").write_text((work / "fit" / "fit.json").read_text())
+else:
+    lines += ["**The run failed:**", "", "```", *(work / "fit.log").read_text(errors="replace").splitlines()[-15:], "```"]
 lines.append("")
 (results / "GPU_RESULTS.md").write_text("\n".join(lines) + "\n")
 EOF
 if [ -n "$DEST" ]; then
-  cp "$RESULTS/GPU_RESULTS.md" "$DEST/" && cp "$RESULTS"/gpu_results_*.json "$DEST/" 2>/dev/null
-  cp "$WORK/run_float32.log" "$WORK/run_float16.log" "$WORK/compile.log" "$DEST/" 2>/dev/null
+  cp "$RESULTS/GPU_RESULTS.md" "$DEST/" && cp "$RESULTS"/gpu_results_*.json "$RESULTS"/gpu_fit.json "$DEST/" 2>/dev/null
+  cp "$WORK/run_float32.log" "$WORK/run_float16.log" "$WORK/compile.log" "$WORK/fit.log" "$DEST/" 2>/dev/null
 fi
 log "done (status $status): $RESULTS/GPU_RESULTS.md"
 exit $status
