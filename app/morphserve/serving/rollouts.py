@@ -145,8 +145,10 @@ class Rollouts:
     ) -> None:
         """Run a copy of a request the current version answered on the candidate, in the background; compared when
         it comes back, dropped (and counted) when the device is busy. Never raises, never waits."""
-        candidate = served.residency.cached(rollout.candidate)
         try:
+            if not served.worker.takes_shadow():  # decided before the copy is built: see DeviceWorker.takes_shadow
+                raise DroppedError("the device is busy")
+            candidate = served.residency.cached(rollout.candidate)
             if candidate is None:
                 raise DroppedError("the candidate is not in memory")
             inputs = prepare_inputs(served.name, arrays, candidate)

@@ -143,6 +143,7 @@ class DeviceWorker:
         self.live_window_s = live_window_s
         self.shadow_max_age_s = shadow_max_age_s
         self.shadow_rows = shadow_rows or max(1, max_batch_size // 8)
+        self.shadow_queue = max(16, 2 * max_batch_size)
         self._last_background = 0.0  # when the last background slice ended
         self._background_took = 0.0  # how long it ran
         self._last_live = 0.0  # when the last live batch ended
@@ -217,7 +218,7 @@ class DeviceWorker:
         with self._cond:
             if self._stopping or len(self._background) >= self.background_limit:
                 return False
-            if item.lane == "shadow" and self._waiting > 0:
+            if item.lane == "shadow" and not self.takes_shadow():
                 return False
             if isinstance(item, InferItem) and item.version is not None and item.runnable is None:
                 item.runnable = self.residency.runnable(item.version)
@@ -226,6 +227,13 @@ class DeviceWorker:
             self._background.append(item)
             self._cond.notify()
             return True
+
+    def takes_shadow(self) -> bool:
+        """Whether a shadow copy submitted now may run: no live request waits, and fewer than `shadow_queue` items
+        wait in the background (more would only age out while live traffic flows). Read without the lock by the
+        event loop too, as a hint that spares it building a copy that would be dropped: under load nearly every
+        copy is, and building them cost the loop more than the shadow runs cost the worker."""
+        return self._waiting == 0 and len(self._background) < self.shadow_queue
 
     def background_depth(self) -> int:
         return len(self._background)

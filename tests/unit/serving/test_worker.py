@@ -345,3 +345,24 @@ def test_background_takes_its_share_while_live_traffic_flows_and_all_the_time_wh
         assert pause >= 0.9 * took, pause
     else:
         assert pause < took / 2, pause
+
+
+def test_shadow_copies_beyond_what_could_run_are_refused_before_they_queue(make_worker) -> None:  # type: ignore[no-untyped-def]
+    """Under load nearly every copy ages out: past `shadow_queue` waiting items, a copy is refused at once (and the
+    event loop asks `takes_shadow` before it builds one)."""
+    w, fake = make_worker(max_batch_size=8)
+    first = _occupy(w, fake)  # a batch in flight, nothing live waiting: copies may queue
+    futs = []
+    for i in range(w.shadow_queue):
+        assert w.takes_shadow()
+        item, fut = _item(_rows(i), version=1, lane="shadow")
+        assert w.submit_background(item)
+        futs.append(fut)
+    assert not w.takes_shadow()
+    extra, _ = _item(_rows(99), version=1, lane="shadow")
+    assert not w.submit_background(extra)
+    fake.release()
+    first.result(WAIT)
+    for fut in futs:
+        assert fut.result(WAIT).version == 1  # the ones that queued run once the worker is free
+    assert w.takes_shadow()
