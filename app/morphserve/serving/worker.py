@@ -372,9 +372,17 @@ class DeviceWorker:
         return self._background.popleft()
 
     def _fill_background(self, batch: list[InferItem]) -> None:
-        """Add queued background items with the same key (version, lane, shapes) up to a full batch: one slice."""
+        """Add queued background items with the same key (version, lane, shapes) up to a slice: `shadow_rows` for
+        shadow copies; a job's items (an evaluation's quarter batches) up to a full batch when no live traffic flows,
+        else one at a time, since merged they made a slice as long as a full batch, which a live request waited
+        behind."""
         key, rows = batch[0].key, batch[0].rows
-        limit = self.shadow_rows if batch[0].lane == "shadow" else self.max_batch_size
+        if batch[0].lane == "shadow":
+            limit = self.shadow_rows
+        elif self._queue or time.monotonic() - self._last_live < self.live_window_s:
+            limit = rows
+        else:
+            limit = self.max_batch_size
         kept: collections.deque[InferItem | Slice] = collections.deque()
         while self._background:
             item = self._background.popleft()

@@ -366,3 +366,21 @@ def test_shadow_copies_beyond_what_could_run_are_refused_before_they_queue(make_
     for fut in futs:
         assert fut.result(WAIT).version == 1  # the ones that queued run once the worker is free
     assert w.takes_shadow()
+
+
+@pytest.mark.parametrize("flowing", [True, False])
+def test_a_jobs_items_run_one_at_a_time_while_live_traffic_flows(make_worker, flowing) -> None:  # type: ignore[no-untyped-def]
+    """An evaluation's quarter batches merged into a full batch made a slice that a live request waited behind:
+    merged only when no live traffic flows."""
+    w, fake = make_worker(max_batch_size=8, job_share=1.0, job_interval_s=0.0, live_window_s=5.0 if flowing else 0.0)
+    first = _occupy(w, fake)
+    futs = []
+    for i in range(3):
+        item, fut = _item(_rows(10 * i, n=2), version=1, lane="job")
+        assert w.submit_background(item)
+        futs.append(fut)
+    fake.release()
+    first.result(WAIT)
+    for fut in futs:
+        fut.result(WAIT)
+    assert fake.batches == ([1, 2, 2, 2] if flowing else [1, 6])
