@@ -19,6 +19,14 @@ export class ApiError extends Error {
 const TOKEN_KEY = "morphserve.token";
 
 /** The admin token lives in sessionStorage only: typed once per browser session, gone when it ends. */
+/** The message of a failed call; a refused token (401/403) is also reported to `onAuthError`, which flags the
+ * token field. */
+export function failure(e: unknown, onAuthError: (msg: string) => void): string {
+  const msg = e instanceof ApiError ? e.message : String(e);
+  if (e instanceof ApiError && (e.status === 401 || e.status === 403)) onAuthError(msg);
+  return msg;
+}
+
 export const token = {
   get: (): string => sessionStorage.getItem(TOKEN_KEY) ?? "",
   set: (value: string): void => {

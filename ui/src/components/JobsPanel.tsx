@@ -3,7 +3,7 @@
 // way to open it, diff it and roll it out. A running job can be cancelled (with the admin token). `job` events
 // carry the last loss only, not the curve: on each one the job's record is read again (GET .../jobs/{id}).
 import { useCallback, useEffect, useState } from "react";
-import { api, ApiError } from "../api";
+import { api, ApiError, failure } from "../api";
 import { ago, grouped } from "../format";
 import { href } from "../route";
 import type { Job, JobEvent, JobScore, VersionList } from "../types";
@@ -129,9 +129,7 @@ export function JobsPanel({ model, versions, event, onOpenVersion, onRollout, on
       const j = await api.cancelJob(model, id);
       setJobs((old) => upsert(old, j));
     } catch (e) {
-      const msg = e instanceof ApiError ? e.message : String(e);
-      if (e instanceof ApiError && (e.status === 401 || e.status === 403)) onAuthError(msg);
-      setError(msg);
+      setError(failure(e, onAuthError));
     } finally {
       setBusy(null);
     }

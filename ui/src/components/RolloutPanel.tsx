@@ -3,7 +3,7 @@
 // and whether it passes; promote and abort by hand (with the admin token), and the diff of the two graphs. Read
 // every second while one runs and on each rollout event; with none running, a form starts one (PUT .../rollout).
 import { useCallback, useEffect, useRef, useState } from "react";
-import { api, ApiError } from "../api";
+import { api, ApiError, failure } from "../api";
 import { ago, grouped } from "../format";
 import type { GateState, RoleStats, Rollout, RolloutSpec, VersionList } from "../types";
 
@@ -136,9 +136,7 @@ export function RolloutPanel({ model, versions, tick, initialCandidate, onOpenDi
       setNone(false);
       onChanged();
     } catch (e) {
-      const msg = e instanceof ApiError ? e.message : String(e);
-      if (e instanceof ApiError && (e.status === 401 || e.status === 403)) onAuthError(msg);
-      setError(msg);
+      setError(failure(e, onAuthError));
     } finally {
       setBusy(null);
     }

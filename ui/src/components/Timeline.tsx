@@ -1,6 +1,6 @@
 // The versions of a model: parent, ops, time and pin of each; open any, diff any two, roll back, pin.
 import { useState } from "react";
-import { api, ApiError } from "../api";
+import { api, failure } from "../api";
 import { ago, clock, describeOps } from "../format";
 import type { VersionList } from "../types";
 
@@ -31,9 +31,7 @@ export function Timeline({ model, versions, shown, diffFrom, onOpen, onChanged, 
       await what();
       onChanged();
     } catch (e) {
-      const msg = e instanceof ApiError ? e.message : String(e);
-      if (e instanceof ApiError && (e.status === 401 || e.status === 403)) onAuthError(msg);
-      setError(msg);
+      setError(failure(e, onAuthError));
     } finally {
       setBusy(null);
     }
