@@ -51,8 +51,9 @@ ACTIVE = ("evaluating", "running")
 TICK_S = 0.05
 #: Ended rollouts kept in the journal per model (the newest); older ones are deleted.
 KEEP_ENDED = 20
-#: Batches an evaluation keeps queued on the worker at once.
-EVAL_IN_FLIGHT = 4
+#: Batches an evaluation keeps queued on the worker at once; each is an EVAL_IN_FLIGHT-th of a batch, so that an idle
+#: worker merges them into full batches while a live request behind one slice waits for little compute.
+EVAL_IN_FLIGHT = 8
 
 
 def evaluate(served: ServedModel, version: ModelVersion, dataset: Dataset, rows_per_batch: int) -> dict[str, Any]:
@@ -430,8 +431,8 @@ class Rollouts:
             scores = {}
             for role, version in (("current", baseline), ("candidate", candidate)):
                 dataset = self.datasets.load(name, spec.eval_dataset, version)
-                # Slices of a quarter batch: a live request that arrives during one waits for little compute.
-                scores[role] = evaluate(served, version, dataset, max(1, self.max_batch_size // 4))
+                # Slices of an eighth of a batch (see EVAL_IN_FLIGHT).
+                scores[role] = evaluate(served, version, dataset, max(1, self.max_batch_size // EVAL_IN_FLIGHT))
                 self.store.put_doc(name, "evaluation", f"{version.version}/{spec.eval_dataset}", scores[role])
             rollout.evaluation = scores
             verdict = _evaluation_verdict(spec.gates, scores)

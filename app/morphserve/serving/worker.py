@@ -115,7 +115,7 @@ class DeviceWorker:
         metrics: Metrics,
         batch_wait: str = "adaptive",
         background_limit: int = 256,
-        job_interval_s: float = 0.02,
+        job_interval_s: float = 0.01,
         job_share: float = 0.2,
         live_window_s: float = 0.01,
         shadow_max_age_s: float = 0.5,
@@ -373,7 +373,7 @@ class DeviceWorker:
 
     def _fill_background(self, batch: list[InferItem]) -> None:
         """Add queued background items with the same key (version, lane, shapes) up to a slice: `shadow_rows` for
-        shadow copies; a job's items (an evaluation's quarter batches) up to a full batch when no live traffic flows,
+        shadow copies; a job's items (an evaluation's eighth batches) up to a full batch when no live traffic flows,
         else one at a time, since merged they made a slice as long as a full batch, which a live request waited
         behind."""
         key, rows = batch[0].key, batch[0].rows
