@@ -254,16 +254,7 @@ class DeviceWorker:
         """Make `version` (placed and warmed up: `runnable`) current between two batches; the future resolves once
         it is live."""
         cmd = _Swap(version, runnable)
-        with self._cond:
-            if self._stopping:
-                raise UnavailableError(f"model {self.model!r} is shutting down")
-            # Ahead of queued inference (behind earlier commands): the swap waits for the batch in flight only, not
-            # for everything queued. Still safe: requests sent after the edit's response are queued after the swap.
-            ahead = 0
-            while ahead < len(self._queue) and not isinstance(self._queue[ahead], InferItem):
-                ahead += 1
-            self._queue.insert(ahead, cmd)
-            self._cond.notify()
+        self._command(cmd)
         return cmd.done
 
     def replace(self, version: int, runnable: Runnable) -> Future[bool]:
@@ -271,6 +262,13 @@ class DeviceWorker:
         batch on; the future resolves to False when the version is no longer resident. Queued like a swap: ahead of
         queued inference, behind the batch in flight."""
         cmd = _Replace(version, runnable)
+        self._command(cmd)
+        return cmd.done
+
+    def _command(self, cmd: _Swap | _Replace) -> None:
+        """Queue a control command ahead of queued inference (behind earlier commands): it waits for the batch in
+        flight only, not for everything queued. Still safe for a swap: requests sent after the edit's response are
+        queued after it."""
         with self._cond:
             if self._stopping:
                 raise UnavailableError(f"model {self.model!r} is shutting down")
@@ -279,7 +277,6 @@ class DeviceWorker:
                 ahead += 1
             self._queue.insert(ahead, cmd)
             self._cond.notify()
-        return cmd.done
 
     # -- the worker thread --------------------------------------------------------------------------------
     def _loop(self) -> None:
@@ -351,12 +348,11 @@ class DeviceWorker:
                 head.deliver(DroppedError("the live traffic had the device"))
         if not self._background:
             return None
-        if self._queue or now - self._last_live < self.live_window_s:
-            # Live traffic flows (requests wait, or a live batch ended moments ago: closed-loop clients leave the
-            # queue empty between their batches): background work gets at most `job_share` of the worker's time,
-            # and while requests wait, only a job, at most every `job_interval_s`. Without the second condition a
-            # training step or an evaluation batch filled every short gap between live batches, and took the
-            # interpreter from the event loop serving them (issue 25's and 29's p99 under load).
+        if self._flowing(now):
+            # Background work gets at most `job_share` of the worker's time, and while requests wait, only a job,
+            # at most every `job_interval_s`. Held to that only while requests queued, a training step or an
+            # evaluation batch filled every short gap between live batches, and took the interpreter from the
+            # event loop serving them (issue 25's and 29's p99 under load).
             gap = self._background_took * (1 - self.job_share) / self.job_share
             if self._queue:
                 gap = max(self.job_interval_s, gap)
@@ -371,6 +367,11 @@ class DeviceWorker:
             return found
         return self._background.popleft()
 
+    def _flowing(self, now: float) -> bool:
+        """Under the lock: whether live traffic flows (requests queue, or a live batch ended within `live_window_s`:
+        closed-loop clients leave the queue empty between their batches). Background work is held to its share then."""
+        return bool(self._queue) or now - self._last_live < self.live_window_s
+
     def _fill_background(self, batch: list[InferItem]) -> None:
         """Add queued background items with the same key (version, lane, shapes) up to a slice: `shadow_rows` for
         shadow copies; a job's items (an evaluation's eighth batches) up to a full batch when no live traffic flows,
@@ -379,7 +380,7 @@ class DeviceWorker:
         key, rows = batch[0].key, batch[0].rows
         if batch[0].lane == "shadow":
             limit = self.shadow_rows
-        elif self._queue or time.monotonic() - self._last_live < self.live_window_s:
+        elif self._flowing(time.monotonic()):
             limit = rows
         else:
             limit = self.max_batch_size
