@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
 
 from morphserve.client import Client, NotFound
 from tests.conftest import ROOT, TOKEN, ServerProcess, serve_module
+from tests.digits import digits
 from tests.e2e.test_cli import Run, one_error_line
 from tests.e2e.test_watch import _lines, _watch
 
@@ -51,11 +51,6 @@ def fresh(api: Client) -> Iterator[str]:
     yield name
     with contextlib.suppress(NotFound):
         api.delete_model(name)
-
-
-def digits() -> tuple[np.ndarray, np.ndarray]:
-    x, y = load_digits(return_X_y=True)
-    return (x / 16.0).astype(np.float32), y.astype(np.int64)
 
 
 def put_digits(api: Client, model: str) -> tuple[np.ndarray, np.ndarray]:

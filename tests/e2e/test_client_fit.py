@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
 
 from morphserve.client import AsyncClient, Client, Conflict, FeedbackResult, InvalidRequest, Job, NotFound
 from tests.conftest import TOKEN, ServerProcess, serve_module
+from tests.digits import digits
 
 FRESH_HEAD = {"type": "Linear", "in_features": 64, "out_features": 10}
 #: The loop of the issue: a fresh head trained on 1,000 digits, scored on the rest.
@@ -48,12 +48,6 @@ def fresh(client: Client) -> Iterator[str]:
     yield name
     with contextlib.suppress(NotFound):
         client.delete_model(name)
-
-
-def digits() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 1,797 handwritten digits, scaled as the model expects (0..1), and their labels."""
-    x, y = load_digits(return_X_y=True)
-    return (x / 16.0).astype(np.float32), y.astype(np.int64)
 
 
 def accuracy(client: Client, model: str, x: np.ndarray, y: np.ndarray, version: int | None = None) -> float:

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import save as save_numpy
-from sklearn.datasets import load_digits
 
 from morphserve.client import (
     AsyncClient,
@@ -30,6 +29,7 @@ from morphserve.client import (
     Rollout,
 )
 from tests.conftest import TOKEN, ServerProcess, serve_module
+from tests.digits import digits
 
 FRESH_HEAD = {"type": "Linear", "in_features": 64, "out_features": 10}
 IDENTITY_128 = {"type": "Linear", "in_features": 128, "out_features": 128}
@@ -57,12 +57,6 @@ def fresh(client: Client) -> Iterator[str]:
     yield name
     with contextlib.suppress(NotFound):
         client.delete_model(name)
-
-
-def digits(n: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Real handwritten digits scaled as the model expects (0..1), and their labels."""
-    x, y = load_digits(return_X_y=True)
-    return (x[offset : offset + n] / 16.0).astype(np.float32), y[offset : offset + n].astype(np.int64)
 
 
 def reference(x: np.ndarray) -> np.ndarray:

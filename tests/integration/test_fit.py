@@ -16,18 +16,13 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save as save_safetensors
-from sklearn.datasets import load_digits
 
 from tests.conftest import AUTH
+from tests.digits import digits
 from tests.integration.helpers import assert_error
 
 OCTET = {**AUTH, "Content-Type": "application/octet-stream"}
 FRESH_HEAD = {"op": "replace", "node": "fc3", "layer": {"type": "Linear", "in_features": 64, "out_features": 10}}
-
-
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    x, y = load_digits(return_X_y=True)
-    return (x / 16.0).astype(np.float32), y.astype(np.int64)
 
 
 def _put(client: TestClient, name: str, x: np.ndarray, y: np.ndarray) -> None:
@@ -89,7 +84,7 @@ class Traffic:
 
 def test_the_loop_a_user_wants_fresh_head_fit_and_roll_out(make_client: Callable[..., TestClient]) -> None:
     client = make_client()
-    x, y = _digits()
+    x, y = digits()
     train_x, train_y, held_x, held_y = x[:1000], y[:1000], x[1000:], y[1000:]
     assert _accuracy(client, held_x, held_y) > 0.9
     r = client.post("/v1/models/digits/edits", json={"ops": [FRESH_HEAD]}, headers=AUTH)
@@ -145,7 +140,7 @@ def test_the_loop_a_user_wants_fresh_head_fit_and_roll_out(make_client: Callable
 
 def test_grow_then_train_only_the_inserted_layer_keeps_the_function(make_client: Callable[..., TestClient]) -> None:
     client = make_client()
-    x, y = _digits()
+    x, y = digits()
     _put(client, "train", x[:1000], y[:1000])
     _put(client, "heldout", x[1000:], y[1000:])
     grow = {
@@ -171,7 +166,7 @@ def test_feedback_labels_earlier_requests_by_id_and_a_job_trains_on_them(
     make_client: Callable[..., TestClient],
 ) -> None:
     client = make_client(feedback_window=1000)
-    x, y = _digits()
+    x, y = digits()
     ids = []
     for i in range(500):
         r = client.post(
@@ -205,7 +200,7 @@ def test_feedback_is_off_unless_asked_for(make_client: Callable[..., TestClient]
 
 def test_the_same_seed_data_and_version_give_the_same_weights(make_client: Callable[..., TestClient]) -> None:
     client = make_client()
-    x, y = _digits()
+    x, y = digits()
     _put(client, "train", x[:300], y[:300])
     spec = {"train": ["fc3", "fc2"], "dataset": "train", "steps": 25, "seed": 11, "optimizer": "sgd", "lr": 0.05}
     versions = []
@@ -223,7 +218,7 @@ def test_the_same_seed_data_and_version_give_the_same_weights(make_client: Calla
 
 def test_cancel_and_one_job_at_a_time(make_client: Callable[..., TestClient]) -> None:
     client = make_client()
-    x, y = _digits()
+    x, y = digits()
     _put(client, "train", x[:300], y[:300])
     job = client.post(
         "/v1/models/digits/fit", json={"train": ["fc3"], "dataset": "train", "steps": 100_00}, headers=AUTH
@@ -264,7 +259,7 @@ def test_bad_jobs_are_refused_naming_the_problem_and_change_nothing(
     make_client: Callable[..., TestClient], spec: dict[str, Any], status: int, words: list[str]
 ) -> None:
     client = make_client(max_fit_steps=10_000)
-    x, y = _digits()
+    x, y = digits()
     _put(client, "train", x[:50], y[:50])
     assert_error(client.post("/v1/models/digits/fit", json=spec, headers=AUTH), status, *words)
     assert client.get("/v1/models/digits/jobs").json()["jobs"] == []
@@ -276,7 +271,7 @@ def test_a_job_too_large_for_the_memory_budget_is_refused_before_it_starts(
     make_client: Callable[..., TestClient],
 ) -> None:
     client = make_client(max_model_bytes=120_000)  # digits is ~69 KB: training fc1 with AdamW needs more
-    x, y = _digits()
+    x, y = digits()
     _put(client, "train", x[:50], y[:50])
     body = assert_error(
         client.post(

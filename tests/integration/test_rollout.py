@@ -16,20 +16,14 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save as save_safetensors
-from sklearn.datasets import load_digits
 
 from tests.conftest import AUTH
+from tests.digits import digits
 from tests.integration.helpers import X, assert_error, identity_insert, reference
 
 V1 = "/v1/models/digits/infer"
 ROLLOUT = "/v1/models/digits/rollout"
 FRESH_HEAD = {"layer": {"type": "Linear", "in_features": 64, "out_features": 10}, "seed": 7}
-
-
-def _digits(n: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Real handwritten digits, scaled as the model expects (0..1)."""
-    x, y = load_digits(return_X_y=True)
-    return (x[offset : offset + n] / 16.0).astype(np.float32), y[offset : offset + n].astype(np.int64)
 
 
 def _stage(
@@ -124,7 +118,7 @@ def test_a_broken_head_under_full_shadow_is_aborted_by_its_gates_and_no_client_s
     r = client.put(ROLLOUT, json={"candidate": candidate, "shadow": 1.0, "gates": gates}, headers=AUTH)
     assert r.status_code == 201, r.text
     assert r.json()["state"] == "running" and r.json()["baseline"] == 1
-    x, _ = _digits(500)
+    x, _ = digits(500)
     sent = 0
     while _state(client)["state"] == "running":
         assert sent < 200 + 400, "the gates did not decide within the window"
@@ -153,7 +147,7 @@ def test_a_function_preserving_insert_under_canary_is_promoted_and_answers_never
     gates = {"min_requests": 40, "max_error_rate": 0.0, "max_p99_ratio": 50}
     r = client.put(ROLLOUT, json={"candidate": candidate, "canary": 0.1, "gates": gates}, headers=AUTH)
     assert r.status_code == 201, r.text
-    x, _ = _digits(300)
+    x, _ = digits(300)
     want = reference(x)
     seen: set[int] = set()
     i = 0
@@ -195,7 +189,7 @@ def test_the_canary_fraction_holds_and_a_sticky_header_never_changes_sides(
 
 def test_an_evaluation_gate_scores_both_versions_before_any_traffic(make_client: Callable[..., TestClient]) -> None:
     client = make_client()
-    x, y = _digits(400, offset=1000)
+    x, y = digits(400, offset=1000)
     body = save_safetensors({"input": torch.from_numpy(x), "labels": torch.from_numpy(y)})
     r = client.put(
         "/v1/models/digits/datasets/heldout", content=body, headers={**AUTH, "Content-Type": "application/octet-stream"}
@@ -228,7 +222,7 @@ def test_evaluation_gates_alone_decide_a_rollout_that_takes_no_traffic(
     """Neither shadow nor canary: no request will ever reach the candidate, so passing the evaluation promotes it
     (and failing it aborts it) instead of leaving it running for evidence that cannot come."""
     client = make_client()
-    x, y = _digits(400, offset=1000)
+    x, y = digits(400, offset=1000)
     body = save_safetensors({"input": torch.from_numpy(x), "labels": torch.from_numpy(y)})
     headers = {**AUTH, "Content-Type": "application/octet-stream"}
     assert client.put("/v1/models/digits/datasets/heldout", content=body, headers=headers).status_code == 201
@@ -369,7 +363,7 @@ def test_a_rollout_still_evaluating_when_the_server_restarts_is_evaluated_again(
 
     monkeypatch.setattr(rollouts_module, "evaluate", held)
     client = make_client()
-    x, y = _digits(200, offset=1000)
+    x, y = digits(200, offset=1000)
     body = save_safetensors({"input": torch.from_numpy(x), "labels": torch.from_numpy(y)})
     headers = {**AUTH, "Content-Type": "application/octet-stream"}
     assert client.put("/v1/models/digits/datasets/heldout", content=body, headers=headers).status_code == 201

@@ -14,14 +14,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Locator, Page, expect
 from safetensors.numpy import save as save_safetensors
-from sklearn.datasets import load_digits
 
 from tests.conftest import AUTH, TOKEN, ServerProcess, serve_module
+from tests.digits import digits
 from tests.e2e.ui.conftest import Guard, edit, open_model, save_token
 
 FRESH_HEAD = {"op": "replace", "node": "fc3", "layer": {"type": "Linear", "in_features": 64, "out_features": 10}}
@@ -36,8 +35,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 def _put_digits(server: ServerProcess, model: str) -> None:
     """`train` (the first 1,000 of scikit-learn's digits) and `heldout` (the other 797), labelled."""
-    x, y = load_digits(return_X_y=True)
-    x, y = (x / 16.0).astype(np.float32), y.astype(np.int64)
+    x, y = digits()
     for name, rows in (("train", slice(0, 1000)), ("heldout", slice(1000, None))):
         r = httpx.put(
             f"{server.url}/v1/models/{model}/datasets/{name}",
