@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
 
 import numpy as np
 import torch
 
+from morphserve.graph import ModelVersion, from_spec, parse_spec
 from morphserve.serving.served import ServedModel
 from morphserve.serving.worker import InferItem, InferResult
 from morphserve.store import Store
@@ -27,18 +27,24 @@ def memory_store() -> Store:
     return Store(MemoryJournal(), MemoryBlobs())
 
 
-def head_ops(const: float) -> list[dict[str, Any]]:
-    """set_weights on digits' fc3: weight zero, bias `const`, so every logit of every row equals `const`."""
-    return [
+def two_inputs() -> ModelVersion:
+    """y = relu(a) + n, with a variable second dimension on `a` and an INT64 input `n`: a signature with two
+    inputs of different datatypes."""
+    spec = parse_spec(
         {
-            "op": "set_weights",
-            "node": "fc3",
-            "tensors": {
-                "weight": {"shape": [10, 64], "data": [0.0] * 640},
-                "bias": {"shape": [10], "data": [float(const)] * 10},
-            },
+            "name": "two",
+            "inputs": [
+                {"name": "a", "datatype": "FP32", "shape": [-1, -1]},
+                {"name": "n", "datatype": "INT64", "shape": [-1, 1]},
+            ],
+            "outputs": [{"name": "y", "node": "sum"}],
+            "nodes": [
+                {"id": "relu", "layer": {"type": "ReLU"}, "inputs": ["a"]},
+                {"id": "sum", "function": "add", "inputs": ["relu", "n"]},
+            ],
         }
-    ]
+    )
+    return from_spec(spec, None, name="two")
 
 
 def run(served: ServedModel, x: np.ndarray = X, version: int | None = None) -> InferResult:

@@ -23,8 +23,9 @@ from morphserve.serving.compile import CompileMismatchError, Compiler, batch_siz
 from morphserve.serving.metrics import Metrics
 from morphserve.serving.pipeline import EditPipeline
 from morphserve.serving.served import ServedModel
+from tests.integration.helpers import head_ops
 
-from .helpers import ServeFactory, X, head_ops, memory_store, run
+from .helpers import ServeFactory, X, memory_store, run
 
 WAIT = 60.0
 

@@ -11,34 +11,20 @@ import numpy as np
 import pytest
 import torch
 
-from morphserve.graph import ModelVersion, NotFoundError, apply_edit, from_spec, load_zoo, parse_spec
+from morphserve.graph import ModelVersion, NotFoundError, apply_edit, load_zoo
 from morphserve.serving.errors import BadInputError, InferenceTimeoutError, NotResidentError
 from morphserve.serving.inference import Inference, prepare_inputs
 from morphserve.serving.residency import Residency, Runnable
 from morphserve.serving.served import ServedModel
 from morphserve.serving.worker import DeviceWorker, InferItem, InferResult
+from tests.integration.helpers import head_ops
 
-from .helpers import ServeFactory, X, head_ops, memory_store
-
-TWO = parse_spec(
-    {
-        "name": "two",
-        "inputs": [
-            {"name": "a", "datatype": "FP32", "shape": [-1, -1]},
-            {"name": "n", "datatype": "INT64", "shape": [-1, 1]},
-        ],
-        "outputs": [{"name": "y", "node": "sum"}],
-        "nodes": [
-            {"id": "relu", "layer": {"type": "ReLU"}, "inputs": ["a"]},
-            {"id": "sum", "function": "add", "inputs": ["relu", "n"]},
-        ],
-    }
-)
+from .helpers import ServeFactory, X, memory_store, two_inputs
 
 
 @pytest.fixture(scope="module")
 def two() -> ModelVersion:
-    return from_spec(TWO, None, name="two")
+    return two_inputs()
 
 
 def _bad(arrays: dict[str, np.ndarray], version: ModelVersion) -> BadInputError:

@@ -21,8 +21,9 @@ from morphserve.serving.placement import Placement
 from morphserve.serving.residency import Runnable
 from morphserve.serving.served import ServedModel
 from morphserve.store import Head, Store, StoreError
+from tests.integration.helpers import head_ops
 
-from .helpers import CPU, ServeFactory, X, head_ops, memory_store, run
+from .helpers import CPU, ServeFactory, X, memory_store, run
 
 
 class Setup:

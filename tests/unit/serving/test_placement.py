@@ -11,30 +11,13 @@ from typing import cast
 import pytest
 import torch
 
-from morphserve.graph import EditError, ModelVersion, apply_edit, from_spec, load_zoo, parse_spec
+from morphserve.graph import EditError, ModelVersion, apply_edit, load_zoo
 from morphserve.serving import placement as placement_module
 from morphserve.serving.placement import Placement, resolve_device, warm_up
 
+from .helpers import two_inputs
+
 META = torch.device("meta")
-
-
-def _two_inputs() -> ModelVersion:
-    """y = relu(a) + n, with a variable second dimension on `a` and an INT64 input `n`."""
-    spec = parse_spec(
-        {
-            "name": "two",
-            "inputs": [
-                {"name": "a", "datatype": "FP32", "shape": [-1, -1]},
-                {"name": "n", "datatype": "INT64", "shape": [-1, 1]},
-            ],
-            "outputs": [{"name": "y", "node": "sum"}],
-            "nodes": [
-                {"id": "relu", "layer": {"type": "ReLU"}, "inputs": ["a"]},
-                {"id": "sum", "function": "add", "inputs": ["relu", "n"]},
-            ],
-        }
-    )
-    return from_spec(spec, None, name="two")
 
 
 class Recorder:
@@ -64,7 +47,7 @@ def test_on_the_cpu_a_version_runs_its_own_graph_module() -> None:
 
 
 def test_the_warm_up_runs_one_row_of_zeros_of_each_input_in_signature_order() -> None:
-    v = _two_inputs()
+    v = two_inputs()
     rec = Recorder()
     warm_up(v, rec, torch.device("cpu"))
     cpu = torch.device("cpu")
@@ -72,7 +55,7 @@ def test_the_warm_up_runs_one_row_of_zeros_of_each_input_in_signature_order() ->
 
 
 def test_prepare_warms_up_and_a_failing_forward_is_an_edit_error_that_says_why() -> None:
-    v = _two_inputs()
+    v = two_inputs()
     ok = Recorder()
     runnable: object = Placement(torch.device("cpu")).prepare(_fake_version(v, ok))
     assert runnable is ok
@@ -84,7 +67,7 @@ def test_prepare_warms_up_and_a_failing_forward_is_an_edit_error_that_says_why()
 
 
 def test_a_real_version_warms_up_on_the_cpu() -> None:
-    v = _two_inputs()
+    v = two_inputs()
     runnable = Placement(torch.device("cpu")).prepare(v)
     (y,) = runnable(torch.tensor([[-1.0, 2.0]]), torch.tensor([[3]]))
     assert torch.equal(y, torch.tensor([[3.0, 5.0]]))
@@ -158,5 +141,5 @@ def test_the_warm_up_runs_off_the_serving_stream(monkeypatch: pytest.MonkeyPatch
         seen.append("forward")
         return args
 
-    warm_up(_two_inputs(), runnable, torch.device("cpu"))
+    warm_up(two_inputs(), runnable, torch.device("cpu"))
     assert seen == ["enter", "forward", "leave"]

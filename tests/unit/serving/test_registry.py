@@ -22,8 +22,9 @@ from morphserve.serving.sources import ZooSource
 from morphserve.settings import Settings
 from morphserve.store import Head, JournalError, Store, StoreUnavailableError
 from morphserve.store.memory import MemoryBlobs, MemoryJournal
+from tests.integration.helpers import head_ops
 
-from .helpers import WAIT, X, head_ops, memory_store, run
+from .helpers import WAIT, X, memory_store, run
 
 RegistryFactory = Callable[..., Registry]
 
