@@ -18,9 +18,7 @@ with long edges takes seconds, 400 nodes minutes). So here:
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import os
-import signal
+import shutil
 import sys
 import weakref
 from collections.abc import Callable
@@ -39,25 +37,23 @@ DOT_NICENESS = 10
 T = TypeVar("T")
 
 
-def _lower_priority() -> None:
-    """In the child between fork and exec: a lower CPU priority, and (Linux) killed if the server dies first, so
-    that no layout outlives the process that wanted it."""
-    os.nice(DOT_NICENESS)
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
+def _dot_argv(dot: str) -> list[str] | None:
+    """The command that runs `dot -Tsvg` at a lower CPU priority and (Linux) killed if the server dies first, so
+    that no layout outlives the process that wanted it; None without graphviz. Priority and death signal come from
+    `nice` and `setpriv` (coreutils, util-linux), each exec'ing the next, rather than from a preexec function: with
+    one, every spawn was a full fork() of the server on the event loop's thread (its page tables copied: 60 ms of
+    the loop for one SVG, seen by tests/integration/test_event_loop.py); without, Python spawns by vfork."""
+    found = shutil.which(dot)
+    if found is None:
         return None
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-        return prctl
-    except (OSError, AttributeError):
-        return None
-
-
-_PRCTL = _prctl()
+    argv = [found, "-Tsvg"]
+    nice = shutil.which("nice")
+    if nice is not None:
+        argv = [nice, "-n", str(DOT_NICENESS), *argv]
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    if setpriv is not None:
+        argv = [setpriv, "--pdeathsig", "KILL", *argv]
+    return argv
 
 
 class Renders:
@@ -132,19 +128,14 @@ class Renders:
             slots.release()
 
     async def _dot(self, source: bytes) -> bytes:
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                self.dot,
-                "-Tsvg",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                preexec_fn=_lower_priority,  # os.nice only: safe between fork and exec
-            )
-        except FileNotFoundError:
+        argv = _dot_argv(self.dot)
+        if argv is None:
             raise RenderUnavailableError(
                 "SVG needs graphviz's 'dot' program, which is not installed on the server; use format=dot"
-            ) from None
+            )
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
         self.running.add(proc)
         try:
             out, err = await asyncio.wait_for(proc.communicate(source), self.timeout_s)
